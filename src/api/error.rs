@@ -1,0 +1,112 @@
+//! Every way a REST request can fail, and the one function that turns each into an HTTP response.
+//!
+//! Bodies are short JSON objects: `{"error": "<code>", "message": "<what was wrong>", ...}` plus the
+//! limit or hint that applies, so both people and scripts can act on them.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, ETAG, RETRY_AFTER};
+use hyper::{Response, StatusCode};
+
+use crate::raftstore;
+use crate::storage::StorageError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the key is empty; keys are 1 to {max} bytes: /fekv/{{key}}")]
+    EmptyKey { max: usize },
+    #[error("the key is {len} bytes; the limit is {max} bytes")]
+    KeyTooLong { len: usize, max: usize },
+    #[error("the key is not valid percent-encoding: '%' at byte {at} is not followed by two hex digits")]
+    BadPercentEncoding { at: usize },
+    #[error("the value is {} the limit of {limit} bytes", size.map_or("over".to_string(), |s| format!("{s} bytes, over")))]
+    ValueTooLarge { size: Option<u64>, limit: u64 },
+    #[error("invalid {name} header: {reason}")]
+    BadHeader { name: &'static str, reason: String },
+    #[error("cannot read the request body: {0}")]
+    BodyRead(String),
+    #[error("method {method} is not allowed here; allowed: {allow}")]
+    MethodNotAllowed { method: String, allow: &'static str },
+    #[error("no such resource: {path}")]
+    NoRoute { path: String },
+    #[error("key not found")]
+    KeyNotFound,
+    #[error("no region on this node holds the key; retry shortly")]
+    NoRegion,
+    #[error(transparent)]
+    Raft(#[from] raftstore::Error),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl ApiError {
+    /// The status, a stable machine-readable code, and any headers the client needs to act.
+    fn classify(&self) -> (StatusCode, &'static str) {
+        use raftstore::Error as R;
+        match self {
+            ApiError::EmptyKey { .. } => (StatusCode::BAD_REQUEST, "empty_key"),
+            ApiError::KeyTooLong { .. } => (StatusCode::BAD_REQUEST, "key_too_long"),
+            ApiError::BadPercentEncoding { .. } => (StatusCode::BAD_REQUEST, "bad_key_encoding"),
+            ApiError::BadHeader { .. } => (StatusCode::BAD_REQUEST, "bad_header"),
+            ApiError::BodyRead(_) => (StatusCode::BAD_REQUEST, "bad_body"),
+            ApiError::ValueTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "value_too_large"),
+            ApiError::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::NoRoute { .. } => (StatusCode::NOT_FOUND, "no_route"),
+            ApiError::KeyNotFound => (StatusCode::NOT_FOUND, "key_not_found"),
+            ApiError::NoRegion => (StatusCode::SERVICE_UNAVAILABLE, "no_region"),
+            ApiError::Raft(err) => match err {
+                R::PreconditionFailed { .. } => (StatusCode::PRECONDITION_FAILED, "precondition_failed"),
+                R::StorageFull { .. } => (StatusCode::INSUFFICIENT_STORAGE, "storage_full"),
+                R::Timeout { proposed: true, .. } => (StatusCode::GATEWAY_TIMEOUT, "proposal_timeout"),
+                R::Timeout { proposed: false, .. } => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
+                R::NotLeader { .. } => (StatusCode::SERVICE_UNAVAILABLE, "not_leader"),
+                R::RegionNotFound { .. } | R::KeyNotInRegion { .. } | R::EpochNotMatch { .. } => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "stale_route")
+                }
+                R::StaleCommand | R::ProposalDropped { .. } => (StatusCode::SERVICE_UNAVAILABLE, "retry"),
+                R::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+                R::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "stopping"),
+                R::Storage(inner) => storage_class(inner),
+            },
+            ApiError::Storage(err) => storage_class(err),
+        }
+    }
+
+    /// The one place errors become HTTP.
+    pub fn into_response(self) -> Response<Full<Bytes>> {
+        let (status, code) = self.classify();
+        let mut body = serde_json::json!({ "error": code, "message": self.to_string() });
+        match &self {
+            ApiError::ValueTooLarge { limit, .. } => body["limit"] = (*limit).into(),
+            ApiError::KeyTooLong { max, .. } | ApiError::EmptyKey { max } => body["limit"] = (*max).into(),
+            _ => {}
+        }
+        let mut text = body.to_string();
+        text.push('\n');
+        let mut response = Response::new(Full::new(Bytes::from(text)));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        match &self {
+            ApiError::MethodNotAllowed { allow, .. } => {
+                headers.insert(ALLOW, HeaderValue::from_static(allow));
+            }
+            ApiError::Raft(raftstore::Error::PreconditionFailed { current_revision: Some(rev) }) => {
+                headers.insert(ETAG, super::etag(*rev));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+fn storage_class(err: &StorageError) -> (StatusCode, &'static str) {
+    match err {
+        StorageError::Full { .. } => (StatusCode::INSUFFICIENT_STORAGE, "storage_full"),
+        StorageError::Corruption { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "checksum_mismatch"),
+        StorageError::Decode { .. } | StorageError::Lmdb(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
+    }
+}

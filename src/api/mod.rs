@@ -1,0 +1,135 @@
+//! The REST API (hyper, HTTP/1.1): routing, per-request metrics, and the server loop.
+//!
+//! [`serve`] takes a bound listener and a shutdown future (mini-redis style), so tests run the real
+//! server in-process on `127.0.0.1:0`. Handlers never block: they await the raftstore with a deadline
+//! and do their own short LMDB reads. Nothing is logged per request above `debug`.
+
+pub mod error;
+mod kv;
+pub mod request;
+mod status;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::HeaderValue;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+pub use error::ApiError;
+pub use status::display_key;
+
+use crate::metrics::Metrics;
+use crate::raftstore::Router;
+use crate::storage::Engine;
+
+/// What the handlers share.
+pub struct ApiState {
+    pub router: Router,
+    pub engine: Engine,
+    pub metrics: Arc<Metrics>,
+    pub max_value_size: u64,
+    pub store_id: u64,
+    pub http_addr: SocketAddr,
+    pub started: Instant,
+}
+
+/// The ETag of a revision: the raft index of the entry that wrote the value, quoted.
+pub fn etag(revision: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{revision}\"")).expect("digits are a valid header value")
+}
+
+/// Serves HTTP on `listener` until `shutdown` resolves, then lets in-flight requests finish (for at
+/// most a few seconds).
+pub async fn serve(listener: TcpListener, state: Arc<ApiState>, shutdown: impl Future<Output = ()>) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    let state = state.clone();
+                    let service = service_fn(move |req| {
+                        let state = state.clone();
+                        async move { Ok::<_, Infallible>(handle(&state, req).await) }
+                    });
+                    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        if let Err(err) = conn.await {
+                            tracing::debug!(error = %err, "connection ended with an error");
+                        }
+                    });
+                }
+                Err(err) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = &mut shutdown => break,
+        }
+    }
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+    }
+}
+
+/// Routes a request and records its metrics.
+async fn handle(state: &ApiState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let (route, result) = route(state, req, &path).await;
+    let response = result.unwrap_or_else(ApiError::into_response);
+    // Label only known methods: arbitrary ones would let clients grow the metric without bound.
+    let method_label = match method {
+        Method::GET | Method::HEAD | Method::PUT | Method::POST | Method::DELETE => method.as_str(),
+        _ => "other",
+    };
+    state.metrics.http_requests.with_label_values(&[route, method_label, response.status().as_str()]).inc();
+    state
+        .metrics
+        .http_request_duration
+        .with_label_values(&[route, method_label])
+        .observe(started.elapsed().as_secs_f64());
+    tracing::debug!(%method, path, status = response.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
+    response
+}
+
+async fn route(
+    state: &ApiState,
+    req: Request<Incoming>,
+    path: &str,
+) -> (&'static str, Result<Response<Full<Bytes>>, ApiError>) {
+    if let Some(raw_key) = path.strip_prefix("/fekv/") {
+        return ("kv", kv::handle(state, req, raw_key).await);
+    }
+    let route = match path {
+        "/status" => "status",
+        "/health" => "health",
+        "/ready" => "ready",
+        "/metrics" => "metrics",
+        _ => return ("unknown", Err(ApiError::NoRoute { path: path.to_string() })),
+    };
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return (route, Err(ApiError::MethodNotAllowed { method: req.method().to_string(), allow: "GET, HEAD" }));
+    }
+    let response = match route {
+        "status" => status::status(state).await,
+        "health" => Ok(status::health(state).await),
+        "ready" => Ok(status::ready(state).await),
+        _ => Ok(status::metrics(state)),
+    };
+    (route, response)
+}

@@ -1,0 +1,241 @@
+//! The node's configuration: one flat set of names shared by the TOML file, the `FEKV_*` environment
+//! variables and the command-line flags (`max_value_size` = `FEKV_MAX_VALUE_SIZE` = `--max-value-size`).
+//!
+//! Precedence: built-in default < `--config` file < environment < flag. Clap merges the last two
+//! (a flag wins over its variable); [`ServeArgs::load`] lays the result over the file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::{Deserialize, Serialize};
+
+/// LMDB refuses keys longer than this (its compile-time `MDB_MAXKEYSIZE`); user keys are stored as
+/// they are, so this is also fekv's key limit.
+pub const MAX_KEY_SIZE: usize = 511;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the REST API listens.
+    pub http_addr: SocketAddr,
+    /// Directory of the node's LMDB environment.
+    pub data_dir: PathBuf,
+    /// Log filter when `RUST_LOG` is unset (tracing `EnvFilter` syntax).
+    pub log_level: String,
+    /// Largest value a PUT/POST may carry; larger bodies get `413`.
+    pub max_value_size: ByteSize,
+    /// LMDB map size: the most the database file may grow to. Writes get `507` near it.
+    pub map_size: ByteSize,
+    /// LMDB reader slots: concurrent GETs in flight.
+    pub max_readers: u32,
+    /// Raft's logical clock.
+    #[serde(with = "humantime_serde")]
+    pub raft_tick_interval: Duration,
+    /// Ticks without a leader before a follower campaigns.
+    pub raft_election_ticks: usize,
+    /// Ticks between a leader's heartbeats.
+    pub raft_heartbeat_ticks: usize,
+    /// Raft log entries kept after apply before the leader compacts the log.
+    pub raft_log_gc_threshold: u64,
+    /// Messages the raftstore drains per poll round (one LMDB commit per round).
+    pub raftstore_max_batch: usize,
+    /// How long a request may wait for raft before it is answered `503`/`504`.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            data_dir: PathBuf::from("./fekv-data"),
+            log_level: "info".into(),
+            max_value_size: ByteSize::mib(1),
+            map_size: ByteSize::gib(16),
+            max_readers: 1024,
+            raft_tick_interval: Duration::from_millis(100),
+            raft_election_ticks: 10,
+            raft_heartbeat_ticks: 2,
+            raft_log_gc_threshold: 1024,
+            raftstore_max_batch: 4096,
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config file {path}: {source}")]
+    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    #[error("invalid setting {name}: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |name, reason: &str| Err(ConfigError::Invalid { name, reason: reason.into() });
+        if self.max_value_size.as_u64() == 0 {
+            return invalid("max_value_size", "must be at least 1 byte");
+        }
+        // A value and its raft entry must fit in the map with room to spare.
+        if self.map_size.as_u64() < 4 * self.max_value_size.as_u64() + ByteSize::mib(1).as_u64() {
+            return invalid("map_size", "must be at least 4 × max_value_size + 1MiB");
+        }
+        if self.max_readers < 8 {
+            return invalid("max_readers", "must be at least 8");
+        }
+        if self.raft_tick_interval.is_zero() {
+            return invalid("raft_tick_interval", "must be positive");
+        }
+        if self.raft_heartbeat_ticks == 0 || self.raft_election_ticks <= self.raft_heartbeat_ticks {
+            return invalid("raft_election_ticks", "must be greater than raft_heartbeat_ticks, which must be positive");
+        }
+        if self.raft_log_gc_threshold == 0 {
+            return invalid("raft_log_gc_threshold", "must be at least 1");
+        }
+        if self.raftstore_max_batch == 0 {
+            return invalid("raftstore_max_batch", "must be at least 1");
+        }
+        if self.request_timeout < self.raft_tick_interval {
+            return invalid("request_timeout", "must be at least one raft_tick_interval");
+        }
+        Ok(())
+    }
+
+    /// Bytes of the LMDB map kept free for log GC and deletes: writes that would eat into it are
+    /// refused with `507` before they reach raft, so a full disk never wedges the raft log.
+    pub fn write_reserve(&self) -> u64 {
+        (self.map_size.as_u64() / 16).max(2 * self.max_value_size.as_u64() + ByteSize::kib(256).as_u64())
+    }
+}
+
+/// The node's settings as flags (each also read from its `FEKV_*` variable). Unset ones keep the
+/// value from the file or the default.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (same names, snake_case).
+    #[arg(long, env = "FEKV_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// REST API listen address [default: 127.0.0.1:3000]
+    #[arg(long, env = "FEKV_HTTP_ADDR", value_name = "ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// Data directory [default: ./fekv-data]
+    #[arg(long, env = "FEKV_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Log filter used when RUST_LOG is unset [default: info]
+    #[arg(long, env = "FEKV_LOG_LEVEL", value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// Largest value accepted by PUT/POST, e.g. 512KiB [default: 1MiB]
+    #[arg(long, env = "FEKV_MAX_VALUE_SIZE", value_name = "SIZE")]
+    pub max_value_size: Option<ByteSize>,
+    /// LMDB map size: the most the database may grow to [default: 16GiB]
+    #[arg(long, env = "FEKV_MAP_SIZE", value_name = "SIZE")]
+    pub map_size: Option<ByteSize>,
+    /// LMDB reader slots (concurrent reads) [default: 1024]
+    #[arg(long, env = "FEKV_MAX_READERS", value_name = "N")]
+    pub max_readers: Option<u32>,
+    /// Raft tick interval [default: 100ms]
+    #[arg(long, env = "FEKV_RAFT_TICK_INTERVAL", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub raft_tick_interval: Option<Duration>,
+    /// Ticks before a follower without a leader campaigns [default: 10]
+    #[arg(long, env = "FEKV_RAFT_ELECTION_TICKS", value_name = "N")]
+    pub raft_election_ticks: Option<usize>,
+    /// Ticks between leader heartbeats [default: 2]
+    #[arg(long, env = "FEKV_RAFT_HEARTBEAT_TICKS", value_name = "N")]
+    pub raft_heartbeat_ticks: Option<usize>,
+    /// Applied raft log entries kept before the log is compacted [default: 1024]
+    #[arg(long, env = "FEKV_RAFT_LOG_GC_THRESHOLD", value_name = "N")]
+    pub raft_log_gc_threshold: Option<u64>,
+    /// Messages handled per raftstore round, all committed to LMDB at once [default: 4096]
+    #[arg(long, env = "FEKV_RAFTSTORE_MAX_BATCH", value_name = "N")]
+    pub raftstore_max_batch: Option<usize>,
+    /// How long a request may wait for raft before 503/504 [default: 5s]
+    #[arg(long, env = "FEKV_REQUEST_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub request_timeout: Option<Duration>,
+}
+
+impl ServeArgs {
+    /// The effective configuration: default < file < environment < flags, validated.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        let mut config = match &self.config {
+            None => Config::default(),
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+                toml::from_str(&text)
+                    .map_err(|source| ConfigError::Parse { path: path.clone(), source: Box::new(source) })?
+            }
+        };
+        macro_rules! overlay {
+            ($($field:ident),*) => { $( if let Some(value) = &self.$field { config.$field = value.clone(); } )* };
+        }
+        overlay!(
+            http_addr,
+            data_dir,
+            log_level,
+            max_value_size,
+            map_size,
+            max_readers,
+            raft_tick_interval,
+            raft_election_ticks,
+            raft_heartbeat_ticks,
+            raft_log_gc_threshold,
+            raftstore_max_batch,
+            request_timeout
+        );
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn file_then_flags_override_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fekv.toml");
+        std::fs::write(&path, "max_value_size = \"64KiB\"\nrequest_timeout = \"2s\"\nhttp_addr = \"127.0.0.1:4000\"\n")
+            .unwrap();
+        let args =
+            ServeArgs { config: Some(path), http_addr: Some("127.0.0.1:5000".parse().unwrap()), ..Default::default() };
+        let config = args.load().unwrap();
+        assert_eq!(config.max_value_size, ByteSize::kib(64));
+        assert_eq!(config.request_timeout, Duration::from_secs(2));
+        assert_eq!(config.http_addr, "127.0.0.1:5000".parse().unwrap());
+        assert_eq!(config.map_size, Config::default().map_size);
+    }
+
+    #[test]
+    fn unknown_file_settings_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fekv.toml");
+        std::fs::write(&path, "max_value_sise = \"64KiB\"\n").unwrap();
+        let err = ServeArgs { config: Some(path), ..Default::default() }.load().unwrap_err();
+        assert!(err.to_string().contains("max_value_sise"), "{err}");
+    }
+
+    #[test]
+    fn invalid_settings_say_which() {
+        let args = ServeArgs { raft_election_ticks: Some(1), ..Default::default() };
+        let err = args.load().unwrap_err();
+        assert!(err.to_string().contains("raft_election_ticks"), "{err}");
+    }
+
+    #[test]
+    fn the_whole_default_config_round_trips_through_toml() {
+        let text = toml::to_string(&Config::default()).unwrap();
+        let back: Config = toml::from_str(&text).unwrap();
+        assert_eq!(back, Config::default());
+    }
+}

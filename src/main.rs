@@ -1,0 +1,62 @@
+//! The `fekv` binary. `fekv` alone (or `fekv serve`) runs a node; see `fekv --help`.
+
+use clap::{Parser, Subcommand};
+use fekv::config::ServeArgs;
+
+#[derive(Parser)]
+#[command(
+    name = "fekv",
+    version,
+    about = "A replicated, range-sharded key-value store with a REST API",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// With no subcommand, fekv runs a node with these settings.
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node (the default). Settings: defaults < --config file < FEKV_* environment < flags.
+    Serve(ServeArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Some(Command::Serve(args)) => args,
+        None => cli.serve,
+    };
+    let config = args.load()?;
+    fekv::logging::init(&config.log_level);
+    tracing::info!(config = %toml::to_string(&config).unwrap_or_default().replace('\n', "; "), "effective configuration");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(fekv::node::run(config, shutdown_signal()))?;
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down");
+}

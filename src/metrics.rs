@@ -1,0 +1,155 @@
+//! The node's Prometheus metrics (`GET /metrics`), one registry per node so in-process clusters keep
+//! their nodes apart. Names follow `fekv_<subsystem>_<what>_<unit>`.
+//!
+//! The group-commit figure to watch is `fekv_raftstore_proposals_total / fekv_storage_commits_total`
+//! (also as the histogram `fekv_storage_proposals_per_commit`).
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: IntCounterVec,
+    pub http_request_duration: HistogramVec,
+    pub raft_proposals: IntCounter,
+    pub raft_proposals_rejected: IntCounterVec,
+    pub raft_read_index: IntCounter,
+    pub raft_leader_changes: IntCounter,
+    pub raft_applied_entries: IntCounter,
+    pub raft_log_compactions: IntCounter,
+    pub raftstore_rounds: IntCounter,
+    pub storage_commits: IntCounter,
+    pub storage_commit_failures: IntCounter,
+    pub storage_commit_duration: Histogram,
+    pub storage_entries_per_commit: Histogram,
+    pub storage_proposals_per_commit: Histogram,
+    pub storage_checksum_failures: IntCounter,
+    pub storage_used_bytes: IntGauge,
+    pub storage_map_size_bytes: IntGauge,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let metric = IntCounter::new(name, help).expect("metric name is valid");
+    registry.register(Box::new(metric.clone())).expect("metric registered once");
+    metric
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let metric = IntGauge::new(name, help).expect("metric name is valid");
+    registry.register(Box::new(metric.clone())).expect("metric registered once");
+    metric
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let metric = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("metric name is valid");
+    registry.register(Box::new(metric.clone())).expect("metric registered once");
+    metric
+}
+
+/// Buckets for counts per commit: 1, 2, 4, ... 4096.
+fn count_buckets() -> Vec<f64> {
+    prometheus::exponential_buckets(1.0, 2.0, 13).expect("valid buckets")
+}
+
+/// Buckets for latencies: 50µs .. ~13s.
+fn latency_buckets() -> Vec<f64> {
+    prometheus::exponential_buckets(0.00005, 2.0, 19).expect("valid buckets")
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let http_requests = IntCounterVec::new(
+            Opts::new("fekv_http_requests_total", "HTTP requests answered, by route, method and status code"),
+            &["route", "method", "code"],
+        )
+        .expect("metric name is valid");
+        registry.register(Box::new(http_requests.clone())).expect("metric registered once");
+        let http_request_duration = HistogramVec::new(
+            HistogramOpts::new("fekv_http_request_duration_seconds", "HTTP request latency, by route and method")
+                .buckets(latency_buckets()),
+            &["route", "method"],
+        )
+        .expect("metric name is valid");
+        registry.register(Box::new(http_request_duration.clone())).expect("metric registered once");
+        let raft_proposals_rejected = IntCounterVec::new(
+            Opts::new("fekv_raft_proposals_rejected_total", "Proposals refused before reaching the log, by reason"),
+            &["reason"],
+        )
+        .expect("metric name is valid");
+        registry.register(Box::new(raft_proposals_rejected.clone())).expect("metric registered once");
+        Metrics {
+            http_requests,
+            http_request_duration,
+            raft_proposals: counter(&registry, "fekv_raftstore_proposals_total", "Client commands proposed to raft"),
+            raft_proposals_rejected,
+            raft_read_index: counter(
+                &registry,
+                "fekv_raftstore_read_index_total",
+                "ReadIndex requests issued (each serves a batch of reads)",
+            ),
+            raft_leader_changes: counter(
+                &registry,
+                "fekv_raft_leader_changes_total",
+                "Times a local peer saw its region's leader change",
+            ),
+            raft_applied_entries: counter(&registry, "fekv_raft_applied_entries_total", "Raft log entries applied"),
+            raft_log_compactions: counter(&registry, "fekv_raft_log_compactions_total", "Raft log compactions applied"),
+            raftstore_rounds: counter(&registry, "fekv_raftstore_rounds_total", "Poll rounds of the raftstore thread"),
+            storage_commits: counter(
+                &registry,
+                "fekv_storage_commits_total",
+                "LMDB write transactions committed (one fsync each)",
+            ),
+            storage_commit_failures: counter(
+                &registry,
+                "fekv_storage_commit_failures_total",
+                "LMDB write transactions that failed",
+            ),
+            storage_commit_duration: histogram(
+                &registry,
+                "fekv_storage_commit_duration_seconds",
+                "Time to commit a round's LMDB transaction",
+                latency_buckets(),
+            ),
+            storage_entries_per_commit: histogram(
+                &registry,
+                "fekv_storage_entries_per_commit",
+                "Raft log entries written per LMDB commit",
+                count_buckets(),
+            ),
+            storage_proposals_per_commit: histogram(
+                &registry,
+                "fekv_storage_proposals_per_commit",
+                "Client proposals made durable per LMDB commit",
+                count_buckets(),
+            ),
+            storage_checksum_failures: counter(
+                &registry,
+                "fekv_storage_checksum_failures_total",
+                "Stored records or log entries whose crc32c did not match",
+            ),
+            storage_used_bytes: gauge(
+                &registry,
+                "fekv_storage_used_bytes",
+                "Bytes of the LMDB map in use (excluding free pages)",
+            ),
+            storage_map_size_bytes: gauge(&registry, "fekv_storage_map_size_bytes", "Configured LMDB map size"),
+            registry,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding cannot fail");
+        String::from_utf8(out).expect("prometheus text is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

@@ -1,0 +1,151 @@
+//! Wiring of one node: open the LMDB environment, bootstrap it on first start, start the raftstore
+//! thread, and serve the REST API until shut down.
+//!
+//! In this single-node form the node is store 1 and bootstraps region 1 (the whole keyspace) with
+//! itself as its only peer; it is an ordinary one-voter raft group, so adding peers later changes the
+//! membership, not the code path.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use tokio::net::TcpListener;
+
+use crate::api::{self, ApiState};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::proto::{Peer, Region, RegionEpoch, StoreIdent};
+use crate::raftstore::peer::PeerConfig;
+use crate::raftstore::peer_storage::PeerStorage;
+use crate::raftstore::store::{self, StoreConfig};
+use crate::raftstore::Router;
+use crate::storage::{Engine, EngineOptions, StorageError};
+
+/// Bumped when the on-disk layout changes incompatibly.
+pub const FORMAT_VERSION: u32 = 1;
+const FIRST_STORE_ID: u64 = 1;
+const FIRST_REGION_ID: u64 = 1;
+const FIRST_PEER_ID: u64 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("cannot open the data directory {dir}: {source}")]
+    Open { dir: String, source: StorageError },
+    #[error("data directory {dir} has format version {found}; this fekv reads version {FORMAT_VERSION}")]
+    Format { dir: String, found: u32 },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: std::net::SocketAddr, source: std::io::Error },
+}
+
+/// A running node: the raftstore thread and what the API needs.
+pub struct Node {
+    state: Arc<ApiState>,
+    raftstore: Option<JoinHandle<()>>,
+}
+
+/// Writes store 1 and region 1 into a fresh environment, in one transaction; reads them back on
+/// later starts.
+pub fn bootstrap_if_needed(engine: &Engine) -> Result<StoreIdent, StorageError> {
+    let txn = engine.read_txn()?;
+    if let Some(ident) = engine.store_ident(&txn)? {
+        return Ok(ident);
+    }
+    drop(txn);
+    let ident = StoreIdent { cluster_id: rand::random(), store_id: FIRST_STORE_ID, format_version: FORMAT_VERSION };
+    let region = Region {
+        region_id: FIRST_REGION_ID,
+        start_key: Vec::new(),
+        end_key: Vec::new(),
+        epoch: Some(RegionEpoch { conf_ver: 1, version: 1 }),
+        peers: vec![Peer { peer_id: FIRST_PEER_ID, store_id: FIRST_STORE_ID }],
+    };
+    let mut txn = engine.write_txn()?;
+    engine.put_store_ident(&mut txn, &ident)?;
+    PeerStorage::write_initial_state(engine, &mut txn, &region)?;
+    engine.commit(txn)?;
+    tracing::info!(store_id = ident.store_id, cluster_id = ident.cluster_id, "bootstrapped a new store with region 1");
+    Ok(ident)
+}
+
+impl Node {
+    /// Opens storage and starts the raftstore. The API is served separately with [`Node::serve`].
+    pub fn start(config: &Config) -> Result<Node, NodeError> {
+        let metrics = Arc::new(Metrics::new());
+        let dir = config.data_dir.display().to_string();
+        let options = EngineOptions {
+            map_size: config.map_size.as_u64(),
+            max_readers: config.max_readers,
+            checksum_failures: metrics.storage_checksum_failures.clone(),
+        };
+        let engine =
+            Engine::open(&config.data_dir, &options).map_err(|source| NodeError::Open { dir: dir.clone(), source })?;
+        let ident = bootstrap_if_needed(&engine)?;
+        if ident.format_version != FORMAT_VERSION {
+            return Err(NodeError::Format { dir, found: ident.format_version });
+        }
+        let store_cfg = StoreConfig {
+            store_id: ident.store_id,
+            tick_interval: config.raft_tick_interval,
+            peer: PeerConfig {
+                election_ticks: config.raft_election_ticks,
+                heartbeat_ticks: config.raft_heartbeat_ticks,
+                log_gc_threshold: config.raft_log_gc_threshold,
+            },
+            max_batch: config.raftstore_max_batch,
+            write_reserve: config.write_reserve(),
+            inbox_capacity: 4 * config.raftstore_max_batch,
+            request_timeout: config.request_timeout,
+        };
+        let (router, handle) = store::start(store_cfg, engine.clone(), metrics.clone())?;
+        let state = Arc::new(ApiState {
+            router,
+            engine,
+            metrics,
+            max_value_size: config.max_value_size.as_u64(),
+            store_id: ident.store_id,
+            http_addr: config.http_addr,
+            started: Instant::now(),
+        });
+        Ok(Node { state, raftstore: Some(handle) })
+    }
+
+    pub fn router(&self) -> &Router {
+        &self.state.router
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.state.engine
+    }
+
+    /// Serves the REST API on `listener` until `shutdown` resolves.
+    pub async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        api::serve(listener, self.state.clone(), shutdown).await;
+    }
+
+    /// Stops the raftstore after its current round. Data already acknowledged is durable; nothing
+    /// else needs flushing.
+    pub fn stop(mut self) {
+        self.state.router.shutdown();
+        if let Some(handle) = self.raftstore.take() {
+            if handle.join().is_err() {
+                tracing::error!("the raftstore thread panicked");
+            }
+        }
+    }
+}
+
+/// Runs a node with `config` until `shutdown` resolves.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
+    let listener = TcpListener::bind(config.http_addr)
+        .await
+        .map_err(|source| NodeError::Listen { addr: config.http_addr, source })?;
+    let node = Node::start(&config)?;
+    tracing::info!(http_addr = %config.http_addr, data_dir = %config.data_dir.display(), "fekv node serving");
+    node.serve(listener, shutdown).await;
+    node.stop();
+    tracing::info!("fekv node stopped");
+    Ok(())
+}

@@ -1,0 +1,41 @@
+//! The raftstore: every local region's raft peer, driven by one thread that is the node's only LMDB
+//! writer and commits each poll round's log writes and applied data in a single transaction.
+//!
+//! - [`store`]: the poll loop (one round, one commit) and store-wide settings;
+//! - [`peer`]: one region's `RawNode`, proposals and reads, and its half of the round;
+//! - [`peer_storage`]: `raft::Storage` over LMDB;
+//! - [`apply`]: committed entries → user data (never touches the network);
+//! - [`router`] and [`msg`]: how the rest of the node talks to the loop;
+//! - [`region_map`]: which local region holds a key.
+
+pub mod apply;
+mod error;
+pub mod msg;
+pub mod peer;
+pub mod peer_storage;
+pub mod region_map;
+mod router;
+pub mod store;
+
+pub use error::{Error, Result};
+pub use msg::WriteResponse;
+pub use router::Router;
+
+use crate::proto::Region;
+
+/// One local peer as `/status` shows it.
+#[derive(Debug, Clone)]
+pub struct PeerStatus {
+    pub region: Region,
+    pub peer_id: u64,
+    /// leader, follower, candidate or precandidate
+    pub role: String,
+    pub leader_peer_id: u64,
+    pub leader_store_id: Option<u64>,
+    pub term: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub truncated_index: u64,
+    pub last_index: u64,
+    pub pending_proposals: usize,
+}

@@ -1,0 +1,31 @@
+//! The messages the raftstore thread receives, and the callbacks it answers them on.
+//!
+//! Every variant that carries a callback is answered exactly once: with the result, with an error, or
+//! by dropping the callback (the waiting side then answers `Stopped`). A message lost on a full queue
+//! is refused at the sender (`Error::Busy`), never silently dropped.
+
+use tokio::sync::oneshot;
+
+use super::{Error, PeerStatus};
+use crate::proto::Request;
+
+pub type Callback<T> = oneshot::Sender<Result<T, Error>>;
+
+/// The result of an applied write: the raft index of its entry, which is the revision of every key it
+/// wrote (the HTTP ETag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteResponse {
+    pub revision: u64,
+}
+
+pub enum StoreMsg {
+    /// Client writes to propose as one raft entry. Answered once the entry is applied (or fails).
+    Write { region_id: u64, requests: Vec<Request>, callback: Callback<WriteResponse> },
+    /// A linearizable-read barrier: answered once the region's applied index has reached the leader's
+    /// commit index as of the message's arrival. The caller then reads LMDB itself.
+    ReadIndex { region_id: u64, callback: Callback<()> },
+    /// A snapshot of every local peer's raft state, for `/status` and `/ready`.
+    Status { callback: Callback<Vec<PeerStatus>> },
+    /// Stop the raftstore loop after this round.
+    Shutdown,
+}

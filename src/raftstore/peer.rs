@@ -1,0 +1,501 @@
+//! A peer: this store's member of one region's raft group. It owns the `RawNode`, the proposals
+//! waiting for their entries to apply, and the reads waiting for their read index.
+//!
+//! The store loop drives it in two halves around the round's single LMDB commit:
+//! [`Peer::collect_ready`] adds its log writes and applied data to the shared transaction, and
+//! [`Peer::post_commit`] finishes the ready once that transaction is durable.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use heed::RwTxn;
+use prost::Message as _;
+use raft::eraftpb::{Entry, EntryType, Message};
+use raft::{RawNode, ReadState, Ready, StateRole};
+
+use super::apply::{self, Applied, ApplyEffects};
+use super::msg::Callback;
+use super::peer_storage::PeerStorage;
+use super::{Error, PeerStatus, WriteResponse};
+use crate::metrics::Metrics;
+use crate::proto::{
+    admin_request, AdminRequest, CmdHeader, CompactLogRequest, RaftApplyState, RaftCmdRequest, RaftLocalState, Region,
+    Request,
+};
+use crate::storage::{Engine, StorageError};
+
+/// Raft settings the store applies to every peer.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    pub election_ticks: usize,
+    pub heartbeat_ticks: usize,
+    pub log_gc_threshold: u64,
+}
+
+/// A client write waiting for its entry, matched by (index, term).
+struct Proposal {
+    index: u64,
+    term: u64,
+    callback: Callback<WriteResponse>,
+}
+
+/// The reads that arrived in one round, served by one ReadIndex request.
+struct ReadBatch {
+    id: u64,
+    callbacks: Vec<Callback<()>>,
+    /// The commit index raft confirmed; the batch is released once applied reaches it.
+    read_index: Option<u64>,
+    /// Tick of the last `read_index` call, to re-ask if raft dropped it.
+    asked_at_tick: u64,
+}
+
+/// What a peer put into the round's transaction, to finish after the commit.
+pub struct PendingReady {
+    ready: Ready,
+    raft_state: RaftLocalState,
+    apply_state: RaftApplyState,
+    applied: Vec<Applied>,
+    /// Client commands made durable by this commit (for the group-commit metric).
+    pub proposals_persisted: usize,
+    pub entries_persisted: usize,
+}
+
+pub struct Peer {
+    peer_id: u64,
+    raw: RawNode<PeerStorage>,
+    cfg: PeerConfig,
+    proposals: VecDeque<Proposal>,
+    /// Reads that arrived since the last ReadIndex was issued.
+    new_reads: Vec<Callback<()>>,
+    read_batches: VecDeque<ReadBatch>,
+    next_read_id: u64,
+    /// Committed, durable entries raft handed out after the last commit; applied next round.
+    pending_apply: Vec<Entry>,
+    leader_id: u64,
+    ticks: u64,
+    /// Index of the last CompactLog proposal, so one is not proposed every tick while it applies.
+    compact_proposed_index: u64,
+    metrics: Arc<Metrics>,
+}
+
+fn raft_config(peer_id: u64, applied: u64, cfg: &PeerConfig) -> raft::Config {
+    raft::Config {
+        id: peer_id,
+        election_tick: cfg.election_ticks,
+        heartbeat_tick: cfg.heartbeat_ticks,
+        applied,
+        max_size_per_msg: 1024 * 1024,
+        max_inflight_msgs: 256,
+        check_quorum: true,
+        pre_vote: true,
+        ..Default::default()
+    }
+}
+
+impl Peer {
+    /// Creates the peer of a region this store already holds (its state is in LMDB).
+    pub fn load(
+        engine: Engine,
+        region: Region,
+        store_id: u64,
+        cfg: PeerConfig,
+        metrics: Arc<Metrics>,
+        logger: &slog::Logger,
+    ) -> Result<Peer, StorageError> {
+        let peer_id = region
+            .peers
+            .iter()
+            .find(|p| p.store_id == store_id)
+            .map(|p| p.peer_id)
+            .unwrap_or_else(|| panic!("region {} has no peer on store {store_id}", region.region_id));
+        let storage = PeerStorage::load(engine, region)?;
+        let raw = Self::raw_node(peer_id, storage, &cfg, logger);
+        let mut peer = Peer {
+            peer_id,
+            raw,
+            cfg,
+            proposals: VecDeque::new(),
+            new_reads: Vec::new(),
+            read_batches: VecDeque::new(),
+            next_read_id: 1,
+            pending_apply: Vec::new(),
+            leader_id: 0,
+            ticks: 0,
+            compact_proposed_index: 0,
+            metrics,
+        };
+        peer.campaign_if_alone();
+        Ok(peer)
+    }
+
+    fn raw_node(peer_id: u64, storage: PeerStorage, cfg: &PeerConfig, logger: &slog::Logger) -> RawNode<PeerStorage> {
+        let applied = storage.apply_state().applied_index;
+        let region_id = storage.region().region_id;
+        let logger = logger.new(slog::o!("region_id" => region_id, "peer_id" => peer_id));
+        RawNode::new(&raft_config(peer_id, applied, cfg), storage, &logger)
+            .unwrap_or_else(|e| panic!("region {region_id}: persisted raft state is inconsistent: {e}"))
+    }
+
+    /// A region whose only voter is this peer need not wait an election timeout for a leader.
+    fn campaign_if_alone(&mut self) {
+        let voters = self.raw.raft.prs().conf().voters().ids();
+        if voters.len() == 1 && voters.contains(self.peer_id) {
+            let _ = self.raw.campaign();
+        }
+    }
+
+    pub fn region(&self) -> &Region {
+        self.raw.store().region()
+    }
+
+    pub fn region_id(&self) -> u64 {
+        self.region().region_id
+    }
+
+    fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    fn leader_store_id(&self) -> Option<u64> {
+        self.region().peers.iter().find(|p| p.peer_id == self.leader_id).map(|p| p.store_id)
+    }
+
+    fn not_leader(&self) -> Error {
+        Error::NotLeader { region_id: self.region_id(), leader_store_id: self.leader_store_id() }
+    }
+
+    // ---- events ----
+
+    /// A client write: checked, then proposed as one entry. Answered after apply.
+    pub fn on_write(&mut self, requests: Vec<Request>, callback: Callback<WriteResponse>) {
+        if let Err(err) = self.check_write(&requests) {
+            let _ = callback.send(Err(err));
+            return;
+        }
+        let region = self.region();
+        let cmd = RaftCmdRequest {
+            header: Some(CmdHeader { region_id: region.region_id, peer_id: self.peer_id, epoch: region.epoch }),
+            requests,
+            admin: None,
+        };
+        match self.propose(cmd.encode_to_vec()) {
+            Ok((index, term)) => self.proposals.push_back(Proposal { index, term, callback }),
+            Err(err) => {
+                let _ = callback.send(Err(err));
+            }
+        }
+    }
+
+    fn check_write(&self, requests: &[Request]) -> Result<(), Error> {
+        if !self.is_leader() {
+            return Err(self.not_leader());
+        }
+        let region = self.region();
+        for req in requests {
+            let key = match &req.cmd {
+                Some(crate::proto::request::Cmd::Put(put)) => &put.key,
+                Some(crate::proto::request::Cmd::Delete(delete)) => &delete.key,
+                None => continue,
+            };
+            if !super::region_map::region_contains(region, key) {
+                return Err(Error::KeyNotInRegion { key: key.clone(), region_id: region.region_id });
+            }
+        }
+        Ok(())
+    }
+
+    /// Proposes `data` and returns the (index, term) its entry got. raft-rs reports some drops as
+    /// `Ok`, so the log's growth is what proves the entry exists.
+    fn propose(&mut self, data: Vec<u8>) -> Result<(u64, u64), Error> {
+        let last_before = self.raw.raft.raft_log.last_index();
+        match self.raw.propose(Vec::new(), data) {
+            Err(raft::Error::ProposalDropped) => {
+                return Err(Error::ProposalDropped { reason: "leadership is being transferred" })
+            }
+            Err(err) => {
+                tracing::warn!(region_id = self.region_id(), error = %err, "proposal failed");
+                return Err(Error::ProposalDropped { reason: "raft refused the proposal" });
+            }
+            Ok(()) => {}
+        }
+        let index = self.raw.raft.raft_log.last_index();
+        if index == last_before {
+            return Err(Error::ProposalDropped { reason: "raft did not append the entry" });
+        }
+        Ok((index, self.raw.raft.term))
+    }
+
+    /// A linearizable-read barrier; batched with the other reads of this round.
+    pub fn on_read_index(&mut self, callback: Callback<()>) {
+        if !self.is_leader() {
+            let _ = callback.send(Err(self.not_leader()));
+            return;
+        }
+        self.new_reads.push(callback);
+    }
+
+    /// Issues one ReadIndex for the reads that arrived this round. raft-rs silently drops a ReadIndex
+    /// until the leader has committed an entry of its own term, so the batch waits for that here.
+    pub fn issue_reads(&mut self) {
+        if self.new_reads.is_empty() || !self.is_leader() || !self.raw.raft.commit_to_current_term() {
+            return;
+        }
+        let id = self.next_read_id;
+        self.next_read_id += 1;
+        self.raw.read_index(id.to_be_bytes().to_vec());
+        let callbacks = std::mem::take(&mut self.new_reads);
+        self.read_batches.push_back(ReadBatch { id, callbacks, read_index: None, asked_at_tick: self.ticks });
+    }
+
+    fn on_read_state(&mut self, state: ReadState) {
+        let Ok(id) = <[u8; 8]>::try_from(state.request_ctx.as_slice()).map(u64::from_be_bytes) else {
+            return;
+        };
+        if let Some(batch) = self.read_batches.iter_mut().find(|b| b.id == id) {
+            batch.read_index = Some(state.index);
+        }
+    }
+
+    /// Answers the reads whose read index has been applied.
+    fn release_reads(&mut self) {
+        let applied = self.raw.store().apply_state().applied_index;
+        self.read_batches.retain_mut(|batch| match batch.read_index {
+            Some(index) if index <= applied => {
+                for callback in batch.callbacks.drain(..) {
+                    let _ = callback.send(Ok(()));
+                }
+                false
+            }
+            _ => true,
+        });
+    }
+
+    fn fail_reads(&mut self, err: &Error) {
+        for callback in self.new_reads.drain(..).chain(self.read_batches.drain(..).flat_map(|b| b.callbacks)) {
+            let _ = callback.send(Err(err.clone()));
+        }
+    }
+
+    /// Raft's logical clock, plus the periodic chores: re-asking dropped reads, compacting the log,
+    /// and forgetting proposals whose client has given up.
+    pub fn on_tick(&mut self) {
+        self.ticks += 1;
+        self.raw.tick();
+        let election_ticks = self.cfg.election_ticks as u64;
+        let ticks = self.ticks;
+        let mut reask = Vec::new();
+        for batch in self.read_batches.iter_mut() {
+            if batch.read_index.is_none() && ticks - batch.asked_at_tick >= election_ticks {
+                batch.asked_at_tick = ticks;
+                reask.push(batch.id);
+            }
+        }
+        for id in reask {
+            self.raw.read_index(id.to_be_bytes().to_vec());
+        }
+        self.proposals.retain(|p| !p.callback.is_closed());
+        self.maybe_compact_log();
+    }
+
+    /// Log GC: once more than the threshold of applied entries sit in the log, the leader proposes
+    /// to drop them. Applying that on every replica deletes the entries in the same transaction.
+    fn maybe_compact_log(&mut self) {
+        if !self.is_leader() {
+            return;
+        }
+        let apply_state = self.raw.store().apply_state();
+        let (applied, truncated) = (apply_state.applied_index, apply_state.truncated_index);
+        if applied - truncated <= self.cfg.log_gc_threshold || self.compact_proposed_index > truncated {
+            return;
+        }
+        let Ok(compact_term) = raft::Storage::term(self.raw.store(), applied) else {
+            return;
+        };
+        let cmd = RaftCmdRequest {
+            header: Some(CmdHeader { region_id: self.region_id(), peer_id: self.peer_id, epoch: self.region().epoch }),
+            requests: Vec::new(),
+            admin: Some(AdminRequest {
+                cmd: Some(admin_request::Cmd::CompactLog(CompactLogRequest { compact_index: applied, compact_term })),
+            }),
+        };
+        if self.propose(cmd.encode_to_vec()).is_ok() {
+            self.compact_proposed_index = applied;
+        }
+    }
+
+    pub fn status(&self) -> PeerStatus {
+        let raft = &self.raw.raft;
+        let apply_state = self.raw.store().apply_state();
+        PeerStatus {
+            region: self.region().clone(),
+            peer_id: self.peer_id,
+            role: format!("{:?}", raft.state).to_lowercase(),
+            leader_peer_id: self.leader_id,
+            leader_store_id: self.leader_store_id(),
+            term: raft.term,
+            commit_index: raft.raft_log.committed,
+            applied_index: apply_state.applied_index,
+            truncated_index: apply_state.truncated_index,
+            last_index: raft.raft_log.last_index(),
+            pending_proposals: self.proposals.len(),
+        }
+    }
+
+    // ---- the ready, around the round's commit ----
+
+    /// Whether this peer has anything for the round's transaction.
+    pub fn has_ready(&self) -> bool {
+        self.raw.has_ready() || !self.pending_apply.is_empty()
+    }
+
+    /// First half of ready handling, before the commit. Order (an invariant, see DESIGN.md §3):
+    /// send the leader's messages → snapshot → entries + hard state → apply committed entries, all
+    /// into the round's one transaction.
+    pub fn collect_ready(
+        &mut self,
+        txn: &mut RwTxn<'_>,
+        send: &mut dyn FnMut(Vec<Message>),
+    ) -> Result<PendingReady, StorageError> {
+        let mut ready = self.raw.ready();
+        if let Some(ss) = ready.ss() {
+            self.on_soft_state(ss.leader_id, ss.raft_state);
+        }
+        // 1. A leader's messages may go out before its own log is durable (raft thesis §10.2.1).
+        send(ready.take_messages());
+        // 2. Snapshot: only a follower receives one; a single-peer region never does.
+        assert!(ready.snapshot().is_empty(), "region {}: snapshots arrive only with replication", self.region_id());
+        // 3. Entries and hard state, in the same transaction.
+        for state in ready.take_read_states() {
+            self.on_read_state(state);
+        }
+        let storage = self.raw.store();
+        let raft_state = storage.append(txn, ready.entries(), ready.hs())?;
+        // 4. Apply what is committed: first what was handed out after the last commit, then this
+        //    ready's committed entries (both already durable in the log).
+        let (engine, region) = (storage.engine(), storage.region());
+        let mut apply_state = storage.apply_state().clone();
+        let mut applied = Vec::new();
+        let mut effects = ApplyEffects::default();
+        let committed = ready.take_committed_entries();
+        for entries in [std::mem::take(&mut self.pending_apply).as_slice(), committed.as_slice()] {
+            apply::apply_entries(engine, txn, region, &mut apply_state, entries, &mut applied, &mut effects)?;
+        }
+        // 5. A leader that is the region's only voter commits an entry the moment it is durable, and
+        //    it becomes durable in this very transaction; applying it here too saves a second commit
+        //    (and a second fsync) per write. If the transaction fails, neither happens.
+        if self.is_sole_voter_leader() {
+            let early = self.early_appliable(ready.entries(), apply_state.applied_index);
+            apply::apply_entries(engine, txn, region, &mut apply_state, early, &mut applied, &mut effects)?;
+        }
+        if apply_state != *storage.apply_state() {
+            engine.put_apply_state(txn, region.region_id, &apply_state)?;
+        }
+        // raft-rs restarts only if the durable commit index covers what is applied. A commit learnt
+        // after the last write (a light ready's, or a sole voter's append) is recorded here, in the
+        // transaction that applies it.
+        let mut raft_state = raft_state;
+        if raft_state.commit < apply_state.applied_index {
+            raft_state.commit = apply_state.applied_index;
+            engine.put_raft_state(txn, region.region_id, &raft_state)?;
+        }
+        let proposals_persisted = ready.entries().iter().filter(|e| !e.data.is_empty()).count();
+        let entries_persisted = ready.entries().len();
+        Ok(PendingReady { ready, raft_state, apply_state, applied, proposals_persisted, entries_persisted })
+    }
+
+    fn is_sole_voter_leader(&self) -> bool {
+        let voters = self.raw.raft.prs().conf().voters().ids();
+        self.is_leader() && voters.len() == 1 && voters.contains(self.peer_id)
+    }
+
+    /// The prefix of `entries` that can be applied along with being persisted: contiguous with what is
+    /// applied, of the leader's current term, and plain commands (a conf change must go through raft's
+    /// own commit path, as it changes who counts for the quorum).
+    fn early_appliable<'e>(&self, entries: &'e [Entry], applied: u64) -> &'e [Entry] {
+        let term = self.raw.raft.term;
+        let Some(first) = entries.first() else {
+            return &[];
+        };
+        if first.index != applied + 1 {
+            return &[];
+        }
+        let len = entries.iter().take_while(|e| e.term == term && e.get_entry_type() == EntryType::EntryNormal).count();
+        &entries[..len]
+    }
+
+    /// Second half, after the round's transaction is durable: install the new state, send the
+    /// messages that had to wait for it, advance raft, answer the applied proposals and the reads.
+    pub fn post_commit(&mut self, pending: PendingReady, send: &mut dyn FnMut(Vec<Message>)) -> usize {
+        let PendingReady { mut ready, raft_state, apply_state, applied, .. } = pending;
+        let applied_index = apply_state.applied_index;
+        self.raw.mut_store().set_persisted(raft_state, apply_state);
+        // Votes and a follower's acks promise durability: only now may they leave.
+        send(ready.take_persisted_messages());
+        let mut light = self.raw.advance_append(ready);
+        send(light.take_messages());
+        // Entries this advance committed are durable; they are applied in the next round's transaction
+        // unless they already were (a sole voter applies them with the append).
+        self.pending_apply.extend(light.take_committed_entries().into_iter().filter(|e| e.index > applied_index));
+        self.raw.advance_apply_to(applied_index);
+        let answered = applied.len();
+        for outcome in applied {
+            self.answer(outcome);
+        }
+        self.release_reads();
+        answered
+    }
+
+    /// Matches an applied entry to the proposal waiting on its index. Proposals at lower indexes lost
+    /// their slot (a new leader overwrote it), as does one whose term differs.
+    fn answer(&mut self, applied: Applied) {
+        while let Some(front) = self.proposals.front() {
+            if front.index > applied.index {
+                break;
+            }
+            let proposal = self.proposals.pop_front().expect("front exists");
+            let result = match (&applied.result, proposal.index == applied.index && proposal.term == applied.term) {
+                (Some(result), true) => result.clone(),
+                _ => Err(Error::StaleCommand),
+            };
+            let _ = proposal.callback.send(result);
+        }
+    }
+
+    fn on_soft_state(&mut self, leader_id: u64, role: StateRole) {
+        if leader_id != self.leader_id {
+            self.leader_id = leader_id;
+            self.metrics.raft_leader_changes.inc();
+            tracing::info!(region_id = self.region_id(), peer_id = self.peer_id, leader_id, role = ?role, term = self.raw.raft.term, "leader changed");
+        }
+        if role != StateRole::Leader {
+            let err = self.not_leader();
+            self.fail_reads(&err);
+        }
+    }
+
+    /// The round's transaction failed (the map is full, or LMDB failed): nothing of it is durable, so
+    /// this peer's raft state in memory is ahead of the disk. Rebuild it from the disk, as a restart
+    /// would, and fail the requests whose entries were lost.
+    pub fn recover_after_failed_write(&mut self, error: &Error, logger: &slog::Logger) {
+        let region = self.region().clone();
+        let engine = self.raw.store().engine().clone();
+        let storage = PeerStorage::load(engine, region).unwrap_or_else(|e| {
+            panic!("region {}: cannot reload raft state after a failed write: {e}", self.region_id())
+        });
+        let durable_last_index = storage.raft_state().last_index;
+        self.raw = Self::raw_node(self.peer_id, storage, &self.cfg, logger);
+        self.pending_apply.clear();
+        let lost: Vec<_> = std::mem::take(&mut self.proposals).into_iter().collect();
+        for proposal in lost {
+            // Durable entries will still apply after the new election; only lost ones fail here.
+            if proposal.index > durable_last_index {
+                let _ = proposal.callback.send(Err(error.clone()));
+            } else {
+                self.proposals.push_back(proposal);
+            }
+        }
+        self.fail_reads(error);
+        self.leader_id = 0;
+        self.campaign_if_alone();
+    }
+}

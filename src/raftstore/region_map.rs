@@ -1,0 +1,78 @@
+//! The node's routing table: which local region holds a key, shared between the raftstore (writer)
+//! and the REST handlers (readers). A stale answer is harmless: the raftstore re-checks the key and
+//! epoch when it proposes and when it applies.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use parking_lot::RwLock;
+
+use crate::proto::Region;
+
+#[derive(Default)]
+pub struct RegionMap {
+    /// start_key → region. Regions on one store never overlap.
+    by_start: RwLock<BTreeMap<Vec<u8>, Region>>,
+}
+
+/// Whether `key` falls in `[start_key, end_key)` (an empty end key is unbounded).
+pub fn region_contains(region: &Region, key: &[u8]) -> bool {
+    key >= region.start_key.as_slice() && (region.end_key.is_empty() || key < region.end_key.as_slice())
+}
+
+impl RegionMap {
+    /// The local region whose range holds `key`.
+    pub fn locate(&self, key: &[u8]) -> Option<Region> {
+        let map = self.by_start.read();
+        let (_, region) = map.range::<[u8], _>((Bound::Unbounded, Bound::Included(key))).next_back()?;
+        region_contains(region, key).then(|| region.clone())
+    }
+
+    pub fn insert(&self, region: Region) {
+        let mut map = self.by_start.write();
+        map.retain(|_, r| r.region_id != region.region_id);
+        map.insert(region.start_key.clone(), region);
+    }
+
+    pub fn regions(&self) -> Vec<Region> {
+        self.by_start.read().values().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region(region_id: u64, start: &[u8], end: &[u8]) -> Region {
+        Region { region_id, start_key: start.to_vec(), end_key: end.to_vec(), ..Default::default() }
+    }
+
+    #[test]
+    fn locate_finds_the_region_whose_range_holds_the_key() {
+        let map = RegionMap::default();
+        map.insert(region(1, b"", b"m"));
+        map.insert(region(2, b"m", b""));
+        assert_eq!(map.locate(b"").unwrap().region_id, 1);
+        assert_eq!(map.locate(b"lzzz").unwrap().region_id, 1);
+        assert_eq!(map.locate(b"m").unwrap().region_id, 2);
+        assert_eq!(map.locate(b"\xff\xff").unwrap().region_id, 2);
+    }
+
+    #[test]
+    fn locate_misses_keys_in_a_gap() {
+        let map = RegionMap::default();
+        map.insert(region(2, b"c", b"f"));
+        assert!(map.locate(b"a").is_none());
+        assert!(map.locate(b"f").is_none());
+        assert_eq!(map.locate(b"d").unwrap().region_id, 2);
+    }
+
+    #[test]
+    fn reinserting_a_region_replaces_its_old_range() {
+        let map = RegionMap::default();
+        map.insert(region(1, b"", b""));
+        map.insert(region(1, b"", b"k"));
+        assert_eq!(map.regions().len(), 1);
+        assert!(map.locate(b"z").is_none());
+    }
+}

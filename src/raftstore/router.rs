@@ -1,0 +1,70 @@
+//! The async face of the raftstore: what the REST handlers call. Each call sends one message on the
+//! store's bounded inbox and awaits its answer with a deadline, so a handler never blocks a tokio
+//! worker and never waits forever.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Sender, TrySendError};
+use tokio::sync::oneshot;
+
+use super::msg::StoreMsg;
+use super::region_map::RegionMap;
+use super::{Error, PeerStatus, Result, WriteResponse};
+use crate::proto::{Region, Request};
+
+#[derive(Clone)]
+pub struct Router {
+    inbox: Sender<StoreMsg>,
+    regions: Arc<RegionMap>,
+    timeout: Duration,
+}
+
+impl Router {
+    pub(super) fn new(inbox: Sender<StoreMsg>, regions: Arc<RegionMap>, timeout: Duration) -> Router {
+        Router { inbox, regions, timeout }
+    }
+
+    /// The local region whose range holds `key`.
+    pub fn locate(&self, key: &[u8]) -> Option<Region> {
+        self.regions.locate(key)
+    }
+
+    pub fn regions(&self) -> Vec<Region> {
+        self.regions.regions()
+    }
+
+    /// Proposes `requests` as one entry of `region_id` and waits until it is applied.
+    pub async fn write(&self, region_id: u64, requests: Vec<Request>) -> Result<WriteResponse> {
+        self.call(true, |callback| StoreMsg::Write { region_id, requests, callback }).await
+    }
+
+    /// Waits until reading `region_id`'s data from LMDB is linearizable.
+    pub async fn read_index(&self, region_id: u64) -> Result<()> {
+        self.call(false, |callback| StoreMsg::ReadIndex { region_id, callback }).await
+    }
+
+    pub async fn status(&self) -> Result<Vec<PeerStatus>> {
+        self.call(false, |callback| StoreMsg::Status { callback }).await
+    }
+
+    /// Asks the store loop to stop after its current round.
+    pub fn shutdown(&self) {
+        let _ = self.inbox.send(StoreMsg::Shutdown);
+    }
+
+    async fn call<T>(&self, proposes: bool, msg: impl FnOnce(super::msg::Callback<T>) -> StoreMsg) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        match self.inbox.try_send(msg(tx)) {
+            Ok(()) => {}
+            // The store is behind by a whole inbox: tell the client to come back rather than queue.
+            Err(TrySendError::Full(_)) => return Err(Error::Busy),
+            Err(TrySendError::Disconnected(_)) => return Err(Error::Stopped),
+        }
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Error::Stopped),
+            Err(_) => Err(Error::Timeout { waited: self.timeout, proposed: proposes }),
+        }
+    }
+}

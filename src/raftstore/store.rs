@@ -1,0 +1,224 @@
+//! The store loop: one thread per node that owns every local peer and is the only LMDB writer.
+//!
+//! A poll round: block until a message arrives or the next tick is due; drain up to a batch of
+//! messages and hand each to its peer; then, for every peer with work, add its log writes and its
+//! applied data to **one** write transaction, commit it **once** (one fsync for all regions and all
+//! clients of the round), and finish each peer's ready. This group commit is what makes fekv fast:
+//! `fekv_storage_proposals_per_commit` shows it working.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use raft::eraftpb::Message;
+
+use super::msg::StoreMsg;
+use super::peer::{Peer, PeerConfig, PendingReady};
+use super::region_map::RegionMap;
+use super::{Error, Router};
+use crate::metrics::Metrics;
+use crate::storage::Engine;
+
+/// Store-wide settings of the loop.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub store_id: u64,
+    pub tick_interval: Duration,
+    pub peer: PeerConfig,
+    /// Messages handled per round at most.
+    pub max_batch: usize,
+    /// Bytes of the map kept free: writes that would dip into them are refused with `StorageFull`.
+    pub write_reserve: u64,
+    /// Bound of the inbox; a full inbox refuses requests with `Busy` rather than queueing forever.
+    pub inbox_capacity: usize,
+    pub request_timeout: Duration,
+}
+
+pub struct Store {
+    cfg: StoreConfig,
+    engine: Engine,
+    peers: BTreeMap<u64, Peer>,
+    inbox: Receiver<StoreMsg>,
+    regions: Arc<RegionMap>,
+    metrics: Arc<Metrics>,
+    logger: slog::Logger,
+    /// Bytes in use after the last commit, for the write guard.
+    used_bytes: u64,
+}
+
+/// Starts the store loop on its own thread over every region this store holds (read from LMDB).
+pub fn start(
+    cfg: StoreConfig,
+    engine: Engine,
+    metrics: Arc<Metrics>,
+) -> Result<(Router, JoinHandle<()>), crate::storage::StorageError> {
+    let logger = crate::logging::raft_logger();
+    let regions = Arc::new(RegionMap::default());
+    let mut peers = BTreeMap::new();
+    let txn = engine.read_txn()?;
+    let region_states = engine.region_states(&txn)?;
+    drop(txn);
+    for state in region_states {
+        let Some(region) = state.region else { continue };
+        if state.state != crate::proto::PeerState::Normal as i32 {
+            continue;
+        }
+        regions.insert(region.clone());
+        let peer = Peer::load(engine.clone(), region, cfg.store_id, cfg.peer.clone(), metrics.clone(), &logger)?;
+        peers.insert(peer.region_id(), peer);
+    }
+    let (tx, inbox) = crossbeam_channel::bounded(cfg.inbox_capacity);
+    let router = Router::new(tx, regions.clone(), cfg.request_timeout);
+    let used_bytes = engine.stats().map(|s| s.used_bytes).unwrap_or(0);
+    let mut store = Store { cfg, engine, peers, inbox, regions, metrics, logger, used_bytes };
+    let handle = std::thread::Builder::new()
+        .name("raftstore".into())
+        .spawn(move || store.run())
+        .expect("spawning the raftstore thread");
+    Ok((router, handle))
+}
+
+impl Store {
+    fn run(&mut self) {
+        tracing::info!(store_id = self.cfg.store_id, regions = self.peers.len(), "raftstore started");
+        let mut next_tick = Instant::now() + self.cfg.tick_interval;
+        let mut batch = Vec::with_capacity(self.cfg.max_batch);
+        let mut stopping = false;
+        while !stopping {
+            // Work left from the last round (entries to apply) means: do not sleep.
+            let wait = if self.peers.values().any(Peer::has_ready) {
+                Duration::ZERO
+            } else {
+                next_tick.saturating_duration_since(Instant::now())
+            };
+            match self.inbox.recv_timeout(wait) {
+                Ok(msg) => batch.push(msg),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => stopping = true,
+            }
+            while batch.len() < self.cfg.max_batch {
+                match self.inbox.try_recv() {
+                    Ok(msg) => batch.push(msg),
+                    Err(_) => break,
+                }
+            }
+            for msg in batch.drain(..) {
+                match msg {
+                    StoreMsg::Shutdown => stopping = true,
+                    msg => self.on_msg(msg),
+                }
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                for peer in self.peers.values_mut() {
+                    peer.on_tick();
+                }
+                next_tick = (next_tick + self.cfg.tick_interval).max(now);
+            }
+            self.handle_round();
+        }
+        tracing::info!(store_id = self.cfg.store_id, "raftstore stopped");
+    }
+
+    fn on_msg(&mut self, msg: StoreMsg) {
+        match msg {
+            StoreMsg::Write { region_id, requests, callback } => {
+                let Some(peer) = self.peers.get_mut(&region_id) else {
+                    let _ = callback.send(Err(Error::RegionNotFound { region_id }));
+                    return;
+                };
+                // Deletes free space, so only writes that add data are refused near a full map.
+                let adds_data = requests.iter().any(|r| matches!(r.cmd, Some(crate::proto::request::Cmd::Put(_))));
+                let map_size = self.engine.map_size();
+                if adds_data && self.used_bytes + self.cfg.write_reserve > map_size {
+                    self.metrics.raft_proposals_rejected.with_label_values(&["storage_full"]).inc();
+                    let _ = callback.send(Err(Error::StorageFull { used_bytes: self.used_bytes, map_size }));
+                    return;
+                }
+                self.metrics.raft_proposals.inc();
+                peer.on_write(requests, callback);
+            }
+            StoreMsg::ReadIndex { region_id, callback } => match self.peers.get_mut(&region_id) {
+                Some(peer) => peer.on_read_index(callback),
+                None => {
+                    let _ = callback.send(Err(Error::RegionNotFound { region_id }));
+                }
+            },
+            StoreMsg::Status { callback } => {
+                let _ = callback.send(Ok(self.peers.values().map(Peer::status).collect()));
+            }
+            StoreMsg::Shutdown => {}
+        }
+    }
+
+    /// One round's ready handling across every peer, with a single LMDB commit.
+    fn handle_round(&mut self) {
+        self.metrics.raftstore_rounds.inc();
+        for peer in self.peers.values_mut() {
+            peer.issue_reads();
+        }
+        if !self.peers.values().any(Peer::has_ready) {
+            return;
+        }
+        let engine = self.engine.clone();
+        let mut send = |msgs: Vec<Message>| {
+            // A region with one peer has no one to talk to. Replication brings the transport.
+            debug_assert!(msgs.is_empty(), "raft messages without a transport: {msgs:?}");
+        };
+        let mut pending: Vec<(u64, PendingReady)> = Vec::new();
+        let result = (|| {
+            let mut txn = engine.write_txn()?;
+            for (region_id, peer) in self.peers.iter_mut().filter(|(_, p)| p.has_ready()) {
+                pending.push((*region_id, peer.collect_ready(&mut txn, &mut send)?));
+            }
+            let started = Instant::now();
+            engine.commit(txn)?;
+            self.metrics.storage_commit_duration.observe(started.elapsed().as_secs_f64());
+            Ok::<_, crate::storage::StorageError>(())
+        })();
+        match result {
+            Ok(()) => {
+                self.metrics.storage_commits.inc();
+                let proposals: usize = pending.iter().map(|(_, p)| p.proposals_persisted).sum();
+                let entries: usize = pending.iter().map(|(_, p)| p.entries_persisted).sum();
+                self.metrics.storage_entries_per_commit.observe(entries as f64);
+                if proposals > 0 {
+                    self.metrics.storage_proposals_per_commit.observe(proposals as f64);
+                }
+                for (region_id, ready) in pending {
+                    let peer = self.peers.get_mut(&region_id).expect("peer of a pending ready");
+                    let applied = peer.post_commit(ready, &mut send);
+                    self.metrics.raft_applied_entries.inc_by(applied as u64);
+                }
+            }
+            Err(err) => {
+                self.metrics.storage_commit_failures.inc();
+                tracing::error!(store_id = self.cfg.store_id, error = %err, "the round's LMDB transaction failed; rebuilding raft state from disk");
+                let error = Error::from(err);
+                let region_ids: Vec<u64> = pending.iter().map(|(id, _)| *id).collect();
+                drop(pending);
+                for region_id in region_ids {
+                    let peer = self.peers.get_mut(&region_id).expect("peer of a pending ready");
+                    peer.recover_after_failed_write(&error, &self.logger);
+                }
+            }
+        }
+        self.refresh_usage();
+    }
+
+    fn refresh_usage(&mut self) {
+        if let Ok(stats) = self.engine.stats() {
+            self.used_bytes = stats.used_bytes;
+            self.metrics.storage_used_bytes.set(stats.used_bytes as i64);
+            self.metrics.storage_map_size_bytes.set(stats.map_size as i64);
+        }
+        // Keep the routing table in step with the regions' metadata.
+        for peer in self.peers.values() {
+            if self.regions.locate(&peer.region().start_key).map(|r| r.epoch) != Some(peer.region().epoch) {
+                self.regions.insert(peer.region().clone());
+            }
+        }
+    }
+}

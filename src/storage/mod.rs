@@ -1,0 +1,364 @@
+//! Storage: one LMDB environment per node (heed), holding every region's raft log, raft and apply
+//! state, region metadata and the user data, each in its own named database.
+//!
+//! This module owns the on-disk format (keys in [`keys`], checksummed framing in [`codec`]) and
+//! nothing else: it does not know about raft's rules or about HTTP. Only the raftstore thread opens
+//! write transactions; readers use their own short read transactions from any thread (the env is
+//! opened without thread-local reader slots, so a read transaction may move between tokio workers).
+
+pub mod codec;
+pub mod keys;
+
+use std::path::{Path, PathBuf};
+
+use heed::types::Bytes;
+use heed::{Database, Env, EnvOpenOptions, RoTxn, RwTxn, WithoutTls};
+use prost::Message as _;
+use protobuf::Message as _;
+use raft::eraftpb::Entry;
+
+pub use codec::Record;
+
+/// A read transaction that may be used from any thread.
+pub type ReadTxn<'e> = RoTxn<'e, WithoutTls>;
+
+/// Errors of the storage layer. Each says what was being read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("storage is full: the LMDB map size of {map_size} bytes is used up (raise map_size)")]
+    Full { map_size: u64 },
+    #[error("checksum mismatch in {what}: {detail}")]
+    Corruption { what: String, detail: String },
+    #[error("cannot decode {what}: {detail}")]
+    Decode { what: String, detail: String },
+    #[error("LMDB error: {0}")]
+    Lmdb(heed::Error),
+}
+
+impl StorageError {
+    fn lmdb(err: heed::Error, map_size: u64) -> Self {
+        match err {
+            heed::Error::Mdb(heed::MdbError::MapFull) => StorageError::Full { map_size },
+            other => StorageError::Lmdb(other),
+        }
+    }
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// How to open the environment.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Counted whenever a checksum does not match (the node's `fekv_storage_checksum_failures_total`).
+    pub checksum_failures: prometheus::IntCounter,
+    /// Upper bound of the memory map, i.e. of the database file. Only address space until used.
+    pub map_size: u64,
+    /// Concurrent read transactions allowed (one per in-flight GET, plus the raftstore's).
+    pub max_readers: u32,
+}
+
+/// The named databases. See DESIGN.md §4.
+#[derive(Clone, Copy)]
+struct Databases {
+    /// region_id ‖ index → framed eraftpb::Entry
+    raft_log: Database<Bytes, Bytes>,
+    /// region_id → framed RaftLocalState
+    raft_state: Database<Bytes, Bytes>,
+    /// region_id → framed RaftApplyState
+    apply_state: Database<Bytes, Bytes>,
+    /// region_id → framed RegionLocalState
+    region: Database<Bytes, Bytes>,
+    /// user key → record (crc32c ‖ revision ‖ value)
+    data: Database<Bytes, Bytes>,
+    /// store identity and format version
+    meta: Database<Bytes, Bytes>,
+}
+
+/// `[from, to)` in the form heed's range calls take for unsized keys.
+fn log_range<'k>(from: &'k [u8], to: &'k [u8]) -> (std::ops::Bound<&'k [u8]>, std::ops::Bound<&'k [u8]>) {
+    (std::ops::Bound::Included(from), std::ops::Bound::Excluded(to))
+}
+
+/// A handle on the node's LMDB environment. Cheap to clone; every clone shares the one environment.
+#[derive(Clone)]
+pub struct Engine {
+    env: Env<WithoutTls>,
+    dbs: Databases,
+    map_size: u64,
+    path: PathBuf,
+    checksum_failures: prometheus::IntCounter,
+}
+
+/// Space and reader figures for `/status` and the metrics.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EngineStats {
+    pub map_size: u64,
+    pub page_size: u32,
+    /// Pages up to the highest one ever used (the file's high-water mark).
+    pub last_page_number: u64,
+    /// Bytes in pages that hold data now (excluding LMDB's free list).
+    pub used_bytes: u64,
+    pub readers_used: u32,
+    pub readers_max: u32,
+    pub last_txn_id: u64,
+    pub data_keys: u64,
+    pub raft_log_entries: u64,
+}
+
+impl Engine {
+    /// Opens (creating if needed) the environment in `dir`.
+    pub fn open(dir: &Path, options: &EngineOptions) -> Result<Engine> {
+        std::fs::create_dir_all(dir).map_err(|e| StorageError::Lmdb(heed::Error::Io(e)))?;
+        let map_size = options.map_size;
+        let lmdb = |e| StorageError::lmdb(e, map_size);
+        let mut open = EnvOpenOptions::new().read_txn_without_tls();
+        open.map_size(map_size as usize).max_dbs(8).max_readers(options.max_readers);
+        // SAFETY: heed requires that the same file is not opened twice in one process with different
+        // options and that it is not modified by other programs while open; a node opens its data dir
+        // once and tests close an env before reopening it.
+        let env = unsafe { open.open(dir) }.map_err(lmdb)?;
+        let mut txn = env.write_txn().map_err(lmdb)?;
+        let mut create = |name| env.create_database::<Bytes, Bytes>(&mut txn, Some(name)).map_err(lmdb);
+        let dbs = Databases {
+            raft_log: create("raft_log")?,
+            raft_state: create("raft_state")?,
+            apply_state: create("apply_state")?,
+            region: create("region")?,
+            data: create("data")?,
+            meta: create("meta")?,
+        };
+        txn.commit().map_err(lmdb)?;
+        Ok(Engine { env, dbs, map_size, path: dir.to_path_buf(), checksum_failures: options.checksum_failures.clone() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Closes the environment and waits until it is really closed, so the same directory can be
+    /// opened again in this process (in-process restarts). Every other clone must be dropped first.
+    pub fn close(self) {
+        let closing = self.env.prepare_for_closing();
+        closing.wait();
+    }
+
+    pub fn write_txn(&self) -> Result<RwTxn<'_>> {
+        self.env.write_txn().map_err(|e| self.err(e))
+    }
+
+    pub fn read_txn(&self) -> Result<ReadTxn<'_>> {
+        self.env.read_txn().map_err(|e| self.err(e))
+    }
+
+    /// Commits `txn`: one fsync. `MDB_MAP_FULL` becomes [`StorageError::Full`].
+    pub fn commit(&self, txn: RwTxn<'_>) -> Result<()> {
+        txn.commit().map_err(|e| self.err(e))
+    }
+
+    fn err(&self, e: heed::Error) -> StorageError {
+        StorageError::lmdb(e, self.map_size)
+    }
+
+    /// Counts a checksum failure on its way out.
+    fn checked<T>(&self, result: Result<T>) -> Result<T> {
+        if let Err(StorageError::Corruption { .. }) = &result {
+            self.checksum_failures.inc();
+        }
+        result
+    }
+
+    // ---- user data ----
+
+    /// Reads and checks the record of a user key.
+    pub fn get_data<'t>(&self, txn: &'t RoTxn<'_>, key: &[u8]) -> Result<Option<Record<'t>>> {
+        match self.dbs.data.get(txn, key).map_err(|e| self.err(e))? {
+            None => Ok(None),
+            Some(stored) => self.checked(codec::decode_record(key, stored)).map(Some),
+        }
+    }
+
+    pub fn put_data(&self, txn: &mut RwTxn<'_>, key: &[u8], revision: u64, value: &[u8]) -> Result<()> {
+        let record = codec::encode_record(key, revision, value);
+        self.dbs.data.put(txn, key, &record).map_err(|e| self.err(e))
+    }
+
+    pub fn delete_data(&self, txn: &mut RwTxn<'_>, key: &[u8]) -> Result<()> {
+        self.dbs.data.delete(txn, key).map(drop).map_err(|e| self.err(e))
+    }
+
+    /// Counts keys and value bytes in `[start, end)` (empty `end` = unbounded), for `/status`.
+    pub fn range_stats(&self, txn: &RoTxn<'_>, start: &[u8], end: &[u8]) -> Result<(u64, u64)> {
+        use std::ops::Bound;
+        // LMDB refuses zero-length keys, even as range bounds: an empty bound means "unbounded".
+        let lower = if start.is_empty() { Bound::Unbounded } else { Bound::Included(start) };
+        let upper = if end.is_empty() { Bound::Unbounded } else { Bound::Excluded(end) };
+        let range = (lower, upper);
+        let (mut keys, mut bytes) = (0u64, 0u64);
+        for item in self.dbs.data.range(txn, &range).map_err(|e| self.err(e))? {
+            let (key, stored) = item.map_err(|e| self.err(e))?;
+            keys += 1;
+            bytes += (key.len() + stored.len()) as u64;
+        }
+        Ok((keys, bytes))
+    }
+
+    // ---- framed protobuf state (raft state, apply state, region, meta) ----
+
+    fn get_msg<M: prost::Message + Default>(
+        &self,
+        txn: &RoTxn<'_>,
+        db: Database<Bytes, Bytes>,
+        key: &[u8],
+        what: impl Fn() -> String,
+    ) -> Result<Option<M>> {
+        let Some(stored) = db.get(txn, key).map_err(|e| self.err(e))? else {
+            return Ok(None);
+        };
+        let payload = self.checked(codec::unframe(&what, stored))?;
+        M::decode(payload).map(Some).map_err(|e| StorageError::Decode { what: what(), detail: e.to_string() })
+    }
+
+    fn put_msg<M: prost::Message>(
+        &self,
+        txn: &mut RwTxn<'_>,
+        db: Database<Bytes, Bytes>,
+        key: &[u8],
+        msg: &M,
+    ) -> Result<()> {
+        db.put(txn, key, &codec::frame(&msg.encode_to_vec())).map_err(|e| self.err(e))
+    }
+
+    pub fn store_ident(&self, txn: &RoTxn<'_>) -> Result<Option<crate::proto::StoreIdent>> {
+        self.get_msg(txn, self.dbs.meta, keys::STORE_IDENT_KEY, || "store identity".into())
+    }
+
+    pub fn put_store_ident(&self, txn: &mut RwTxn<'_>, ident: &crate::proto::StoreIdent) -> Result<()> {
+        self.put_msg(txn, self.dbs.meta, keys::STORE_IDENT_KEY, ident)
+    }
+
+    pub fn raft_state(&self, txn: &RoTxn<'_>, region_id: u64) -> Result<Option<crate::proto::RaftLocalState>> {
+        self.get_msg(txn, self.dbs.raft_state, &keys::region_key(region_id), || {
+            format!("raft state of region {region_id}")
+        })
+    }
+
+    pub fn put_raft_state(
+        &self,
+        txn: &mut RwTxn<'_>,
+        region_id: u64,
+        state: &crate::proto::RaftLocalState,
+    ) -> Result<()> {
+        self.put_msg(txn, self.dbs.raft_state, &keys::region_key(region_id), state)
+    }
+
+    pub fn apply_state(&self, txn: &RoTxn<'_>, region_id: u64) -> Result<Option<crate::proto::RaftApplyState>> {
+        self.get_msg(txn, self.dbs.apply_state, &keys::region_key(region_id), || {
+            format!("apply state of region {region_id}")
+        })
+    }
+
+    pub fn put_apply_state(
+        &self,
+        txn: &mut RwTxn<'_>,
+        region_id: u64,
+        state: &crate::proto::RaftApplyState,
+    ) -> Result<()> {
+        self.put_msg(txn, self.dbs.apply_state, &keys::region_key(region_id), state)
+    }
+
+    pub fn put_region_state(&self, txn: &mut RwTxn<'_>, state: &crate::proto::RegionLocalState) -> Result<()> {
+        let region_id = state.region.as_ref().map_or(0, |r| r.region_id);
+        self.put_msg(txn, self.dbs.region, &keys::region_key(region_id), state)
+    }
+
+    /// Every region this store has a record of, tombstones included.
+    pub fn region_states(&self, txn: &RoTxn<'_>) -> Result<Vec<crate::proto::RegionLocalState>> {
+        let mut out = Vec::new();
+        for item in self.dbs.region.iter(txn).map_err(|e| self.err(e))? {
+            let (key, stored) = item.map_err(|e| self.err(e))?;
+            let what = || format!("region state {:?}", keys::decode_region_key(key));
+            let payload = self.checked(codec::unframe(what, stored))?;
+            let state = crate::proto::RegionLocalState::decode(payload)
+                .map_err(|e| StorageError::Decode { what: what(), detail: e.to_string() })?;
+            out.push(state);
+        }
+        Ok(out)
+    }
+
+    // ---- raft log ----
+
+    pub fn put_entry(&self, txn: &mut RwTxn<'_>, region_id: u64, entry: &Entry) -> Result<()> {
+        let bytes = entry.write_to_bytes().expect("encoding an in-memory raft entry cannot fail");
+        self.dbs
+            .raft_log
+            .put(txn, &keys::raft_log_key(region_id, entry.index), &codec::frame(&bytes))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Reads the checked entries `[low, high)` of a region, stopping early once `max_bytes` is passed
+    /// (at least one entry is returned). A missing entry in the range is an error: the durable log of
+    /// a region is contiguous.
+    pub fn entries(&self, txn: &RoTxn<'_>, region_id: u64, low: u64, high: u64, max_bytes: u64) -> Result<Vec<Entry>> {
+        let (from, to) = (keys::raft_log_key(region_id, low), keys::raft_log_key(region_id, high));
+        let mut out = Vec::with_capacity((high - low).min(1024) as usize);
+        let mut size = 0u64;
+        let mut expected = low;
+        let describe = |index: u64| format!("raft log entry {index} of region {region_id}");
+        for item in self.dbs.raft_log.range(txn, &log_range(&from, &to)).map_err(|e| self.err(e))? {
+            let (_, stored) = item.map_err(|e| self.err(e))?;
+            let payload = self.checked(codec::unframe(|| describe(expected), stored))?;
+            let entry = Entry::parse_from_bytes(payload)
+                .map_err(|e| StorageError::Decode { what: describe(expected), detail: e.to_string() })?;
+            if entry.index != expected {
+                break;
+            }
+            size += payload.len() as u64;
+            if !out.is_empty() && size > max_bytes {
+                return Ok(out);
+            }
+            out.push(entry);
+            expected += 1;
+        }
+        if expected < high {
+            return Err(StorageError::Decode { what: describe(expected), detail: "missing from the log".into() });
+        }
+        Ok(out)
+    }
+
+    /// Deletes the log entries `[low, high)` of a region.
+    pub fn delete_entries(&self, txn: &mut RwTxn<'_>, region_id: u64, low: u64, high: u64) -> Result<usize> {
+        let (from, to) = (keys::raft_log_key(region_id, low), keys::raft_log_key(region_id, high));
+        self.dbs.raft_log.delete_range(txn, &log_range(&from, &to)).map_err(|e| self.err(e))
+    }
+
+    // ---- statistics ----
+
+    pub fn stats(&self) -> Result<EngineStats> {
+        let info = self.env.info();
+        let stat = self.env.stat();
+        let txn = self.read_txn()?;
+        let used_bytes = self.env.non_free_pages_size().map_err(|e| self.err(e))?;
+        Ok(EngineStats {
+            map_size: info.map_size as u64,
+            page_size: stat.page_size,
+            last_page_number: info.last_page_number as u64,
+            used_bytes,
+            readers_used: info.number_of_readers,
+            readers_max: info.maximum_number_of_readers,
+            last_txn_id: info.last_txn_id as u64,
+            data_keys: self.dbs.data.len(&txn).map_err(|e| self.err(e))?,
+            raft_log_entries: self.dbs.raft_log.len(&txn).map_err(|e| self.err(e))?,
+        })
+    }
+
+    /// Bytes of the map that have been handed out (high-water mark): LMDB reuses freed pages, so
+    /// the real headroom is at least `map_size - high_water_bytes`.
+    pub fn high_water_bytes(&self) -> u64 {
+        let info = self.env.info();
+        (info.last_page_number as u64 + 1) * self.env.stat().page_size as u64
+    }
+
+    pub fn map_size(&self) -> u64 {
+        self.map_size
+    }
+}
