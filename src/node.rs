@@ -120,6 +120,11 @@ impl Node {
         &self.state.engine
     }
 
+    /// What the REST API serves from (for running [`api::serve`] on a task of one's own).
+    pub fn api_state(&self) -> Arc<ApiState> {
+        self.state.clone()
+    }
+
     /// Serves the REST API on `listener` until `shutdown` resolves.
     pub async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         api::serve(listener, self.state.clone(), shutdown).await;

@@ -24,7 +24,7 @@ pub enum Error {
     ProposalDropped { reason: &'static str },
     #[error("precondition failed: the key's current revision is {}", current_revision.map_or("absent".to_string(), |r| r.to_string()))]
     PreconditionFailed { current_revision: Option<u64> },
-    #[error("storage is nearly full ({used_bytes} of {map_size} bytes used); writes are refused, reads still work")]
+    #[error("storage is nearly full: {used_bytes} of the {map_size}-byte LMDB map is in use; writes are refused until data is deleted or map_size is raised, reads still work")]
     StorageFull { used_bytes: u64, map_size: u64 },
     #[error("storage error: {0}")]
     Storage(Arc<StorageError>),

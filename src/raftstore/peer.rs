@@ -58,6 +58,8 @@ pub struct PendingReady {
     /// Client commands made durable by this commit (for the group-commit metric).
     pub proposals_persisted: usize,
     pub entries_persisted: usize,
+    /// Whether this ready put anything into the transaction (a read-only round commits nothing).
+    pub wrote: bool,
 }
 
 pub struct Peer {
@@ -394,13 +396,15 @@ impl Peer {
         // after the last write (a light ready's, or a sole voter's append) is recorded here, in the
         // transaction that applies it.
         let mut raft_state = raft_state;
+        let mut wrote = !ready.entries().is_empty() || ready.hs().is_some() || apply_state != *storage.apply_state();
         if raft_state.commit < apply_state.applied_index {
+            wrote = true;
             raft_state.commit = apply_state.applied_index;
             engine.put_raft_state(txn, region.region_id, &raft_state)?;
         }
         let proposals_persisted = ready.entries().iter().filter(|e| !e.data.is_empty()).count();
         let entries_persisted = ready.entries().len();
-        Ok(PendingReady { ready, raft_state, apply_state, applied, proposals_persisted, entries_persisted })
+        Ok(PendingReady { ready, raft_state, apply_state, applied, proposals_persisted, entries_persisted, wrote })
     }
 
     fn is_sole_voter_leader(&self) -> bool {

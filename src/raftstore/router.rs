@@ -48,6 +48,11 @@ impl Router {
         self.call(false, |callback| StoreMsg::Status { callback }).await
     }
 
+    /// Messages waiting in the store's inbox.
+    pub fn inbox_len(&self) -> usize {
+        self.inbox.len()
+    }
+
     /// Asks the store loop to stop after its current round.
     pub fn shutdown(&self) {
         let _ = self.inbox.send(StoreMsg::Shutdown);

@@ -41,7 +41,6 @@ pub struct Store {
     engine: Engine,
     peers: BTreeMap<u64, Peer>,
     inbox: Receiver<StoreMsg>,
-    regions: Arc<RegionMap>,
     metrics: Arc<Metrics>,
     logger: slog::Logger,
     /// Bytes in use after the last commit, for the write guard.
@@ -70,9 +69,9 @@ pub fn start(
         peers.insert(peer.region_id(), peer);
     }
     let (tx, inbox) = crossbeam_channel::bounded(cfg.inbox_capacity);
-    let router = Router::new(tx, regions.clone(), cfg.request_timeout);
+    let router = Router::new(tx, regions, cfg.request_timeout);
     let used_bytes = engine.stats().map(|s| s.used_bytes).unwrap_or(0);
-    let mut store = Store { cfg, engine, peers, inbox, regions, metrics, logger, used_bytes };
+    let mut store = Store { cfg, engine, peers, inbox, metrics, logger, used_bytes };
     let handle = std::thread::Builder::new()
         .name("raftstore".into())
         .spawn(move || store.run())
@@ -173,17 +172,25 @@ impl Store {
             for (region_id, peer) in self.peers.iter_mut().filter(|(_, p)| p.has_ready()) {
                 pending.push((*region_id, peer.collect_ready(&mut txn, &mut send)?));
             }
+            if !pending.iter().any(|(_, p)| p.wrote) {
+                // Only reads and messages this round: nothing to make durable, no fsync.
+                drop(txn);
+                return Ok(false);
+            }
             let started = Instant::now();
             engine.commit(txn)?;
             self.metrics.storage_commit_duration.observe(started.elapsed().as_secs_f64());
-            Ok::<_, crate::storage::StorageError>(())
+            Ok::<_, crate::storage::StorageError>(true)
         })();
         match result {
-            Ok(()) => {
-                self.metrics.storage_commits.inc();
+            Ok(committed) => {
+                if committed {
+                    let entries: usize = pending.iter().map(|(_, p)| p.entries_persisted).sum();
+                    self.metrics.storage_commits.inc();
+                    self.metrics.storage_entries_per_commit.observe(entries as f64);
+                    self.refresh_usage();
+                }
                 let proposals: usize = pending.iter().map(|(_, p)| p.proposals_persisted).sum();
-                let entries: usize = pending.iter().map(|(_, p)| p.entries_persisted).sum();
-                self.metrics.storage_entries_per_commit.observe(entries as f64);
                 if proposals > 0 {
                     self.metrics.storage_proposals_per_commit.observe(proposals as f64);
                 }
@@ -203,9 +210,9 @@ impl Store {
                     let peer = self.peers.get_mut(&region_id).expect("peer of a pending ready");
                     peer.recover_after_failed_write(&error, &self.logger);
                 }
+                self.refresh_usage();
             }
         }
-        self.refresh_usage();
     }
 
     fn refresh_usage(&mut self) {
@@ -213,12 +220,6 @@ impl Store {
             self.used_bytes = stats.used_bytes;
             self.metrics.storage_used_bytes.set(stats.used_bytes as i64);
             self.metrics.storage_map_size_bytes.set(stats.map_size as i64);
-        }
-        // Keep the routing table in step with the regions' metadata.
-        for peer in self.peers.values() {
-            if self.regions.locate(&peer.region().start_key).map(|r| r.epoch) != Some(peer.region().epoch) {
-                self.regions.insert(peer.region().clone());
-            }
         }
     }
 }
