@@ -148,7 +148,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .await
         .map_err(|source| NodeError::Listen { addr: config.http_addr, source })?;
     let node = Node::start(&config)?;
-    tracing::info!(http_addr = %config.http_addr, data_dir = %config.data_dir.display(), "fekv node serving");
+    let http_addr = listener.local_addr().map_err(|source| NodeError::Listen { addr: config.http_addr, source })?;
+    // Tests and scripts that ask for port 0 read the real address from this line.
+    tracing::info!(%http_addr, data_dir = %config.data_dir.display(), "fekv node serving");
     node.serve(listener, shutdown).await;
     node.stop();
     tracing::info!("fekv node stopped");

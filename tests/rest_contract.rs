@@ -157,7 +157,10 @@ async fn value_over_the_limit_is_413_while_streaming() {
         let chunk = vec![b'y'; 16 * 1024];
         for _ in 0..4096 {
             let header = format!("{:x}\r\n", chunk.len());
-            if stream.write_all(header.as_bytes()).is_err() || stream.write_all(&chunk).is_err() || stream.write_all(b"\r\n").is_err() {
+            if stream.write_all(header.as_bytes()).is_err()
+                || stream.write_all(&chunk).is_err()
+                || stream.write_all(b"\r\n").is_err()
+            {
                 break; // the server closed the connection after answering
             }
         }
@@ -411,7 +414,8 @@ async fn writes_survive_a_restart_and_the_log_is_compacted() {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let region = get(&node.url("/status")).await.json()["regions"][0].clone();
-        let (applied, truncated) = (region["applied_index"].as_u64().unwrap(), region["truncated_index"].as_u64().unwrap());
+        let (applied, truncated) =
+            (region["applied_index"].as_u64().unwrap(), region["truncated_index"].as_u64().unwrap());
         if applied - truncated <= 16 && truncated > 5 {
             break;
         }

@@ -1,0 +1,96 @@
+//! The real `fekv` binary as a child process on a 127.0.0.1 port, with its stderr captured.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub struct FekvProcess {
+    child: Child,
+    pub base: String,
+    pub data_dir: PathBuf,
+    /// Every line the process wrote to stderr so far.
+    pub stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl FekvProcess {
+    /// Starts `fekv` on an ephemeral port with its data in `data_dir`, plus `extra` flags, and waits
+    /// for it to say where it serves (at most 20 s).
+    pub fn start(data_dir: &Path, extra: &[&str]) -> FekvProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fekv"))
+            .args(["--http-addr", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn fekv");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let lines = stderr.clone();
+        let pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let addr = loop {
+            let found = stderr.lock().unwrap().iter().find_map(|line| {
+                line.contains("fekv node serving")
+                    .then(|| line.split("http_addr=").nth(1)?.split_whitespace().next().map(str::to_string))
+                    .flatten()
+            });
+            if let Some(addr) = found {
+                break addr;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("fekv exited with {status}: {:#?}", stderr.lock().unwrap());
+            }
+            assert!(Instant::now() < deadline, "fekv did not start within 20s: {:#?}", stderr.lock().unwrap());
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        FekvProcess { child, base: format!("http://{addr}"), data_dir: data_dir.to_path_buf(), stderr }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `kill -9`: no chance to flush or clean up anything.
+    pub fn kill9(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+    }
+
+    /// Sends `signal` (e.g. "INT", "TERM") and waits for a clean exit (at most 15 s).
+    pub fn stop_with(mut self, signal: &str) -> std::process::ExitStatus {
+        let sent = Command::new("kill").args([&format!("-{signal}"), &self.child.id().to_string()]).status().unwrap();
+        assert!(sent.success());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "fekv ignored SIG{signal} for 15s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for FekvProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
