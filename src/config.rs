@@ -232,6 +232,36 @@ mod tests {
         assert!(err.to_string().contains("raft_election_ticks"), "{err}");
     }
 
+    /// The defaults `--help` documents are the real ones: feeding them back as flags gives the default
+    /// config, and every setting documents one.
+    #[test]
+    fn help_documents_the_real_defaults() {
+        use clap::{CommandFactory, Parser};
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let mut argv = vec!["fekv".to_string()];
+        for arg in Cli::command().get_arguments() {
+            let (Some(long), Some(help)) = (arg.get_long(), arg.get_help()) else { continue };
+            if long == "config" {
+                continue;
+            }
+            let help = help.to_string();
+            let default = help
+                .split("[default: ")
+                .nth(1)
+                .and_then(|rest| rest.split(']').next())
+                .unwrap_or_else(|| panic!("--{long} documents no default: {help}"));
+            argv.push(format!("--{long}={default}"));
+        }
+        let documented = Cli::try_parse_from(&argv).unwrap().serve.load().unwrap();
+        assert_eq!(documented, Config::default(), "{argv:?}");
+        let toml_names = toml::to_string(&Config::default()).unwrap();
+        assert_eq!(argv.len() - 1, toml_names.lines().count(), "every setting has a flag: {argv:?}");
+    }
+
     #[test]
     fn the_whole_default_config_round_trips_through_toml() {
         let text = toml::to_string(&Config::default()).unwrap();

@@ -375,7 +375,7 @@ impl Peer {
         // 4. Apply what is committed: first what was handed out after the last commit, then this
         //    ready's committed entries (both already durable in the log).
         let (engine, region) = (storage.engine(), storage.region());
-        let mut apply_state = storage.apply_state().clone();
+        let mut apply_state = *storage.apply_state();
         let mut applied = Vec::new();
         let mut effects = ApplyEffects::default();
         let committed = ready.take_committed_entries();

@@ -26,9 +26,7 @@ pub struct PeerStorage {
 
 /// The conf state raft starts from: every peer of the region is a voter.
 pub fn conf_state_of(region: &Region) -> ConfState {
-    let mut conf_state = ConfState::default();
-    conf_state.voters = region.peers.iter().map(|p| p.peer_id).collect();
-    conf_state
+    ConfState { voters: region.peers.iter().map(|p| p.peer_id).collect(), ..Default::default() }
 }
 
 impl PeerStorage {
@@ -97,7 +95,7 @@ impl PeerStorage {
         hard_state: Option<&HardState>,
     ) -> Result<RaftLocalState, StorageError> {
         let region_id = self.region.region_id;
-        let mut state = self.raft_state.clone();
+        let mut state = self.raft_state;
         for entry in entries {
             self.engine.put_entry(txn, region_id, entry)?;
         }
@@ -149,10 +147,12 @@ fn raft_err(err: StorageError) -> raft::Error {
 
 impl raft::Storage for PeerStorage {
     fn initial_state(&self) -> raft::Result<RaftState> {
-        let mut hard_state = HardState::default();
-        hard_state.term = self.raft_state.term;
-        hard_state.vote = self.raft_state.vote;
-        hard_state.commit = self.raft_state.commit;
+        let hard_state = HardState {
+            term: self.raft_state.term,
+            vote: self.raft_state.vote,
+            commit: self.raft_state.commit,
+            ..Default::default()
+        };
         Ok(RaftState::new(hard_state, conf_state_of(&self.region)))
     }
 

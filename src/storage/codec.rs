@@ -19,7 +19,7 @@ pub fn frame(payload: &[u8]) -> Vec<u8> {
 }
 
 /// Checks a framed value and returns its payload. `what` names the value in the error.
-pub fn unframe<'a>(what: impl FnOnce() -> String, stored: &'a [u8]) -> Result<&'a [u8], StorageError> {
+pub fn unframe(what: impl FnOnce() -> String, stored: &[u8]) -> Result<&[u8], StorageError> {
     let Some((crc, payload)) = stored.split_first_chunk::<CRC_LEN>() else {
         return Err(corruption(what(), "shorter than its checksum".into()));
     };
