@@ -359,6 +359,47 @@ async fn writes_queued_during_a_commit_share_the_next_one() {
     node.stop().await;
 }
 
+/// A raftstore that cannot finish its round (here: LMDB's write lock is held elsewhere) makes
+/// requests wait at most `request_timeout`: a proposed write is `504` (its outcome is unknown), a read
+/// is `503` with `Retry-After`. Nothing hangs, and the write lands once the store moves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_raftstore_answers_504_for_writes_and_503_for_reads() {
+    let node = TestNode::start(|c| c.request_timeout = Duration::from_millis(500)).await;
+    let engine = node.node().engine().clone();
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let lock_holder = std::thread::spawn(move || {
+        let txn = engine.write_txn().unwrap();
+        locked_tx.send(()).unwrap();
+        let _ = release_rx.recv_timeout(Duration::from_secs(20));
+        drop(txn);
+    });
+    locked_rx.recv().unwrap();
+    let started = std::time::Instant::now();
+    let write = put(&node.url("/fekv/slow"), "v").await;
+    assert_eq!(write.status, StatusCode::GATEWAY_TIMEOUT, "{}", write.text());
+    assert_eq!(write.json()["error"], "proposal_timeout");
+    assert!(write.text().contains("may or may not"), "{}", write.text());
+    let read = get(&node.url("/fekv/slow")).await;
+    assert_eq!(read.status, StatusCode::SERVICE_UNAVAILABLE, "{}", read.text());
+    assert_eq!(read.header("retry-after"), Some("1"));
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    release_tx.send(()).unwrap();
+    lock_holder.join().unwrap();
+    // The timed-out write was proposed; once the store moves, it is applied.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = get(&node.url("/fekv/slow")).await;
+        if reply.status == StatusCode::OK {
+            assert_eq!(reply.text(), "v");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", reply.text());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    node.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_ready_answer() {
     let node = TestNode::start(|_| {}).await;
