@@ -4,6 +4,7 @@
 //! - [`api`]: the REST API (hyper): `/fekv/{key}`, `/status`, `/metrics`, `/health`, `/ready`;
 //! - [`raftstore`]: every local region's raft peer, driven by the one thread that writes LMDB;
 //! - [`storage`]: the LMDB environment, its key layout and checksummed records;
+//! - [`transport`]: how raft messages travel between stores (and a simulated network for tests);
 //! - [`node`]: wiring: open storage, bootstrap, start the raftstore and the API;
 //! - [`config`], [`metrics`], [`logging`]: the node's settings, Prometheus metrics and tracing.
 
@@ -14,6 +15,7 @@ pub mod metrics;
 pub mod node;
 pub mod raftstore;
 pub mod storage;
+pub mod transport;
 
 /// fekv's own protobuf messages (`proto/fekv.proto`).
 #[allow(clippy::all)]

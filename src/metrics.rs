@@ -19,6 +19,10 @@ pub struct Metrics {
     pub raft_applied_entries: IntCounter,
     pub raft_log_compactions: IntCounter,
     pub raftstore_rounds: IntCounter,
+    pub raft_messages_sent: IntCounterVec,
+    pub raft_messages_received: IntCounterVec,
+    pub raft_messages_dropped: IntCounterVec,
+    pub raft_snapshots: IntCounterVec,
     pub storage_commits: IntCounter,
     pub storage_commit_failures: IntCounter,
     pub storage_commit_duration: Histogram,
@@ -31,6 +35,12 @@ pub struct Metrics {
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
     let metric = IntCounter::new(name, help).expect("metric name is valid");
+    registry.register(Box::new(metric.clone())).expect("metric registered once");
+    metric
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("metric name is valid");
     registry.register(Box::new(metric.clone())).expect("metric registered once");
     metric
 }
@@ -97,6 +107,30 @@ impl Metrics {
             raft_applied_entries: counter(&registry, "fekv_raft_applied_entries_total", "Raft log entries applied"),
             raft_log_compactions: counter(&registry, "fekv_raft_log_compactions_total", "Raft log compactions applied"),
             raftstore_rounds: counter(&registry, "fekv_raftstore_rounds_total", "Poll rounds of the raftstore thread"),
+            raft_messages_sent: counter_vec(
+                &registry,
+                "fekv_raft_messages_sent_total",
+                "Raft messages handed to the transport, by type",
+                &["type"],
+            ),
+            raft_messages_received: counter_vec(
+                &registry,
+                "fekv_raft_messages_received_total",
+                "Raft messages received from other stores, by type",
+                &["type"],
+            ),
+            raft_messages_dropped: counter_vec(
+                &registry,
+                "fekv_raft_messages_dropped_total",
+                "Raft messages the transport could not send, by type",
+                &["type"],
+            ),
+            raft_snapshots: counter_vec(
+                &registry,
+                "fekv_raft_snapshots_total",
+                "Snapshots sent, received and rejected as damaged",
+                &["event"],
+            ),
             storage_commits: counter(
                 &registry,
                 "fekv_storage_commits_total",

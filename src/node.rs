@@ -46,15 +46,9 @@ pub struct Node {
     raftstore: Option<JoinHandle<()>>,
 }
 
-/// Writes store 1 and region 1 into a fresh environment, in one transaction; reads them back on
-/// later starts.
+/// Writes store 1 and region 1 (the whole keyspace, with this store as its only peer) into a fresh
+/// environment; reads the identity back on later starts.
 pub fn bootstrap_if_needed(engine: &Engine) -> Result<StoreIdent, StorageError> {
-    let txn = engine.read_txn()?;
-    if let Some(ident) = engine.store_ident(&txn)? {
-        return Ok(ident);
-    }
-    drop(txn);
-    let ident = StoreIdent { cluster_id: rand::random(), store_id: FIRST_STORE_ID, format_version: FORMAT_VERSION };
     let region = Region {
         region_id: FIRST_REGION_ID,
         start_key: Vec::new(),
@@ -62,12 +56,58 @@ pub fn bootstrap_if_needed(engine: &Engine) -> Result<StoreIdent, StorageError> 
         epoch: Some(RegionEpoch { conf_ver: 1, version: 1 }),
         peers: vec![Peer { peer_id: FIRST_PEER_ID, store_id: FIRST_STORE_ID }],
     };
+    bootstrap_store(engine, rand::random(), FIRST_STORE_ID, Some(&region))
+}
+
+/// Gives a fresh environment its identity and, if given, the first region (with its initial raft
+/// state), in one transaction. An environment that already has an identity is left as it is: a
+/// restarted store never bootstraps again.
+pub fn bootstrap_store(
+    engine: &Engine,
+    cluster_id: u64,
+    store_id: u64,
+    initial_region: Option<&Region>,
+) -> Result<StoreIdent, StorageError> {
+    let txn = engine.read_txn()?;
+    if let Some(ident) = engine.store_ident(&txn)? {
+        return Ok(ident);
+    }
+    drop(txn);
+    let ident = StoreIdent { cluster_id, store_id, format_version: FORMAT_VERSION };
     let mut txn = engine.write_txn()?;
     engine.put_store_ident(&mut txn, &ident)?;
-    PeerStorage::write_initial_state(engine, &mut txn, &region)?;
+    if let Some(region) = initial_region {
+        PeerStorage::write_initial_state(engine, &mut txn, region)?;
+    }
     engine.commit(txn)?;
-    tracing::info!(store_id = ident.store_id, cluster_id = ident.cluster_id, "bootstrapped a new store with region 1");
+    tracing::info!(store_id, cluster_id, region = ?initial_region.map(|r| r.region_id), "bootstrapped a new store");
     Ok(ident)
+}
+
+/// The raftstore's settings from the node's configuration.
+pub fn store_config(config: &Config, store_id: u64) -> StoreConfig {
+    StoreConfig {
+        store_id,
+        tick_interval: config.raft_tick_interval,
+        peer: PeerConfig {
+            election_ticks: config.raft_election_ticks,
+            heartbeat_ticks: config.raft_heartbeat_ticks,
+            log_gc_threshold: config.raft_log_gc_threshold,
+        },
+        max_batch: config.raftstore_max_batch,
+        write_reserve: config.write_reserve(),
+        inbox_capacity: 4 * config.raftstore_max_batch,
+        request_timeout: config.request_timeout,
+    }
+}
+
+/// The LMDB options from the node's configuration.
+pub fn engine_options(config: &Config, metrics: &Metrics) -> EngineOptions {
+    EngineOptions {
+        map_size: config.map_size.as_u64(),
+        max_readers: config.max_readers,
+        checksum_failures: metrics.storage_checksum_failures.clone(),
+    }
 }
 
 impl Node {
@@ -86,20 +126,10 @@ impl Node {
         if ident.format_version != FORMAT_VERSION {
             return Err(NodeError::Format { dir, found: ident.format_version });
         }
-        let store_cfg = StoreConfig {
-            store_id: ident.store_id,
-            tick_interval: config.raft_tick_interval,
-            peer: PeerConfig {
-                election_ticks: config.raft_election_ticks,
-                heartbeat_ticks: config.raft_heartbeat_ticks,
-                log_gc_threshold: config.raft_log_gc_threshold,
-            },
-            max_batch: config.raftstore_max_batch,
-            write_reserve: config.write_reserve(),
-            inbox_capacity: 4 * config.raftstore_max_batch,
-            request_timeout: config.request_timeout,
-        };
-        let (router, handle) = store::start(store_cfg, engine.clone(), metrics.clone())?;
+        let store_cfg = store_config(config, ident.store_id);
+        // A single node has no peers to talk to.
+        let (router, handle) =
+            store::start(store_cfg, engine.clone(), metrics.clone(), Box::new(crate::transport::Unconnected))?;
         let state = Arc::new(ApiState {
             router,
             engine,

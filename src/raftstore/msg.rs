@@ -4,10 +4,12 @@
 //! by dropping the callback (the waiting side then answers `Stopped`). A message lost on a full queue
 //! is refused at the sender (`Error::Busy`), never silently dropped.
 
+use raft::SnapshotStatus;
 use tokio::sync::oneshot;
 
 use super::{Error, PeerStatus};
 use crate::proto::Request;
+use crate::transport::RaftEnvelope;
 
 pub type Callback<T> = oneshot::Sender<Result<T, Error>>;
 
@@ -26,6 +28,12 @@ pub enum StoreMsg {
     ReadIndex { region_id: u64, callback: Callback<()> },
     /// A snapshot of every local peer's raft state, for `/status` and `/ready`.
     Status { callback: Callback<Vec<PeerStatus>> },
+    /// A raft message from a peer on another store. Lost on a full inbox, like on a network: raft
+    /// retries.
+    Raft(Box<RaftEnvelope>),
+    /// Whether a snapshot this store sent arrived, reported by the transport for every snapshot:
+    /// raft keeps a follower paused in snapshot state until it hears the outcome.
+    SnapshotStatus { region_id: u64, to_peer_id: u64, status: SnapshotStatus },
     /// Stop the raftstore loop after this round.
     Shutdown,
 }

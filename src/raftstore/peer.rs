@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use heed::RwTxn;
 use prost::Message as _;
-use raft::eraftpb::{Entry, EntryType, Message};
-use raft::{RawNode, ReadState, Ready, StateRole};
+use raft::eraftpb::{Entry, EntryType, Message, MessageType};
+use raft::{RawNode, ReadState, Ready, SnapshotStatus, StateRole};
 
 use super::apply::{self, Applied, ApplyEffects};
 use super::msg::Callback;
@@ -23,6 +23,7 @@ use crate::proto::{
     Request,
 };
 use crate::storage::{Engine, StorageError};
+use crate::transport::RaftEnvelope;
 
 /// Raft settings the store applies to every peer.
 #[derive(Debug, Clone)]
@@ -60,6 +61,8 @@ pub struct PendingReady {
     pub entries_persisted: usize,
     /// Whether this ready put anything into the transaction (a read-only round commits nothing).
     pub wrote: bool,
+    /// The region as a snapshot in this ready defines it.
+    region: Option<Region>,
 }
 
 pub struct Peer {
@@ -78,6 +81,8 @@ pub struct Peer {
     /// Index of the last CompactLog proposal, so one is not proposed every tick while it applies.
     compact_proposed_index: u64,
     metrics: Arc<Metrics>,
+    /// Messages for other stores, taken by the store loop (which owns the transport).
+    outbox: Vec<RaftEnvelope>,
 }
 
 fn raft_config(peer_id: u64, applied: u64, cfg: &PeerConfig) -> raft::Config {
@@ -125,6 +130,7 @@ impl Peer {
             ticks: 0,
             compact_proposed_index: 0,
             metrics,
+            outbox: Vec::new(),
         };
         peer.campaign_if_alone();
         Ok(peer)
@@ -343,6 +349,60 @@ impl Peer {
         }
     }
 
+    // ---- raft messages ----
+
+    /// A message from another peer of this region.
+    pub fn on_raft_message(&mut self, envelope: RaftEnvelope) {
+        let msg_type = envelope.message.get_msg_type();
+        if let Err(err) = self.raw.step(envelope.message) {
+            tracing::debug!(region_id = self.region_id(), ?msg_type, error = %err, "raft refused a message");
+        }
+    }
+
+    /// The transport could not send to `to_peer_id`: raft stops pipelining to it (and a snapshot to it
+    /// counts as failed, so raft will offer another).
+    pub fn on_send_failure(&mut self, to_peer_id: u64, msg_type: MessageType) {
+        if msg_type == MessageType::MsgSnapshot {
+            self.raw.report_snapshot(to_peer_id, SnapshotStatus::Failure);
+        }
+        self.raw.report_unreachable(to_peer_id);
+    }
+
+    pub fn on_snapshot_status(&mut self, to_peer_id: u64, status: SnapshotStatus) {
+        self.raw.report_snapshot(to_peer_id, status);
+    }
+
+    /// Wraps raft's messages for the transport, addressed with the stores of their peers.
+    fn queue_messages(&mut self, messages: Vec<Message>) {
+        let region = self.raw.store().region();
+        for message in messages {
+            let Some(to_peer) = region.peers.iter().find(|p| p.peer_id == message.to).copied() else {
+                tracing::debug!(
+                    region_id = region.region_id,
+                    to = message.to,
+                    "dropping a message to a peer not in the region"
+                );
+                continue;
+            };
+            let from_peer = crate::proto::Peer { peer_id: self.peer_id, store_id: self.store_id() };
+            self.outbox.push(RaftEnvelope {
+                region_id: region.region_id,
+                from_peer,
+                to_peer,
+                region_epoch: region.epoch.unwrap_or_default(),
+                message,
+            });
+        }
+    }
+
+    pub fn take_outbox(&mut self) -> Vec<RaftEnvelope> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    fn store_id(&self) -> u64 {
+        self.region().peers.iter().find(|p| p.peer_id == self.peer_id).map_or(0, |p| p.store_id)
+    }
+
     // ---- the ready, around the round's commit ----
 
     /// Whether this peer has anything for the round's transaction.
@@ -351,60 +411,77 @@ impl Peer {
     }
 
     /// First half of ready handling, before the commit. Order (an invariant, see DESIGN.md §3):
-    /// send the leader's messages → snapshot → entries + hard state → apply committed entries, all
-    /// into the round's one transaction.
-    pub fn collect_ready(
-        &mut self,
-        txn: &mut RwTxn<'_>,
-        send: &mut dyn FnMut(Vec<Message>),
-    ) -> Result<PendingReady, StorageError> {
+    /// queue the leader's messages → snapshot → entries + hard state → apply committed entries, all
+    /// into the round's one transaction. The store sends the queued messages before it commits.
+    pub fn collect_ready(&mut self, txn: &mut RwTxn<'_>) -> Result<PendingReady, StorageError> {
         let mut ready = self.raw.ready();
         if let Some(ss) = ready.ss() {
             self.on_soft_state(ss.leader_id, ss.raft_state);
         }
         // 1. A leader's messages may go out before its own log is durable (raft thesis §10.2.1).
-        send(ready.take_messages());
-        // 2. Snapshot: only a follower receives one; a single-peer region never does.
-        assert!(ready.snapshot().is_empty(), "region {}: snapshots arrive only with replication", self.region_id());
-        // 3. Entries and hard state, in the same transaction.
+        self.queue_messages(ready.take_messages());
         for state in ready.take_read_states() {
             self.on_read_state(state);
         }
         let storage = self.raw.store();
-        let raft_state = storage.append(txn, ready.entries(), ready.hs())?;
+        let engine = storage.engine();
+        // 2. A snapshot replaces the data, the log and the states before anything else is written.
+        let (base_raft_state, mut apply_state, region) = if ready.snapshot().is_empty() {
+            (*storage.raft_state(), *storage.apply_state(), None)
+        } else {
+            let (raft_state, apply_state, region) = storage.apply_snapshot(txn, ready.snapshot())?;
+            tracing::info!(region_id = region.region_id, index = apply_state.applied_index, "applying a snapshot");
+            (raft_state, apply_state, Some(region))
+        };
+        let snapshot_applied = region.is_some();
+        let region_now = region.clone().unwrap_or_else(|| storage.region().clone());
+        // 3. Entries and hard state, in the same transaction.
+        let raft_state = storage.append(txn, base_raft_state, ready.entries(), ready.hs())?;
         // 4. Apply what is committed: first what was handed out after the last commit, then this
         //    ready's committed entries (both already durable in the log).
-        let (engine, region) = (storage.engine(), storage.region());
-        let mut apply_state = *storage.apply_state();
+        let before_apply = apply_state;
         let mut applied = Vec::new();
         let mut effects = ApplyEffects::default();
         let committed = ready.take_committed_entries();
         for entries in [std::mem::take(&mut self.pending_apply).as_slice(), committed.as_slice()] {
-            apply::apply_entries(engine, txn, region, &mut apply_state, entries, &mut applied, &mut effects)?;
+            apply::apply_entries(engine, txn, &region_now, &mut apply_state, entries, &mut applied, &mut effects)?;
         }
         // 5. A leader that is the region's only voter commits an entry the moment it is durable, and
         //    it becomes durable in this very transaction; applying it here too saves a second commit
         //    (and a second fsync) per write. If the transaction fails, neither happens.
         if self.is_sole_voter_leader() {
             let early = self.early_appliable(ready.entries(), apply_state.applied_index);
-            apply::apply_entries(engine, txn, region, &mut apply_state, early, &mut applied, &mut effects)?;
+            apply::apply_entries(engine, txn, &region_now, &mut apply_state, early, &mut applied, &mut effects)?;
         }
-        if apply_state != *storage.apply_state() {
-            engine.put_apply_state(txn, region.region_id, &apply_state)?;
+        if apply_state != before_apply {
+            engine.put_apply_state(txn, region_now.region_id, &apply_state)?;
+        }
+        if effects.log_compacted {
+            self.metrics.raft_log_compactions.inc();
         }
         // raft-rs restarts only if the durable commit index covers what is applied. A commit learnt
         // after the last write (a light ready's, or a sole voter's append) is recorded here, in the
         // transaction that applies it.
         let mut raft_state = raft_state;
-        let mut wrote = !ready.entries().is_empty() || ready.hs().is_some() || apply_state != *storage.apply_state();
+        let mut wrote =
+            snapshot_applied || !ready.entries().is_empty() || ready.hs().is_some() || apply_state != before_apply;
         if raft_state.commit < apply_state.applied_index {
             wrote = true;
             raft_state.commit = apply_state.applied_index;
-            engine.put_raft_state(txn, region.region_id, &raft_state)?;
+            engine.put_raft_state(txn, region_now.region_id, &raft_state)?;
         }
         let proposals_persisted = ready.entries().iter().filter(|e| !e.data.is_empty()).count();
         let entries_persisted = ready.entries().len();
-        Ok(PendingReady { ready, raft_state, apply_state, applied, proposals_persisted, entries_persisted, wrote })
+        Ok(PendingReady {
+            ready,
+            raft_state,
+            apply_state,
+            applied,
+            proposals_persisted,
+            entries_persisted,
+            wrote,
+            region,
+        })
     }
 
     fn is_sole_voter_leader(&self) -> bool {
@@ -427,16 +504,21 @@ impl Peer {
         &entries[..len]
     }
 
-    /// Second half, after the round's transaction is durable: install the new state, send the
+    /// Second half, after the round's transaction is durable: install the new state, queue the
     /// messages that had to wait for it, advance raft, answer the applied proposals and the reads.
-    pub fn post_commit(&mut self, pending: PendingReady, send: &mut dyn FnMut(Vec<Message>)) -> usize {
-        let PendingReady { mut ready, raft_state, apply_state, applied, .. } = pending;
+    /// Returns the number of entries applied and whether the region's metadata changed.
+    pub fn post_commit(&mut self, pending: PendingReady) -> (usize, bool) {
+        let PendingReady { mut ready, raft_state, apply_state, applied, region, .. } = pending;
         let applied_index = apply_state.applied_index;
+        let region_changed = region.is_some();
+        if let Some(region) = region {
+            self.raw.mut_store().set_region(region);
+        }
         self.raw.mut_store().set_persisted(raft_state, apply_state);
         // Votes and a follower's acks promise durability: only now may they leave.
-        send(ready.take_persisted_messages());
+        self.queue_messages(ready.take_persisted_messages());
         let mut light = self.raw.advance_append(ready);
-        send(light.take_messages());
+        self.queue_messages(light.take_messages());
         // Entries this advance committed are durable; they are applied in the next round's transaction
         // unless they already were (a sole voter applies them with the append).
         self.pending_apply.extend(light.take_committed_entries().into_iter().filter(|e| e.index > applied_index));
@@ -446,7 +528,7 @@ impl Peer {
             self.answer(outcome);
         }
         self.release_reads();
-        answered
+        (answered, region_changed)
     }
 
     /// Matches an applied entry to the proposal waiting on its index. Proposals at lower indexes lost

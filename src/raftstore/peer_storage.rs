@@ -5,11 +5,15 @@
 //! So what raft reads is always what is durable. Log bounds and the hard state live in memory as copies
 //! of `raft_state` / `apply_state`; entries are read from LMDB on demand.
 
+use std::cell::RefCell;
+use std::sync::mpsc;
+
 use heed::RwTxn;
-use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use prost::Message as _;
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError as RaftStorageError};
 
-use crate::proto::{RaftApplyState, RaftLocalState, Region};
+use crate::proto::{RaftApplyState, RaftLocalState, Region, RegionLocalState, SnapshotData, SnapshotKv};
 use crate::storage::{Engine, StorageError};
 
 /// The log of a new region starts after this index, so the first real entry has index 6, as in TiKV.
@@ -22,6 +26,14 @@ pub struct PeerStorage {
     region: Region,
     raft_state: RaftLocalState,
     apply_state: RaftApplyState,
+    /// Snapshot generation runs off the raftstore thread; raft asks again until it is ready.
+    snapshot: RefCell<SnapshotState>,
+}
+
+enum SnapshotState {
+    Idle,
+    Generating(mpsc::Receiver<Result<Snapshot, StorageError>>),
+    Ready(Snapshot),
 }
 
 /// The conf state raft starts from: every peer of the region is a voter.
@@ -41,7 +53,7 @@ impl PeerStorage {
         let raft_state = engine.raft_state(&txn, region_id)?.ok_or_else(|| missing("raft state"))?;
         let apply_state = engine.apply_state(&txn, region_id)?.ok_or_else(|| missing("apply state"))?;
         drop(txn);
-        Ok(PeerStorage { engine, region, raft_state, apply_state })
+        Ok(PeerStorage { engine, region, raft_state, apply_state, snapshot: RefCell::new(SnapshotState::Idle) })
     }
 
     /// Writes the initial state of a brand-new region into `txn` (bootstrap).
@@ -83,19 +95,21 @@ impl PeerStorage {
         &self.engine
     }
 
-    /// Adds a ready's new entries and hard state to the round's transaction and returns the raft
-    /// state they make durable; install it with [`Self::set_persisted`] after the commit.
+    /// Adds a ready's new entries and hard state on top of `base` (the durable raft state, or what a
+    /// snapshot in the same ready makes it) to the round's transaction, and returns the raft state
+    /// they make durable; install it with [`Self::set_persisted`] after the commit.
     ///
     /// Entries and hard state always go into the same transaction: a crash can never leave a commit
     /// index that points past the durable log.
     pub fn append(
         &self,
         txn: &mut RwTxn<'_>,
+        base: RaftLocalState,
         entries: &[Entry],
         hard_state: Option<&HardState>,
     ) -> Result<RaftLocalState, StorageError> {
         let region_id = self.region.region_id;
-        let mut state = self.raft_state;
+        let mut state = base;
         for entry in entries {
             self.engine.put_entry(txn, region_id, entry)?;
         }
@@ -112,17 +126,63 @@ impl PeerStorage {
             state.vote = hs.vote;
             state.commit = hs.commit;
         }
-        if entries.is_empty() && hard_state.is_none() {
-            return Ok(state);
+        if state != base || !entries.is_empty() {
+            self.engine.put_raft_state(txn, region_id, &state)?;
         }
-        self.engine.put_raft_state(txn, region_id, &state)?;
         Ok(state)
+    }
+
+    /// Replaces this peer's data, log and states with a snapshot's, in the round's transaction.
+    /// Returns the durable states and region to install after the commit.
+    pub fn apply_snapshot(
+        &self,
+        txn: &mut RwTxn<'_>,
+        snapshot: &Snapshot,
+    ) -> Result<(RaftLocalState, RaftApplyState, Region), StorageError> {
+        let region_id = self.region.region_id;
+        let data = decode_snapshot_data(snapshot.get_data())?;
+        let region = data.region.clone().unwrap_or_default();
+        let (index, term) = (snapshot.get_metadata().index, snapshot.get_metadata().term);
+        // The old range first (a peer that was initialized), then the snapshot's range.
+        if self.is_initialized() {
+            self.engine.delete_data_range(txn, &self.region.start_key, &self.region.end_key)?;
+        }
+        self.engine.delete_data_range(txn, &region.start_key, &region.end_key)?;
+        for kv in &data.kvs {
+            self.engine.put_data(txn, &kv.key, kv.revision, &kv.value)?;
+        }
+        self.engine.delete_entries(txn, region_id, 0, u64::MAX)?;
+        let raft_state = RaftLocalState { commit: index, last_index: index, last_term: term, ..self.raft_state };
+        let apply_state = RaftApplyState { applied_index: index, truncated_index: index, truncated_term: term };
+        self.engine.put_raft_state(txn, region_id, &raft_state)?;
+        self.engine.put_apply_state(txn, region_id, &apply_state)?;
+        self.engine.put_region_state(txn, &RegionLocalState { region: Some(region.clone()), state: 0 })?;
+        Ok((raft_state, apply_state, region))
+    }
+
+    /// Whether this peer holds data (a peer created empty waits for a snapshot).
+    pub fn is_initialized(&self) -> bool {
+        self.raft_state.last_index > 0
     }
 
     /// Installs states that a committed transaction made durable.
     pub fn set_persisted(&mut self, raft_state: RaftLocalState, apply_state: RaftApplyState) {
         self.raft_state = raft_state;
         self.apply_state = apply_state;
+    }
+
+    /// Starts generating a snapshot on a background thread, from one LMDB read transaction: the
+    /// region's records and its applied index are read at one point in time.
+    fn start_generating(&self) -> mpsc::Receiver<Result<Snapshot, StorageError>> {
+        let (tx, rx) = mpsc::channel();
+        let (engine, region_id) = (self.engine.clone(), self.region.region_id);
+        let spawned = std::thread::Builder::new().name(format!("snap-gen-{region_id}")).spawn(move || {
+            let _ = tx.send(generate_snapshot(&engine, region_id));
+        });
+        if let Err(err) = spawned {
+            tracing::error!(region_id, error = %err, "cannot start snapshot generation");
+        }
+        rx
     }
 
     fn check_range(&self, low: u64, high: u64) -> raft::Result<()> {
@@ -193,9 +253,83 @@ impl raft::Storage for PeerStorage {
         Ok(self.raft_state.last_index)
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // Snapshots are only asked for on behalf of a lagging follower; a single-peer region has none.
-        // Generating and streaming them comes with replication.
-        Err(raft::Error::Store(RaftStorageError::SnapshotTemporarilyUnavailable))
+    /// A snapshot for a follower whose next entries were compacted away. Generated in the background;
+    /// until it is ready raft hears "temporarily unavailable" and asks again on a later heartbeat.
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        let unavailable = || raft::Error::Store(RaftStorageError::SnapshotTemporarilyUnavailable);
+        let mut state = self.snapshot.borrow_mut();
+        if let SnapshotState::Generating(rx) = &*state {
+            match rx.try_recv() {
+                Ok(Ok(snapshot)) => *state = SnapshotState::Ready(snapshot),
+                Ok(Err(err)) => {
+                    tracing::error!(region_id = self.region.region_id, error = %err, "snapshot generation failed");
+                    *state = SnapshotState::Idle;
+                }
+                Err(mpsc::TryRecvError::Empty) => return Err(unavailable()),
+                Err(mpsc::TryRecvError::Disconnected) => *state = SnapshotState::Idle,
+            }
+        }
+        if let SnapshotState::Ready(snapshot) = &*state {
+            // Good for any follower while it is not older than what was asked for and still covers
+            // the log's start (entries after it are still in the log).
+            let index = snapshot.get_metadata().index;
+            if index >= request_index && index >= self.apply_state.truncated_index {
+                tracing::info!(region_id = self.region.region_id, to, index, "sending a snapshot");
+                return Ok(snapshot.clone());
+            }
+        }
+        *state = SnapshotState::Generating(self.start_generating());
+        Err(unavailable())
     }
+}
+
+/// Builds the snapshot of a region as of the last committed write transaction.
+pub fn generate_snapshot(engine: &Engine, region_id: u64) -> Result<Snapshot, StorageError> {
+    let txn = engine.read_txn()?;
+    let missing =
+        |what: &str| StorageError::Decode { what: format!("{what} of region {region_id}"), detail: "missing".into() };
+    let region = engine.region_state(&txn, region_id)?.and_then(|s| s.region).ok_or_else(|| missing("region state"))?;
+    let apply_state = engine.apply_state(&txn, region_id)?.ok_or_else(|| missing("apply state"))?;
+    let index = apply_state.applied_index;
+    let term = if index == apply_state.truncated_index {
+        apply_state.truncated_term
+    } else {
+        engine
+            .entries(&txn, region_id, index, index + 1, u64::MAX)?
+            .first()
+            .map(|e| e.term)
+            .ok_or_else(|| missing("applied entry"))?
+    };
+    let kvs: Vec<SnapshotKv> = engine
+        .scan_data(&txn, &region.start_key, &region.end_key)?
+        .into_iter()
+        .map(|(key, revision, value)| SnapshotKv { key, value, revision })
+        .collect();
+    drop(txn);
+    let checksum = snapshot_checksum(&kvs);
+    let conf_state = conf_state_of(&region);
+    let data = SnapshotData { region: Some(region), kvs, checksum };
+    let mut snapshot = Snapshot::default();
+    snapshot.data = data.encode_to_vec().into();
+    snapshot.set_metadata(SnapshotMetadata { index, term, conf_state: Some(conf_state).into(), ..Default::default() });
+    Ok(snapshot)
+}
+
+/// crc32c over the snapshot's records, in order.
+pub fn snapshot_checksum(kvs: &[SnapshotKv]) -> u32 {
+    kvs.iter().fold(0, |crc, kv| crc32c::crc32c_append(crc, &kv.encode_to_vec()))
+}
+
+/// Decodes and checks a snapshot's data: a damaged or truncated snapshot is an error, never applied.
+pub fn decode_snapshot_data(bytes: &[u8]) -> Result<SnapshotData, StorageError> {
+    let data = SnapshotData::decode(bytes)
+        .map_err(|e| StorageError::Decode { what: "snapshot".into(), detail: e.to_string() })?;
+    let computed = snapshot_checksum(&data.kvs);
+    if computed != data.checksum || data.region.is_none() {
+        return Err(StorageError::Corruption {
+            what: "snapshot".into(),
+            detail: format!("stored crc32c {:#010x}, computed {computed:#010x}", data.checksum),
+        });
+    }
+    Ok(data)
 }

@@ -48,6 +48,11 @@ impl Router {
         self.call(false, |callback| StoreMsg::Status { callback }).await
     }
 
+    /// The store's inbox, for a transport to deliver incoming raft messages to.
+    pub fn store_inbox(&self) -> Sender<StoreMsg> {
+        self.inbox.clone()
+    }
+
     /// Messages waiting in the store's inbox.
     pub fn inbox_len(&self) -> usize {
         self.inbox.len()

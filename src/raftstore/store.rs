@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use raft::eraftpb::Message;
+use raft::eraftpb::MessageType;
 
 use super::msg::StoreMsg;
 use super::peer::{Peer, PeerConfig, PendingReady};
@@ -20,6 +20,7 @@ use super::region_map::RegionMap;
 use super::{Error, Router};
 use crate::metrics::Metrics;
 use crate::storage::Engine;
+use crate::transport::{RaftEnvelope, Transport};
 
 /// Store-wide settings of the loop.
 #[derive(Debug, Clone)]
@@ -45,6 +46,8 @@ pub struct Store {
     logger: slog::Logger,
     /// Bytes in use after the last commit, for the write guard.
     used_bytes: u64,
+    transport: Box<dyn Transport>,
+    regions: Arc<RegionMap>,
 }
 
 /// Starts the store loop on its own thread over every region this store holds (read from LMDB).
@@ -52,6 +55,7 @@ pub fn start(
     cfg: StoreConfig,
     engine: Engine,
     metrics: Arc<Metrics>,
+    transport: Box<dyn Transport>,
 ) -> Result<(Router, JoinHandle<()>), crate::storage::StorageError> {
     let logger = crate::logging::raft_logger();
     let regions = Arc::new(RegionMap::default());
@@ -69,9 +73,9 @@ pub fn start(
         peers.insert(peer.region_id(), peer);
     }
     let (tx, inbox) = crossbeam_channel::bounded(cfg.inbox_capacity);
-    let router = Router::new(tx, regions, cfg.request_timeout);
+    let router = Router::new(tx, regions.clone(), cfg.request_timeout);
     let used_bytes = engine.stats().map(|s| s.used_bytes).unwrap_or(0);
-    let mut store = Store { cfg, engine, peers, inbox, metrics, logger, used_bytes };
+    let mut store = Store { cfg, engine, peers, inbox, metrics, logger, used_bytes, transport, regions };
     let handle = std::thread::Builder::new()
         .name("raftstore".into())
         .spawn(move || store.run())
@@ -148,8 +152,67 @@ impl Store {
             StoreMsg::Status { callback } => {
                 let _ = callback.send(Ok(self.peers.values().map(Peer::status).collect()));
             }
+            StoreMsg::Raft(envelope) => self.on_raft_message(*envelope),
+            StoreMsg::SnapshotStatus { region_id, to_peer_id, status } => {
+                if let Some(peer) = self.peers.get_mut(&region_id) {
+                    peer.on_snapshot_status(to_peer_id, status);
+                }
+            }
             StoreMsg::Shutdown => {}
         }
+    }
+
+    fn on_raft_message(&mut self, envelope: RaftEnvelope) {
+        let msg_type = envelope.message.get_msg_type();
+        self.metrics.raft_messages_received.with_label_values(&[msg_type_label(msg_type)]).inc();
+        if envelope.to_peer.store_id != self.cfg.store_id {
+            tracing::warn!(
+                store_id = self.cfg.store_id,
+                to_store = envelope.to_peer.store_id,
+                "dropping a message for another store"
+            );
+            return;
+        }
+        // A damaged snapshot is refused before raft sees it; the leader will send another.
+        if msg_type == MessageType::MsgSnapshot {
+            if let Err(err) = super::peer_storage::decode_snapshot_data(envelope.message.get_snapshot().get_data()) {
+                self.metrics.raft_snapshots.with_label_values(&["rejected"]).inc();
+                tracing::error!(region_id = envelope.region_id, error = %err, "refusing a damaged snapshot");
+                return;
+            }
+            self.metrics.raft_snapshots.with_label_values(&["received"]).inc();
+        }
+        match self.peers.get_mut(&envelope.region_id) {
+            Some(peer) => peer.on_raft_message(envelope),
+            None => tracing::debug!(
+                region_id = envelope.region_id,
+                "dropping a message for a region this store does not hold"
+            ),
+        }
+    }
+
+    /// Hands every peer's queued messages to the transport and flushes it. Failures go back to raft.
+    fn send_outboxes(&mut self) {
+        for peer in self.peers.values_mut() {
+            for envelope in peer.take_outbox() {
+                let msg_type = envelope.message.get_msg_type();
+                let to_peer_id = envelope.to_peer.peer_id;
+                match self.transport.send(envelope) {
+                    Ok(()) => {
+                        self.metrics.raft_messages_sent.with_label_values(&[msg_type_label(msg_type)]).inc();
+                        if msg_type == MessageType::MsgSnapshot {
+                            self.metrics.raft_snapshots.with_label_values(&["sent"]).inc();
+                        }
+                    }
+                    Err(err) => {
+                        self.metrics.raft_messages_dropped.with_label_values(&[msg_type_label(msg_type)]).inc();
+                        tracing::debug!(region_id = peer.region_id(), to_peer_id, error = %err, "raft message not sent");
+                        peer.on_send_failure(to_peer_id, msg_type);
+                    }
+                }
+            }
+        }
+        self.transport.flush();
     }
 
     /// One round's ready handling across every peer, with a single LMDB commit.
@@ -162,16 +225,14 @@ impl Store {
             return;
         }
         let engine = self.engine.clone();
-        let mut send = |msgs: Vec<Message>| {
-            // A region with one peer has no one to talk to. Replication brings the transport.
-            debug_assert!(msgs.is_empty(), "raft messages without a transport: {msgs:?}");
-        };
         let mut pending: Vec<(u64, PendingReady)> = Vec::new();
         let result = (|| {
             let mut txn = engine.write_txn()?;
             for (region_id, peer) in self.peers.iter_mut().filter(|(_, p)| p.has_ready()) {
-                pending.push((*region_id, peer.collect_ready(&mut txn, &mut send)?));
+                pending.push((*region_id, peer.collect_ready(&mut txn)?));
             }
+            // Leaders' appends and heartbeats leave now, so followers write while we fsync.
+            self.send_outboxes();
             if !pending.iter().any(|(_, p)| p.wrote) {
                 // Only reads and messages this round: nothing to make durable, no fsync.
                 drop(txn);
@@ -196,9 +257,13 @@ impl Store {
                 }
                 for (region_id, ready) in pending {
                     let peer = self.peers.get_mut(&region_id).expect("peer of a pending ready");
-                    let applied = peer.post_commit(ready, &mut send);
+                    let (applied, region_changed) = peer.post_commit(ready);
                     self.metrics.raft_applied_entries.inc_by(applied as u64);
+                    if region_changed {
+                        self.regions.insert(peer.region().clone());
+                    }
                 }
+                self.send_outboxes();
             }
             Err(err) => {
                 self.metrics.storage_commit_failures.inc();
@@ -221,5 +286,22 @@ impl Store {
             self.metrics.storage_used_bytes.set(stats.used_bytes as i64);
             self.metrics.storage_map_size_bytes.set(stats.map_size as i64);
         }
+    }
+}
+
+/// A bounded label for a raft message type.
+fn msg_type_label(msg_type: MessageType) -> &'static str {
+    use MessageType::*;
+    match msg_type {
+        MsgAppend => "append",
+        MsgAppendResponse => "append_response",
+        MsgHeartbeat => "heartbeat",
+        MsgHeartbeatResponse => "heartbeat_response",
+        MsgRequestVote | MsgRequestPreVote => "vote",
+        MsgRequestVoteResponse | MsgRequestPreVoteResponse => "vote_response",
+        MsgSnapshot => "snapshot",
+        MsgReadIndex | MsgReadIndexResp => "read_index",
+        MsgTransferLeader | MsgTimeoutNow => "transfer_leader",
+        _ => "other",
     }
 }

@@ -79,6 +79,15 @@ fn log_range<'k>(from: &'k [u8], to: &'k [u8]) -> (std::ops::Bound<&'k [u8]>, st
     (std::ops::Bound::Included(from), std::ops::Bound::Excluded(to))
 }
 
+/// The user-key range `[start, end)`. LMDB refuses zero-length keys, even as range bounds, so an
+/// empty start or end means unbounded (which is also what it means for a region).
+fn key_range<'k>(start: &'k [u8], end: &'k [u8]) -> (std::ops::Bound<&'k [u8]>, std::ops::Bound<&'k [u8]>) {
+    use std::ops::Bound;
+    let lower = if start.is_empty() { Bound::Unbounded } else { Bound::Included(start) };
+    let upper = if end.is_empty() { Bound::Unbounded } else { Bound::Excluded(end) };
+    (lower, upper)
+}
+
 /// A handle on the node's LMDB environment. Cheap to clone; every clone shares the one environment.
 #[derive(Clone)]
 pub struct Engine {
@@ -186,15 +195,26 @@ impl Engine {
         self.dbs.data.delete(txn, key).map(drop).map_err(|e| self.err(e))
     }
 
+    /// Every checked record in `[start, end)` (empty `end` = unbounded), in key order.
+    pub fn scan_data(&self, txn: &RoTxn<'_>, start: &[u8], end: &[u8]) -> Result<Vec<(Vec<u8>, u64, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for item in self.dbs.data.range(txn, &key_range(start, end)).map_err(|e| self.err(e))? {
+            let (key, stored) = item.map_err(|e| self.err(e))?;
+            let record = self.checked(codec::decode_record(key, stored))?;
+            out.push((key.to_vec(), record.revision, record.value.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Deletes every record in `[start, end)` (empty `end` = unbounded).
+    pub fn delete_data_range(&self, txn: &mut RwTxn<'_>, start: &[u8], end: &[u8]) -> Result<usize> {
+        self.dbs.data.delete_range(txn, &key_range(start, end)).map_err(|e| self.err(e))
+    }
+
     /// Counts keys and value bytes in `[start, end)` (empty `end` = unbounded), for `/status`.
     pub fn range_stats(&self, txn: &RoTxn<'_>, start: &[u8], end: &[u8]) -> Result<(u64, u64)> {
-        use std::ops::Bound;
-        // LMDB refuses zero-length keys, even as range bounds: an empty bound means "unbounded".
-        let lower = if start.is_empty() { Bound::Unbounded } else { Bound::Included(start) };
-        let upper = if end.is_empty() { Bound::Unbounded } else { Bound::Excluded(end) };
-        let range = (lower, upper);
         let (mut keys, mut bytes) = (0u64, 0u64);
-        for item in self.dbs.data.range(txn, &range).map_err(|e| self.err(e))? {
+        for item in self.dbs.data.range(txn, &key_range(start, end)).map_err(|e| self.err(e))? {
             let (key, stored) = item.map_err(|e| self.err(e))?;
             keys += 1;
             bytes += (key.len() + stored.len()) as u64;
@@ -264,6 +284,12 @@ impl Engine {
         state: &crate::proto::RaftApplyState,
     ) -> Result<()> {
         self.put_msg(txn, self.dbs.apply_state, &keys::region_key(region_id), state)
+    }
+
+    pub fn region_state(&self, txn: &RoTxn<'_>, region_id: u64) -> Result<Option<crate::proto::RegionLocalState>> {
+        self.get_msg(txn, self.dbs.region, &keys::region_key(region_id), || {
+            format!("region state of region {region_id}")
+        })
     }
 
     pub fn put_region_state(&self, txn: &mut RwTxn<'_>, state: &crate::proto::RegionLocalState) -> Result<()> {

@@ -1,6 +1,7 @@
 //! Test helpers: a real fekv node served in-process on `127.0.0.1:0`, and a small HTTP client.
 #![allow(dead_code)] // each test binary uses its own part of this module
 
+pub mod cluster;
 pub mod process;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,228 @@
+//! An in-process network for cluster tests and benches: stores exchange raft messages through it,
+//! and the test controls it — partition the stores into groups, isolate one, drop messages with a
+//! probability, delay them, heal. Randomness comes from a seed, so a failing run can be replayed.
+//!
+//! Like a real network it loses messages silently; only a store that is down (unregistered) makes
+//! `send` fail, as a refused connection would. A snapshot's fate is reported back to its sender.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use parking_lot::Mutex;
+use raft::eraftpb::MessageType;
+use raft::SnapshotStatus;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::{RaftEnvelope, Transport, TransportError};
+use crate::raftstore::msg::StoreMsg;
+
+#[derive(Clone)]
+pub struct SimNetwork {
+    state: Arc<Mutex<NetState>>,
+    delay_line: Sender<Delayed>,
+}
+
+struct NetState {
+    inboxes: HashMap<u64, Sender<StoreMsg>>,
+    /// When set, messages only flow within a group.
+    groups: Option<Vec<HashSet<u64>>>,
+    isolated: HashSet<u64>,
+    drop_rate: f64,
+    delay: Duration,
+    rng: StdRng,
+    delivered: u64,
+    dropped: u64,
+}
+
+impl NetState {
+    fn connected(&self, from: u64, to: u64) -> bool {
+        if self.isolated.contains(&from) || self.isolated.contains(&to) {
+            return false;
+        }
+        match &self.groups {
+            None => true,
+            Some(groups) => groups.iter().any(|g| g.contains(&from) && g.contains(&to)),
+        }
+    }
+}
+
+struct Delayed {
+    due: Instant,
+    seq: u64,
+    to_store: u64,
+    msg: RaftEnvelope,
+}
+
+impl PartialEq for Delayed {
+    fn eq(&self, other: &Self) -> bool {
+        (self.due, self.seq) == (other.due, other.seq)
+    }
+}
+impl Eq for Delayed {}
+impl PartialOrd for Delayed {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Delayed {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.due, self.seq).cmp(&(other.due, other.seq))
+    }
+}
+
+impl SimNetwork {
+    pub fn new(seed: u64) -> SimNetwork {
+        let state = Arc::new(Mutex::new(NetState {
+            inboxes: HashMap::new(),
+            groups: None,
+            isolated: HashSet::new(),
+            drop_rate: 0.0,
+            delay: Duration::ZERO,
+            rng: StdRng::seed_from_u64(seed),
+            delivered: 0,
+            dropped: 0,
+        }));
+        let (delay_line, delayed) = crossbeam_channel::unbounded();
+        let weak = Arc::downgrade(&state);
+        std::thread::Builder::new()
+            .name("sim-network-delay".into())
+            .spawn(move || run_delay_line(delayed, weak))
+            .expect("spawning the delay line");
+        SimNetwork { state, delay_line }
+    }
+
+    /// Connects a (re)started store.
+    pub fn register(&self, store_id: u64, inbox: Sender<StoreMsg>) {
+        self.state.lock().inboxes.insert(store_id, inbox);
+    }
+
+    /// Disconnects a store that went down: messages to it now fail.
+    pub fn unregister(&self, store_id: u64) {
+        self.state.lock().inboxes.remove(&store_id);
+    }
+
+    pub fn transport(&self, store_id: u64) -> SimTransport {
+        SimTransport { store_id, network: self.clone(), queue: Vec::new() }
+    }
+
+    /// Lets messages flow only within each group.
+    pub fn partition(&self, groups: &[Vec<u64>]) {
+        self.state.lock().groups = Some(groups.iter().map(|g| g.iter().copied().collect()).collect());
+    }
+
+    /// Cuts one store off from every other.
+    pub fn isolate(&self, store_id: u64) {
+        self.state.lock().isolated.insert(store_id);
+    }
+
+    /// Drops each message with probability `rate`.
+    pub fn set_drop_rate(&self, rate: f64) {
+        self.state.lock().drop_rate = rate.clamp(0.0, 1.0);
+    }
+
+    /// Delivers every message `delay` late.
+    pub fn set_delay(&self, delay: Duration) {
+        self.state.lock().delay = delay;
+    }
+
+    /// Removes every partition, isolation, drop rate and delay.
+    pub fn heal(&self) {
+        let mut state = self.state.lock();
+        state.groups = None;
+        state.isolated.clear();
+        state.drop_rate = 0.0;
+        state.delay = Duration::ZERO;
+    }
+
+    /// (delivered, dropped) message counts so far.
+    pub fn counts(&self) -> (u64, u64) {
+        let state = self.state.lock();
+        (state.delivered, state.dropped)
+    }
+
+    fn deliver(&self, from_store: u64, msg: RaftEnvelope) {
+        let to_store = msg.to_peer.store_id;
+        let is_snapshot = msg.message.get_msg_type() == MessageType::MsgSnapshot;
+        let mut state = self.state.lock();
+        let lost = !state.connected(from_store, to_store) || {
+            let rate = state.drop_rate;
+            rate > 0.0 && state.rng.gen_bool(rate)
+        };
+        let delay = state.delay;
+        let (region_id, to_peer_id) = (msg.region_id, msg.to_peer.peer_id);
+        let delivered = if lost {
+            false
+        } else if !delay.is_zero() {
+            let seq = state.delivered;
+            let _ = self.delay_line.send(Delayed { due: Instant::now() + delay, seq, to_store, msg });
+            true
+        } else {
+            match state.inboxes.get(&to_store) {
+                Some(inbox) => inbox.try_send(StoreMsg::Raft(Box::new(msg))).is_ok(),
+                None => false,
+            }
+        };
+        if delivered {
+            state.delivered += 1;
+        } else {
+            state.dropped += 1;
+        }
+        if is_snapshot {
+            // The sender learns whether its snapshot arrived, as a streaming RPC would tell it.
+            let status = if delivered { SnapshotStatus::Finish } else { SnapshotStatus::Failure };
+            if let Some(inbox) = state.inboxes.get(&from_store) {
+                let _ = inbox.try_send(StoreMsg::SnapshotStatus { region_id, to_peer_id, status });
+            }
+        }
+    }
+}
+
+fn run_delay_line(delayed: Receiver<Delayed>, state: std::sync::Weak<Mutex<NetState>>) {
+    let mut pending: BinaryHeap<Reverse<Delayed>> = BinaryHeap::new();
+    loop {
+        let wait =
+            pending.peek().map_or(Duration::from_secs(3600), |d| d.0.due.saturating_duration_since(Instant::now()));
+        match delayed.recv_timeout(wait) {
+            Ok(item) => pending.push(Reverse(item)),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        let now = Instant::now();
+        while pending.peek().is_some_and(|d| d.0.due <= now) {
+            let Reverse(item) = pending.pop().expect("peeked");
+            let Some(state) = state.upgrade() else { return };
+            let state = state.lock();
+            if let Some(inbox) = state.inboxes.get(&item.to_store) {
+                let _ = inbox.try_send(StoreMsg::Raft(Box::new(item.msg)));
+            }
+        }
+    }
+}
+
+/// One store's end of the [`SimNetwork`].
+pub struct SimTransport {
+    store_id: u64,
+    network: SimNetwork,
+    queue: Vec<RaftEnvelope>,
+}
+
+impl Transport for SimTransport {
+    fn send(&mut self, msg: RaftEnvelope) -> Result<(), TransportError> {
+        let to_store = msg.to_peer.store_id;
+        if !self.network.state.lock().inboxes.contains_key(&to_store) {
+            return Err(TransportError::Unreachable(to_store));
+        }
+        self.queue.push(msg);
+        Ok(())
+    }
+
+    fn flush(&mut self) {
+        for msg in self.queue.drain(..) {
+            self.network.deliver(self.store_id, msg);
+        }
+    }
+}

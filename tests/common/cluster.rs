@@ -1,0 +1,328 @@
+//! An in-process cluster for replication tests: N stores (each a real raftstore over its own LMDB
+//! environment) talking through a [`SimNetwork`] the test controls, plus `crash`/`restart` of any
+//! store, and a client that finds the leader the way a real one would (following `NotLeader` hints).
+//!
+//! Randomness (the network's drops, the chaos schedule) comes from one seed, printed at the start of
+//! every test: rerun with `FEKV_SEED=<seed>` to replay a failure.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use fekv::config::Config;
+use fekv::metrics::Metrics;
+use fekv::node::{bootstrap_store, engine_options, store_config};
+use fekv::proto::{request::Cmd, DeleteRequest, Peer, PutRequest, Region, RegionEpoch, Request};
+use fekv::raftstore::{store, Error, PeerStatus, Router};
+use fekv::storage::Engine;
+use fekv::transport::sim::SimNetwork;
+
+pub const REGION_ID: u64 = 1;
+
+/// The seed of this test run: `FEKV_SEED` if set, else random (and printed).
+pub fn seed() -> u64 {
+    let seed = std::env::var("FEKV_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    eprintln!("FEKV_SEED={seed}");
+    seed
+}
+
+struct RunningStore {
+    router: Router,
+    handle: JoinHandle<()>,
+    engine: Engine,
+    metrics: Arc<Metrics>,
+}
+
+pub struct Cluster {
+    pub network: SimNetwork,
+    pub config: Config,
+    dirs: BTreeMap<u64, tempfile::TempDir>,
+    running: BTreeMap<u64, RunningStore>,
+    /// The store that last answered as leader, tried first.
+    leader_hint: parking_lot::Mutex<Option<u64>>,
+}
+
+/// Fast raft settings for tests: 20 ms ticks, elections after 10 ticks.
+pub fn cluster_config() -> Config {
+    Config {
+        raft_tick_interval: Duration::from_millis(20),
+        raft_election_ticks: 10,
+        raft_heartbeat_ticks: 2,
+        request_timeout: Duration::from_secs(2),
+        ..Config::default()
+    }
+}
+
+impl Cluster {
+    /// Bootstraps `count` stores holding region 1 (the whole keyspace) with one peer each, and starts
+    /// them all.
+    pub fn start(count: u64, seed: u64, tweak: impl FnOnce(&mut Config)) -> Cluster {
+        let mut config = cluster_config();
+        tweak(&mut config);
+        let region = Region {
+            region_id: REGION_ID,
+            start_key: Vec::new(),
+            end_key: Vec::new(),
+            epoch: Some(RegionEpoch { conf_ver: 1, version: 1 }),
+            peers: (1..=count).map(|store_id| Peer { peer_id: store_id, store_id }).collect(),
+        };
+        let network = SimNetwork::new(seed);
+        let mut cluster = Cluster {
+            network,
+            config,
+            dirs: BTreeMap::new(),
+            running: BTreeMap::new(),
+            leader_hint: Default::default(),
+        };
+        for store_id in 1..=count {
+            let dir = tempfile::tempdir().unwrap();
+            let engine = Engine::open(dir.path(), &engine_options(&cluster.config, &Metrics::new())).unwrap();
+            bootstrap_store(&engine, 42, store_id, Some(&region)).unwrap();
+            engine.close();
+            cluster.dirs.insert(store_id, dir);
+            cluster.start_store(store_id);
+        }
+        cluster
+    }
+
+    pub fn store_ids(&self) -> Vec<u64> {
+        self.dirs.keys().copied().collect()
+    }
+
+    pub fn is_running(&self, store_id: u64) -> bool {
+        self.running.contains_key(&store_id)
+    }
+
+    /// Starts (or restarts) a store from its data directory.
+    pub fn start_store(&mut self, store_id: u64) {
+        assert!(!self.running.contains_key(&store_id), "store {store_id} is already running");
+        let dir = self.dirs[&store_id].path().to_path_buf();
+        let metrics = Arc::new(Metrics::new());
+        // The environment closes when its last handle drops; a snapshot being generated may still
+        // hold one for a moment after a crash.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let engine = loop {
+            match Engine::open(&dir, &engine_options(&self.config, &metrics)) {
+                Ok(engine) => break engine,
+                Err(err) => {
+                    assert!(Instant::now() < deadline, "cannot reopen store {store_id}: {err}");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        };
+        let transport = Box::new(self.network.transport(store_id));
+        let (router, handle) =
+            store::start(store_config(&self.config, store_id), engine.clone(), metrics.clone(), transport).unwrap();
+        self.network.register(store_id, router.store_inbox());
+        self.running.insert(store_id, RunningStore { router, handle, engine, metrics });
+    }
+
+    /// Stops a store between two rounds. Every round is one LMDB transaction, so this is what a
+    /// crash leaves on disk: what a committed round wrote, nothing of the round in flight.
+    pub fn crash(&mut self, store_id: u64) {
+        let Some(store) = self.running.remove(&store_id) else { return };
+        self.network.unregister(store_id);
+        store.router.shutdown();
+        if store.handle.join().is_err() && !std::thread::panicking() {
+            panic!("the raftstore thread of store {store_id} panicked");
+        }
+        drop(store.router);
+        drop(store.engine);
+    }
+
+    pub fn restart(&mut self, store_id: u64) {
+        self.crash(store_id);
+        self.start_store(store_id);
+    }
+
+    pub fn crash_all(&mut self) {
+        for store_id in self.store_ids() {
+            self.crash(store_id);
+        }
+    }
+
+    pub fn restart_all(&mut self) {
+        self.crash_all();
+        for store_id in self.store_ids() {
+            self.start_store(store_id);
+        }
+    }
+
+    pub fn router(&self, store_id: u64) -> Router {
+        self.running[&store_id].router.clone()
+    }
+
+    pub fn metrics(&self, store_id: u64) -> Arc<Metrics> {
+        self.running[&store_id].metrics.clone()
+    }
+
+    pub fn engine(&self, store_id: u64) -> Engine {
+        self.running[&store_id].engine.clone()
+    }
+
+    /// Every running store's view of region 1.
+    pub async fn statuses(&self) -> BTreeMap<u64, PeerStatus> {
+        let mut out = BTreeMap::new();
+        for (store_id, store) in &self.running {
+            if let Ok(Ok(mut peers)) = tokio::time::timeout(Duration::from_secs(2), store.router.status()).await {
+                if let Some(peer) = peers.pop() {
+                    out.insert(*store_id, peer);
+                }
+            }
+        }
+        out
+    }
+
+    /// The store whose peer of region 1 is leader, waiting for one (at most 10 s).
+    pub async fn wait_leader(&self) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let statuses = self.statuses().await;
+            if let Some((store_id, _)) = statuses.iter().find(|(_, s)| s.role == "leader") {
+                return *store_id;
+            }
+            assert!(Instant::now() < deadline, "no leader within 10s: {statuses:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The stores to try, the last known leader first.
+    fn candidates(&self) -> Vec<u64> {
+        let mut stores: Vec<u64> = self.running.keys().copied().collect();
+        if let Some(hint) = *self.leader_hint.lock() {
+            if let Some(pos) = stores.iter().position(|s| *s == hint) {
+                stores.remove(pos);
+                stores.insert(0, hint);
+            }
+        }
+        stores
+    }
+
+    /// Runs `attempt` against the leader, retrying on the errors a client retries on, until it
+    /// succeeds, fails otherwise, or `timeout` passes.
+    async fn with_leader<T, F, Fut>(&self, timeout: Duration, attempt: F) -> Result<T, Error>
+    where
+        F: Fn(u64, Router) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Error>>,
+    {
+        let deadline = Instant::now() + timeout;
+        let mut last_error = Error::Stopped;
+        loop {
+            let mut tried_leader_hint = None;
+            for store_id in self.candidates() {
+                let Some(store) = self.running.get(&store_id) else { continue };
+                match attempt(store_id, store.router.clone()).await {
+                    Ok(value) => {
+                        *self.leader_hint.lock() = Some(store_id);
+                        return Ok(value);
+                    }
+                    Err(Error::NotLeader { leader_store_id, .. }) => {
+                        tried_leader_hint = leader_store_id.filter(|s| *s != store_id && self.running.contains_key(s));
+                        last_error = Error::NotLeader { region_id: REGION_ID, leader_store_id };
+                        if let Some(hint) = tried_leader_hint {
+                            *self.leader_hint.lock() = Some(hint);
+                            break;
+                        }
+                    }
+                    Err(
+                        err @ (Error::StaleCommand
+                        | Error::ProposalDropped { .. }
+                        | Error::Timeout { .. }
+                        | Error::Busy
+                        | Error::Stopped),
+                    ) => last_error = err,
+                    Err(err) => return Err(err),
+                }
+                if Instant::now() >= deadline {
+                    return Err(last_error);
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(last_error);
+            }
+            if tried_leader_hint.is_none() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+
+    pub async fn put(&self, key: &[u8], value: &[u8], timeout: Duration) -> Result<u64, Error> {
+        let cmd = Cmd::Put(PutRequest { key: key.to_vec(), value: value.to_vec(), precondition: None });
+        self.with_leader(timeout, |_, router| {
+            let cmd = cmd.clone();
+            async move { router.write(REGION_ID, vec![Request { cmd: Some(cmd) }]).await.map(|w| w.revision) }
+        })
+        .await
+    }
+
+    pub async fn delete(&self, key: &[u8], timeout: Duration) -> Result<u64, Error> {
+        let cmd = Cmd::Delete(DeleteRequest { key: key.to_vec(), precondition: None });
+        self.with_leader(timeout, |_, router| {
+            let cmd = cmd.clone();
+            async move { router.write(REGION_ID, vec![Request { cmd: Some(cmd) }]).await.map(|w| w.revision) }
+        })
+        .await
+    }
+
+    /// A linearizable read: ReadIndex on the leader, then its LMDB.
+    pub async fn get(&self, key: &[u8], timeout: Duration) -> Result<Option<(Vec<u8>, u64)>, Error> {
+        self.with_leader(timeout, |store_id, router| async move {
+            router.read_index(REGION_ID).await?;
+            Ok(self.read_local(store_id, key))
+        })
+        .await
+    }
+
+    /// What a store holds for `key` right now, without asking raft.
+    pub fn read_local(&self, store_id: u64, key: &[u8]) -> Option<(Vec<u8>, u64)> {
+        let engine = &self.running[&store_id].engine;
+        let txn = engine.read_txn().unwrap();
+        engine.get_data(&txn, key).unwrap().map(|r| (r.value.to_vec(), r.revision))
+    }
+
+    pub async fn must_put(&self, key: &[u8], value: &[u8]) -> u64 {
+        self.put(key, value, Duration::from_secs(15))
+            .await
+            .unwrap_or_else(|e| panic!("put {}: {e}", String::from_utf8_lossy(key)))
+    }
+
+    pub async fn must_get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.get(key, Duration::from_secs(15))
+            .await
+            .unwrap_or_else(|e| panic!("get {}: {e}", String::from_utf8_lossy(key)))
+            .map(|(value, _)| value)
+    }
+
+    pub async fn must_delete(&self, key: &[u8]) {
+        self.delete(key, Duration::from_secs(15))
+            .await
+            .unwrap_or_else(|e| panic!("delete {}: {e}", String::from_utf8_lossy(key)));
+    }
+
+    /// Waits until `store_id` holds `value` for `key` locally (at most 10 s).
+    pub async fn wait_local(&self, store_id: u64, key: &[u8], value: Option<&[u8]>) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let local = self.read_local(store_id, key);
+            if local.as_ref().map(|(v, _)| v.as_slice()) == value {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "store {store_id} has {:?} for {}, want {:?}",
+                local.map(|(v, _)| String::from_utf8_lossy(&v).into_owned()),
+                String::from_utf8_lossy(key),
+                value.map(String::from_utf8_lossy)
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.network.heal();
+        self.crash_all();
+    }
+}
