@@ -1,0 +1,272 @@
+//! tinykv's part 2 test matrix (`kv/test_raftstore/test_test.go`) on the in-process cluster: five
+//! stores, clients writing their own keys while the network partitions, drops messages and stores
+//! crash, and after every round each client's acknowledged writes must all be there, exactly as
+//! written, in the order they were acknowledged (their revisions grow).
+//!
+//! Rounds are short by default so the suite fits CI; `FEKV_SOAK=1` runs tinykv's full 3 × 5 s.
+//! Each test prints its seed; `FEKV_SEED=<seed>` replays a failure's network and chaos schedule.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::cluster::{seed, Cluster};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+#[derive(Clone, Copy, Default)]
+struct Spec {
+    clients: usize,
+    unreliable: bool,
+    crash: bool,
+    partitions: bool,
+    /// Log GC threshold; also checks that idle stores keep applied − truncated ≤ 2 × this.
+    max_raft_log: Option<u64>,
+}
+
+fn soak() -> bool {
+    std::env::var_os("FEKV_SOAK").is_some()
+}
+
+fn key(client: usize, j: u64) -> Vec<u8> {
+    format!("{client:02} {j:08}").into_bytes()
+}
+
+fn value(client: usize, j: u64) -> Vec<u8> {
+    format!("x {client} {j} y").into_bytes()
+}
+
+/// One client: writes its own keys in sequence, and half of the time reads one of them back instead.
+/// Returns the revisions of its acknowledged writes, in order.
+async fn client(cluster: Arc<Cluster>, client: usize, stop: Arc<AtomicBool>, seed: u64) -> Vec<u64> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut revisions: Vec<u64> = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let j = revisions.len() as u64;
+        if j == 0 || rng.gen_bool(0.5) {
+            match cluster.put(&key(client, j), &value(client, j), Duration::from_secs(10)).await {
+                Ok(revision) => revisions.push(revision),
+                Err(err) => panic!("client {client}: put {j} failed for 10s: {err}"),
+            }
+        } else {
+            let j = rng.gen_range(0..j);
+            match cluster.get(&key(client, j), Duration::from_secs(10)).await {
+                Ok(Some((read, _))) => assert_eq!(read, value(client, j), "client {client} read back key {j}"),
+                Ok(None) => panic!("client {client}: acknowledged key {j} is missing"),
+                Err(err) => panic!("client {client}: get {j} failed for 10s: {err}"),
+            }
+        }
+    }
+    revisions
+}
+
+async fn generic_test(spec: Spec) {
+    let seed = seed();
+    let (rounds, round_time) = if soak() { (3, Duration::from_secs(5)) } else { (3, Duration::from_millis(1500)) };
+    let mut cluster = Arc::new(Cluster::start(5, seed, |c| {
+        if let Some(limit) = spec.max_raft_log {
+            c.raft_log_gc_threshold = limit;
+        }
+    }));
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+    for round in 0..rounds {
+        let shared = cluster.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients: Vec<_> = (0..spec.clients)
+            .map(|c| tokio::spawn(client(shared.clone(), c, stop.clone(), seed.wrapping_add((round * 100 + c) as u64))))
+            .collect();
+        // Chaos, every 100–200 ms, until the round ends.
+        let round_end = Instant::now() + round_time;
+        while Instant::now() < round_end {
+            tokio::time::sleep(Duration::from_millis(rng.gen_range(100..200))).await;
+            if spec.partitions {
+                let (mut left, mut right) = (Vec::new(), Vec::new());
+                for store_id in shared.store_ids() {
+                    if rng.gen_bool(0.5) {
+                        left.push(store_id)
+                    } else {
+                        right.push(store_id)
+                    }
+                }
+                shared.network.partition(&[left, right]);
+            }
+            if spec.unreliable {
+                shared.network.set_drop_rate(0.1);
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        shared.network.heal();
+        let mut all_revisions = Vec::new();
+        for task in clients {
+            all_revisions
+                .push(tokio::time::timeout(Duration::from_secs(30), task).await.expect("client stops").unwrap());
+        }
+        drop(shared);
+        if spec.crash {
+            Arc::get_mut(&mut cluster).expect("clients have stopped").restart_all();
+        }
+        // Every acknowledged write is there, as written; revisions grow in acknowledgement order.
+        for (c, revisions) in all_revisions.iter().enumerate() {
+            assert!(revisions.windows(2).all(|w| w[0] < w[1]), "client {c}: revisions out of order: {revisions:?}");
+            for (j, revision) in revisions.iter().enumerate() {
+                let got = cluster.get(&key(c, j as u64), Duration::from_secs(15)).await.expect("read after the round");
+                let (read, read_revision) =
+                    got.unwrap_or_else(|| panic!("round {round}: client {c} lost acknowledged key {j}"));
+                assert_eq!(read, value(c, j as u64), "round {round}: client {c} key {j}");
+                assert_eq!(read_revision, *revision, "round {round}: client {c} key {j} was written again");
+            }
+        }
+        if let Some(limit) = spec.max_raft_log {
+            wait_log_compacted(&cluster, limit).await;
+        }
+        // Clean up, as tinykv does, so the next round starts from empty keys.
+        for (c, revisions) in all_revisions.iter().enumerate() {
+            for j in 0..revisions.len() {
+                cluster.must_delete(&key(c, j as u64)).await;
+            }
+        }
+    }
+}
+
+/// Idle, every store keeps its raft log within twice the GC threshold.
+async fn wait_log_compacted(cluster: &Cluster, limit: u64) {
+    // A write makes the leader tick over its compaction check with everything applied.
+    cluster.must_put(b"gc-nudge", b"x").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let statuses = cluster.statuses().await;
+        let over: Vec<_> = statuses
+            .iter()
+            .filter(|(_, s)| s.applied_index - s.truncated_index > 2 * limit)
+            .map(|(store_id, s)| (*store_id, s.applied_index, s.truncated_index))
+            .collect();
+        if over.is_empty() && statuses.len() == cluster.store_ids().len() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "raft logs over 2 × {limit}: (store, applied, truncated) {over:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+macro_rules! generic {
+    ($name:ident, $($field:ident : $value:expr),*) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            generic_test(Spec { $($field: $value,)* ..Spec::default() }).await;
+        }
+    };
+}
+
+// ---- 2B ----
+generic!(test_basic_2b, clients: 1);
+generic!(test_concurrent_2b, clients: 5);
+generic!(test_unreliable_2b, clients: 5, unreliable: true);
+generic!(test_many_partitions_one_client_2b, clients: 1, partitions: true);
+generic!(test_many_partitions_many_clients_2b, clients: 5, partitions: true);
+generic!(test_persist_one_client_2b, clients: 1, crash: true);
+generic!(test_persist_concurrent_2b, clients: 5, crash: true);
+generic!(test_persist_concurrent_unreliable_2b, clients: 5, unreliable: true, crash: true);
+generic!(test_persist_partition_2b, clients: 5, crash: true, partitions: true);
+generic!(test_persist_partition_unreliable_2b, clients: 5, unreliable: true, crash: true, partitions: true);
+
+// ---- 2C ----
+generic!(test_snapshot_recover_2c, clients: 1, crash: true, max_raft_log: Some(100));
+generic!(test_snapshot_recover_many_clients_2c, clients: 20, crash: true, max_raft_log: Some(100));
+generic!(test_snapshot_unreliable_2c, clients: 5, unreliable: true, max_raft_log: Some(100));
+generic!(test_snapshot_unreliable_recover_2c, clients: 5, unreliable: true, crash: true, max_raft_log: Some(100));
+generic!(
+    test_snapshot_unreliable_recover_concurrent_partition_2c,
+    clients: 5, unreliable: true, crash: true, partitions: true, max_raft_log: Some(100)
+);
+
+/// TestOnePartition2B: a minority keeps its old value and cannot change it; after healing, the old
+/// leader has the majority's values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_one_partition_2b() {
+    let cluster = Cluster::start(5, seed(), |_| {});
+    cluster.must_put(b"k1", b"v1").await;
+    let leader = cluster.wait_leader().await;
+    let others: Vec<u64> = cluster.store_ids().into_iter().filter(|s| *s != leader).collect();
+    // The leader with a majority of three: writes go on, the two cut off lag behind.
+    let (minority, majority_rest) = (others[..2].to_vec(), others[2..].to_vec());
+    let mut majority = vec![leader];
+    majority.extend(&majority_rest);
+    cluster.network.partition(&[majority.clone(), minority.clone()]);
+    cluster.must_put(b"k1", b"changed").await;
+    for store_id in &minority {
+        assert_eq!(cluster.read_local(*store_id, b"k1").map(|(v, _)| v), Some(b"v1".to_vec()));
+    }
+    // Now the old leader is cut off with one other store: the remaining three elect a leader and
+    // overwrite k1, while the two keep the old value and cannot change it.
+    let new_minority = vec![leader, minority[0]];
+    let mut new_majority = majority_rest.clone();
+    new_majority.push(minority[1]);
+    cluster.network.partition(&[new_minority.clone(), new_majority.clone()]);
+    let router = cluster.router(leader);
+    let put = |value: &[u8]| fekv::proto::Request {
+        cmd: Some(fekv::proto::request::Cmd::Put(fekv::proto::PutRequest {
+            key: b"k1".to_vec(),
+            value: value.to_vec(),
+            precondition: None,
+        })),
+    };
+    let stale = router.write(1, vec![put(b"stale")]).await;
+    assert!(stale.is_err(), "a leader cut off from its majority acknowledged a write: {stale:?}");
+    cluster.must_put(b"k1", b"changed twice").await;
+    for store_id in &new_minority {
+        assert_ne!(cluster.read_local(*store_id, b"k1").map(|(v, _)| v), Some(b"changed twice".to_vec()));
+    }
+    cluster.network.heal();
+    for store_id in cluster.store_ids() {
+        cluster.wait_local(store_id, b"k1", Some(b"changed twice")).await;
+    }
+}
+
+/// TestOneSnapshot2C: a store cut off while the log is compacted catches up through a snapshot,
+/// which brings deletes too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_one_snapshot_2c() {
+    let mut cluster = Cluster::start(3, seed(), |c| c.raft_log_gc_threshold = 10);
+    cluster.must_put(b"k1", b"v1").await;
+    cluster.must_put(b"k2", b"v2").await;
+    for store_id in cluster.store_ids() {
+        cluster.wait_local(store_id, b"k2", Some(b"v2")).await;
+    }
+    let isolated = 1;
+    cluster.network.isolate(isolated);
+    for i in 0..50 {
+        cluster.must_put(format!("k{}", 100 + i).as_bytes(), b"v").await;
+    }
+    cluster.must_delete(b"k2").await;
+    cluster.must_put(b"k100", b"v100").await;
+    // The others compact their logs past what the isolated store has.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let statuses = cluster.statuses().await;
+        let behind = statuses[&isolated].applied_index;
+        if statuses.iter().filter(|(s, _)| **s != isolated).all(|(_, st)| st.truncated_index > behind) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "logs not compacted past the isolated store: {statuses:?}");
+        cluster.must_put(b"nudge", b"x").await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.network.heal();
+    cluster.wait_local(isolated, b"k100", Some(b"v100")).await;
+    cluster.wait_local(isolated, b"k1", Some(b"v1")).await;
+    cluster.wait_local(isolated, b"k2", None).await;
+    let received = cluster.metrics(isolated).render();
+    assert!(
+        received.contains("fekv_raft_snapshots_total{event=\"received\"} 1")
+            || received
+                .lines()
+                .any(|l| l.starts_with("fekv_raft_snapshots_total{event=\"received\"}") && !l.ends_with(" 0")),
+        "no snapshot received:\n{received}"
+    );
+    // After a restart the store still has it, and its log stays short.
+    cluster.restart(isolated);
+    cluster.wait_local(isolated, b"k100", Some(b"v100")).await;
+    wait_log_compacted(&cluster, 10).await;
+}
