@@ -17,11 +17,9 @@ pub mod raftstore;
 pub mod storage;
 pub mod transport;
 
-/// fekv's own protobuf messages (`proto/fekv.proto`).
-#[allow(clippy::all)]
-pub mod proto {
-    include!(concat!(env!("OUT_DIR"), "/fekv.rs"));
-}
+/// fekv's protobuf messages and gRPC services (`proto/fekv.proto`), generated once in the placement
+/// crate because the node and the placement service share them.
+pub use fekv_placement::proto;
 
 /// The version `/status` reports.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

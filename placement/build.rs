@@ -1,4 +1,5 @@
-//! Compiles `proto/*.proto`. protoc comes from the `protoc-bin-vendored` crate unless `PROTOC` is set,
+//! Compiles `../proto/fekv.proto` (messages, and the gRPC clients and servers) once for the node and
+//! the placement service, which share its types. protoc comes from the `protoc-bin-vendored` crate unless `PROTOC` is set,
 //! so a fresh machine needs nothing but cargo.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -6,10 +7,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // SAFETY: build scripts are single-threaded; nothing else reads the environment concurrently.
         unsafe { std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?) };
     }
-    println!("cargo:rerun-if-changed=proto");
+    println!("cargo:rerun-if-changed=../proto");
     tonic_prost_build::configure()
-        .build_client(false)
-        .build_server(false)
-        .compile_protos(&["proto/fekv.proto"], &["proto"])?;
+        .compile_protos(&["../proto/fekv.proto"], &["../proto"])?;
     Ok(())
 }

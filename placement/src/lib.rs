@@ -1,0 +1,18 @@
+//! fekv's placement service (a small PD): it allocates ids, keeps the address book of stores and the
+//! table of regions with their leaders, and bootstraps the first region once enough stores have
+//! registered. Its state lives in its own LMDB environment.
+//!
+//! - [`proto`]: the protobuf messages and gRPC services shared by every fekv component;
+//! - [`state`]: the placement state machine and its persistence (no networking);
+//! - [`service`]: the gRPC face of it.
+
+pub mod service;
+pub mod state;
+
+/// fekv's protobuf messages and gRPC services (`proto/fekv.proto`).
+#[allow(clippy::all)]
+pub mod proto {
+    include!(concat!(env!("OUT_DIR"), "/fekv.rs"));
+}
+
+pub use state::{Placement, PlacementError, PlacementOptions};
