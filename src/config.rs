@@ -22,6 +22,10 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// Directory of the node's LMDB environment.
     pub data_dir: PathBuf,
+    /// Address of the placement service (`host:port`). Unset: a single node with no peers.
+    pub placement: Option<String>,
+    /// Where other stores reach this one's raft transport (cluster mode).
+    pub raft_addr: SocketAddr,
     /// Log filter when `RUST_LOG` is unset (tracing `EnvFilter` syntax).
     pub log_level: String,
     /// Largest value a PUT/POST may carry; larger bodies get `413`.
@@ -51,6 +55,8 @@ impl Default for Config {
         Config {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 3000)),
             data_dir: PathBuf::from("./fekv-data"),
+            placement: None,
+            raft_addr: SocketAddr::from(([127, 0, 0, 1], 20160)),
             log_level: "info".into(),
             max_value_size: ByteSize::mib(1),
             map_size: ByteSize::gib(16),
@@ -126,6 +132,12 @@ pub struct ServeArgs {
     /// Data directory [default: ./fekv-data]
     #[arg(long, env = "FEKV_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Placement service address (host:port); without it the node runs alone [default: none]
+    #[arg(long, env = "FEKV_PLACEMENT", value_name = "ADDR")]
+    pub placement: Option<String>,
+    /// Raft transport listen address, for the other stores (with --placement) [default: 127.0.0.1:20160]
+    #[arg(long, env = "FEKV_RAFT_ADDR", value_name = "ADDR")]
+    pub raft_addr: Option<SocketAddr>,
     /// Log filter used when RUST_LOG is unset [default: info]
     #[arg(long, env = "FEKV_LOG_LEVEL", value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -173,9 +185,13 @@ impl ServeArgs {
         macro_rules! overlay {
             ($($field:ident),*) => { $( if let Some(value) = &self.$field { config.$field = value.clone(); } )* };
         }
+        if self.placement.is_some() {
+            config.placement = self.placement.clone();
+        }
         overlay!(
             http_addr,
             data_dir,
+            raft_addr,
             log_level,
             max_value_size,
             map_size,
@@ -245,8 +261,8 @@ mod tests {
         let mut argv = vec!["fekv".to_string()];
         for arg in Cli::command().get_arguments() {
             let (Some(long), Some(help)) = (arg.get_long(), arg.get_help()) else { continue };
-            if long == "config" {
-                continue;
+            if long == "config" || long == "placement" {
+                continue; // no default: a file, and an address that turns on cluster mode
             }
             let help = help.to_string();
             let default = help
@@ -259,6 +275,7 @@ mod tests {
         let documented = Cli::try_parse_from(&argv).unwrap().serve.load().unwrap();
         assert_eq!(documented, Config::default(), "{argv:?}");
         let toml_names = toml::to_string(&Config::default()).unwrap();
+        // Every setting has a flag (`placement`, unset by default, is not in the default TOML).
         assert_eq!(argv.len() - 1, toml_names.lines().count(), "every setting has a flag: {argv:?}");
     }
 

@@ -6,9 +6,12 @@
 //! - [`storage`]: the LMDB environment, its key layout and checksummed records;
 //! - [`transport`]: how raft messages travel between stores (and a simulated network for tests);
 //! - [`node`]: wiring: open storage, bootstrap, start the raftstore and the API;
+//! - [`cluster_link`]: the node's side of the placement service (registration, heartbeats);
 //! - [`config`], [`metrics`], [`logging`]: the node's settings, Prometheus metrics and tracing.
 
 pub mod api;
+pub mod cmd;
+pub mod cluster_link;
 pub mod config;
 pub mod logging;
 pub mod metrics;

@@ -22,18 +22,30 @@ struct Cli {
 enum Command {
     /// Run a node (the default). Settings: defaults < --config file < FEKV_* environment < flags.
     Serve(ServeArgs),
+    /// Run the placement service (ids, store addresses, regions and their leaders).
+    Placement(fekv::cmd::placement::PlacementArgs),
+    /// Start a local cluster on loopback: a placement service and N nodes, until Ctrl-C.
+    Cluster(fekv::cmd::cluster::ClusterArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
         None => cli.serve,
+        Some(Command::Placement(args)) => {
+            fekv::logging::init(&args.log_level);
+            return Ok(runtime.block_on(fekv::cmd::placement::run(args, shutdown_signal()))?);
+        }
+        Some(Command::Cluster(args)) => {
+            fekv::logging::init("warn");
+            return Ok(runtime.block_on(fekv::cmd::cluster::run(args, shutdown_signal()))?);
+        }
     };
     let config = args.load()?;
     fekv::logging::init(&config.log_level);
     tracing::info!(config = %toml::to_string(&config).unwrap_or_default().replace('\n', "; "), "effective configuration");
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(fekv::node::run(config, shutdown_signal()))?;
     Ok(())
 }

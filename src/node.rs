@@ -6,13 +6,18 @@
 //! membership, not the code path.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
+use tonic::transport::Channel;
 
 use crate::api::{self, ApiState};
+use crate::cluster_link::{self, LinkError};
+use crate::proto::placement_client::PlacementClient;
+use crate::transport::grpc::{AddressBook, GrpcTransport, RaftTransportService};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::proto::{Peer, Region, RegionEpoch, StoreIdent};
@@ -38,6 +43,8 @@ pub enum NodeError {
     Storage(#[from] StorageError),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Placement(#[from] LinkError),
 }
 
 /// A running node: the raftstore thread and what the API needs.
@@ -111,35 +118,79 @@ pub fn engine_options(config: &Config, metrics: &Metrics) -> EngineOptions {
 }
 
 impl Node {
-    /// Opens storage and starts the raftstore. The API is served separately with [`Node::serve`].
+    /// Opens storage and starts the raftstore of a single node: store 1, bootstrapping region 1 with
+    /// itself as the only peer. The API is served separately with [`Node::serve`].
     pub fn start(config: &Config) -> Result<Node, NodeError> {
         let metrics = Arc::new(Metrics::new());
-        let dir = config.data_dir.display().to_string();
-        let options = EngineOptions {
-            map_size: config.map_size.as_u64(),
-            max_readers: config.max_readers,
-            checksum_failures: metrics.storage_checksum_failures.clone(),
-        };
-        let engine =
-            Engine::open(&config.data_dir, &options).map_err(|source| NodeError::Open { dir: dir.clone(), source })?;
-        let ident = bootstrap_if_needed(&engine)?;
-        if ident.format_version != FORMAT_VERSION {
-            return Err(NodeError::Format { dir, found: ident.format_version });
-        }
+        let engine = open_engine(config, &metrics)?;
+        let ident = check_format(config, bootstrap_if_needed(&engine)?)?;
         let store_cfg = store_config(config, ident.store_id);
+        let inbox = store::inbox(&store_cfg);
         // A single node has no peers to talk to.
-        let (router, handle) =
-            store::start(store_cfg, engine.clone(), metrics.clone(), Box::new(crate::transport::Unconnected))?;
+        let transport = Box::new(crate::transport::Unconnected);
+        let (router, handle) = store::start(store_cfg, engine.clone(), metrics.clone(), transport, inbox)?;
+        Ok(Node::assemble(config, ident.store_id, router, handle, engine, metrics, None, config.http_addr))
+    }
+
+    /// Opens storage and starts the raftstore of a cluster member: registers with the placement
+    /// service at `placement` (a new store gets its id there), and talks to the other stores over gRPC.
+    /// `raft_addr` and `http_addr` are the addresses other stores and clients use to reach this one.
+    pub async fn start_clustered(
+        config: &Config,
+        placement: &str,
+        raft_addr: SocketAddr,
+        http_addr: SocketAddr,
+    ) -> Result<(Node, PlacementClient<Channel>), NodeError> {
+        let metrics = Arc::new(Metrics::new());
+        let engine = open_engine(config, &metrics)?;
+        let mut client = cluster_link::client(placement)?;
+        let txn = engine.read_txn()?;
+        let known_store_id = engine.store_ident(&txn)?.map_or(0, |ident| ident.store_id);
+        drop(txn);
+        let (store_id, cluster_id) = cluster_link::register(
+            &mut client,
+            placement,
+            known_store_id,
+            &raft_addr.to_string(),
+            &http_addr.to_string(),
+            Duration::from_secs(60),
+        )
+        .await?;
+        // A store bootstraps only its identity; its first region comes from placement.
+        let ident = check_format(config, bootstrap_store(&engine, cluster_id, store_id, None)?)?;
+        let store_cfg = store_config(config, ident.store_id);
+        let inbox = store::inbox(&store_cfg);
+        let addresses = Arc::new(AddressBook::default());
+        let transport =
+            Box::new(GrpcTransport::new(tokio::runtime::Handle::current(), addresses.clone(), inbox.0.clone()));
+        let (router, handle) = store::start(store_cfg, engine.clone(), metrics.clone(), transport, inbox)?;
+        let node = Node::assemble(config, ident.store_id, router, handle, engine, metrics, Some(addresses), http_addr);
+        Ok((node, client))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        config: &Config,
+        store_id: u64,
+        router: Router,
+        handle: JoinHandle<()>,
+        engine: Engine,
+        metrics: Arc<Metrics>,
+        addresses: Option<Arc<AddressBook>>,
+        http_addr: SocketAddr,
+    ) -> Node {
         let state = Arc::new(ApiState {
             router,
             engine,
             metrics,
             max_value_size: config.max_value_size.as_u64(),
-            store_id: ident.store_id,
-            http_addr: config.http_addr,
+            store_id,
+            http_addr,
             started: Instant::now(),
+            addresses,
+            request_timeout: config.request_timeout,
         });
-        Ok(Node { state, raftstore: Some(handle) })
+        Node { state, raftstore: Some(handle) }
     }
 
     pub fn router(&self) -> &Router {
@@ -148,6 +199,10 @@ impl Node {
 
     pub fn engine(&self) -> &Engine {
         &self.state.engine
+    }
+
+    pub fn store_id(&self) -> u64 {
+        self.state.store_id
     }
 
     /// What the REST API serves from (for running [`api::serve`] on a task of one's own).
@@ -172,17 +227,65 @@ impl Node {
     }
 }
 
-/// Runs a node with `config` until `shutdown` resolves.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
-    let listener = TcpListener::bind(config.http_addr)
-        .await
-        .map_err(|source| NodeError::Listen { addr: config.http_addr, source })?;
-    let node = Node::start(&config)?;
-    let http_addr = listener.local_addr().map_err(|source| NodeError::Listen { addr: config.http_addr, source })?;
+fn open_engine(config: &Config, metrics: &Metrics) -> Result<Engine, NodeError> {
+    Engine::open(&config.data_dir, &engine_options(config, metrics))
+        .map_err(|source| NodeError::Open { dir: config.data_dir.display().to_string(), source })
+}
+
+fn check_format(config: &Config, ident: StoreIdent) -> Result<StoreIdent, NodeError> {
+    if ident.format_version != FORMAT_VERSION {
+        return Err(NodeError::Format { dir: config.data_dir.display().to_string(), found: ident.format_version });
+    }
+    Ok(ident)
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, NodeError> {
+    TcpListener::bind(addr).await.map_err(|source| NodeError::Listen { addr, source })
+}
+
+/// Runs a node with `config` until `shutdown` resolves: alone, or as a cluster member when
+/// `config.placement` is set.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), NodeError> {
+    let http_listener = bind(config.http_addr).await?;
+    let http_addr = http_listener.local_addr().map_err(|source| NodeError::Listen { addr: config.http_addr, source })?;
+    // One shutdown signal, watched by every server and background task.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let node = match &config.placement {
+        None => Node::start(&config)?,
+        Some(placement) => {
+            let raft_listener = bind(config.raft_addr).await?;
+            let raft_addr =
+                raft_listener.local_addr().map_err(|source| NodeError::Listen { addr: config.raft_addr, source })?;
+            let (node, client) = Node::start_clustered(&config, placement, raft_addr, http_addr).await?;
+            let service = RaftTransportService::new(node.router().store_inbox());
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(raft_listener);
+            let raft_stopped = stopped(stop_rx.clone());
+            tokio::spawn(async move {
+                let served = tonic::transport::Server::builder()
+                    .add_service(service)
+                    .serve_with_incoming_shutdown(incoming, raft_stopped)
+                    .await;
+                if let Err(err) = served {
+                    tracing::error!(error = %err, "the raft transport server failed");
+                }
+            });
+            let addresses = node.state.addresses.clone().expect("a clustered node has an address book");
+            tokio::spawn(cluster_link::run(client, node.store_id(), node.router().clone(), addresses, stop_rx.clone()));
+            tracing::info!(%raft_addr, store_id = node.store_id(), placement, "raft transport listening");
+            node
+        }
+    };
     // Tests and scripts that ask for port 0 read the real address from this line.
-    tracing::info!(%http_addr, data_dir = %config.data_dir.display(), "fekv node serving");
-    node.serve(listener, shutdown).await;
-    node.stop();
+    tracing::info!(%http_addr, store_id = node.store_id(), data_dir = %config.data_dir.display(), "fekv node serving");
+    node.serve(http_listener, stopped(stop_rx)).await;
+    tokio::task::spawn_blocking(move || node.stop()).await.ok();
     tracing::info!("fekv node stopped");
     Ok(())
 }

@@ -23,6 +23,8 @@ pub enum ApiError {
     ValueTooLarge { size: Option<u64>, limit: u64 },
     #[error("invalid {name} header: {reason}")]
     BadHeader { name: &'static str, reason: String },
+    #[error("invalid query parameter {name}: {reason}")]
+    BadQuery { name: &'static str, reason: String },
     #[error("cannot read the request body: {0}")]
     BodyRead(String),
     #[error("method {method} is not allowed here; allowed: {allow}")]
@@ -33,6 +35,10 @@ pub enum ApiError {
     KeyNotFound,
     #[error("no region on this node holds the key; retry shortly")]
     NoRegion,
+    #[error("this node does not lead the key's region; its leader is store {leader_store_id} at {location}")]
+    Redirect { location: String, leader_store_id: u64, leader_http_addr: String },
+    #[error("not redirecting again after {hops} redirects: the cluster's view of the leader is changing; retry shortly")]
+    RedirectLoop { hops: u32 },
     #[error(transparent)]
     Raft(#[from] raftstore::Error),
     #[error(transparent)]
@@ -48,12 +54,15 @@ impl ApiError {
             ApiError::KeyTooLong { .. } => (StatusCode::BAD_REQUEST, "key_too_long"),
             ApiError::BadPercentEncoding { .. } => (StatusCode::BAD_REQUEST, "bad_key_encoding"),
             ApiError::BadHeader { .. } => (StatusCode::BAD_REQUEST, "bad_header"),
+            ApiError::BadQuery { .. } => (StatusCode::BAD_REQUEST, "bad_query"),
             ApiError::BodyRead(_) => (StatusCode::BAD_REQUEST, "bad_body"),
             ApiError::ValueTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "value_too_large"),
             ApiError::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::NoRoute { .. } => (StatusCode::NOT_FOUND, "no_route"),
             ApiError::KeyNotFound => (StatusCode::NOT_FOUND, "key_not_found"),
             ApiError::NoRegion => (StatusCode::SERVICE_UNAVAILABLE, "no_region"),
+            ApiError::Redirect { .. } => (StatusCode::TEMPORARY_REDIRECT, "not_leader"),
+            ApiError::RedirectLoop { .. } => (StatusCode::SERVICE_UNAVAILABLE, "redirect_loop"),
             ApiError::Raft(err) => match err {
                 R::PreconditionFailed { .. } => (StatusCode::PRECONDITION_FAILED, "precondition_failed"),
                 R::StorageFull { .. } => (StatusCode::INSUFFICIENT_STORAGE, "storage_full"),
@@ -79,6 +88,10 @@ impl ApiError {
         match &self {
             ApiError::ValueTooLarge { limit, .. } => body["limit"] = (*limit).into(),
             ApiError::KeyTooLong { max, .. } | ApiError::EmptyKey { max } => body["limit"] = (*max).into(),
+            ApiError::Redirect { location, leader_store_id, .. } => {
+                body["leader"] = location.clone().into();
+                body["leader_store_id"] = (*leader_store_id).into();
+            }
             _ => {}
         }
         let mut text = body.to_string();
@@ -93,6 +106,17 @@ impl ApiError {
         match &self {
             ApiError::MethodNotAllowed { allow, .. } => {
                 headers.insert(ALLOW, HeaderValue::from_static(allow));
+            }
+            ApiError::Redirect { location, leader_store_id, leader_http_addr } => {
+                // Addresses come from placement's address book and paths from the request line, so
+                // they are valid header values; if one is not, the client gets the JSON body alone.
+                if let Ok(value) = HeaderValue::from_str(location) {
+                    headers.insert(hyper::header::LOCATION, value);
+                }
+                if let Ok(value) = HeaderValue::from_str(&format!("http://{leader_http_addr}")) {
+                    headers.insert("x-fekv-leader", value);
+                }
+                headers.insert("x-fekv-leader-store", HeaderValue::from(*leader_store_id));
             }
             ApiError::Raft(raftstore::Error::PreconditionFailed { current_revision: Some(rev) }) => {
                 headers.insert(ETAG, super::etag(*rev));

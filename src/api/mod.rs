@@ -40,6 +40,9 @@ pub struct ApiState {
     pub store_id: u64,
     pub http_addr: SocketAddr,
     pub started: Instant,
+    /// The other stores' addresses (cluster mode), for redirecting to a leader.
+    pub addresses: Option<Arc<crate::transport::grpc::AddressBook>>,
+    pub request_timeout: Duration,
 }
 
 /// The ETag of a revision: the raft index of the entry that wrote the value, quoted.

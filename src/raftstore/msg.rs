@@ -8,7 +8,7 @@ use raft::SnapshotStatus;
 use tokio::sync::oneshot;
 
 use super::{Error, PeerStatus};
-use crate::proto::Request;
+use crate::proto::{Region, Request};
 use crate::transport::RaftEnvelope;
 
 pub type Callback<T> = oneshot::Sender<Result<T, Error>>;
@@ -34,6 +34,10 @@ pub enum StoreMsg {
     /// Whether a snapshot this store sent arrived, reported by the transport for every snapshot:
     /// raft keeps a follower paused in snapshot state until it hears the outcome.
     SnapshotStatus { region_id: u64, to_peer_id: u64, status: SnapshotStatus },
+    /// Create this store's peer of a region placement bootstrapped (a no-op if it exists).
+    CreatePeer { region: Region, callback: Callback<()> },
+    /// The transport could not deliver messages to this peer (its store is down or unknown).
+    PeerUnreachable { region_id: u64, to_peer_id: u64 },
     /// Stop the raftstore loop after this round.
     Shutdown,
 }

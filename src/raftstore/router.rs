@@ -44,6 +44,11 @@ impl Router {
         self.call(false, |callback| StoreMsg::ReadIndex { region_id, callback }).await
     }
 
+    /// Creates this store's peer of `region` (bootstrapped by placement) if it does not exist.
+    pub async fn create_peer(&self, region: Region) -> Result<()> {
+        self.call(false, |callback| StoreMsg::CreatePeer { region, callback }).await
+    }
+
     pub async fn status(&self) -> Result<Vec<PeerStatus>> {
         self.call(false, |callback| StoreMsg::Status { callback }).await
     }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use raft::eraftpb::MessageType;
 
 use super::msg::StoreMsg;
@@ -50,12 +50,19 @@ pub struct Store {
     regions: Arc<RegionMap>,
 }
 
+/// The store's inbox: bounded, so a store that falls behind refuses requests (`Busy`) instead of
+/// queueing them without limit. Created before the store so a transport can report into it.
+pub fn inbox(cfg: &StoreConfig) -> (Sender<StoreMsg>, Receiver<StoreMsg>) {
+    crossbeam_channel::bounded(cfg.inbox_capacity)
+}
+
 /// Starts the store loop on its own thread over every region this store holds (read from LMDB).
 pub fn start(
     cfg: StoreConfig,
     engine: Engine,
     metrics: Arc<Metrics>,
     transport: Box<dyn Transport>,
+    (tx, inbox): (Sender<StoreMsg>, Receiver<StoreMsg>),
 ) -> Result<(Router, JoinHandle<()>), crate::storage::StorageError> {
     let logger = crate::logging::raft_logger();
     let regions = Arc::new(RegionMap::default());
@@ -72,7 +79,6 @@ pub fn start(
         let peer = Peer::load(engine.clone(), region, cfg.store_id, cfg.peer.clone(), metrics.clone(), &logger)?;
         peers.insert(peer.region_id(), peer);
     }
-    let (tx, inbox) = crossbeam_channel::bounded(cfg.inbox_capacity);
     let router = Router::new(tx, regions.clone(), cfg.request_timeout);
     let used_bytes = engine.stats().map(|s| s.used_bytes).unwrap_or(0);
     let mut store = Store { cfg, engine, peers, inbox, metrics, logger, used_bytes, transport, regions };
@@ -153,6 +159,14 @@ impl Store {
                 let _ = callback.send(Ok(self.peers.values().map(Peer::status).collect()));
             }
             StoreMsg::Raft(envelope) => self.on_raft_message(*envelope),
+            StoreMsg::CreatePeer { region, callback } => {
+                let _ = callback.send(self.create_peer(region));
+            }
+            StoreMsg::PeerUnreachable { region_id, to_peer_id } => {
+                if let Some(peer) = self.peers.get_mut(&region_id) {
+                    peer.on_send_failure(to_peer_id, MessageType::MsgAppend);
+                }
+            }
             StoreMsg::SnapshotStatus { region_id, to_peer_id, status } => {
                 if let Some(peer) = self.peers.get_mut(&region_id) {
                     peer.on_snapshot_status(to_peer_id, status);
@@ -160,6 +174,27 @@ impl Store {
             }
             StoreMsg::Shutdown => {}
         }
+    }
+
+    /// Writes a new region's initial state and starts its peer, unless this store already has it.
+    fn create_peer(&mut self, region: crate::proto::Region) -> Result<(), Error> {
+        let region_id = region.region_id;
+        if self.peers.contains_key(&region_id) {
+            return Ok(());
+        }
+        let txn = self.engine.read_txn()?;
+        let known = self.engine.region_state(&txn, region_id)?.is_some();
+        drop(txn);
+        if !known {
+            let mut txn = self.engine.write_txn()?;
+            super::peer_storage::PeerStorage::write_initial_state(&self.engine, &mut txn, &region)?;
+            self.engine.commit(txn)?;
+        }
+        let peer = Peer::load(self.engine.clone(), region.clone(), self.cfg.store_id, self.cfg.peer.clone(), self.metrics.clone(), &self.logger)?;
+        self.peers.insert(region_id, peer);
+        self.regions.insert(region);
+        tracing::info!(store_id = self.cfg.store_id, region_id, "created a peer");
+        Ok(())
     }
 
     fn on_raft_message(&mut self, envelope: RaftEnvelope) {

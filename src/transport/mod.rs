@@ -10,6 +10,7 @@
 //! Implementations: [`sim::SimNetwork`] (in-process, with partitions, drops and delays, for tests) and
 //! [`Unconnected`] (a store with no peers).
 
+pub mod grpc;
 pub mod sim;
 
 use prost::Message as _;

@@ -1,0 +1,128 @@
+//! The node's side of the placement service: registering the store, keeping the address book of
+//! the other stores fresh, creating this store's peer of a region placement bootstrapped, and the
+//! heartbeat that tells placement which leaders this store holds.
+//!
+//! Nodes keep serving while placement is down: the address book and the regions they hold are
+//! theirs already; only what is new (a store, a region) waits for placement to come back.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tonic::transport::Channel;
+
+use crate::proto::placement_client::PlacementClient;
+use crate::proto::{GetRegionsRequest, GetStoresRequest, PeerReport, RegisterStoreRequest, StoreHeartbeatRequest};
+use crate::raftstore::Router;
+use crate::transport::grpc::AddressBook;
+
+/// How often a node heartbeats placement and refreshes its address book.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("invalid placement address {addr}: {reason}")]
+    Address { addr: String, reason: String },
+    #[error("placement service at {addr} did not answer within {waited:?}: {status}")]
+    Unavailable { addr: String, waited: Duration, status: String },
+}
+
+/// A client of the placement service at `addr` (`host:port`); connects on first use.
+pub fn client(addr: &str) -> Result<PlacementClient<Channel>, LinkError> {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .map_err(|e| LinkError::Address { addr: addr.to_string(), reason: e.to_string() })?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5))
+        .connect_lazy();
+    Ok(PlacementClient::new(channel))
+}
+
+/// Registers this store (store_id 0 = a new one), retrying while placement is unreachable for up to
+/// `wait`. Returns (store_id, cluster_id).
+pub async fn register(
+    client: &mut PlacementClient<Channel>,
+    addr: &str,
+    store_id: u64,
+    raft_addr: &str,
+    http_addr: &str,
+    wait: Duration,
+) -> Result<(u64, u64), LinkError> {
+    let started = Instant::now();
+    let request = RegisterStoreRequest {
+        store_id,
+        raft_addr: raft_addr.to_string(),
+        http_addr: http_addr.to_string(),
+        version: crate::VERSION.to_string(),
+    };
+    loop {
+        match client.register_store(request.clone()).await {
+            Ok(reply) => {
+                let reply = reply.into_inner();
+                return Ok((reply.store_id, reply.cluster_id));
+            }
+            Err(status) if started.elapsed() < wait => {
+                tracing::debug!(addr, %status, "placement not reachable yet");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(status) => {
+                return Err(LinkError::Unavailable { addr: addr.to_string(), waited: wait, status: status.to_string() })
+            }
+        }
+    }
+}
+
+/// Runs until `shutdown` is set: every heartbeat interval, refresh the address book, create the
+/// peers of regions placement assigned to this store, and report this store's leaders.
+pub async fn run(
+    mut client: PlacementClient<Channel>,
+    store_id: u64,
+    router: Router,
+    addresses: Arc<AddressBook>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(HEARTBEAT_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        if let Err(status) = beat(&mut client, store_id, &router, &addresses).await {
+            tracing::debug!(store_id, %status, "placement heartbeat failed; serving from what we know");
+        }
+    }
+}
+
+async fn beat(
+    client: &mut PlacementClient<Channel>,
+    store_id: u64,
+    router: &Router,
+    addresses: &AddressBook,
+) -> Result<(), tonic::Status> {
+    addresses.update(client.get_stores(GetStoresRequest {}).await?.into_inner().stores);
+    let held: Vec<u64> = router.regions().iter().map(|r| r.region_id).collect();
+    if held.is_empty() {
+        // A new store waits for the first region; later regions arrive by raft messages.
+        for info in client.get_regions(GetRegionsRequest {}).await?.into_inner().regions {
+            let Some(region) = info.region else { continue };
+            if region.peers.iter().any(|p| p.store_id == store_id) {
+                if let Err(err) = router.create_peer(region).await {
+                    tracing::warn!(store_id, error = %err, "cannot create a bootstrapped peer");
+                }
+            }
+        }
+    }
+    let peers = match router.status().await {
+        Ok(peers) => peers
+            .into_iter()
+            .map(|p| PeerReport {
+                is_leader: p.role == "leader",
+                leader_peer_id: p.leader_peer_id,
+                term: p.term,
+                region: Some(p.region),
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    client.store_heartbeat(StoreHeartbeatRequest { store_id, peers }).await?;
+    Ok(())
+}

@@ -1,0 +1,265 @@
+//! The gRPC transport between stores (tonic): one long-lived client stream per remote store carrying
+//! batches of raft messages of every region (one batch per store per raftstore round), and a separate
+//! streaming RPC per snapshot, cut into checksummed chunks, so a big snapshot never delays heartbeats.
+//!
+//! Sending never blocks the raftstore: batches go into a bounded queue per store, drained by a tokio
+//! task that (re)connects as needed. Messages that cannot be delivered are reported back to the
+//! store (`PeerUnreachable`, `SnapshotStatus`), which tells raft.
+//!
+//! Trust boundary: this listens for any store of the cluster and authenticates nothing; expose the
+//! raft address only to the cluster's own machines.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::Sender as StoreInbox;
+use parking_lot::RwLock;
+use prost::Message as _;
+use raft::eraftpb::MessageType;
+use raft::SnapshotStatus;
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{RaftEnvelope, Transport, TransportError};
+use crate::proto::raft_transport_client::RaftTransportClient;
+use crate::proto::raft_transport_server::{RaftTransport, RaftTransportServer};
+use crate::proto::{Done, RaftMessage, RaftMessageBatch, SnapshotChunk, StoreInfo};
+use crate::raftstore::msg::StoreMsg;
+
+/// Bytes of snapshot per chunk.
+const SNAPSHOT_CHUNK: usize = 1 << 20;
+/// Batches waiting for one store's stream; when full, the round's batch is dropped (raft resends).
+const STREAM_QUEUE: usize = 256;
+
+/// Where every store of the cluster listens, refreshed from the placement service.
+#[derive(Default)]
+pub struct AddressBook {
+    stores: RwLock<HashMap<u64, StoreInfo>>,
+}
+
+impl AddressBook {
+    pub fn update(&self, stores: Vec<StoreInfo>) {
+        let mut map = self.stores.write();
+        for store in stores {
+            map.insert(store.store_id, store);
+        }
+    }
+
+    pub fn get(&self, store_id: u64) -> Option<StoreInfo> {
+        self.stores.read().get(&store_id).cloned()
+    }
+
+    pub fn all(&self) -> Vec<StoreInfo> {
+        let mut stores: Vec<StoreInfo> = self.stores.read().values().cloned().collect();
+        stores.sort_by_key(|s| s.store_id);
+        stores
+    }
+}
+
+pub struct GrpcTransport {
+    runtime: tokio::runtime::Handle,
+    addresses: Arc<AddressBook>,
+    /// This store's own inbox, for reporting failures back to raft.
+    own_inbox: StoreInbox<StoreMsg>,
+    streams: HashMap<u64, mpsc::Sender<RaftMessageBatch>>,
+    pending: HashMap<u64, Vec<RaftMessage>>,
+}
+
+impl GrpcTransport {
+    pub fn new(runtime: tokio::runtime::Handle, addresses: Arc<AddressBook>, own_inbox: StoreInbox<StoreMsg>) -> GrpcTransport {
+        GrpcTransport { runtime, addresses, own_inbox, streams: HashMap::new(), pending: HashMap::new() }
+    }
+}
+
+impl Transport for GrpcTransport {
+    fn send(&mut self, msg: RaftEnvelope) -> Result<(), TransportError> {
+        let to_store = msg.to_peer.store_id;
+        let Some(store) = self.addresses.get(to_store) else {
+            return Err(TransportError::UnknownStore(to_store));
+        };
+        if msg.message.get_msg_type() == MessageType::MsgSnapshot {
+            let inbox = self.own_inbox.clone();
+            self.runtime.spawn(send_snapshot(store.raft_addr, msg, inbox));
+            return Ok(());
+        }
+        self.pending.entry(to_store).or_default().push(msg.to_proto());
+        Ok(())
+    }
+
+    fn flush(&mut self) {
+        for (store_id, msgs) in self.pending.drain() {
+            if msgs.is_empty() {
+                continue;
+            }
+            let stream = self.streams.entry(store_id).or_insert_with(|| {
+                let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+                self.runtime.spawn(run_stream(store_id, self.addresses.clone(), rx, self.own_inbox.clone()));
+                tx
+            });
+            if let Err(err) = stream.try_send(RaftMessageBatch { msgs }) {
+                let batch = match err {
+                    mpsc::error::TrySendError::Full(batch) => batch,
+                    mpsc::error::TrySendError::Closed(batch) => {
+                        self.streams.remove(&store_id);
+                        batch
+                    }
+                };
+                report_unreachable(&self.own_inbox, &batch);
+            }
+        }
+    }
+}
+
+fn report_unreachable(inbox: &StoreInbox<StoreMsg>, batch: &RaftMessageBatch) {
+    let mut reported = std::collections::HashSet::new();
+    for msg in &batch.msgs {
+        let to_peer_id = msg.to_peer.map_or(0, |p| p.peer_id);
+        if reported.insert((msg.region_id, to_peer_id)) {
+            let _ = inbox.try_send(StoreMsg::PeerUnreachable { region_id: msg.region_id, to_peer_id });
+        }
+    }
+}
+
+/// Keeps one client stream to `store_id` open, feeding it the batches queued for that store.
+async fn run_stream(
+    store_id: u64,
+    addresses: Arc<AddressBook>,
+    mut batches: mpsc::Receiver<RaftMessageBatch>,
+    own_inbox: StoreInbox<StoreMsg>,
+) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        // Wait for something to send before (re)connecting.
+        let Some(first) = batches.recv().await else { return };
+        let Some(addr) = addresses.get(store_id).map(|s| s.raft_addr) else {
+            report_unreachable(&own_inbox, &first);
+            continue;
+        };
+        let mut client = match RaftTransportClient::connect(format!("http://{addr}")).await {
+            Ok(client) => client,
+            Err(err) => {
+                tracing::debug!(store_id, %addr, error = %err, "cannot connect to store");
+                report_unreachable(&own_inbox, &first);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                // Drop what queued up meanwhile: it is stale, and raft will resend.
+                while let Ok(batch) = batches.try_recv() {
+                    report_unreachable(&own_inbox, &batch);
+                }
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(50);
+        let (conn_tx, conn_rx) = mpsc::channel::<RaftMessageBatch>(STREAM_QUEUE);
+        let _ = conn_tx.send(first).await;
+        let mut call = tokio::spawn(async move { client.raft(tokio_stream::wrappers::ReceiverStream::new(conn_rx)).await });
+        loop {
+            tokio::select! {
+                batch = batches.recv() => match batch {
+                    Some(batch) => {
+                        if let Err(mpsc::error::SendError(batch)) = conn_tx.send(batch).await {
+                            report_unreachable(&own_inbox, &batch);
+                            break;
+                        }
+                    }
+                    None => return,
+                },
+                ended = &mut call => {
+                    tracing::debug!(store_id, result = ?ended.map(|r| r.map(drop)), "raft stream ended; reconnecting");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Sends one snapshot on its own stream and reports the outcome to raft.
+async fn send_snapshot(addr: String, msg: RaftEnvelope, own_inbox: StoreInbox<StoreMsg>) {
+    let (region_id, to_peer_id) = (msg.region_id, msg.to_peer.peer_id);
+    let bytes = msg.to_proto().encode_to_vec();
+    let total_crc = crc32c::crc32c(&bytes);
+    let count = bytes.len().div_ceil(SNAPSHOT_CHUNK).max(1);
+    let chunks: Vec<SnapshotChunk> = (0..count)
+        .map(|i| {
+            let data = bytes[i * SNAPSHOT_CHUNK..((i + 1) * SNAPSHOT_CHUNK).min(bytes.len())].to_vec();
+            let last = i + 1 == count;
+            SnapshotChunk {
+                chunk_crc: crc32c::crc32c(&data),
+                data,
+                last,
+                total_crc: if last { total_crc } else { 0 },
+                total_len: if last { bytes.len() as u64 } else { 0 },
+            }
+        })
+        .collect();
+    let result = tokio::time::timeout(Duration::from_secs(120), async {
+        let mut client = RaftTransportClient::connect(format!("http://{addr}")).await.map_err(|e| e.to_string())?;
+        client.snapshot(tokio_stream::iter(chunks)).await.map_err(|e| e.to_string())
+    })
+    .await;
+    let status = match result {
+        Ok(Ok(_)) => SnapshotStatus::Finish,
+        Ok(Err(err)) => {
+            tracing::warn!(region_id, to_peer_id, %addr, error = %err, "snapshot send failed");
+            SnapshotStatus::Failure
+        }
+        Err(_) => {
+            tracing::warn!(region_id, to_peer_id, %addr, "snapshot send timed out");
+            SnapshotStatus::Failure
+        }
+    };
+    let _ = own_inbox.try_send(StoreMsg::SnapshotStatus { region_id, to_peer_id, status });
+}
+
+/// The receiving side: hands every message to the local store's inbox.
+pub struct RaftTransportService {
+    inbox: StoreInbox<StoreMsg>,
+}
+
+impl RaftTransportService {
+    pub fn new(inbox: StoreInbox<StoreMsg>) -> RaftTransportServer<RaftTransportService> {
+        RaftTransportServer::new(RaftTransportService { inbox }).max_decoding_message_size(64 << 20)
+    }
+
+    fn deliver(&self, msg: RaftMessage) {
+        match RaftEnvelope::from_proto(msg) {
+            // A full inbox drops the message, as a congested network would; raft resends.
+            Ok(envelope) => drop(self.inbox.try_send(StoreMsg::Raft(Box::new(envelope)))),
+            Err(err) => tracing::warn!(error = %err, "dropping a malformed raft message"),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl RaftTransport for RaftTransportService {
+    async fn raft(&self, request: Request<Streaming<RaftMessageBatch>>) -> Result<Response<Done>, Status> {
+        let mut stream = request.into_inner();
+        while let Some(batch) = stream.message().await? {
+            for msg in batch.msgs {
+                self.deliver(msg);
+            }
+        }
+        Ok(Response::new(Done {}))
+    }
+
+    async fn snapshot(&self, request: Request<Streaming<SnapshotChunk>>) -> Result<Response<Done>, Status> {
+        let mut stream = request.into_inner();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.message().await? {
+            if crc32c::crc32c(&chunk.data) != chunk.chunk_crc {
+                return Err(Status::data_loss("snapshot chunk checksum mismatch"));
+            }
+            bytes.extend_from_slice(&chunk.data);
+            if chunk.last {
+                if bytes.len() as u64 != chunk.total_len || crc32c::crc32c(&bytes) != chunk.total_crc {
+                    return Err(Status::data_loss("snapshot checksum or length mismatch"));
+                }
+                let msg = RaftMessage::decode(bytes.as_slice()).map_err(|e| Status::data_loss(e.to_string()))?;
+                self.deliver(msg);
+                return Ok(Response::new(Done {}));
+            }
+        }
+        Err(Status::data_loss("snapshot stream ended before its last chunk"))
+    }
+}
