@@ -10,8 +10,8 @@
 //! - [`config`], [`metrics`], [`logging`]: the node's settings, Prometheus metrics and tracing.
 
 pub mod api;
-pub mod cmd;
 pub mod cluster_link;
+pub mod cmd;
 pub mod config;
 pub mod logging;
 pub mod metrics;

@@ -16,16 +16,16 @@ use tonic::transport::Channel;
 
 use crate::api::{self, ApiState};
 use crate::cluster_link::{self, LinkError};
-use crate::proto::placement_client::PlacementClient;
-use crate::transport::grpc::{AddressBook, GrpcTransport, RaftTransportService};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::proto::placement_client::PlacementClient;
 use crate::proto::{Peer, Region, RegionEpoch, StoreIdent};
 use crate::raftstore::peer::PeerConfig;
 use crate::raftstore::peer_storage::PeerStorage;
 use crate::raftstore::store::{self, StoreConfig};
 use crate::raftstore::Router;
 use crate::storage::{Engine, EngineOptions, StorageError};
+use crate::transport::grpc::{AddressBook, GrpcTransport, RaftTransportService};
 
 /// Bumped when the on-disk layout changes incompatibly.
 pub const FORMAT_VERSION: u32 = 1;
@@ -247,7 +247,8 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, NodeError> {
 /// `config.placement` is set.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), NodeError> {
     let http_listener = bind(config.http_addr).await?;
-    let http_addr = http_listener.local_addr().map_err(|source| NodeError::Listen { addr: config.http_addr, source })?;
+    let http_addr =
+        http_listener.local_addr().map_err(|source| NodeError::Listen { addr: config.http_addr, source })?;
     // One shutdown signal, watched by every server and background task.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

@@ -24,7 +24,10 @@ pub struct PlacementService {
 
 #[tonic::async_trait]
 impl PlacementRpc for PlacementService {
-    async fn register_store(&self, req: Request<RegisterStoreRequest>) -> Result<Response<RegisterStoreResponse>, Status> {
+    async fn register_store(
+        &self,
+        req: Request<RegisterStoreRequest>,
+    ) -> Result<Response<RegisterStoreResponse>, Status> {
         let (store_id, cluster_id) = self.placement.register_store(req.get_ref()).map_err(status)?;
         tracing::info!(store_id, raft_addr = %req.get_ref().raft_addr, http_addr = %req.get_ref().http_addr, "store registered");
         Ok(Response::new(RegisterStoreResponse { store_id, cluster_id }))
@@ -38,7 +41,10 @@ impl PlacementRpc for PlacementService {
         Ok(Response::new(GetRegionsResponse { regions: self.placement.regions() }))
     }
 
-    async fn store_heartbeat(&self, req: Request<StoreHeartbeatRequest>) -> Result<Response<StoreHeartbeatResponse>, Status> {
+    async fn store_heartbeat(
+        &self,
+        req: Request<StoreHeartbeatRequest>,
+    ) -> Result<Response<StoreHeartbeatResponse>, Status> {
         let req = req.into_inner();
         self.placement.store_heartbeat(req.store_id, &req.peers).map_err(status)?;
         Ok(Response::new(StoreHeartbeatResponse {}))

@@ -157,17 +157,23 @@ impl Placement {
     /// epoch than the one recorded is stale and ignored.
     pub fn store_heartbeat(&self, store_id: u64, peers: &[PeerReport]) -> Result<(), PlacementError> {
         let mut state = self.state.lock();
-        let store = state.stores.iter_mut().find(|s| s.store_id == store_id).ok_or(PlacementError::UnknownStore(store_id))?;
+        let store =
+            state.stores.iter_mut().find(|s| s.store_id == store_id).ok_or(PlacementError::UnknownStore(store_id))?;
         store.last_heartbeat_ms = now_ms();
         let mut changed = false;
         for report in peers.iter().filter(|p| p.is_leader) {
             let Some(reported) = &report.region else { continue };
-            let Some(info) = state.regions.iter_mut().find(|r| r.region.as_ref().map(|r| r.region_id) == Some(reported.region_id)) else {
+            let Some(info) =
+                state.regions.iter_mut().find(|r| r.region.as_ref().map(|r| r.region_id) == Some(reported.region_id))
+            else {
                 continue;
             };
             let known_epoch = info.region.as_ref().and_then(|r| r.epoch).unwrap_or_default();
             let reported_epoch = reported.epoch.unwrap_or_default();
-            if reported_epoch.version < known_epoch.version || reported_epoch.conf_ver < known_epoch.conf_ver || report.term < info.term {
+            if reported_epoch.version < known_epoch.version
+                || reported_epoch.conf_ver < known_epoch.conf_ver
+                || report.term < info.term
+            {
                 continue;
             }
             if info.leader_store_id != store_id || info.term != report.term || reported_epoch != known_epoch {
@@ -290,7 +296,9 @@ mod tests {
     #[test]
     fn silent_stores_are_reported_down() {
         let dir = tempfile::tempdir().unwrap();
-        let p = Placement::open(dir.path(), PlacementOptions { replicas: 3, store_down_after: Duration::from_millis(0) }).unwrap();
+        let p =
+            Placement::open(dir.path(), PlacementOptions { replicas: 3, store_down_after: Duration::from_millis(0) })
+                .unwrap();
         register(&p, 0, 20160);
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(p.stores()[0].state, StoreState::Down as i32);

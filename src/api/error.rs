@@ -37,7 +37,9 @@ pub enum ApiError {
     NoRegion,
     #[error("this node does not lead the key's region; its leader is store {leader_store_id} at {location}")]
     Redirect { location: String, leader_store_id: u64, leader_http_addr: String },
-    #[error("not redirecting again after {hops} redirects: the cluster's view of the leader is changing; retry shortly")]
+    #[error(
+        "not redirecting again after {hops} redirects: the cluster's view of the leader is changing; retry shortly"
+    )]
     RedirectLoop { hops: u32 },
     #[error(transparent)]
     Raft(#[from] raftstore::Error),

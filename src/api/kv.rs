@@ -50,7 +50,8 @@ fn parse_query(query: Option<&str>) -> Result<Query, ApiError> {
                 }
             },
             "hop" => {
-                parsed.hops = value.parse().map_err(|_| ApiError::BadQuery { name: "hop", reason: "not a number".into() })?
+                parsed.hops =
+                    value.parse().map_err(|_| ApiError::BadQuery { name: "hop", reason: "not a number".into() })?
             }
             _ => parsed.rest.push((name.into_owned(), value.into_owned())),
         }
@@ -60,7 +61,11 @@ fn parse_query(query: Option<&str>) -> Result<Query, ApiError> {
 
 type OnError<'a> = &'a (dyn Fn(crate::raftstore::Error) -> ApiError + Sync);
 
-pub async fn handle(state: &ApiState, req: Request<Incoming>, raw_key: &str) -> Result<Response<Full<Bytes>>, ApiError> {
+pub async fn handle(
+    state: &ApiState,
+    req: Request<Incoming>,
+    raw_key: &str,
+) -> Result<Response<Full<Bytes>>, ApiError> {
     let method = req.method().clone();
     if !matches!(method, Method::GET | Method::HEAD | Method::PUT | Method::POST | Method::DELETE) {
         return Err(ApiError::MethodNotAllowed { method: method.to_string(), allow: ALLOW });

@@ -95,7 +95,8 @@ pub async fn run(args: ClusterArgs, shutdown: impl std::future::Future<Output = 
     if args.nodes == 0 || args.nodes > 64 {
         return Err(ClusterError::Nodes);
     }
-    std::fs::create_dir_all(&args.data_dir).map_err(|source| ClusterError::Spawn { what: "data dir".into(), source })?;
+    std::fs::create_dir_all(&args.data_dir)
+        .map_err(|source| ClusterError::Spawn { what: "data dir".into(), source })?;
     let dir = |name: &str| args.data_dir.join(name);
     let placement_addr = format!("127.0.0.1:{}", args.placement_port);
     let replicas = args.nodes.min(3);
@@ -138,14 +139,20 @@ pub async fn run(args: ClusterArgs, shutdown: impl std::future::Future<Output = 
     println!("placement  pid {:<7} {placement_addr}  log {}", processes[0].child.id(), dir("placement.log").display());
     println!("{:<7} {:>5} {:>7}  {:<16} {:<16} log", "node", "store", "pid", "http", "raft");
     for (name, http_addr, raft_addr, pid) in &nodes {
-        let status = wait_healthy(&format!("http://{http_addr}/status")).await.ok_or_else(|| ClusterError::NotHealthy {
-            what: name.clone(),
-            log: dir(&format!("{name}.log")).display().to_string(),
+        let status = wait_healthy(&format!("http://{http_addr}/status")).await.ok_or_else(|| {
+            ClusterError::NotHealthy { what: name.clone(), log: dir(&format!("{name}.log")).display().to_string() }
         })?;
-        let store_id = serde_json::from_str::<serde_json::Value>(&status).ok().and_then(|s| s["store_id"].as_u64()).unwrap_or(0);
-        println!("{name:<7} {store_id:>5} {pid:>7}  {http_addr:<16} {raft_addr:<16} {}", dir(&format!("{name}.log")).display());
+        let store_id =
+            serde_json::from_str::<serde_json::Value>(&status).ok().and_then(|s| s["store_id"].as_u64()).unwrap_or(0);
+        println!(
+            "{name:<7} {store_id:>5} {pid:>7}  {http_addr:<16} {raft_addr:<16} {}",
+            dir(&format!("{name}.log")).display()
+        );
     }
-    println!("cluster is up; try: curl -L -X PUT http://127.0.0.1:{}/fekv/hello -d world   (Ctrl-C stops it)", args.http_port);
+    println!(
+        "cluster is up; try: curl -L -X PUT http://127.0.0.1:{}/fekv/hello -d world   (Ctrl-C stops it)",
+        args.http_port
+    );
     shutdown.await;
     println!("stopping the cluster");
     drop(processes);

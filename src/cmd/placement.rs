@@ -36,10 +36,15 @@ pub enum PlacementCmdError {
     Serve(#[from] tonic::transport::Error),
 }
 
-pub async fn run(args: PlacementArgs, shutdown: impl std::future::Future<Output = ()>) -> Result<(), PlacementCmdError> {
+pub async fn run(
+    args: PlacementArgs,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), PlacementCmdError> {
     let options = PlacementOptions { replicas: args.replicas, store_down_after: args.max_store_down_time };
     let placement = Arc::new(Placement::open(&args.data_dir, options)?);
-    let listener = tokio::net::TcpListener::bind(args.addr).await.map_err(|source| PlacementCmdError::Listen { addr: args.addr, source })?;
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .map_err(|source| PlacementCmdError::Listen { addr: args.addr, source })?;
     let addr = listener.local_addr().map_err(|source| PlacementCmdError::Listen { addr: args.addr, source })?;
     tracing::info!(%addr, cluster_id = placement.cluster_id(), replicas = args.replicas, data_dir = %args.data_dir.display(), "placement service serving");
     fekv_placement::service::serve(listener, placement, shutdown).await?;

@@ -190,7 +190,14 @@ impl Store {
             super::peer_storage::PeerStorage::write_initial_state(&self.engine, &mut txn, &region)?;
             self.engine.commit(txn)?;
         }
-        let peer = Peer::load(self.engine.clone(), region.clone(), self.cfg.store_id, self.cfg.peer.clone(), self.metrics.clone(), &self.logger)?;
+        let peer = Peer::load(
+            self.engine.clone(),
+            region.clone(),
+            self.cfg.store_id,
+            self.cfg.peer.clone(),
+            self.metrics.clone(),
+            &self.logger,
+        )?;
         self.peers.insert(region_id, peer);
         self.regions.insert(region);
         tracing::info!(store_id = self.cfg.store_id, region_id, "created a peer");

@@ -67,7 +67,11 @@ pub struct GrpcTransport {
 }
 
 impl GrpcTransport {
-    pub fn new(runtime: tokio::runtime::Handle, addresses: Arc<AddressBook>, own_inbox: StoreInbox<StoreMsg>) -> GrpcTransport {
+    pub fn new(
+        runtime: tokio::runtime::Handle,
+        addresses: Arc<AddressBook>,
+        own_inbox: StoreInbox<StoreMsg>,
+    ) -> GrpcTransport {
         GrpcTransport { runtime, addresses, own_inbox, streams: HashMap::new(), pending: HashMap::new() }
     }
 }
@@ -153,7 +157,8 @@ async fn run_stream(
         backoff = Duration::from_millis(50);
         let (conn_tx, conn_rx) = mpsc::channel::<RaftMessageBatch>(STREAM_QUEUE);
         let _ = conn_tx.send(first).await;
-        let mut call = tokio::spawn(async move { client.raft(tokio_stream::wrappers::ReceiverStream::new(conn_rx)).await });
+        let mut call =
+            tokio::spawn(async move { client.raft(tokio_stream::wrappers::ReceiverStream::new(conn_rx)).await });
         loop {
             tokio::select! {
                 batch = batches.recv() => match batch {

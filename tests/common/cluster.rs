@@ -112,8 +112,9 @@ impl Cluster {
             }
         };
         let transport = Box::new(self.network.transport(store_id));
-        let (router, handle) =
-            store::start(store_config(&self.config, store_id), engine.clone(), metrics.clone(), transport).unwrap();
+        let cfg = store_config(&self.config, store_id);
+        let inbox = store::inbox(&cfg);
+        let (router, handle) = store::start(cfg, engine.clone(), metrics.clone(), transport, inbox).unwrap();
         self.network.register(store_id, router.store_inbox());
         self.running.insert(store_id, RunningStore { router, handle, engine, metrics });
     }

@@ -198,3 +198,23 @@ pub async fn put(url: &str, value: impl Into<Bytes>) -> Reply {
 pub async fn delete(url: &str) -> Reply {
     request(Method::DELETE, url, Bytes::new(), &[]).await
 }
+
+/// Sends a request and follows `307`/`308` redirects like `curl -L` (same method and body), at most
+/// 5 hops. Returns the final reply and how many redirects were followed.
+pub async fn request_following(
+    method: Method,
+    url: &str,
+    body: impl Into<Bytes>,
+    headers: &[(&str, &str)],
+) -> Result<(Reply, usize), String> {
+    let body = body.into();
+    let mut url = url.to_string();
+    for hops in 0..=5 {
+        let reply = try_request(method.clone(), &url, body.clone(), headers).await?;
+        if reply.status != StatusCode::TEMPORARY_REDIRECT && reply.status != StatusCode::PERMANENT_REDIRECT {
+            return Ok((reply, hops));
+        }
+        url = reply.header("location").ok_or("a redirect without Location")?.to_string();
+    }
+    Err(format!("more than 5 redirects, last to {url}"))
+}

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 pub struct FekvProcess {
     child: Child,
     pub base: String,
+    /// host:port it listens on (HTTP for a node, gRPC for placement).
+    pub addr: String,
     pub data_dir: PathBuf,
     /// Every line the process wrote to stderr so far.
     pub stderr: Arc<Mutex<Vec<String>>>,
@@ -18,10 +20,36 @@ impl FekvProcess {
     /// Starts `fekv` on an ephemeral port with its data in `data_dir`, plus `extra` flags, and waits
     /// for it to say where it serves (at most 20 s).
     pub fn start(data_dir: &Path, extra: &[&str]) -> FekvProcess {
+        let mut args: Vec<String> = vec!["--http-addr".into(), "127.0.0.1:0".into(), "--data-dir".into()];
+        args.push(data_dir.display().to_string());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::spawn(&args, data_dir, "fekv node serving", "http_addr=")
+    }
+
+    /// A cluster node: registers with the placement service at `placement`.
+    pub fn start_node(data_dir: &Path, placement: &str) -> FekvProcess {
+        Self::start(data_dir, &["--placement", placement, "--raft-addr", "127.0.0.1:0"])
+    }
+
+    /// The placement service, with `replicas` per region.
+    pub fn start_placement(data_dir: &Path, replicas: usize) -> FekvProcess {
+        let args: Vec<String> = vec![
+            "placement".into(),
+            "--addr".into(),
+            "127.0.0.1:0".into(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--replicas".into(),
+            replicas.to_string(),
+        ];
+        Self::spawn(&args, data_dir, "placement service serving", "addr=")
+    }
+
+    /// Runs `fekv args...` and waits (at most 20 s) for a stderr line containing `ready` with the
+    /// listen address after `field`.
+    fn spawn(args: &[String], data_dir: &Path, ready: &str, field: &str) -> FekvProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_fekv"))
-            .args(["--http-addr", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .args(extra)
+            .args(args)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -39,8 +67,8 @@ impl FekvProcess {
         let deadline = Instant::now() + Duration::from_secs(20);
         let addr = loop {
             let found = stderr.lock().unwrap().iter().find_map(|line| {
-                line.contains("fekv node serving")
-                    .then(|| line.split("http_addr=").nth(1)?.split_whitespace().next().map(str::to_string))
+                line.contains(ready)
+                    .then(|| line.split(field).nth(1)?.split_whitespace().next().map(str::to_string))
                     .flatten()
             });
             if let Some(addr) = found {
@@ -52,7 +80,7 @@ impl FekvProcess {
             assert!(Instant::now() < deadline, "fekv did not start within 20s: {:#?}", stderr.lock().unwrap());
             std::thread::sleep(Duration::from_millis(20));
         };
-        FekvProcess { child, base: format!("http://{addr}"), data_dir: data_dir.to_path_buf(), stderr }
+        FekvProcess { child, base: format!("http://{addr}"), addr, data_dir: data_dir.to_path_buf(), stderr }
     }
 
     pub fn url(&self, path: &str) -> String {
