@@ -5,10 +5,12 @@
 //! - [`raftstore`]: every local region's raft peer, driven by the one thread that writes LMDB;
 //! - [`storage`]: the LMDB environment, its key layout and checksummed records;
 //! - [`node`]: wiring: open storage, bootstrap, start the raftstore and the API;
-//! - [`config`], [`metrics`], [`logging`]: the node's settings, Prometheus metrics and tracing.
+//! - [`config`], [`metrics`], [`logging`]: the node's settings, Prometheus metrics and tracing;
+//! - [`loadgen`]: `fekv bench`, a closed-loop HTTP load generator; a client of the REST API only.
 
 pub mod api;
 pub mod config;
+pub mod loadgen;
 pub mod logging;
 pub mod metrics;
 pub mod node;

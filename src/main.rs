@@ -22,12 +22,15 @@ struct Cli {
 enum Command {
     /// Run a node (the default). Settings: defaults < --config file < FEKV_* environment < flags.
     Serve(ServeArgs),
+    /// Load running nodes over HTTP and report throughput, latency and group commit (like ab or wrk).
+    Bench(fekv::loadgen::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
+        Some(Command::Bench(args)) => return Ok(fekv::loadgen::run_cli(args)?),
         None => cli.serve,
     };
     let config = args.load()?;
