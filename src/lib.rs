@@ -7,12 +7,15 @@
 //! - [`transport`]: how raft messages travel between stores (and a simulated network for tests);
 //! - [`node`]: wiring: open storage, bootstrap, start the raftstore and the API;
 //! - [`cluster_link`]: the node's side of the placement service (registration, heartbeats);
-//! - [`config`], [`metrics`], [`logging`]: the node's settings, Prometheus metrics and tracing.
+//! - [`cmd`]: the `placement` and `cluster` subcommands;
+//! - [`config`], [`metrics`], [`logging`]: the node's settings, Prometheus metrics and tracing;
+//! - [`loadgen`]: `fekv bench`, a closed-loop HTTP load generator; a client of the REST API only.
 
 pub mod api;
 pub mod cluster_link;
 pub mod cmd;
 pub mod config;
+pub mod loadgen;
 pub mod logging;
 pub mod metrics;
 pub mod node;

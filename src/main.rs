@@ -26,6 +26,8 @@ enum Command {
     Placement(fekv::cmd::placement::PlacementArgs),
     /// Start a local cluster on loopback: a placement service and N nodes, until Ctrl-C.
     Cluster(fekv::cmd::cluster::ClusterArgs),
+    /// Load running nodes over HTTP and report throughput, latency and group commit (like ab or wrk).
+    Bench(fekv::loadgen::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -33,6 +35,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
+        Some(Command::Bench(args)) => return Ok(fekv::loadgen::run_cli(args)?),
         None => cli.serve,
         Some(Command::Placement(args)) => {
             fekv::logging::init(&args.log_level);
