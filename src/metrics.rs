@@ -23,6 +23,8 @@ pub struct Metrics {
     pub raft_messages_received: IntCounterVec,
     pub raft_messages_dropped: IntCounterVec,
     pub raft_snapshots: IntCounterVec,
+    pub transport_batch_messages: Histogram,
+    pub transport_batch_bytes: Histogram,
     pub storage_commits: IntCounter,
     pub storage_commit_failures: IntCounter,
     pub storage_commit_duration: Histogram,
@@ -124,6 +126,18 @@ impl Metrics {
                 "fekv_raft_messages_dropped_total",
                 "Raft messages the transport could not send, by type",
                 &["type"],
+            ),
+            transport_batch_messages: histogram(
+                &registry,
+                "fekv_transport_batch_messages",
+                "Raft messages per batch sent to one store (one batch per store per round)",
+                count_buckets(),
+            ),
+            transport_batch_bytes: histogram(
+                &registry,
+                "fekv_transport_batch_bytes",
+                "Bytes per batch sent to one store",
+                prometheus::exponential_buckets(64.0, 4.0, 12).expect("valid buckets"),
             ),
             raft_snapshots: counter_vec(
                 &registry,

@@ -64,6 +64,7 @@ pub struct GrpcTransport {
     own_inbox: StoreInbox<StoreMsg>,
     streams: HashMap<u64, mpsc::Sender<RaftMessageBatch>>,
     pending: HashMap<u64, Vec<RaftMessage>>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl GrpcTransport {
@@ -71,8 +72,9 @@ impl GrpcTransport {
         runtime: tokio::runtime::Handle,
         addresses: Arc<AddressBook>,
         own_inbox: StoreInbox<StoreMsg>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> GrpcTransport {
-        GrpcTransport { runtime, addresses, own_inbox, streams: HashMap::new(), pending: HashMap::new() }
+        GrpcTransport { runtime, addresses, own_inbox, streams: HashMap::new(), pending: HashMap::new(), metrics }
     }
 }
 
@@ -96,6 +98,8 @@ impl Transport for GrpcTransport {
             if msgs.is_empty() {
                 continue;
             }
+            self.metrics.transport_batch_messages.observe(msgs.len() as f64);
+            self.metrics.transport_batch_bytes.observe(msgs.iter().map(|m| m.encoded_len()).sum::<usize>() as f64);
             let stream = self.streams.entry(store_id).or_insert_with(|| {
                 let (tx, rx) = mpsc::channel(STREAM_QUEUE);
                 self.runtime.spawn(run_stream(store_id, self.addresses.clone(), rx, self.own_inbox.clone()));
