@@ -161,8 +161,12 @@ impl Node {
         let store_cfg = store_config(config, ident.store_id);
         let inbox = store::inbox(&store_cfg);
         let addresses = Arc::new(AddressBook::default());
-        let transport =
-            Box::new(GrpcTransport::new(tokio::runtime::Handle::current(), addresses.clone(), inbox.0.clone(), metrics.clone()));
+        let transport = Box::new(GrpcTransport::new(
+            tokio::runtime::Handle::current(),
+            addresses.clone(),
+            inbox.0.clone(),
+            metrics.clone(),
+        ));
         let (router, handle) = store::start(store_cfg, engine.clone(), metrics.clone(), transport, inbox)?;
         let node = Node::assemble(config, ident.store_id, router, handle, engine, metrics, Some(addresses), http_addr);
         Ok((node, client))

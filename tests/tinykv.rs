@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::cluster::{seed, Cluster};
+use common::linearizability::{self, Event, Op};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -38,12 +39,52 @@ fn value(client: usize, j: u64) -> Vec<u8> {
     format!("x {client} {j} y").into_bytes()
 }
 
+/// Keys every client reads and writes (in the partition tests), whose histories are checked for
+/// linearizability.
+const SHARED_KEYS: usize = 3;
+
+fn shared_key(k: usize) -> Vec<u8> {
+    format!("shared {k}").into_bytes()
+}
+
+/// What one client did in a round.
+#[derive(Default)]
+struct ClientLog {
+    /// Revisions of its acknowledged writes to its own keys, in order.
+    revisions: Vec<u64>,
+    /// Its operations on the shared keys: (key, event).
+    shared: Vec<(usize, Event)>,
+}
+
 /// One client: writes its own keys in sequence, and half of the time reads one of them back instead.
-/// Returns the revisions of its acknowledged writes, in order.
-async fn client(cluster: Arc<Cluster>, client: usize, stop: Arc<AtomicBool>, seed: u64) -> Vec<u64> {
+/// With `shared`, a quarter of its operations are puts and gets of the shared keys, recorded with
+/// their call and return times.
+async fn client(cluster: Arc<Cluster>, client: usize, stop: Arc<AtomicBool>, seed: u64, shared: bool) -> ClientLog {
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut revisions: Vec<u64> = Vec::new();
+    let mut log = ClientLog::default();
+    let mut shared_puts = 0u64;
     while !stop.load(Ordering::Relaxed) {
+        if shared && rng.gen_bool(0.25) {
+            let k = rng.gen_range(0..SHARED_KEYS);
+            let call = Instant::now();
+            if rng.gen_bool(0.5) {
+                let value = format!("c{client} s{seed} n{shared_puts}").into_bytes();
+                shared_puts += 1;
+                let ret = match cluster.put_once(&shared_key(k), &value, Duration::from_secs(10)).await {
+                    Ok(_) => Some(Instant::now()),
+                    Err(fekv::raftstore::Error::Timeout { proposed: true, .. } | fekv::raftstore::Error::Stopped) => {
+                        None
+                    }
+                    Err(err) => panic!("client {client}: shared put failed for 10s: {err}"),
+                };
+                log.shared.push((k, Event { client, op: Op::Put(value), call, ret }));
+            } else if let Ok(read) = cluster.get(&shared_key(k), Duration::from_secs(10)).await {
+                let op = Op::Get(read.map(|(v, _)| v));
+                log.shared.push((k, Event { client, op, call, ret: Some(Instant::now()) }));
+            }
+            continue;
+        }
+        let revisions = &mut log.revisions;
         let j = revisions.len() as u64;
         if j == 0 || rng.gen_bool(0.5) {
             match cluster.put(&key(client, j), &value(client, j), Duration::from_secs(10)).await {
@@ -59,10 +100,31 @@ async fn client(cluster: Arc<Cluster>, client: usize, stop: Arc<AtomicBool>, see
             }
         }
     }
-    revisions
+    log
 }
 
 async fn generic_test(spec: Spec) {
+    let histories = run_generic_test(spec).await;
+    // Every shared key's history, across all rounds, has a linearization.
+    for (k, history) in histories.iter().enumerate() {
+        if let Err(err) = linearizability::check(history) {
+            panic!("shared key {k}: {err}");
+        }
+    }
+    if spec.partitions {
+        let (operations, unknown) = (
+            histories.iter().map(Vec::len).sum::<usize>(),
+            histories.iter().flatten().filter(|e| e.ret.is_none()).count(),
+        );
+        eprintln!(
+            "linearizable: {operations} operations on {SHARED_KEYS} shared keys ({unknown} with unknown outcome)"
+        );
+        assert!(operations > 0, "no shared-key operations were recorded");
+    }
+}
+
+/// Runs the rounds; returns the histories of the shared keys.
+async fn run_generic_test(spec: Spec) -> Vec<Vec<Event>> {
     let seed = seed();
     let (rounds, round_time) = if soak() { (3, Duration::from_secs(5)) } else { (3, Duration::from_millis(1500)) };
     let mut cluster = Arc::new(Cluster::start(5, seed, |c| {
@@ -71,11 +133,15 @@ async fn generic_test(spec: Spec) {
         }
     }));
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+    let mut histories: Vec<Vec<Event>> = vec![Vec::new(); SHARED_KEYS];
     for round in 0..rounds {
         let shared = cluster.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let clients: Vec<_> = (0..spec.clients)
-            .map(|c| tokio::spawn(client(shared.clone(), c, stop.clone(), seed.wrapping_add((round * 100 + c) as u64))))
+            .map(|c| {
+                let client_seed = seed.wrapping_add((round * 100 + c) as u64);
+                tokio::spawn(client(shared.clone(), c, stop.clone(), client_seed, spec.partitions))
+            })
             .collect();
         // Chaos, every 100–200 ms, until the round ends.
         let round_end = Instant::now() + round_time;
@@ -100,8 +166,11 @@ async fn generic_test(spec: Spec) {
         shared.network.heal();
         let mut all_revisions = Vec::new();
         for task in clients {
-            all_revisions
-                .push(tokio::time::timeout(Duration::from_secs(30), task).await.expect("client stops").unwrap());
+            let log = tokio::time::timeout(Duration::from_secs(30), task).await.expect("client stops").unwrap();
+            for (k, event) in log.shared {
+                histories[k].push(event);
+            }
+            all_revisions.push(log.revisions);
         }
         drop(shared);
         if spec.crash {
@@ -128,6 +197,7 @@ async fn generic_test(spec: Spec) {
             }
         }
     }
+    histories
 }
 
 /// Idle, every store keeps its raft log within twice the GC threshold.
@@ -153,6 +223,7 @@ async fn wait_log_compacted(cluster: &Cluster, limit: u64) {
 macro_rules! generic {
     ($name:ident, $($field:ident : $value:expr),*) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        #[allow(clippy::needless_update)] // some tests set every field
         async fn $name() {
             generic_test(Spec { $($field: $value,)* ..Spec::default() }).await;
         }

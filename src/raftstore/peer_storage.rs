@@ -309,8 +309,7 @@ pub fn generate_snapshot(engine: &Engine, region_id: u64) -> Result<Snapshot, St
     let checksum = snapshot_checksum(&kvs);
     let conf_state = conf_state_of(&region);
     let data = SnapshotData { region: Some(region), kvs, checksum };
-    let mut snapshot = Snapshot::default();
-    snapshot.data = data.encode_to_vec().into();
+    let mut snapshot = Snapshot { data: data.encode_to_vec().into(), ..Default::default() };
     snapshot.set_metadata(SnapshotMetadata { index, term, conf_state: Some(conf_state).into(), ..Default::default() });
     Ok(snapshot)
 }

@@ -98,6 +98,9 @@ pub struct Engine {
     checksum_failures: prometheus::IntCounter,
 }
 
+/// A user record copied out of LMDB: (key, revision, value).
+pub type OwnedRecord = (Vec<u8>, u64, Vec<u8>);
+
 /// Space and reader figures for `/status` and the metrics.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct EngineStats {
@@ -196,7 +199,7 @@ impl Engine {
     }
 
     /// Every checked record in `[start, end)` (empty `end` = unbounded), in key order.
-    pub fn scan_data(&self, txn: &RoTxn<'_>, start: &[u8], end: &[u8]) -> Result<Vec<(Vec<u8>, u64, Vec<u8>)>> {
+    pub fn scan_data(&self, txn: &RoTxn<'_>, start: &[u8], end: &[u8]) -> Result<Vec<OwnedRecord>> {
         let mut out = Vec::new();
         for item in self.dbs.data.range(txn, &key_range(start, end)).map_err(|e| self.err(e))? {
             let (key, stored) = item.map_err(|e| self.err(e))?;

@@ -207,6 +207,22 @@ impl Cluster {
         F: Fn(u64, Router) -> Fut,
         Fut: std::future::Future<Output = Result<T, Error>>,
     {
+        self.with_leader_retrying(timeout, true, attempt).await
+    }
+
+    /// Like `with_leader`; with `retry_ambiguous` false, an error after which the command may still be
+    /// applied (a proposal timed out, the store stopped) ends the attempt instead of being retried:
+    /// retrying it could apply the command twice.
+    async fn with_leader_retrying<T, F, Fut>(
+        &self,
+        timeout: Duration,
+        retry_ambiguous: bool,
+        attempt: F,
+    ) -> Result<T, Error>
+    where
+        F: Fn(u64, Router) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Error>>,
+    {
         let deadline = Instant::now() + timeout;
         let mut last_error = Error::Stopped;
         loop {
@@ -225,6 +241,9 @@ impl Cluster {
                             *self.leader_hint.lock() = Some(hint);
                             break;
                         }
+                    }
+                    Err(err @ (Error::Timeout { proposed: true, .. } | Error::Stopped)) if !retry_ambiguous => {
+                        return Err(err)
                     }
                     Err(
                         err @ (Error::StaleCommand
@@ -251,6 +270,17 @@ impl Cluster {
     pub async fn put(&self, key: &[u8], value: &[u8], timeout: Duration) -> Result<u64, Error> {
         let cmd = Cmd::Put(PutRequest { key: key.to_vec(), value: value.to_vec(), precondition: None });
         self.with_leader(timeout, |_, router| {
+            let cmd = cmd.clone();
+            async move { router.write(REGION_ID, vec![Request { cmd: Some(cmd) }]).await.map(|w| w.revision) }
+        })
+        .await
+    }
+
+    /// A put that is retried only while it certainly was not applied; `Err(Timeout { proposed: true })`
+    /// or `Err(Stopped)` means its outcome is unknown.
+    pub async fn put_once(&self, key: &[u8], value: &[u8], timeout: Duration) -> Result<u64, Error> {
+        let cmd = Cmd::Put(PutRequest { key: key.to_vec(), value: value.to_vec(), precondition: None });
+        self.with_leader_retrying(timeout, false, |_, router| {
             let cmd = cmd.clone();
             async move { router.write(REGION_ID, vec![Request { cmd: Some(cmd) }]).await.map(|w| w.revision) }
         })

@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test binary uses its own part of this module
 
 pub mod cluster;
+pub mod linearizability;
 pub mod process;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,106 @@
+//! A linearizability checker for per-key histories of puts and gets (Wing & Gong's search, with
+//! Lowe's memoization of visited states).
+//!
+//! Each operation has the time it was called and the time its answer came back. A history is
+//! linearizable if the operations can be put in one order that respects real time (an operation
+//! that returned before another was called comes first) and in which every get returns the value of
+//! the latest put before it (or nothing, before any put). A put whose outcome is unknown (it timed
+//! out) may take effect at any point after its call, or never.
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Op {
+    Put(Vec<u8>),
+    /// What the get returned.
+    Get(Option<Vec<u8>>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub client: usize,
+    pub op: Op,
+    pub call: Instant,
+    /// `None`: no answer (a put that may or may not have been applied).
+    pub ret: Option<Instant>,
+}
+
+/// Checks one key's history, starting from an absent key.
+pub fn check(history: &[Event]) -> Result<(), String> {
+    let n = history.len();
+    if n > 10_000 {
+        return Err(format!("history of {n} operations is too long to check"));
+    }
+    let words = n.div_ceil(64);
+    let mut done = vec![0u64; words];
+    let mut seen: HashSet<(Vec<u64>, Option<Vec<u8>>)> = HashSet::new();
+    let mut stack: Vec<(usize, Option<Vec<u8>>)> = Vec::new(); // (op index, state before it)
+    let mut state: Option<Vec<u8>> = None;
+    let mut remaining = n;
+    let is_done = |done: &[u64], i: usize| done[i / 64] & (1 << (i % 64)) != 0;
+    // Candidates are tried in index order; `next` is where to resume after backtracking.
+    let mut next = 0;
+    loop {
+        // Every operation that must come next has no pending operation that returned before it began.
+        if remaining == 0 || (0..n).all(|i| is_done(&done, i) || history[i].ret.is_none()) {
+            return Ok(());
+        }
+        let earliest_return = (0..n).filter(|&i| !is_done(&done, i)).filter_map(|i| history[i].ret).min();
+        let mut advanced = false;
+        let first_candidate = next;
+        for i in first_candidate..n {
+            if is_done(&done, i) {
+                continue;
+            }
+            let event = &history[i];
+            if earliest_return.is_some_and(|r| event.call > r) {
+                continue; // something that returned before this was called must go first
+            }
+            let new_state = match &event.op {
+                Op::Put(value) => Some(Some(value.clone())),
+                Op::Get(read) => (read == &state).then(|| state.clone()),
+            };
+            let Some(new_state) = new_state else { continue };
+            let mut new_done = done.clone();
+            new_done[i / 64] |= 1 << (i % 64);
+            if !seen.insert((new_done.clone(), new_state.clone())) {
+                continue;
+            }
+            stack.push((i, state.clone()));
+            done = new_done;
+            state = new_state;
+            remaining -= 1;
+            next = 0;
+            advanced = true;
+            break;
+        }
+        if !advanced {
+            // Backtrack: undo the last choice and try the next candidate after it.
+            let Some((i, previous)) = stack.pop() else {
+                return Err(describe_failure(history));
+            };
+            done[i / 64] &= !(1 << (i % 64));
+            state = previous;
+            remaining += 1;
+            next = i + 1;
+        }
+    }
+}
+
+fn describe_failure(history: &[Event]) -> String {
+    let start = history.iter().map(|e| e.call).min().unwrap_or_else(Instant::now);
+    let mut lines: Vec<String> = history
+        .iter()
+        .map(|e| {
+            let ret = e.ret.map_or("?".to_string(), |r| format!("{:.3}", (r - start).as_secs_f64() * 1e3));
+            let op = match &e.op {
+                Op::Put(v) => format!("put {}", String::from_utf8_lossy(v)),
+                Op::Get(v) => format!("get -> {:?}", v.as_ref().map(|v| String::from_utf8_lossy(v).into_owned())),
+            };
+            format!("  client {} [{:.3} ms, {ret} ms] {op}", e.client, (e.call - start).as_secs_f64() * 1e3)
+        })
+        .collect();
+    lines.sort();
+    format!("history is not linearizable:\n{}", lines.join("\n"))
+}
