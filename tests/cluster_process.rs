@@ -211,6 +211,15 @@ async fn kill_9_of_the_leader_during_writes_loses_no_acknowledged_write() {
     for (key, value) in &acked {
         assert_eq!(get_via(&restarted, key).await, (StatusCode::OK, value.clone()), "{key}");
     }
+    // It was down for hundreds of writes past the log's 50-entry threshold: it caught up through a
+    // snapshot streamed over gRPC.
+    let metrics = try_request(Method::GET, &format!("{restarted}/metrics"), "", &[]).await.unwrap().text();
+    let received = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("fekv_raft_snapshots_total{event=\"received\"} "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(received >= 1.0, "the restarted node received no snapshot:\n{metrics}");
     // The restarted node's own replica has everything too.
     let last = acked.keys().last().unwrap().clone();
     let deadline = Instant::now() + Duration::from_secs(20);

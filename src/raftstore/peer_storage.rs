@@ -332,3 +332,37 @@ pub fn decode_snapshot_data(bytes: &[u8]) -> Result<SnapshotData, StorageError> 
     }
     Ok(data)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data() -> SnapshotData {
+        let kvs = vec![
+            SnapshotKv { key: b"a".to_vec(), value: b"1".to_vec(), revision: 7 },
+            SnapshotKv { key: b"b".to_vec(), value: b"2".to_vec(), revision: 9 },
+        ];
+        let checksum = snapshot_checksum(&kvs);
+        SnapshotData { region: Some(Region { region_id: 1, ..Default::default() }), kvs, checksum }
+    }
+
+    #[test]
+    fn intact_snapshot_data_decodes() {
+        let decoded = decode_snapshot_data(&data().encode_to_vec()).unwrap();
+        assert_eq!(decoded.kvs.len(), 2);
+    }
+
+    #[test]
+    fn damaged_or_truncated_snapshot_data_is_refused() {
+        let mut tampered = data();
+        tampered.kvs[1].value = b"3".to_vec();
+        assert!(matches!(decode_snapshot_data(&tampered.encode_to_vec()), Err(StorageError::Corruption { .. })));
+        let mut dropped = data();
+        dropped.kvs.pop();
+        assert!(decode_snapshot_data(&dropped.encode_to_vec()).is_err());
+        let bytes = data().encode_to_vec();
+        assert!(decode_snapshot_data(&bytes[..bytes.len() - 3]).is_err());
+        let without_region = SnapshotData { region: None, ..data() };
+        assert!(decode_snapshot_data(&without_region.encode_to_vec()).is_err());
+    }
+}
