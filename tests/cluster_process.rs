@@ -135,38 +135,49 @@ async fn followers_redirect_to_the_leader_and_curl_l_follows() {
 }
 
 /// Writers that go through every live node, following redirects, recording what was acknowledged.
-fn start_writers(
-    bases: Arc<parking_lot::Mutex<Vec<String>>>,
-    writers: usize,
-) -> (
-    Arc<AtomicBool>,
-    Arc<parking_lot::Mutex<BTreeMap<String, String>>>,
-    Arc<AtomicUsize>,
-    Vec<tokio::task::JoinHandle<()>>,
-) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(parking_lot::Mutex::new(BTreeMap::new()));
-    let count = Arc::new(AtomicUsize::new(0));
-    let tasks = (0..writers)
-        .map(|w| {
-            let (stop, acked, count, bases) = (stop.clone(), acked.clone(), count.clone(), bases.clone());
-            tokio::spawn(async move {
-                let mut i = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    let (key, value) = (format!("w{w}-{i:06}"), format!("v{w}-{i}"));
-                    let targets = bases.lock().clone();
-                    // A write that fails for a while is abandoned (its outcome is unknown); the next
-                    // one is a new key.
-                    if put_anywhere(&targets, &key, &value, Duration::from_secs(10)).await.is_ok() {
-                        acked.lock().insert(key, value);
-                        count.fetch_add(1, Ordering::Relaxed);
+struct Writers {
+    stop: Arc<AtomicBool>,
+    acked: Arc<parking_lot::Mutex<BTreeMap<String, String>>>,
+    count: Arc<AtomicUsize>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Writers {
+    fn start(bases: Arc<parking_lot::Mutex<Vec<String>>>, writers: usize) -> Writers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(parking_lot::Mutex::new(BTreeMap::new()));
+        let count = Arc::new(AtomicUsize::new(0));
+        let tasks = (0..writers)
+            .map(|w| {
+                let (stop, acked, count, bases) = (stop.clone(), acked.clone(), count.clone(), bases.clone());
+                tokio::spawn(async move {
+                    let mut i = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let (key, value) = (format!("w{w}-{i:06}"), format!("v{w}-{i}"));
+                        let targets = bases.lock().clone();
+                        // A write that fails for a while is abandoned (its outcome is unknown); the
+                        // next one is a new key.
+                        if put_anywhere(&targets, &key, &value, Duration::from_secs(10)).await.is_ok() {
+                            acked.lock().insert(key, value);
+                            count.fetch_add(1, Ordering::Relaxed);
+                        }
+                        i += 1;
                     }
-                    i += 1;
-                }
+                })
             })
-        })
-        .collect();
-    (stop, acked, count, tasks)
+            .collect();
+        Writers { stop, acked, count, tasks }
+    }
+
+    /// Stops the writers and returns every acknowledged write.
+    async fn finish(self) -> BTreeMap<String, String> {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            tokio::time::timeout(Duration::from_secs(30), task).await.expect("writers stop").unwrap();
+        }
+        let acked = self.acked.lock().clone();
+        acked
+    }
 }
 
 async fn wait_count(count: &AtomicUsize, at_least: usize) {
@@ -182,7 +193,8 @@ async fn kill_9_of_the_leader_during_writes_loses_no_acknowledged_write() {
     let mut cluster = ProcessCluster::start(3);
     let leader = cluster.wait_leader().await;
     let bases = Arc::new(parking_lot::Mutex::new(cluster.bases()));
-    let (stop, acked, count, writers) = start_writers(bases.clone(), 4);
+    let writers = Writers::start(bases.clone(), 4);
+    let count = writers.count.clone();
     wait_count(&count, 200).await;
     let killed_at = Instant::now();
     let dead_base = cluster.nodes[leader].as_ref().unwrap().base.clone();
@@ -203,11 +215,7 @@ async fn kill_9_of_the_leader_during_writes_loses_no_acknowledged_write() {
     let restarted = cluster.nodes[leader].as_ref().unwrap().base.clone();
     bases.lock().push(restarted.clone());
     wait_count(&count, count.load(Ordering::Relaxed) + 100).await;
-    stop.store(true, Ordering::Relaxed);
-    for writer in writers {
-        tokio::time::timeout(Duration::from_secs(30), writer).await.expect("writers stop").unwrap();
-    }
-    let acked = acked.lock().clone();
+    let acked = writers.finish().await;
     for (key, value) in &acked {
         assert_eq!(get_via(&restarted, key).await, (StatusCode::OK, value.clone()), "{key}");
     }
@@ -239,16 +247,12 @@ async fn kill_9_of_every_node_keeps_every_acknowledged_write() {
     let mut cluster = ProcessCluster::start(3);
     cluster.wait_leader().await;
     let bases = Arc::new(parking_lot::Mutex::new(cluster.bases()));
-    let (stop, acked, count, writers) = start_writers(bases, 4);
-    wait_count(&count, 300).await;
+    let writers = Writers::start(bases, 4);
+    wait_count(&writers.count, 300).await;
     for i in 0..3 {
         cluster.kill9(i);
     }
-    stop.store(true, Ordering::Relaxed);
-    for writer in writers {
-        tokio::time::timeout(Duration::from_secs(30), writer).await.expect("writers stop").unwrap();
-    }
-    let acked = acked.lock().clone();
+    let acked = writers.finish().await;
     for i in 0..3 {
         cluster.restart(i);
     }

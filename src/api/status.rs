@@ -100,10 +100,11 @@ pub async fn health(state: &ApiState) -> Response<Full<Bytes>> {
     }
 }
 
-/// Readiness: the raftstore answers and every local region has a leader.
+/// Readiness: the raftstore answers, the store holds a region, and every local region has a leader.
 pub async fn ready(state: &ApiState) -> Response<Full<Bytes>> {
     let reasons: Vec<String> = match state.router.status().await {
         Err(err) => vec![format!("raftstore: {err}")],
+        Ok(peers) if peers.is_empty() => vec!["this store holds no region yet (waiting for placement)".to_string()],
         Ok(peers) => peers
             .iter()
             .filter(|p: &&PeerStatus| p.leader_peer_id == 0)
