@@ -119,10 +119,11 @@ async fn beat(
                 leader_peer_id: p.leader_peer_id,
                 term: p.term,
                 region: Some(p.region),
+                ..Default::default()
             })
             .collect(),
         Err(_) => Vec::new(),
     };
-    client.store_heartbeat(StoreHeartbeatRequest { store_id, peers }).await?;
+    client.store_heartbeat(StoreHeartbeatRequest { store_id, peers, ..Default::default() }).await?;
     Ok(())
 }

@@ -12,7 +12,7 @@ use crate::state::{Placement, PlacementError};
 
 fn status(err: PlacementError) -> Status {
     match err {
-        PlacementError::UnknownStore(_) => Status::not_found(err.to_string()),
+        PlacementError::UnknownStore(_) | PlacementError::UnknownRegion(_) => Status::not_found(err.to_string()),
         PlacementError::Invalid(_) => Status::invalid_argument(err.to_string()),
         PlacementError::Storage(_) | PlacementError::Corrupt(_) => Status::internal(err.to_string()),
     }
@@ -46,12 +46,26 @@ impl PlacementRpc for PlacementService {
         req: Request<StoreHeartbeatRequest>,
     ) -> Result<Response<StoreHeartbeatResponse>, Status> {
         let req = req.into_inner();
-        self.placement.store_heartbeat(req.store_id, &req.peers).map_err(status)?;
-        Ok(Response::new(StoreHeartbeatResponse {}))
+        let operators = self.placement.store_heartbeat(req.store_id, &req.peers).map_err(status)?;
+        Ok(Response::new(StoreHeartbeatResponse { operators }))
     }
 
-    async fn alloc_id(&self, _: Request<AllocIdRequest>) -> Result<Response<AllocIdResponse>, Status> {
-        Ok(Response::new(AllocIdResponse { id: self.placement.alloc_id().map_err(status)? }))
+    async fn alloc_id(&self, req: Request<AllocIdRequest>) -> Result<Response<AllocIdResponse>, Status> {
+        let ids = self.placement.alloc_ids(req.get_ref().count.max(1) as usize).map_err(status)?;
+        Ok(Response::new(AllocIdResponse { id: ids[0], ids }))
+    }
+
+    async fn get_region_by_key(
+        &self,
+        req: Request<GetRegionByKeyRequest>,
+    ) -> Result<Response<GetRegionByKeyResponse>, Status> {
+        Ok(Response::new(GetRegionByKeyResponse { region: self.placement.region_by_key(&req.get_ref().key) }))
+    }
+
+    async fn split_region(&self, req: Request<SplitRegionRequest>) -> Result<Response<SplitRegionResponse>, Status> {
+        let req = req.into_inner();
+        self.placement.split_region(req.region_id, req.split_key).map_err(status)?;
+        Ok(Response::new(SplitRegionResponse {}))
     }
 }
 

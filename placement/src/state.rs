@@ -11,7 +11,8 @@ use parking_lot::Mutex;
 use prost::Message as _;
 
 use crate::proto::{
-    Peer, PeerReport, PlacementState, Region, RegionEpoch, RegionInfo, RegisterStoreRequest, StoreInfo, StoreState,
+    operator, Operator, Peer, PeerReport, PlacementState, Region, RegionEpoch, RegionInfo, RegisterStoreRequest,
+    SplitOperator, StoreInfo, StoreState,
 };
 
 #[derive(Debug, Clone)]
@@ -36,12 +37,17 @@ pub enum PlacementError {
     Corrupt(String),
     #[error("store {0} is not registered")]
     UnknownStore(u64),
+    #[error("region {0} is not known")]
+    UnknownRegion(u64),
     #[error("invalid request: {0}")]
     Invalid(String),
 }
 
 pub struct Placement {
     state: Mutex<PlacementState>,
+    /// Operators waiting for the next heartbeat of their region's leader (not persisted: an operator
+    /// lost in a restart is asked for again).
+    operators: Mutex<Vec<Operator>>,
     env: Env,
     db: Database<Bytes, Bytes>,
     options: PlacementOptions,
@@ -69,7 +75,7 @@ impl Placement {
             None => PlacementState { cluster_id: rand::random(), next_id: 1, ..Default::default() },
         };
         txn.commit()?;
-        Ok(Placement { state: Mutex::new(state), env, db, options })
+        Ok(Placement { state: Mutex::new(state), operators: Mutex::new(Vec::new()), env, db, options })
     }
 
     fn persist(&self, state: &PlacementState) -> Result<(), PlacementError> {
@@ -88,10 +94,54 @@ impl Placement {
 
     /// A new unique id (stores, regions and peers share the space).
     pub fn alloc_id(&self) -> Result<u64, PlacementError> {
+        Ok(self.alloc_ids(1)?[0])
+    }
+
+    /// `count` new unique ids, persisted before they are handed out.
+    pub fn alloc_ids(&self, count: usize) -> Result<Vec<u64>, PlacementError> {
+        if count == 0 || count > 10_000 {
+            return Err(PlacementError::Invalid(format!("cannot allocate {count} ids at once")));
+        }
         let mut state = self.state.lock();
-        let id = alloc(&mut state);
+        let ids = (0..count).map(|_| alloc(&mut state)).collect();
         self.persist(&state)?;
-        Ok(id)
+        Ok(ids)
+    }
+
+    /// The region whose range holds `key`.
+    pub fn region_by_key(&self, key: &[u8]) -> Option<RegionInfo> {
+        let state = self.state.lock();
+        state
+            .regions
+            .iter()
+            .find(|info| {
+                info.region.as_ref().is_some_and(|r| {
+                    key >= r.start_key.as_slice() && (r.end_key.is_empty() || key < r.end_key.as_slice())
+                })
+            })
+            .cloned()
+    }
+
+    /// Queues a split of `region_id` (at `split_key`, or in the middle if empty) for its leader.
+    pub fn split_region(&self, region_id: u64, split_key: Vec<u8>) -> Result<(), PlacementError> {
+        let info = self
+            .regions()
+            .into_iter()
+            .find(|r| r.region.as_ref().map(|r| r.region_id) == Some(region_id))
+            .ok_or(PlacementError::UnknownRegion(region_id))?;
+        let region = info.region.unwrap_or_default();
+        if !split_key.is_empty()
+            && (split_key.as_slice() <= region.start_key.as_slice()
+                || (!region.end_key.is_empty() && split_key.as_slice() >= region.end_key.as_slice()))
+        {
+            return Err(PlacementError::Invalid("the split key must lie strictly inside the region".into()));
+        }
+        let operator =
+            Operator { region_id, epoch: region.epoch, kind: Some(operator::Kind::Split(SplitOperator { split_key })) };
+        let mut operators = self.operators.lock();
+        operators.retain(|o| o.region_id != region_id);
+        operators.push(operator);
+        Ok(())
     }
 
     /// Registers a new store (store_id 0) or updates a known one's addresses; bootstraps the first
@@ -109,6 +159,7 @@ impl Placement {
             last_heartbeat_ms: now_ms(),
             state: StoreState::Up as i32,
             version: req.version.clone(),
+            ..Default::default()
         };
         match state.stores.iter_mut().find(|s| s.store_id == store_id) {
             Some(existing) => *existing = info,
@@ -155,7 +206,7 @@ impl Placement {
 
     /// A store is alive; the peers it reports as leaders lead their regions. A report about an older
     /// epoch than the one recorded is stale and ignored.
-    pub fn store_heartbeat(&self, store_id: u64, peers: &[PeerReport]) -> Result<(), PlacementError> {
+    pub fn store_heartbeat(&self, store_id: u64, peers: &[PeerReport]) -> Result<Vec<Operator>, PlacementError> {
         let mut state = self.state.lock();
         let store =
             state.stores.iter_mut().find(|s| s.store_id == store_id).ok_or(PlacementError::UnknownStore(store_id))?;
@@ -187,7 +238,15 @@ impl Placement {
         if changed {
             self.persist(&state)?;
         }
-        Ok(())
+        drop(state);
+        // Hand over the operators for regions this store leads.
+        let led: Vec<u64> =
+            peers.iter().filter(|p| p.is_leader).filter_map(|p| p.region.as_ref().map(|r| r.region_id)).collect();
+        let mut operators = self.operators.lock();
+        let (mine, rest): (Vec<Operator>, Vec<Operator>) =
+            operators.drain(..).partition(|o| led.contains(&o.region_id));
+        *operators = rest;
+        Ok(mine)
     }
 }
 

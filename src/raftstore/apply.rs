@@ -190,6 +190,9 @@ fn apply_admin(
             apply_state.truncated_term = compact.compact_term;
             effects.log_compacted = true;
         }
+        Some(admin_request::Cmd::Split(_)) => {
+            tracing::error!(region_id = region.region_id, "ignoring a split: not applied by this version yet");
+        }
         None => {}
     }
     Ok(())
