@@ -70,6 +70,32 @@ pub async fn register(
     }
 }
 
+/// Ids from the placement service, for splits. Called from the split-check thread (not a tokio
+/// worker), so it may block on the call.
+pub struct PlacementIds {
+    client: PlacementClient<Channel>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl PlacementIds {
+    pub fn new(client: PlacementClient<Channel>, runtime: tokio::runtime::Handle) -> PlacementIds {
+        PlacementIds { client, runtime }
+    }
+}
+
+impl crate::raftstore::split_check::IdAllocator for PlacementIds {
+    fn alloc(&self, count: usize) -> Result<Vec<u64>, String> {
+        let mut client = self.client.clone();
+        let request = crate::proto::AllocIdRequest { count: count as u32 };
+        let reply = self.runtime.block_on(async move { client.alloc_id(request).await }).map_err(|s| s.to_string())?;
+        let ids = reply.into_inner().ids;
+        if ids.len() != count {
+            return Err(format!("placement returned {} ids for {count}", ids.len()));
+        }
+        Ok(ids)
+    }
+}
+
 /// Runs until `shutdown` is set: every heartbeat interval, refresh the address book, create the
 /// peers of regions placement assigned to this store, and report this store's leaders.
 pub async fn run(

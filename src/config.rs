@@ -45,6 +45,8 @@ pub struct Config {
     pub raft_log_gc_threshold: u64,
     /// Messages the raftstore drains per poll round (one LMDB commit per round).
     pub raftstore_max_batch: usize,
+    /// A region larger than this (keys + values) is split in two.
+    pub region_max_size: ByteSize,
     /// How long a request may wait for raft before it is answered `503`/`504`.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
@@ -66,6 +68,7 @@ impl Default for Config {
             raft_heartbeat_ticks: 2,
             raft_log_gc_threshold: 1024,
             raftstore_max_batch: 4096,
+            region_max_size: ByteSize::mib(64),
             request_timeout: Duration::from_secs(5),
         }
     }
@@ -102,6 +105,9 @@ impl Config {
         }
         if self.raft_log_gc_threshold == 0 {
             return invalid("raft_log_gc_threshold", "must be at least 1");
+        }
+        if self.region_max_size.as_u64() == 0 {
+            return invalid("region_max_size", "must be at least 1 byte");
         }
         if self.raftstore_max_batch == 0 {
             return invalid("raftstore_max_batch", "must be at least 1");
@@ -165,6 +171,9 @@ pub struct ServeArgs {
     /// Messages handled per raftstore round, all committed to LMDB at once [default: 4096]
     #[arg(long, env = "FEKV_RAFTSTORE_MAX_BATCH", value_name = "N")]
     pub raftstore_max_batch: Option<usize>,
+    /// Split a region once its keys and values pass this size, e.g. 4KiB [default: 64MiB]
+    #[arg(long, env = "FEKV_REGION_MAX_SIZE", value_name = "SIZE")]
+    pub region_max_size: Option<ByteSize>,
     /// How long a request may wait for raft before 503/504 [default: 5s]
     #[arg(long, env = "FEKV_REQUEST_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub request_timeout: Option<Duration>,
@@ -201,6 +210,7 @@ impl ServeArgs {
             raft_heartbeat_ticks,
             raft_log_gc_threshold,
             raftstore_max_batch,
+            region_max_size,
             request_timeout
         );
         config.validate()?;

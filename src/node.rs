@@ -22,6 +22,7 @@ use crate::proto::placement_client::PlacementClient;
 use crate::proto::{Peer, Region, RegionEpoch, StoreIdent};
 use crate::raftstore::peer::PeerConfig;
 use crate::raftstore::peer_storage::PeerStorage;
+use crate::raftstore::split_check::FileIdAllocator;
 use crate::raftstore::store::{self, StoreConfig};
 use crate::raftstore::Router;
 use crate::storage::{Engine, EngineOptions, StorageError};
@@ -32,6 +33,8 @@ pub const FORMAT_VERSION: u32 = 1;
 const FIRST_STORE_ID: u64 = 1;
 const FIRST_REGION_ID: u64 = 1;
 const FIRST_PEER_ID: u64 = 1;
+/// Ticks between a leader's split checks (1 s at the default tick).
+const SPLIT_CHECK_TICKS: u64 = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -105,6 +108,8 @@ pub fn store_config(config: &Config, store_id: u64) -> StoreConfig {
         write_reserve: config.write_reserve(),
         inbox_capacity: 4 * config.raftstore_max_batch,
         request_timeout: config.request_timeout,
+        region_max_size: config.region_max_size.as_u64(),
+        split_check_ticks: SPLIT_CHECK_TICKS,
     }
 }
 
@@ -126,9 +131,16 @@ impl Node {
         let ident = check_format(config, bootstrap_if_needed(&engine)?)?;
         let store_cfg = store_config(config, ident.store_id);
         let inbox = store::inbox(&store_cfg);
-        // A single node has no peers to talk to.
+        // A single node has no peers to talk to, and allocates its own ids (above the bootstrap's).
         let transport = Box::new(crate::transport::Unconnected);
-        let (router, handle) = store::start(store_cfg, engine.clone(), metrics.clone(), transport, inbox)?;
+        let ids = FileIdAllocator::open(&config.data_dir, FIRST_PEER_ID.max(FIRST_REGION_ID) + 1).map_err(|e| {
+            NodeError::Open {
+                dir: config.data_dir.display().to_string(),
+                source: StorageError::Lmdb(heed::Error::Io(e)),
+            }
+        })?;
+        let (router, handle) =
+            store::start(store_cfg, engine.clone(), metrics.clone(), transport, inbox, Arc::new(ids))?;
         Ok(Node::assemble(config, ident.store_id, router, handle, engine, metrics, None, config.http_addr))
     }
 
@@ -167,7 +179,8 @@ impl Node {
             inbox.0.clone(),
             metrics.clone(),
         ));
-        let (router, handle) = store::start(store_cfg, engine.clone(), metrics.clone(), transport, inbox)?;
+        let ids = Arc::new(cluster_link::PlacementIds::new(client.clone(), tokio::runtime::Handle::current()));
+        let (router, handle) = store::start(store_cfg, engine.clone(), metrics.clone(), transport, inbox, ids)?;
         let node = Node::assemble(config, ident.store_id, router, handle, engine, metrics, Some(addresses), http_addr);
         Ok((node, client))
     }

@@ -25,6 +25,8 @@ struct Spec {
     partitions: bool,
     /// Log GC threshold; also checks that idle stores keep applied − truncated ≤ 2 × this.
     max_raft_log: Option<u64>,
+    /// Tiny regions (300 bytes, as in tinykv), so the keyspace splits many times.
+    split: bool,
 }
 
 fn soak() -> bool {
@@ -131,6 +133,9 @@ async fn run_generic_test(spec: Spec) -> Vec<Vec<Event>> {
         if let Some(limit) = spec.max_raft_log {
             c.raft_log_gc_threshold = limit;
         }
+        if spec.split {
+            c.region_max_size = bytesize::ByteSize::b(300);
+        }
     }));
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
     let mut histories: Vec<Vec<Event>> = vec![Vec::new(); SHARED_KEYS];
@@ -178,7 +183,10 @@ async fn run_generic_test(spec: Spec) -> Vec<Vec<Event>> {
         }
         // Every acknowledged write is there, as written; revisions grow in acknowledgement order.
         for (c, revisions) in all_revisions.iter().enumerate() {
-            assert!(revisions.windows(2).all(|w| w[0] < w[1]), "client {c}: revisions out of order: {revisions:?}");
+            // Revisions are raft indexes of the key's region: comparable only while the keys share one.
+            if !spec.split {
+                assert!(revisions.windows(2).all(|w| w[0] < w[1]), "client {c}: revisions out of order: {revisions:?}");
+            }
             for (j, revision) in revisions.iter().enumerate() {
                 let got = cluster.get(&key(c, j as u64), Duration::from_secs(15)).await.expect("read after the round");
                 let (read, read_revision) =
@@ -186,6 +194,21 @@ async fn run_generic_test(spec: Spec) -> Vec<Vec<Event>> {
                 assert_eq!(read, value(c, j as u64), "round {round}: client {c} key {j}");
                 assert_eq!(read_revision, *revision, "round {round}: client {c} key {j} was written again");
             }
+        }
+        // A scan of each client's keys (across however many regions they now span) returns exactly
+        // what it wrote, in order.
+        for (c, revisions) in all_revisions.iter().enumerate() {
+            let n = revisions.len() as u64;
+            let scanned =
+                cluster.scan(&key(c, 0), &key(c, n), Duration::from_secs(15)).await.expect("scan after the round");
+            let expected: Vec<(Vec<u8>, Vec<u8>)> = (0..n).map(|j| (key(c, j), value(c, j))).collect();
+            assert_eq!(
+                scanned.len(),
+                expected.len(),
+                "round {round}: client {c} scanned {} of {n} keys",
+                scanned.len()
+            );
+            assert!(scanned == expected, "round {round}: client {c}'s scan differs from what it wrote");
         }
         if let Some(limit) = spec.max_raft_log {
             wait_log_compacted(&cluster, limit).await;
@@ -197,6 +220,12 @@ async fn run_generic_test(spec: Spec) -> Vec<Vec<Event>> {
             }
         }
     }
+    if spec.split {
+        let regions = cluster.regions().await;
+        assert!(regions.len() > 1, "the keyspace never split: {regions:?}");
+        assert!(!regions[0].end_key.is_empty(), "the first region still covers everything");
+        eprintln!("split into {} regions", regions.len());
+    }
     histories
 }
 
@@ -207,15 +236,18 @@ async fn wait_log_compacted(cluster: &Cluster, limit: u64) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let statuses = cluster.statuses().await;
-        let over: Vec<_> = statuses
-            .iter()
+        let over: Vec<_> = cluster
+            .all_statuses()
+            .await
+            .into_iter()
+            .flat_map(|(store_id, peers)| peers.into_iter().map(move |s| (store_id, s)))
             .filter(|(_, s)| s.applied_index - s.truncated_index > 2 * limit)
-            .map(|(store_id, s)| (*store_id, s.applied_index, s.truncated_index))
+            .map(|(store_id, s)| (store_id, s.region.region_id, s.applied_index, s.truncated_index))
             .collect();
         if over.is_empty() && statuses.len() == cluster.store_ids().len() {
             return;
         }
-        assert!(Instant::now() < deadline, "raft logs over 2 × {limit}: (store, applied, truncated) {over:?}");
+        assert!(Instant::now() < deadline, "raft logs over 2 × {limit}: (store, region, applied, truncated) {over:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -340,4 +372,75 @@ async fn test_one_snapshot_2c() {
     cluster.restart(isolated);
     cluster.wait_local(isolated, b"k100", Some(b"v100")).await;
     wait_log_compacted(&cluster, 10).await;
+}
+
+// ---- 3B: splits ----
+generic!(test_split_recover_3b, clients: 1, crash: true, split: true);
+generic!(test_split_recover_many_clients_3b, clients: 20, crash: true, split: true);
+generic!(test_split_unreliable_3b, clients: 5, unreliable: true, split: true);
+generic!(test_split_unreliable_recover_3b, clients: 5, unreliable: true, crash: true, split: true);
+
+/// TestOneSplit3B: a region past its size splits into two adjacent regions covering the original
+/// range; a key sent to the wrong one is refused with KeyNotInRegion; a store cut off meanwhile
+/// catches up after healing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_one_split_3b() {
+    let cluster = Cluster::start(5, seed(), |c| c.region_max_size = bytesize::ByteSize::b(800));
+    cluster.must_put(b"k1", b"v1").await;
+    cluster.must_put(b"k2", b"v2").await;
+    let leader = cluster.wait_leader().await;
+    let isolated = cluster.store_ids().into_iter().find(|s| *s != leader).unwrap();
+    cluster.network.isolate(isolated);
+    let mut before_split = 0;
+    for i in 100..200 {
+        before_split = cluster.must_put(format!("k{i}").as_bytes(), b"some value to fill the region").await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let regions = loop {
+        let regions = cluster.regions().await;
+        if regions.len() >= 2 {
+            break regions;
+        }
+        assert!(Instant::now() < deadline, "no split within 15s: {regions:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Adjacent ranges covering everything.
+    assert!(regions[0].start_key.is_empty() && regions.last().unwrap().end_key.is_empty(), "{regions:?}");
+    for pair in regions.windows(2) {
+        assert_eq!(pair[0].end_key, pair[1].start_key, "{regions:?}");
+        assert!(pair[0].epoch.unwrap().version > 1 && pair[1].epoch.unwrap().version > 1);
+    }
+    // k1 (left) and k199 (right) are in different regions; a key sent to the wrong one is refused.
+    let router = cluster.router(leader);
+    let left = router.locate(b"k1").unwrap();
+    let right_key = b"k199".to_vec();
+    assert!(!fekv::raftstore::region_map::region_contains(&left, &right_key), "{regions:?}");
+    let wrong = router
+        .write(
+            left.region_id,
+            vec![fekv::proto::Request {
+                cmd: Some(fekv::proto::request::Cmd::Put(fekv::proto::PutRequest {
+                    key: right_key.clone(),
+                    value: b"x".to_vec(),
+                    precondition: None,
+                })),
+            }],
+        )
+        .await;
+    assert!(
+        matches!(
+            wrong,
+            Err(fekv::raftstore::Error::KeyNotInRegion { .. }) | Err(fekv::raftstore::Error::NotLeader { .. })
+        ),
+        "{wrong:?}"
+    );
+    assert_eq!(cluster.must_get(b"k1").await.as_deref(), Some(&b"v1"[..]));
+    assert_eq!(cluster.must_get(b"k199").await.as_deref(), Some(&b"some value to fill the region"[..]));
+    // k199 now lives in the new region, whose log continues above the parent's: its revision grows.
+    let after_split = cluster.must_put(b"k199", b"some value to fill the region").await;
+    assert!(after_split > before_split, "revision went from {before_split} to {after_split} across the split");
+    // The isolated store applies the split and every write once it hears from the others again.
+    cluster.network.heal();
+    cluster.wait_local(isolated, b"k100", Some(b"some value to fill the region")).await;
+    cluster.wait_local(isolated, b"k199", Some(b"some value to fill the region")).await;
 }

@@ -343,6 +343,7 @@ mod tests {
             leader_peer_id: region.peers[0].peer_id,
             term,
             is_leader: true,
+            ..Default::default()
         };
         p.store_heartbeat(store, &[report(7, 1)]).unwrap();
         assert_eq!((p.regions()[0].leader_store_id, p.regions()[0].term), (store, 7));

@@ -14,7 +14,10 @@ use raft::eraftpb::{Entry, EntryType};
 
 use super::region_map::region_contains;
 use super::{Error, WriteResponse};
-use crate::proto::{admin_request, request, AdminRequest, Precondition, RaftApplyState, RaftCmdRequest, Region};
+use crate::proto::{
+    admin_request, request, AdminRequest, Peer, Precondition, RaftApplyState, RaftCmdRequest, Region, RegionEpoch,
+    RegionLocalState,
+};
 use crate::storage::{Engine, StorageError};
 
 /// What applying one entry produced, for the proposal waiting on (index, term), if any.
@@ -29,6 +32,11 @@ pub struct Applied {
 #[derive(Default)]
 pub struct ApplyEffects {
     pub log_compacted: bool,
+    /// Regions split off this one (their initial state is already in the transaction): the store
+    /// starts their peers once it has committed.
+    pub new_regions: Vec<Region>,
+    /// Bytes of user data written (keys + values), for the region's approximate size.
+    pub bytes_written: u64,
 }
 
 /// Applies `entries` in order on top of `apply_state`, skipping any already applied.
@@ -36,10 +44,12 @@ pub struct ApplyEffects {
 /// A storage error (the map is full, LMDB failed) aborts the whole round: the caller drops the
 /// transaction, so nothing of it becomes visible. Per-command failures (a precondition, a key outside
 /// the region) are results, not errors.
+/// `region` is this replica's view of the region; a split applied here changes it for the entries
+/// after it.
 pub fn apply_entries(
     engine: &Engine,
     txn: &mut RwTxn<'_>,
-    region: &Region,
+    region: &mut Region,
     apply_state: &mut RaftApplyState,
     entries: &[Entry],
     out: &mut Vec<Applied>,
@@ -78,7 +88,7 @@ pub fn apply_entries(
 fn apply_command(
     engine: &Engine,
     txn: &mut RwTxn<'_>,
-    region: &Region,
+    region: &mut Region,
     apply_state: &mut RaftApplyState,
     entry: &Entry,
     effects: &mut ApplyEffects,
@@ -93,13 +103,23 @@ fn apply_command(
         }
     };
     if let Some(admin) = cmd.admin {
-        apply_admin(engine, txn, region, apply_state, admin, effects)?;
-        return Ok(None);
+        return apply_admin(engine, txn, region, apply_state, entry.index, &cmd.header, admin, effects);
     }
     if let Err(err) = check_data_epoch(region, &cmd) {
         return Ok(Some(Err(err)));
     }
-    Ok(Some(apply_requests(engine, txn, region, entry.index, &cmd.requests)?))
+    let result = apply_requests(engine, txn, region, entry.index, &cmd.requests)?;
+    if result.is_ok() {
+        effects.bytes_written += cmd
+            .requests
+            .iter()
+            .map(|r| match &r.cmd {
+                Some(request::Cmd::Put(put)) => (put.key.len() + put.value.len()) as u64,
+                _ => 0,
+            })
+            .sum::<u64>();
+    }
+    Ok(Some(result))
 }
 
 /// Data commands carry the epoch they were proposed under; a split in between makes them stale.
@@ -169,33 +189,74 @@ pub fn precondition_holds(p: &Precondition, current: Option<u64>) -> bool {
     true
 }
 
+#[allow(clippy::too_many_arguments)]
 fn apply_admin(
     engine: &Engine,
     txn: &mut RwTxn<'_>,
-    region: &Region,
+    region: &mut Region,
     apply_state: &mut RaftApplyState,
+    entry_index: u64,
+    header: &Option<crate::proto::CmdHeader>,
     admin: AdminRequest,
     effects: &mut ApplyEffects,
-) -> Result<(), StorageError> {
+) -> Result<Option<Result<WriteResponse, Error>>, StorageError> {
     match admin.cmd {
         Some(admin_request::Cmd::CompactLog(compact)) => {
             // A compaction proposed twice, or overtaken by a newer one, is a no-op. It may never pass
             // what this replica has applied: the log below is what replays the data on restart.
             if compact.compact_index <= apply_state.truncated_index || compact.compact_index > apply_state.applied_index
             {
-                return Ok(());
+                return Ok(None);
             }
             engine.delete_entries(txn, region.region_id, apply_state.truncated_index + 1, compact.compact_index + 1)?;
             apply_state.truncated_index = compact.compact_index;
             apply_state.truncated_term = compact.compact_term;
             effects.log_compacted = true;
+            Ok(None)
         }
-        Some(admin_request::Cmd::Split(_)) => {
-            tracing::error!(region_id = region.region_id, "ignoring a split: not applied by this version yet");
+        Some(admin_request::Cmd::Split(split)) => {
+            // Checked again here, where every replica agrees: the region may have split since it was
+            // proposed (same version needed), and the key must still fall strictly inside.
+            let proposed = header.as_ref().and_then(|h| h.epoch).unwrap_or_default();
+            let current = region.epoch.unwrap_or_default();
+            if proposed.version != current.version || proposed.conf_ver != current.conf_ver {
+                return Ok(Some(Err(Error::EpochNotMatch { current_regions: vec![region.clone()] })));
+            }
+            let key = split.split_key;
+            let inside = key.as_slice() > region.start_key.as_slice()
+                && (region.end_key.is_empty() || key.as_slice() < region.end_key.as_slice());
+            if !inside || split.new_peer_ids.len() != region.peers.len() {
+                tracing::warn!(region_id = region.region_id, "ignoring an invalid split");
+                return Ok(Some(Err(Error::KeyNotInRegion { key, region_id: region.region_id })));
+            }
+            let epoch = RegionEpoch { conf_ver: current.conf_ver, version: current.version + 1 };
+            let right = Region {
+                region_id: split.new_region_id,
+                start_key: key.clone(),
+                end_key: region.end_key.clone(),
+                epoch: Some(epoch),
+                peers: region
+                    .peers
+                    .iter()
+                    .zip(&split.new_peer_ids)
+                    .map(|(p, &peer_id)| Peer { peer_id, store_id: p.store_id })
+                    .collect(),
+            };
+            region.end_key = key;
+            region.epoch = Some(epoch);
+            engine.put_region_state(txn, &RegionLocalState { region: Some(region.clone()), state: 0 })?;
+            super::peer_storage::PeerStorage::write_initial_state_at(engine, txn, &right, entry_index)?;
+            tracing::info!(
+                region_id = region.region_id,
+                new_region_id = right.region_id,
+                split_key = %crate::api::display_key(&right.start_key),
+                "region split"
+            );
+            effects.new_regions.push(right);
+            Ok(Some(Ok(WriteResponse { revision: 0 })))
         }
-        None => {}
+        None => Ok(None),
     }
-    Ok(())
 }
 
 #[cfg(test)]

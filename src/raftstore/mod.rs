@@ -15,6 +15,7 @@ pub mod peer;
 pub mod peer_storage;
 pub mod region_map;
 mod router;
+pub mod split_check;
 pub mod store;
 
 pub use error::{Error, Result};

@@ -36,6 +36,16 @@ pub enum StoreMsg {
     SnapshotStatus { region_id: u64, to_peer_id: u64, status: SnapshotStatus },
     /// Create this store's peer of a region placement bootstrapped (a no-op if it exists).
     CreatePeer { region: Region, callback: Callback<()> },
+    /// A split check's measurement of a region (and the split to propose, with its ids).
+    SplitCheckResult {
+        region_id: u64,
+        epoch: crate::proto::RegionEpoch,
+        size: u64,
+        keys: u64,
+        plan: Option<super::split_check::SplitPlan>,
+    },
+    /// Split a region now (an operator or an admin asked): at `split_key`, or in the middle.
+    SplitRegion { region_id: u64, split_key: Option<Vec<u8>>, callback: Callback<()> },
     /// The transport could not deliver messages to this peer (its store is down or unknown).
     PeerUnreachable { region_id: u64, to_peer_id: u64 },
     /// Stop the raftstore loop after this round.

@@ -61,12 +61,30 @@ pub struct PendingReady {
     pub entries_persisted: usize,
     /// Whether this ready put anything into the transaction (a read-only round commits nothing).
     pub wrote: bool,
-    /// The region as a snapshot in this ready defines it.
+    /// The region as a snapshot or a split in this ready changed it.
     region: Option<Region>,
+    /// Regions split off, to be started by the store after the commit.
+    new_regions: Vec<Region>,
+    bytes_written: u64,
+    snapshot_applied: bool,
+}
+
+/// What finishing a ready changed, for the store.
+pub struct Committed {
+    pub applied: usize,
+    pub region_changed: bool,
+    /// Regions split off this one: the store starts their peers.
+    pub new_regions: Vec<Region>,
 }
 
 pub struct Peer {
     peer_id: u64,
+    /// Bytes of keys and values in the region, as of the last split check plus what was written
+    /// since; `None` until the first check.
+    approximate_size: Option<u64>,
+    approximate_keys: u64,
+    /// A split check is running for this region (at most one at a time).
+    split_check_in_flight: bool,
     raw: RawNode<PeerStorage>,
     cfg: PeerConfig,
     proposals: VecDeque<Proposal>,
@@ -119,6 +137,9 @@ impl Peer {
         let raw = Self::raw_node(peer_id, storage, &cfg, logger);
         let mut peer = Peer {
             peer_id,
+            approximate_size: None,
+            approximate_keys: 0,
+            split_check_in_flight: false,
             raw,
             cfg,
             proposals: VecDeque::new(),
@@ -154,6 +175,85 @@ impl Peer {
 
     pub fn region(&self) -> &Region {
         self.raw.store().region()
+    }
+
+    /// Starts an election now (the new region of a split whose parent this store led).
+    pub fn campaign(&mut self) {
+        let _ = self.raw.campaign();
+    }
+
+    pub fn is_leader_now(&self) -> bool {
+        self.is_leader()
+    }
+
+    pub fn not_leader_error(&self) -> Error {
+        self.not_leader()
+    }
+
+    pub fn approximate_size(&self) -> Option<u64> {
+        self.approximate_size
+    }
+
+    pub fn approximate_keys(&self) -> u64 {
+        self.approximate_keys
+    }
+
+    /// Whether the leader should measure its region now: its size is unknown, or past `max`. Marks a
+    /// check as running; [`Self::on_split_check`] clears it.
+    pub fn wants_split_check(&mut self, max: u64) -> bool {
+        if !self.is_leader() || self.split_check_in_flight {
+            return false;
+        }
+        if self.approximate_size.is_none_or(|size| size > max) {
+            self.split_check_in_flight = true;
+            return true;
+        }
+        false
+    }
+
+    /// A split check measured the region (at the epoch it was started for).
+    pub fn on_split_check(&mut self, epoch: crate::proto::RegionEpoch, size: u64, keys: u64) {
+        self.split_check_in_flight = false;
+        if self.region().epoch == Some(epoch) {
+            self.approximate_size = Some(size);
+            self.approximate_keys = keys;
+        }
+    }
+
+    /// Proposes splitting this region at `split_key` into itself and a new region with the given ids.
+    /// Refused unless this peer leads the region, the epoch is the one the split was decided for, and
+    /// the key lies strictly inside the range.
+    pub fn propose_split(
+        &mut self,
+        epoch: crate::proto::RegionEpoch,
+        split_key: Vec<u8>,
+        new_region_id: u64,
+        new_peer_ids: Vec<u64>,
+    ) -> Result<(), Error> {
+        if !self.is_leader() {
+            return Err(self.not_leader());
+        }
+        let region = self.region();
+        if region.epoch != Some(epoch) {
+            return Err(Error::EpochNotMatch { current_regions: vec![region.clone()] });
+        }
+        let inside = split_key.as_slice() > region.start_key.as_slice()
+            && (region.end_key.is_empty() || split_key.as_slice() < region.end_key.as_slice());
+        if !inside || new_peer_ids.len() != region.peers.len() {
+            return Err(Error::KeyNotInRegion { key: split_key, region_id: region.region_id });
+        }
+        let cmd = RaftCmdRequest {
+            header: Some(CmdHeader { region_id: region.region_id, peer_id: self.peer_id, epoch: Some(epoch) }),
+            requests: Vec::new(),
+            admin: Some(AdminRequest {
+                cmd: Some(admin_request::Cmd::Split(crate::proto::SplitRequest {
+                    split_key,
+                    new_region_id,
+                    new_peer_ids,
+                })),
+            }),
+        };
+        self.propose(cmd.encode_to_vec()).map(drop)
     }
 
     pub fn region_id(&self) -> u64 {
@@ -434,7 +534,7 @@ impl Peer {
             (raft_state, apply_state, Some(region))
         };
         let snapshot_applied = region.is_some();
-        let region_now = region.clone().unwrap_or_else(|| storage.region().clone());
+        let mut region_now = region.unwrap_or_else(|| storage.region().clone());
         // 3. Entries and hard state, in the same transaction.
         let raft_state = storage.append(txn, base_raft_state, ready.entries(), ready.hs())?;
         // 4. Apply what is committed: first what was handed out after the last commit, then this
@@ -444,14 +544,14 @@ impl Peer {
         let mut effects = ApplyEffects::default();
         let committed = ready.take_committed_entries();
         for entries in [std::mem::take(&mut self.pending_apply).as_slice(), committed.as_slice()] {
-            apply::apply_entries(engine, txn, &region_now, &mut apply_state, entries, &mut applied, &mut effects)?;
+            apply::apply_entries(engine, txn, &mut region_now, &mut apply_state, entries, &mut applied, &mut effects)?;
         }
         // 5. A leader that is the region's only voter commits an entry the moment it is durable, and
         //    it becomes durable in this very transaction; applying it here too saves a second commit
         //    (and a second fsync) per write. If the transaction fails, neither happens.
         if self.is_sole_voter_leader() {
             let early = self.early_appliable(ready.entries(), apply_state.applied_index);
-            apply::apply_entries(engine, txn, &region_now, &mut apply_state, early, &mut applied, &mut effects)?;
+            apply::apply_entries(engine, txn, &mut region_now, &mut apply_state, early, &mut applied, &mut effects)?;
         }
         if apply_state != before_apply {
             engine.put_apply_state(txn, region_now.region_id, &apply_state)?;
@@ -472,6 +572,7 @@ impl Peer {
         }
         let proposals_persisted = ready.entries().iter().filter(|e| !e.data.is_empty()).count();
         let entries_persisted = ready.entries().len();
+        let region_changed = snapshot_applied || region_now != *storage.region();
         Ok(PendingReady {
             ready,
             raft_state,
@@ -480,7 +581,10 @@ impl Peer {
             proposals_persisted,
             entries_persisted,
             wrote,
-            region,
+            region: region_changed.then_some(region_now),
+            new_regions: effects.new_regions,
+            bytes_written: effects.bytes_written,
+            snapshot_applied,
         })
     }
 
@@ -506,11 +610,16 @@ impl Peer {
 
     /// Second half, after the round's transaction is durable: install the new state, queue the
     /// messages that had to wait for it, advance raft, answer the applied proposals and the reads.
-    /// Returns the number of entries applied and whether the region's metadata changed.
-    pub fn post_commit(&mut self, pending: PendingReady) -> (usize, bool) {
-        let PendingReady { mut ready, raft_state, apply_state, applied, region, .. } = pending;
+    pub fn post_commit(&mut self, pending: PendingReady) -> Committed {
+        let PendingReady { mut ready, raft_state, apply_state, applied, region, new_regions, .. } = pending;
         let applied_index = apply_state.applied_index;
         let region_changed = region.is_some();
+        if pending.snapshot_applied || !new_regions.is_empty() {
+            // A new range: its size is unknown until the next check.
+            self.approximate_size = None;
+        } else if let Some(size) = &mut self.approximate_size {
+            *size += pending.bytes_written;
+        }
         if let Some(region) = region {
             self.raw.mut_store().set_region(region);
         }
@@ -528,7 +637,7 @@ impl Peer {
             self.answer(outcome);
         }
         self.release_reads();
-        (answered, region_changed)
+        Committed { applied: answered, region_changed, new_regions }
     }
 
     /// Matches an applied entry to the proposal waiting on its index. Proposals at lower indexes lost

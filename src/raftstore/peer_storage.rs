@@ -58,18 +58,29 @@ impl PeerStorage {
 
     /// Writes the initial state of a brand-new region into `txn` (bootstrap).
     pub fn write_initial_state(engine: &Engine, txn: &mut RwTxn<'_>, region: &Region) -> Result<(), StorageError> {
+        Self::write_initial_state_at(engine, txn, region, RAFT_INIT_LOG_INDEX)
+    }
+
+    /// Like [`Self::write_initial_state`], with the log starting after `index`. A region split off
+    /// another starts after the split's own index: every replica applies the split at that index, so
+    /// they agree, and the new region's indexes (the revisions of its writes) continue above every
+    /// revision its keys had in the parent. A key's revision therefore only grows, across splits too.
+    pub fn write_initial_state_at(
+        engine: &Engine,
+        txn: &mut RwTxn<'_>,
+        region: &Region,
+        index: u64,
+    ) -> Result<(), StorageError> {
+        let index = index.max(RAFT_INIT_LOG_INDEX);
         let raft_state = RaftLocalState {
             term: RAFT_INIT_LOG_TERM,
             vote: 0,
-            commit: RAFT_INIT_LOG_INDEX,
-            last_index: RAFT_INIT_LOG_INDEX,
+            commit: index,
+            last_index: index,
             last_term: RAFT_INIT_LOG_TERM,
         };
-        let apply_state = RaftApplyState {
-            applied_index: RAFT_INIT_LOG_INDEX,
-            truncated_index: RAFT_INIT_LOG_INDEX,
-            truncated_term: RAFT_INIT_LOG_TERM,
-        };
+        let apply_state =
+            RaftApplyState { applied_index: index, truncated_index: index, truncated_term: RAFT_INIT_LOG_TERM };
         engine.put_raft_state(txn, region.region_id, &raft_state)?;
         engine.put_apply_state(txn, region.region_id, &apply_state)?;
         engine.put_region_state(txn, &crate::proto::RegionLocalState { region: Some(region.clone()), state: 0 })

@@ -17,6 +17,7 @@ use raft::eraftpb::MessageType;
 use super::msg::StoreMsg;
 use super::peer::{Peer, PeerConfig, PendingReady};
 use super::region_map::RegionMap;
+use super::split_check::{IdAllocator, SplitCheckTask};
 use super::{Error, Router};
 use crate::metrics::Metrics;
 use crate::storage::Engine;
@@ -35,6 +36,10 @@ pub struct StoreConfig {
     /// Bound of the inbox; a full inbox refuses requests with `Busy` rather than queueing forever.
     pub inbox_capacity: usize,
     pub request_timeout: Duration,
+    /// A region larger than this is split in two.
+    pub region_max_size: u64,
+    /// Ticks between a leader's split checks.
+    pub split_check_ticks: u64,
 }
 
 pub struct Store {
@@ -48,6 +53,9 @@ pub struct Store {
     used_bytes: u64,
     transport: Box<dyn Transport>,
     regions: Arc<RegionMap>,
+    split_checker: crossbeam_channel::Sender<SplitCheckTask>,
+    split_worker: Option<JoinHandle<()>>,
+    ticks: u64,
 }
 
 /// The store's inbox: bounded, so a store that falls behind refuses requests (`Busy`) instead of
@@ -63,6 +71,7 @@ pub fn start(
     metrics: Arc<Metrics>,
     transport: Box<dyn Transport>,
     (tx, inbox): (Sender<StoreMsg>, Receiver<StoreMsg>),
+    ids: Arc<dyn IdAllocator>,
 ) -> Result<(Router, JoinHandle<()>), crate::storage::StorageError> {
     let logger = crate::logging::raft_logger();
     let regions = Arc::new(RegionMap::default());
@@ -79,12 +88,36 @@ pub fn start(
         let peer = Peer::load(engine.clone(), region, cfg.store_id, cfg.peer.clone(), metrics.clone(), &logger)?;
         peers.insert(peer.region_id(), peer);
     }
+    let split_results = tx.clone();
     let router = Router::new(tx, regions.clone(), cfg.request_timeout);
     let used_bytes = engine.stats().map(|s| s.used_bytes).unwrap_or(0);
-    let mut store = Store { cfg, engine, peers, inbox, metrics, logger, used_bytes, transport, regions };
+    let (split_checker, split_worker) = super::split_check::start(engine.clone(), ids, split_results);
+    let mut store = Store {
+        cfg,
+        engine,
+        peers,
+        inbox,
+        metrics,
+        logger,
+        used_bytes,
+        transport,
+        regions,
+        split_checker,
+        split_worker: Some(split_worker),
+        ticks: 0,
+    };
     let handle = std::thread::Builder::new()
         .name("raftstore".into())
-        .spawn(move || store.run())
+        .spawn(move || {
+            store.run();
+            // Dropping the store closes the worker's queue and the inbox it reports to, so it ends;
+            // joining it means every handle on the environment is gone when this thread is.
+            let worker = store.split_worker.take();
+            drop(store);
+            if let Some(worker) = worker {
+                let _ = worker.join();
+            }
+        })
         .expect("spawning the raftstore thread");
     Ok((router, handle))
 }
@@ -121,14 +154,25 @@ impl Store {
             }
             let now = Instant::now();
             if now >= next_tick {
-                for peer in self.peers.values_mut() {
-                    peer.on_tick();
-                }
+                self.on_tick();
                 next_tick = (next_tick + self.cfg.tick_interval).max(now);
             }
             self.handle_round();
         }
         tracing::info!(store_id = self.cfg.store_id, "raftstore stopped");
+    }
+
+    fn on_tick(&mut self) {
+        self.ticks += 1;
+        let check_sizes = self.ticks.is_multiple_of(self.cfg.split_check_ticks.max(1));
+        for peer in self.peers.values_mut() {
+            peer.on_tick();
+            if check_sizes && peer.wants_split_check(self.cfg.region_max_size) {
+                let task =
+                    SplitCheckTask { region: peer.region().clone(), max_size: self.cfg.region_max_size, forced: None };
+                let _ = self.split_checker.send(task);
+            }
+        }
     }
 
     fn on_msg(&mut self, msg: StoreMsg) {
@@ -159,6 +203,31 @@ impl Store {
                 let _ = callback.send(Ok(self.peers.values().map(Peer::status).collect()));
             }
             StoreMsg::Raft(envelope) => self.on_raft_message(*envelope),
+            StoreMsg::SplitCheckResult { region_id, epoch, size, keys, plan } => {
+                let Some(peer) = self.peers.get_mut(&region_id) else { return };
+                peer.on_split_check(epoch, size, keys);
+                if let Some(plan) = plan {
+                    if let Err(err) = peer.propose_split(epoch, plan.split_key, plan.new_region_id, plan.new_peer_ids) {
+                        tracing::debug!(region_id, error = %err, "split not proposed");
+                    }
+                }
+            }
+            StoreMsg::SplitRegion { region_id, split_key, callback } => {
+                let result = match self.peers.get_mut(&region_id) {
+                    None => Err(Error::RegionNotFound { region_id }),
+                    Some(peer) if !peer.is_leader_now() => Err(peer.not_leader_error()),
+                    Some(peer) => {
+                        let task = SplitCheckTask {
+                            region: peer.region().clone(),
+                            max_size: self.cfg.region_max_size,
+                            forced: Some(split_key),
+                        };
+                        let _ = self.split_checker.send(task);
+                        Ok(())
+                    }
+                };
+                let _ = callback.send(result);
+            }
             StoreMsg::CreatePeer { region, callback } => {
                 let _ = callback.send(self.create_peer(region));
             }
@@ -173,6 +242,34 @@ impl Store {
                 }
             }
             StoreMsg::Shutdown => {}
+        }
+    }
+
+    /// Starts this store's peer of a region split off a local one (its state was written with the
+    /// split). If this store led the parent, the new peer campaigns at once: the region's other
+    /// peers are applying the same split, and a leader should not wait an election timeout.
+    fn start_split_peer(&mut self, region: crate::proto::Region, campaign: bool) {
+        let region_id = region.region_id;
+        if self.peers.contains_key(&region_id) {
+            return;
+        }
+        let peer = Peer::load(
+            self.engine.clone(),
+            region.clone(),
+            self.cfg.store_id,
+            self.cfg.peer.clone(),
+            self.metrics.clone(),
+            &self.logger,
+        );
+        match peer {
+            Ok(mut peer) => {
+                if campaign {
+                    peer.campaign();
+                }
+                self.peers.insert(region_id, peer);
+                self.regions.insert(region);
+            }
+            Err(err) => tracing::error!(region_id, error = %err, "cannot start the peer of a split-off region"),
         }
     }
 
@@ -299,10 +396,14 @@ impl Store {
                 }
                 for (region_id, ready) in pending {
                     let peer = self.peers.get_mut(&region_id).expect("peer of a pending ready");
-                    let (applied, region_changed) = peer.post_commit(ready);
-                    self.metrics.raft_applied_entries.inc_by(applied as u64);
-                    if region_changed {
+                    let committed = peer.post_commit(ready);
+                    self.metrics.raft_applied_entries.inc_by(committed.applied as u64);
+                    if committed.region_changed {
                         self.regions.insert(peer.region().clone());
+                    }
+                    let led_parent = peer.is_leader_now();
+                    for region in committed.new_regions {
+                        self.start_split_peer(region, led_parent);
                     }
                 }
                 self.send_outboxes();

@@ -41,6 +41,17 @@ pub struct Cluster {
     running: BTreeMap<u64, RunningStore>,
     /// The store that last answered as leader, tried first.
     leader_hint: parking_lot::Mutex<Option<u64>>,
+    ids: Arc<SharedIds>,
+}
+
+/// Ids for splits, unique across the cluster's stores (placement's job in a real cluster).
+pub struct SharedIds(std::sync::atomic::AtomicU64);
+
+impl fekv::raftstore::split_check::IdAllocator for SharedIds {
+    fn alloc(&self, count: usize) -> Result<Vec<u64>, String> {
+        let first = self.0.fetch_add(count as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok((first..first + count as u64).collect())
+    }
 }
 
 /// Fast raft settings for tests: 20 ms ticks, elections after 10 ticks.
@@ -74,6 +85,7 @@ impl Cluster {
             dirs: BTreeMap::new(),
             running: BTreeMap::new(),
             leader_hint: Default::default(),
+            ids: Arc::new(SharedIds(std::sync::atomic::AtomicU64::new(1000))),
         };
         for store_id in 1..=count {
             let dir = tempfile::tempdir().unwrap();
@@ -114,7 +126,8 @@ impl Cluster {
         let transport = Box::new(self.network.transport(store_id));
         let cfg = store_config(&self.config, store_id);
         let inbox = store::inbox(&cfg);
-        let (router, handle) = store::start(cfg, engine.clone(), metrics.clone(), transport, inbox).unwrap();
+        let ids = self.ids.clone();
+        let (router, handle) = store::start(cfg, engine.clone(), metrics.clone(), transport, inbox, ids).unwrap();
         self.network.register(store_id, router.store_inbox());
         self.running.insert(store_id, RunningStore { router, handle, engine, metrics });
     }
@@ -162,17 +175,39 @@ impl Cluster {
         self.running[&store_id].engine.clone()
     }
 
-    /// Every running store's view of region 1.
+    /// Every running store's view of region 1 (the first region; a split's left part keeps its id).
     pub async fn statuses(&self) -> BTreeMap<u64, PeerStatus> {
+        self.all_statuses()
+            .await
+            .into_iter()
+            .filter_map(|(store_id, peers)| {
+                peers.into_iter().find(|p| p.region.region_id == REGION_ID).map(|p| (store_id, p))
+            })
+            .collect()
+    }
+
+    /// Every running store's view of every region it holds.
+    pub async fn all_statuses(&self) -> BTreeMap<u64, Vec<PeerStatus>> {
         let mut out = BTreeMap::new();
         for (store_id, store) in &self.running {
-            if let Ok(Ok(mut peers)) = tokio::time::timeout(Duration::from_secs(2), store.router.status()).await {
-                if let Some(peer) = peers.pop() {
-                    out.insert(*store_id, peer);
-                }
+            if let Ok(Ok(peers)) = tokio::time::timeout(Duration::from_secs(2), store.router.status()).await {
+                out.insert(*store_id, peers);
             }
         }
         out
+    }
+
+    /// The regions as their leaders see them, in key order.
+    pub async fn regions(&self) -> Vec<Region> {
+        let mut regions: BTreeMap<u64, Region> = BTreeMap::new();
+        for peers in self.all_statuses().await.into_values() {
+            for peer in peers.into_iter().filter(|p| p.role == "leader") {
+                regions.insert(peer.region.region_id, peer.region);
+            }
+        }
+        let mut regions: Vec<Region> = regions.into_values().collect();
+        regions.sort_by(|a, b| a.start_key.cmp(&b.start_key));
+        regions
     }
 
     /// The store whose peer of region 1 is leader, waiting for one (at most 10 s).
@@ -250,7 +285,10 @@ impl Cluster {
                         | Error::ProposalDropped { .. }
                         | Error::Timeout { .. }
                         | Error::Busy
-                        | Error::Stopped),
+                        | Error::Stopped
+                        | Error::RegionNotFound { .. }
+                        | Error::KeyNotInRegion { .. }
+                        | Error::EpochNotMatch { .. }),
                     ) => last_error = err,
                     Err(err) => return Err(err),
                 }
@@ -269,40 +307,75 @@ impl Cluster {
 
     pub async fn put(&self, key: &[u8], value: &[u8], timeout: Duration) -> Result<u64, Error> {
         let cmd = Cmd::Put(PutRequest { key: key.to_vec(), value: value.to_vec(), precondition: None });
-        self.with_leader(timeout, |_, router| {
-            let cmd = cmd.clone();
-            async move { router.write(REGION_ID, vec![Request { cmd: Some(cmd) }]).await.map(|w| w.revision) }
-        })
-        .await
+        self.with_leader(timeout, |_, router| write_on(router, key, cmd.clone())).await
     }
 
     /// A put that is retried only while it certainly was not applied; `Err(Timeout { proposed: true })`
     /// or `Err(Stopped)` means its outcome is unknown.
     pub async fn put_once(&self, key: &[u8], value: &[u8], timeout: Duration) -> Result<u64, Error> {
         let cmd = Cmd::Put(PutRequest { key: key.to_vec(), value: value.to_vec(), precondition: None });
-        self.with_leader_retrying(timeout, false, |_, router| {
-            let cmd = cmd.clone();
-            async move { router.write(REGION_ID, vec![Request { cmd: Some(cmd) }]).await.map(|w| w.revision) }
-        })
-        .await
+        self.with_leader_retrying(timeout, false, |_, router| write_on(router, key, cmd.clone())).await
     }
 
     pub async fn delete(&self, key: &[u8], timeout: Duration) -> Result<u64, Error> {
         let cmd = Cmd::Delete(DeleteRequest { key: key.to_vec(), precondition: None });
-        self.with_leader(timeout, |_, router| {
-            let cmd = cmd.clone();
-            async move { router.write(REGION_ID, vec![Request { cmd: Some(cmd) }]).await.map(|w| w.revision) }
+        self.with_leader(timeout, |_, router| write_on(router, key, cmd.clone())).await
+    }
+
+    /// A linearizable read: ReadIndex on the key's region's leader, then its LMDB.
+    pub async fn get(&self, key: &[u8], timeout: Duration) -> Result<Option<(Vec<u8>, u64)>, Error> {
+        self.with_leader(timeout, |store_id, router| async move {
+            let region = locate(&router, key)?;
+            router.read_index(region.region_id).await?;
+            // A split applied meanwhile may have moved the key to a region this store does not lead.
+            if locate(&router, key)?.epoch != region.epoch {
+                return Err(Error::EpochNotMatch { current_regions: vec![] });
+            }
+            Ok(self.read_local(store_id, key))
         })
         .await
     }
 
-    /// A linearizable read: ReadIndex on the leader, then its LMDB.
-    pub async fn get(&self, key: &[u8], timeout: Duration) -> Result<Option<(Vec<u8>, u64)>, Error> {
-        self.with_leader(timeout, |store_id, router| async move {
-            router.read_index(REGION_ID).await?;
-            Ok(self.read_local(store_id, key))
-        })
-        .await
+    /// A linearizable scan of `[start, end)` across regions: each region's part is read from its
+    /// leader after a ReadIndex.
+    pub async fn scan(&self, start: &[u8], end: &[u8], timeout: Duration) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+        let mut out = Vec::new();
+        let mut cursor = start.to_vec();
+        while cursor.as_slice() < end {
+            let cursor_now = cursor.clone();
+            let (part, region_end) = self
+                .with_leader(timeout, |store_id, router| {
+                    let cursor = cursor_now.clone();
+                    async move {
+                        let region = locate(&router, &cursor)?;
+                        router.read_index(region.region_id).await?;
+                        if locate(&router, &cursor)?.epoch != region.epoch {
+                            return Err(Error::EpochNotMatch { current_regions: vec![] });
+                        }
+                        let upper = if region.end_key.is_empty() || end < region.end_key.as_slice() {
+                            end.to_vec()
+                        } else {
+                            region.end_key.clone()
+                        };
+                        let engine = self.engine(store_id);
+                        let txn = engine.read_txn().unwrap();
+                        let part: Vec<(Vec<u8>, Vec<u8>)> = engine
+                            .scan_data(&txn, &cursor, &upper)
+                            .unwrap()
+                            .into_iter()
+                            .map(|(k, _, v)| (k, v))
+                            .collect();
+                        Ok((part, region.end_key))
+                    }
+                })
+                .await?;
+            out.extend(part);
+            if region_end.is_empty() {
+                break;
+            }
+            cursor = region_end;
+        }
+        Ok(out)
     }
 
     /// What a store holds for `key` right now, without asking raft.
@@ -349,6 +422,16 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+}
+
+/// The region of `key` on this store, or a retryable error if the store does not hold it.
+fn locate(router: &Router, key: &[u8]) -> Result<Region, Error> {
+    router.locate(key).ok_or(Error::RegionNotFound { region_id: 0 })
+}
+
+async fn write_on(router: Router, key: &[u8], cmd: Cmd) -> Result<u64, Error> {
+    let region = locate(&router, key)?;
+    router.write(region.region_id, vec![Request { cmd: Some(cmd) }]).await.map(|w| w.revision)
 }
 
 impl Drop for Cluster {
