@@ -96,6 +96,29 @@ impl crate::raftstore::split_check::IdAllocator for PlacementIds {
     }
 }
 
+/// The cluster's regions as placement last reported them: where to send a request for a key no local
+/// peer holds. Possibly stale; a stale route only costs another redirect (or a 503).
+#[derive(Default)]
+pub struct RegionCache {
+    regions: parking_lot::RwLock<Vec<crate::proto::RegionInfo>>,
+}
+
+impl RegionCache {
+    pub fn update(&self, regions: Vec<crate::proto::RegionInfo>) {
+        *self.regions.write() = regions;
+    }
+
+    /// The store leading the region that holds `key`, if placement knows one.
+    pub fn leader_store_for(&self, key: &[u8]) -> Option<u64> {
+        self.regions
+            .read()
+            .iter()
+            .find(|info| info.region.as_ref().is_some_and(|r| crate::raftstore::region_map::region_contains(r, key)))
+            .map(|info| info.leader_store_id)
+            .filter(|store_id| *store_id != 0)
+    }
+}
+
 /// Runs until `shutdown` is set: every heartbeat interval, refresh the address book, create the
 /// peers of regions placement assigned to this store, and report this store's leaders.
 pub async fn run(
@@ -103,6 +126,8 @@ pub async fn run(
     store_id: u64,
     router: Router,
     addresses: Arc<AddressBook>,
+    regions: Arc<RegionCache>,
+    engine: crate::storage::Engine,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut ticker = tokio::time::interval(HEARTBEAT_INTERVAL);
@@ -112,7 +137,7 @@ pub async fn run(
             _ = ticker.tick() => {}
             _ = shutdown.changed() => return,
         }
-        if let Err(status) = beat(&mut client, store_id, &router, &addresses).await {
+        if let Err(status) = beat(&mut client, store_id, &router, &addresses, &regions, &engine).await {
             tracing::debug!(store_id, %status, "placement heartbeat failed; serving from what we know");
         }
     }
@@ -123,12 +148,16 @@ async fn beat(
     store_id: u64,
     router: &Router,
     addresses: &AddressBook,
+    cache: &RegionCache,
+    engine: &crate::storage::Engine,
 ) -> Result<(), tonic::Status> {
     addresses.update(client.get_stores(GetStoresRequest {}).await?.into_inner().stores);
+    let all_regions = client.get_regions(GetRegionsRequest {}).await?.into_inner().regions;
+    cache.update(all_regions.clone());
     let held: Vec<u64> = router.regions().iter().map(|r| r.region_id).collect();
     if held.is_empty() {
-        // A new store waits for the first region; later regions arrive by raft messages.
-        for info in client.get_regions(GetRegionsRequest {}).await?.into_inner().regions {
+        // A new store waits for the first region; later regions arrive by splits and raft messages.
+        for info in all_regions {
             let Some(region) = info.region else { continue };
             if region.peers.iter().any(|p| p.store_id == store_id) {
                 if let Err(err) = router.create_peer(region).await {
@@ -144,12 +173,22 @@ async fn beat(
                 is_leader: p.role == "leader",
                 leader_peer_id: p.leader_peer_id,
                 term: p.term,
+                approximate_size: p.approximate_size.unwrap_or(0),
+                approximate_keys: p.approximate_keys,
                 region: Some(p.region),
-                ..Default::default()
             })
             .collect(),
         Err(_) => Vec::new(),
     };
-    client.store_heartbeat(StoreHeartbeatRequest { store_id, peers, ..Default::default() }).await?;
+    let used_bytes = engine.stats().map(|s| s.used_bytes).unwrap_or(0);
+    let reply = client.store_heartbeat(StoreHeartbeatRequest { store_id, peers, used_bytes }).await?.into_inner();
+    for operator in reply.operators {
+        if let Some(crate::proto::operator::Kind::Split(split)) = operator.kind {
+            let key = (!split.split_key.is_empty()).then_some(split.split_key);
+            if let Err(err) = router.split_region(operator.region_id, key).await {
+                tracing::info!(region_id = operator.region_id, error = %err, "split operator not started");
+            }
+        }
+    }
     Ok(())
 }

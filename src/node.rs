@@ -181,7 +181,10 @@ impl Node {
         ));
         let ids = Arc::new(cluster_link::PlacementIds::new(client.clone(), tokio::runtime::Handle::current()));
         let (router, handle) = store::start(store_cfg, engine.clone(), metrics.clone(), transport, inbox, ids)?;
-        let node = Node::assemble(config, ident.store_id, router, handle, engine, metrics, Some(addresses), http_addr);
+        let mut node =
+            Node::assemble(config, ident.store_id, router, handle, engine, metrics, Some(addresses), http_addr);
+        Arc::get_mut(&mut node.state).expect("not shared yet").region_cache =
+            Some(Arc::new(cluster_link::RegionCache::default()));
         Ok((node, client))
     }
 
@@ -205,6 +208,7 @@ impl Node {
             http_addr,
             started: Instant::now(),
             addresses,
+            region_cache: None,
             request_timeout: config.request_timeout,
         });
         Node { state, raftstore: Some(handle) }
@@ -295,7 +299,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
                 }
             });
             let addresses = node.state.addresses.clone().expect("a clustered node has an address book");
-            tokio::spawn(cluster_link::run(client, node.store_id(), node.router().clone(), addresses, stop_rx.clone()));
+            let regions = node.state.region_cache.clone().expect("a clustered node has a region cache");
+            let engine = node.engine().clone();
+            tokio::spawn(cluster_link::run(
+                client,
+                node.store_id(),
+                node.router().clone(),
+                addresses,
+                regions,
+                engine,
+                stop_rx.clone(),
+            ));
             tracing::info!(%raft_addr, store_id = node.store_id(), placement, "raft transport listening");
             node
         }

@@ -42,6 +42,8 @@ pub struct ApiState {
     pub started: Instant,
     /// The other stores' addresses (cluster mode), for redirecting to a leader.
     pub addresses: Option<Arc<crate::transport::grpc::AddressBook>>,
+    /// Placement's view of every region (cluster mode), for keys no local peer holds.
+    pub region_cache: Option<Arc<crate::cluster_link::RegionCache>>,
     pub request_timeout: Duration,
 }
 

@@ -39,4 +39,7 @@ pub struct PeerStatus {
     pub truncated_index: u64,
     pub last_index: u64,
     pub pending_proposals: usize,
+    /// Keys + values in the region, as of the last split check (leaders only).
+    pub approximate_size: Option<u64>,
+    pub approximate_keys: u64,
 }

@@ -446,6 +446,8 @@ impl Peer {
             truncated_index: apply_state.truncated_index,
             last_index: raft.raft_log.last_index(),
             pending_proposals: self.proposals.len(),
+            approximate_size: self.approximate_size,
+            approximate_keys: self.approximate_keys,
         }
     }
 

@@ -44,6 +44,12 @@ impl Router {
         self.call(false, |callback| StoreMsg::ReadIndex { region_id, callback }).await
     }
 
+    /// Asks the region's leader (this store's peer) to split it, at `split_key` or in the middle. The
+    /// split happens asynchronously; the region's epoch version grows when it has.
+    pub async fn split_region(&self, region_id: u64, split_key: Option<Vec<u8>>) -> Result<()> {
+        self.call(false, |callback| StoreMsg::SplitRegion { region_id, split_key, callback }).await
+    }
+
     /// Creates this store's peer of `region` (bootstrapped by placement) if it does not exist.
     pub async fn create_peer(&self, region: Region) -> Result<()> {
         self.call(false, |callback| StoreMsg::CreatePeer { region, callback }).await
