@@ -28,6 +28,8 @@ enum Command {
     Cluster(fekv::cmd::cluster::ClusterArgs),
     /// Load running nodes over HTTP and report throughput, latency and group commit (like ab or wrk).
     Bench(fekv::loadgen::BenchArgs),
+    /// Inspect and administer a cluster: stores, regions, node status and health.
+    Ctl(fekv::cmd::ctl::CtlArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,6 +42,15 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Placement(args)) => {
             fekv::logging::init(&args.log_level);
             return Ok(runtime.block_on(fekv::cmd::placement::run(args, shutdown_signal()))?);
+        }
+        Some(Command::Ctl(args)) => {
+            // Exit 1 with one readable line (not anyhow's `Error: ...` debug form): scripts test the
+            // code, people read the line.
+            if let Err(err) = runtime.block_on(fekv::cmd::ctl::run(args)) {
+                eprintln!("error: {err}");
+                std::process::exit(1);
+            }
+            return Ok(());
         }
         Some(Command::Cluster(args)) => {
             fekv::logging::init("warn");

@@ -3,9 +3,11 @@
 //! registered. Its state lives in its own LMDB environment.
 //!
 //! - [`proto`]: the protobuf messages and gRPC services shared by every fekv component;
+//! - [`region_tree`]: regions by start key, the stale-heartbeat rule, per-store counts;
 //! - [`state`]: the placement state machine and its persistence (no networking);
 //! - [`service`]: the gRPC face of it.
 
+pub mod region_tree;
 pub mod service;
 pub mod state;
 

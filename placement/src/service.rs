@@ -45,8 +45,7 @@ impl PlacementRpc for PlacementService {
         &self,
         req: Request<StoreHeartbeatRequest>,
     ) -> Result<Response<StoreHeartbeatResponse>, Status> {
-        let req = req.into_inner();
-        let operators = self.placement.store_heartbeat(req.store_id, &req.peers).map_err(status)?;
+        let operators = self.placement.store_heartbeat(req.get_ref()).map_err(status)?;
         Ok(Response::new(StoreHeartbeatResponse { operators }))
     }
 

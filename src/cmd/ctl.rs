@@ -1,0 +1,831 @@
+//! `fekv ctl`: the admin CLI. It asks the placement service (gRPC) about stores and regions, and each
+//! node (HTTP `/status`, `/health`) about itself, then prints a table or JSON.
+//!
+//! It only reads, except `region split`, which asks placement to queue a split for the region's
+//! leader. It never talks raft and never touches data. Every call has a deadline, so an unreachable
+//! placement service or node is an error within seconds, never a hang.
+
+use std::future::Future;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+use tonic::transport::Channel;
+
+use crate::api::display_key;
+use crate::proto::placement_client::PlacementClient;
+use crate::proto::{
+    GetRegionByKeyRequest, GetRegionsRequest, GetStoresRequest, RegionInfo, SplitRegionRequest, StoreInfo, StoreState,
+};
+
+/// How long one call to placement or to a node may take, connecting included.
+const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long `region split --wait` waits for the region's epoch version to grow.
+const SPLIT_WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CtlArgs {
+    /// Address of the placement service (host:port)
+    #[arg(long, env = "FEKV_PLACEMENT", default_value = "127.0.0.1:2379", global = true)]
+    pub placement: String,
+    /// Output format
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table, global = true)]
+    pub output: Output,
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Aligned columns for people
+    Table,
+    /// JSON with stable field names, for scripts
+    Json,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum CtlCommand {
+    /// Stores: addresses, liveness, regions, leaders, used bytes (from placement)
+    #[command(subcommand)]
+    Store(StoreCommand),
+    /// Regions: ranges, epochs, peers, leaders (from placement); ask for a split
+    #[command(subcommand)]
+    Region(RegionCommand),
+    /// Every node, asked directly over HTTP
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum StoreCommand {
+    /// Every registered store
+    List,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum RegionCommand {
+    /// Every region, in key order
+    List,
+    /// One region by id
+    Show {
+        /// The region's id (see `region list`)
+        region_id: u64,
+    },
+    /// The region whose range holds a key
+    Find {
+        /// The key, percent-encoded as in the REST API's URLs (a%2Fb%00 is the key "a/b\0")
+        key: String,
+    },
+    /// Ask placement to have the region's leader split it, at --key or in the middle
+    Split {
+        /// The region's id (see `region list`)
+        region_id: u64,
+        /// Split key, percent-encoded; the right part starts at it
+        #[arg(long)]
+        key: Option<String>,
+        /// Wait (up to 10 s) until placement sees the region's epoch version grow
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ClusterCommand {
+    /// One line per node from its /status: version, regions, leaders, applied index; down if silent
+    Status,
+    /// Each node's /health, with how long it took; exits non-zero if any node is unhealthy
+    Health,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    #[error("invalid placement address {addr}: {reason}")]
+    Address { addr: String, reason: String },
+    #[error("cannot reach the placement service at {addr}: {reason}")]
+    PlacementUnreachable { addr: String, reason: String },
+    #[error("the placement service at {addr} refused the request: {message}")]
+    PlacementRefused { addr: String, message: String },
+    #[error("region {0} is not known to placement")]
+    NoSuchRegion(u64),
+    #[error("no known region holds the key {0:?}")]
+    NoRegionForKey(String),
+    #[error("invalid key {key:?}: {reason}")]
+    BadKey { key: String, reason: String },
+    #[error("region {region_id} was not seen split within {waited:?} (its epoch version is still {version})")]
+    SplitTimeout { region_id: u64, waited: Duration, version: u64 },
+    #[error("{failed} of {total} nodes {what}")]
+    Nodes { failed: usize, total: usize, what: &'static str },
+    #[error("cannot write the output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+/// Runs one `fekv ctl` command, printing its result on stdout.
+pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
+    let placement = PlacementConn::new(&args.placement)?;
+    let output = args.output;
+    match args.command {
+        CtlCommand::Store(StoreCommand::List) => {
+            let stores = placement.stores().await?;
+            print(&render_stores(&stores, now_ms(), output))
+        }
+        CtlCommand::Region(RegionCommand::List) => print(&render_regions(&placement.regions().await?, output)),
+        CtlCommand::Region(RegionCommand::Show { region_id }) => {
+            let info = placement.region(region_id).await?.ok_or(CtlError::NoSuchRegion(region_id))?;
+            print(&render_region(&info, output))
+        }
+        CtlCommand::Region(RegionCommand::Find { key }) => {
+            let decoded = parse_key(&key)?;
+            let info = placement.region_by_key(decoded).await?.ok_or(CtlError::NoRegionForKey(key))?;
+            print(&render_region(&info, output))
+        }
+        CtlCommand::Region(RegionCommand::Split { region_id, key, wait }) => {
+            split(&placement, region_id, key.as_deref(), wait, output).await
+        }
+        CtlCommand::Cluster(ClusterCommand::Status) => {
+            let stores = placement.stores().await?;
+            let nodes = probe_all(&stores, NodeProbe::Status).await;
+            print(&render_cluster_status(&nodes, output))?;
+            fail_if_any(&nodes, "did not answer")
+        }
+        CtlCommand::Cluster(ClusterCommand::Health) => {
+            let stores = placement.stores().await?;
+            let nodes = probe_all(&stores, NodeProbe::Health).await;
+            print(&render_cluster_health(&nodes, output))?;
+            fail_if_any(&nodes, "are unhealthy")
+        }
+    }
+}
+
+fn print(text: &str) -> Result<(), CtlError> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        // `fekv ctl ... | head` closing the pipe early is not an error of ours.
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Keys on the command line take the REST API's form: percent-encoded, strictly.
+fn parse_key(raw: &str) -> Result<Vec<u8>, CtlError> {
+    crate::api::request::decode_key(raw, crate::config::MAX_KEY_SIZE)
+        .map_err(|err| CtlError::BadKey { key: raw.to_string(), reason: err.to_string() })
+}
+
+// ---- placement ----
+
+/// The placement service, every call bounded by [`CALL_TIMEOUT`].
+struct PlacementConn {
+    addr: String,
+    client: PlacementClient<Channel>,
+}
+
+impl PlacementConn {
+    fn new(addr: &str) -> Result<PlacementConn, CtlError> {
+        let invalid = |reason: String| CtlError::Address { addr: addr.to_string(), reason };
+        // Take a URL too, as people paste them.
+        let addr = addr.strip_prefix("http://").unwrap_or(addr).trim_end_matches('/');
+        if addr.is_empty() || addr.contains('/') {
+            return Err(invalid("expected host:port".into()));
+        }
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .map_err(|e| invalid(e.to_string()))?
+            .connect_timeout(CALL_TIMEOUT)
+            .timeout(CALL_TIMEOUT)
+            .connect_lazy();
+        Ok(PlacementConn { addr: addr.to_string(), client: PlacementClient::new(channel) })
+    }
+
+    /// Awaits one RPC with a deadline; transport failures mean unreachable, anything else is
+    /// placement's answer.
+    async fn call<T>(
+        &self,
+        rpc: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T, CtlError> {
+        match tokio::time::timeout(CALL_TIMEOUT, rpc).await {
+            Err(_) => Err(CtlError::PlacementUnreachable {
+                addr: self.addr.clone(),
+                reason: format!("no answer within {CALL_TIMEOUT:?}"),
+            }),
+            Ok(Ok(reply)) => Ok(reply.into_inner()),
+            Ok(Err(status)) => Err(match status.code() {
+                // The channel's own timeout ("Timeout expired") ends a call to something that
+                // accepted the connection but never answered.
+                tonic::Code::Cancelled | tonic::Code::DeadlineExceeded => CtlError::PlacementUnreachable {
+                    addr: self.addr.clone(),
+                    reason: format!("no answer within {CALL_TIMEOUT:?} ({})", status.message()),
+                },
+                tonic::Code::Unavailable | tonic::Code::Unknown => {
+                    CtlError::PlacementUnreachable { addr: self.addr.clone(), reason: describe(&status) }
+                }
+                // Something answered, but not a placement service (tonic maps a plain HTTP 404 here).
+                tonic::Code::Unimplemented => CtlError::PlacementUnreachable {
+                    addr: self.addr.clone(),
+                    reason: format!("it does not answer as a fekv placement service ({})", status.message()),
+                },
+                _ => CtlError::PlacementRefused { addr: self.addr.clone(), message: status.message().to_string() },
+            }),
+        }
+    }
+
+    async fn stores(&self) -> Result<Vec<StoreInfo>, CtlError> {
+        Ok(self.call(self.client.clone().get_stores(GetStoresRequest {})).await?.stores)
+    }
+
+    async fn regions(&self) -> Result<Vec<RegionInfo>, CtlError> {
+        Ok(self.call(self.client.clone().get_regions(GetRegionsRequest {})).await?.regions)
+    }
+
+    async fn region(&self, region_id: u64) -> Result<Option<RegionInfo>, CtlError> {
+        Ok(self.regions().await?.into_iter().find(|info| info.region.as_ref().map(|r| r.region_id) == Some(region_id)))
+    }
+
+    async fn region_by_key(&self, key: Vec<u8>) -> Result<Option<RegionInfo>, CtlError> {
+        Ok(self.call(self.client.clone().get_region_by_key(GetRegionByKeyRequest { key })).await?.region)
+    }
+
+    async fn split(&self, region_id: u64, split_key: Vec<u8>) -> Result<(), CtlError> {
+        self.call(self.client.clone().split_region(SplitRegionRequest { region_id, split_key })).await?;
+        Ok(())
+    }
+}
+
+/// A gRPC status with the transport error underneath it ("tcp connect error: Connection refused").
+fn describe(status: &tonic::Status) -> String {
+    let mut text = status.message().to_string();
+    let mut source = std::error::Error::source(status);
+    while let Some(err) = source {
+        let more = err.to_string();
+        if !text.contains(&more) {
+            text = if text.is_empty() { more } else { format!("{text}: {more}") };
+        }
+        source = err.source();
+    }
+    if text.is_empty() {
+        format!("{:?}", status.code())
+    } else {
+        text
+    }
+}
+
+async fn split(
+    placement: &PlacementConn,
+    region_id: u64,
+    key: Option<&str>,
+    wait: bool,
+    output: Output,
+) -> Result<(), CtlError> {
+    let split_key = key.map(parse_key).transpose()?.unwrap_or_default();
+    // The epoch before the request, to tell when the split has happened.
+    let before = match wait {
+        true => Some(placement.region(region_id).await?.ok_or(CtlError::NoSuchRegion(region_id))?),
+        false => None,
+    };
+    placement.split(region_id, split_key.clone()).await?;
+    let at = if split_key.is_empty() { "in the middle".to_string() } else { format!("at {}", display_key(&split_key)) };
+    let Some(before) = before else {
+        return print(&match output {
+            Output::Json => pretty(&json!({
+                "region_id": region_id,
+                "split_key": display_key(&split_key),
+                "requested": true,
+            })),
+            Output::Table => format!("split of region {region_id} {at} requested; its leader carries it out\n"),
+        });
+    };
+    let version = |info: &RegionInfo| info.region.as_ref().and_then(|r| r.epoch).unwrap_or_default().version;
+    let old_version = version(&before);
+    let deadline = Instant::now() + SPLIT_WAIT;
+    let left = loop {
+        // A region that vanished was replaced by newer ones: its split is done too.
+        match placement.region(region_id).await? {
+            Some(now) if version(&now) == old_version => {}
+            Some(now) => break Some(now),
+            None => break None,
+        }
+        if Instant::now() >= deadline {
+            return Err(CtlError::SplitTimeout { region_id, waited: SPLIT_WAIT, version: old_version });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // The right part starts where the left one now ends.
+    let right = match left.as_ref().and_then(|l| l.region.as_ref()).map(|r| r.end_key.clone()) {
+        Some(end) if !end.is_empty() => placement.region_by_key(end).await?,
+        _ => None,
+    };
+    let parts: Vec<RegionInfo> = left.into_iter().chain(right).collect();
+    print(&match output {
+        Output::Json => pretty(&json!({
+            "region_id": region_id,
+            "split_key": display_key(&split_key),
+            "requested": true,
+            "regions": parts.iter().map(region_json).collect::<Vec<_>>(),
+        })),
+        Output::Table => format!("region {region_id} split {at}\n{}", render_regions(&parts, Output::Table)),
+    })
+}
+
+// ---- nodes ----
+
+#[derive(Debug, Clone, Copy)]
+enum NodeProbe {
+    Status,
+    Health,
+}
+
+/// What one node said (or that it said nothing).
+#[derive(Debug, Clone, Default, PartialEq)]
+struct NodeReport {
+    store_id: u64,
+    http_addr: String,
+    /// From /status.
+    version: String,
+    region_count: u64,
+    leader_count: u64,
+    applied_index: u64,
+    used_bytes: u64,
+    /// /status answered, or /health answered 200.
+    ok: bool,
+    took: Duration,
+    error: Option<String>,
+}
+
+impl NodeReport {
+    /// Reads a node's `/status` JSON.
+    fn with_status(mut self, status: &Value) -> NodeReport {
+        let regions = status["regions"].as_array().cloned().unwrap_or_default();
+        self.version = status["version"].as_str().unwrap_or_default().to_string();
+        self.region_count = regions.len() as u64;
+        self.leader_count = regions.iter().filter(|r| r["role"] == "leader").count() as u64;
+        self.applied_index = regions.iter().filter_map(|r| r["applied_index"].as_u64()).max().unwrap_or(0);
+        self.used_bytes = status["storage"]["used_bytes"].as_u64().unwrap_or(0);
+        self
+    }
+}
+
+/// Asks every store's node at once; the reports come back in the stores' order.
+async fn probe_all(stores: &[StoreInfo], probe: NodeProbe) -> Vec<NodeReport> {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, store) in stores.iter().enumerate() {
+        let (client, store_id, http_addr) = (client.clone(), store.store_id, store.http_addr.clone());
+        tasks.spawn(async move { (i, probe_node(&client, store_id, http_addr, probe).await) });
+    }
+    let mut reports = vec![NodeReport::default(); stores.len()];
+    while let Some(done) = tasks.join_next().await {
+        if let Ok((i, report)) = done {
+            reports[i] = report;
+        }
+    }
+    reports
+}
+
+async fn probe_node(
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
+    store_id: u64,
+    http_addr: String,
+    probe: NodeProbe,
+) -> NodeReport {
+    let path = match probe {
+        NodeProbe::Status => "/status",
+        NodeProbe::Health => "/health",
+    };
+    let started = Instant::now();
+    let answer = tokio::time::timeout(CALL_TIMEOUT, http_get(client, &format!("http://{http_addr}{path}"))).await;
+    let report = NodeReport { store_id, http_addr, took: started.elapsed(), ..Default::default() };
+    let (status, body) = match answer {
+        Err(_) => return NodeReport { error: Some(format!("no answer within {CALL_TIMEOUT:?}")), ..report },
+        Ok(Err(error)) => return NodeReport { error: Some(error), ..report },
+        Ok(Ok(answer)) => answer,
+    };
+    match probe {
+        NodeProbe::Status if status.is_success() => match serde_json::from_slice::<Value>(&body) {
+            Ok(json) => NodeReport { ok: true, ..report.with_status(&json) },
+            Err(err) => NodeReport { error: Some(format!("/status is not JSON: {err}")), ..report },
+        },
+        NodeProbe::Health if status.is_success() => NodeReport { ok: true, ..report },
+        _ => {
+            let body = String::from_utf8_lossy(&body);
+            NodeReport { error: Some(format!("{path} answered {status}: {}", body.trim())), ..report }
+        }
+    }
+}
+
+async fn http_get(
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
+    url: &str,
+) -> Result<(hyper::StatusCode, Bytes), String> {
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("invalid address {url}: {e}"))?;
+    let response = client.get(uri).await.map_err(|e| error_chain(&e))?;
+    let status = response.status();
+    let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok((status, body))
+}
+
+/// An error with its causes, which is where "Connection refused" lives.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+fn fail_if_any(nodes: &[NodeReport], what: &'static str) -> Result<(), CtlError> {
+    let failed = nodes.iter().filter(|n| !n.ok).count();
+    match failed {
+        0 => Ok(()),
+        _ => Err(CtlError::Nodes { failed, total: nodes.len(), what }),
+    }
+}
+
+// ---- rendering (pure, so tests check every field name) ----
+
+/// Aligned columns, two spaces apart, no trailing spaces.
+struct Table {
+    header: Vec<&'static str>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    fn new(header: Vec<&'static str>) -> Table {
+        Table { header, rows: Vec::new() }
+    }
+
+    fn row(&mut self, row: Vec<String>) {
+        self.rows.push(row);
+    }
+
+    fn render(&self) -> String {
+        let mut widths: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
+        for row in &self.rows {
+            for (width, cell) in widths.iter_mut().zip(row) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+        let line = |cells: Vec<&str>| {
+            let mut line = String::new();
+            for (cell, width) in cells.iter().zip(&widths) {
+                line.push_str(cell);
+                line.push_str(&" ".repeat(width - cell.chars().count() + 2));
+            }
+            format!("{}\n", line.trim_end())
+        };
+        let mut text = line(self.header.clone());
+        for row in &self.rows {
+            text.push_str(&line(row.iter().map(String::as_str).collect()));
+        }
+        text
+    }
+}
+
+fn pretty(value: &Value) -> String {
+    format!("{}\n", serde_json::to_string_pretty(value).expect("JSON values serialize"))
+}
+
+fn state_name(store: &StoreInfo) -> &'static str {
+    if store.state == StoreState::Down as i32 {
+        "down"
+    } else {
+        "up"
+    }
+}
+
+/// "350ms ago", "4.2s ago", "3m 12s ago"; "never" for a store that never beat.
+fn age(last_ms: u64, now_ms: u64) -> String {
+    if last_ms == 0 {
+        return "never".into();
+    }
+    let ms = now_ms.saturating_sub(last_ms);
+    match ms {
+        0..1000 => format!("{ms}ms ago"),
+        1000..60_000 => format!("{:.1}s ago", ms as f64 / 1000.0),
+        _ => format!("{} ago", humantime::format_duration(Duration::from_secs(ms / 1000))),
+    }
+}
+
+fn bytes(n: u64) -> String {
+    bytesize::ByteSize(n).to_string()
+}
+
+fn render_stores(stores: &[StoreInfo], now_ms: u64, output: Output) -> String {
+    if output == Output::Json {
+        return pretty(&Value::Array(
+            stores
+                .iter()
+                .map(|s| {
+                    json!({
+                        "store_id": s.store_id,
+                        "raft_addr": s.raft_addr,
+                        "http_addr": s.http_addr,
+                        "state": state_name(s),
+                        "version": s.version,
+                        "last_heartbeat_ms": s.last_heartbeat_ms,
+                        "last_heartbeat_age_ms": now_ms.saturating_sub(s.last_heartbeat_ms),
+                        "region_count": s.region_count,
+                        "leader_count": s.leader_count,
+                        "used_bytes": s.used_bytes,
+                    })
+                })
+                .collect(),
+        ));
+    }
+    let mut table =
+        Table::new(vec!["STORE", "RAFT ADDR", "HTTP ADDR", "STATE", "LAST HEARTBEAT", "REGIONS", "LEADERS", "USED"]);
+    for s in stores {
+        table.row(vec![
+            s.store_id.to_string(),
+            s.raft_addr.clone(),
+            s.http_addr.clone(),
+            state_name(s).into(),
+            age(s.last_heartbeat_ms, now_ms),
+            s.region_count.to_string(),
+            s.leader_count.to_string(),
+            bytes(s.used_bytes),
+        ]);
+    }
+    table.render()
+}
+
+fn region_json(info: &RegionInfo) -> Value {
+    let region = info.region.clone().unwrap_or_default();
+    let epoch = region.epoch.unwrap_or_default();
+    json!({
+        "region_id": region.region_id,
+        "start_key": display_key(&region.start_key),
+        "end_key": display_key(&region.end_key),
+        "epoch": { "conf_ver": epoch.conf_ver, "version": epoch.version },
+        "peers": region.peers.iter().map(|p| json!({ "peer_id": p.peer_id, "store_id": p.store_id })).collect::<Vec<_>>(),
+        "leader_store_id": info.leader_store_id,
+        "leader_peer_id": info.leader_peer_id,
+        "term": info.term,
+        "approximate_size": info.approximate_size,
+        "approximate_keys": info.approximate_keys,
+    })
+}
+
+/// Table cells for a key: an empty start or end key is the unbounded edge of the keyspace.
+fn key_cell(key: &[u8], empty: &str) -> String {
+    if key.is_empty() {
+        empty.to_string()
+    } else {
+        display_key(key)
+    }
+}
+
+fn region_row(info: &RegionInfo) -> Vec<String> {
+    let region = info.region.clone().unwrap_or_default();
+    let epoch = region.epoch.unwrap_or_default();
+    let peers: Vec<String> = region.peers.iter().map(|p| format!("{}@{}", p.peer_id, p.store_id)).collect();
+    vec![
+        region.region_id.to_string(),
+        key_cell(&region.start_key, "-inf"),
+        key_cell(&region.end_key, "+inf"),
+        format!("{}/{}", epoch.conf_ver, epoch.version),
+        peers.join(","),
+        if info.leader_store_id == 0 { "-".into() } else { info.leader_store_id.to_string() },
+        bytes(info.approximate_size),
+    ]
+}
+
+const REGION_HEADER: [&str; 7] =
+    ["REGION", "START", "END", "EPOCH (CONF_VER/VERSION)", "PEERS (PEER@STORE)", "LEADER STORE", "SIZE"];
+
+fn render_regions(regions: &[RegionInfo], output: Output) -> String {
+    if output == Output::Json {
+        return pretty(&Value::Array(regions.iter().map(region_json).collect()));
+    }
+    let mut table = Table::new(REGION_HEADER.to_vec());
+    for info in regions {
+        table.row(region_row(info));
+    }
+    table.render()
+}
+
+fn render_region(info: &RegionInfo, output: Output) -> String {
+    match output {
+        Output::Json => pretty(&region_json(info)),
+        Output::Table => render_regions(std::slice::from_ref(info), output),
+    }
+}
+
+fn up_or_down(ok: bool) -> &'static str {
+    if ok {
+        "up"
+    } else {
+        "down"
+    }
+}
+
+fn render_cluster_status(nodes: &[NodeReport], output: Output) -> String {
+    if output == Output::Json {
+        return pretty(&Value::Array(
+            nodes
+                .iter()
+                .map(|n| {
+                    json!({
+                        "store_id": n.store_id,
+                        "http_addr": n.http_addr,
+                        "state": up_or_down(n.ok),
+                        "version": n.version,
+                        "region_count": n.region_count,
+                        "leader_count": n.leader_count,
+                        "applied_index": n.applied_index,
+                        "used_bytes": n.used_bytes,
+                        "error": n.error,
+                    })
+                })
+                .collect(),
+        ));
+    }
+    let mut table = Table::new(vec![
+        "STORE",
+        "ADDRESS",
+        "VERSION",
+        "REGIONS",
+        "LEADERS",
+        "APPLIED INDEX",
+        "DB SIZE",
+        "STATE",
+        "ERROR",
+    ]);
+    for n in nodes {
+        let known = |value: String| if n.ok { value } else { "-".into() };
+        table.row(vec![
+            n.store_id.to_string(),
+            n.http_addr.clone(),
+            known(n.version.clone()),
+            known(n.region_count.to_string()),
+            known(n.leader_count.to_string()),
+            known(n.applied_index.to_string()),
+            known(bytes(n.used_bytes)),
+            up_or_down(n.ok).into(),
+            n.error.clone().unwrap_or_default(),
+        ]);
+    }
+    table.render()
+}
+
+fn render_cluster_health(nodes: &[NodeReport], output: Output) -> String {
+    if output == Output::Json {
+        return pretty(&Value::Array(
+            nodes
+                .iter()
+                .map(|n| {
+                    json!({
+                        "store_id": n.store_id,
+                        "http_addr": n.http_addr,
+                        "healthy": n.ok,
+                        "took_ms": n.took.as_secs_f64() * 1000.0,
+                        "error": n.error,
+                    })
+                })
+                .collect(),
+        ));
+    }
+    let mut table = Table::new(vec!["STORE", "ADDRESS", "HEALTH", "TOOK", "ERROR"]);
+    for n in nodes {
+        table.row(vec![
+            n.store_id.to_string(),
+            n.http_addr.clone(),
+            if n.ok { "healthy" } else { "unhealthy" }.into(),
+            format!("{:.1}ms", n.took.as_secs_f64() * 1000.0),
+            n.error.clone().unwrap_or_default(),
+        ]);
+    }
+    table.render()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{Peer, Region, RegionEpoch};
+
+    fn info() -> RegionInfo {
+        RegionInfo {
+            region: Some(Region {
+                region_id: 2,
+                start_key: b"a\x00".to_vec(),
+                end_key: Vec::new(),
+                epoch: Some(RegionEpoch { conf_ver: 1, version: 3 }),
+                peers: vec![Peer { peer_id: 4, store_id: 1 }, Peer { peer_id: 5, store_id: 7 }],
+            }),
+            leader_store_id: 7,
+            leader_peer_id: 5,
+            term: 6,
+            approximate_size: 2048,
+            approximate_keys: 9,
+        }
+    }
+
+    #[test]
+    fn region_json_has_the_documented_fields_and_percent_encodes_keys() {
+        let json: Value = serde_json::from_str(&render_regions(&[info()], Output::Json)).unwrap();
+        let region = &json[0];
+        assert_eq!(region["region_id"], 2);
+        assert_eq!(region["start_key"], "a%00");
+        assert_eq!(region["end_key"], "");
+        assert_eq!(region["epoch"], json!({ "conf_ver": 1, "version": 3 }));
+        assert_eq!(region["peers"], json!([{ "peer_id": 4, "store_id": 1 }, { "peer_id": 5, "store_id": 7 }]));
+        assert_eq!(region["leader_store_id"], 7);
+        assert_eq!(region["approximate_size"], 2048);
+        let single: Value = serde_json::from_str(&render_region(&info(), Output::Json)).unwrap();
+        assert_eq!(&single, region);
+    }
+
+    #[test]
+    fn region_table_shows_unbounded_ends_and_peers_with_their_stores() {
+        let text = render_regions(&[info()], Output::Table);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].starts_with("REGION  START  END"), "{text}");
+        let cells: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(&cells[..6], ["2", "a%00", "+inf", "1/3", "4@1,5@7", "7"]);
+    }
+
+    #[test]
+    fn store_json_has_the_documented_fields() {
+        let store = StoreInfo {
+            store_id: 3,
+            raft_addr: "127.0.0.1:20160".into(),
+            http_addr: "127.0.0.1:3000".into(),
+            last_heartbeat_ms: 10_000,
+            state: StoreState::Down as i32,
+            version: "0.1.0".into(),
+            used_bytes: 4096,
+            region_count: 2,
+            leader_count: 1,
+        };
+        let json: Value = serde_json::from_str(&render_stores(&[store], 10_400, Output::Json)).unwrap();
+        assert_eq!(
+            json[0],
+            json!({
+                "store_id": 3, "raft_addr": "127.0.0.1:20160", "http_addr": "127.0.0.1:3000", "state": "down",
+                "version": "0.1.0", "last_heartbeat_ms": 10_000, "last_heartbeat_age_ms": 400,
+                "region_count": 2, "leader_count": 1, "used_bytes": 4096,
+            })
+        );
+    }
+
+    #[test]
+    fn tables_are_aligned_without_trailing_spaces() {
+        let mut table = Table::new(vec!["A", "LONG HEADER", "C"]);
+        table.row(vec!["wide cell".into(), "x".into(), "".into()]);
+        assert_eq!(table.render(), "A          LONG HEADER  C\nwide cell  x\n");
+    }
+
+    #[test]
+    fn heartbeat_ages_read_naturally() {
+        assert_eq!(age(0, 5_000), "never");
+        assert_eq!(age(4_650, 5_000), "350ms ago");
+        assert_eq!(age(1_000, 5_200), "4.2s ago");
+        assert_eq!(age(1_000, 193_000), "3m 12s ago");
+    }
+
+    #[test]
+    fn node_status_is_summarised_as_regions_leaders_and_the_highest_applied_index() {
+        let status = json!({
+            "version": "0.1.0",
+            "regions": [
+                { "role": "leader", "applied_index": 17 },
+                { "role": "follower", "applied_index": 40 },
+            ],
+            "storage": { "used_bytes": 8192 },
+        });
+        let report = NodeReport::default().with_status(&status);
+        assert_eq!(
+            (
+                report.version.as_str(),
+                report.region_count,
+                report.leader_count,
+                report.applied_index,
+                report.used_bytes
+            ),
+            ("0.1.0", 2, 1, 40, 8192)
+        );
+    }
+
+    #[test]
+    fn keys_on_the_command_line_are_percent_decoded_strictly() {
+        assert_eq!(parse_key("a%2Fb%00").unwrap(), b"a/b\0");
+        assert!(matches!(parse_key("bad%zz"), Err(CtlError::BadKey { .. })));
+        assert!(matches!(parse_key(""), Err(CtlError::BadKey { .. })));
+    }
+
+    #[test]
+    fn any_failed_node_fails_the_command() {
+        let up = NodeReport { ok: true, ..Default::default() };
+        assert!(fail_if_any(&[up.clone(), up.clone()], "are unhealthy").is_ok());
+        let err = fail_if_any(&[up, NodeReport::default()], "are unhealthy").unwrap_err();
+        assert_eq!(err.to_string(), "1 of 2 nodes are unhealthy");
+    }
+}
