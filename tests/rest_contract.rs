@@ -223,7 +223,7 @@ async fn other_methods_are_405_with_allow() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_paths_are_404() {
     let node = TestNode::start(|_| {}).await;
-    for path in ["/", "/fekv", "/nope", "/fekvfoo", "/status/extra"] {
+    for path in ["/", "/nope", "/fekvfoo", "/status/extra"] {
         let reply = get(&node.url(path)).await;
         assert_eq!(reply.status, StatusCode::NOT_FOUND, "{path}");
         assert_eq!(reply.json()["error"], "no_route");
@@ -487,5 +487,69 @@ async fn writes_survive_a_restart_and_the_log_is_compacted() {
     }
     assert_eq!(get(&node.url("/fekv/r99")).await.header("etag"), Some(tag.as_str()));
     assert_eq!(put(&node.url("/fekv/after-restart"), "x").await.status, StatusCode::OK);
+    node.stop().await;
+}
+
+/// Decodes a scan response: (key as sent, value bytes) pairs and the `next` cursor.
+fn scan_page(reply: &common::Reply) -> (Vec<(String, Vec<u8>)>, Option<String>) {
+    use base64::Engine as _;
+    let body = reply.json();
+    let kvs = body["kvs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|kv| {
+            let value = base64::engine::general_purpose::STANDARD.decode(kv["value"].as_str().unwrap()).unwrap();
+            (kv["key"].as_str().unwrap().to_string(), value)
+        })
+        .collect();
+    (kvs, body["next"].as_str().map(str::to_string))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scans_return_ranges_in_order_with_a_cursor() {
+    let node = TestNode::start(|_| {}).await;
+    for i in 0..25 {
+        put(&node.url(&format!("/fekv/k{i:02}")), format!("v{i}")).await;
+    }
+    put(&node.url("/fekv/other"), "o").await;
+    put(&node.url("/fekv/bin%00%ff"), vec![0u8, 1, 2]).await;
+    // A prefix, page by page.
+    let mut all = Vec::new();
+    let mut url = node.url("/fekv?prefix=k&limit=10");
+    let mut pages = 0;
+    loop {
+        let reply = get(&url).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        let (kvs, next) = scan_page(&reply);
+        assert!(kvs.len() <= 10);
+        all.extend(kvs);
+        pages += 1;
+        match next {
+            Some(next) => url = node.url(&format!("/fekv?start={next}&end=l&limit=10")),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    let expected: Vec<(String, Vec<u8>)> =
+        (0..25).map(|i| (format!("k{i:02}"), format!("v{i}").into_bytes())).collect();
+    assert_eq!(all, expected);
+    // start/end bounds; binary keys come back percent-encoded and values as bytes.
+    let (kvs, next) = scan_page(&get(&node.url("/fekv?start=k05&end=k08")).await);
+    assert_eq!(kvs.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["k05", "k06", "k07"]);
+    assert_eq!(next, None);
+    let (kvs, _) = scan_page(&get(&node.url("/fekv?prefix=bin")).await);
+    assert_eq!(kvs, vec![("bin%00%FF".to_string(), vec![0u8, 1, 2])]);
+    // The whole keyspace.
+    let (kvs, _) = scan_page(&get(&node.url("/fekv?limit=1000")).await);
+    assert_eq!(kvs.len(), 27);
+    // Bad ranges and limits say what is wrong.
+    for bad in ["/fekv?start=b&end=a", "/fekv?limit=0", "/fekv?limit=5000", "/fekv?prefix=a&start=b", "/fekv?start=%zz"]
+    {
+        let reply = get(&node.url(bad)).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad}: {}", reply.text());
+        assert_eq!(reply.json()["error"], "bad_query", "{bad}");
+    }
+    assert_eq!(request(Method::PUT, &node.url("/fekv"), "x", &[]).await.status, StatusCode::METHOD_NOT_ALLOWED);
     node.stop().await;
 }

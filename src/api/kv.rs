@@ -15,6 +15,7 @@ use hyper::header::{HeaderValue, CONTENT_TYPE, ETAG};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::error::ApiError;
+use super::query::Query;
 use super::request::{decode_key, not_modified, read_body, write_precondition};
 use super::{etag, ApiState};
 use crate::config::MAX_KEY_SIZE;
@@ -27,39 +28,24 @@ const LEADER_WAIT: Duration = Duration::from_secs(2);
 /// Redirects a request may have followed before a node stops redirecting it (loop guard).
 const MAX_HOPS: u32 = 2;
 
-/// What the query string asks for.
-struct Query {
-    /// `consistency=stale`: serve the local replica's value, without asking the leader.
-    stale: bool,
-    /// `hop=N`: the redirects this request has followed.
-    hops: u32,
-    /// The rest of the query, kept in redirects.
-    rest: Vec<(String, String)>,
+/// What the handlers of one request share: where it came in, and how to answer "not here".
+pub(super) struct RequestCtx<'a> {
+    pub state: &'a ApiState,
+    pub path: String,
+    pub query: Query,
 }
 
-fn parse_query(query: Option<&str>) -> Result<Query, ApiError> {
-    let mut parsed = Query { stale: false, hops: 0, rest: Vec::new() };
-    for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        match name.as_ref() {
-            "consistency" => match value.as_ref() {
-                "stale" => parsed.stale = true,
-                "linearizable" => parsed.stale = false,
-                other => {
-                    let reason = format!("{other} is neither stale nor linearizable");
-                    return Err(ApiError::BadQuery { name: "consistency", reason });
-                }
-            },
-            "hop" => {
-                parsed.hops =
-                    value.parse().map_err(|_| ApiError::BadQuery { name: "hop", reason: "not a number".into() })?
-            }
-            _ => parsed.rest.push((name.into_owned(), value.into_owned())),
-        }
+impl RequestCtx<'_> {
+    /// A raftstore error as this request's answer: `NotLeader` becomes a redirect when possible.
+    pub fn answer(&self, err: crate::raftstore::Error) -> ApiError {
+        redirect_or(self.state, &self.path, &self.query, err)
     }
-    Ok(parsed)
-}
 
-type OnError<'a> = &'a (dyn Fn(crate::raftstore::Error) -> ApiError + Sync);
+    /// The local region of `key`, or a redirect (see [`locate`]).
+    pub fn locate(&self, key: &[u8]) -> Result<crate::proto::Region, ApiError> {
+        locate(self.state, &self.path, &self.query, key)
+    }
+}
 
 pub async fn handle(
     state: &ApiState,
@@ -71,75 +57,88 @@ pub async fn handle(
         return Err(ApiError::MethodNotAllowed { method: method.to_string(), allow: ALLOW });
     }
     let key = decode_key(raw_key, MAX_KEY_SIZE)?;
-    let query = parse_query(req.uri().query())?;
-    let path = req.uri().path().to_string();
-    let on_error = |err: crate::raftstore::Error| redirect_or(state, &path, &query, err);
+    let ctx = RequestCtx { state, path: req.uri().path().to_string(), query: Query::parse(req.uri().query())? };
     match method {
-        Method::GET | Method::HEAD => get(state, &req, key, method == Method::HEAD, query.stale, &on_error).await,
+        Method::GET | Method::HEAD => get(&ctx, &req, key, method == Method::HEAD).await,
         Method::DELETE => {
             let precondition = write_precondition(req.headers())?;
-            write(state, Cmd::Delete(proto::DeleteRequest { key, precondition }), &on_error).await
+            write(&ctx, Cmd::Delete(proto::DeleteRequest { key, precondition })).await
         }
         _ => {
             let precondition = write_precondition(req.headers())?;
             let (parts, body) = req.into_parts();
             let value = read_body(&parts.headers, body, state.max_value_size).await?;
-            write(state, Cmd::Put(proto::PutRequest { key, value: value.to_vec(), precondition }), &on_error).await
+            write(&ctx, Cmd::Put(proto::PutRequest { key, value: value.to_vec(), precondition })).await
         }
     }
 }
 
 /// What to answer when the local peer is not the leader: a `307` to the leader's HTTP address when it
 /// is known (and the request has not bounced around already), else the error itself (`503`).
-fn redirect_or(state: &ApiState, path: &str, query: &Query, err: crate::raftstore::Error) -> ApiError {
-    let crate::raftstore::Error::NotLeader { leader_store_id: Some(leader_store_id), .. } = err else {
-        return err.into();
-    };
-    let Some(leader) = state.addresses.as_ref().and_then(|book| book.get(leader_store_id)) else {
-        return err.into();
-    };
-    if leader_store_id == state.store_id {
-        return err.into();
+pub(super) fn redirect_or(state: &ApiState, path: &str, query: &Query, err: crate::raftstore::Error) -> ApiError {
+    match err {
+        crate::raftstore::Error::NotLeader { leader_store_id: Some(leader_store_id), .. } => {
+            redirect_to(state, path, query, leader_store_id).unwrap_or_else(|| err.into())
+        }
+        err => err.into(),
+    }
+}
+
+/// A `307` to `store_id`'s HTTP address, if it is known and is not this node.
+fn redirect_to(state: &ApiState, path: &str, query: &Query, store_id: u64) -> Option<ApiError> {
+    let leader = state.addresses.as_ref()?.get(store_id)?;
+    if store_id == state.store_id {
+        return None;
     }
     if query.hops >= MAX_HOPS {
-        return ApiError::RedirectLoop { hops: query.hops };
+        return Some(ApiError::RedirectLoop { hops: query.hops });
     }
-    let mut serializer = form_urlencoded::Serializer::new(String::new());
-    for (name, value) in &query.rest {
-        serializer.append_pair(name, value);
+    let location = format!("http://{}{path}?{}", leader.http_addr, query.for_redirect());
+    Some(ApiError::Redirect { location, leader_store_id: store_id, leader_http_addr: leader.http_addr })
+}
+
+/// The local region holding `key`; for a key no local peer holds, a redirect to the leader of its
+/// region as placement last reported it (cluster mode), else `NoRegion`.
+pub(super) fn locate(
+    state: &ApiState,
+    path: &str,
+    query: &Query,
+    key: &[u8],
+) -> Result<crate::proto::Region, ApiError> {
+    if let Some(region) = state.router.locate(key) {
+        return Ok(region);
     }
-    serializer.append_pair("hop", &(query.hops + 1).to_string());
-    let location = format!("http://{}{path}?{}", leader.http_addr, serializer.finish());
-    ApiError::Redirect { location, leader_store_id, leader_http_addr: leader.http_addr }
+    let leader = state.region_cache.as_ref().and_then(|cache| cache.leader_store_for(key));
+    Err(leader.and_then(|store_id| redirect_to(state, path, query, store_id)).unwrap_or(ApiError::NoRegion))
 }
 
 /// Runs `attempt` on the key's region, waiting (bounded) through an election with no leader.
-async fn on_region<T, F, Fut>(state: &ApiState, key: &[u8], on_error: OnError<'_>, attempt: F) -> Result<T, ApiError>
+pub(super) async fn on_region<T, F, Fut>(ctx: &RequestCtx<'_>, key: &[u8], attempt: F) -> Result<T, ApiError>
 where
-    F: Fn(u64) -> Fut,
+    F: Fn(crate::proto::Region) -> Fut,
     Fut: std::future::Future<Output = Result<T, crate::raftstore::Error>>,
 {
-    let deadline = Instant::now() + LEADER_WAIT.min(state.request_timeout);
+    let deadline = Instant::now() + LEADER_WAIT.min(ctx.state.request_timeout);
     loop {
-        let region = state.router.locate(key).ok_or(ApiError::NoRegion)?;
-        match attempt(region.region_id).await {
+        let region = ctx.locate(key)?;
+        match attempt(region).await {
             Ok(value) => return Ok(value),
             Err(crate::raftstore::Error::NotLeader { leader_store_id: None, .. }) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            Err(err) => return Err(on_error(err)),
+            Err(err) => return Err(ctx.answer(err)),
         }
     }
 }
 
-async fn write(state: &ApiState, cmd: Cmd, on_error: OnError<'_>) -> Result<Response<Full<Bytes>>, ApiError> {
+async fn write(ctx: &RequestCtx<'_>, cmd: Cmd) -> Result<Response<Full<Bytes>>, ApiError> {
     let key = match &cmd {
         Cmd::Put(put) => put.key.clone(),
         Cmd::Delete(delete) => delete.key.clone(),
     };
-    let written = on_region(state, &key, on_error, |region_id| {
+    let written = on_region(ctx, &key, |region| {
         let requests = vec![proto::Request { cmd: Some(cmd.clone()) }];
-        async move { state.router.write(region_id, requests).await }
+        async move { ctx.state.router.write(region.region_id, requests).await }
     })
     .await?;
     let mut response = Response::new(Full::new(Bytes::from_static(b"OK")));
@@ -148,20 +147,18 @@ async fn write(state: &ApiState, cmd: Cmd, on_error: OnError<'_>) -> Result<Resp
 }
 
 async fn get(
-    state: &ApiState,
+    ctx: &RequestCtx<'_>,
     req: &Request<Incoming>,
     key: Vec<u8>,
     head: bool,
-    stale: bool,
-    on_error: OnError<'_>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
-    if stale {
+    let state = ctx.state;
+    if ctx.query.stale {
         // The local replica as it is: possibly behind the leader, never ahead of what was committed.
-        state.router.locate(&key).ok_or(ApiError::NoRegion)?;
+        ctx.locate(&key)?;
     } else {
-        on_region(state, &key, on_error, |region_id| async move { state.router.read_index(region_id).await }).await?;
-    }
-    // The barrier passed: LMDB now holds every write acknowledged before this request arrived.
+        on_region(ctx, &key, |region| async move { state.router.read_index(region.region_id).await }).await?;
+    } // The barrier passed: LMDB now holds every write acknowledged before this request arrived.
     let (value, revision) = {
         let txn = state.engine.read_txn()?;
         let record = state.engine.get_data(&txn, &key)?.ok_or(ApiError::KeyNotFound)?;

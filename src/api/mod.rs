@@ -6,7 +6,9 @@
 
 pub mod error;
 mod kv;
+mod query;
 pub mod request;
+mod scan;
 mod status;
 
 use std::convert::Infallible;
@@ -119,6 +121,9 @@ async fn route(
 ) -> (&'static str, Result<Response<Full<Bytes>>, ApiError>) {
     if let Some(raw_key) = path.strip_prefix("/fekv/") {
         return ("kv", kv::handle(state, req, raw_key).await);
+    }
+    if path == "/fekv" {
+        return ("scan", scan::handle(state, req).await);
     }
     let route = match path {
         "/status" => "status",

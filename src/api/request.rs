@@ -9,16 +9,21 @@ use hyper::header::{HeaderMap, CONTENT_LENGTH, IF_MATCH, IF_NONE_MATCH};
 use super::error::ApiError;
 use crate::proto::Precondition;
 
-/// Decodes a percent-encoded key from the path. Unlike lenient decoders, a '%' that does not start a
-/// valid escape is an error: a client that sent it meant something else than what we would store.
-pub fn decode_key(raw: &str, max: usize) -> Result<Vec<u8>, ApiError> {
+/// Percent-decodes `raw` strictly: a '%' not followed by two hex digits is an error (its byte offset).
+pub fn decode_bytes(raw: &str) -> Result<Vec<u8>, usize> {
     let bytes = raw.as_bytes();
     if let Some(at) = bytes.iter().enumerate().position(|(i, &b)| {
         b == b'%' && !(bytes.len() > i + 2 && bytes[i + 1].is_ascii_hexdigit() && bytes[i + 2].is_ascii_hexdigit())
     }) {
-        return Err(ApiError::BadPercentEncoding { at });
+        return Err(at);
     }
-    let key: Vec<u8> = percent_encoding::percent_decode(bytes).collect();
+    Ok(percent_encoding::percent_decode(bytes).collect())
+}
+
+/// Decodes a percent-encoded key from the path. Unlike lenient decoders, a '%' that does not start a
+/// valid escape is an error: a client that sent it meant something else than what we would store.
+pub fn decode_key(raw: &str, max: usize) -> Result<Vec<u8>, ApiError> {
+    let key = decode_bytes(raw).map_err(|at| ApiError::BadPercentEncoding { at })?;
     if key.is_empty() {
         return Err(ApiError::EmptyKey { max });
     }

@@ -312,7 +312,7 @@ pub fn generate_snapshot(engine: &Engine, region_id: u64) -> Result<Snapshot, St
             .ok_or_else(|| missing("applied entry"))?
     };
     let kvs: Vec<SnapshotKv> = engine
-        .scan_data(&txn, &region.start_key, &region.end_key)?
+        .scan_data(&txn, &region.start_key, &region.end_key, usize::MAX)?
         .into_iter()
         .map(|(key, revision, value)| SnapshotKv { key, value, revision })
         .collect();

@@ -79,7 +79,7 @@ fn check(
 ) -> Result<(u64, u64, Option<SplitPlan>), String> {
     let region = &task.region;
     let txn = engine.read_txn().map_err(|e| e.to_string())?;
-    let records = engine.scan_data(&txn, &region.start_key, &region.end_key).map_err(|e| e.to_string())?;
+    let records = engine.scan_data(&txn, &region.start_key, &region.end_key, usize::MAX).map_err(|e| e.to_string())?;
     drop(txn);
     let sizes: Vec<u64> = records.iter().map(|(key, _, value)| (key.len() + value.len()) as u64).collect();
     let size: u64 = sizes.iter().sum();

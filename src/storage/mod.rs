@@ -198,10 +198,10 @@ impl Engine {
         self.dbs.data.delete(txn, key).map(drop).map_err(|e| self.err(e))
     }
 
-    /// Every checked record in `[start, end)` (empty `end` = unbounded), in key order.
-    pub fn scan_data(&self, txn: &RoTxn<'_>, start: &[u8], end: &[u8]) -> Result<Vec<OwnedRecord>> {
+    /// The first `limit` checked records in `[start, end)` (empty `end` = unbounded), in key order.
+    pub fn scan_data(&self, txn: &RoTxn<'_>, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<OwnedRecord>> {
         let mut out = Vec::new();
-        for item in self.dbs.data.range(txn, &key_range(start, end)).map_err(|e| self.err(e))? {
+        for item in self.dbs.data.range(txn, &key_range(start, end)).map_err(|e| self.err(e))?.take(limit) {
             let (key, stored) = item.map_err(|e| self.err(e))?;
             let record = self.checked(codec::decode_record(key, stored))?;
             out.push((key.to_vec(), record.revision, record.value.to_vec()));

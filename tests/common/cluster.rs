@@ -360,7 +360,7 @@ impl Cluster {
                         let engine = self.engine(store_id);
                         let txn = engine.read_txn().unwrap();
                         let part: Vec<(Vec<u8>, Vec<u8>)> = engine
-                            .scan_data(&txn, &cursor, &upper)
+                            .scan_data(&txn, &cursor, &upper, usize::MAX)
                             .unwrap()
                             .into_iter()
                             .map(|(k, _, v)| (k, v))

@@ -29,10 +29,14 @@ impl FekvProcess {
     /// A cluster node: registers with the placement service at `placement`. Its raft log is compacted
     /// after 50 entries, so a node that was down catches up through a snapshot.
     pub fn start_node(data_dir: &Path, placement: &str) -> FekvProcess {
-        Self::start(
-            data_dir,
-            &["--placement", placement, "--raft-addr", "127.0.0.1:0", "--raft-log-gc-threshold", "50"],
-        )
+        Self::start_node_with(data_dir, placement, &[])
+    }
+
+    /// A cluster node with extra flags.
+    pub fn start_node_with(data_dir: &Path, placement: &str, extra: &[&str]) -> FekvProcess {
+        let mut args = vec!["--placement", placement, "--raft-addr", "127.0.0.1:0", "--raft-log-gc-threshold", "50"];
+        args.extend_from_slice(extra);
+        Self::start(data_dir, &args)
     }
 
     /// The placement service, with `replicas` per region.

@@ -1,0 +1,117 @@
+//! Multi-raft with real processes: a placement service and three nodes with tiny regions. A write
+//! load splits the keyspace into many regions; every key stays readable through every node, a scan
+//! walks all regions (following redirects and `next`), and `fekv ctl` lists contiguous regions
+//! covering the keyspace.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::process::FekvProcess;
+use common::{request_following, try_request};
+use hyper::{Method, StatusCode};
+
+async fn put_via(base: &str, key: &str, value: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match request_following(Method::PUT, &format!("{base}/fekv/{key}"), value.to_string(), &[]).await {
+            Ok((reply, _)) if reply.status == StatusCode::OK => return,
+            other => assert!(Instant::now() < deadline, "put {key} via {base}: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn ctl_regions(placement: &str) -> Vec<serde_json::Value> {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fekv"))
+        .args(["ctl", "--placement", placement, "-o", "json", "region", "list"])
+        .output()
+        .expect("run fekv ctl");
+    assert!(output.status.success(), "fekv ctl failed: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice::<Vec<serde_json::Value>>(&output.stdout).expect("region list -o json is a JSON array")
+}
+
+/// Whether the regions, sorted by start key, cover the keyspace without gaps or overlaps.
+fn contiguous(regions: &[serde_json::Value]) -> bool {
+    let mut ranges: Vec<(String, String)> = regions
+        .iter()
+        .map(|r| (r["start_key"].as_str().unwrap_or("?").to_string(), r["end_key"].as_str().unwrap_or("?").to_string()))
+        .collect();
+    ranges.sort();
+    !ranges.is_empty()
+        && ranges[0].0.is_empty()
+        && ranges.last().unwrap().1.is_empty()
+        && ranges.windows(2).all(|w| w[0].1 == w[1].0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_load_splits_the_keyspace_and_every_node_still_serves_every_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let placement = FekvProcess::start_placement(&dir.path().join("placement"), 3);
+    let nodes: Vec<FekvProcess> = (0..3)
+        .map(|i| {
+            FekvProcess::start_node_with(
+                &dir.path().join(format!("node-{i}")),
+                &placement.addr,
+                &["--region-max-size", "1KiB"],
+            )
+        })
+        .collect();
+    let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
+    // 600 keys of ~40 bytes: about 24 KiB, far past 1 KiB regions.
+    let keys: Vec<String> = (0..600).map(|i| format!("user{:05}", (i * 7919) % 100_000)).collect();
+    for (i, key) in keys.iter().enumerate() {
+        put_via(&bases[i % 3], key, &format!("value-of-{key}")).await;
+    }
+    // Wait for the splits to settle in placement's view: at least 8 contiguous regions.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let regions = loop {
+        let regions = ctl_regions(&placement.addr);
+        if regions.len() >= 8 && contiguous(&regions) {
+            break regions;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} regions, contiguous: {}: {regions:?}",
+            regions.len(),
+            contiguous(&regions)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!("{} regions", regions.len());
+    for region in &regions {
+        assert_eq!(region["peers"].as_array().unwrap().len(), 3, "{region}");
+        assert!(region["region_id"].as_u64().is_some() && region["epoch"]["version"].as_u64().is_some());
+    }
+    // Every key through every node (redirects to each key's leader are followed).
+    for base in &bases {
+        for key in keys.iter().step_by(7) {
+            let (reply, _) = request_following(Method::GET, &format!("{base}/fekv/{key}"), "", &[]).await.unwrap();
+            assert_eq!((reply.status, reply.text()), (StatusCode::OK, format!("value-of-{key}")), "{key} via {base}");
+        }
+    }
+    // A scan of everything, region by region, through one node.
+    let mut scanned: Vec<String> = Vec::new();
+    let mut start = String::new();
+    let mut pages = 0;
+    loop {
+        let url = format!("{}/fekv?start={start}&limit=50", bases[0]);
+        let (reply, _) = request_following(Method::GET, &url, "", &[]).await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        let body = reply.json();
+        scanned.extend(body["kvs"].as_array().unwrap().iter().map(|kv| kv["key"].as_str().unwrap().to_string()));
+        pages += 1;
+        match body["next"].as_str() {
+            Some(next) => start = next.to_string(),
+            None => break,
+        }
+        assert!(pages < 1000, "the scan does not end");
+    }
+    let mut expected = keys.clone();
+    expected.sort();
+    expected.dedup();
+    assert_eq!(scanned, expected, "scan across {pages} pages");
+    // Every node's /status shows its peers of the many regions.
+    let status = try_request(Method::GET, &format!("{}/status", bases[1]), "", &[]).await.unwrap().json();
+    assert!(status["regions"].as_array().unwrap().len() >= 8);
+}
