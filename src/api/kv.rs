@@ -112,7 +112,8 @@ pub(super) fn locate(
     Err(leader.and_then(|store_id| redirect_to(state, path, query, store_id)).unwrap_or(ApiError::NoRegion))
 }
 
-/// Runs `attempt` on the key's region, waiting (bounded) through an election with no leader.
+/// Runs `attempt` on the key's region, waiting (bounded) through an election with no leader and
+/// through a split that moved the key.
 pub(super) async fn on_region<T, F, Fut>(ctx: &RequestCtx<'_>, key: &[u8], attempt: F) -> Result<T, ApiError>
 where
     F: Fn(crate::proto::Region) -> Fut,
@@ -125,6 +126,15 @@ where
             Ok(value) => return Ok(value),
             Err(crate::raftstore::Error::NotLeader { leader_store_id: None, .. }) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            // The local route was stale (a split moved the key): look the key up again. The command
+            // was refused before it could apply, so retrying cannot apply it twice.
+            Err(
+                crate::raftstore::Error::EpochNotMatch { .. }
+                | crate::raftstore::Error::KeyNotInRegion { .. }
+                | crate::raftstore::Error::RegionNotFound { .. },
+            ) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
             Err(err) => return Err(ctx.answer(err)),
         }
