@@ -133,8 +133,11 @@ pub async fn run(
     let mut ticker = tokio::time::interval(HEARTBEAT_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        // Every interval, and right after a local region changed (a split's leader reports both
+        // halves at once, so routers learn of the new region without waiting).
         tokio::select! {
             _ = ticker.tick() => {}
+            _ = router.regions_changed() => {}
             _ = shutdown.changed() => return,
         }
         if let Err(status) = beat(&mut client, store_id, &router, &addresses, &regions, &engine).await {

@@ -114,4 +114,46 @@ async fn a_write_load_splits_the_keyspace_and_every_node_still_serves_every_key(
     // Every node's /status shows its peers of the many regions.
     let status = try_request(Method::GET, &format!("{}/status", bases[1]), "", &[]).await.unwrap().json();
     assert!(status["regions"].as_array().unwrap().len() >= 8);
+
+    // A fourth node holds no peer of any region (3 replicas are placed already), yet answers for
+    // every key by redirecting to its region's leader, as placement reported it.
+    let fourth =
+        FekvProcess::start_node_with(&dir.path().join("node-3"), &placement.addr, &["--region-max-size", "1KiB"]);
+    for key in keys.iter().step_by(37) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (reply, hops) =
+                request_following(Method::GET, &fourth.url(&format!("/fekv/{key}")), "", &[]).await.unwrap();
+            if reply.status == StatusCode::OK {
+                assert_eq!(reply.text(), format!("value-of-{key}"));
+                assert!(hops >= 1, "the fourth node holds no region, it must redirect");
+                break;
+            }
+            // Until its first heartbeat it knows no region: 503, then it routes.
+            assert!(Instant::now() < deadline, "{key} via the fourth node: {} {}", reply.status, reply.text());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    // `fekv ctl region split` by hand: placement hands the operator to the leader, which splits.
+    let first = &ctl_regions(&placement.addr)[0];
+    let split = std::process::Command::new(env!("CARGO_BIN_EXE_fekv"))
+        .args(["ctl", "--placement", &placement.addr, "region", "split", &first["region_id"].to_string(), "--wait"])
+        .output()
+        .unwrap();
+    assert!(
+        split.status.success(),
+        "ctl region split: {}{}",
+        String::from_utf8_lossy(&split.stdout),
+        String::from_utf8_lossy(&split.stderr)
+    );
+
+    // With placement down, the cluster keeps serving reads and writes from what it knows.
+    placement.kill9();
+    put_via(&bases[1], "after-placement-died", "still here").await;
+    for base in &bases {
+        let (reply, _) =
+            request_following(Method::GET, &format!("{base}/fekv/after-placement-died"), "", &[]).await.unwrap();
+        assert_eq!((reply.status, reply.text().as_str()), (StatusCode::OK, "still here"), "via {base}");
+    }
 }

@@ -13,6 +13,8 @@ use crate::proto::Region;
 pub struct RegionMap {
     /// start_key → region. Regions on one store never overlap.
     by_start: RwLock<BTreeMap<Vec<u8>, Region>>,
+    /// Woken when a region changes (a split, a snapshot), so placement hears of it at once.
+    changed: tokio::sync::Notify,
 }
 
 /// Whether `key` falls in `[start_key, end_key)` (an empty end key is unbounded).
@@ -32,6 +34,13 @@ impl RegionMap {
         let mut map = self.by_start.write();
         map.retain(|_, r| r.region_id != region.region_id);
         map.insert(region.start_key.clone(), region);
+        drop(map);
+        self.changed.notify_one();
+    }
+
+    /// Resolves after the next change of a region (or at once if one happened since the last call).
+    pub async fn changed(&self) {
+        self.changed.notified().await;
     }
 
     pub fn regions(&self) -> Vec<Region> {

@@ -34,6 +34,11 @@ impl Router {
         self.regions.regions()
     }
 
+    /// Resolves when a local region changed (split, snapshot, new peer).
+    pub async fn regions_changed(&self) {
+        self.regions.changed().await;
+    }
+
     /// Proposes `requests` as one entry of `region_id` and waits until it is applied.
     pub async fn write(&self, region_id: u64, requests: Vec<Request>) -> Result<WriteResponse> {
         self.call(true, |callback| StoreMsg::Write { region_id, requests, callback }).await
