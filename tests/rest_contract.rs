@@ -305,12 +305,9 @@ async fn metrics_show_requests_raft_and_group_commit() {
     node.stop().await;
 }
 
-/// Writes that reach the raftstore while it is busy committing are all made durable by its next
-/// commit. Made deterministic by holding LMDB's write lock until all 64 writes are queued.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn writes_queued_during_a_commit_share_the_next_one() {
-    let node = TestNode::start(|_| {}).await;
-    let engine = node.node().engine().clone();
+/// Takes LMDB's write lock on another thread (the raftstore then blocks in its next commit) and holds
+/// it until the returned sender is used (or 20 s pass). Returns once the lock is held.
+fn hold_write_lock(engine: fekv::storage::Engine) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
     let (locked_tx, locked_rx) = std::sync::mpsc::channel();
     let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
     let lock_holder = std::thread::spawn(move || {
@@ -320,6 +317,15 @@ async fn writes_queued_during_a_commit_share_the_next_one() {
         drop(txn);
     });
     locked_rx.recv().unwrap();
+    (release_tx, lock_holder)
+}
+
+/// Writes that reach the raftstore while it is busy committing are all made durable by its next
+/// commit. Made deterministic by holding LMDB's write lock until all 64 writes are queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_queued_during_a_commit_share_the_next_one() {
+    let node = TestNode::start(|_| {}).await;
+    let (release_tx, lock_holder) = hold_write_lock(node.node().engine().clone());
     let text = get(&node.url("/metrics")).await.text();
     let commits_before = metric(&text, "fekv_storage_commits_total");
     // A first write takes the raftstore into a round that blocks on the lock; once the inbox is
@@ -365,16 +371,7 @@ async fn writes_queued_during_a_commit_share_the_next_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_raftstore_answers_504_for_writes_and_503_for_reads() {
     let node = TestNode::start(|c| c.request_timeout = Duration::from_millis(500)).await;
-    let engine = node.node().engine().clone();
-    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
-    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-    let lock_holder = std::thread::spawn(move || {
-        let txn = engine.write_txn().unwrap();
-        locked_tx.send(()).unwrap();
-        let _ = release_rx.recv_timeout(Duration::from_secs(20));
-        drop(txn);
-    });
-    locked_rx.recv().unwrap();
+    let (release_tx, lock_holder) = hold_write_lock(node.node().engine().clone());
     let started = std::time::Instant::now();
     let write = put(&node.url("/fekv/slow"), "v").await;
     assert_eq!(write.status, StatusCode::GATEWAY_TIMEOUT, "{}", write.text());

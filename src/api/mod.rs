@@ -27,7 +27,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 pub use error::ApiError;
-pub use status::display_key;
+pub use status::{display_key, region_json};
 
 use crate::metrics::Metrics;
 use crate::raftstore::Router;

@@ -28,7 +28,8 @@ pub fn display_key(key: &[u8]) -> String {
     percent_encoding::percent_encode(key, ESCAPE).to_string()
 }
 
-fn region_json(region: &Region) -> Value {
+/// A region as JSON (shared by `/status` and `fekv ctl`): id, percent-encoded range, epoch, peers.
+pub fn region_json(region: &Region) -> Value {
     let epoch = region.epoch.unwrap_or_default();
     json!({
         "region_id": region.region_id,

@@ -557,20 +557,18 @@ fn render_stores(stores: &[StoreInfo], now_ms: u64, output: Output) -> String {
 }
 
 fn region_json(info: &RegionInfo) -> Value {
-    let region = info.region.clone().unwrap_or_default();
-    let epoch = region.epoch.unwrap_or_default();
-    json!({
-        "region_id": region.region_id,
-        "start_key": display_key(&region.start_key),
-        "end_key": display_key(&region.end_key),
-        "epoch": { "conf_ver": epoch.conf_ver, "version": epoch.version },
-        "peers": region.peers.iter().map(|p| json!({ "peer_id": p.peer_id, "store_id": p.store_id })).collect::<Vec<_>>(),
+    let mut value = crate::api::region_json(&info.region.clone().unwrap_or_default());
+    let extra = json!({
         "leader_store_id": info.leader_store_id,
         "leader_peer_id": info.leader_peer_id,
         "term": info.term,
         "approximate_size": info.approximate_size,
         "approximate_keys": info.approximate_keys,
-    })
+    });
+    if let (Some(object), Some(extra)) = (value.as_object_mut(), extra.as_object()) {
+        object.extend(extra.clone());
+    }
+    value
 }
 
 /// Table cells for a key: an empty start or end key is the unbounded edge of the keyspace.

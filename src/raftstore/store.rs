@@ -253,6 +253,16 @@ impl Store {
         if self.peers.contains_key(&region_id) {
             return;
         }
+        match self.add_peer(region) {
+            Ok(peer) if campaign => peer.campaign(),
+            Ok(_) => {}
+            Err(err) => tracing::error!(region_id, error = %err, "cannot start the peer of a split-off region"),
+        }
+    }
+
+    /// Loads this store's peer of `region` (its state is in LMDB) and starts routing to it.
+    fn add_peer(&mut self, region: crate::proto::Region) -> Result<&mut Peer, crate::storage::StorageError> {
+        let region_id = region.region_id;
         let peer = Peer::load(
             self.engine.clone(),
             region.clone(),
@@ -260,17 +270,9 @@ impl Store {
             self.cfg.peer.clone(),
             self.metrics.clone(),
             &self.logger,
-        );
-        match peer {
-            Ok(mut peer) => {
-                if campaign {
-                    peer.campaign();
-                }
-                self.peers.insert(region_id, peer);
-                self.regions.insert(region);
-            }
-            Err(err) => tracing::error!(region_id, error = %err, "cannot start the peer of a split-off region"),
-        }
+        )?;
+        self.regions.insert(region);
+        Ok(self.peers.entry(region_id).or_insert(peer))
     }
 
     /// Writes a new region's initial state and starts its peer, unless this store already has it.
@@ -287,16 +289,7 @@ impl Store {
             super::peer_storage::PeerStorage::write_initial_state(&self.engine, &mut txn, &region)?;
             self.engine.commit(txn)?;
         }
-        let peer = Peer::load(
-            self.engine.clone(),
-            region.clone(),
-            self.cfg.store_id,
-            self.cfg.peer.clone(),
-            self.metrics.clone(),
-            &self.logger,
-        )?;
-        self.peers.insert(region_id, peer);
-        self.regions.insert(region);
+        self.add_peer(region)?;
         tracing::info!(store_id = self.cfg.store_id, region_id, "created a peer");
         Ok(())
     }
