@@ -75,3 +75,29 @@ async fn every_acknowledged_write_survives_crashing_all_stores() {
         assert_eq!(cluster.must_get(format!("k{i}").as_bytes()).await, Some(format!("v{i}").into_bytes()));
     }
 }
+
+/// TestTransferLeader3B: leadership moves to each store in turn, and writes go on through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_transfer_leader_3b() {
+    use std::time::{Duration, Instant};
+    let cluster = Cluster::start(5, seed(), |_| {});
+    cluster.must_put(b"k", b"0").await;
+    for target in cluster.store_ids() {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let leader = cluster.wait_leader().await;
+            if leader == target {
+                break;
+            }
+            // Ask whoever leads now; a transfer that times out (the target was behind) is asked again.
+            let _ = cluster.router(leader).transfer_leader(1, target).await;
+            assert!(Instant::now() < deadline, "leadership never reached store {target}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        cluster.must_put(b"k", format!("{target}").as_bytes()).await;
+        assert_eq!(cluster.must_get(b"k").await, Some(format!("{target}").into_bytes()));
+    }
+    // A transfer to a store without a peer of the region is refused.
+    let leader = cluster.wait_leader().await;
+    assert!(cluster.router(leader).transfer_leader(1, 99).await.is_err());
+}

@@ -44,6 +44,9 @@ pub enum StoreMsg {
         keys: u64,
         plan: Option<super::split_check::SplitPlan>,
     },
+    /// Hand this region's leadership to its peer on `to_store_id` (answered at once; the transfer
+    /// completes, or is abandoned after an election timeout, on its own).
+    TransferLeader { region_id: u64, to_store_id: u64, callback: Callback<()> },
     /// Split a region now (an operator or an admin asked): at `split_key`, or in the middle.
     SplitRegion { region_id: u64, split_key: Option<Vec<u8>>, callback: Callback<()> },
     /// The transport could not deliver messages to this peer (its store is down or unknown).

@@ -220,6 +220,29 @@ impl Peer {
         }
     }
 
+    /// Starts handing leadership to the peer on `to_store_id`: raft catches it up, then tells it to
+    /// campaign at once. Only the leader can; a transfer to itself is a no-op.
+    pub fn transfer_leader(&mut self, to_store_id: u64) -> Result<(), Error> {
+        if !self.is_leader() {
+            return Err(self.not_leader());
+        }
+        let region = self.region();
+        let Some(target) = region.peers.iter().find(|p| p.store_id == to_store_id) else {
+            return Err(Error::RegionNotFound { region_id: region.region_id });
+        };
+        if target.peer_id != self.peer_id {
+            tracing::info!(
+                region_id = region.region_id,
+                to_peer_id = target.peer_id,
+                to_store_id,
+                "transferring leadership"
+            );
+            let to_peer_id = target.peer_id;
+            self.raw.transfer_leader(to_peer_id);
+        }
+        Ok(())
+    }
+
     /// Proposes splitting this region at `split_key` into itself and a new region with the given ids.
     /// Refused unless this peer leads the region, the epoch is the one the split was decided for, and
     /// the key lies strictly inside the range.

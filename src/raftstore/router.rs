@@ -55,6 +55,12 @@ impl Router {
         self.call(false, |callback| StoreMsg::SplitRegion { region_id, split_key, callback }).await
     }
 
+    /// Asks this store's leader peer of `region_id` to hand leadership to its peer on `to_store_id`.
+    /// Proposals made while it happens are refused with a retryable error.
+    pub async fn transfer_leader(&self, region_id: u64, to_store_id: u64) -> Result<()> {
+        self.call(false, |callback| StoreMsg::TransferLeader { region_id, to_store_id, callback }).await
+    }
+
     /// Creates this store's peer of `region` (bootstrapped by placement) if it does not exist.
     pub async fn create_peer(&self, region: Region) -> Result<()> {
         self.call(false, |callback| StoreMsg::CreatePeer { region, callback }).await

@@ -212,6 +212,13 @@ impl Store {
                     }
                 }
             }
+            StoreMsg::TransferLeader { region_id, to_store_id, callback } => {
+                let result = match self.peers.get_mut(&region_id) {
+                    None => Err(Error::RegionNotFound { region_id }),
+                    Some(peer) => peer.transfer_leader(to_store_id),
+                };
+                let _ = callback.send(result);
+            }
             StoreMsg::SplitRegion { region_id, split_key, callback } => {
                 let result = match self.peers.get_mut(&region_id) {
                     None => Err(Error::RegionNotFound { region_id }),
