@@ -186,11 +186,19 @@ async fn beat(
     let used_bytes = engine.stats().map(|s| s.used_bytes).unwrap_or(0);
     let reply = client.store_heartbeat(StoreHeartbeatRequest { store_id, peers, used_bytes }).await?.into_inner();
     for operator in reply.operators {
-        if let Some(crate::proto::operator::Kind::Split(split)) = operator.kind {
-            let key = (!split.split_key.is_empty()).then_some(split.split_key);
-            if let Err(err) = router.split_region(operator.region_id, key).await {
-                tracing::info!(region_id = operator.region_id, error = %err, "split operator not started");
+        let region_id = operator.region_id;
+        let started = match operator.kind {
+            Some(crate::proto::operator::Kind::Split(split)) => {
+                let key = (!split.split_key.is_empty()).then_some(split.split_key);
+                router.split_region(region_id, key).await
             }
+            Some(crate::proto::operator::Kind::TransferLeader(transfer)) => {
+                router.transfer_leader(region_id, transfer.to_store_id).await
+            }
+            None => Ok(()),
+        };
+        if let Err(err) = started {
+            tracing::info!(region_id, error = %err, "operator not started");
         }
     }
     Ok(())

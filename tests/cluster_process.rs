@@ -300,3 +300,33 @@ async fn a_lone_survivor_answers_503_and_never_serves_stale_reads_as_linearizabl
     let stale = try_request(Method::GET, &survivor.url("/fekv/k?consistency=stale"), "", &[]).await.unwrap();
     assert_eq!((stale.status, stale.text().as_str()), (StatusCode::OK, "v1"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_transfer_leader_moves_leadership_to_the_chosen_store() {
+    let cluster = ProcessCluster::start(3);
+    let leader = cluster.wait_leader().await;
+    let follower = cluster.nodes.iter().enumerate().find(|(i, _)| *i != leader).map(|(i, _)| i).unwrap();
+    let follower_node = cluster.nodes[follower].as_ref().unwrap();
+    let status = try_request(Method::GET, &follower_node.url("/status"), "", &[]).await.unwrap().json();
+    let (store_id, region_id) =
+        (status["store_id"].as_u64().unwrap(), status["regions"][0]["region_id"].as_u64().unwrap());
+    // Placement must have heard of the leader before it can hand the operator over.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_fekv"))
+            .args(["ctl", "--placement", &cluster.placement.addr, "region", "transfer-leader"])
+            .args([region_id.to_string(), store_id.to_string(), "--wait".to_string()])
+            .output()
+            .unwrap();
+        if output.status.success() {
+            assert!(String::from_utf8_lossy(&output.stdout).contains(&format!("led by store {store_id}")));
+            break;
+        }
+        assert!(Instant::now() < deadline, "transfer-leader: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    let status = try_request(Method::GET, &follower_node.url("/status"), "", &[]).await.unwrap().json();
+    assert_eq!(status["regions"][0]["role"], "leader", "{status}");
+    // Writes now land on it directly.
+    let (reply, hops) = request_following(Method::PUT, &follower_node.url("/fekv/moved"), "yes", &[]).await.unwrap();
+    assert_eq!((reply.status, hops), (StatusCode::OK, 0));
+}

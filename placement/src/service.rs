@@ -61,6 +61,15 @@ impl PlacementRpc for PlacementService {
         Ok(Response::new(GetRegionByKeyResponse { region: self.placement.region_by_key(&req.get_ref().key) }))
     }
 
+    async fn transfer_leader(
+        &self,
+        req: Request<TransferLeaderRequest>,
+    ) -> Result<Response<TransferLeaderResponse>, Status> {
+        let req = req.into_inner();
+        self.placement.transfer_leader(req.region_id, req.to_store_id).map_err(status)?;
+        Ok(Response::new(TransferLeaderResponse {}))
+    }
+
     async fn split_region(&self, req: Request<SplitRegionRequest>) -> Result<Response<SplitRegionResponse>, Status> {
         let req = req.into_inner();
         self.placement.split_region(req.region_id, req.split_key).map_err(status)?;

@@ -186,6 +186,25 @@ impl Placement {
         Ok(())
     }
 
+    /// Queues a leader transfer of `region_id` to its peer on `to_store_id`, for the current leader.
+    pub fn transfer_leader(&self, region_id: u64, to_store_id: u64) -> Result<(), PlacementError> {
+        let info = self.region(region_id).ok_or(PlacementError::UnknownRegion(region_id))?;
+        let region = info.region.unwrap_or_default();
+        if !region.peers.iter().any(|p| p.store_id == to_store_id) {
+            return Err(PlacementError::Invalid(format!("region {region_id} has no peer on store {to_store_id}")));
+        }
+        let operator = Operator {
+            region_id,
+            epoch: region.epoch,
+            kind: Some(operator::Kind::TransferLeader(crate::proto::TransferLeaderOperator { to_store_id })),
+        };
+        tracing::info!(region_id, to_store_id, leader_store_id = info.leader_store_id, "leader transfer requested");
+        let mut operators = self.operators.lock();
+        operators.retain(|o| o.region_id != region_id);
+        operators.push(operator);
+        Ok(())
+    }
+
     /// Registers a new store (store_id 0) or updates a known one's addresses; bootstraps the first
     /// region once `replicas` stores have registered. Returns (store_id, cluster_id).
     pub fn register_store(&self, req: &RegisterStoreRequest) -> Result<(u64, u64), PlacementError> {
@@ -601,5 +620,24 @@ mod tests {
         register(&p, 0, 20160);
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(p.stores()[0].state, StoreState::Down as i32);
+    }
+
+    #[test]
+    fn a_leader_transfer_goes_to_the_leader_and_only_to_a_store_with_a_peer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, stores, region) = three_stores(dir.path());
+        assert!(matches!(p.transfer_leader(999, stores[1]), Err(PlacementError::UnknownRegion(999))));
+        assert!(matches!(p.transfer_leader(region.region_id, 4242), Err(PlacementError::Invalid(_))));
+        beat(&p, stores[0], vec![leader_report(&region, stores[0], 7)]);
+        p.transfer_leader(region.region_id, stores[1]).unwrap();
+        // A follower's heartbeat does not take it; the leader's does, once.
+        assert!(beat(&p, stores[2], vec![]).is_empty());
+        let operators = beat(&p, stores[0], vec![leader_report(&region, stores[0], 7)]);
+        assert_eq!(operators.len(), 1);
+        assert_eq!(
+            operators[0].kind,
+            Some(operator::Kind::TransferLeader(crate::proto::TransferLeaderOperator { to_store_id: stores[1] }))
+        );
+        assert!(beat(&p, stores[0], vec![leader_report(&region, stores[0], 7)]).is_empty());
     }
 }

@@ -90,6 +90,16 @@ pub enum RegionCommand {
         #[arg(long)]
         wait: bool,
     },
+    /// Ask placement to have the region's leader hand leadership to its peer on a store
+    TransferLeader {
+        /// The region's id (see `region list`)
+        region_id: u64,
+        /// The store that should lead it (it must hold a peer of the region)
+        store_id: u64,
+        /// Wait (up to 10 s) until placement sees that store leading the region
+        #[arg(long)]
+        wait: bool,
+    },
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -116,6 +126,8 @@ pub enum CtlError {
     BadKey { key: String, reason: String },
     #[error("region {region_id} was not seen split within {waited:?} (its epoch version is still {version})")]
     SplitTimeout { region_id: u64, waited: Duration, version: u64 },
+    #[error("region {region_id} was still led by store {leader_store_id} after {waited:?}")]
+    TransferTimeout { region_id: u64, waited: Duration, leader_store_id: u64 },
     #[error("{failed} of {total} nodes {what}")]
     Nodes { failed: usize, total: usize, what: &'static str },
     #[error("cannot write the output: {0}")]
@@ -143,6 +155,9 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
         }
         CtlCommand::Region(RegionCommand::Split { region_id, key, wait }) => {
             split(&placement, region_id, key.as_deref(), wait, output).await
+        }
+        CtlCommand::Region(RegionCommand::TransferLeader { region_id, store_id, wait }) => {
+            transfer_leader(&placement, region_id, store_id, wait, output).await
         }
         CtlCommand::Cluster(ClusterCommand::Status) => {
             let stores = placement.stores().await?;
@@ -251,6 +266,12 @@ impl PlacementConn {
         Ok(self.call(self.client.clone().get_region_by_key(GetRegionByKeyRequest { key })).await?.region)
     }
 
+    async fn transfer_leader(&self, region_id: u64, to_store_id: u64) -> Result<(), CtlError> {
+        let request = crate::proto::TransferLeaderRequest { region_id, to_store_id };
+        self.call(self.client.clone().transfer_leader(request)).await?;
+        Ok(())
+    }
+
     async fn split(&self, region_id: u64, split_key: Vec<u8>) -> Result<(), CtlError> {
         self.call(self.client.clone().split_region(SplitRegionRequest { region_id, split_key })).await?;
         Ok(())
@@ -273,6 +294,44 @@ fn describe(status: &tonic::Status) -> String {
     } else {
         text
     }
+}
+
+/// `region transfer-leader`: asks placement; with `wait`, polls until placement sees the new leader.
+async fn transfer_leader(
+    placement: &PlacementConn,
+    region_id: u64,
+    store_id: u64,
+    wait: bool,
+    output: Output,
+) -> Result<(), CtlError> {
+    placement.transfer_leader(region_id, store_id).await?;
+    let mut leader_store_id = 0;
+    if wait {
+        let deadline = Instant::now() + SPLIT_WAIT;
+        loop {
+            let info = placement.region(region_id).await?.ok_or(CtlError::NoSuchRegion(region_id))?;
+            leader_store_id = info.leader_store_id;
+            if leader_store_id == store_id {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(CtlError::TransferTimeout { region_id, waited: SPLIT_WAIT, leader_store_id });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    print(&match output {
+        Output::Json => pretty(&json!({
+            "region_id": region_id,
+            "to_store_id": store_id,
+            "requested": true,
+            "leader_store_id": wait.then_some(leader_store_id),
+        })),
+        Output::Table if wait => format!("region {region_id} is now led by store {store_id}\n"),
+        Output::Table => {
+            format!("leader transfer of region {region_id} to store {store_id} requested; its leader carries it out\n")
+        }
+    })
 }
 
 async fn split(
