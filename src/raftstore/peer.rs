@@ -182,14 +182,6 @@ impl Peer {
         let _ = self.raw.campaign();
     }
 
-    pub fn is_leader_now(&self) -> bool {
-        self.is_leader()
-    }
-
-    pub fn not_leader_error(&self) -> Error {
-        self.not_leader()
-    }
-
     pub fn approximate_size(&self) -> Option<u64> {
         self.approximate_size
     }
@@ -283,7 +275,7 @@ impl Peer {
         self.region().region_id
     }
 
-    fn is_leader(&self) -> bool {
+    pub(crate) fn is_leader(&self) -> bool {
         self.raw.raft.state == StateRole::Leader
     }
 
@@ -291,7 +283,8 @@ impl Peer {
         self.region().peers.iter().find(|p| p.peer_id == self.leader_id).map(|p| p.store_id)
     }
 
-    fn not_leader(&self) -> Error {
+    /// `NotLeader`, with the leader this peer knows of (for the client to go to).
+    pub(crate) fn not_leader(&self) -> Error {
         Error::NotLeader { region_id: self.region_id(), leader_store_id: self.leader_store_id() }
     }
 

@@ -222,7 +222,7 @@ impl Store {
             StoreMsg::SplitRegion { region_id, split_key, callback } => {
                 let result = match self.peers.get_mut(&region_id) {
                     None => Err(Error::RegionNotFound { region_id }),
-                    Some(peer) if !peer.is_leader_now() => Err(peer.not_leader_error()),
+                    Some(peer) if !peer.is_leader() => Err(peer.not_leader()),
                     Some(peer) => {
                         let task = SplitCheckTask {
                             region: peer.region().clone(),
@@ -401,7 +401,7 @@ impl Store {
                     if committed.region_changed {
                         self.regions.insert(peer.region().clone());
                     }
-                    let led_parent = peer.is_leader_now();
+                    let led_parent = peer.is_leader();
                     for region in committed.new_regions {
                         self.start_split_peer(region, led_parent);
                     }
