@@ -4,10 +4,12 @@
 //!
 //! - [`proto`]: the protobuf messages and gRPC services shared by every fekv component;
 //! - [`region_tree`]: regions by start key, the stale-heartbeat rule, per-store counts;
+//! - [`schedulers`]: pure scheduling decisions (replica check, region and leader balance);
 //! - [`state`]: the placement state machine and its persistence (no networking);
 //! - [`service`]: the gRPC face of it.
 
 pub mod region_tree;
+pub mod schedulers;
 pub mod service;
 pub mod state;
 
