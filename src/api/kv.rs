@@ -121,7 +121,16 @@ where
 {
     let deadline = Instant::now() + LEADER_WAIT.min(ctx.state.request_timeout);
     loop {
-        let region = ctx.locate(key)?;
+        let region = match ctx.locate(key) {
+            Ok(region) => region,
+            // Between the two halves of a split being registered, a key can briefly have no local
+            // region; so can a new node before its first heartbeat. Look again until the deadline.
+            Err(ApiError::NoRegion) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+            Err(err) => return Err(err),
+        };
         match attempt(region).await {
             Ok(value) => return Ok(value),
             Err(crate::raftstore::Error::NotLeader { leader_store_id: None, .. }) if Instant::now() < deadline => {
