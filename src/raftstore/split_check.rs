@@ -10,7 +10,7 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
 use super::msg::StoreMsg;
-use crate::proto::{Region, RegionEpoch};
+use crate::proto::Region;
 use crate::storage::Engine;
 
 /// Hands out ids (regions and peers share the space) that are never handed out again.
@@ -164,11 +164,6 @@ impl IdAllocator for FileIdAllocator {
         state.0 = end;
         Ok((next..end).collect())
     }
-}
-
-/// The epoch, for matching a result to the region state it was computed for.
-pub fn epoch_of(region: &Region) -> RegionEpoch {
-    region.epoch.unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -380,13 +380,6 @@ impl Engine {
         })
     }
 
-    /// Bytes of the map that have been handed out (high-water mark): LMDB reuses freed pages, so
-    /// the real headroom is at least `map_size - high_water_bytes`.
-    pub fn high_water_bytes(&self) -> u64 {
-        let info = self.env.info();
-        (info.last_page_number as u64 + 1) * self.env.stat().page_size as u64
-    }
-
     pub fn map_size(&self) -> u64 {
         self.map_size
     }

@@ -13,7 +13,6 @@
 pub mod grpc;
 pub mod sim;
 
-use prost::Message as _;
 use protobuf::Message as _;
 use raft::eraftpb;
 
@@ -78,16 +77,12 @@ impl RaftEnvelope {
                 .map_err(|e| TransportError::Malformed(e.to_string()))?,
         })
     }
-
-    /// Bytes on the wire, for metrics and batching.
-    pub fn encoded_len(&self) -> usize {
-        self.to_proto().encoded_len()
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prost::Message as _;
 
     #[test]
     fn envelopes_round_trip_through_the_wire_form() {
