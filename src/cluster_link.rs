@@ -172,12 +172,14 @@ async fn beat(
     let peers = match router.status().await {
         Ok(peers) => peers
             .into_iter()
+            .filter(|p| p.initialized)
             .map(|p| PeerReport {
                 is_leader: p.role == "leader",
                 leader_peer_id: p.leader_peer_id,
                 term: p.term,
                 approximate_size: p.approximate_size.unwrap_or(0),
                 approximate_keys: p.approximate_keys,
+                pending_peers: p.pending_peers,
                 region: Some(p.region),
             })
             .collect(),

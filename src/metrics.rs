@@ -18,6 +18,7 @@ pub struct Metrics {
     pub raft_leader_changes: IntCounter,
     pub raft_applied_entries: IntCounter,
     pub raft_log_compactions: IntCounter,
+    pub raft_peers_destroyed: IntCounter,
     pub raftstore_rounds: IntCounter,
     pub raft_messages_sent: IntCounterVec,
     pub raft_messages_received: IntCounterVec,
@@ -108,6 +109,11 @@ impl Metrics {
             ),
             raft_applied_entries: counter(&registry, "fekv_raft_applied_entries_total", "Raft log entries applied"),
             raft_log_compactions: counter(&registry, "fekv_raft_log_compactions_total", "Raft log compactions applied"),
+            raft_peers_destroyed: counter(
+                &registry,
+                "fekv_raft_peers_destroyed_total",
+                "Peers destroyed here after their removal from a region (data deleted, tombstone kept)",
+            ),
             raftstore_rounds: counter(&registry, "fekv_raftstore_rounds_total", "Poll rounds of the raftstore thread"),
             raft_messages_sent: counter_vec(
                 &registry,

@@ -76,6 +76,7 @@ impl ApiError {
                 }
                 R::StaleCommand | R::ProposalDropped { .. } => (StatusCode::SERVICE_UNAVAILABLE, "retry"),
                 R::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+                R::InvalidChange { .. } => (StatusCode::BAD_REQUEST, "invalid_change"),
                 R::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "stopping"),
                 R::Storage(inner) => storage_class(inner),
             },

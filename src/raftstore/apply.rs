@@ -10,13 +10,13 @@
 
 use heed::RwTxn;
 use prost::Message as _;
-use raft::eraftpb::{Entry, EntryType};
+use raft::eraftpb::{ConfChange, ConfChangeType as RaftChangeType, Entry, EntryType};
 
 use super::region_map::region_contains;
 use super::{Error, WriteResponse};
 use crate::proto::{
-    admin_request, request, AdminRequest, Peer, Precondition, RaftApplyState, RaftCmdRequest, Region, RegionEpoch,
-    RegionLocalState,
+    admin_request, request, AdminRequest, ConfChangeType, Peer, Precondition, RaftApplyState, RaftCmdRequest, Region,
+    RegionEpoch, RegionLocalState,
 };
 use crate::storage::{Engine, StorageError};
 
@@ -37,6 +37,9 @@ pub struct ApplyEffects {
     pub new_regions: Vec<Region>,
     /// Bytes of user data written (keys + values), for the region's approximate size.
     pub bytes_written: u64,
+    /// Membership changes applied to the region (already in its state in the transaction): raft
+    /// learns of them after the commit, in order.
+    pub conf_changes: Vec<ConfChange>,
 }
 
 /// Applies `entries` in order on top of `apply_state`, skipping any already applied.
@@ -68,15 +71,15 @@ pub fn apply_entries(
         let result = match entry.get_entry_type() {
             EntryType::EntryNormal if entry.data.is_empty() => None, // a new leader's empty entry
             EntryType::EntryNormal => apply_command(engine, txn, region, apply_state, entry, effects)?,
-            EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
-                // Only the membership commands (not yet implemented) propose these; a store
-                // running this version never does, so there is nothing in the log to apply.
+            EntryType::EntryConfChange => Some(apply_conf_change(engine, txn, region, entry, effects)?),
+            EntryType::EntryConfChangeV2 => {
+                // fekv proposes single-peer changes only (v1); joint consensus is never used.
                 tracing::error!(
                     region_id = region.region_id,
                     index = entry.index,
-                    "ignoring a conf change entry: membership changes are not supported by this version"
+                    "ignoring a joint conf change entry"
                 );
-                None
+                Some(Err(Error::InvalidChange { reason: "joint membership changes are not supported".into() }))
             }
         };
         apply_state.applied_index = entry.index;
@@ -172,6 +175,68 @@ fn apply_requests(
     Ok(Ok(WriteResponse { revision }))
 }
 
+/// Applies a membership change: one peer added or removed, `conf_ver + 1`. A change decided for an
+/// older membership (another change came first), a duplicate, or one that makes no sense is ignored
+/// the same way on every replica, and raft is not told of it.
+fn apply_conf_change(
+    engine: &Engine,
+    txn: &mut RwTxn<'_>,
+    region: &mut Region,
+    entry: &Entry,
+    effects: &mut ApplyEffects,
+) -> Result<Result<WriteResponse, Error>, StorageError> {
+    let rejected = |reason: String| {
+        tracing::info!(region_id = region.region_id, index = entry.index, %reason, "membership change ignored");
+        Ok(Err(Error::InvalidChange { reason }))
+    };
+    let decoded = <ConfChange as protobuf::Message>::parse_from_bytes(&entry.data)
+        .ok()
+        .and_then(|cc| RaftCmdRequest::decode(cc.context.as_ref()).ok().map(|cmd| (cc, cmd)));
+    let Some((cc, cmd)) = decoded else {
+        return rejected("the entry does not decode".into());
+    };
+    let Some(admin_request::Cmd::ChangePeer(change)) = cmd.admin.and_then(|a| a.cmd) else {
+        return rejected("the entry carries no peer change".into());
+    };
+    let proposed = cmd.header.and_then(|h| h.epoch).unwrap_or_default();
+    let current = region.epoch.unwrap_or_default();
+    if proposed.conf_ver != current.conf_ver {
+        return Ok(Err(Error::EpochNotMatch { current_regions: vec![region.clone()] }));
+    }
+    let Some(peer) = change.peer else {
+        return rejected("no peer given".into());
+    };
+    let adding = change.change_type == ConfChangeType::AddNode as i32;
+    let on_store = region.peers.iter().position(|p| p.store_id == peer.store_id);
+    let expected_type = if adding { RaftChangeType::AddNode } else { RaftChangeType::RemoveNode };
+    if cc.node_id != peer.peer_id || cc.get_change_type() != expected_type {
+        return rejected("the raft change and the peer change disagree".into());
+    }
+    match (adding, on_store) {
+        (true, Some(i)) if region.peers[i].peer_id == peer.peer_id => {
+            return rejected("the peer is already a member".into())
+        }
+        (true, Some(_)) => return rejected(format!("store {} already holds a peer of the region", peer.store_id)),
+        (true, None) => region.peers.push(peer),
+        (false, Some(i)) if region.peers[i].peer_id == peer.peer_id => {
+            region.peers.remove(i);
+        }
+        (false, _) => return rejected("the peer is not a member".into()),
+    }
+    region.epoch = Some(RegionEpoch { conf_ver: current.conf_ver + 1, ..current });
+    engine.put_region_state(txn, &RegionLocalState { region: Some(region.clone()), state: 0 })?;
+    tracing::info!(
+        region_id = region.region_id,
+        peer_id = peer.peer_id,
+        store_id = peer.store_id,
+        change = if adding { "add" } else { "remove" },
+        conf_ver = current.conf_ver + 1,
+        "membership changed"
+    );
+    effects.conf_changes.push(cc);
+    Ok(Ok(WriteResponse { revision: 0 }))
+}
+
 /// HTTP conditional-request semantics (RFC 9110 §13) on the key's current revision.
 pub fn precondition_holds(p: &Precondition, current: Option<u64>) -> bool {
     if p.if_exists && current.is_none() {
@@ -254,6 +319,10 @@ fn apply_admin(
             );
             effects.new_regions.push(right);
             Ok(Some(Ok(WriteResponse { revision: 0 })))
+        }
+        // Membership changes travel as raft conf change entries, never as plain commands.
+        Some(admin_request::Cmd::ChangePeer(_)) => {
+            Ok(Some(Err(Error::InvalidChange { reason: "a peer change must be a conf change entry".into() })))
         }
         None => Ok(None),
     }

@@ -30,6 +30,8 @@ pub enum Error {
     Storage(Arc<StorageError>),
     #[error("the raftstore queue is full; retry shortly")]
     Busy,
+    #[error("invalid membership change: {reason}")]
+    InvalidChange { reason: String },
     #[error("the raftstore has stopped")]
     Stopped,
     #[error("no answer from raft within {waited:?}{}", if *.proposed { "; the write may or may not have been applied" } else { "" })]

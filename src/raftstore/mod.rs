@@ -42,4 +42,9 @@ pub struct PeerStatus {
     /// Keys + values in the region, as of the last split check (leaders only).
     pub approximate_size: Option<u64>,
     pub approximate_keys: u64,
+    /// Leaders only: peers still catching up (they need a snapshot, or are receiving one).
+    pub pending_peers: Vec<crate::proto::Peer>,
+    /// False for a peer created by a message and still waiting for its first snapshot: it holds no
+    /// data and its region has no range yet.
+    pub initialized: bool,
 }

@@ -47,6 +47,9 @@ pub enum StoreMsg {
     /// Hand this region's leadership to its peer on `to_store_id` (answered at once; the transfer
     /// completes, or is abandoned after an election timeout, on its own).
     TransferLeader { region_id: u64, to_store_id: u64, callback: Callback<()> },
+    /// Add or remove one peer of a region (this store must lead it). Answered once the change is
+    /// applied; a change already made (the peer is there, or gone) is answered at once.
+    ChangePeer { region_id: u64, change: crate::proto::ChangePeerRequest, callback: Callback<()> },
     /// Split a region now (an operator or an admin asked): at `split_key`, or in the middle.
     SplitRegion { region_id: u64, split_key: Option<Vec<u8>>, callback: Callback<()> },
     /// The transport could not deliver messages to this peer (its store is down or unknown).

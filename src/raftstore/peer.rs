@@ -5,7 +5,7 @@
 //! [`Peer::collect_ready`] adds its log writes and applied data to the shared transaction, and
 //! [`Peer::post_commit`] finishes the ready once that transaction is durable.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use heed::RwTxn;
@@ -19,8 +19,8 @@ use super::peer_storage::PeerStorage;
 use super::{Error, PeerStatus, WriteResponse};
 use crate::metrics::Metrics;
 use crate::proto::{
-    admin_request, AdminRequest, CmdHeader, CompactLogRequest, RaftApplyState, RaftCmdRequest, RaftLocalState, Region,
-    Request,
+    admin_request, AdminRequest, ChangePeerRequest, CmdHeader, CompactLogRequest, ConfChangeType, RaftApplyState,
+    RaftCmdRequest, RaftLocalState, Region, Request,
 };
 use crate::storage::{Engine, StorageError};
 use crate::transport::RaftEnvelope;
@@ -33,11 +33,32 @@ pub struct PeerConfig {
     pub log_gc_threshold: u64,
 }
 
-/// A client write waiting for its entry, matched by (index, term).
+/// A client write or a membership change waiting for its entry, matched by (index, term).
 struct Proposal {
     index: u64,
     term: u64,
-    callback: Callback<WriteResponse>,
+    callback: ProposalCallback,
+}
+
+enum ProposalCallback {
+    Write(Callback<WriteResponse>),
+    ChangePeer(Callback<()>),
+}
+
+impl ProposalCallback {
+    fn send(self, result: Result<WriteResponse, Error>) {
+        match self {
+            ProposalCallback::Write(callback) => drop(callback.send(result)),
+            ProposalCallback::ChangePeer(callback) => drop(callback.send(result.map(drop))),
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        match self {
+            ProposalCallback::Write(callback) => callback.is_closed(),
+            ProposalCallback::ChangePeer(callback) => callback.is_closed(),
+        }
+    }
 }
 
 /// The reads that arrived in one round, served by one ReadIndex request.
@@ -65,6 +86,8 @@ pub struct PendingReady {
     region: Option<Region>,
     /// Regions split off, to be started by the store after the commit.
     new_regions: Vec<Region>,
+    /// Membership changes applied, for raft to learn after the commit.
+    conf_changes: Vec<raft::eraftpb::ConfChange>,
     bytes_written: u64,
     snapshot_applied: bool,
 }
@@ -75,10 +98,16 @@ pub struct Committed {
     pub region_changed: bool,
     /// Regions split off this one: the store starts their peers.
     pub new_regions: Vec<Region>,
+    /// A membership change removed this peer from its region: the store destroys it.
+    pub removed_self: bool,
 }
 
 pub struct Peer {
     peer_id: u64,
+    store_id: u64,
+    /// Peers of the region met in messages. An uninitialized peer's region lists no peers yet, and a
+    /// new member may write before this peer applies its addition: replies still find their way.
+    peer_cache: HashMap<u64, crate::proto::Peer>,
     /// Bytes of keys and values in the region, as of the last split check plus what was written
     /// since; `None` until the first check.
     approximate_size: Option<u64>,
@@ -134,9 +163,37 @@ impl Peer {
             .map(|p| p.peer_id)
             .unwrap_or_else(|| panic!("region {} has no peer on store {store_id}", region.region_id));
         let storage = PeerStorage::load(engine, region)?;
+        Ok(Self::new(peer_id, store_id, storage, cfg, metrics, logger))
+    }
+
+    /// Creates an empty, uninitialized peer of a region this store does not hold yet, because a message
+    /// for it arrived (the region's leader added it). It has no range and no data until a snapshot
+    /// fills it; its term and vote survive a restart so it can never vote twice in one term.
+    pub fn replicate(
+        engine: Engine,
+        region_id: u64,
+        peer: crate::proto::Peer,
+        cfg: PeerConfig,
+        metrics: Arc<Metrics>,
+        logger: &slog::Logger,
+    ) -> Result<Peer, StorageError> {
+        let storage = PeerStorage::uninitialized(engine, region_id)?;
+        Ok(Self::new(peer.peer_id, peer.store_id, storage, cfg, metrics, logger))
+    }
+
+    fn new(
+        peer_id: u64,
+        store_id: u64,
+        storage: PeerStorage,
+        cfg: PeerConfig,
+        metrics: Arc<Metrics>,
+        logger: &slog::Logger,
+    ) -> Peer {
         let raw = Self::raw_node(peer_id, storage, &cfg, logger);
         let mut peer = Peer {
             peer_id,
+            store_id,
+            peer_cache: HashMap::new(),
             approximate_size: None,
             approximate_keys: 0,
             split_check_in_flight: false,
@@ -154,7 +211,7 @@ impl Peer {
             outbox: Vec::new(),
         };
         peer.campaign_if_alone();
-        Ok(peer)
+        peer
     }
 
     fn raw_node(peer_id: u64, storage: PeerStorage, cfg: &PeerConfig, logger: &slog::Logger) -> RawNode<PeerStorage> {
@@ -235,6 +292,125 @@ impl Peer {
         Ok(())
     }
 
+    /// Proposes adding or removing one peer; answered once the change is applied. A change already
+    /// made is answered at once. Refused (retryable) while another change is in flight; refused for
+    /// good when it cannot be made safely.
+    pub fn on_change_peer(&mut self, change: ChangePeerRequest, callback: Callback<()>) {
+        match self.check_change_peer(&change) {
+            Ok(true) => {}
+            Ok(false) => {
+                let _ = callback.send(Ok(()));
+                return;
+            }
+            Err(err) => {
+                let _ = callback.send(Err(err));
+                return;
+            }
+        }
+        let peer = change.peer.expect("checked");
+        let (region_id, epoch) = (self.region_id(), self.region().epoch);
+        let cmd = RaftCmdRequest {
+            header: Some(CmdHeader { region_id, peer_id: self.peer_id, epoch }),
+            requests: Vec::new(),
+            admin: Some(AdminRequest { cmd: Some(admin_request::Cmd::ChangePeer(change.clone())) }),
+        };
+        let mut cc = raft::eraftpb::ConfChange {
+            node_id: peer.peer_id,
+            context: cmd.encode_to_vec().into(),
+            ..Default::default()
+        };
+        cc.set_change_type(if change.change_type == ConfChangeType::AddNode as i32 {
+            raft::eraftpb::ConfChangeType::AddNode
+        } else {
+            raft::eraftpb::ConfChangeType::RemoveNode
+        });
+        let last_before = self.raw.raft.raft_log.last_index();
+        let proposed = self.raw.propose_conf_change(Vec::new(), cc);
+        let index = self.raw.raft.raft_log.last_index();
+        let appended = self
+            .raw
+            .raft
+            .raft_log
+            .entries(index, 1, raft::GetEntriesContext::empty(false))
+            .ok()
+            .and_then(|e| e.into_iter().next());
+        match proposed {
+            // raft-rs turns a conf change it will not take into an empty entry; only a conf change entry
+            // at the new end of the log proves it was accepted.
+            Ok(())
+                if index > last_before
+                    && appended.is_some_and(|e| e.get_entry_type() == EntryType::EntryConfChange) =>
+            {
+                tracing::info!(region_id, ?change, index, "proposed a membership change");
+                let term = self.raw.raft.term;
+                self.proposals.push_back(Proposal { index, term, callback: ProposalCallback::ChangePeer(callback) });
+            }
+            Ok(()) => {
+                let _ =
+                    callback.send(Err(Error::ProposalDropped { reason: "raft did not take the membership change" }));
+            }
+            Err(raft::Error::ProposalDropped) => {
+                let _ = callback.send(Err(Error::ProposalDropped { reason: "leadership is being transferred" }));
+            }
+            Err(err) => {
+                tracing::warn!(region_id, error = %err, "membership change refused");
+                let _ = callback.send(Err(Error::ProposalDropped { reason: "raft refused the membership change" }));
+            }
+        }
+    }
+
+    /// Whether `change` must be proposed (`Ok(false)`: it is already in effect).
+    fn check_change_peer(&self, change: &ChangePeerRequest) -> Result<bool, Error> {
+        let invalid = |reason: String| Err(Error::InvalidChange { reason });
+        if !self.is_leader() {
+            return Err(self.not_leader());
+        }
+        let Some(peer) = change.peer else {
+            return invalid("no peer given".into());
+        };
+        if peer.peer_id == 0 || peer.store_id == 0 {
+            return invalid("the peer needs a peer id and a store id".into());
+        }
+        let region = self.region();
+        let on_store = region.peers.iter().find(|p| p.store_id == peer.store_id);
+        let with_id = region.peers.iter().find(|p| p.peer_id == peer.peer_id);
+        let adding = match ConfChangeType::try_from(change.change_type) {
+            Ok(ConfChangeType::AddNode) => true,
+            Ok(ConfChangeType::RemoveNode) => false,
+            Err(_) => return invalid(format!("unknown change type {}", change.change_type)),
+        };
+        if adding {
+            match (on_store, with_id) {
+                (Some(p), _) if *p == peer => return Ok(false),
+                (Some(p), _) => {
+                    return invalid(format!("store {} already holds peer {} of the region", p.store_id, p.peer_id))
+                }
+                (None, Some(p)) => return invalid(format!("peer id {} is taken by store {}", p.peer_id, p.store_id)),
+                (None, None) => {}
+            }
+        } else {
+            match with_id {
+                None => return Ok(false),
+                Some(p) if p.store_id != peer.store_id => {
+                    return invalid(format!("peer {} is on store {}, not {}", p.peer_id, p.store_id, peer.store_id))
+                }
+                Some(_) if region.peers.len() == 1 => return invalid("cannot remove the region's last peer".into()),
+                // The leader leaving a 2-peer group could leave the other peer unable to learn that the
+                // change committed, and unable to win an election without the leader's vote.
+                Some(_) if peer.peer_id == self.peer_id && region.peers.len() == 2 => {
+                    return invalid(
+                        "the leader of a 2-peer region cannot remove itself; transfer leadership first".into(),
+                    )
+                }
+                Some(_) => {}
+            }
+        }
+        if self.raw.raft.has_pending_conf() {
+            return Err(Error::ProposalDropped { reason: "another membership change is in progress" });
+        }
+        Ok(true)
+    }
+
     /// Proposes splitting this region at `split_key` into itself and a new region with the given ids.
     /// Refused unless this peer leads the region, the epoch is the one the split was decided for, and
     /// the key lies strictly inside the range.
@@ -303,7 +479,9 @@ impl Peer {
             admin: None,
         };
         match self.propose(cmd.encode_to_vec()) {
-            Ok((index, term)) => self.proposals.push_back(Proposal { index, term, callback }),
+            Ok((index, term)) => {
+                self.proposals.push_back(Proposal { index, term, callback: ProposalCallback::Write(callback) })
+            }
             Err(err) => {
                 let _ = callback.send(Err(err));
             }
@@ -464,6 +642,8 @@ impl Peer {
             pending_proposals: self.proposals.len(),
             approximate_size: self.approximate_size,
             approximate_keys: self.approximate_keys,
+            pending_peers: self.pending_peers(),
+            initialized: self.is_initialized(),
         }
     }
 
@@ -471,6 +651,7 @@ impl Peer {
 
     /// A message from another peer of this region.
     pub fn on_raft_message(&mut self, envelope: RaftEnvelope) {
+        self.peer_cache.insert(envelope.from_peer.peer_id, envelope.from_peer);
         let msg_type = envelope.message.get_msg_type();
         if let Err(err) = self.raw.step(envelope.message) {
             tracing::debug!(region_id = self.region_id(), ?msg_type, error = %err, "raft refused a message");
@@ -494,7 +675,8 @@ impl Peer {
     fn queue_messages(&mut self, messages: Vec<Message>) {
         let region = self.raw.store().region();
         for message in messages {
-            let Some(to_peer) = region.peers.iter().find(|p| p.peer_id == message.to).copied() else {
+            let member = region.peers.iter().find(|p| p.peer_id == message.to);
+            let Some(to_peer) = member.or_else(|| self.peer_cache.get(&message.to)).copied() else {
                 tracing::debug!(
                     region_id = region.region_id,
                     to = message.to,
@@ -502,13 +684,14 @@ impl Peer {
                 );
                 continue;
             };
-            let from_peer = crate::proto::Peer { peer_id: self.peer_id, store_id: self.store_id() };
+            let from_peer = crate::proto::Peer { peer_id: self.peer_id, store_id: self.store_id };
             self.outbox.push(RaftEnvelope {
                 region_id: region.region_id,
                 from_peer,
                 to_peer,
                 region_epoch: region.epoch.unwrap_or_default(),
                 message,
+                is_tombstone: false,
             });
         }
     }
@@ -517,8 +700,41 @@ impl Peer {
         std::mem::take(&mut self.outbox)
     }
 
-    fn store_id(&self) -> u64 {
-        self.region().peers.iter().find(|p| p.peer_id == self.peer_id).map_or(0, |p| p.store_id)
+    pub fn peer_id(&self) -> u64 {
+        self.peer_id
+    }
+
+    /// Whether this peer holds its region's data (one created by a message waits for a snapshot).
+    pub fn is_initialized(&self) -> bool {
+        self.raw.store().is_initialized()
+    }
+
+    /// The peers a leader sees still catching up: ones that need a snapshot or are receiving one.
+    fn pending_peers(&self) -> Vec<crate::proto::Peer> {
+        if !self.is_leader() {
+            return Vec::new();
+        }
+        let truncated = self.raw.store().apply_state().truncated_index;
+        let progress = self.raw.raft.prs();
+        self.region()
+            .peers
+            .iter()
+            .filter(|p| p.peer_id != self.peer_id)
+            .filter(|p| {
+                progress
+                    .get(p.peer_id)
+                    .is_none_or(|pr| pr.state == raft::ProgressState::Snapshot || pr.matched < truncated)
+            })
+            .copied()
+            .collect()
+    }
+
+    /// Fails everything waiting on this peer: it is being destroyed.
+    pub fn fail_all(&mut self, err: &Error) {
+        for proposal in std::mem::take(&mut self.proposals) {
+            proposal.callback.send(Err(err.clone()));
+        }
+        self.fail_reads(err);
     }
 
     // ---- the ready, around the round's commit ----
@@ -601,6 +817,7 @@ impl Peer {
             wrote,
             region: region_changed.then_some(region_now),
             new_regions: effects.new_regions,
+            conf_changes: effects.conf_changes,
             bytes_written: effects.bytes_written,
             snapshot_applied,
         })
@@ -629,7 +846,8 @@ impl Peer {
     /// Second half, after the round's transaction is durable: install the new state, queue the
     /// messages that had to wait for it, advance raft, answer the applied proposals and the reads.
     pub fn post_commit(&mut self, pending: PendingReady) -> Committed {
-        let PendingReady { mut ready, raft_state, apply_state, applied, region, new_regions, .. } = pending;
+        let PendingReady { mut ready, raft_state, apply_state, applied, region, new_regions, conf_changes, .. } =
+            pending;
         let applied_index = apply_state.applied_index;
         let region_changed = region.is_some();
         if pending.snapshot_applied || !new_regions.is_empty() {
@@ -642,6 +860,13 @@ impl Peer {
             self.raw.mut_store().set_region(region);
         }
         self.raw.mut_store().set_persisted(raft_state, apply_state);
+        // Raft counts the new membership from here on (the region's state already has it).
+        for cc in &conf_changes {
+            if let Err(err) = self.raw.apply_conf_change(cc) {
+                tracing::error!(region_id = self.region_id(), error = %err, "raft refused an applied membership change");
+            }
+        }
+        let removed_self = !conf_changes.is_empty() && !self.region().peers.iter().any(|p| p.peer_id == self.peer_id);
         // Votes and a follower's acks promise durability: only now may they leave.
         self.queue_messages(ready.take_persisted_messages());
         let mut light = self.raw.advance_append(ready);
@@ -655,7 +880,7 @@ impl Peer {
             self.answer(outcome);
         }
         self.release_reads();
-        Committed { applied: answered, region_changed, new_regions }
+        Committed { applied: answered, region_changed, new_regions, removed_self }
     }
 
     /// Matches an applied entry to the proposal waiting on its index. Proposals at lower indexes lost
@@ -670,7 +895,7 @@ impl Peer {
                 (Some(result), true) => result.clone(),
                 _ => Err(Error::StaleCommand),
             };
-            let _ = proposal.callback.send(result);
+            proposal.callback.send(result);
         }
     }
 
@@ -692,7 +917,12 @@ impl Peer {
     pub fn recover_after_failed_write(&mut self, error: &Error, logger: &slog::Logger) {
         let region = self.region().clone();
         let engine = self.raw.store().engine().clone();
-        let storage = PeerStorage::load(engine, region).unwrap_or_else(|e| {
+        let storage = if self.is_initialized() {
+            PeerStorage::load(engine, region)
+        } else {
+            PeerStorage::uninitialized(engine, region.region_id)
+        };
+        let storage = storage.unwrap_or_else(|e| {
             panic!("region {}: cannot reload raft state after a failed write: {e}", self.region_id())
         });
         let durable_last_index = storage.raft_state().last_index;
@@ -702,7 +932,7 @@ impl Peer {
         for proposal in lost {
             // Durable entries will still apply after the new election; only lost ones fail here.
             if proposal.index > durable_last_index {
-                let _ = proposal.callback.send(Err(error.clone()));
+                proposal.callback.send(Err(error.clone()));
             } else {
                 self.proposals.push_back(proposal);
             }

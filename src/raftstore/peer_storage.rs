@@ -56,6 +56,24 @@ impl PeerStorage {
         Ok(PeerStorage { engine, region, raft_state, apply_state, snapshot: RefCell::new(SnapshotState::Idle) })
     }
 
+    /// The storage of a peer created by a message before this store held its region: no range, no
+    /// log, no data. Its term and vote are read back if it persisted any (it voted before a restart).
+    pub fn uninitialized(engine: Engine, region_id: u64) -> Result<PeerStorage, StorageError> {
+        let txn = engine.read_txn()?;
+        let persisted = engine.raft_state(&txn, region_id)?;
+        drop(txn);
+        let raft_state =
+            persisted.map(|s| RaftLocalState { term: s.term, vote: s.vote, ..Default::default() }).unwrap_or_default();
+        let region = Region { region_id, ..Default::default() };
+        Ok(PeerStorage {
+            engine,
+            region,
+            raft_state,
+            apply_state: RaftApplyState::default(),
+            snapshot: RefCell::new(SnapshotState::Idle),
+        })
+    }
+
     /// Writes the initial state of a brand-new region into `txn` (bootstrap).
     pub fn write_initial_state(engine: &Engine, txn: &mut RwTxn<'_>, region: &Region) -> Result<(), StorageError> {
         Self::write_initial_state_at(engine, txn, region, RAFT_INIT_LOG_INDEX)
@@ -72,9 +90,12 @@ impl PeerStorage {
         index: u64,
     ) -> Result<(), StorageError> {
         let index = index.max(RAFT_INIT_LOG_INDEX);
+        // An uninitialized peer of this region (created by an early message) may have voted: keep its
+        // term and vote, so no term ever sees two votes from this store.
+        let voted = engine.raft_state(txn, region.region_id)?.filter(|s| s.term > RAFT_INIT_LOG_TERM);
         let raft_state = RaftLocalState {
-            term: RAFT_INIT_LOG_TERM,
-            vote: 0,
+            term: voted.map_or(RAFT_INIT_LOG_TERM, |s| s.term),
+            vote: voted.map_or(0, |s| s.vote),
             commit: index,
             last_index: index,
             last_term: RAFT_INIT_LOG_TERM,
@@ -284,7 +305,10 @@ impl raft::Storage for PeerStorage {
             // Good for any follower while it is not older than what was asked for and still covers
             // the log's start (entries after it are still in the log).
             let index = snapshot.get_metadata().index;
-            if index >= request_index && index >= self.apply_state.truncated_index {
+            // A snapshot older than the follower's addition would not list it as a member.
+            let conf = snapshot.get_metadata().get_conf_state();
+            let lists_follower = conf.get_voters().contains(&to) || conf.get_learners().contains(&to);
+            if index >= request_index && index >= self.apply_state.truncated_index && lists_follower {
                 tracing::info!(region_id = self.region.region_id, to, index, "sending a snapshot");
                 return Ok(snapshot.clone());
             }

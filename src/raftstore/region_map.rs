@@ -38,6 +38,26 @@ impl RegionMap {
         self.changed.notify_one();
     }
 
+    /// Stops routing to a region (its peer here was destroyed).
+    pub fn remove(&self, region_id: u64) {
+        self.by_start.write().retain(|_, r| r.region_id != region_id);
+        self.changed.notify_one();
+    }
+
+    /// The regions whose ranges overlap `region`'s, other than `region` itself.
+    pub fn overlapping(&self, region: &Region) -> Vec<Region> {
+        let map = self.by_start.read();
+        map.values()
+            .filter(|r| r.region_id != region.region_id)
+            .filter(|r| {
+                let starts_before_end = region.end_key.is_empty() || r.start_key < region.end_key;
+                let ends_after_start = r.end_key.is_empty() || r.end_key > region.start_key;
+                starts_before_end && ends_after_start
+            })
+            .cloned()
+            .collect()
+    }
+
     /// Resolves after the next change of a region (or at once if one happened since the last call).
     pub async fn changed(&self) {
         self.changed.notified().await;
@@ -74,6 +94,22 @@ mod tests {
         assert!(map.locate(b"a").is_none());
         assert!(map.locate(b"f").is_none());
         assert_eq!(map.locate(b"d").unwrap().region_id, 2);
+    }
+
+    #[test]
+    fn overlapping_finds_other_regions_sharing_part_of_a_range() {
+        let map = RegionMap::default();
+        map.insert(region(1, b"", b"c"));
+        map.insert(region(2, b"c", b"f"));
+        map.insert(region(3, b"f", b""));
+        let ids = |r: Region| map.overlapping(&r).iter().map(|r| r.region_id).collect::<Vec<_>>();
+        assert_eq!(ids(region(9, b"d", b"e")), vec![2]);
+        assert_eq!(ids(region(9, b"b", b"g")), vec![1, 2, 3]);
+        assert_eq!(ids(region(9, b"", b"")), vec![1, 2, 3]);
+        assert_eq!(ids(region(2, b"c", b"f")), Vec::<u64>::new());
+        assert_eq!(ids(region(9, b"f", b"")), vec![3]);
+        map.remove(3);
+        assert_eq!(ids(region(9, b"f", b"")), Vec::<u64>::new());
     }
 
     #[test]

@@ -61,6 +61,19 @@ impl Router {
         self.call(false, |callback| StoreMsg::TransferLeader { region_id, to_store_id, callback }).await
     }
 
+    /// Asks this store's leader peer of `region_id` to add or remove `peer`, and waits until the change
+    /// is applied. One change at a time per region: while one is in flight, others are refused with a
+    /// retryable error.
+    pub async fn change_peer(
+        &self,
+        region_id: u64,
+        change_type: crate::proto::ConfChangeType,
+        peer: crate::proto::Peer,
+    ) -> Result<()> {
+        let change = crate::proto::ChangePeerRequest { change_type: change_type as i32, peer: Some(peer) };
+        self.call(true, |callback| StoreMsg::ChangePeer { region_id, change, callback }).await
+    }
+
     /// Creates this store's peer of `region` (bootstrapped by placement) if it does not exist.
     pub async fn create_peer(&self, region: Region) -> Result<()> {
         self.call(false, |callback| StoreMsg::CreatePeer { region, callback }).await

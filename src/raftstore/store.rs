@@ -56,6 +56,8 @@ pub struct Store {
     split_checker: crossbeam_channel::Sender<SplitCheckTask>,
     split_worker: Option<JoinHandle<()>>,
     ticks: u64,
+    /// Store-level messages (tombstone replies to stale peers), sent with the next flush.
+    control_outbox: Vec<RaftEnvelope>,
 }
 
 /// The store's inbox: bounded, so a store that falls behind refuses requests (`Busy`) instead of
@@ -79,9 +81,15 @@ pub fn start(
     let txn = engine.read_txn()?;
     let region_states = engine.region_states(&txn)?;
     drop(txn);
+    let mut removed_while_down = Vec::new();
     for state in region_states {
         let Some(region) = state.region else { continue };
         if state.state != crate::proto::PeerState::Normal as i32 {
+            continue;
+        }
+        if !region.peers.iter().any(|p| p.store_id == cfg.store_id) {
+            // Its removal was applied, but the node stopped before destroying the peer.
+            removed_while_down.push(region);
             continue;
         }
         regions.insert(region.clone());
@@ -105,7 +113,11 @@ pub fn start(
         split_checker,
         split_worker: Some(split_worker),
         ticks: 0,
+        control_outbox: Vec::new(),
     };
+    for region in removed_while_down {
+        store.write_tombstone(&region, true)?;
+    }
     let handle = std::thread::Builder::new()
         .name("raftstore".into())
         .spawn(move || {
@@ -235,6 +247,12 @@ impl Store {
                 };
                 let _ = callback.send(result);
             }
+            StoreMsg::ChangePeer { region_id, change, callback } => match self.peers.get_mut(&region_id) {
+                Some(peer) => peer.on_change_peer(change, callback),
+                None => {
+                    let _ = callback.send(Err(Error::RegionNotFound { region_id }));
+                }
+            },
             StoreMsg::CreatePeer { region, callback } => {
                 let _ = callback.send(self.create_peer(region));
             }
@@ -257,8 +275,14 @@ impl Store {
     /// peers are applying the same split, and a leader should not wait an election timeout.
     fn start_split_peer(&mut self, region: crate::proto::Region, campaign: bool) {
         let region_id = region.region_id;
-        if self.peers.contains_key(&region_id) {
-            return;
+        match self.peers.get(&region_id) {
+            // A message of the new region arrived before the split applied here and created an empty
+            // peer; the split's state (written with the split, keeping that peer's vote) replaces it.
+            Some(peer) if !peer.is_initialized() => {
+                self.peers.remove(&region_id);
+            }
+            Some(_) => return,
+            None => {}
         }
         match self.add_peer(region) {
             Ok(peer) if campaign => peer.campaign(),
@@ -321,17 +345,193 @@ impl Store {
             }
             self.metrics.raft_snapshots.with_label_values(&["received"]).inc();
         }
-        match self.peers.get_mut(&envelope.region_id) {
-            Some(peer) => peer.on_raft_message(envelope),
-            None => tracing::debug!(
-                region_id = envelope.region_id,
-                "dropping a message for a region this store does not hold"
-            ),
+        if envelope.is_tombstone {
+            self.on_tombstone_message(&envelope);
+            return;
         }
+        let region_id = envelope.region_id;
+        let to_peer_id = envelope.to_peer.peer_id;
+        if let Some(peer) = self.peers.get(&region_id) {
+            if peer.peer_id() > to_peer_id {
+                tracing::debug!(region_id, to_peer_id, "dropping a message for an older peer of this store");
+                return;
+            }
+            if peer.peer_id() < to_peer_id {
+                // The region was given a new peer on this store: ours was removed while it could not
+                // hear of it.
+                tracing::info!(region_id, stale_peer_id = peer.peer_id(), to_peer_id, "replacing a stale peer");
+                self.destroy_peer(region_id);
+            }
+        }
+        if let Some(peer) = self.peers.get(&region_id) {
+            if is_stale_sender(peer.region(), &envelope) {
+                self.reply_tombstone(peer.region().clone(), peer.peer_id(), &envelope);
+                return;
+            }
+        }
+        if msg_type == MessageType::MsgSnapshot && !self.snapshot_fits(&envelope) {
+            self.metrics.raft_snapshots.with_label_values(&["rejected"]).inc();
+            return;
+        }
+        if !self.peers.contains_key(&region_id) && (!may_create_peer(msg_type) || !self.create_peer_for(&envelope)) {
+            return;
+        }
+        if let Some(peer) = self.peers.get_mut(&region_id) {
+            peer.on_raft_message(envelope);
+        }
+    }
+
+    /// Whether a snapshot may be applied here: it must list its recipient as a member, and its range
+    /// must not overlap another region this store holds (that region would have to split or move
+    /// first; the leader will offer the snapshot again).
+    fn snapshot_fits(&self, envelope: &RaftEnvelope) -> bool {
+        let Ok(data) = super::peer_storage::decode_snapshot_data(envelope.message.get_snapshot().get_data()) else {
+            return false;
+        };
+        let region = data.region.unwrap_or_default();
+        if !region.peers.iter().any(|p| p.peer_id == envelope.to_peer.peer_id) {
+            tracing::info!(region_id = region.region_id, "refusing a snapshot that does not list its recipient");
+            return false;
+        }
+        let overlapping = self.regions.overlapping(&region);
+        if !overlapping.is_empty() {
+            tracing::info!(
+                region_id = region.region_id,
+                overlapping = ?overlapping.iter().map(|r| r.region_id).collect::<Vec<_>>(),
+                "refusing a snapshot that overlaps regions this store holds"
+            );
+            return false;
+        }
+        true
+    }
+
+    /// Creates the empty peer a message is addressed to, unless this store's record of the region
+    /// shows the message is stale (its peer here was destroyed and the sender has not heard).
+    fn create_peer_for(&mut self, envelope: &RaftEnvelope) -> bool {
+        let region_id = envelope.region_id;
+        let known = self.engine.read_txn().and_then(|txn| self.engine.region_state(&txn, region_id));
+        match known {
+            Ok(Some(state)) if state.state == crate::proto::PeerState::Tombstone as i32 => {
+                let tombstone_conf_ver = state.region.and_then(|r| r.epoch).map_or(0, |e| e.conf_ver);
+                if envelope.region_epoch.conf_ver <= tombstone_conf_ver {
+                    tracing::debug!(region_id, "dropping a message for a destroyed peer");
+                    return false;
+                }
+            }
+            Ok(Some(_)) => {
+                // A live record without a running peer: a split that is still being applied.
+                return false;
+            }
+            Ok(None) => {}
+            Err(err) => {
+                tracing::error!(region_id, error = %err, "cannot read a region's state");
+                return false;
+            }
+        }
+        match Peer::replicate(
+            self.engine.clone(),
+            region_id,
+            envelope.to_peer,
+            self.cfg.peer.clone(),
+            self.metrics.clone(),
+            &self.logger,
+        ) {
+            Ok(peer) => {
+                tracing::info!(
+                    store_id = self.cfg.store_id,
+                    region_id,
+                    peer_id = envelope.to_peer.peer_id,
+                    "created an empty peer; waiting for a snapshot"
+                );
+                self.peers.insert(region_id, peer);
+                true
+            }
+            Err(err) => {
+                tracing::error!(region_id, error = %err, "cannot create a peer");
+                false
+            }
+        }
+    }
+
+    /// Tells a peer that is no longer a member of `region` (as of its current epoch) to destroy itself.
+    fn reply_tombstone(&mut self, region: crate::proto::Region, local_peer_id: u64, stale: &RaftEnvelope) {
+        tracing::debug!(
+            region_id = region.region_id,
+            stale_peer = stale.from_peer.peer_id,
+            "telling a removed peer it is gone"
+        );
+        self.control_outbox.push(RaftEnvelope {
+            region_id: region.region_id,
+            from_peer: crate::proto::Peer { peer_id: local_peer_id, store_id: self.cfg.store_id },
+            to_peer: stale.from_peer,
+            region_epoch: region.epoch.unwrap_or_default(),
+            message: raft::eraftpb::Message::default(),
+            is_tombstone: true,
+        });
+    }
+
+    /// A member of the region says our peer was removed: destroy it if its membership is really older.
+    fn on_tombstone_message(&mut self, envelope: &RaftEnvelope) {
+        let Some(peer) = self.peers.get(&envelope.region_id) else { return };
+        let local_conf_ver = peer.region().epoch.map_or(0, |e| e.conf_ver);
+        if peer.peer_id() != envelope.to_peer.peer_id || envelope.region_epoch.conf_ver <= local_conf_ver {
+            return;
+        }
+        tracing::info!(region_id = envelope.region_id, peer_id = peer.peer_id(), "removed from the region while away");
+        self.destroy_peer(envelope.region_id);
+    }
+
+    /// Destroys this store's peer of a region it is no longer a member of: its range's data, log and
+    /// raft state are deleted and the region is recorded as a tombstone, in one transaction.
+    fn destroy_peer(&mut self, region_id: u64) {
+        let Some(mut peer) = self.peers.remove(&region_id) else { return };
+        peer.fail_all(&Error::RegionNotFound { region_id });
+        let initialized = peer.is_initialized();
+        let mut region = peer.region().clone();
+        drop(peer);
+        if initialized {
+            self.regions.remove(region_id);
+        }
+        if region.epoch.is_none() {
+            region.epoch = Some(Default::default());
+        }
+        if let Err(err) = self.write_tombstone(&region, initialized) {
+            tracing::error!(region_id, error = %err, "cannot destroy a removed peer; it will be retried at restart");
+            return;
+        }
+        self.metrics.raft_peers_destroyed.inc();
+        self.refresh_usage();
+    }
+
+    /// Deletes a removed peer's data (if it held any), log and states; records the region as a tombstone.
+    fn write_tombstone(
+        &self,
+        region: &crate::proto::Region,
+        delete_data: bool,
+    ) -> Result<(), crate::storage::StorageError> {
+        let region_id = region.region_id;
+        let mut txn = self.engine.write_txn()?;
+        let deleted =
+            if delete_data { self.engine.delete_data_range(&mut txn, &region.start_key, &region.end_key)? } else { 0 };
+        self.engine.delete_entries(&mut txn, region_id, 0, u64::MAX)?;
+        self.engine.delete_peer_states(&mut txn, region_id)?;
+        let state = crate::proto::RegionLocalState {
+            region: Some(region.clone()),
+            state: crate::proto::PeerState::Tombstone as i32,
+        };
+        self.engine.put_region_state(&mut txn, &state)?;
+        self.engine.commit(txn)?;
+        tracing::info!(store_id = self.cfg.store_id, region_id, deleted_records = deleted, "peer destroyed");
+        Ok(())
     }
 
     /// Hands every peer's queued messages to the transport and flushes it. Failures go back to raft.
     fn send_outboxes(&mut self) {
+        for envelope in std::mem::take(&mut self.control_outbox) {
+            if let Err(err) = self.transport.send(envelope) {
+                tracing::debug!(error = %err, "tombstone reply not sent");
+            }
+        }
         for peer in self.peers.values_mut() {
             for envelope in peer.take_outbox() {
                 let msg_type = envelope.message.get_msg_type();
@@ -361,6 +561,9 @@ impl Store {
             peer.issue_reads();
         }
         if !self.peers.values().any(Peer::has_ready) {
+            if !self.control_outbox.is_empty() {
+                self.send_outboxes();
+            }
             return;
         }
         let engine = self.engine.clone();
@@ -390,6 +593,7 @@ impl Store {
                     self.metrics.storage_entries_per_commit.observe(entries as f64);
                     self.refresh_usage();
                 }
+                let mut removed = Vec::new();
                 let proposals: usize = pending.iter().map(|(_, p)| p.proposals_persisted).sum();
                 if proposals > 0 {
                     self.metrics.storage_proposals_per_commit.observe(proposals as f64);
@@ -401,12 +605,20 @@ impl Store {
                     if committed.region_changed {
                         self.regions.insert(peer.region().clone());
                     }
+                    if committed.removed_self {
+                        removed.push(region_id);
+                    }
                     let led_parent = peer.is_leader();
                     for region in committed.new_regions {
                         self.start_split_peer(region, led_parent);
                     }
                 }
+                // Messages first: a leader removing itself still tells the others what committed.
                 self.send_outboxes();
+                for region_id in removed {
+                    tracing::info!(store_id = self.cfg.store_id, region_id, "this peer was removed from its region");
+                    self.destroy_peer(region_id);
+                }
             }
             Err(err) => {
                 self.metrics.storage_commit_failures.inc();
@@ -430,6 +642,21 @@ impl Store {
             self.metrics.storage_map_size_bytes.set(stats.map_size as i64);
         }
     }
+}
+
+/// Whether a message comes from a peer that `region` (this store's initialized view) no longer lists,
+/// sent under an older membership: the sender was removed and has not heard.
+fn is_stale_sender(region: &crate::proto::Region, envelope: &RaftEnvelope) -> bool {
+    let local_conf_ver = region.epoch.map_or(0, |e| e.conf_ver);
+    !region.peers.is_empty()
+        && envelope.region_epoch.conf_ver < local_conf_ver
+        && !region.peers.iter().any(|p| p.peer_id == envelope.from_peer.peer_id)
+}
+
+/// Messages that may create an empty peer here: ones a leader or a candidate sends to a member.
+fn may_create_peer(msg_type: MessageType) -> bool {
+    use MessageType::*;
+    matches!(msg_type, MsgAppend | MsgHeartbeat | MsgSnapshot | MsgRequestVote | MsgRequestPreVote)
 }
 
 /// A bounded label for a raft message type.

@@ -289,6 +289,14 @@ impl Engine {
         self.put_msg(txn, self.dbs.apply_state, &keys::region_key(region_id), state)
     }
 
+    /// Forgets a region's raft and apply state (its peer here was destroyed).
+    pub fn delete_peer_states(&self, txn: &mut RwTxn<'_>, region_id: u64) -> Result<()> {
+        let key = keys::region_key(region_id);
+        self.dbs.raft_state.delete(txn, &key).map_err(|e| self.err(e))?;
+        self.dbs.apply_state.delete(txn, &key).map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     pub fn region_state(&self, txn: &RoTxn<'_>, region_id: u64) -> Result<Option<crate::proto::RegionLocalState>> {
         self.get_msg(txn, self.dbs.region, &keys::region_key(region_id), || {
             format!("region state of region {region_id}")

@@ -26,6 +26,8 @@ pub struct RaftEnvelope {
     pub to_peer: Peer,
     pub region_epoch: RegionEpoch,
     pub message: eraftpb::Message,
+    /// A reply telling `to_peer` it is no longer a member of the region (as of `region_epoch`).
+    pub is_tombstone: bool,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -63,6 +65,7 @@ impl RaftEnvelope {
             to_peer: Some(self.to_peer),
             region_epoch: Some(self.region_epoch),
             message: self.message.write_to_bytes().expect("encoding an in-memory raft message cannot fail"),
+            is_tombstone: self.is_tombstone,
         }
     }
 
@@ -75,6 +78,7 @@ impl RaftEnvelope {
             region_epoch: msg.region_epoch.unwrap_or_default(),
             message: eraftpb::Message::parse_from_bytes(&msg.message)
                 .map_err(|e| TransportError::Malformed(e.to_string()))?,
+            is_tombstone: msg.is_tombstone,
         })
     }
 }
@@ -97,6 +101,7 @@ mod tests {
             to_peer: Peer { peer_id: 2, store_id: 2 },
             region_epoch: RegionEpoch { conf_ver: 1, version: 2 },
             message,
+            is_tombstone: false,
         };
         let back =
             RaftEnvelope::from_proto(RaftMessage::decode(envelope.to_proto().encode_to_vec().as_slice()).unwrap())
