@@ -27,6 +27,43 @@ struct Spec {
     max_raft_log: Option<u64>,
     /// Tiny regions (300 bytes, as in tinykv), so the keyspace splits many times.
     split: bool,
+    /// A conf changer adds and removes random peers of random regions while the clients run.
+    confchange: bool,
+}
+
+/// tinykv's confchanger: every 0–200 ms, a random store's peer of a random region is removed if it
+/// has one (never the last peer), else one is added there. Requests go to the region's leader, like
+/// placement's operators; a refused one (another change in flight, no leader) is simply dropped.
+async fn confchanger(cluster: Arc<Cluster>, stop: Arc<AtomicBool>, seed: u64) -> usize {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let stores = cluster.store_ids();
+    let mut changes = 0;
+    while !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..200))).await;
+        let regions = cluster.regions().await;
+        if regions.is_empty() {
+            continue;
+        }
+        let region = &regions[rng.gen_range(0..regions.len())];
+        let store_id = stores[rng.gen_range(0..stores.len())];
+        let Some((leader, _)) = cluster.region_leader(region.region_id).await else { continue };
+        let (change, peer) = match region.peers.iter().find(|p| p.store_id == store_id) {
+            Some(_) if region.peers.len() == 1 => continue,
+            // The leader of a 2-peer region may not remove itself (placement transfers first).
+            Some(_) if store_id == leader && region.peers.len() == 2 => continue,
+            Some(peer) => (fekv::proto::ConfChangeType::RemoveNode, *peer),
+            None => (fekv::proto::ConfChangeType::AddNode, fekv::proto::Peer { peer_id: cluster.alloc_id(), store_id }),
+        };
+        let changed = tokio::time::timeout(
+            Duration::from_secs(3),
+            cluster.router(leader).change_peer(region.region_id, change, peer),
+        )
+        .await;
+        if matches!(changed, Ok(Ok(()))) {
+            changes += 1;
+        }
+    }
+    changes
 }
 
 fn soak() -> bool {
@@ -148,6 +185,9 @@ async fn run_generic_test(spec: Spec) -> Vec<Vec<Event>> {
                 tokio::spawn(client(shared.clone(), c, stop.clone(), client_seed, spec.partitions))
             })
             .collect();
+        let changer = spec
+            .confchange
+            .then(|| tokio::spawn(confchanger(shared.clone(), stop.clone(), seed.wrapping_add(round as u64 * 7919))));
         // Chaos, every 100–200 ms, until the round ends.
         let round_end = Instant::now() + round_time;
         while Instant::now() < round_end {
@@ -169,6 +209,10 @@ async fn run_generic_test(spec: Spec) -> Vec<Vec<Event>> {
         }
         stop.store(true, Ordering::Relaxed);
         shared.network.heal();
+        if let Some(changer) = changer {
+            let changes = tokio::time::timeout(Duration::from_secs(30), changer).await.expect("changer stops").unwrap();
+            eprintln!("round {round}: {changes} membership changes");
+        }
         let mut all_revisions = Vec::new();
         for task in clients {
             let log = tokio::time::timeout(Duration::from_secs(30), task).await.expect("client stops").unwrap();
@@ -211,7 +255,7 @@ async fn run_generic_test(spec: Spec) -> Vec<Vec<Event>> {
             assert!(scanned == expected, "round {round}: client {c}'s scan differs from what it wrote");
         }
         if let Some(limit) = spec.max_raft_log {
-            wait_log_compacted(&cluster, limit).await;
+            wait_log_compacted(&cluster, limit, !spec.confchange).await;
         }
         // Clean up, as tinykv does, so the next round starts from empty keys.
         for (c, revisions) in all_revisions.iter().enumerate() {
@@ -229,8 +273,9 @@ async fn run_generic_test(spec: Spec) -> Vec<Vec<Event>> {
     histories
 }
 
-/// Idle, every store keeps its raft log within twice the GC threshold.
-async fn wait_log_compacted(cluster: &Cluster, limit: u64) {
+/// Idle, every store keeps its raft log within twice the GC threshold. With `everywhere`, every store
+/// must hold region 1 (no membership changes moved it).
+async fn wait_log_compacted(cluster: &Cluster, limit: u64, everywhere: bool) {
     // A write makes the leader tick over its compaction check with everything applied.
     cluster.must_put(b"gc-nudge", b"x").await;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -244,7 +289,7 @@ async fn wait_log_compacted(cluster: &Cluster, limit: u64) {
             .filter(|(_, s)| s.applied_index - s.truncated_index > 2 * limit)
             .map(|(store_id, s)| (store_id, s.region.region_id, s.applied_index, s.truncated_index))
             .collect();
-        if over.is_empty() && statuses.len() == cluster.store_ids().len() {
+        if over.is_empty() && (!everywhere || statuses.len() == cluster.store_ids().len()) {
             return;
         }
         assert!(Instant::now() < deadline, "raft logs over 2 × {limit}: (store, region, applied, truncated) {over:?}");
@@ -371,7 +416,7 @@ async fn test_one_snapshot_2c() {
     // After a restart the store still has it, and its log stays short.
     cluster.restart(isolated);
     cluster.wait_local(isolated, b"k100", Some(b"v100")).await;
-    wait_log_compacted(&cluster, 10).await;
+    wait_log_compacted(&cluster, 10, true).await;
 }
 
 // ---- 3B: splits ----
@@ -443,4 +488,132 @@ async fn test_one_split_3b() {
     cluster.network.heal();
     cluster.wait_local(isolated, b"k100", Some(b"some value to fill the region")).await;
     cluster.wait_local(isolated, b"k199", Some(b"some value to fill the region")).await;
+}
+
+// ---- 3B: membership changes ----
+generic!(test_conf_change_recover_3b, clients: 1, crash: true, confchange: true);
+generic!(test_conf_change_recover_many_clients_3b, clients: 20, crash: true, confchange: true);
+generic!(test_conf_change_unreliable_3b, clients: 5, unreliable: true, confchange: true);
+generic!(test_conf_change_unreliable_recover_3b, clients: 5, unreliable: true, crash: true, confchange: true);
+generic!(
+    test_conf_change_snapshot_unreliable_recover_3b,
+    clients: 5, unreliable: true, crash: true, max_raft_log: Some(100), confchange: true
+);
+generic!(
+    test_conf_change_snapshot_unreliable_recover_concurrent_partition_3b,
+    clients: 5, unreliable: true, crash: true, partitions: true, max_raft_log: Some(100), confchange: true
+);
+generic!(
+    test_split_conf_change_snapshot_unreliable_recover_3b,
+    clients: 5, unreliable: true, crash: true, max_raft_log: Some(100), confchange: true, split: true
+);
+generic!(
+    test_split_conf_change_snapshot_unreliable_recover_concurrent_partition_3b,
+    clients: 5, unreliable: true, crash: true, partitions: true, max_raft_log: Some(100), confchange: true, split: true
+);
+
+/// TestBasicConfChange3B: shrink region 1 to one peer, grow it back; a new peer gets everything by
+/// snapshot, a removed one loses everything, and a peer re-added on a store that held one before
+/// starts clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_basic_conf_change_3b() {
+    let cluster = Cluster::start(5, seed(), |_| {});
+    cluster.must_transfer_leader(1, 1).await;
+    for store_id in 2..=5 {
+        cluster.must_remove_peer(1, store_id).await;
+    }
+    // Region 1 is only (store 1) now: a write reaches no one else.
+    cluster.must_put(b"k1", b"v1").await;
+    for store_id in 2..=5 {
+        cluster.wait_local(store_id, b"k1", None).await;
+    }
+    cluster.must_add_peer(1, 2).await;
+    cluster.must_put(b"k2", b"v2").await;
+    assert_eq!(cluster.must_get(b"k2").await.as_deref(), Some(&b"v2"[..]));
+    cluster.wait_local(2, b"k1", Some(b"v1")).await;
+    cluster.wait_local(2, b"k2", Some(b"v2")).await;
+    let (_, leader_view) = cluster.region_leader(1).await.expect("a leader");
+    assert!(leader_view.region.epoch.unwrap().conf_ver > 1, "{:?}", leader_view.region);
+    cluster.wait_local(5, b"k1", None).await;
+
+    cluster.must_add_peer(1, 3).await;
+    cluster.must_remove_peer(1, 2).await;
+    cluster.must_put(b"k3", b"v3").await;
+    assert_eq!(cluster.must_get(b"k3").await.as_deref(), Some(&b"v3"[..]));
+    for (key, value) in [(&b"k1"[..], &b"v1"[..]), (b"k2", b"v2"), (b"k3", b"v3")] {
+        cluster.wait_local(3, key, Some(value)).await;
+    }
+    // Store 2's peer was destroyed with its data.
+    cluster.wait_local(2, b"k1", None).await;
+    cluster.wait_local(2, b"k2", None).await;
+
+    // Back on store 2 (a new peer: fresh id), it gets everything again.
+    cluster.must_add_peer(1, 2).await;
+    cluster.wait_local(2, b"k1", Some(b"v1")).await;
+    cluster.wait_local(2, b"k3", Some(b"v3")).await;
+    cluster.must_remove_peer(1, 2).await;
+    cluster.must_add_peer(1, 2).await;
+    cluster.must_remove_peer(1, 3).await;
+    cluster.must_put(b"k4", b"v4").await;
+    cluster.wait_local(2, b"k1", Some(b"v1")).await;
+    cluster.wait_local(2, b"k4", Some(b"v4")).await;
+    cluster.wait_local(3, b"k1", None).await;
+    cluster.wait_local(3, b"k4", None).await;
+    let destroyed = cluster.metrics(3).render();
+    assert!(
+        destroyed.lines().any(|l| l.starts_with("fekv_raft_peers_destroyed_total ") && !l.ends_with(" 0")),
+        "store 3 never destroyed its peer:\n{destroyed}"
+    );
+}
+
+/// TestConfChangeRemoveLeader3B: the leader can remove itself from a region of three or more; the
+/// others carry on and it sees none of the later writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_conf_change_remove_leader_3b() {
+    let cluster = Cluster::start(5, seed(), |_| {});
+    cluster.must_transfer_leader(1, 1).await;
+    cluster.must_remove_peer(1, 1).await;
+    cluster.must_put(b"k0", b"v0").await;
+    cluster.wait_local(1, b"k0", None).await;
+    // Rejoin and lead again: store 1 sees everything.
+    cluster.must_add_peer(1, 1).await;
+    cluster.must_transfer_leader(1, 1).await;
+    cluster.must_put(b"k1", b"v1").await;
+    cluster.wait_local(1, b"k0", Some(b"v0")).await;
+    cluster.wait_local(1, b"k1", Some(b"v1")).await;
+    cluster.must_remove_peer(1, 2).await;
+    cluster.must_put(b"k2", b"v2").await;
+    cluster.wait_local(2, b"k2", None).await;
+    cluster.must_transfer_leader(1, 3).await;
+    cluster.must_remove_peer(1, 1).await;
+    cluster.must_put(b"k3", b"v3").await;
+    for store_id in [3, 4, 5] {
+        cluster.wait_local(store_id, b"k3", Some(b"v3")).await;
+    }
+    cluster.wait_local(1, b"k3", None).await;
+}
+
+/// The leader of a 2-peer region refuses to remove itself (it could leave the other peer unable to
+/// learn the change committed and unable to win an election), and a second change while one is in
+/// flight, or a duplicate, gets a defined answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_conf_change_guards() {
+    use fekv::proto::ConfChangeType::{AddNode, RemoveNode};
+    let cluster = Cluster::start(3, seed(), |_| {});
+    cluster.must_transfer_leader(1, 1).await;
+    cluster.must_remove_peer(1, 3).await;
+    let (_, view) = cluster.region_leader(1).await.unwrap();
+    let me = *view.region.peers.iter().find(|p| p.store_id == 1).unwrap();
+    let router = cluster.router(1);
+    let refused = router.change_peer(1, RemoveNode, me).await;
+    assert!(matches!(refused, Err(fekv::raftstore::Error::InvalidChange { .. })), "{refused:?}");
+    // A duplicate add of a member is answered at once; a second peer on one store is refused.
+    let other = *view.region.peers.iter().find(|p| p.store_id == 2).unwrap();
+    router.change_peer(1, AddNode, other).await.expect("a duplicate add is a no-op");
+    let twice = router.change_peer(1, AddNode, fekv::proto::Peer { peer_id: cluster.alloc_id(), store_id: 2 }).await;
+    assert!(matches!(twice, Err(fekv::raftstore::Error::InvalidChange { .. })), "{twice:?}");
+    // Removing a peer that is gone is a no-op too.
+    router.change_peer(1, RemoveNode, fekv::proto::Peer { peer_id: 3, store_id: 3 }).await.expect("already removed");
+    cluster.must_put(b"k", b"v").await;
+    cluster.wait_local(2, b"k", Some(b"v")).await;
 }

@@ -860,13 +860,6 @@ impl Peer {
             self.raw.mut_store().set_region(region);
         }
         self.raw.mut_store().set_persisted(raft_state, apply_state);
-        // Raft counts the new membership from here on (the region's state already has it).
-        for cc in &conf_changes {
-            if let Err(err) = self.raw.apply_conf_change(cc) {
-                tracing::error!(region_id = self.region_id(), error = %err, "raft refused an applied membership change");
-            }
-        }
-        let removed_self = !conf_changes.is_empty() && !self.region().peers.iter().any(|p| p.peer_id == self.peer_id);
         // Votes and a follower's acks promise durability: only now may they leave.
         self.queue_messages(ready.take_persisted_messages());
         let mut light = self.raw.advance_append(ready);
@@ -875,6 +868,14 @@ impl Peer {
         // unless they already were (a sole voter applies them with the append).
         self.pending_apply.extend(light.take_committed_entries().into_iter().filter(|e| e.index > applied_index));
         self.raw.advance_apply_to(applied_index);
+        // Raft counts the new membership from here on (the region's state already has it). After
+        // the advances: a leader that removed itself is no longer in its own progress table.
+        for cc in &conf_changes {
+            if let Err(err) = self.raw.apply_conf_change(cc) {
+                tracing::error!(region_id = self.region_id(), error = %err, "raft refused an applied membership change");
+            }
+        }
+        let removed_self = !conf_changes.is_empty() && !self.region().peers.iter().any(|p| p.peer_id == self.peer_id);
         let answered = applied.len();
         for outcome in applied {
             self.answer(outcome);

@@ -107,6 +107,28 @@ impl PeerStorage {
         engine.put_region_state(txn, &crate::proto::RegionLocalState { region: Some(region.clone()), state: 0 })
     }
 
+    /// An empty peer of a split-off region that wrote its vote in the same round as the split wrote
+    /// the region's initial state may have overwritten that state's log bounds. Restores them (the log
+    /// starts at the split's index, kept as the truncated index) and keeps the vote.
+    pub fn repair_split_state(engine: &Engine, txn: &mut RwTxn<'_>, region_id: u64) -> Result<(), StorageError> {
+        let (Some(raft_state), Some(apply_state)) =
+            (engine.raft_state(txn, region_id)?, engine.apply_state(txn, region_id)?)
+        else {
+            return Ok(());
+        };
+        if raft_state.last_index >= apply_state.truncated_index {
+            return Ok(());
+        }
+        let repaired = RaftLocalState {
+            term: raft_state.term.max(apply_state.truncated_term),
+            vote: if raft_state.term >= apply_state.truncated_term { raft_state.vote } else { 0 },
+            commit: apply_state.truncated_index,
+            last_index: apply_state.truncated_index,
+            last_term: apply_state.truncated_term,
+        };
+        engine.put_raft_state(txn, region_id, &repaired)
+    }
+
     pub fn region(&self) -> &Region {
         &self.region
     }

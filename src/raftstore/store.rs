@@ -280,6 +280,14 @@ impl Store {
             // peer; the split's state (written with the split, keeping that peer's vote) replaces it.
             Some(peer) if !peer.is_initialized() => {
                 self.peers.remove(&region_id);
+                let repaired = self.engine.write_txn().and_then(|mut txn| {
+                    super::peer_storage::PeerStorage::repair_split_state(&self.engine, &mut txn, region_id)?;
+                    self.engine.commit(txn)
+                });
+                if let Err(err) = repaired {
+                    tracing::error!(region_id, error = %err, "cannot start the peer of a split-off region");
+                    return;
+                }
             }
             Some(_) => return,
             None => {}
@@ -594,6 +602,7 @@ impl Store {
                     self.refresh_usage();
                 }
                 let mut removed = Vec::new();
+                let mut split_off = Vec::new();
                 let proposals: usize = pending.iter().map(|(_, p)| p.proposals_persisted).sum();
                 if proposals > 0 {
                     self.metrics.storage_proposals_per_commit.observe(proposals as f64);
@@ -609,9 +618,12 @@ impl Store {
                         removed.push(region_id);
                     }
                     let led_parent = peer.is_leader();
-                    for region in committed.new_regions {
-                        self.start_split_peer(region, led_parent);
-                    }
+                    split_off.extend(committed.new_regions.into_iter().map(|region| (region, led_parent)));
+                }
+                // After every peer finished its ready: starting a split-off region may replace a peer
+                // (an empty one created by an early message) whose ready was in this round.
+                for (region, led_parent) in split_off {
+                    self.start_split_peer(region, led_parent);
                 }
                 // Messages first: a leader removing itself still tells the others what committed.
                 self.send_outboxes();

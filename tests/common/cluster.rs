@@ -210,6 +210,91 @@ impl Cluster {
         regions
     }
 
+    /// A fresh id for a peer (placement's job in a real cluster).
+    pub fn alloc_id(&self) -> u64 {
+        use fekv::raftstore::split_check::IdAllocator;
+        self.ids.alloc(1).expect("ids")[0]
+    }
+
+    /// The store leading `region_id` and its view of the region, if some store leads it now.
+    pub async fn region_leader(&self, region_id: u64) -> Option<(u64, PeerStatus)> {
+        self.all_statuses()
+            .await
+            .into_iter()
+            .flat_map(|(store_id, peers)| peers.into_iter().map(move |p| (store_id, p)))
+            .filter(|(_, p)| p.region.region_id == region_id && p.role == "leader")
+            .max_by_key(|(_, p)| p.term)
+    }
+
+    /// Adds a peer of `region_id` on `store_id` (as placement's operator would) and waits until the
+    /// region's leader has applied it. Returns the peer.
+    pub async fn must_add_peer(&self, region_id: u64, store_id: u64) -> Peer {
+        let peer = Peer { peer_id: self.alloc_id(), store_id };
+        self.must_change(region_id, store_id, fekv::proto::ConfChangeType::AddNode, peer).await
+    }
+
+    /// Removes `region_id`'s peer on `store_id` and waits until the leader has applied it. The leader
+    /// of a 2-peer region hands leadership over first, as placement would.
+    pub async fn must_remove_peer(&self, region_id: u64, store_id: u64) {
+        self.must_change(region_id, store_id, fekv::proto::ConfChangeType::RemoveNode, Peer::default()).await;
+    }
+
+    async fn must_change(
+        &self,
+        region_id: u64,
+        store_id: u64,
+        change: fekv::proto::ConfChangeType,
+        new_peer: Peer,
+    ) -> Peer {
+        let adding = change == fekv::proto::ConfChangeType::AddNode;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut last = String::new();
+        loop {
+            assert!(Instant::now() < deadline, "{change:?} on store {store_id} of region {region_id}: {last}");
+            let Some((leader, status)) = self.region_leader(region_id).await else {
+                last = "no leader".into();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            };
+            let member = status.region.peers.iter().find(|p| p.store_id == store_id).copied();
+            let peer = match (adding, member) {
+                (true, Some(peer)) => return peer,
+                (false, None) => return new_peer,
+                (true, None) => new_peer,
+                (false, Some(peer)) => peer,
+            };
+            if !adding && leader == store_id && status.region.peers.len() == 2 {
+                let other = status.region.peers.iter().find(|p| p.store_id != store_id).unwrap().store_id;
+                let _ = self.router(leader).transfer_leader(region_id, other).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            match self.router(leader).change_peer(region_id, change, peer).await {
+                Ok(()) => {}
+                Err(err) => {
+                    last = err.to_string();
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+
+    /// Makes `store_id`'s peer the leader of `region_id` (at most 15 s).
+    pub async fn must_transfer_leader(&self, region_id: u64, store_id: u64) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            match self.region_leader(region_id).await {
+                Some((leader, _)) if leader == store_id => return,
+                Some((leader, _)) => {
+                    let _ = self.router(leader).transfer_leader(region_id, store_id).await;
+                }
+                None => {}
+            }
+            assert!(Instant::now() < deadline, "store {store_id} did not become leader of region {region_id}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The store whose peer of region 1 is leader, waiting for one (at most 10 s).
     pub async fn wait_leader(&self) -> u64 {
         let deadline = Instant::now() + Duration::from_secs(10);
