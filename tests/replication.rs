@@ -101,3 +101,82 @@ async fn test_transfer_leader_3b() {
     let leader = cluster.wait_leader().await;
     assert!(cluster.router(leader).transfer_leader(1, 99).await.is_err());
 }
+
+/// A peer removed while it was cut off learns it is gone from the first member it talks to again
+/// (a tombstone reply to its campaign) and destroys itself: its data is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_removed_while_cut_off_destroys_itself_when_it_returns() {
+    let cluster = Cluster::start(3, seed(), |_| {});
+    cluster.must_transfer_leader(1, 1).await;
+    cluster.must_put(b"k", b"v").await;
+    cluster.wait_local(3, b"k", Some(b"v")).await;
+    cluster.network.isolate(3);
+    cluster.must_remove_peer(1, 3).await;
+    cluster.must_put(b"k2", b"v2").await;
+    // Still cut off, store 3 cannot know: it keeps its data.
+    assert!(cluster.read_local(3, b"k").is_some());
+    cluster.network.heal();
+    cluster.wait_local(3, b"k", None).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cluster.all_statuses().await[&3].is_empty() {
+        assert!(std::time::Instant::now() < deadline, "store 3 still holds its removed peer");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(cluster.metrics(3).render().contains("fekv_raft_peers_destroyed_total 1"));
+    // The rest of the region goes on.
+    cluster.must_put(b"k3", b"v3").await;
+    cluster.wait_local(2, b"k3", Some(b"v3")).await;
+}
+
+/// A snapshot whose range overlaps a region the store already holds is refused before it reaches
+/// raft (the store must first split or drop that region), as is one that does not list its recipient.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_overlapping_a_held_region_is_refused() {
+    use fekv::proto::{Peer, Region, RegionEpoch, SnapshotData};
+    use prost::Message as _;
+    let cluster = Cluster::start(1, seed(), |_| {});
+    cluster.must_put(b"k", b"v").await;
+    let snapshot_for = |region: Region, to_peer: Peer| {
+        let data = SnapshotData { region: Some(region), kvs: Vec::new(), checksum: 0 };
+        let mut message = raft::eraftpb::Message::default();
+        message.set_msg_type(raft::eraftpb::MessageType::MsgSnapshot);
+        message.to = to_peer.peer_id;
+        message.from = 77;
+        message.term = 9;
+        let mut snapshot = raft::eraftpb::Snapshot { data: data.encode_to_vec().into(), ..Default::default() };
+        snapshot.mut_metadata().index = 100;
+        snapshot.mut_metadata().term = 9;
+        snapshot.mut_metadata().mut_conf_state().voters = vec![to_peer.peer_id, 77];
+        message.set_snapshot(snapshot);
+        fekv::transport::RaftEnvelope {
+            region_id: 99,
+            from_peer: Peer { peer_id: 77, store_id: 2 },
+            to_peer,
+            region_epoch: RegionEpoch { conf_ver: 2, version: 1 },
+            message,
+            is_tombstone: false,
+        }
+    };
+    let to_peer = Peer { peer_id: 7, store_id: 1 };
+    let overlapping = Region {
+        region_id: 99,
+        start_key: b"m".to_vec(),
+        end_key: Vec::new(),
+        epoch: Some(RegionEpoch { conf_ver: 2, version: 1 }),
+        peers: vec![to_peer, Peer { peer_id: 77, store_id: 2 }],
+    };
+    let not_listing_recipient = Region { peers: vec![Peer { peer_id: 77, store_id: 2 }], ..overlapping.clone() };
+    let inbox = cluster.router(1).store_inbox();
+    for region in [overlapping, not_listing_recipient] {
+        let envelope = snapshot_for(region, to_peer);
+        inbox.send(fekv::raftstore::msg::StoreMsg::Raft(Box::new(envelope))).unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !cluster.metrics(1).render().contains("fekv_raft_snapshots_total{event=\"rejected\"} 2") {
+        assert!(std::time::Instant::now() < deadline, "{}", cluster.metrics(1).render());
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let held: Vec<u64> = cluster.all_statuses().await[&1].iter().map(|p| p.region.region_id).collect();
+    assert_eq!(held, vec![1], "a refused snapshot must not create a peer");
+    assert_eq!(cluster.must_get(b"k").await.as_deref(), Some(&b"v"[..]));
+}

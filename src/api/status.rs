@@ -48,7 +48,13 @@ pub async fn status(state: &ApiState) -> Result<Response<Full<Bytes>>, ApiError>
         let txn = engine.read_txn()?;
         let mut counts = Vec::with_capacity(peers.len());
         for peer in &peers {
-            counts.push(engine.range_stats(&txn, &peer.region.start_key, &peer.region.end_key)?);
+            // An empty peer (waiting for its first snapshot) has no range yet.
+            let stats = if peer.initialized {
+                engine.range_stats(&txn, &peer.region.start_key, &peer.region.end_key)?
+            } else {
+                Default::default()
+            };
+            counts.push(stats);
         }
         drop(txn);
         Ok((peers, counts, engine.stats()?))
@@ -63,6 +69,7 @@ pub async fn status(state: &ApiState) -> Result<Response<Full<Bytes>>, ApiError>
             let mut region = region_json(&peer.region);
             let extra = json!({
                 "peer_id": peer.peer_id,
+                "initialized": peer.initialized,
                 "role": peer.role,
                 "leader_peer_id": peer.leader_peer_id,
                 "leader_store_id": peer.leader_store_id,
@@ -108,7 +115,7 @@ pub async fn ready(state: &ApiState) -> Response<Full<Bytes>> {
         Ok(peers) if peers.is_empty() => vec!["this store holds no region yet (waiting for placement)".to_string()],
         Ok(peers) => peers
             .iter()
-            .filter(|p: &&PeerStatus| p.leader_peer_id == 0)
+            .filter(|p: &&PeerStatus| p.initialized && p.leader_peer_id == 0)
             .map(|p| format!("region {} has no leader", p.region.region_id))
             .collect(),
     };
