@@ -111,9 +111,11 @@ async fn client(cluster: Arc<Cluster>, client: usize, stop: Arc<AtomicBool>, see
                 shared_puts += 1;
                 let ret = match cluster.put_once(&shared_key(k), &value, Duration::from_secs(10)).await {
                     Ok(_) => Some(Instant::now()),
-                    Err(fekv::raftstore::Error::Timeout { proposed: true, .. } | fekv::raftstore::Error::Stopped) => {
-                        None
-                    }
+                    Err(
+                        fekv::raftstore::Error::Timeout { proposed: true, .. }
+                        | fekv::raftstore::Error::Stopped
+                        | fekv::raftstore::Error::OutcomeUnknown { .. },
+                    ) => None,
                     Err(err) => panic!("client {client}: shared put failed for 10s: {err}"),
                 };
                 log.shared.push((k, Event { client, op: Op::Put(value), call, ret }));

@@ -69,6 +69,7 @@ impl ApiError {
                 R::PreconditionFailed { .. } => (StatusCode::PRECONDITION_FAILED, "precondition_failed"),
                 R::StorageFull { .. } => (StatusCode::INSUFFICIENT_STORAGE, "storage_full"),
                 R::Timeout { proposed: true, .. } => (StatusCode::GATEWAY_TIMEOUT, "proposal_timeout"),
+                R::OutcomeUnknown { .. } => (StatusCode::GATEWAY_TIMEOUT, "outcome_unknown"),
                 R::Timeout { proposed: false, .. } => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
                 R::NotLeader { .. } => (StatusCode::SERVICE_UNAVAILABLE, "not_leader"),
                 R::RegionNotFound { .. } | R::KeyNotInRegion { .. } | R::EpochNotMatch { .. } => {

@@ -30,6 +30,8 @@ pub enum Error {
     Storage(Arc<StorageError>),
     #[error("the raftstore queue is full; retry shortly")]
     Busy,
+    #[error("this node's peer of region {region_id} was removed before the command's outcome was known; it may or may not have been applied")]
+    OutcomeUnknown { region_id: u64 },
     #[error("invalid membership change: {reason}")]
     InvalidChange { reason: String },
     #[error("the raftstore has stopped")]

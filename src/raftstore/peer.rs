@@ -729,12 +729,15 @@ impl Peer {
             .collect()
     }
 
-    /// Fails everything waiting on this peer: it is being destroyed.
-    pub fn fail_all(&mut self, err: &Error) {
+    /// Fails everything waiting on this peer: it is being destroyed. Its proposals may still commit
+    /// under the region's other peers, so their outcome is unknown (never "retry": that could apply a
+    /// write twice); reads are safe to retry elsewhere.
+    pub fn fail_all(&mut self) {
+        let region_id = self.region_id();
         for proposal in std::mem::take(&mut self.proposals) {
-            proposal.callback.send(Err(err.clone()));
+            proposal.callback.send(Err(Error::OutcomeUnknown { region_id }));
         }
-        self.fail_reads(err);
+        self.fail_reads(&Error::RegionNotFound { region_id });
     }
 
     // ---- the ready, around the round's commit ----

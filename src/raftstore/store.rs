@@ -493,7 +493,7 @@ impl Store {
     /// raft state are deleted and the region is recorded as a tombstone, in one transaction.
     fn destroy_peer(&mut self, region_id: u64) {
         let Some(mut peer) = self.peers.remove(&region_id) else { return };
-        peer.fail_all(&Error::RegionNotFound { region_id });
+        peer.fail_all();
         let initialized = peer.is_initialized();
         let mut region = peer.region().clone();
         drop(peer);

@@ -362,13 +362,14 @@ impl Cluster {
                             break;
                         }
                     }
-                    Err(err @ (Error::Timeout { proposed: true, .. } | Error::Stopped)) if !retry_ambiguous => {
-                        return Err(err)
-                    }
+                    Err(
+                        err @ (Error::Timeout { proposed: true, .. } | Error::Stopped | Error::OutcomeUnknown { .. }),
+                    ) if !retry_ambiguous => return Err(err),
                     Err(
                         err @ (Error::StaleCommand
                         | Error::ProposalDropped { .. }
                         | Error::Timeout { .. }
+                        | Error::OutcomeUnknown { .. }
                         | Error::Busy
                         | Error::Stopped
                         | Error::RegionNotFound { .. }
