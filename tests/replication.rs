@@ -180,3 +180,37 @@ async fn a_snapshot_overlapping_a_held_region_is_refused() {
     assert_eq!(held, vec![1], "a refused snapshot must not create a peer");
     assert_eq!(cluster.must_get(b"k").await.as_deref(), Some(&b"v"[..]));
 }
+
+/// While leadership is being handed to a peer that cannot hear it (cut off), raft refuses proposals;
+/// they get a retryable answer at once rather than hanging. Once the transfer is abandoned (after an
+/// election timeout), the leader takes writes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proposals_during_a_leader_transfer_get_a_retryable_answer() {
+    use std::time::{Duration, Instant};
+    let cluster = Cluster::start(3, seed(), |_| {});
+    cluster.must_transfer_leader(1, 1).await;
+    cluster.must_put(b"k", b"before").await;
+    cluster.network.isolate(3);
+    let router = cluster.router(1);
+    router.transfer_leader(1, 3).await.expect("the transfer starts");
+    let put = fekv::proto::Request {
+        cmd: Some(fekv::proto::request::Cmd::Put(fekv::proto::PutRequest {
+            key: b"k".to_vec(),
+            value: b"during".to_vec(),
+            precondition: None,
+        })),
+    };
+    let during = router.write(1, vec![put.clone()]).await;
+    assert!(matches!(during, Err(fekv::raftstore::Error::ProposalDropped { .. })), "{during:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match router.write(1, vec![put.clone()]).await {
+            Ok(_) => break,
+            Err(fekv::raftstore::Error::ProposalDropped { .. }) => {}
+            Err(err) => panic!("unexpected answer after the transfer was abandoned: {err}"),
+        }
+        assert!(Instant::now() < deadline, "the leader never took writes again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(cluster.must_get(b"k").await.as_deref(), Some(&b"during"[..]));
+}
