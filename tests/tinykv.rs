@@ -178,6 +178,7 @@ async fn run_generic_test(spec: Spec) -> Vec<Vec<Event>> {
     }));
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
     let mut histories: Vec<Vec<Event>> = vec![Vec::new(); SHARED_KEYS];
+    let mut membership_changes = 0;
     for round in 0..rounds {
         let shared = cluster.clone();
         let stop = Arc::new(AtomicBool::new(false));
@@ -214,6 +215,7 @@ async fn run_generic_test(spec: Spec) -> Vec<Vec<Event>> {
         if let Some(changer) = changer {
             let changes = tokio::time::timeout(Duration::from_secs(30), changer).await.expect("changer stops").unwrap();
             eprintln!("round {round}: {changes} membership changes");
+            membership_changes += changes;
         }
         let mut all_revisions = Vec::new();
         for task in clients {
@@ -265,6 +267,9 @@ async fn run_generic_test(spec: Spec) -> Vec<Vec<Event>> {
                 cluster.must_delete(&key(c, j as u64)).await;
             }
         }
+    }
+    if spec.confchange {
+        assert!(membership_changes > 0, "the conf changer never changed anything");
     }
     if spec.split {
         let regions = cluster.regions().await;
