@@ -82,10 +82,26 @@ impl Writer {
     }
 }
 
+/// What went wrong inside the nodes, for a failure message: every panic and error line they logged.
+fn node_trouble(nodes: &[&FekvProcess]) -> String {
+    let mut trouble = String::new();
+    for node in nodes {
+        let lines = node.stderr_lines();
+        for (i, line) in lines.iter().enumerate() {
+            if line.contains("panicked") || line.contains("ERROR") {
+                let next = lines.get(i + 1).map_or("", String::as_str);
+                trouble.push_str(&format!("\n{}: {line}\n    {next}", node.base));
+            }
+        }
+    }
+    trouble
+}
+
 /// Every acknowledged write reads back: all of them through the first node, a sample through each of
 /// the others (redirects to each key's leader are followed, so every node must route every key).
-async fn check_acked(bases: &[String], acked: &BTreeMap<String, String>) {
+async fn check_acked(nodes: &[&FekvProcess], acked: &BTreeMap<String, String>) {
     assert!(!acked.is_empty());
+    let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
     for (n, base) in bases.iter().enumerate() {
         for (key, value) in acked.iter().enumerate().filter(|(i, _)| n == 0 || i % 7 == n % 7).map(|(_, kv)| kv) {
             let deadline = Instant::now() + Duration::from_secs(20);
@@ -99,13 +115,17 @@ async fn check_acked(bases: &[String], acked: &BTreeMap<String, String>) {
                     Ok((reply, _)) if reply.status == StatusCode::NOT_FOUND => {
                         panic!("acknowledged write {key} is missing via {base}")
                     }
-                    other => assert!(Instant::now() < deadline, "{key} via {base}: {other:?}"),
+                    other => {
+                        assert!(Instant::now() < deadline, "{key} via {base}: {other:?}{}", node_trouble(nodes))
+                    }
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }
     eprintln!("{} acknowledged writes read back through {} nodes", acked.len(), bases.len());
+    let trouble = node_trouble(nodes);
+    assert!(!trouble.contains("panicked"), "a node panicked:{trouble}");
 }
 
 /// A node's store id, from its /status.
@@ -211,8 +231,7 @@ async fn one_node_grows_to_three_replicas_under_a_write_load() {
 
     writer.wait_more(100).await;
     let acked = writer.finish().await;
-    let all: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
-    check_acked(&all, &acked).await;
+    check_acked(&nodes.iter().collect::<Vec<_>>(), &acked).await;
     // Every node holds a replica of every region now: each answers a stale (local) read of a key.
     let (key, value) = acked.iter().next().unwrap();
     for node in &nodes {
@@ -302,8 +321,7 @@ async fn a_dead_node_s_replicas_are_rebuilt_and_its_stale_peers_destroyed_when_i
     nodes[victim] = Some(back);
     writer.wait_more(50).await;
     let acked = writer.finish().await;
-    let all: Vec<String> = nodes.iter().flatten().map(|n| n.base.clone()).collect();
-    check_acked(&all, &acked).await;
+    check_acked(&nodes.iter().flatten().collect::<Vec<_>>(), &acked).await;
     // The repair is on record: a replica-check operator added a peer and removed the dead one.
     let operators = ctl(&at, &["operator", "list"]).await;
     assert!(
@@ -388,7 +406,7 @@ async fn ctl_moves_a_replica_by_hand_and_store_remove_drains_a_store() {
     bases.lock().retain(|b| *b != drained.base);
     writer.wait_more(50).await;
     let acked = writer.finish().await;
-    let live: Vec<String> = nodes.iter().filter(|n| n.base != drained.base).map(|n| n.base.clone()).collect();
+    let live: Vec<&FekvProcess> = nodes.iter().filter(|n| n.base != drained.base).collect();
     check_acked(&live, &acked).await;
 
     let operators = ctl(&at, &["operator", "list"]).await;
