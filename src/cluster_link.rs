@@ -28,6 +28,8 @@ pub enum LinkError {
     Address { addr: String, reason: String },
     #[error("placement service at {addr} did not answer within {waited:?}: {status}")]
     Unavailable { addr: String, waited: Duration, status: String },
+    #[error("placement service at {addr} refused this store: {message}")]
+    Refused { addr: String, message: String },
 }
 
 /// A client of the placement service at `addr` (`host:port`); connects on first use.
@@ -62,6 +64,11 @@ pub async fn register(
             Ok(reply) => {
                 let reply = reply.into_inner();
                 return Ok((reply.store_id, reply.cluster_id));
+            }
+            // An answer, and a no (a store removed from the cluster may not come back): waiting
+            // will not change it.
+            Err(status) if matches!(status.code(), tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument) => {
+                return Err(LinkError::Refused { addr: addr.to_string(), message: status.message().to_string() })
             }
             Err(status) if started.elapsed() < wait => {
                 tracing::debug!(addr, %status, "placement not reachable yet");

@@ -409,6 +409,34 @@ async fn ctl_moves_a_replica_by_hand_and_store_remove_drains_a_store() {
     let live: Vec<&FekvProcess> = nodes.iter().filter(|n| n.base != drained.base).collect();
     check_acked(&live, &acked).await;
 
+    println!("-- the removed store may not come back: its node refuses to start, saying why");
+    let drained_dir = drained.data_dir.clone();
+    let mut nodes = nodes;
+    nodes.retain(|n| n.data_dir != drained_dir);
+    let mut again = std::process::Command::new(env!("CARGO_BIN_EXE_fekv"))
+        .args(["--placement", &at, "--raft-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--data-dir"])
+        .arg(&drained_dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = again.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = again.kill();
+            panic!("the removed store's node kept trying to start");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut again.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(stderr.contains(&format!("store {spare} was removed from the cluster")), "{stderr}");
+
     let operators = ctl(&at, &["operator", "list"]).await;
     let history = operators["history"].as_array().unwrap();
     assert!(history.iter().any(|op| op["source"] == "admin" && op["state"] == "success"));
