@@ -1,12 +1,16 @@
 //! The node's side of the placement service: registering the store, keeping the address book of
-//! the other stores fresh, creating this store's peer of a region placement bootstrapped, and the
-//! heartbeat that tells placement which leaders this store holds.
+//! the other stores fresh, creating this store's peer of the region placement bootstrapped, the
+//! heartbeat that tells placement which leaders this store holds, and carrying out the operators its
+//! replies bring (split, leader transfer, add or remove a peer).
 //!
 //! Nodes keep serving while placement is down: the address book and the regions they hold are
 //! theirs already; only what is new (a store, a region) waits for placement to come back.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use tonic::transport::Channel;
 
@@ -24,6 +28,8 @@ pub enum LinkError {
     Address { addr: String, reason: String },
     #[error("placement service at {addr} did not answer within {waited:?}: {status}")]
     Unavailable { addr: String, waited: Duration, status: String },
+    #[error("placement service at {addr} refused this store: {message}")]
+    Refused { addr: String, message: String },
 }
 
 /// A client of the placement service at `addr` (`host:port`); connects on first use.
@@ -58,6 +64,11 @@ pub async fn register(
             Ok(reply) => {
                 let reply = reply.into_inner();
                 return Ok((reply.store_id, reply.cluster_id));
+            }
+            // An answer, and a no (a store removed from the cluster may not come back): waiting
+            // will not change it.
+            Err(status) if matches!(status.code(), tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument) => {
+                return Err(LinkError::Refused { addr: addr.to_string(), message: status.message().to_string() })
             }
             Err(status) if started.elapsed() < wait => {
                 tracing::debug!(addr, %status, "placement not reachable yet");
@@ -132,6 +143,7 @@ pub async fn run(
 ) {
     let mut ticker = tokio::time::interval(HEARTBEAT_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let changing = Changing::default();
     loop {
         // Every interval, and right after a local region changed (a split's leader reports both
         // halves at once, so routers learn of the new region without waiting).
@@ -140,11 +152,34 @@ pub async fn run(
             _ = router.regions_changed() => {}
             _ = shutdown.changed() => return,
         }
-        if let Err(status) = beat(&mut client, store_id, &router, &addresses, &regions, &engine).await {
+        if let Err(status) = beat(&mut client, store_id, &router, &addresses, &regions, &engine, &changing).await {
             tracing::debug!(store_id, %status, "placement heartbeat failed; serving from what we know");
         }
     }
 }
+
+/// Regions with a membership change under way from this node. A change resolves only once applied
+/// (or fails), which can take a snapshot's time: it runs on its own task so heartbeats go on, and
+/// placement's repeats of the same step meanwhile are not proposed again.
+#[derive(Default, Clone)]
+struct Changing(Arc<Mutex<HashSet<u64>>>);
+
+impl Changing {
+    /// Claims `region_id`; false if a change of it is already under way.
+    fn claim(&self, region_id: u64) -> bool {
+        self.0.lock().insert(region_id)
+    }
+
+    fn release(&self, region_id: u64) {
+        self.0.lock().remove(&region_id);
+    }
+}
+
+/// The epoch placement gives the first region it bootstraps. Only a region still at it may be created
+/// from placement's table: a store placement lists in a region that has changed since got there by a
+/// membership change, and its peer must start empty and be filled by the leader's snapshot, never be
+/// created as if it held the region's data.
+const BOOTSTRAP_EPOCH: crate::proto::RegionEpoch = crate::proto::RegionEpoch { conf_ver: 1, version: 1 };
 
 async fn beat(
     client: &mut PlacementClient<Channel>,
@@ -153,6 +188,7 @@ async fn beat(
     addresses: &AddressBook,
     cache: &RegionCache,
     engine: &crate::storage::Engine,
+    changing: &Changing,
 ) -> Result<(), tonic::Status> {
     addresses.update(client.get_stores(GetStoresRequest {}).await?.into_inner().stores);
     let all_regions = client.get_regions(GetRegionsRequest {}).await?.into_inner().regions;
@@ -162,7 +198,7 @@ async fn beat(
         // A new store waits for the first region; later regions arrive by splits and raft messages.
         for info in all_regions {
             let Some(region) = info.region else { continue };
-            if region.peers.iter().any(|p| p.store_id == store_id) {
+            if region.epoch == Some(BOOTSTRAP_EPOCH) && region.peers.iter().any(|p| p.store_id == store_id) {
                 if let Err(err) = router.create_peer(region).await {
                     tracing::warn!(store_id, error = %err, "cannot create a bootstrapped peer");
                 }
@@ -197,6 +233,14 @@ async fn beat(
             Some(crate::proto::operator::Kind::TransferLeader(transfer)) => {
                 router.transfer_leader(region_id, transfer.to_store_id).await
             }
+            Some(crate::proto::operator::Kind::AddPeer(add)) => {
+                change_peer(router, changing, region_id, crate::proto::ConfChangeType::AddNode, add.peer);
+                Ok(())
+            }
+            Some(crate::proto::operator::Kind::RemovePeer(remove)) => {
+                change_peer(router, changing, region_id, crate::proto::ConfChangeType::RemoveNode, remove.peer);
+                Ok(())
+            }
             None => Ok(()),
         };
         if let Err(err) = started {
@@ -204,4 +248,31 @@ async fn beat(
         }
     }
     Ok(())
+}
+
+/// Starts one membership change of `region_id` on its own task, unless one is under way. Failures are
+/// expected now and then (another change in flight, a leader transfer, lost leadership): placement
+/// sends the step again with the next heartbeat reply, so they are only logged.
+fn change_peer(
+    router: &Router,
+    changing: &Changing,
+    region_id: u64,
+    change_type: crate::proto::ConfChangeType,
+    peer: Option<crate::proto::Peer>,
+) {
+    let Some(peer) = peer else {
+        tracing::warn!(region_id, "placement sent a membership change without a peer");
+        return;
+    };
+    if !changing.claim(region_id) {
+        return;
+    }
+    let (router, changing) = (router.clone(), changing.clone());
+    tokio::spawn(async move {
+        match router.change_peer(region_id, change_type, peer).await {
+            Ok(()) => tracing::debug!(region_id, ?change_type, ?peer, "membership change applied"),
+            Err(err) => tracing::info!(region_id, ?change_type, ?peer, error = %err, "membership change not made"),
+        }
+        changing.release(region_id);
+    });
 }

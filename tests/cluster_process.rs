@@ -26,6 +26,8 @@ impl ProcessCluster {
         let nodes = (0..count)
             .map(|i| Some(FekvProcess::start_node(&dir.path().join(format!("node-{i}")), &placement.addr)))
             .collect();
+        // The first region starts on the first node alone; the replica checker grows it.
+        common::process::wait_replicated(&placement.addr, count.min(3), Duration::from_secs(30));
         ProcessCluster { dir, placement, nodes }
     }
 

@@ -63,21 +63,21 @@ async fn a_write_load_splits_the_keyspace_and_every_node_still_serves_every_key(
     for (i, key) in keys.iter().enumerate() {
         put_via(&bases[i % 3], key, &format!("value-of-{key}")).await;
     }
-    // Wait for the splits to settle in placement's view: at least 8 contiguous regions.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let regions = loop {
-        let regions = ctl_regions(&placement.addr);
-        if regions.len() >= 8 && contiguous(&regions) {
-            break regions;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} regions, contiguous: {}: {regions:?}",
-            regions.len(),
-            contiguous(&regions)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    // Wait for the splits to settle in placement's view: at least 8 contiguous regions, each with its
+    // three replicas caught up (the first region started on the first node alone).
+    let at = placement.addr.clone();
+    let regions = tokio::task::spawn_blocking(move || {
+        common::process::wait_regions(&at, Duration::from_secs(60), "8 contiguous replicated regions", |regions| {
+            regions.len() >= 8
+                && contiguous(regions)
+                && regions.iter().all(|r| {
+                    r["peers"].as_array().is_some_and(|p| p.len() == 3)
+                        && r["pending_peers"].as_array().is_some_and(|p| p.is_empty())
+                })
+        })
+    })
+    .await
+    .unwrap();
     eprintln!("{} regions", regions.len());
     for region in &regions {
         assert_eq!(region["peers"].as_array().unwrap().len(), 3, "{region}");
@@ -115,8 +115,12 @@ async fn a_write_load_splits_the_keyspace_and_every_node_still_serves_every_key(
     let status = try_request(Method::GET, &format!("{}/status", bases[1]), "", &[]).await.unwrap().json();
     assert!(status["regions"].as_array().unwrap().len() >= 8);
 
-    // A fourth node holds no peer of any region (3 replicas are placed already), yet answers for
-    // every key by redirecting to its region's leader, as placement reported it.
+    // A fourth node holds no peer of any region (3 replicas are placed already, and the balancers
+    // are switched off so none moves to it), yet answers for every key by redirecting to its
+    // region's leader, as placement reported it.
+    for scheduler in ["balance-region", "balance-leader"] {
+        common::process::ctl_json(&placement.addr, &["scheduler", "disable", scheduler]).unwrap();
+    }
     let fourth =
         FekvProcess::start_node_with(&dir.path().join("node-3"), &placement.addr, &["--region-max-size", "1KiB"]);
     for key in keys.iter().step_by(37) {

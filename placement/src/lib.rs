@@ -1,13 +1,16 @@
 //! fekv's placement service (a small PD): it allocates ids, keeps the address book of stores and the
-//! table of regions with their leaders, and bootstraps the first region once enough stores have
-//! registered. Its state lives in its own LMDB environment.
+//! table of regions with their leaders, bootstraps the first region on the first store, and keeps the
+//! cluster repaired and balanced by itself: schedulers decide, operators carry the decisions out
+//! through the region leaders' heartbeats. Its state lives in its own LMDB environment.
 //!
 //! - [`proto`]: the protobuf messages and gRPC services shared by every fekv component;
 //! - [`region_tree`]: regions by start key, the stale-heartbeat rule, per-store counts;
 //! - [`schedulers`]: pure scheduling decisions (replica check, region and leader balance);
+//! - [`operators`]: one region's change as steps, judged against its leader's heartbeats;
 //! - [`state`]: the placement state machine and its persistence (no networking);
-//! - [`service`]: the gRPC face of it.
+//! - [`service`]: the gRPC face of it, and the scheduling loop ([`service::run_schedulers`]).
 
+pub mod operators;
 pub mod region_tree;
 pub mod schedulers;
 pub mod service;

@@ -157,6 +157,8 @@ impl RegionTree {
             term: report.term,
             approximate_size: report.approximate_size,
             approximate_keys: report.approximate_keys,
+            // Kept by the caller, in memory: the tree holds what is persisted.
+            pending_peers: Vec::new(),
         };
         match self.get(report.region.region_id) {
             Some(known) if *known == new => return HeartbeatOutcome::Unchanged,

@@ -1,6 +1,6 @@
 //! Scheduling decisions (tinykv 3C / PD's checkers and balancers) as pure functions: they look at a
 //! snapshot of stores and regions and say what should move, and never do any I/O. Nothing executes
-//! these plans yet (the node cannot change membership); the caller turns a [`Plan`] into operators.
+//! The caller (`state.rs`, once a second) turns a [`Plan`] into an operator (`operators.rs`).
 //!
 //! - [`replica_check`]: every region gets back to `max_replicas` peers, and a peer on a down or
 //!   removed store is replaced (add the new peer first, then remove the dead one).
@@ -77,9 +77,10 @@ impl RegionView {
 }
 
 /// Converts placement's view (`Placement::stores`, `Placement::regions`) for the schedulers. A store is
-/// down when it is reported down or has been silent for more than `max_store_down_time_ms`. The proto
-/// has no removed state and `RegionInfo` carries no pending peers yet, so `removed` is always false
-/// and `pending_store_ids` always empty. A `RegionInfo` without a region is skipped.
+/// down when it is reported down or has been silent for more than `max_store_down_time_ms`; an offline
+/// store (being drained) counts as removed, like a removed one: neither takes replicas, and the replica
+/// checker moves theirs away. A region's pending stores come from its leader's pending peers. A
+/// `RegionInfo` without a region is skipped.
 pub fn views_from(
     stores: &[StoreInfo],
     regions: &[RegionInfo],
@@ -92,7 +93,7 @@ pub fn views_from(
             store_id: s.store_id,
             down: s.state == StoreState::Down as i32
                 || now_ms.saturating_sub(s.last_heartbeat_ms) > max_store_down_time_ms,
-            removed: false,
+            removed: s.state == StoreState::Offline as i32 || s.state == StoreState::Removed as i32,
         })
         .collect();
     let regions = regions
@@ -102,7 +103,7 @@ pub fn views_from(
                 region: r.region.clone()?,
                 leader_store_id: r.leader_store_id,
                 approximate_size: r.approximate_size,
-                pending_store_ids: Vec::new(),
+                pending_store_ids: r.pending_peers.iter().map(|p| p.store_id).collect(),
             })
         })
         .collect();

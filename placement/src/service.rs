@@ -1,7 +1,9 @@
-//! The placement service over gRPC. Its errors become gRPC statuses here, in one place.
+//! The placement service over gRPC, and the loop that runs its schedulers. Its errors become gRPC
+//! statuses here, in one place.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
@@ -12,8 +14,12 @@ use crate::state::{Placement, PlacementError};
 
 fn status(err: PlacementError) -> Status {
     match err {
-        PlacementError::UnknownStore(_) | PlacementError::UnknownRegion(_) => Status::not_found(err.to_string()),
+        PlacementError::UnknownStore(_) | PlacementError::UnknownRegion(_) | PlacementError::UnknownScheduler(_) => {
+            Status::not_found(err.to_string())
+        }
         PlacementError::Invalid(_) => Status::invalid_argument(err.to_string()),
+        // A removed store must not come back as if nothing happened: its node sees this and stops.
+        PlacementError::StoreRemoved(_) => Status::failed_precondition(err.to_string()),
         PlacementError::Storage(_) | PlacementError::Corrupt(_) => Status::internal(err.to_string()),
     }
 }
@@ -74,6 +80,65 @@ impl PlacementRpc for PlacementService {
         let req = req.into_inner();
         self.placement.split_region(req.region_id, req.split_key).map_err(status)?;
         Ok(Response::new(SplitRegionResponse {}))
+    }
+
+    async fn add_peer(&self, req: Request<AddPeerRequest>) -> Result<Response<OperatorResponse>, Status> {
+        let req = req.into_inner();
+        let operator = self.placement.add_peer(req.region_id, req.store_id).map_err(status)?;
+        Ok(Response::new(OperatorResponse { operator: Some(operator) }))
+    }
+
+    async fn remove_peer(&self, req: Request<RemovePeerRequest>) -> Result<Response<OperatorResponse>, Status> {
+        let req = req.into_inner();
+        let operator = self.placement.remove_peer(req.region_id, req.store_id).map_err(status)?;
+        Ok(Response::new(OperatorResponse { operator: Some(operator) }))
+    }
+
+    async fn get_operators(&self, _: Request<GetOperatorsRequest>) -> Result<Response<GetOperatorsResponse>, Status> {
+        let (running, history) = self.placement.operators();
+        Ok(Response::new(GetOperatorsResponse { running, history }))
+    }
+
+    async fn remove_store(&self, req: Request<RemoveStoreRequest>) -> Result<Response<RemoveStoreResponse>, Status> {
+        let store = self.placement.remove_store(req.get_ref().store_id).map_err(status)?;
+        Ok(Response::new(RemoveStoreResponse { store: Some(store) }))
+    }
+
+    async fn get_schedulers(
+        &self,
+        _: Request<GetSchedulersRequest>,
+    ) -> Result<Response<GetSchedulersResponse>, Status> {
+        Ok(Response::new(GetSchedulersResponse { schedulers: self.placement.schedulers() }))
+    }
+
+    async fn set_scheduler(
+        &self,
+        req: Request<SetSchedulerRequest>,
+    ) -> Result<Response<GetSchedulersResponse>, Status> {
+        let req = req.into_inner();
+        let schedulers = self.placement.set_scheduler(&req.name, req.enabled).map_err(status)?;
+        Ok(Response::new(GetSchedulersResponse { schedulers }))
+    }
+}
+
+/// Runs a scheduling round every `interval` until `shutdown` resolves. A round that fails (placement's
+/// storage refused a write) is logged and the next one tries again.
+pub async fn run_schedulers(placement: Arc<Placement>, interval: Duration, shutdown: impl Future<Output = ()>) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = &mut shutdown => return,
+        }
+        // The round holds placement's lock and may write LMDB: off the async workers.
+        let round = placement.clone();
+        match tokio::task::spawn_blocking(move || round.schedule()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => tracing::error!(error = %err, "scheduling round failed"),
+            Err(err) => tracing::error!(error = %err, "scheduling round panicked"),
+        }
     }
 }
 

@@ -33,6 +33,8 @@ pub enum ClusterError {
     Spawn { what: String, source: std::io::Error },
     #[error("{what} did not become healthy within 30s (see {log})")]
     NotHealthy { what: String, log: String },
+    #[error("the regions did not reach {replicas} replicas within 30s (see the logs in {dir})")]
+    NotReplicated { replicas: u16, dir: String },
 }
 
 struct Process {
@@ -89,6 +91,28 @@ async fn wait_healthy(url: &str) -> Option<String> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     None
+}
+
+/// Polls placement until every region has `replicas` peers, none still catching up, and a leader (at
+/// most 30 s).
+async fn wait_replicated(placement_addr: &str, replicas: u16) -> bool {
+    let Ok(mut client) = crate::cluster_link::client(placement_addr) else { return false };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(reply) = client.get_regions(crate::proto::GetRegionsRequest {}).await {
+            let regions = reply.into_inner().regions;
+            let replicated = |info: &crate::proto::RegionInfo| {
+                info.region.as_ref().is_some_and(|r| r.peers.len() == replicas as usize)
+                    && info.pending_peers.is_empty()
+                    && info.leader_store_id != 0
+            };
+            if !regions.is_empty() && regions.iter().all(replicated) {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
 }
 
 pub async fn run(args: ClusterArgs, shutdown: impl std::future::Future<Output = ()>) -> Result<(), ClusterError> {
@@ -148,6 +172,11 @@ pub async fn run(args: ClusterArgs, shutdown: impl std::future::Future<Output = 
             "{name:<7} {store_id:>5} {pid:>7}  {http_addr:<16} {raft_addr:<16} {}",
             dir(&format!("{name}.log")).display()
         );
+    }
+    // The first region starts with one peer on the first store to register; the replica checker adds
+    // the others within seconds. "Up" means replicated.
+    if !wait_replicated(&placement_addr, replicas).await {
+        return Err(ClusterError::NotReplicated { replicas, dir: args.data_dir.display().to_string() });
     }
     println!(
         "cluster is up; try: curl -L -X PUT http://127.0.0.1:{}/fekv/hello -d world   (Ctrl-C stops it)",

@@ -1,9 +1,11 @@
 //! `fekv ctl`: the admin CLI. It asks the placement service (gRPC) about stores and regions, and each
 //! node (HTTP `/status`, `/health`) about itself, then prints a table or JSON.
 //!
-//! It only reads, except `region split`, which asks placement to queue a split for the region's
-//! leader. It never talks raft and never touches data. Every call has a deadline, so an unreachable
-//! placement service or node is an error within seconds, never a hang.
+//! It reads, and it asks placement for changes: `region split|transfer-leader|add-peer|remove-peer`
+//! become operators placement hands to the region's leader; `store remove` drains a store; `scheduler
+//! enable|disable` switches a scheduler. It never talks raft and never touches data. Every call has a
+//! deadline, so an unreachable placement service or node is an error within seconds, never a hang;
+//! `--wait` polls placement until the change shows, up to its own deadline.
 
 use std::future::Future;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -18,7 +20,9 @@ use tonic::transport::Channel;
 use crate::api::display_key;
 use crate::proto::placement_client::PlacementClient;
 use crate::proto::{
-    GetRegionByKeyRequest, GetRegionsRequest, GetStoresRequest, RegionInfo, SplitRegionRequest, StoreInfo, StoreState,
+    AddPeerRequest, GetOperatorsRequest, GetRegionByKeyRequest, GetRegionsRequest, GetSchedulersRequest,
+    GetStoresRequest, OperatorInfo, OperatorState, RegionInfo, RemovePeerRequest, RemoveStoreRequest, SchedulerInfo,
+    SetSchedulerRequest, SplitRegionRequest, StepKind, StoreInfo, StoreState,
 };
 
 /// How long one call to placement or to a node may take, connecting included.
@@ -57,12 +61,52 @@ pub enum CtlCommand {
     /// Every node, asked directly over HTTP
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Operators: the changes placement is making to regions, and the recent ones
+    #[command(subcommand)]
+    Operator(OperatorCommand),
+    /// The schedulers that repair and balance the cluster by themselves
+    #[command(subcommand)]
+    Scheduler(SchedulerCommand),
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum StoreCommand {
     /// Every registered store
     List,
+    /// Drain a store: it goes offline, its replicas move to other stores, then it is removed for good
+    /// (a removed store may not rejoin; wipe its data directory to bring the machine back as a new store)
+    Remove {
+        /// The store's id (see `store list`)
+        store_id: u64,
+        /// Wait until the store is drained and removed
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        wait_timeout: Duration,
+    },
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum OperatorCommand {
+    /// Running operators and the most recent finished ones, with their steps and state
+    List,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum SchedulerCommand {
+    /// Every scheduler and whether it runs
+    List,
+    /// Switch a scheduler on (balance-leader, balance-region)
+    Enable {
+        /// The scheduler's name (see `scheduler list`)
+        name: String,
+    },
+    /// Switch a scheduler off; its running operators finish (replica-check cannot be switched off)
+    Disable {
+        /// The scheduler's name (see `scheduler list`)
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -100,6 +144,32 @@ pub enum RegionCommand {
         #[arg(long)]
         wait: bool,
     },
+    /// Add a peer of the region on a store (it is filled by a snapshot from the leader)
+    AddPeer {
+        /// The region's id (see `region list`)
+        region_id: u64,
+        /// The store to hold the new peer (up, without a peer of the region)
+        store_id: u64,
+        /// Wait until the new peer has caught up
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        wait_timeout: Duration,
+    },
+    /// Remove the region's peer on a store (if it leads, leadership moves to another peer first)
+    RemovePeer {
+        /// The region's id (see `region list`)
+        region_id: u64,
+        /// The store whose peer goes
+        store_id: u64,
+        /// Wait until the peer is gone
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        wait_timeout: Duration,
+    },
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -128,6 +198,16 @@ pub enum CtlError {
     SplitTimeout { region_id: u64, waited: Duration, version: u64 },
     #[error("region {region_id} was still led by store {leader_store_id} after {waited:?}")]
     TransferTimeout { region_id: u64, waited: Duration, leader_store_id: u64 },
+    #[error("operator {operator_id} on region {region_id} ended {state}: {note}")]
+    OperatorFailed { operator_id: u64, region_id: u64, state: String, note: String },
+    #[error("operator {operator_id} on region {region_id} was still running after {waited:?} (see `fekv ctl operator list`)")]
+    OperatorTimeout { operator_id: u64, region_id: u64, waited: Duration },
+    #[error("operator {operator_id} is no longer tracked by placement (restarted?); check `fekv ctl region show {region_id}`")]
+    OperatorLost { operator_id: u64, region_id: u64 },
+    #[error("store {store_id} still held {region_count} regions after {waited:?}; it stays offline and keeps draining (see `fekv ctl operator list`)")]
+    DrainTimeout { store_id: u64, region_count: u64, waited: Duration },
+    #[error("store {0} is not registered")]
+    NoSuchStore(u64),
     #[error("{failed} of {total} nodes {what}")]
     Nodes { failed: usize, total: usize, what: &'static str },
     #[error("cannot write the output: {0}")]
@@ -159,14 +239,37 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
         CtlCommand::Region(RegionCommand::TransferLeader { region_id, store_id, wait }) => {
             transfer_leader(&placement, region_id, store_id, wait, output).await
         }
+        CtlCommand::Region(RegionCommand::AddPeer { region_id, store_id, wait, wait_timeout }) => {
+            let operator = placement.add_peer(region_id, store_id).await?;
+            finish_operator(&placement, operator, wait.then_some(wait_timeout), output).await
+        }
+        CtlCommand::Region(RegionCommand::RemovePeer { region_id, store_id, wait, wait_timeout }) => {
+            let operator = placement.remove_peer(region_id, store_id).await?;
+            finish_operator(&placement, operator, wait.then_some(wait_timeout), output).await
+        }
+        CtlCommand::Store(StoreCommand::Remove { store_id, wait, wait_timeout }) => {
+            remove_store(&placement, store_id, wait.then_some(wait_timeout), output).await
+        }
+        CtlCommand::Operator(OperatorCommand::List) => {
+            let (running, history) = placement.operators().await?;
+            print(&render_operators(&running, &history, now_ms(), output))
+        }
+        CtlCommand::Scheduler(command) => {
+            let schedulers = match command {
+                SchedulerCommand::List => placement.schedulers().await?,
+                SchedulerCommand::Enable { name } => placement.set_scheduler(name, true).await?,
+                SchedulerCommand::Disable { name } => placement.set_scheduler(name, false).await?,
+            };
+            print(&render_schedulers(&schedulers, output))
+        }
         CtlCommand::Cluster(ClusterCommand::Status) => {
-            let stores = placement.stores().await?;
+            let stores = placement.live_stores().await?;
             let nodes = probe_all(&stores, NodeProbe::Status).await;
             print(&render_cluster_status(&nodes, output))?;
             fail_if_any(&nodes, "did not answer")
         }
         CtlCommand::Cluster(ClusterCommand::Health) => {
-            let stores = placement.stores().await?;
+            let stores = placement.live_stores().await?;
             let nodes = probe_all(&stores, NodeProbe::Health).await;
             print(&render_cluster_health(&nodes, output))?;
             fail_if_any(&nodes, "are unhealthy")
@@ -252,6 +355,42 @@ impl PlacementConn {
 
     async fn stores(&self) -> Result<Vec<StoreInfo>, CtlError> {
         Ok(self.call(self.client.clone().get_stores(GetStoresRequest {})).await?.stores)
+    }
+
+    /// Every store that has not been removed from the cluster.
+    async fn live_stores(&self) -> Result<Vec<StoreInfo>, CtlError> {
+        let mut stores = self.stores().await?;
+        stores.retain(|s| s.state != StoreState::Removed as i32);
+        Ok(stores)
+    }
+
+    async fn add_peer(&self, region_id: u64, store_id: u64) -> Result<OperatorInfo, CtlError> {
+        let reply = self.call(self.client.clone().add_peer(AddPeerRequest { region_id, store_id })).await?;
+        Ok(reply.operator.unwrap_or_default())
+    }
+
+    async fn remove_peer(&self, region_id: u64, store_id: u64) -> Result<OperatorInfo, CtlError> {
+        let reply = self.call(self.client.clone().remove_peer(RemovePeerRequest { region_id, store_id })).await?;
+        Ok(reply.operator.unwrap_or_default())
+    }
+
+    async fn operators(&self) -> Result<(Vec<OperatorInfo>, Vec<OperatorInfo>), CtlError> {
+        let reply = self.call(self.client.clone().get_operators(GetOperatorsRequest {})).await?;
+        Ok((reply.running, reply.history))
+    }
+
+    async fn remove_store(&self, store_id: u64) -> Result<StoreInfo, CtlError> {
+        let reply = self.call(self.client.clone().remove_store(RemoveStoreRequest { store_id })).await?;
+        Ok(reply.store.unwrap_or_default())
+    }
+
+    async fn schedulers(&self) -> Result<Vec<SchedulerInfo>, CtlError> {
+        Ok(self.call(self.client.clone().get_schedulers(GetSchedulersRequest {})).await?.schedulers)
+    }
+
+    async fn set_scheduler(&self, name: String, enabled: bool) -> Result<Vec<SchedulerInfo>, CtlError> {
+        let request = SetSchedulerRequest { name, enabled };
+        Ok(self.call(self.client.clone().set_scheduler(request)).await?.schedulers)
     }
 
     async fn regions(&self) -> Result<Vec<RegionInfo>, CtlError> {
@@ -388,6 +527,93 @@ async fn split(
             "regions": parts.iter().map(region_json).collect::<Vec<_>>(),
         })),
         Output::Table => format!("region {region_id} split {at}\n{}", render_regions(&parts, Output::Table)),
+    })
+}
+
+/// Prints the operator placement made for a request; with a wait, polls until it finishes first and
+/// fails unless it succeeded.
+async fn finish_operator(
+    placement: &PlacementConn,
+    operator: OperatorInfo,
+    wait: Option<Duration>,
+    output: Output,
+) -> Result<(), CtlError> {
+    let Some(waited) = wait else {
+        return print(&match output {
+            Output::Json => pretty(&operator_json(&operator, now_ms())),
+            Output::Table => format!(
+                "operator {} created for region {}: {}\n",
+                operator.operator_id,
+                operator.region_id,
+                steps_text(&operator)
+            ),
+        });
+    };
+    let deadline = Instant::now() + waited;
+    let (operator_id, region_id) = (operator.operator_id, operator.region_id);
+    let done = loop {
+        let (running, history) = placement.operators().await?;
+        if let Some(done) = history.into_iter().rev().find(|op| op.operator_id == operator_id) {
+            break done;
+        }
+        if !running.iter().any(|op| op.operator_id == operator_id) {
+            return Err(CtlError::OperatorLost { operator_id, region_id });
+        }
+        if Instant::now() >= deadline {
+            return Err(CtlError::OperatorTimeout { operator_id, region_id, waited });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    if done.state != OperatorState::Success as i32 {
+        return Err(CtlError::OperatorFailed {
+            operator_id,
+            region_id,
+            state: operator_state_name(done.state).to_string(),
+            note: done.note,
+        });
+    }
+    print(&match output {
+        Output::Json => pretty(&operator_json(&done, now_ms())),
+        Output::Table => format!(
+            "operator {operator_id} on region {region_id} finished in {}: {}\n",
+            took(&done, now_ms()),
+            steps_text(&done)
+        ),
+    })
+}
+
+/// `store remove`: marks the store offline; with a wait, polls until placement marks it removed.
+async fn remove_store(
+    placement: &PlacementConn,
+    store_id: u64,
+    wait: Option<Duration>,
+    output: Output,
+) -> Result<(), CtlError> {
+    let mut store = placement.remove_store(store_id).await?;
+    if let Some(waited) = wait {
+        let deadline = Instant::now() + waited;
+        while store.state != StoreState::Removed as i32 {
+            if Instant::now() >= deadline {
+                return Err(CtlError::DrainTimeout { store_id, region_count: store.region_count, waited });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            store = placement
+                .stores()
+                .await?
+                .into_iter()
+                .find(|s| s.store_id == store_id)
+                .ok_or(CtlError::NoSuchStore(store_id))?;
+        }
+    }
+    print(&match output {
+        Output::Json => pretty(&store_json(&store, now_ms())),
+        Output::Table if store.state == StoreState::Removed as i32 => {
+            format!("store {store_id} is removed: it holds no replica and may not rejoin\n")
+        }
+        Output::Table => format!(
+            "store {store_id} is offline: its {} regions are moving to other stores; it is removed once empty\n",
+            store.region_count
+        ),
     })
 }
 
@@ -552,10 +778,12 @@ fn pretty(value: &Value) -> String {
 }
 
 fn state_name(store: &StoreInfo) -> &'static str {
-    if store.state == StoreState::Down as i32 {
-        "down"
-    } else {
-        "up"
+    match StoreState::try_from(store.state) {
+        Ok(StoreState::Up) => "up",
+        Ok(StoreState::Down) => "down",
+        Ok(StoreState::Offline) => "offline",
+        Ok(StoreState::Removed) => "removed",
+        Err(_) => "unknown",
     }
 }
 
@@ -576,27 +804,24 @@ fn bytes(n: u64) -> String {
     bytesize::ByteSize(n).to_string()
 }
 
+fn store_json(s: &StoreInfo, now_ms: u64) -> Value {
+    json!({
+        "store_id": s.store_id,
+        "raft_addr": s.raft_addr,
+        "http_addr": s.http_addr,
+        "state": state_name(s),
+        "version": s.version,
+        "last_heartbeat_ms": s.last_heartbeat_ms,
+        "last_heartbeat_age_ms": now_ms.saturating_sub(s.last_heartbeat_ms),
+        "region_count": s.region_count,
+        "leader_count": s.leader_count,
+        "used_bytes": s.used_bytes,
+    })
+}
+
 fn render_stores(stores: &[StoreInfo], now_ms: u64, output: Output) -> String {
     if output == Output::Json {
-        return pretty(&Value::Array(
-            stores
-                .iter()
-                .map(|s| {
-                    json!({
-                        "store_id": s.store_id,
-                        "raft_addr": s.raft_addr,
-                        "http_addr": s.http_addr,
-                        "state": state_name(s),
-                        "version": s.version,
-                        "last_heartbeat_ms": s.last_heartbeat_ms,
-                        "last_heartbeat_age_ms": now_ms.saturating_sub(s.last_heartbeat_ms),
-                        "region_count": s.region_count,
-                        "leader_count": s.leader_count,
-                        "used_bytes": s.used_bytes,
-                    })
-                })
-                .collect(),
-        ));
+        return pretty(&Value::Array(stores.iter().map(|s| store_json(s, now_ms)).collect()));
     }
     let mut table =
         Table::new(vec!["STORE", "RAFT ADDR", "HTTP ADDR", "STATE", "LAST HEARTBEAT", "REGIONS", "LEADERS", "USED"]);
@@ -623,6 +848,7 @@ fn region_json(info: &RegionInfo) -> Value {
         "term": info.term,
         "approximate_size": info.approximate_size,
         "approximate_keys": info.approximate_keys,
+        "pending_peers": info.pending_peers.iter().map(|p| json!({ "peer_id": p.peer_id, "store_id": p.store_id })).collect::<Vec<_>>(),
     });
     if let (Some(object), Some(extra)) = (value.as_object_mut(), extra.as_object()) {
         object.extend(extra.clone());
@@ -642,7 +868,15 @@ fn key_cell(key: &[u8], empty: &str) -> String {
 fn region_row(info: &RegionInfo) -> Vec<String> {
     let region = info.region.clone().unwrap_or_default();
     let epoch = region.epoch.unwrap_or_default();
-    let peers: Vec<String> = region.peers.iter().map(|p| format!("{}@{}", p.peer_id, p.store_id)).collect();
+    // A peer still catching up (receiving its snapshot) is marked.
+    let peers: Vec<String> = region
+        .peers
+        .iter()
+        .map(|p| {
+            let pending = if info.pending_peers.contains(p) { "(pending)" } else { "" };
+            format!("{}@{}{pending}", p.peer_id, p.store_id)
+        })
+        .collect();
     vec![
         region.region_id.to_string(),
         key_cell(&region.start_key, "-inf"),
@@ -673,6 +907,134 @@ fn render_region(info: &RegionInfo, output: Output) -> String {
         Output::Json => pretty(&region_json(info)),
         Output::Table => render_regions(std::slice::from_ref(info), output),
     }
+}
+
+fn operator_state_name(state: i32) -> &'static str {
+    match OperatorState::try_from(state) {
+        Ok(OperatorState::Running) => "running",
+        Ok(OperatorState::Success) => "success",
+        Ok(OperatorState::Timeout) => "timeout",
+        Ok(OperatorState::Cancelled) => "cancelled",
+        Ok(OperatorState::Replaced) => "replaced",
+        Err(_) => "unknown",
+    }
+}
+
+fn step_kind_name(kind: i32) -> &'static str {
+    match StepKind::try_from(kind) {
+        Ok(StepKind::AddPeer) => "add-peer",
+        Ok(StepKind::TransferLeader) => "transfer-leader",
+        Ok(StepKind::RemovePeer) => "remove-peer",
+        Ok(StepKind::Split) => "split",
+        Err(_) => "unknown",
+    }
+}
+
+fn step_text(step: &crate::proto::OperatorStep) -> String {
+    match StepKind::try_from(step.kind) {
+        Ok(StepKind::AddPeer) => format!("add peer {} on store {}", step.peer_id, step.store_id),
+        Ok(StepKind::TransferLeader) => format!("transfer leader to store {}", step.store_id),
+        Ok(StepKind::RemovePeer) => format!("remove peer on store {}", step.store_id),
+        Ok(StepKind::Split) if step.split_key.is_empty() => "split in the middle".into(),
+        Ok(StepKind::Split) => format!("split at {}", display_key(&step.split_key)),
+        Err(_) => "unknown step".into(),
+    }
+}
+
+/// The steps in order, the one under way in brackets while it runs.
+fn steps_text(op: &OperatorInfo) -> String {
+    let running = op.state == OperatorState::Running as i32;
+    op.steps
+        .iter()
+        .enumerate()
+        .map(|(i, step)| match running && i == op.current_step as usize {
+            true => format!("[{}]", step_text(step)),
+            false => step_text(step),
+        })
+        .collect::<Vec<_>>()
+        .join(" → ")
+}
+
+/// How long the operator ran (so far, while it runs).
+fn took(op: &OperatorInfo, now_ms: u64) -> String {
+    let end = if op.finished_ms == 0 { now_ms } else { op.finished_ms };
+    let ms = end.saturating_sub(op.created_ms);
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    }
+}
+
+fn operator_json(op: &OperatorInfo, now_ms: u64) -> Value {
+    let end = if op.finished_ms == 0 { now_ms } else { op.finished_ms };
+    json!({
+        "operator_id": op.operator_id,
+        "region_id": op.region_id,
+        "source": op.source,
+        "reason": op.reason,
+        "state": operator_state_name(op.state),
+        "steps": op.steps.iter().map(|step| {
+            let mut value = json!({ "kind": step_kind_name(step.kind), "store_id": step.store_id });
+            if step.kind == StepKind::AddPeer as i32 {
+                value["peer_id"] = json!(step.peer_id);
+            }
+            if step.kind == StepKind::Split as i32 {
+                value["split_key"] = json!(display_key(&step.split_key));
+                value.as_object_mut().map(|o| o.remove("store_id"));
+            }
+            value
+        }).collect::<Vec<_>>(),
+        "current_step": op.current_step,
+        "created_ms": op.created_ms,
+        "finished_ms": (op.finished_ms != 0).then_some(op.finished_ms),
+        "took_ms": end.saturating_sub(op.created_ms),
+        "note": op.note,
+    })
+}
+
+fn render_operators(running: &[OperatorInfo], history: &[OperatorInfo], now_ms: u64, output: Output) -> String {
+    if output == Output::Json {
+        return pretty(&json!({
+            "running": running.iter().map(|op| operator_json(op, now_ms)).collect::<Vec<_>>(),
+            "history": history.iter().map(|op| operator_json(op, now_ms)).collect::<Vec<_>>(),
+        }));
+    }
+    let mut table = Table::new(vec!["ID", "REGION", "SOURCE", "STATE", "TOOK", "STEPS", "NOTE"]);
+    // Running first, then the finished ones newest first: what matters now is at the top.
+    for op in running.iter().chain(history.iter().rev()) {
+        table.row(vec![
+            op.operator_id.to_string(),
+            op.region_id.to_string(),
+            op.source.clone(),
+            operator_state_name(op.state).into(),
+            took(op, now_ms),
+            steps_text(op),
+            op.note.clone(),
+        ]);
+    }
+    table.render()
+}
+
+fn render_schedulers(schedulers: &[SchedulerInfo], output: Output) -> String {
+    if output == Output::Json {
+        return pretty(&Value::Array(
+            schedulers
+                .iter()
+                .map(|s| json!({ "name": s.name, "enabled": s.enabled, "can_disable": s.can_disable }))
+                .collect(),
+        ));
+    }
+    let mut table = Table::new(vec!["SCHEDULER", "STATE"]);
+    for s in schedulers {
+        let state = match (s.enabled, s.can_disable) {
+            (true, false) => "enabled (always)",
+            (true, true) => "enabled",
+            (false, _) => "disabled",
+        };
+        table.row(vec![s.name.clone(), state.into()]);
+    }
+    table.render()
 }
 
 fn up_or_down(ok: bool) -> &'static str {
@@ -781,6 +1143,7 @@ mod tests {
             term: 6,
             approximate_size: 2048,
             approximate_keys: 9,
+            pending_peers: vec![Peer { peer_id: 5, store_id: 7 }],
         }
     }
 
@@ -795,6 +1158,7 @@ mod tests {
         assert_eq!(region["peers"], json!([{ "peer_id": 4, "store_id": 1 }, { "peer_id": 5, "store_id": 7 }]));
         assert_eq!(region["leader_store_id"], 7);
         assert_eq!(region["approximate_size"], 2048);
+        assert_eq!(region["pending_peers"], json!([{ "peer_id": 5, "store_id": 7 }]));
         let single: Value = serde_json::from_str(&render_region(&info(), Output::Json)).unwrap();
         assert_eq!(&single, region);
     }
@@ -806,7 +1170,7 @@ mod tests {
         assert_eq!(lines.len(), 2);
         assert!(lines[0].starts_with("REGION  START  END"), "{text}");
         let cells: Vec<&str> = lines[1].split_whitespace().collect();
-        assert_eq!(&cells[..6], ["2", "a%00", "+inf", "1/3", "4@1,5@7", "7"]);
+        assert_eq!(&cells[..6], ["2", "a%00", "+inf", "1/3", "4@1,5@7(pending)", "7"]);
     }
 
     #[test]
@@ -884,5 +1248,88 @@ mod tests {
         assert!(fail_if_any(&[up.clone(), up.clone()], "are unhealthy").is_ok());
         let err = fail_if_any(&[up, NodeReport::default()], "are unhealthy").unwrap_err();
         assert_eq!(err.to_string(), "1 of 2 nodes are unhealthy");
+    }
+
+    fn move_operator(state: OperatorState, current_step: u32) -> OperatorInfo {
+        use crate::proto::OperatorStep;
+        OperatorInfo {
+            operator_id: 12,
+            region_id: 2,
+            source: "replica-check".into(),
+            reason: "replica-check: replace a peer on a down store".into(),
+            steps: vec![
+                OperatorStep { kind: StepKind::AddPeer as i32, store_id: 4, peer_id: 14, ..Default::default() },
+                OperatorStep { kind: StepKind::TransferLeader as i32, store_id: 2, ..Default::default() },
+                OperatorStep { kind: StepKind::RemovePeer as i32, store_id: 1, ..Default::default() },
+            ],
+            current_step,
+            state: state as i32,
+            created_ms: 10_000,
+            finished_ms: if state == OperatorState::Running { 0 } else { 12_500 },
+            note: if state == OperatorState::Timeout { "no progress for 3m".into() } else { String::new() },
+        }
+    }
+
+    #[test]
+    fn operator_json_has_the_documented_fields() {
+        let running = move_operator(OperatorState::Running, 1);
+        let done = move_operator(OperatorState::Timeout, 2);
+        let json: Value = serde_json::from_str(&render_operators(&[running], &[done], 11_000, Output::Json)).unwrap();
+        assert_eq!(
+            json["running"][0],
+            json!({
+                "operator_id": 12, "region_id": 2, "source": "replica-check",
+                "reason": "replica-check: replace a peer on a down store", "state": "running",
+                "steps": [
+                    { "kind": "add-peer", "store_id": 4, "peer_id": 14 },
+                    { "kind": "transfer-leader", "store_id": 2 },
+                    { "kind": "remove-peer", "store_id": 1 },
+                ],
+                "current_step": 1, "created_ms": 10_000, "finished_ms": null, "took_ms": 1000, "note": "",
+            })
+        );
+        assert_eq!(json["history"][0]["state"], "timeout");
+        assert_eq!(json["history"][0]["took_ms"], 2500);
+        assert_eq!(json["history"][0]["note"], "no progress for 3m");
+    }
+
+    #[test]
+    fn operator_table_marks_the_step_under_way_and_lists_running_first() {
+        let running = move_operator(OperatorState::Running, 1);
+        let mut older = move_operator(OperatorState::Success, 3);
+        older.operator_id = 3;
+        let mut newer = move_operator(OperatorState::Timeout, 2);
+        newer.operator_id = 9;
+        let text = render_operators(&[running], &[older, newer], 11_000, Output::Table);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("ID  REGION  SOURCE"), "{text}");
+        assert!(lines[1].starts_with("12 ") && lines[1].contains("running"), "{text}");
+        assert!(
+            lines[1].contains("add peer 14 on store 4 → [transfer leader to store 2] → remove peer on store 1"),
+            "{text}"
+        );
+        assert!(lines[2].starts_with("9 ") && lines[2].contains("timeout") && lines[2].ends_with("no progress for 3m"));
+        assert!(lines[3].starts_with("3 ") && lines[3].contains("success") && !lines[3].contains('['), "{text}");
+    }
+
+    #[test]
+    fn store_states_and_schedulers_read_plainly() {
+        let store = |state: StoreState| StoreInfo { state: state as i32, ..Default::default() };
+        let names: Vec<&str> = [StoreState::Up, StoreState::Down, StoreState::Offline, StoreState::Removed]
+            .map(store)
+            .iter()
+            .map(state_name)
+            .collect();
+        assert_eq!(names, ["up", "down", "offline", "removed"]);
+        let schedulers = vec![
+            SchedulerInfo { name: "replica-check".into(), enabled: true, can_disable: false },
+            SchedulerInfo { name: "balance-leader".into(), enabled: false, can_disable: true },
+        ];
+        assert_eq!(
+            render_schedulers(&schedulers, Output::Table),
+            "SCHEDULER       STATE\nreplica-check   enabled (always)\nbalance-leader  disabled\n"
+        );
+        let json: Value = serde_json::from_str(&render_schedulers(&schedulers, Output::Json)).unwrap();
+        assert_eq!(json[1], json!({ "name": "balance-leader", "enabled": false, "can_disable": true }));
     }
 }

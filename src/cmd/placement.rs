@@ -15,12 +15,20 @@ pub struct PlacementArgs {
     /// Directory of placement's own LMDB environment
     #[arg(long, env = "FEKV_PLACEMENT_DATA_DIR", default_value = "./fekv-placement")]
     pub data_dir: PathBuf,
-    /// Replicas per region; the first region is created once this many stores registered
+    /// Replicas per region: the first region starts with one peer on the first store, and the replica
+    /// checker adds peers as stores join until every region has this many
     #[arg(long, env = "FEKV_REPLICAS", default_value_t = 3)]
     pub replicas: usize,
-    /// A store silent for this long is reported down
+    /// A store silent for this long is down: its replicas are re-created on other stores
     #[arg(long, env = "FEKV_MAX_STORE_DOWN_TIME", default_value = "10s", value_parser = humantime::parse_duration)]
     pub max_store_down_time: Duration,
+    /// An operator (add/remove a peer, move a leader) whose current step makes no progress for this
+    /// long is given up as `timeout`
+    #[arg(long, env = "FEKV_OPERATOR_TIMEOUT", default_value = "3m", value_parser = humantime::parse_duration)]
+    pub operator_timeout: Duration,
+    /// How often the schedulers (replica check, balance-leader, balance-region) look at the cluster
+    #[arg(long, env = "FEKV_SCHEDULE_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub schedule_interval: Duration,
     /// Log filter used when RUST_LOG is unset
     #[arg(long, env = "FEKV_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -40,14 +48,39 @@ pub async fn run(
     args: PlacementArgs,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), PlacementCmdError> {
-    let options = PlacementOptions { replicas: args.replicas, store_down_after: args.max_store_down_time };
+    if args.schedule_interval.is_zero() {
+        return Err(PlacementCmdError::Placement(fekv_placement::PlacementError::Invalid(
+            "--schedule-interval must be more than zero".into(),
+        )));
+    }
+    let options = PlacementOptions {
+        replicas: args.replicas,
+        store_down_after: args.max_store_down_time,
+        operator_timeout: args.operator_timeout,
+    };
     let placement = Arc::new(Placement::open(&args.data_dir, options)?);
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .map_err(|source| PlacementCmdError::Listen { addr: args.addr, source })?;
     let addr = listener.local_addr().map_err(|source| PlacementCmdError::Listen { addr: args.addr, source })?;
-    tracing::info!(%addr, cluster_id = placement.cluster_id(), replicas = args.replicas, data_dir = %args.data_dir.display(), "placement service serving");
-    fekv_placement::service::serve(listener, placement, shutdown).await?;
+    tracing::info!(
+        %addr,
+        cluster_id = placement.cluster_id(),
+        replicas = args.replicas,
+        max_store_down_time = ?args.max_store_down_time,
+        operator_timeout = ?args.operator_timeout,
+        data_dir = %args.data_dir.display(),
+        "placement service serving"
+    );
+    let (stop_schedulers, schedulers_stopped) = tokio::sync::oneshot::channel::<()>();
+    let schedulers =
+        tokio::spawn(fekv_placement::service::run_schedulers(placement.clone(), args.schedule_interval, async {
+            let _ = schedulers_stopped.await;
+        }));
+    let served = fekv_placement::service::serve(listener, placement, shutdown).await;
+    let _ = stop_schedulers.send(());
+    let _ = schedulers.await;
+    served?;
     tracing::info!("placement service stopped");
     Ok(())
 }

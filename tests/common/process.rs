@@ -41,7 +41,12 @@ impl FekvProcess {
 
     /// The placement service, with `replicas` per region.
     pub fn start_placement(data_dir: &Path, replicas: usize) -> FekvProcess {
-        let args: Vec<String> = vec![
+        Self::start_placement_with(data_dir, replicas, &[])
+    }
+
+    /// The placement service with extra flags (`--max-store-down-time 3s`, ...).
+    pub fn start_placement_with(data_dir: &Path, replicas: usize, extra: &[&str]) -> FekvProcess {
+        let mut args: Vec<String> = vec![
             "placement".into(),
             "--addr".into(),
             "127.0.0.1:0".into(),
@@ -50,6 +55,7 @@ impl FekvProcess {
             "--replicas".into(),
             replicas.to_string(),
         ];
+        args.extend(extra.iter().map(|s| s.to_string()));
         Self::spawn(&args, data_dir, "placement service serving", "addr=")
     }
 
@@ -128,5 +134,59 @@ impl Drop for FekvProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `fekv ctl --placement <placement> -o json <args>`: its stdout as JSON, or why not.
+pub fn ctl_json(placement: &str, args: &[&str]) -> Result<serde_json::Value, String> {
+    let output = Command::new(env!("CARGO_BIN_EXE_fekv"))
+        .args(["ctl", "--placement", placement, "-o", "json"])
+        .args(args)
+        .env_remove("FEKV_PLACEMENT")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("spawn fekv ctl: {e}"))?;
+    if !output.status.success() {
+        return Err(format!("fekv ctl {args:?}: {}", String::from_utf8_lossy(&output.stderr)));
+    }
+    serde_json::from_slice(&output.stdout).map_err(|e| format!("fekv ctl {args:?} printed no JSON: {e}"))
+}
+
+/// Polls `fekv ctl region list` until every region has exactly `replicas` peers, none of them still
+/// catching up, and a leader; returns the regions. Panics with the last listing after `within`. The
+/// first region starts with one peer: the replica checker grows it as stores join.
+pub fn wait_replicated(placement: &str, replicas: usize, within: Duration) -> Vec<serde_json::Value> {
+    wait_regions(
+        placement,
+        within,
+        &format!("every region at {replicas} caught-up replicas with a leader"),
+        |regions| {
+            !regions.is_empty()
+                && regions.iter().all(|r| {
+                    r["peers"].as_array().is_some_and(|p| p.len() == replicas)
+                        && r["pending_peers"].as_array().is_some_and(|p| p.is_empty())
+                        && r["leader_store_id"].as_u64().unwrap_or(0) != 0
+                })
+        },
+    )
+}
+
+/// Polls `fekv ctl region list` until `done` accepts the regions (at most `within`, then panics
+/// saying what was awaited and what was last seen).
+pub fn wait_regions(
+    placement: &str,
+    within: Duration,
+    what: &str,
+    done: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + within;
+    loop {
+        let last = match ctl_json(placement, &["region", "list"]) {
+            Ok(serde_json::Value::Array(regions)) if done(&regions) => return regions,
+            Ok(other) => other.to_string(),
+            Err(err) => err,
+        };
+        assert!(Instant::now() < deadline, "no {what} within {within:?}; last seen: {last}");
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
