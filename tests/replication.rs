@@ -214,3 +214,29 @@ async fn proposals_during_a_leader_transfer_get_a_retryable_answer() {
     }
     assert_eq!(cluster.must_get(b"k").await.as_deref(), Some(&b"during"[..]));
 }
+
+/// A peer cut off while its region moved entirely to other stores still learns it is gone: the stores
+/// it knows hold only tombstones of the region now, and they answer it with a tombstone too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_whose_whole_region_moved_away_still_learns_it_is_gone() {
+    let cluster = Cluster::start(5, seed(), |_| {});
+    cluster.must_transfer_leader(1, 1).await;
+    for store_id in [4, 5] {
+        cluster.must_remove_peer(1, store_id).await;
+    }
+    cluster.must_put(b"k", b"v").await;
+    cluster.wait_local(3, b"k", Some(b"v")).await;
+    cluster.network.isolate(3);
+    // Region 1 moves from {1, 2, 3} to {4, 5}: none of the stores store 3 knows hold it any more.
+    cluster.must_add_peer(1, 4).await;
+    cluster.must_add_peer(1, 5).await;
+    cluster.must_remove_peer(1, 3).await;
+    cluster.must_transfer_leader(1, 4).await;
+    cluster.must_remove_peer(1, 1).await;
+    cluster.must_remove_peer(1, 2).await;
+    cluster.must_put(b"k2", b"v2").await;
+    cluster.wait_local(5, b"k", Some(b"v")).await;
+    cluster.network.heal();
+    cluster.wait_local(3, b"k", None).await;
+    assert!(cluster.metrics(3).render().contains("fekv_raft_peers_destroyed_total 1"));
+}

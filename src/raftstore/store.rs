@@ -420,8 +420,15 @@ impl Store {
         let known = self.engine.read_txn().and_then(|txn| self.engine.region_state(&txn, region_id));
         match known {
             Ok(Some(state)) if state.state == crate::proto::PeerState::Tombstone as i32 => {
-                let tombstone_conf_ver = state.region.and_then(|r| r.epoch).map_or(0, |e| e.conf_ver);
+                let region = state.region.unwrap_or_default();
+                let tombstone_conf_ver = region.epoch.map_or(0, |e| e.conf_ver);
                 if envelope.region_epoch.conf_ver <= tombstone_conf_ver {
+                    // The sender may be stale too: removed before our own removal, when every member
+                    // it knows may have left since. If our record shows it was no longer a member, say
+                    // so, or it could wait forever for an answer from members that are all gone.
+                    if is_stale_sender(&region, envelope) {
+                        self.reply_tombstone(region, envelope.to_peer.peer_id, envelope);
+                    }
                     tracing::debug!(region_id, "dropping a message for a destroyed peer");
                     return false;
                 }
