@@ -159,7 +159,7 @@ impl RegionOperator {
             self.current += 1;
             self.step_started_ms = now_ms;
         }
-        let Some(step) = self.steps.get(self.current) else { return None };
+        let step = self.steps.get(self.current)?;
         let epoch = state.epoch();
         if epoch.version != self.epoch.version {
             return Some(format!("the region split (epoch version {} → {})", self.epoch.version, epoch.version));

@@ -312,7 +312,7 @@ impl Peer {
         let cmd = RaftCmdRequest {
             header: Some(CmdHeader { region_id, peer_id: self.peer_id, epoch }),
             requests: Vec::new(),
-            admin: Some(AdminRequest { cmd: Some(admin_request::Cmd::ChangePeer(change.clone())) }),
+            admin: Some(AdminRequest { cmd: Some(admin_request::Cmd::ChangePeer(change)) }),
         };
         let mut cc = raft::eraftpb::ConfChange {
             node_id: peer.peer_id,
