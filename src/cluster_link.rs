@@ -223,6 +223,9 @@ async fn beat(
     };
     let used_bytes = engine.stats().map(|s| s.used_bytes).unwrap_or(0);
     let reply = client.store_heartbeat(StoreHeartbeatRequest { store_id, peers, used_bytes }).await?.into_inner();
+    for stale in reply.stale_peers {
+        destroy_stale_peer(router, stale);
+    }
     for operator in reply.operators {
         let region_id = operator.region_id;
         let started = match operator.kind {
@@ -275,4 +278,21 @@ fn change_peer(
         }
         changing.release(region_id);
     });
+}
+
+/// Placement says this store's peer of a region was removed (the region's newer membership does not
+/// list it). Delivered to the raftstore as the tombstone message a region member would send, so it is
+/// checked the same way: destroyed only if the epoch really is newer than the peer's own.
+fn destroy_stale_peer(router: &Router, stale: crate::proto::StalePeer) {
+    let Some(peer) = stale.peer else { return };
+    let envelope = crate::transport::RaftEnvelope {
+        region_id: stale.region_id,
+        from_peer: crate::proto::Peer::default(),
+        to_peer: peer,
+        region_epoch: stale.epoch.unwrap_or_default(),
+        message: raft::eraftpb::Message::default(),
+        is_tombstone: true,
+    };
+    // Lost on a full inbox like any raft message; placement says it again next heartbeat.
+    let _ = router.store_inbox().try_send(crate::raftstore::msg::StoreMsg::Raft(Box::new(envelope)));
 }

@@ -52,7 +52,8 @@ impl PlacementRpc for PlacementService {
         req: Request<StoreHeartbeatRequest>,
     ) -> Result<Response<StoreHeartbeatResponse>, Status> {
         let operators = self.placement.store_heartbeat(req.get_ref()).map_err(status)?;
-        Ok(Response::new(StoreHeartbeatResponse { operators }))
+        let stale_peers = self.placement.stale_peers(req.get_ref());
+        Ok(Response::new(StoreHeartbeatResponse { operators, stale_peers }))
     }
 
     async fn alloc_id(&self, req: Request<AllocIdRequest>) -> Result<Response<AllocIdResponse>, Status> {

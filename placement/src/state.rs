@@ -18,7 +18,7 @@ use prost::Message as _;
 use crate::operators::{OpStep, Operators, RegionState};
 use crate::proto::{
     Operator, OperatorInfo, Peer, PlacementState, Region, RegionEpoch, RegionInfo, RegisterStoreRequest, SchedulerInfo,
-    StoreHeartbeatRequest, StoreInfo, StoreState,
+    StalePeer, StoreHeartbeatRequest, StoreInfo, StoreState,
 };
 use crate::region_tree::{HeartbeatOutcome, LeaderReport, RegionTree};
 use crate::schedulers::{self, Plan, RegionView, Step};
@@ -561,6 +561,33 @@ impl Placement {
         Ok(operators)
     }
 
+    /// The peers in a store's report that their regions no longer have: placement's record of the
+    /// region (from its leader) has a newer `conf_ver` and does not list the peer. Such a peer was
+    /// removed while its store was down or cut off; its own region members normally tell it so with a
+    /// tombstone message, but if every member it knows has left too, only placement can.
+    pub fn stale_peers(&self, req: &StoreHeartbeatRequest) -> Vec<StalePeer> {
+        let inner = self.inner.lock();
+        let mut stale = Vec::new();
+        for report in req.peers.iter().filter(|p| !p.is_leader) {
+            let Some(reported) = &report.region else { continue };
+            let Some(peer) = reported.peers.iter().find(|p| p.store_id == req.store_id) else { continue };
+            let Some(known) = inner.regions.get(reported.region_id).and_then(|info| info.region.as_ref()) else {
+                continue;
+            };
+            let conf_ver = |r: &Region| r.epoch.map_or(0, |e| e.conf_ver);
+            if conf_ver(known) > conf_ver(reported) && !known.peers.iter().any(|p| p.peer_id == peer.peer_id) {
+                tracing::info!(
+                    region_id = known.region_id,
+                    peer_id = peer.peer_id,
+                    store_id = req.store_id,
+                    "telling a store its peer was removed"
+                );
+                stale.push(StalePeer { region_id: known.region_id, peer: Some(*peer), epoch: known.epoch });
+            }
+        }
+        stale
+    }
+
     /// One scheduling round (every second or so): ends stalled operators, then runs the replica
     /// checker and the enabled balancers over the current view, each creating operators for regions
     /// that have none; finally marks drained offline stores removed. Returns the operators created.
@@ -1035,6 +1062,34 @@ mod tests {
         let history = p.operators().1;
         assert_eq!(history.len(), 2);
         assert!(history.iter().all(|op| op.state == OperatorState::Success as i32));
+    }
+
+    #[test]
+    fn a_peer_reported_under_an_older_membership_that_drops_it_is_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, stores, region) = three_stores(dir.path());
+        // The leader (store 0) reports the region after store 2's peer was removed.
+        let removed = *region.peers.iter().find(|peer| peer.store_id == stores[2]).unwrap();
+        let mut now = region.clone();
+        now.peers.retain(|peer| peer.store_id != stores[2]);
+        now.epoch = Some(RegionEpoch { conf_ver: 4, version: 1 });
+        beat(&p, stores[0], vec![leader_report(&now, stores[0], 1)]);
+        let follower = |region: &Region| PeerReport { region: Some(region.clone()), ..Default::default() };
+        let req = |store_id, region: &Region| StoreHeartbeatRequest {
+            store_id,
+            peers: vec![follower(region)],
+            used_bytes: 0,
+        };
+        // Store 2 comes back still holding the old membership: told its peer is stale.
+        let stale = p.stale_peers(&req(stores[2], &region));
+        assert_eq!(stale, vec![StalePeer { region_id: region.region_id, peer: Some(removed), epoch: now.epoch }]);
+        // A member reporting the old epoch (it lags) is still a member; one up to date is fine too.
+        assert!(p.stale_peers(&req(stores[1], &region)).is_empty());
+        assert!(p.stale_peers(&req(stores[1], &now)).is_empty());
+        // Leaders' reports are region heartbeats, never judged stale here; unknown regions neither.
+        let mut unknown = region.clone();
+        unknown.region_id = 9999;
+        assert!(p.stale_peers(&req(stores[2], &unknown)).is_empty());
     }
 
     #[test]
