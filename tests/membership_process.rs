@@ -247,6 +247,14 @@ async fn one_node_grows_to_three_replicas_under_a_write_load() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+    println!("-- balance-leader spreads the leaders: no store leads more than one region above another");
+    let spread = regions_when(&at, Duration::from_secs(30), "leaders spread over the stores", move |regions| {
+        let led = |store_id: u64| regions.iter().filter(|r| r["leader_store_id"] == store_id).count();
+        let counts: Vec<usize> = ids.iter().map(|&id| led(id)).collect();
+        counts.iter().max().unwrap() - counts.iter().min().unwrap() <= 1
+    })
+    .await;
+    eprintln!("leaders of {} regions spread over 3 stores", spread.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
