@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::process::FekvProcess;
-use common::{request_following, try_request};
+use common::{put_anywhere, request_following, try_request};
 use hyper::{Method, StatusCode};
 
 struct ProcessCluster {
@@ -63,23 +63,6 @@ impl ProcessCluster {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-}
-
-/// PUTs through any live node, following redirects, until acknowledged or `timeout` passes.
-async fn put_anywhere(bases: &[String], key: &str, value: &str, timeout: Duration) -> Result<(), String> {
-    let deadline = Instant::now() + timeout;
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        for base in bases {
-            match request_following(Method::PUT, &format!("{base}/fekv/{key}"), value.to_string(), &[]).await {
-                Ok((reply, _)) if reply.status == StatusCode::OK => return Ok(()),
-                Ok((reply, _)) => last = format!("{}: {}", reply.status, reply.text()),
-                Err(err) => last = err,
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Err(last)
 }
 
 /// GETs through `base`, following redirects and retrying while the cluster elects a leader.

@@ -11,26 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::process::{ctl_json, wait_regions, wait_replicated, FekvProcess};
-use common::{request_following, try_request};
+use common::{put_anywhere, request_following, try_request};
 use hyper::{Method, StatusCode};
 use serde_json::Value;
-
-/// PUTs through any of `bases`, following redirects, until acknowledged or `timeout` passes.
-async fn put_anywhere(bases: &[String], key: &str, value: &str, timeout: Duration) -> Result<(), String> {
-    let deadline = Instant::now() + timeout;
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        for base in bases {
-            match request_following(Method::PUT, &format!("{base}/fekv/{key}"), value.to_string(), &[]).await {
-                Ok((reply, _)) if reply.status == StatusCode::OK => return Ok(()),
-                Ok((reply, _)) => last = format!("{}: {}", reply.status, reply.text()),
-                Err(err) => last = err,
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Err(last)
-}
 
 /// One writer going through every live node, recording what was acknowledged.
 struct Writer {

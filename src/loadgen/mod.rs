@@ -66,7 +66,7 @@ pub struct BenchArgs {
     /// Measure this many requests in total instead of a duration
     #[arg(long, short = 'n', value_name = "N")]
     pub requests: Option<u64>,
-    /// put, get, delete, or mixed:R where R in [0,1] is the fraction of GETs (the rest are PUTs)
+    /// put, get, delete, or mixed:R where R (0 to 1) is the fraction of GETs (the rest are PUTs)
     #[arg(long, value_name = "WORKLOAD", default_value = "put")]
     pub workload: Workload,
     /// Size of the key space

@@ -1,11 +1,12 @@
 //! The raftstore: every local region's raft peer, driven by one thread that is the node's only LMDB
 //! writer and commits each poll round's log writes and applied data in a single transaction.
 //!
-//! - [`store`]: the poll loop (one round, one commit) and store-wide settings;
+//! - [`store`]: the poll loop (one round, one commit) and store-wide settings; its `lifecycle`
+//!   submodule starts, creates and destroys peers (splits, membership changes, tombstones);
 //! - [`peer`]: one region's `RawNode`, proposals and reads, and its half of the round;
 //! - [`peer_storage`]: `raft::Storage` over LMDB;
 //! - [`apply`]: committed entries → user data (never touches the network);
-//! - [`router`] and [`msg`]: how the rest of the node talks to the loop;
+//! - [`Router`] and [`msg`]: how the rest of the node talks to the loop;
 //! - [`region_map`]: which local region holds a key.
 
 pub mod apply;

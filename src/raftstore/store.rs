@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use raft::eraftpb::MessageType;
 
+mod lifecycle;
+
+use lifecycle::{is_stale_sender, may_create_peer};
+
 use super::msg::StoreMsg;
 use super::peer::{Peer, PeerConfig, PendingReady};
 use super::region_map::RegionMap;
@@ -270,69 +274,6 @@ impl Store {
         }
     }
 
-    /// Starts this store's peer of a region split off a local one (its state was written with the
-    /// split). If this store led the parent, the new peer campaigns at once: the region's other
-    /// peers are applying the same split, and a leader should not wait an election timeout.
-    fn start_split_peer(&mut self, region: crate::proto::Region, campaign: bool) {
-        let region_id = region.region_id;
-        match self.peers.get(&region_id) {
-            // A message of the new region arrived before the split applied here and created an empty
-            // peer; the split's state (written with the split, keeping that peer's vote) replaces it.
-            Some(peer) if !peer.is_initialized() => {
-                self.peers.remove(&region_id);
-                let repaired = self.engine.write_txn().and_then(|mut txn| {
-                    super::peer_storage::PeerStorage::repair_split_state(&self.engine, &mut txn, region_id)?;
-                    self.engine.commit(txn)
-                });
-                if let Err(err) = repaired {
-                    tracing::error!(region_id, error = %err, "cannot start the peer of a split-off region");
-                    return;
-                }
-            }
-            Some(_) => return,
-            None => {}
-        }
-        match self.add_peer(region) {
-            Ok(peer) if campaign => peer.campaign(),
-            Ok(_) => {}
-            Err(err) => tracing::error!(region_id, error = %err, "cannot start the peer of a split-off region"),
-        }
-    }
-
-    /// Loads this store's peer of `region` (its state is in LMDB) and starts routing to it.
-    fn add_peer(&mut self, region: crate::proto::Region) -> Result<&mut Peer, crate::storage::StorageError> {
-        let region_id = region.region_id;
-        let peer = Peer::load(
-            self.engine.clone(),
-            region.clone(),
-            self.cfg.store_id,
-            self.cfg.peer.clone(),
-            self.metrics.clone(),
-            &self.logger,
-        )?;
-        self.regions.insert(region);
-        Ok(self.peers.entry(region_id).or_insert(peer))
-    }
-
-    /// Writes a new region's initial state and starts its peer, unless this store already has it.
-    fn create_peer(&mut self, region: crate::proto::Region) -> Result<(), Error> {
-        let region_id = region.region_id;
-        if self.peers.contains_key(&region_id) {
-            return Ok(());
-        }
-        let txn = self.engine.read_txn()?;
-        let known = self.engine.region_state(&txn, region_id)?.is_some();
-        drop(txn);
-        if !known {
-            let mut txn = self.engine.write_txn()?;
-            super::peer_storage::PeerStorage::write_initial_state(&self.engine, &mut txn, &region)?;
-            self.engine.commit(txn)?;
-        }
-        self.add_peer(region)?;
-        tracing::info!(store_id = self.cfg.store_id, region_id, "created a peer");
-        Ok(())
-    }
-
     fn on_raft_message(&mut self, envelope: RaftEnvelope) {
         let msg_type = envelope.message.get_msg_type();
         self.metrics.raft_messages_received.with_label_values(&[msg_type_label(msg_type)]).inc();
@@ -387,157 +328,6 @@ impl Store {
         if let Some(peer) = self.peers.get_mut(&region_id) {
             peer.on_raft_message(envelope);
         }
-    }
-
-    /// Whether a snapshot may be applied here: it must list its recipient as a member, and its range
-    /// must not overlap another region this store holds (that region would have to split or move
-    /// first; the leader will offer the snapshot again).
-    fn snapshot_fits(&self, envelope: &RaftEnvelope) -> bool {
-        let Ok(data) = super::peer_storage::decode_snapshot_data(envelope.message.get_snapshot().get_data()) else {
-            return false;
-        };
-        let region = data.region.unwrap_or_default();
-        if !region.peers.iter().any(|p| p.peer_id == envelope.to_peer.peer_id) {
-            tracing::info!(region_id = region.region_id, "refusing a snapshot that does not list its recipient");
-            return false;
-        }
-        let overlapping = self.regions.overlapping(&region);
-        if !overlapping.is_empty() {
-            tracing::info!(
-                region_id = region.region_id,
-                overlapping = ?overlapping.iter().map(|r| r.region_id).collect::<Vec<_>>(),
-                "refusing a snapshot that overlaps regions this store holds"
-            );
-            return false;
-        }
-        true
-    }
-
-    /// Creates the empty peer a message is addressed to, unless this store's record of the region
-    /// shows the message is stale (its peer here was destroyed and the sender has not heard).
-    fn create_peer_for(&mut self, envelope: &RaftEnvelope) -> bool {
-        let region_id = envelope.region_id;
-        let known = self.engine.read_txn().and_then(|txn| self.engine.region_state(&txn, region_id));
-        match known {
-            Ok(Some(state)) if state.state == crate::proto::PeerState::Tombstone as i32 => {
-                let region = state.region.unwrap_or_default();
-                let tombstone_conf_ver = region.epoch.map_or(0, |e| e.conf_ver);
-                if envelope.region_epoch.conf_ver <= tombstone_conf_ver {
-                    // The sender may be stale too: removed before our own removal, when every member
-                    // it knows may have left since. If our record shows it was no longer a member, say
-                    // so, or it could wait forever for an answer from members that are all gone.
-                    if is_stale_sender(&region, envelope) {
-                        self.reply_tombstone(region, envelope.to_peer.peer_id, envelope);
-                    }
-                    tracing::debug!(region_id, "dropping a message for a destroyed peer");
-                    return false;
-                }
-            }
-            Ok(Some(_)) => {
-                // A live record without a running peer: a split that is still being applied.
-                return false;
-            }
-            Ok(None) => {}
-            Err(err) => {
-                tracing::error!(region_id, error = %err, "cannot read a region's state");
-                return false;
-            }
-        }
-        match Peer::replicate(
-            self.engine.clone(),
-            region_id,
-            envelope.to_peer,
-            self.cfg.peer.clone(),
-            self.metrics.clone(),
-            &self.logger,
-        ) {
-            Ok(peer) => {
-                tracing::info!(
-                    store_id = self.cfg.store_id,
-                    region_id,
-                    peer_id = envelope.to_peer.peer_id,
-                    "created an empty peer; waiting for a snapshot"
-                );
-                self.peers.insert(region_id, peer);
-                true
-            }
-            Err(err) => {
-                tracing::error!(region_id, error = %err, "cannot create a peer");
-                false
-            }
-        }
-    }
-
-    /// Tells a peer that is no longer a member of `region` (as of its current epoch) to destroy itself.
-    fn reply_tombstone(&mut self, region: crate::proto::Region, local_peer_id: u64, stale: &RaftEnvelope) {
-        tracing::debug!(
-            region_id = region.region_id,
-            stale_peer = stale.from_peer.peer_id,
-            "telling a removed peer it is gone"
-        );
-        self.control_outbox.push(RaftEnvelope {
-            region_id: region.region_id,
-            from_peer: crate::proto::Peer { peer_id: local_peer_id, store_id: self.cfg.store_id },
-            to_peer: stale.from_peer,
-            region_epoch: region.epoch.unwrap_or_default(),
-            message: raft::eraftpb::Message::default(),
-            is_tombstone: true,
-        });
-    }
-
-    /// A member of the region says our peer was removed: destroy it if its membership is really older.
-    fn on_tombstone_message(&mut self, envelope: &RaftEnvelope) {
-        let Some(peer) = self.peers.get(&envelope.region_id) else { return };
-        let local_conf_ver = peer.region().epoch.map_or(0, |e| e.conf_ver);
-        if peer.peer_id() != envelope.to_peer.peer_id || envelope.region_epoch.conf_ver <= local_conf_ver {
-            return;
-        }
-        tracing::info!(region_id = envelope.region_id, peer_id = peer.peer_id(), "removed from the region while away");
-        self.destroy_peer(envelope.region_id);
-    }
-
-    /// Destroys this store's peer of a region it is no longer a member of: its range's data, log and
-    /// raft state are deleted and the region is recorded as a tombstone, in one transaction.
-    fn destroy_peer(&mut self, region_id: u64) {
-        let Some(mut peer) = self.peers.remove(&region_id) else { return };
-        peer.fail_all();
-        let initialized = peer.is_initialized();
-        let mut region = peer.region().clone();
-        drop(peer);
-        if initialized {
-            self.regions.remove(region_id);
-        }
-        if region.epoch.is_none() {
-            region.epoch = Some(Default::default());
-        }
-        if let Err(err) = self.write_tombstone(&region, initialized) {
-            tracing::error!(region_id, error = %err, "cannot destroy a removed peer; it will be retried at restart");
-            return;
-        }
-        self.metrics.raft_peers_destroyed.inc();
-        self.refresh_usage();
-    }
-
-    /// Deletes a removed peer's data (if it held any), log and states; records the region as a tombstone.
-    fn write_tombstone(
-        &self,
-        region: &crate::proto::Region,
-        delete_data: bool,
-    ) -> Result<(), crate::storage::StorageError> {
-        let region_id = region.region_id;
-        let mut txn = self.engine.write_txn()?;
-        let deleted =
-            if delete_data { self.engine.delete_data_range(&mut txn, &region.start_key, &region.end_key)? } else { 0 };
-        self.engine.delete_entries(&mut txn, region_id, 0, u64::MAX)?;
-        self.engine.delete_peer_states(&mut txn, region_id)?;
-        let state = crate::proto::RegionLocalState {
-            region: Some(region.clone()),
-            state: crate::proto::PeerState::Tombstone as i32,
-        };
-        self.engine.put_region_state(&mut txn, &state)?;
-        self.engine.commit(txn)?;
-        tracing::info!(store_id = self.cfg.store_id, region_id, deleted_records = deleted, "peer destroyed");
-        Ok(())
     }
 
     /// Hands every peer's queued messages to the transport and flushes it. Failures go back to raft.
@@ -661,21 +451,6 @@ impl Store {
             self.metrics.storage_map_size_bytes.set(stats.map_size as i64);
         }
     }
-}
-
-/// Whether a message comes from a peer that `region` (this store's initialized view) no longer lists,
-/// sent under an older membership: the sender was removed and has not heard.
-fn is_stale_sender(region: &crate::proto::Region, envelope: &RaftEnvelope) -> bool {
-    let local_conf_ver = region.epoch.map_or(0, |e| e.conf_ver);
-    !region.peers.is_empty()
-        && envelope.region_epoch.conf_ver < local_conf_ver
-        && !region.peers.iter().any(|p| p.peer_id == envelope.from_peer.peer_id)
-}
-
-/// Messages that may create an empty peer here: ones a leader or a candidate sends to a member.
-fn may_create_peer(msg_type: MessageType) -> bool {
-    use MessageType::*;
-    matches!(msg_type, MsgAppend | MsgHeartbeat | MsgSnapshot | MsgRequestVote | MsgRequestPreVote)
 }
 
 /// A bounded label for a raft message type.

@@ -219,3 +219,21 @@ pub async fn request_following(
     }
     Err(format!("more than 5 redirects, last to {url}"))
 }
+
+/// PUTs through any of `bases` (node base URLs), following redirects, until one acknowledges it or
+/// `timeout` passes; the error is the last answer seen.
+pub async fn put_anywhere(bases: &[String], key: &str, value: &str, timeout: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        for base in bases {
+            match request_following(Method::PUT, &format!("{base}/fekv/{key}"), value.to_string(), &[]).await {
+                Ok((reply, _)) if reply.status == StatusCode::OK => return Ok(()),
+                Ok((reply, _)) => last = format!("{}: {}", reply.status, reply.text()),
+                Err(err) => last = err,
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(last)
+}
