@@ -205,17 +205,22 @@ impl Store {
     }
 
     /// Deletes a removed peer's data (if it held any), log and states; records the region as a tombstone.
+    ///
+    /// An empty peer has no data or log, and its raft state (term and vote) is kept: were the same
+    /// peer created again by a late message, it must not vote twice in a term it already voted in.
     pub(super) fn write_tombstone(
         &self,
         region: &crate::proto::Region,
-        delete_data: bool,
+        initialized: bool,
     ) -> Result<(), crate::storage::StorageError> {
         let region_id = region.region_id;
         let mut txn = self.engine.write_txn()?;
-        let deleted =
-            if delete_data { self.engine.delete_data_range(&mut txn, &region.start_key, &region.end_key)? } else { 0 };
-        self.engine.delete_entries(&mut txn, region_id, 0, u64::MAX)?;
-        self.engine.delete_peer_states(&mut txn, region_id)?;
+        let mut deleted = 0;
+        if initialized {
+            deleted = self.engine.delete_data_range(&mut txn, &region.start_key, &region.end_key)?;
+            self.engine.delete_entries(&mut txn, region_id, 0, u64::MAX)?;
+            self.engine.delete_peer_states(&mut txn, region_id)?;
+        }
         let state = crate::proto::RegionLocalState {
             region: Some(region.clone()),
             state: crate::proto::PeerState::Tombstone as i32,
@@ -228,10 +233,13 @@ impl Store {
 }
 
 /// Whether a message comes from a peer that `region` (this store's initialized view) no longer lists,
-/// sent under an older membership: the sender was removed and has not heard.
+/// sent under an older membership: the sender was removed and has not heard. An empty peer's messages
+/// carry no membership at all (conf_ver 0): it may be a new member this store has not heard of yet,
+/// so it is never judged stale from them.
 pub(super) fn is_stale_sender(region: &crate::proto::Region, envelope: &RaftEnvelope) -> bool {
     let local_conf_ver = region.epoch.map_or(0, |e| e.conf_ver);
     !region.peers.is_empty()
+        && envelope.region_epoch.conf_ver > 0
         && envelope.region_epoch.conf_ver < local_conf_ver
         && !region.peers.iter().any(|p| p.peer_id == envelope.from_peer.peer_id)
 }
