@@ -326,35 +326,13 @@ impl Peer {
         });
         let last_before = self.raw.raft.raft_log.last_index();
         let proposed = self.raw.propose_conf_change(Vec::new(), cc);
-        let index = self.raw.raft.raft_log.last_index();
-        let appended = self
-            .raw
-            .raft
-            .raft_log
-            .entries(index, 1, raft::GetEntriesContext::empty(false))
-            .ok()
-            .and_then(|e| e.into_iter().next());
-        match proposed {
-            // raft-rs turns a conf change it will not take into an empty entry; only a conf change entry
-            // at the new end of the log proves it was accepted.
-            Ok(())
-                if index > last_before
-                    && appended.is_some_and(|e| e.get_entry_type() == EntryType::EntryConfChange) =>
-            {
+        match self.appended(last_before, proposed, EntryType::EntryConfChange) {
+            Ok((index, term)) => {
                 tracing::info!(region_id, ?change, index, "proposed a membership change");
-                let term = self.raw.raft.term;
                 self.proposals.push_back(Proposal { index, term, callback: ProposalCallback::ChangePeer(callback) });
             }
-            Ok(()) => {
-                let _ =
-                    callback.send(Err(Error::ProposalDropped { reason: "raft did not take the membership change" }));
-            }
-            Err(raft::Error::ProposalDropped) => {
-                let _ = callback.send(Err(Error::ProposalDropped { reason: "leadership is being transferred" }));
-            }
             Err(err) => {
-                tracing::warn!(region_id, error = %err, "membership change refused");
-                let _ = callback.send(Err(Error::ProposalDropped { reason: "raft refused the membership change" }));
+                let _ = callback.send(Err(err));
             }
         }
     }
@@ -510,7 +488,15 @@ impl Peer {
     /// `Ok`, so the log's growth is what proves the entry exists.
     fn propose(&mut self, data: Vec<u8>) -> Result<(u64, u64), Error> {
         let last_before = self.raw.raft.raft_log.last_index();
-        match self.raw.propose(Vec::new(), data) {
+        let proposed = self.raw.propose(Vec::new(), data);
+        self.appended(last_before, proposed, EntryType::EntryNormal)
+    }
+
+    /// The (index, term) of the entry a proposal just appended, or why there is none. raft-rs reports
+    /// some drops as `Ok`, and turns a conf change it will not take into an empty normal entry: only a
+    /// new last entry of the `expected` type proves the proposal is in the log.
+    fn appended(&self, last_before: u64, proposed: raft::Result<()>, expected: EntryType) -> Result<(u64, u64), Error> {
+        match proposed {
             Err(raft::Error::ProposalDropped) => {
                 return Err(Error::ProposalDropped { reason: "leadership is being transferred" })
             }
@@ -521,7 +507,9 @@ impl Peer {
             Ok(()) => {}
         }
         let index = self.raw.raft.raft_log.last_index();
-        if index == last_before {
+        // A new entry is not persisted yet, so it is still in raft's unstable part.
+        let last = self.raw.raft.raft_log.unstable.entries.last();
+        if index == last_before || last.is_none_or(|e| e.index != index || e.get_entry_type() != expected) {
             return Err(Error::ProposalDropped { reason: "raft did not append the entry" });
         }
         Ok((index, self.raw.raft.term))
@@ -651,7 +639,10 @@ impl Peer {
 
     /// A message from another peer of this region.
     pub fn on_raft_message(&mut self, envelope: RaftEnvelope) {
-        self.peer_cache.insert(envelope.from_peer.peer_id, envelope.from_peer);
+        // Only peers the region does not list yet are worth remembering (on every message: keep it cheap).
+        if !self.region().peers.contains(&envelope.from_peer) {
+            self.peer_cache.insert(envelope.from_peer.peer_id, envelope.from_peer);
+        }
         let msg_type = envelope.message.get_msg_type();
         if let Err(err) = self.raw.step(envelope.message) {
             tracing::debug!(region_id = self.region_id(), ?msg_type, error = %err, "raft refused a message");
