@@ -285,14 +285,12 @@ fn change_peer(
 /// checked the same way: destroyed only if the epoch really is newer than the peer's own.
 fn destroy_stale_peer(router: &Router, stale: crate::proto::StalePeer) {
     let Some(peer) = stale.peer else { return };
-    let envelope = crate::transport::RaftEnvelope {
-        region_id: stale.region_id,
-        from_peer: crate::proto::Peer::default(),
-        to_peer: peer,
-        region_epoch: stale.epoch.unwrap_or_default(),
-        message: raft::eraftpb::Message::default(),
-        is_tombstone: true,
-    };
+    let envelope = crate::transport::RaftEnvelope::tombstone(
+        stale.region_id,
+        crate::proto::Peer::default(),
+        peer,
+        stale.epoch.unwrap_or_default(),
+    );
     // Lost on a full inbox like any raft message; placement says it again next heartbeat.
     let _ = router.store_inbox().try_send(crate::raftstore::msg::StoreMsg::Raft(Box::new(envelope)));
 }

@@ -57,6 +57,18 @@ impl Transport for Unconnected {
 }
 
 impl RaftEnvelope {
+    /// A message telling `to_peer` it is no longer a member of `region_id`, as of `region_epoch`.
+    pub fn tombstone(region_id: u64, from_peer: Peer, to_peer: Peer, region_epoch: RegionEpoch) -> RaftEnvelope {
+        RaftEnvelope {
+            region_id,
+            from_peer,
+            to_peer,
+            region_epoch,
+            message: eraftpb::Message::default(),
+            is_tombstone: true,
+        }
+    }
+
     /// The wire form: our prost envelope around raft's rust-protobuf message.
     pub fn to_proto(&self) -> RaftMessage {
         RaftMessage {

@@ -161,14 +161,10 @@ impl Store {
             stale_peer = stale.from_peer.peer_id,
             "telling a removed peer it is gone"
         );
-        self.control_outbox.push(RaftEnvelope {
-            region_id: region.region_id,
-            from_peer: crate::proto::Peer { peer_id: local_peer_id, store_id: self.cfg.store_id },
-            to_peer: stale.from_peer,
-            region_epoch: region.epoch.unwrap_or_default(),
-            message: raft::eraftpb::Message::default(),
-            is_tombstone: true,
-        });
+        let from_peer = crate::proto::Peer { peer_id: local_peer_id, store_id: self.cfg.store_id };
+        let reply =
+            RaftEnvelope::tombstone(region.region_id, from_peer, stale.from_peer, region.epoch.unwrap_or_default());
+        self.control_outbox.push(reply);
     }
 
     /// A member of the region says our peer was removed: destroy it if its membership is really older.
@@ -188,13 +184,10 @@ impl Store {
         let Some(mut peer) = self.peers.remove(&region_id) else { return };
         peer.fail_all();
         let initialized = peer.is_initialized();
-        let mut region = peer.region().clone();
+        let region = peer.region().clone();
         drop(peer);
         if initialized {
             self.regions.remove(region_id);
-        }
-        if region.epoch.is_none() {
-            region.epoch = Some(Default::default());
         }
         if let Err(err) = self.write_tombstone(&region, initialized) {
             tracing::error!(region_id, error = %err, "cannot destroy a removed peer; it will be retried at restart");
