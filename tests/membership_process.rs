@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::process::{ctl_json, wait_regions, wait_replicated, FekvProcess};
+use common::process::{ctl_json, ctl_output, wait_regions, wait_replicated, FekvProcess};
 use common::{put_anywhere, request_following, try_request};
 use hyper::{Method, StatusCode};
 use serde_json::Value;
@@ -130,11 +130,7 @@ async fn ctl(placement: &str, args: &[&str]) -> Value {
 
 /// `fekv ctl <args>` expected to fail: its stderr.
 fn ctl_fails(placement: &str, args: &[&str]) -> String {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fekv"))
-        .args(["ctl", "--placement", placement])
-        .args(args)
-        .output()
-        .expect("run fekv ctl");
+    let output = ctl_output(placement, args).expect("run fekv ctl");
     assert!(!output.status.success(), "fekv ctl {args:?} succeeded: {}", String::from_utf8_lossy(&output.stdout));
     String::from_utf8_lossy(&output.stderr).into_owned()
 }

@@ -137,15 +137,20 @@ impl Drop for FekvProcess {
     }
 }
 
-/// `fekv ctl --placement <placement> -o json <args>`: its stdout as JSON, or why not.
-pub fn ctl_json(placement: &str, args: &[&str]) -> Result<serde_json::Value, String> {
-    let output = Command::new(env!("CARGO_BIN_EXE_fekv"))
-        .args(["ctl", "--placement", placement, "-o", "json"])
+/// Runs `fekv ctl --placement <placement> <args>` to completion.
+pub fn ctl_output(placement: &str, args: &[&str]) -> Result<std::process::Output, String> {
+    Command::new(env!("CARGO_BIN_EXE_fekv"))
+        .args(["ctl", "--placement", placement])
         .args(args)
         .env_remove("FEKV_PLACEMENT")
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| format!("spawn fekv ctl: {e}"))?;
+        .map_err(|e| format!("spawn fekv ctl: {e}"))
+}
+
+/// `fekv ctl --placement <placement> -o json <args>`: its stdout as JSON, or why not.
+pub fn ctl_json(placement: &str, args: &[&str]) -> Result<serde_json::Value, String> {
+    let output = ctl_output(placement, &[&["-o", "json"], args].concat())?;
     if !output.status.success() {
         return Err(format!("fekv ctl {args:?}: {}", String::from_utf8_lossy(&output.stderr)));
     }
