@@ -16,6 +16,8 @@ use raft::eraftpb::MessageType;
 
 mod lifecycle;
 
+use super::batch_gate::{self, BatchGate};
+
 use lifecycle::{is_stale_sender, may_create_peer};
 
 use super::msg::StoreMsg;
@@ -62,6 +64,8 @@ pub struct Store {
     ticks: u64,
     /// Store-level messages (tombstone replies to stale peers), sent with the next flush.
     control_outbox: Vec<RaftEnvelope>,
+    /// How long a round that holds few writes waits for more (see [`batch_gate`]).
+    batch_gate: BatchGate,
 }
 
 /// The store's inbox: bounded, so a store that falls behind refuses requests (`Busy`) instead of
@@ -118,6 +122,7 @@ pub fn start(
         split_worker: Some(split_worker),
         ticks: 0,
         control_outbox: Vec::new(),
+        batch_gate: BatchGate::default(),
     };
     for region in removed_while_down {
         store.write_tombstone(&region, true)?;
@@ -146,21 +151,22 @@ impl Store {
         let mut stopping = false;
         while !stopping {
             // Work left from the last round (entries to apply) means: do not sleep.
-            let wait = if self.peers.values().any(Peer::has_ready) {
-                Duration::ZERO
-            } else {
-                next_tick.saturating_duration_since(Instant::now())
-            };
+            let busy = self.peers.values().any(Peer::has_ready);
+            let wait = if busy { Duration::ZERO } else { next_tick.saturating_duration_since(Instant::now()) };
             match self.inbox.recv_timeout(wait) {
                 Ok(msg) => batch.push(msg),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => stopping = true,
             }
+            let round_started = Instant::now();
             while batch.len() < self.cfg.max_batch {
                 match self.inbox.try_recv() {
                     Ok(msg) => batch.push(msg),
                     Err(_) => break,
                 }
+            }
+            if !busy && !batch.is_empty() {
+                self.gather(&mut batch, round_started);
             }
             for msg in batch.drain(..) {
                 match msg {
@@ -176,6 +182,34 @@ impl Store {
             self.handle_round();
         }
         tracing::info!(store_id = self.cfg.store_id, "raftstore stopped");
+    }
+
+    /// Takes more writes into a round that holds few while they keep coming (see [`batch_gate`]).
+    /// Anything else in the round, or arriving meanwhile (raft messages, reads, admin), ends the wait:
+    /// it is someone else's latency.
+    fn gather(&mut self, batch: &mut Vec<StoreMsg>, round_started: Instant) {
+        let is_write = |msg: &StoreMsg| matches!(msg, StoreMsg::Write { .. });
+        if !batch.iter().all(is_write) {
+            return;
+        }
+        let Some(plan) = self.batch_gate.plan(batch.len(), round_started) else { return };
+        while batch.len() < plan.want.min(self.cfg.max_batch) {
+            let left = plan.until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match self.inbox.recv_timeout(left.min(batch_gate::MAX_GAP)) {
+                Ok(msg) => {
+                    let write = is_write(&msg);
+                    batch.push(msg);
+                    if !write {
+                        break;
+                    }
+                }
+                // A gap (the writers are not coming) or a closed inbox (the next receive sees it).
+                Err(_) => break,
+            }
+        }
     }
 
     fn on_tick(&mut self) {
@@ -383,16 +417,19 @@ impl Store {
             if !pending.iter().any(|(_, p)| p.wrote) {
                 // Only reads and messages this round: nothing to make durable, no fsync.
                 drop(txn);
-                return Ok(false);
+                return Ok(None);
             }
             let started = Instant::now();
             engine.commit(txn)?;
-            self.metrics.storage_commit_duration.observe(started.elapsed().as_secs_f64());
-            Ok::<_, crate::storage::StorageError>(true)
+            let took = started.elapsed();
+            self.metrics.storage_commit_duration.observe(took.as_secs_f64());
+            Ok::<_, crate::storage::StorageError>(Some(took))
         })();
         match result {
             Ok(committed) => {
-                if committed {
+                let proposals: usize = pending.iter().map(|(_, p)| p.proposals_persisted).sum();
+                if let Some(took) = committed {
+                    self.batch_gate.on_commit(proposals, took);
                     let entries: usize = pending.iter().map(|(_, p)| p.entries_persisted).sum();
                     self.metrics.storage_commits.inc();
                     self.metrics.storage_entries_per_commit.observe(entries as f64);
@@ -400,7 +437,6 @@ impl Store {
                 }
                 let mut removed = Vec::new();
                 let mut split_off = Vec::new();
-                let proposals: usize = pending.iter().map(|(_, p)| p.proposals_persisted).sum();
                 if proposals > 0 {
                     self.metrics.storage_proposals_per_commit.observe(proposals as f64);
                 }
