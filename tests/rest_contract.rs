@@ -362,6 +362,13 @@ async fn writes_queued_during_a_commit_share_the_next_one() {
     let commits = metric(&text, "fekv_storage_commits_total") - commits_before;
     assert_eq!(commits, 2.0, "1 + 64 queued writes took {commits} commits");
     assert!(metric(&text, "fekv_storage_proposals_per_commit_sum") >= 64.0);
+    // After a commit of 64, a round holding one write waits for more writers (batch_gate), but only
+    // while they keep coming: a lone write is not held back.
+    let started = std::time::Instant::now();
+    assert_eq!(put(&node.url("/fekv/lone"), "v").await.status, StatusCode::OK);
+    assert!(started.elapsed() < Duration::from_millis(200), "a lone write took {:?}", started.elapsed());
+    let text = get(&node.url("/metrics")).await.text();
+    assert_eq!(metric(&text, "fekv_storage_commits_total") - commits_before, 3.0);
     node.stop().await;
 }
 
