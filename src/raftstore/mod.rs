@@ -3,7 +3,7 @@
 //!
 //! - [`store`]: the poll loop (one round, one commit) and store-wide settings; its `lifecycle`
 //!   submodule starts, creates and destroys peers (splits, membership changes, tombstones);
-//! - [`batch_gate`]: how long a round that holds few writes waits for more before it commits;
+//! - `batch_gate`: how long a round that holds few writes waits for more before it commits;
 //! - [`peer`]: one region's `RawNode`, proposals and reads, and its half of the round;
 //! - [`peer_storage`]: `raft::Storage` over LMDB;
 //! - [`apply`]: committed entries → user data (never touches the network);
