@@ -243,6 +243,43 @@ async fn redirects_are_followed_once_per_endpoint_then_go_straight_to_the_leader
     assert!(text.contains("metrics not available"), "{text}");
 }
 
+/// A node of a two-node cluster split at `k00000050`, leading one half: its `/status` says which, it
+/// answers keys of its half and redirects the others to the other node (whose base URL is filled in
+/// once both are listening).
+fn half_leader(lower: bool, other: Arc<Mutex<String>>) -> impl Fn(&str, &str) -> Response<Full<Bytes>> {
+    move |_, path| {
+        let (start, end) = if lower { ("", "k00000050") } else { ("k00000050", "") };
+        if path == "/status" {
+            let regions = serde_json::json!({ "regions": [{ "start_key": start, "end_key": end, "role": "leader" }] });
+            return Response::new(Full::new(Bytes::from(regions.to_string())));
+        }
+        let key = path.trim_start_matches("/fekv/");
+        if key >= start && (end.is_empty() || key < end) {
+            Response::new(Full::new(Bytes::from_static(b"OK")))
+        } else {
+            redirect(&format!("{}{path}", other.lock()))
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_key_goes_to_the_leader_of_its_range_without_redirects() {
+    let (to_b, to_a) = (Arc::new(Mutex::new(String::new())), Arc::new(Mutex::new(String::new())));
+    let a = TinyServer::start(half_leader(true, to_b.clone())).await;
+    let b = TinyServer::start(half_leader(false, to_a.clone())).await;
+    (*to_b.lock(), *to_a.lock()) = (b.base.clone(), a.base.clone());
+    let endpoints = format!("{},{}", a.base, b.base);
+    let flags = ["--endpoints", &endpoints, "--requests", "300", "--connections", "4", "--keys", "100"];
+    let (report, text) = must_bench(&flags).await;
+    assert_eq!((report.successes, report.errors.total, report.redirects), (300, 0, 0), "{text}");
+    let (at_a, at_b) = (a.kv_requests(), b.kv_requests());
+    assert_eq!(at_a.len() + at_b.len(), 300);
+    assert!(at_a.iter().all(|(_, path, _)| path.as_str() < "/fekv/k00000050"), "{at_a:?}");
+    assert!(at_b.iter().all(|(_, path, _)| path.as_str() >= "/fekv/k00000050"), "{at_b:?}");
+    // Each worker keeps a connection to each node it sends to, instead of reconnecting on every switch.
+    assert!(report.connects <= 8, "{text}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_workers_share_what_a_redirect_taught() {
     let leader = TinyServer::leader().await;

@@ -1,15 +1,18 @@
-//! One keep-alive HTTP/1.1 connection per worker, and the redirects fekv's followers answer with.
+//! A worker's keep-alive HTTP/1.1 connections, and the redirects fekv's followers answer with.
 //!
 //! hyper's low-level client neither pools nor follows redirects, which is what we want here: a
-//! [`Client`] owns exactly one connection at a time (so `--connections` is the number of sockets the
-//! server sees), reconnects after an error, and follows `307 Temporary Redirect` itself, re-sending
-//! the same method and body. Where a redirect led is remembered in the shared [`LeaderMap`], so a
-//! steady run pays one redirect per endpoint, not one per request.
+//! [`Client`] keeps one request in flight and one connection per node it talks to (against a single
+//! node, `--connections` is the number of sockets the server sees), reconnects after an error, and
+//! follows `307 Temporary Redirect` itself, re-sending the same method and body. Where requests should go is kept in the shared [`LeaderMap`]: per key
+//! range, from the regions each node's `/status` says it leads (asked at the start and again after a
+//! redirect), and per endpoint, from the redirects themselves. So a steady run does not pay a
+//! redirect per request, also when the regions of a cluster have their leaders on different nodes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
+use std::ops::Bound;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -25,7 +28,7 @@ pub const MAX_REDIRECTS: u32 = 3;
 
 /// A node's base URL, `http://host:port`. Two endpoints are the same node when their authorities
 /// (`host:port`) are equal.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Endpoint {
     authority: String,
 }
@@ -82,25 +85,49 @@ impl fmt::Display for Endpoint {
     }
 }
 
-/// Where each endpoint's requests really go: the endpoint a request was first sent to → the endpoint
-/// its last redirect led to. Shared by every worker: one worker's redirect saves the others theirs.
+/// Where requests really go. Shared by every worker: one worker's redirect saves the others theirs.
 #[derive(Default)]
 pub struct LeaderMap {
-    // Read on every request, written once per redirect: a read-mostly lock.
+    /// The regions' leaders, from `/status`.
+    ranges: RwLock<RangeLeaders>,
+    /// The endpoint a request was first sent to → where its last redirect led, for keys no known
+    /// range holds (and for a node that does not answer `/status`).
     leaders: RwLock<HashMap<Endpoint, Endpoint>>,
+    /// Nodes whose `/status` is asked: the endpoints given, and every node a redirect named.
+    nodes: RwLock<BTreeSet<Endpoint>>,
+    /// When the ranges were last asked for, so a burst of redirects asks once.
+    last_refresh: parking_lot::Mutex<Option<Instant>>,
 }
+
+/// A region's start key → its end key (empty: unbounded) and the node that leads it.
+type RangeLeaders = BTreeMap<Vec<u8>, (Vec<u8>, Endpoint)>;
+
+/// Ranges are asked for at most this often.
+const REFRESH_INTERVAL: Duration = Duration::from_millis(500);
 
 impl LeaderMap {
     pub fn new() -> Arc<LeaderMap> {
         Arc::new(LeaderMap::default())
     }
 
-    /// Where a request for `home` should go now.
-    pub fn target(&self, home: &Endpoint) -> Endpoint {
+    /// Where a request for `key` (if it has one) sent to `home` should go now. All locks here are
+    /// read locks: this is on every request, and writes happen once per redirect.
+    pub fn target(&self, home: &Endpoint, key: Option<&[u8]>) -> Endpoint {
+        if let Some(key) = key {
+            let ranges = self.ranges.read();
+            if let Some((_, (end, leader))) =
+                ranges.range::<[u8], _>((Bound::Unbounded, Bound::Included(key))).next_back()
+            {
+                if end.is_empty() || key < end.as_slice() {
+                    return leader.clone();
+                }
+            }
+        }
         self.leaders.read().get(home).cloned().unwrap_or_else(|| home.clone())
     }
 
     pub fn remember(&self, home: &Endpoint, leader: &Endpoint) {
+        self.nodes.write().insert(leader.clone());
         if home == leader {
             self.leaders.write().remove(home);
         } else {
@@ -108,17 +135,73 @@ impl LeaderMap {
         }
     }
 
-    /// Drops `home`'s leader if it is still `leader`: it failed, so ask `home` again.
+    /// Drops what points at `leader`: it failed, so ask `home` again.
     pub fn forget(&self, home: &Endpoint, leader: &Endpoint) {
+        self.ranges.write().retain(|_, (_, node)| node != leader);
         let mut leaders = self.leaders.write();
         if leaders.get(home) == Some(leader) {
             leaders.remove(home);
         }
     }
 
+    /// Adds nodes whose `/status` is asked for their ranges.
+    pub fn add_nodes(&self, nodes: &[Endpoint]) {
+        self.nodes.write().extend(nodes.iter().cloned());
+    }
+
+    /// Replaces the known ranges.
+    pub fn set_ranges(&self, ranges: Vec<(Vec<u8>, Vec<u8>, Endpoint)>) {
+        *self.ranges.write() = ranges.into_iter().map(|(start, end, leader)| (start, (end, leader))).collect();
+    }
+
+    /// Asks every known node's `/status` which regions it leads, unless that was done less than
+    /// `REFRESH_INTERVAL` ago. A node that does not answer is skipped (its keys fall back to the
+    /// per-endpoint map).
+    pub async fn refresh(&self, timeout: Duration) {
+        {
+            let mut last = self.last_refresh.lock();
+            if last.is_some_and(|at| at.elapsed() < REFRESH_INTERVAL) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let nodes: Vec<Endpoint> = self.nodes.read().iter().cloned().collect();
+        let mut ranges = Vec::new();
+        for node in nodes {
+            // A map of its own: /status is per node and must not be redirected elsewhere.
+            let mut client = Client::new(node.clone(), LeaderMap::new(), timeout);
+            let Ok(reply) = client.send(&Method::GET, "/status", &Bytes::new()).await.result else { continue };
+            if let Ok(status) = serde_json::from_slice::<serde_json::Value>(&reply.body) {
+                ranges.extend(led_ranges(&status, &node));
+            }
+        }
+        self.set_ranges(ranges);
+    }
+
+    /// [`refresh`](Self::refresh) on a task of its own, so the request that met a redirect is not
+    /// kept waiting (its latency is being measured).
+    pub fn refresh_soon(self: &Arc<Self>, timeout: Duration) {
+        if self.last_refresh.lock().is_some_and(|at| at.elapsed() < REFRESH_INTERVAL) {
+            return;
+        }
+        let map = self.clone();
+        tokio::spawn(async move { map.refresh(timeout).await });
+    }
+
     pub fn snapshot(&self) -> HashMap<Endpoint, Endpoint> {
         self.leaders.read().clone()
     }
+}
+
+/// The key ranges of the regions a node's `/status` says it leads (keys are percent-encoded there).
+fn led_ranges(status: &serde_json::Value, node: &Endpoint) -> Vec<(Vec<u8>, Vec<u8>, Endpoint)> {
+    let decode = |key: &serde_json::Value| key.as_str().map(|k| percent_encoding::percent_decode_str(k).collect());
+    let Some(regions) = status["regions"].as_array() else { return Vec::new() };
+    regions
+        .iter()
+        .filter(|region| region["role"] == "leader")
+        .filter_map(|region| Some((decode(&region["start_key"])?, decode(&region["end_key"])?, node.clone())))
+        .collect()
 }
 
 /// A response, body read in full (which is what lets the connection carry the next request).
@@ -151,35 +234,40 @@ pub struct Exchange {
     pub redirects: u32,
 }
 
-struct Connection {
-    endpoint: Endpoint,
-    sender: SendRequest<Full<Bytes>>,
-}
-
-/// One worker's connection: requests go to its home endpoint, or to where the leader map says the
-/// home endpoint's requests should go.
+/// One worker's keep-alive connections, one request in flight at a time: requests go to its home
+/// endpoint, or where the leader map says (the leader of the key's range, or where home redirected).
+/// It keeps one connection per node it has talked to, as a cluster client keeps a connection per
+/// node, so keys led by different nodes do not cost a reconnect each time the target changes.
 pub struct Client {
     home: Endpoint,
     leaders: Arc<LeaderMap>,
     timeout: Duration,
-    connection: Option<Connection>,
-    /// TCP connections opened so far (1 for a run with no errors and no redirects).
+    connections: HashMap<Endpoint, SendRequest<Full<Bytes>>>,
+    /// TCP connections opened so far (1 for a single node and a run with no errors).
     pub connects: u64,
 }
 
 impl Client {
     pub fn new(home: Endpoint, leaders: Arc<LeaderMap>, timeout: Duration) -> Client {
-        Client { home, leaders, timeout, connection: None, connects: 0 }
+        Client { home, leaders, timeout, connections: HashMap::new(), connects: 0 }
     }
 
     /// Sends one request, following redirects, within the client's timeout (connecting included).
     pub async fn send(&mut self, method: &Method, path: &str, body: &Bytes) -> Exchange {
+        self.send_for_key(method, None, path, body).await
+    }
+
+    /// Like [`send`](Self::send), for a request about `key`: it goes to the node that leads the key's
+    /// range, when the leader map knows it.
+    pub async fn send_for_key(&mut self, method: &Method, key: Option<&[u8]>, path: &str, body: &Bytes) -> Exchange {
         let mut redirects = 0;
-        let result = match tokio::time::timeout(self.timeout, self.follow(method, path, body, &mut redirects)).await {
+        let timeout = self.timeout;
+        let result = match tokio::time::timeout(timeout, self.follow(method, key, path, body, &mut redirects)).await {
             Ok(result) => result,
             Err(_) => {
-                // The connection may still carry the late response: it cannot take another request.
-                self.connection = None;
+                // The connection may still carry the late response: it cannot take another request
+                // (which one it was is not known here, so all go).
+                self.connections.clear();
                 Err(RequestError::Timeout(self.timeout))
             }
         };
@@ -189,11 +277,12 @@ impl Client {
     async fn follow(
         &mut self,
         method: &Method,
+        key: Option<&[u8]>,
         path: &str,
         body: &Bytes,
         redirects: &mut u32,
     ) -> Result<Reply, RequestError> {
-        let mut target = self.leaders.target(&self.home);
+        let mut target = self.leaders.target(&self.home, key);
         let mut path = path.to_string();
         loop {
             let reply = match self.send_once(&target, method, &path, body).await {
@@ -222,6 +311,8 @@ impl Client {
                 .map_err(|err| RequestError::BadRedirect(format!("Location is not an absolute http URL: {err}")))?;
             path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
             self.leaders.remember(&self.home, &target);
+            // Leadership moved (or was never known): learn the ranges again.
+            self.leaders.refresh_soon(self.timeout);
         }
     }
 
@@ -233,15 +324,15 @@ impl Client {
         body: &Bytes,
     ) -> Result<Reply, RequestError> {
         let failed = |reason: String| RequestError::Connection { endpoint: target.clone(), reason };
-        let reusable = self.connection.as_ref().is_some_and(|c| &c.endpoint == target && !c.sender.is_closed());
-        if !reusable {
-            self.connection = None;
-            self.connection = Some(connect(target).await.map_err(failed)?);
+        if self.connections.get(target).is_none_or(SendRequest::is_closed) {
+            self.connections.remove(target);
+            let sender = connect(target).await.map_err(failed)?;
+            self.connections.insert(target.clone(), sender);
             self.connects += 1;
         }
-        let connection = self.connection.as_mut().expect("connected above");
-        if let Err(err) = connection.sender.ready().await {
-            self.connection = None;
+        let sender = self.connections.get_mut(target).expect("connected above");
+        if let Err(err) = sender.ready().await {
+            self.connections.remove(target);
             return Err(failed(err.to_string()));
         }
         let request = Request::builder()
@@ -250,10 +341,10 @@ impl Client {
             .header(HOST, target.authority())
             .body(Full::new(body.clone()))
             .map_err(|err| RequestError::Build { path: path.into(), reason: err.to_string() })?;
-        let response = match connection.sender.send_request(request).await {
+        let response = match sender.send_request(request).await {
             Ok(response) => response,
             Err(err) => {
-                self.connection = None;
+                self.connections.remove(target);
                 return Err(failed(err.to_string()));
             }
         };
@@ -261,14 +352,14 @@ impl Client {
         match body.collect().await {
             Ok(collected) => Ok(Reply { status: parts.status, headers: parts.headers, body: collected.to_bytes() }),
             Err(err) => {
-                self.connection = None;
+                self.connections.remove(target);
                 Err(failed(format!("reading the response body: {err}")))
             }
         }
     }
 }
 
-async fn connect(endpoint: &Endpoint) -> Result<Connection, String> {
+async fn connect(endpoint: &Endpoint) -> Result<SendRequest<Full<Bytes>>, String> {
     let stream = TcpStream::connect(endpoint.authority()).await.map_err(|err| err.to_string())?;
     // Requests are small and answered one at a time: Nagle would hold each back for a round trip.
     let _ = stream.set_nodelay(true);
@@ -278,7 +369,7 @@ async fn connect(endpoint: &Endpoint) -> Result<Connection, String> {
     tokio::spawn(async move {
         let _ = connection.await;
     });
-    Ok(Connection { endpoint: endpoint.clone(), sender })
+    Ok(sender)
 }
 
 #[cfg(test)]
@@ -306,12 +397,43 @@ mod tests {
         let leaders = LeaderMap::default();
         let (a, b, c) =
             (Endpoint::parse("a:1").unwrap(), Endpoint::parse("b:1").unwrap(), Endpoint::parse("c:1").unwrap());
-        assert_eq!(leaders.target(&a), a);
+        assert_eq!(leaders.target(&a, None), a);
         leaders.remember(&a, &b);
-        assert_eq!(leaders.target(&a), b);
+        assert_eq!(leaders.target(&a, None), b);
         leaders.forget(&a, &c);
-        assert_eq!(leaders.target(&a), b);
+        assert_eq!(leaders.target(&a, None), b);
         leaders.forget(&a, &b);
-        assert_eq!(leaders.target(&a), a);
+        assert_eq!(leaders.target(&a, None), a);
+    }
+
+    #[test]
+    fn a_key_goes_to_the_leader_of_its_range_then_to_where_its_endpoint_was_redirected() {
+        let leaders = LeaderMap::default();
+        let (a, b, c) =
+            (Endpoint::parse("a:1").unwrap(), Endpoint::parse("b:1").unwrap(), Endpoint::parse("c:1").unwrap());
+        leaders.set_ranges(vec![(b"".to_vec(), b"m".to_vec(), a.clone()), (b"m".to_vec(), b"".to_vec(), b.clone())]);
+        assert_eq!(leaders.target(&c, Some(b"k1")), a);
+        assert_eq!(leaders.target(&c, Some(b"m")), b);
+        assert_eq!(leaders.target(&c, Some(b"zz")), b);
+        // Requests without a key (admin paths) only follow the per-endpoint map.
+        assert_eq!(leaders.target(&c, None), c);
+        // b failed: its range is forgotten, so its keys go home (or where home redirected).
+        leaders.remember(&c, &a);
+        leaders.forget(&c, &b);
+        assert_eq!(leaders.target(&c, Some(b"zz")), a);
+        leaders.set_ranges(vec![(b"c".to_vec(), b"f".to_vec(), b.clone())]);
+        assert_eq!(leaders.target(&c, Some(b"a")), a, "a key in no known range");
+        assert_eq!(leaders.target(&c, Some(b"f")), a, "end keys are exclusive");
+    }
+
+    #[test]
+    fn led_ranges_come_from_the_regions_a_status_lists_as_leader() {
+        let node = Endpoint::parse("n:1").unwrap();
+        let status = serde_json::json!({"regions": [
+            {"region_id": 1, "start_key": "", "end_key": "k%2000", "role": "leader"},
+            {"region_id": 2, "start_key": "k%2000", "end_key": "", "role": "follower"},
+        ]});
+        assert_eq!(led_ranges(&status, &node), vec![(b"".to_vec(), b"k 00".to_vec(), node.clone())]);
+        assert!(led_ranges(&serde_json::json!({"error": "x"}), &node).is_empty());
     }
 }

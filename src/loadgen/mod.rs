@@ -1,9 +1,10 @@
 //! `fekv bench`: a closed-loop HTTP load generator, in the spirit of `ab`, `wrk` and
 //! `etcdctl benchmark`, built into the binary so every machine that runs fekv can measure it.
 //!
-//! Closed loop: each of `--connections` workers owns one keep-alive connection and keeps exactly one
-//! request in flight, so the load offered is whatever the server answers; latency is measured from
-//! sending a request to reading its whole response. A run:
+//! Closed loop: each of `--connections` workers keeps exactly one request in flight, over a
+//! keep-alive connection to the node that leads the request's key (one per node it talks to), so
+//! the load offered is whatever the server answers; latency is measured from sending a request to
+//! reading its whole response. A run:
 //! 1. validates the flags into a [`Plan`] (bad flags never reach the network);
 //! 2. with `--prefill`, writes every key once (not measured);
 //! 3. reads the server's group-commit counters and CPU time;
@@ -57,7 +58,8 @@ pub struct BenchArgs {
     /// Base URLs of the nodes; connections are spread over them round-robin
     #[arg(long, value_name = "URL[,URL...]", value_delimiter = ',', default_value = "http://127.0.0.1:3000")]
     pub endpoints: Vec<String>,
-    /// Keep-alive HTTP/1.1 connections, each with one request in flight
+    /// Workers, each with one request in flight over keep-alive HTTP/1.1 (one connection per node it
+    /// sends to: the leaders of the keys' regions)
     #[arg(long, short = 'c', value_name = "N", default_value_t = 64)]
     pub connections: usize,
     /// How long to measure, e.g. 10s or 1m [default: 10s, unless --requests is given]
@@ -213,6 +215,8 @@ pub async fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<Report, BenchE
             .map_err(|reason| BenchError::InvalidArgument { flag: "server-pid", reason })?;
     }
     let leaders = LeaderMap::new();
+    leaders.add_nodes(&plan.endpoints);
+    leaders.refresh(plan.timeout).await;
     if plan.prefill {
         prefill(&plan, &leaders).await?;
     }
@@ -329,10 +333,10 @@ async fn measure_worker(
     let no_body = Bytes::new();
     while budget.take().is_some() {
         let planned = generator.next_request();
-        let path = plan.keys.path(planned.key_index);
+        let (key, path) = (plan.keys.key(planned.key_index), plan.keys.path(planned.key_index));
         let body = if planned.op == Op::Put { &plan.value } else { &no_body };
         let started = Instant::now();
-        let exchange = client.send(&planned.op.method(), &path, body).await;
+        let exchange = client.send_for_key(&planned.op.method(), Some(key.as_bytes()), &path, body).await;
         let latency = started.elapsed();
         let outcome = Outcome::of(planned.op, &exchange);
         stats.record(planned.op, outcome, latency, exchange.redirects);
@@ -360,7 +364,10 @@ async fn prefill(plan: &Arc<Plan>, leaders: &Arc<LeaderMap>) -> Result<(), Bench
                 let mut failed = 0u64;
                 let mut first_error = None;
                 while let Some(key_index) = budget.take() {
-                    let exchange = client.send(&Op::Put.method(), &plan.keys.path(key_index), &plan.value).await;
+                    let key = plan.keys.key(key_index);
+                    let path = plan.keys.path(key_index);
+                    let exchange =
+                        client.send_for_key(&Op::Put.method(), Some(key.as_bytes()), &path, &plan.value).await;
                     done.fetch_add(1, Ordering::Relaxed);
                     let error = match exchange.result {
                         Ok(reply) if reply.status.is_success() => continue,

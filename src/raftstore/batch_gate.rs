@@ -6,7 +6,7 @@
 //! round that starts while they trickle in spends a whole fsync on a handful of them while the rest
 //! queue for the next. Traced on one node at 64 connections (PUT) before this existed, the store fell
 //! into a cycle of *idle ~450 µs, commit 7, commit 56, commit 7*: a third of its time idle, two of
-//! every three fsyncs nearly empty, 24–25 writes per commit.
+//! every three fsyncs nearly empty, 24–27 writes per commit.
 //!
 //! So a round that holds only writes, fewer than half of what the last two commits carried, keeps
 //! taking writes while they keep coming (no gap longer than [`MAX_GAP`]) until it holds that half,
