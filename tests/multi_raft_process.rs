@@ -1,14 +1,16 @@
 //! Multi-raft with real processes: a placement service and three nodes with tiny regions. A write
 //! load splits the keyspace into many regions; every key stays readable through every node, a scan
-//! walks all regions (following redirects and `next`), and `fekv ctl` lists contiguous regions
-//! covering the keyspace.
+//! walks all regions (following redirects and `next`), `fekv ctl` lists contiguous regions
+//! covering the keyspace, and `fekv bench` against every node sends each key to its region's leader.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use common::process::FekvProcess;
 use common::{request_following, try_request};
+use fekv::loadgen::BenchArgs;
 use hyper::{Method, StatusCode};
 
 async fn put_via(base: &str, key: &str, value: &str) {
@@ -138,6 +140,27 @@ async fn a_write_load_splits_the_keyspace_and_every_node_still_serves_every_key(
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+
+    // `fekv bench` against every node: it learns each region's leader from the nodes' `/status` and
+    // sends each key straight there, so a run over many regions pays no redirect per request and no
+    // reconnect per leader switch. Keys `user` + 8 digits, uniform over 10^8, spread over all regions.
+    let endpoints = bases.iter().chain([&fourth.base]).cloned().collect::<Vec<_>>().join(",");
+    let flags = ["--endpoints", &endpoints, "--workload", "get", "--requests", "2000", "--connections", "8"];
+    let args = BenchArgs::try_parse_from(["bench"].iter().chain(&flags).chain(&[
+        "--key-prefix",
+        "user",
+        "--keys",
+        "100000000",
+    ]))
+    .unwrap();
+    let mut out = Vec::new();
+    let report = fekv::loadgen::run(&args, &mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out);
+    eprintln!("fekv bench over every node: {} redirects, {} connections opened", report.redirects, report.connects);
+    assert_eq!((report.successes + report.misses, report.errors.total), (2000, 0), "{text}");
+    // A leader may still move (an election on a busy machine): a few redirects, never one per request.
+    assert!(report.redirects <= 16, "{text}");
+    assert!(report.connects <= 8 * 4, "at most a connection per worker and node: {text}");
 
     // `fekv ctl region split` by hand: placement hands the operator to the leader, which splits.
     let first = &ctl_regions(&placement.addr)[0];
