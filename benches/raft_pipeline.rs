@@ -7,22 +7,22 @@
 //!
 //! `cargo bench --bench raft_pipeline`. Keys are drawn with a fixed seed.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use fekv::config::Config;
-use fekv::metrics::Metrics;
-use fekv::node::{bootstrap_store, engine_options, store_config, Node};
-use fekv::proto::{self, request::Cmd, Peer, Region, RegionEpoch};
-use fekv::raftstore::split_check::IdAllocator;
-use fekv::raftstore::{store, Router};
-use fekv::storage::Engine;
-use fekv::transport::sim::SimNetwork;
+use fekv::node::Node;
+use fekv::proto::{self, request::Cmd};
+use fekv::raftstore::Router;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+
+// Each user of the test helpers takes the part it needs.
+#[allow(dead_code)]
+#[path = "../tests/common/cluster.rs"]
+mod cluster;
+
+use cluster::Cluster;
 
 const KEYS: u64 = 10_000;
 const VALUE_SIZE: usize = 100;
@@ -36,15 +36,13 @@ fn put(rng: &mut StdRng) -> Vec<proto::Request> {
     }]
 }
 
-/// The store whose peer of region 1 is leader, once there is one (within 10 s).
-async fn wait_leader(routers: &[Router]) -> usize {
+/// Waits for the node's single region to elect itself, within 10 s.
+async fn must_have_leader(router: &Router) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        for (i, router) in routers.iter().enumerate() {
-            if let Ok(peers) = router.status().await {
-                if peers.iter().any(|peer| peer.role == "leader") {
-                    return i;
-                }
+        if let Ok(peers) = router.status().await {
+            if peers.iter().any(|peer| peer.role == "leader") {
+                return;
             }
         }
         assert!(Instant::now() < deadline, "no leader within 10s");
@@ -100,58 +98,19 @@ fn one_node(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(&bench_config(dir.path())).expect("the node starts");
     let router = node.router().clone();
-    runtime.block_on(wait_leader(std::slice::from_ref(&router)));
+    runtime.block_on(must_have_leader(&router));
     bench_writes(c, "raft_pipeline", &runtime, &router);
     drop(router);
     node.stop();
 }
 
-/// Region and peer ids for splits (placement's job in a real cluster); the bench's region never
-/// grows big enough to split, but the raftstore needs an allocator.
-struct CountingIds(AtomicU64);
-
-impl IdAllocator for CountingIds {
-    fn alloc(&self, count: usize) -> Result<Vec<u64>, String> {
-        let first = self.0.fetch_add(count as u64, Ordering::Relaxed);
-        Ok((first..first + count as u64).collect())
-    }
-}
-
 fn three_nodes(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let region = Region {
-        region_id: 1,
-        start_key: Vec::new(),
-        end_key: Vec::new(),
-        epoch: Some(RegionEpoch { conf_ver: 1, version: 1 }),
-        peers: (1..=3).map(|store_id| Peer { peer_id: store_id, store_id }).collect(),
-    };
-    let network = SimNetwork::new(SEED);
-    let ids: Arc<dyn IdAllocator> = Arc::new(CountingIds(AtomicU64::new(1000)));
-    let mut dirs = Vec::new();
-    let mut stores: Vec<(Router, JoinHandle<()>)> = Vec::new();
-    for store_id in 1..=3 {
-        let dir = tempfile::tempdir().unwrap();
-        let config = bench_config(dir.path());
-        let metrics = Arc::new(Metrics::new());
-        let engine = Engine::open(dir.path(), &engine_options(&config, &metrics)).unwrap();
-        bootstrap_store(&engine, 42, store_id, Some(&region)).unwrap();
-        let cfg = store_config(&config, store_id);
-        let inbox = store::inbox(&cfg);
-        let transport = Box::new(network.transport(store_id));
-        let (router, handle) = store::start(cfg, engine, metrics, transport, inbox, ids.clone()).unwrap();
-        network.register(store_id, router.store_inbox());
-        stores.push((router, handle));
-        dirs.push(dir);
-    }
-    let routers: Vec<Router> = stores.iter().map(|(router, _)| router.clone()).collect();
-    let leader = runtime.block_on(wait_leader(&routers));
-    bench_writes(c, "raft_pipeline_3_nodes", &runtime, &routers[leader]);
-    drop(routers);
-    for (router, handle) in stores {
-        router.shutdown();
-        handle.join().expect("a raftstore thread panicked");
-    }
+    // The replication tests' in-process cluster: three stores holding region 1, over a SimNetwork
+    // that neither drops nor delays. Dropping it stops the stores.
+    let cluster = Cluster::start(3, SEED, |_| {});
+    let leader = runtime.block_on(cluster.wait_leader());
+    bench_writes(c, "raft_pipeline_3_nodes", &runtime, &cluster.router(leader));
 }
 
 criterion_group! {
