@@ -160,7 +160,7 @@ impl LeaderMap {
     pub async fn refresh(&self, timeout: Duration) {
         {
             let mut last = self.last_refresh.lock();
-            if last.is_some_and(|at| at.elapsed() < REFRESH_INTERVAL) {
+            if refreshed_recently(&last) {
                 return;
             }
             *last = Some(Instant::now());
@@ -181,7 +181,8 @@ impl LeaderMap {
     /// [`refresh`](Self::refresh) on a task of its own, so the request that met a redirect is not
     /// kept waiting (its latency is being measured).
     pub fn refresh_soon(self: &Arc<Self>, timeout: Duration) {
-        if self.last_refresh.lock().is_some_and(|at| at.elapsed() < REFRESH_INTERVAL) {
+        // Checked here too, so a burst of redirects does not spawn a task each.
+        if refreshed_recently(&self.last_refresh.lock()) {
             return;
         }
         let map = self.clone();
@@ -191,6 +192,10 @@ impl LeaderMap {
     pub fn snapshot(&self) -> HashMap<Endpoint, Endpoint> {
         self.leaders.read().clone()
     }
+}
+
+fn refreshed_recently(last_refresh: &Option<Instant>) -> bool {
+    last_refresh.is_some_and(|at| at.elapsed() < REFRESH_INTERVAL)
 }
 
 /// The key ranges of the regions a node's `/status` says it leads (keys are percent-encoded there).
