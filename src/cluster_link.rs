@@ -283,7 +283,7 @@ fn change_peer(
 /// Placement says this store's peer of a region was removed (the region's newer membership does not
 /// list it). Delivered to the raftstore as the tombstone message a region member would send, so it is
 /// checked the same way: destroyed only if the epoch really is newer than the peer's own.
-fn destroy_stale_peer(router: &Router, stale: crate::proto::StalePeer) {
+pub fn destroy_stale_peer(router: &Router, stale: crate::proto::StalePeer) {
     let Some(peer) = stale.peer else { return };
     let envelope = crate::transport::RaftEnvelope::tombstone(
         stale.region_id,

@@ -4,9 +4,14 @@
 //!
 //! Like a real network it loses messages silently; only a store that is down (unregistered) makes
 //! `send` fail, as a refused connection would. A snapshot's fate is reported back to its sender.
+//!
+//! A cut drops what crosses it, unless [`SimNetwork::hold_while_cut`] is on: then messages wait in a
+//! bounded queue per pair of stores and arrive, late and in order, once the pair is connected again.
+//! That is what the gRPC transport does with its per-store stream queue while a link is down, and
+//! what makes a healed partition deliver messages written under a membership that has moved on.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,7 +41,15 @@ struct NetState {
     rng: StdRng,
     delivered: u64,
     dropped: u64,
+    /// Whether a cut holds messages (see [`SimNetwork::hold_while_cut`]) instead of dropping them.
+    hold_while_cut: bool,
+    /// Messages waiting for their (from store, to store) pair to be connected again, oldest first.
+    held: HashMap<(u64, u64), VecDeque<RaftEnvelope>>,
 }
+
+/// Messages held per pair of stores at most (the gRPC transport's stream queue is bounded too);
+/// later ones are dropped.
+const HELD_PER_PAIR: usize = 4096;
 
 impl NetState {
     fn connected(&self, from: u64, to: u64) -> bool {
@@ -46,6 +59,26 @@ impl NetState {
         match &self.groups {
             None => true,
             Some(groups) => groups.iter().any(|g| g.contains(&from) && g.contains(&to)),
+        }
+    }
+
+    /// Delivers, oldest first, what was held for every pair of stores connected again.
+    fn release_reconnected(&mut self) {
+        let pairs: Vec<(u64, u64)> =
+            self.held.keys().copied().filter(|&(from, to)| self.connected(from, to)).collect();
+        for pair in pairs {
+            let Some(queue) = self.held.remove(&pair) else { continue };
+            for msg in queue {
+                let delivered = self
+                    .inboxes
+                    .get(&pair.1)
+                    .is_some_and(|inbox| inbox.try_send(StoreMsg::Raft(Box::new(msg))).is_ok());
+                if delivered {
+                    self.delivered += 1;
+                } else {
+                    self.dropped += 1;
+                }
+            }
         }
     }
 }
@@ -85,6 +118,8 @@ impl SimNetwork {
             rng: StdRng::seed_from_u64(seed),
             delivered: 0,
             dropped: 0,
+            hold_while_cut: false,
+            held: HashMap::new(),
         }));
         let (delay_line, delayed) = crossbeam_channel::unbounded();
         let weak = Arc::downgrade(&state);
@@ -111,12 +146,32 @@ impl SimNetwork {
 
     /// Lets messages flow only within each group.
     pub fn partition(&self, groups: &[Vec<u64>]) {
-        self.state.lock().groups = Some(groups.iter().map(|g| g.iter().copied().collect()).collect());
+        let mut state = self.state.lock();
+        state.groups = Some(groups.iter().map(|g| g.iter().copied().collect()).collect());
+        state.release_reconnected();
     }
 
     /// Cuts one store off from every other.
     pub fn isolate(&self, store_id: u64) {
         self.state.lock().isolated.insert(store_id);
+    }
+
+    /// With `hold` on, a cut holds the raft messages that cross it (up to a bound per pair of stores)
+    /// and delivers them, in order, once the pair is connected again, as a transport's queue would.
+    /// Snapshots are never held: their stream fails, and the sender is told. Turning it off drops
+    /// what is held.
+    pub fn hold_while_cut(&self, hold: bool) {
+        let mut state = self.state.lock();
+        state.hold_while_cut = hold;
+        if !hold {
+            let held: usize = state.held.drain().map(|(_, queue)| queue.len()).sum();
+            state.dropped += held as u64;
+        }
+    }
+
+    /// Messages held by cuts right now on their way to `to_store`.
+    pub fn held_for(&self, to_store: u64) -> usize {
+        self.state.lock().held.iter().filter(|((_, to), _)| *to == to_store).map(|(_, queue)| queue.len()).sum()
     }
 
     /// Drops each message with probability `rate`.
@@ -129,13 +184,21 @@ impl SimNetwork {
         self.state.lock().delay = delay;
     }
 
-    /// Removes every partition, isolation, drop rate and delay.
+    /// Removes every partition, isolation, drop rate and delay; held messages are delivered now.
     pub fn heal(&self) {
         let mut state = self.state.lock();
         state.groups = None;
         state.isolated.clear();
         state.drop_rate = 0.0;
         state.delay = Duration::ZERO;
+        state.release_reconnected();
+    }
+
+    /// Ends one store's isolation; what was held for its links is delivered now (if they are up).
+    pub fn rejoin(&self, store_id: u64) {
+        let mut state = self.state.lock();
+        state.isolated.remove(&store_id);
+        state.release_reconnected();
     }
 
     /// (delivered, dropped) message counts so far.
@@ -154,6 +217,13 @@ impl SimNetwork {
         };
         let delay = state.delay;
         let (region_id, to_peer_id) = (msg.region_id, msg.to_peer.peer_id);
+        if lost && !is_snapshot && state.hold_while_cut && !state.connected(from_store, to_store) {
+            let queue = state.held.entry((from_store, to_store)).or_default();
+            if queue.len() < HELD_PER_PAIR {
+                queue.push_back(msg);
+                return;
+            }
+        }
         let delivered = if lost {
             false
         } else if !delay.is_zero() {

@@ -279,6 +279,47 @@ impl Cluster {
         }
     }
 
+    /// Placement's word on stale peers, as one heartbeat round of every store would bring it: a peer
+    /// whose region's leader lists a newer membership (`conf_ver`) without it is reported to its
+    /// store, which handles the report as a node does (`cluster_link::destroy_stale_peer`).
+    /// Placement reaches every store whatever the raft network does. Returns how many were reported.
+    pub async fn report_stale_peers(&self) -> usize {
+        let statuses = self.all_statuses().await;
+        let mut leaders: BTreeMap<u64, &PeerStatus> = BTreeMap::new();
+        for peer in statuses.values().flatten().filter(|p| p.role == "leader") {
+            let known = leaders.entry(peer.region.region_id).or_insert(peer);
+            if peer.term > known.term {
+                *known = peer;
+            }
+        }
+        let conf_ver = |region: &Region| region.epoch.map_or(0, |e| e.conf_ver);
+        let mut reported = 0;
+        for (store_id, peers) in &statuses {
+            for peer in peers.iter().filter(|p| p.initialized && p.role != "leader") {
+                let Some(known) = leaders.get(&peer.region.region_id).map(|l| &l.region) else { continue };
+                if conf_ver(known) > conf_ver(&peer.region) && !known.peers.iter().any(|p| p.peer_id == peer.peer_id) {
+                    let stale = fekv::proto::StalePeer {
+                        region_id: known.region_id,
+                        peer: Some(Peer { peer_id: peer.peer_id, store_id: *store_id }),
+                        epoch: known.epoch,
+                    };
+                    fekv::cluster_link::destroy_stale_peer(&self.router(*store_id), stale);
+                    reported += 1;
+                }
+            }
+        }
+        reported
+    }
+
+    /// Waits until `store_id` holds no peer of `region_id` (at most 10 s).
+    pub async fn wait_no_peer(&self, store_id: u64, region_id: u64) {
+        eventually(Duration::from_secs(10), &format!("store {store_id} to drop its peer of region {region_id}"), || async {
+            let peers = self.router(store_id).status().await.expect("the store's raftstore answers");
+            peers.iter().all(|p| p.region.region_id != region_id)
+        })
+        .await;
+    }
+
     /// Makes `store_id`'s peer the leader of `region_id` (at most 15 s).
     pub async fn must_transfer_leader(&self, region_id: u64, store_id: u64) {
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -507,6 +548,19 @@ impl Cluster {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+}
+
+/// Polls `condition` every 20 ms until it holds; panics naming `what` was awaited after `within`.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "waited {within:?} for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
