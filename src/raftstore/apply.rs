@@ -8,6 +8,8 @@
 //! Everything here is deterministic given the entry and the data: every replica reaches the same
 //! state (conditional writes are decided here, not when proposed).
 
+use std::collections::BTreeMap;
+
 use heed::RwTxn;
 use prost::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeType as RaftChangeType, Entry, EntryType};
@@ -40,6 +42,17 @@ pub struct ApplyEffects {
     /// Membership changes applied to the region (already in its state in the transaction): raft
     /// learns of them after the commit, in order.
     pub conf_changes: Vec<ConfChange>,
+    /// This store's peer was removed from the region: nothing after its removal is applied here,
+    /// and the store destroys the peer once the transaction is durable.
+    pub removed_self: bool,
+}
+
+/// What apply must know of the store it runs on, beyond the region it applies to.
+pub struct LocalStore<'a> {
+    pub store_id: u64,
+    /// Peers this store runs that hold no data yet (created by a message, waiting for a snapshot):
+    /// region id → peer id.
+    pub empty_peers: &'a BTreeMap<u64, u64>,
 }
 
 /// Applies `entries` in order on top of `apply_state`, skipping any already applied.
@@ -48,10 +61,12 @@ pub struct ApplyEffects {
 /// transaction, so nothing of it becomes visible. Per-command failures (a precondition, a key outside
 /// the region) are results, not errors.
 /// `region` is this replica's view of the region; a split applied here changes it for the entries
-/// after it.
+/// after it. Once this store's own removal is applied, the rest is for the other members.
+#[allow(clippy::too_many_arguments)]
 pub fn apply_entries(
     engine: &Engine,
     txn: &mut RwTxn<'_>,
+    local: &LocalStore<'_>,
     region: &mut Region,
     apply_state: &mut RaftApplyState,
     entries: &[Entry],
@@ -59,7 +74,7 @@ pub fn apply_entries(
     effects: &mut ApplyEffects,
 ) -> Result<(), StorageError> {
     for entry in entries {
-        if entry.index <= apply_state.applied_index {
+        if entry.index <= apply_state.applied_index || effects.removed_self {
             continue;
         }
         assert_eq!(
@@ -70,8 +85,8 @@ pub fn apply_entries(
         );
         let result = match entry.get_entry_type() {
             EntryType::EntryNormal if entry.data.is_empty() => None, // a new leader's empty entry
-            EntryType::EntryNormal => apply_command(engine, txn, region, apply_state, entry, effects)?,
-            EntryType::EntryConfChange => Some(apply_conf_change(engine, txn, region, entry, effects)?),
+            EntryType::EntryNormal => apply_command(engine, txn, local, region, apply_state, entry, effects)?,
+            EntryType::EntryConfChange => Some(apply_conf_change(engine, txn, local, region, entry, effects)?),
             EntryType::EntryConfChangeV2 => {
                 // fekv proposes single-peer changes only (v1); joint consensus is never used.
                 tracing::error!(
@@ -91,6 +106,7 @@ pub fn apply_entries(
 fn apply_command(
     engine: &Engine,
     txn: &mut RwTxn<'_>,
+    local: &LocalStore<'_>,
     region: &mut Region,
     apply_state: &mut RaftApplyState,
     entry: &Entry,
@@ -106,7 +122,7 @@ fn apply_command(
         }
     };
     if let Some(admin) = cmd.admin {
-        return apply_admin(engine, txn, region, apply_state, entry.index, &cmd.header, admin, effects);
+        return apply_admin(engine, txn, local, region, apply_state, entry.index, &cmd.header, admin, effects);
     }
     if let Err(err) = check_data_epoch(region, &cmd) {
         return Ok(Some(Err(err)));
@@ -181,6 +197,7 @@ fn apply_requests(
 fn apply_conf_change(
     engine: &Engine,
     txn: &mut RwTxn<'_>,
+    local: &LocalStore<'_>,
     region: &mut Region,
     entry: &Entry,
     effects: &mut ApplyEffects,
@@ -224,7 +241,12 @@ fn apply_conf_change(
         (false, _) => return rejected("the peer is not a member".into()),
     }
     region.epoch = Some(RegionEpoch { conf_ver: current.conf_ver + 1, ..current });
-    engine.put_region_state(txn, &RegionLocalState { region: Some(region.clone()), state: 0 })?;
+    // This store's own removal records the peer's id with the region, so that the id is never taken
+    // back, even if the node stops before it destroys the peer.
+    let removed_self = !adding && peer.store_id == local.store_id;
+    let removed_peer_id = if removed_self { peer.peer_id } else { 0 };
+    engine.put_region_state(txn, &RegionLocalState { region: Some(region.clone()), state: 0, removed_peer_id })?;
+    effects.removed_self |= removed_self;
     tracing::info!(
         region_id = region.region_id,
         peer_id = peer.peer_id,
@@ -258,6 +280,7 @@ pub fn precondition_holds(p: &Precondition, current: Option<u64>) -> bool {
 fn apply_admin(
     engine: &Engine,
     txn: &mut RwTxn<'_>,
+    local: &LocalStore<'_>,
     region: &mut Region,
     apply_state: &mut RaftApplyState,
     entry_index: u64,
@@ -309,15 +332,25 @@ fn apply_admin(
             };
             region.end_key = key;
             region.epoch = Some(epoch);
-            engine.put_region_state(txn, &RegionLocalState { region: Some(region.clone()), state: 0 })?;
-            super::peer_storage::PeerStorage::write_initial_state_at(engine, txn, &right, entry_index)?;
+            engine.put_region_state(txn, &RegionLocalState { region: Some(region.clone()), ..Default::default() })?;
             tracing::info!(
                 region_id = region.region_id,
                 new_region_id = right.region_id,
                 split_key = %crate::api::display_key(&right.start_key),
                 "region split"
             );
-            effects.new_regions.push(right);
+            match stale_split_peer(engine, txn, local, &right)? {
+                None => {
+                    super::peer_storage::PeerStorage::write_initial_state_at(engine, txn, &right, entry_index)?;
+                    effects.new_regions.push(right);
+                }
+                Some(reason) => {
+                    // The right half's data is nobody's here now; a peer of it this store gets later
+                    // is filled by a snapshot.
+                    engine.delete_data_range(txn, &right.start_key, &right.end_key)?;
+                    tracing::info!(region_id = right.region_id, reason, "not starting this store's peer of a split-off region");
+                }
+            }
             Ok(Some(Ok(WriteResponse { revision: 0 })))
         }
         // Membership changes travel as raft conf change entries, never as plain commands.
@@ -326,6 +359,28 @@ fn apply_admin(
         }
         None => Ok(None),
     }
+}
+
+/// Why this store must not start its peer of `right`, a region split off here, if it must not. The
+/// split is applied late when this store's peer of the parent was cut off: meanwhile the new region
+/// may have removed this store's peer (this store destroyed it: a tombstone) or replaced it with a
+/// newer one (created empty by a message). Either way, the split's peer id here is stale, and
+/// starting it would bring back a peer under an id the region has moved past.
+fn stale_split_peer(
+    engine: &Engine,
+    txn: &RwTxn<'_>,
+    local: &LocalStore<'_>,
+    right: &Region,
+) -> Result<Option<&'static str>, StorageError> {
+    let state = engine.region_state(txn, right.region_id)?;
+    if state.is_some_and(|s| s.state == crate::proto::PeerState::Tombstone as i32) {
+        return Ok(Some("this store already destroyed its peer of the region"));
+    }
+    let split_peer_id = right.peers.iter().find(|p| p.store_id == local.store_id).map(|p| p.peer_id);
+    if local.empty_peers.get(&right.region_id).is_some_and(|&empty| Some(empty) != split_peer_id) {
+        return Ok(Some("this store runs a newer peer of the region"));
+    }
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use prost::Message as _;
 use raft::eraftpb::{Entry, EntryType, Message, MessageType};
 use raft::{RawNode, ReadState, Ready, SnapshotStatus, StateRole};
 
-use super::apply::{self, Applied, ApplyEffects};
+use super::apply::{self, Applied, ApplyEffects, LocalStore};
 use super::msg::Callback;
 use super::peer_storage::PeerStorage;
 use super::{Error, PeerStatus, WriteResponse};
@@ -90,6 +90,7 @@ pub struct PendingReady {
     conf_changes: Vec<raft::eraftpb::ConfChange>,
     bytes_written: u64,
     snapshot_applied: bool,
+    removed_self: bool,
 }
 
 /// What finishing a ready changed, for the store.
@@ -741,7 +742,7 @@ impl Peer {
     /// First half of ready handling, before the commit. Order (an invariant, see DESIGN.md §3):
     /// queue the leader's messages → snapshot → entries + hard state → apply committed entries, all
     /// into the round's one transaction. The store sends the queued messages before it commits.
-    pub fn collect_ready(&mut self, txn: &mut RwTxn<'_>) -> Result<PendingReady, StorageError> {
+    pub fn collect_ready(&mut self, txn: &mut RwTxn<'_>, local: &LocalStore<'_>) -> Result<PendingReady, StorageError> {
         let mut ready = self.raw.ready();
         if let Some(ss) = ready.ss() {
             self.on_soft_state(ss.leader_id, ss.raft_state);
@@ -772,14 +773,14 @@ impl Peer {
         let mut effects = ApplyEffects::default();
         let committed = ready.take_committed_entries();
         for entries in [std::mem::take(&mut self.pending_apply).as_slice(), committed.as_slice()] {
-            apply::apply_entries(engine, txn, &mut region_now, &mut apply_state, entries, &mut applied, &mut effects)?;
+            apply::apply_entries(engine, txn, local, &mut region_now, &mut apply_state, entries, &mut applied, &mut effects)?;
         }
         // 5. A leader that is the region's only voter commits an entry the moment it is durable, and
         //    it becomes durable in this very transaction; applying it here too saves a second commit
         //    (and a second fsync) per write. If the transaction fails, neither happens.
         if self.is_sole_voter_leader() {
             let early = self.early_appliable(ready.entries(), apply_state.applied_index);
-            apply::apply_entries(engine, txn, &mut region_now, &mut apply_state, early, &mut applied, &mut effects)?;
+            apply::apply_entries(engine, txn, local, &mut region_now, &mut apply_state, early, &mut applied, &mut effects)?;
         }
         if apply_state != before_apply {
             engine.put_apply_state(txn, region_now.region_id, &apply_state)?;
@@ -814,6 +815,7 @@ impl Peer {
             conf_changes: effects.conf_changes,
             bytes_written: effects.bytes_written,
             snapshot_applied,
+            removed_self: effects.removed_self,
         })
     }
 
@@ -840,8 +842,9 @@ impl Peer {
     /// Second half, after the round's transaction is durable: install the new state, queue the
     /// messages that had to wait for it, advance raft, answer the applied proposals and the reads.
     pub fn post_commit(&mut self, pending: PendingReady) -> Committed {
-        let PendingReady { mut ready, raft_state, apply_state, applied, region, new_regions, conf_changes, .. } =
-            pending;
+        let PendingReady {
+            mut ready, raft_state, apply_state, applied, region, new_regions, conf_changes, removed_self, ..
+        } = pending;
         let applied_index = apply_state.applied_index;
         let region_changed = region.is_some();
         if pending.snapshot_applied || !new_regions.is_empty() {
@@ -869,7 +872,6 @@ impl Peer {
                 tracing::error!(region_id = self.region_id(), error = %err, "raft refused an applied membership change");
             }
         }
-        let removed_self = !conf_changes.is_empty() && !self.region().peers.iter().any(|p| p.peer_id == self.peer_id);
         let answered = applied.len();
         for outcome in applied {
             self.answer(outcome);

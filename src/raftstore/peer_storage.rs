@@ -104,7 +104,7 @@ impl PeerStorage {
             RaftApplyState { applied_index: index, truncated_index: index, truncated_term: RAFT_INIT_LOG_TERM };
         engine.put_raft_state(txn, region.region_id, &raft_state)?;
         engine.put_apply_state(txn, region.region_id, &apply_state)?;
-        engine.put_region_state(txn, &crate::proto::RegionLocalState { region: Some(region.clone()), state: 0 })
+        engine.put_region_state(txn, &crate::proto::RegionLocalState { region: Some(region.clone()), ..Default::default() })
     }
 
     /// An empty peer of a split-off region that wrote its vote in the same round as the split wrote
@@ -210,7 +210,7 @@ impl PeerStorage {
         let apply_state = RaftApplyState { applied_index: index, truncated_index: index, truncated_term: term };
         self.engine.put_raft_state(txn, region_id, &raft_state)?;
         self.engine.put_apply_state(txn, region_id, &apply_state)?;
-        self.engine.put_region_state(txn, &RegionLocalState { region: Some(region.clone()), state: 0 })?;
+        self.engine.put_region_state(txn, &RegionLocalState { region: Some(region.clone()), ..Default::default() })?;
         Ok((raft_state, apply_state, region))
     }
 

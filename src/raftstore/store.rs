@@ -16,6 +16,7 @@ use raft::eraftpb::MessageType;
 
 mod lifecycle;
 
+use super::apply::LocalStore;
 use super::batch_gate::{self, BatchGate};
 
 use lifecycle::{is_stale_sender, may_create_peer};
@@ -97,7 +98,7 @@ pub fn start(
         }
         if !region.peers.iter().any(|p| p.store_id == cfg.store_id) {
             // Its removal was applied, but the node stopped before destroying the peer.
-            removed_while_down.push(region);
+            removed_while_down.push((region, state.removed_peer_id));
             continue;
         }
         regions.insert(region.clone());
@@ -124,8 +125,8 @@ pub fn start(
         control_outbox: Vec::new(),
         batch_gate: BatchGate::default(),
     };
-    for region in removed_while_down {
-        store.write_tombstone(&region, true)?;
+    for (region, peer_id) in removed_while_down {
+        store.write_tombstone(&region, true, peer_id)?;
     }
     let handle = std::thread::Builder::new()
         .name("raftstore".into())
@@ -341,7 +342,8 @@ impl Store {
             }
             if peer.peer_id() < to_peer_id {
                 // The region was given a new peer on this store: ours was removed while it could not
-                // hear of it.
+                // hear of it. That is proof: a region holds one peer per store, so the new one was
+                // added after ours was removed, and a removed id is never added back.
                 tracing::info!(region_id, stale_peer_id = peer.peer_id(), to_peer_id, "replacing a stale peer");
                 self.destroy_peer(region_id);
             }
@@ -407,10 +409,14 @@ impl Store {
         }
         let engine = self.engine.clone();
         let mut pending: Vec<(u64, PendingReady)> = Vec::new();
+        // A split applied this round must not start a peer this store has replaced already.
+        let empty_peers: BTreeMap<u64, u64> =
+            self.peers.iter().filter(|(_, p)| !p.is_initialized()).map(|(region_id, p)| (*region_id, p.peer_id())).collect();
+        let local = LocalStore { store_id: self.cfg.store_id, empty_peers: &empty_peers };
         let result = (|| {
             let mut txn = engine.write_txn()?;
             for (region_id, peer) in self.peers.iter_mut().filter(|(_, p)| p.has_ready()) {
-                pending.push((*region_id, peer.collect_ready(&mut txn)?));
+                pending.push((*region_id, peer.collect_ready(&mut txn, &local)?));
             }
             // Leaders' appends and heartbeats leave now, so followers write while we fsync.
             self.send_outboxes();

@@ -56,18 +56,27 @@ impl Store {
     }
 
     /// Writes a new region's initial state and starts its peer, unless this store already has it.
+    /// A region this store destroyed its peer of is never created again from placement's table:
+    /// a new peer of it would have a new id, and start empty.
     pub(super) fn create_peer(&mut self, region: crate::proto::Region) -> Result<(), Error> {
         let region_id = region.region_id;
         if self.peers.contains_key(&region_id) {
             return Ok(());
         }
         let txn = self.engine.read_txn()?;
-        let known = self.engine.region_state(&txn, region_id)?.is_some();
+        let known = self.engine.region_state(&txn, region_id)?;
         drop(txn);
-        if !known {
-            let mut txn = self.engine.write_txn()?;
-            crate::raftstore::peer_storage::PeerStorage::write_initial_state(&self.engine, &mut txn, &region)?;
-            self.engine.commit(txn)?;
+        match known {
+            Some(state) if state.state == crate::proto::PeerState::Tombstone as i32 => {
+                tracing::info!(store_id = self.cfg.store_id, region_id, "not re-creating a destroyed peer");
+                return Ok(());
+            }
+            Some(_) => {}
+            None => {
+                let mut txn = self.engine.write_txn()?;
+                crate::raftstore::peer_storage::PeerStorage::write_initial_state(&self.engine, &mut txn, &region)?;
+                self.engine.commit(txn)?;
+            }
         }
         self.add_peer(region)?;
         tracing::info!(store_id = self.cfg.store_id, region_id, "created a peer");
@@ -100,22 +109,23 @@ impl Store {
     }
 
     /// Creates the empty peer a message is addressed to, unless this store's record of the region
-    /// shows the message is stale (its peer here was destroyed and the sender has not heard).
+    /// shows the message is stale: addressed to the peer this store destroyed, or an older one (a
+    /// late message; peer ids only grow, and a re-added replica gets a new id), or sent under a
+    /// membership no newer than the one the destroyed peer knew.
     pub(super) fn create_peer_for(&mut self, envelope: &RaftEnvelope) -> bool {
         let region_id = envelope.region_id;
         let known = self.engine.read_txn().and_then(|txn| self.engine.region_state(&txn, region_id));
         match known {
             Ok(Some(state)) if state.state == crate::proto::PeerState::Tombstone as i32 => {
-                let region = state.region.unwrap_or_default();
-                let tombstone_conf_ver = region.epoch.map_or(0, |e| e.conf_ver);
-                if envelope.region_epoch.conf_ver <= tombstone_conf_ver {
+                if is_for_destroyed_peer(&state, self.cfg.store_id, envelope) {
                     // The sender may be stale too: removed before our own removal, when every member
                     // it knows may have left since. If our record shows it was no longer a member, say
                     // so, or it could wait forever for an answer from members that are all gone.
+                    let region = state.region.unwrap_or_default();
                     if is_stale_sender(&region, envelope) {
                         self.reply_tombstone(region, envelope.to_peer.peer_id, envelope);
                     }
-                    tracing::debug!(region_id, "dropping a message for a destroyed peer");
+                    tracing::debug!(region_id, to_peer_id = envelope.to_peer.peer_id, "dropping a message for a destroyed peer");
                     return false;
                 }
             }
@@ -167,14 +177,23 @@ impl Store {
         self.control_outbox.push(reply);
     }
 
-    /// A member of the region says our peer was removed: destroy it if its membership is really older.
+    /// A member of the region (or placement, on its behalf) says our peer was removed: destroy it if
+    /// the message is addressed to it and its own membership is really older. The sender sends this
+    /// only when its membership, newer than the one our peer's message carried, no longer lists our
+    /// peer; since a removed peer id is never added back, that is proof the peer was removed.
     pub(super) fn on_tombstone_message(&mut self, envelope: &RaftEnvelope) {
         let Some(peer) = self.peers.get(&envelope.region_id) else { return };
         let local_conf_ver = peer.region().epoch.map_or(0, |e| e.conf_ver);
         if peer.peer_id() != envelope.to_peer.peer_id || envelope.region_epoch.conf_ver <= local_conf_ver {
             return;
         }
-        tracing::info!(region_id = envelope.region_id, peer_id = peer.peer_id(), "removed from the region while away");
+        tracing::info!(
+            region_id = envelope.region_id,
+            peer_id = peer.peer_id(),
+            conf_ver = local_conf_ver,
+            their_conf_ver = envelope.region_epoch.conf_ver,
+            "removed from the region while away"
+        );
         self.destroy_peer(envelope.region_id);
     }
 
@@ -184,12 +203,12 @@ impl Store {
         let Some(mut peer) = self.peers.remove(&region_id) else { return };
         peer.fail_all();
         let initialized = peer.is_initialized();
-        let region = peer.region().clone();
+        let (region, peer_id) = (peer.region().clone(), peer.peer_id());
         drop(peer);
         if initialized {
             self.regions.remove(region_id);
         }
-        if let Err(err) = self.write_tombstone(&region, initialized) {
+        if let Err(err) = self.write_tombstone(&region, initialized, peer_id) {
             tracing::error!(region_id, error = %err, "cannot destroy a removed peer; it will be retried at restart");
             return;
         }
@@ -197,14 +216,17 @@ impl Store {
         self.refresh_usage();
     }
 
-    /// Deletes a removed peer's data (if it held any), log and states; records the region as a tombstone.
+    /// Deletes a removed peer's data (if it held any), log and states; records the region as a
+    /// tombstone with the destroyed peer's id, which no message may bring back (`0`: unknown, for a
+    /// removal applied by an older fekv).
     ///
-    /// An empty peer has no data or log, and its raft state (term and vote) is kept: were the same
-    /// peer created again by a late message, it must not vote twice in a term it already voted in.
+    /// An empty peer has no data or log, and its raft state (term and vote) is kept: a newer peer of
+    /// the region on this store starts from it, so this store never votes twice in one term.
     pub(super) fn write_tombstone(
         &self,
         region: &crate::proto::Region,
         initialized: bool,
+        peer_id: u64,
     ) -> Result<(), crate::storage::StorageError> {
         let region_id = region.region_id;
         let mut txn = self.engine.write_txn()?;
@@ -214,13 +236,17 @@ impl Store {
             self.engine.delete_entries(&mut txn, region_id, 0, u64::MAX)?;
             self.engine.delete_peer_states(&mut txn, region_id)?;
         }
+        // Ids only grow, but an older record may know a later one (this is defensive: the store never
+        // creates a peer at or below a recorded id).
+        let recorded = self.engine.region_state(&txn, region_id)?.map_or(0, |s| s.removed_peer_id);
         let state = crate::proto::RegionLocalState {
             region: Some(region.clone()),
             state: crate::proto::PeerState::Tombstone as i32,
+            removed_peer_id: peer_id.max(recorded),
         };
         self.engine.put_region_state(&mut txn, &state)?;
         self.engine.commit(txn)?;
-        tracing::info!(store_id = self.cfg.store_id, region_id, deleted_records = deleted, "peer destroyed");
+        tracing::info!(store_id = self.cfg.store_id, region_id, peer_id, deleted_records = deleted, "peer destroyed");
         Ok(())
     }
 }
@@ -235,6 +261,24 @@ pub(super) fn is_stale_sender(region: &crate::proto::Region, envelope: &RaftEnve
         && envelope.region_epoch.conf_ver > 0
         && envelope.region_epoch.conf_ver < local_conf_ver
         && !region.peers.iter().any(|p| p.peer_id == envelope.from_peer.peer_id)
+}
+
+/// Whether a message for a region this store holds a tombstone of is addressed to the destroyed peer
+/// or an older one, or sent under a membership no newer than the destroyed peer's own view: either
+/// way it predates the destruction and must not create a peer. A record without the destroyed id
+/// (written by an older fekv) falls back on the peer it lists on this store.
+pub(super) fn is_for_destroyed_peer(
+    tombstone: &crate::proto::RegionLocalState,
+    store_id: u64,
+    envelope: &RaftEnvelope,
+) -> bool {
+    let region = tombstone.region.as_ref();
+    let destroyed_peer_id = match tombstone.removed_peer_id {
+        0 => region.and_then(|r| r.peers.iter().find(|p| p.store_id == store_id)).map_or(0, |p| p.peer_id),
+        peer_id => peer_id,
+    };
+    let tombstone_conf_ver = region.and_then(|r| r.epoch).map_or(0, |e| e.conf_ver);
+    envelope.to_peer.peer_id <= destroyed_peer_id || envelope.region_epoch.conf_ver <= tombstone_conf_ver
 }
 
 /// Messages that may create an empty peer here: ones a leader or a candidate sends to a member.
