@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::cluster::{seed, Cluster};
+use common::cluster::{seed, snapshot_envelope, Cluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_is_replicated_to_every_store() {
@@ -132,43 +132,22 @@ async fn a_peer_removed_while_cut_off_destroys_itself_when_it_returns() {
 /// raft (the store must first split or drop that region), as is one that does not list its recipient.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_overlapping_a_held_region_is_refused() {
-    use fekv::proto::{Peer, Region, RegionEpoch, SnapshotData};
-    use prost::Message as _;
+    use fekv::proto::{Peer, Region, RegionEpoch};
     let cluster = Cluster::start(1, seed(), |_| {});
     cluster.must_put(b"k", b"v").await;
-    let snapshot_for = |region: Region, to_peer: Peer| {
-        let data = SnapshotData { region: Some(region), kvs: Vec::new(), checksum: 0 };
-        let mut message = raft::eraftpb::Message::default();
-        message.set_msg_type(raft::eraftpb::MessageType::MsgSnapshot);
-        message.to = to_peer.peer_id;
-        message.from = 77;
-        message.term = 9;
-        let mut snapshot = raft::eraftpb::Snapshot { data: data.encode_to_vec().into(), ..Default::default() };
-        snapshot.mut_metadata().index = 100;
-        snapshot.mut_metadata().term = 9;
-        snapshot.mut_metadata().mut_conf_state().voters = vec![to_peer.peer_id, 77];
-        message.set_snapshot(snapshot);
-        fekv::transport::RaftEnvelope {
-            region_id: 99,
-            from_peer: Peer { peer_id: 77, store_id: 2 },
-            to_peer,
-            region_epoch: RegionEpoch { conf_ver: 2, version: 1 },
-            message,
-            is_tombstone: false,
-        }
-    };
+    let from_peer = Peer { peer_id: 77, store_id: 2 };
     let to_peer = Peer { peer_id: 7, store_id: 1 };
     let overlapping = Region {
         region_id: 99,
         start_key: b"m".to_vec(),
         end_key: Vec::new(),
         epoch: Some(RegionEpoch { conf_ver: 2, version: 1 }),
-        peers: vec![to_peer, Peer { peer_id: 77, store_id: 2 }],
+        peers: vec![to_peer, from_peer],
     };
-    let not_listing_recipient = Region { peers: vec![Peer { peer_id: 77, store_id: 2 }], ..overlapping.clone() };
+    let not_listing_recipient = Region { peers: vec![from_peer], ..overlapping.clone() };
     let inbox = cluster.router(1).store_inbox();
     for region in [overlapping, not_listing_recipient] {
-        let envelope = snapshot_for(region, to_peer);
+        let envelope = snapshot_envelope(region, from_peer, to_peer, 100, 9);
         inbox.send(fekv::raftstore::msg::StoreMsg::Raft(Box::new(envelope))).unwrap();
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);

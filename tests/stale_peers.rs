@@ -9,9 +9,16 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::cluster::{eventually, seed, Cluster};
+use common::cluster::{eventually, heartbeat_envelope, seed, snapshot_envelope, Cluster};
+use fekv::metrics::Metrics;
+use fekv::node::engine_options;
+use fekv::proto::{Peer, RegionEpoch, RegionLocalState};
+use fekv::raftstore::msg::StoreMsg;
+use fekv::raftstore::PeerStatus;
+use fekv::storage::Engine;
+use fekv::transport::RaftEnvelope;
 
 /// Issue 14, fault 1: a follower is cut off (its links hold what is sent to it, as the gRPC
 /// transport's queues do), a peer is added on a free store, the cut-off follower is removed, and
@@ -54,7 +61,8 @@ async fn late_messages_for_a_destroyed_peer_do_not_recreate_it() {
     let received = |store_id| received_messages(&cluster, store_id);
     let before_heal = received(cut_off);
     cluster.network.heal();
-    let peers = cluster.router(cut_off).status().await.expect("the cut-off store's raftstore survives the late messages");
+    let peers =
+        cluster.router(cut_off).status().await.expect("the cut-off store's raftstore survives the late messages");
     assert!(received(cut_off) > before_heal + 5, "the held messages were not delivered");
     assert!(peers.is_empty(), "a late message re-created a destroyed peer: {peers:?}");
 
@@ -75,4 +83,166 @@ fn received_messages(cluster: &Cluster, store_id: u64) -> u64 {
         .filter(|l| l.starts_with("fekv_raft_messages_received_total"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
+}
+
+/// Hands `envelope` to its store as the transport would, and returns the store's peers once it has
+/// handled it (the status request queues behind it on the same inbox).
+async fn deliver(cluster: &Cluster, envelope: RaftEnvelope) -> Vec<PeerStatus> {
+    let store_id = envelope.to_peer.store_id;
+    let router = cluster.router(store_id);
+    router.store_inbox().send(StoreMsg::Raft(Box::new(envelope))).expect("the store's inbox is open");
+    router.status().await.expect("the store's raftstore is alive")
+}
+
+/// A snapshot addressed to a peer id this store destroyed is dropped, even one that lists that peer
+/// under a newer membership: a re-added replica always gets a new id, so it can only be late. Nor
+/// does placement's bootstrap table bring the peer back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_for_a_destroyed_peer_id_is_dropped() {
+    let cluster = Cluster::start(3, seed(), |_| {});
+    cluster.must_transfer_leader(1, 1).await;
+    cluster.must_put(b"k", b"v").await;
+    cluster.wait_local(3, b"k", Some(b"v")).await;
+    let (_, leader) = cluster.region_leader(1).await.expect("a leader");
+    let destroyed = *leader.region.peers.iter().find(|p| p.store_id == 3).unwrap();
+    let leader_peer = *leader.region.peers.iter().find(|p| p.store_id == 1).unwrap();
+    cluster.must_remove_peer(1, 3).await;
+    cluster.wait_no_peer(3, 1).await;
+
+    let (_, leader) = cluster.region_leader(1).await.expect("a leader");
+    let mut listing_it_again = leader.region.clone();
+    listing_it_again.peers.push(destroyed);
+    let epoch = listing_it_again.epoch.as_mut().unwrap();
+    epoch.conf_ver += 1;
+    let snapshot = snapshot_envelope(listing_it_again, leader_peer, destroyed, leader.applied_index, leader.term);
+    let peers = deliver(&cluster, snapshot).await;
+    assert!(peers.is_empty(), "a snapshot for the destroyed peer re-created it: {peers:?}");
+    assert_eq!(cluster.read_local(3, b"k"), None);
+
+    let bootstrapped =
+        fekv::proto::Region { epoch: Some(RegionEpoch { conf_ver: 1, version: 1 }), ..leader.region.clone() };
+    let bootstrapped = fekv::proto::Region { peers: vec![leader_peer, destroyed], ..bootstrapped };
+    cluster.router(3).create_peer(bootstrapped).await.expect("a destroyed peer is not created, and that is no error");
+    let peers = cluster.router(3).status().await.expect("the raftstore answers");
+    assert!(peers.is_empty(), "placement's table re-created a destroyed peer: {peers:?}");
+}
+
+/// A split applied late, on a store that meanwhile got a newer peer of the split-off region (its
+/// own peer of the new region was replaced while it was cut off, and the new region's leader
+/// created the newer one empty), does not start the split's older peer there: the newer peer stays
+/// and is filled by a snapshot once the split has made room for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_split_does_not_replace_a_newer_peer_of_the_new_region() {
+    let cluster = Cluster::start(3, seed(), |_| {});
+    cluster.must_transfer_leader(1, 1).await;
+    cluster.must_put(b"a", b"left").await;
+    cluster.must_put(b"z", b"right").await;
+    let late = 3;
+    cluster.wait_local(late, b"z", Some(b"right")).await;
+    cluster.network.isolate(late);
+    cluster.router(1).split_region(1, Some(b"m".to_vec())).await.expect("the split starts");
+    let right = eventually_region_from(&cluster, b"m").await;
+    cluster.must_remove_peer(right.region_id, late).await;
+    let newer = cluster.must_add_peer(right.region_id, late).await;
+    // The new region's leader reaches the late store before region 1 does (its first heartbeat,
+    // handed over directly): the newer peer is created empty.
+    let (_, leader) = cluster.region_leader(right.region_id).await.expect("the new region has a leader");
+    let leader_peer = Peer { peer_id: leader.peer_id, store_id: 1 };
+    let heartbeat = heartbeat_envelope(&leader.region, leader_peer, newer, leader.term, 0);
+    let peers = deliver(&cluster, heartbeat).await;
+    assert!(peers.iter().any(|p| p.region.region_id == right.region_id && p.peer_id == newer.peer_id), "{peers:?}");
+
+    // Region 1 reaches the late store again, which applies the split.
+    cluster.network.heal();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let peers = cluster.router(late).status().await.expect("the late store's raftstore is alive");
+        let right_peer = peers.iter().find(|p| p.region.region_id == right.region_id);
+        if let Some(peer) = right_peer {
+            assert_eq!(peer.peer_id, newer.peer_id, "the late split started an older peer of the new region");
+        }
+        let split_applied = peers.iter().any(|p| p.region.region_id == 1 && p.region.end_key == b"m");
+        if split_applied && right_peer.is_some_and(|p| p.initialized) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the late store never caught up: {peers:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    cluster.wait_local(late, b"z", Some(b"right")).await;
+    cluster.wait_local(late, b"a", Some(b"left")).await;
+}
+
+async fn eventually_region_from(cluster: &Cluster, start_key: &[u8]) -> fekv::proto::Region {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(region) = cluster.regions().await.into_iter().find(|r| r.start_key == start_key) {
+            return region;
+        }
+        assert!(Instant::now() < deadline, "no region starts at {start_key:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Placement's word that a peer was removed is acted on only if it names that very peer and carries
+/// a newer membership than the peer's own; an equal or older one, or one for another id, is ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placement_destroys_a_peer_only_with_a_newer_membership_that_names_it() {
+    let cluster = Cluster::start(3, seed(), |_| {});
+    cluster.must_put(b"k", b"v").await;
+    cluster.wait_local(3, b"k", Some(b"v")).await;
+    let own = cluster.router(3).status().await.unwrap().remove(0);
+    let own_epoch = own.region.epoch.unwrap();
+    let newer = RegionEpoch { conf_ver: own_epoch.conf_ver + 1, ..own_epoch };
+    let reports = [
+        (Peer { peer_id: own.peer_id, store_id: 3 }, own_epoch),
+        (Peer { peer_id: own.peer_id, store_id: 3 }, RegionEpoch { conf_ver: own_epoch.conf_ver, version: 9 }),
+        (Peer { peer_id: own.peer_id + 100, store_id: 3 }, newer),
+    ];
+    for (peer, epoch) in reports {
+        let stale = fekv::proto::StalePeer { region_id: 1, peer: Some(peer), epoch: Some(epoch) };
+        fekv::cluster_link::destroy_stale_peer(&cluster.router(3), stale);
+        let peers = cluster.router(3).status().await.unwrap();
+        assert_eq!(peers.len(), 1, "placement's word for {peer:?} at {epoch:?} destroyed the peer");
+    }
+    let stale = fekv::proto::StalePeer {
+        region_id: 1,
+        peer: Some(Peer { peer_id: own.peer_id, store_id: 3 }),
+        epoch: Some(newer),
+    };
+    fekv::cluster_link::destroy_stale_peer(&cluster.router(3), stale);
+    cluster.wait_no_peer(3, 1).await;
+}
+
+/// A store that stopped after applying its own removal, before destroying its peer, destroys it at
+/// the next start knowing the peer's id: a late heartbeat for that id (under a newer membership,
+/// with the commit index the peer had acknowledged) is dropped, not handed to an empty peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_applied_just_before_a_stop_is_remembered_at_restart() {
+    let mut cluster = Cluster::start(3, seed(), |_| {});
+    cluster.must_transfer_leader(1, 1).await;
+    cluster.must_put(b"k", b"v").await;
+    cluster.wait_local(3, b"k", Some(b"v")).await;
+    let own = cluster.router(3).status().await.unwrap().remove(0);
+    let (_, leader) = cluster.region_leader(1).await.unwrap();
+    cluster.crash(3);
+    // What applying its own removal leaves on disk, had the node stopped right after that commit.
+    let mut removed = own.region.clone();
+    removed.peers.retain(|p| p.store_id != 3);
+    removed.epoch.as_mut().unwrap().conf_ver += 1;
+    let engine = Engine::open(cluster.data_dir(3), &engine_options(&cluster.config, &Metrics::new())).unwrap();
+    let mut txn = engine.write_txn().unwrap();
+    let state = RegionLocalState { region: Some(removed.clone()), state: 0, removed_peer_id: own.peer_id };
+    engine.put_region_state(&mut txn, &state).unwrap();
+    engine.commit(txn).unwrap();
+    engine.close();
+    cluster.start_store(3);
+    assert!(cluster.router(3).status().await.unwrap().is_empty(), "the removed peer was started again");
+    assert_eq!(cluster.read_local(3, b"k"), None, "the removed peer's data is still there");
+
+    let mut later = removed.clone();
+    later.epoch.as_mut().unwrap().conf_ver += 1;
+    let leader_peer = Peer { peer_id: leader.peer_id, store_id: 1 };
+    let to = Peer { peer_id: own.peer_id, store_id: 3 };
+    let peers = deliver(&cluster, heartbeat_envelope(&later, leader_peer, to, leader.term, own.commit_index)).await;
+    assert!(peers.is_empty(), "a late heartbeat re-created the removed peer: {peers:?}");
 }

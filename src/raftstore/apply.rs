@@ -30,9 +30,11 @@ pub struct Applied {
     pub result: Option<Result<WriteResponse, Error>>,
 }
 
-/// Side effects the peer must make after the commit (beyond the apply state).
+/// What applying produced, for the peer to act on after the commit (beyond the apply state).
 #[derive(Default)]
 pub struct ApplyEffects {
+    /// One outcome per entry applied, in order.
+    pub applied: Vec<Applied>,
     pub log_compacted: bool,
     /// Regions split off this one (their initial state is already in the transaction): the store
     /// starts their peers once it has committed.
@@ -62,7 +64,6 @@ pub struct LocalStore<'a> {
 /// the region) are results, not errors.
 /// `region` is this replica's view of the region; a split applied here changes it for the entries
 /// after it. Once this store's own removal is applied, the rest is for the other members.
-#[allow(clippy::too_many_arguments)]
 pub fn apply_entries(
     engine: &Engine,
     txn: &mut RwTxn<'_>,
@@ -70,7 +71,6 @@ pub fn apply_entries(
     region: &mut Region,
     apply_state: &mut RaftApplyState,
     entries: &[Entry],
-    out: &mut Vec<Applied>,
     effects: &mut ApplyEffects,
 ) -> Result<(), StorageError> {
     for entry in entries {
@@ -98,7 +98,7 @@ pub fn apply_entries(
             }
         };
         apply_state.applied_index = entry.index;
-        out.push(Applied { index: entry.index, term: entry.term, result });
+        effects.applied.push(Applied { index: entry.index, term: entry.term, result });
     }
     Ok(())
 }
@@ -348,7 +348,11 @@ fn apply_admin(
                     // The right half's data is nobody's here now; a peer of it this store gets later
                     // is filled by a snapshot.
                     engine.delete_data_range(txn, &right.start_key, &right.end_key)?;
-                    tracing::info!(region_id = right.region_id, reason, "not starting this store's peer of a split-off region");
+                    tracing::info!(
+                        region_id = right.region_id,
+                        reason,
+                        "not starting this store's peer of a split-off region"
+                    );
                 }
             }
             Ok(Some(Ok(WriteResponse { revision: 0 })))

@@ -769,18 +769,17 @@ impl Peer {
         // 4. Apply what is committed: first what was handed out after the last commit, then this
         //    ready's committed entries (both already durable in the log).
         let before_apply = apply_state;
-        let mut applied = Vec::new();
         let mut effects = ApplyEffects::default();
         let committed = ready.take_committed_entries();
         for entries in [std::mem::take(&mut self.pending_apply).as_slice(), committed.as_slice()] {
-            apply::apply_entries(engine, txn, local, &mut region_now, &mut apply_state, entries, &mut applied, &mut effects)?;
+            apply::apply_entries(engine, txn, local, &mut region_now, &mut apply_state, entries, &mut effects)?;
         }
         // 5. A leader that is the region's only voter commits an entry the moment it is durable, and
         //    it becomes durable in this very transaction; applying it here too saves a second commit
         //    (and a second fsync) per write. If the transaction fails, neither happens.
         if self.is_sole_voter_leader() {
             let early = self.early_appliable(ready.entries(), apply_state.applied_index);
-            apply::apply_entries(engine, txn, local, &mut region_now, &mut apply_state, early, &mut applied, &mut effects)?;
+            apply::apply_entries(engine, txn, local, &mut region_now, &mut apply_state, early, &mut effects)?;
         }
         if apply_state != before_apply {
             engine.put_apply_state(txn, region_now.region_id, &apply_state)?;
@@ -806,7 +805,7 @@ impl Peer {
             ready,
             raft_state,
             apply_state,
-            applied,
+            applied: std::mem::take(&mut effects.applied),
             proposals_persisted,
             entries_persisted,
             wrote,
@@ -842,9 +841,8 @@ impl Peer {
     /// Second half, after the round's transaction is durable: install the new state, queue the
     /// messages that had to wait for it, advance raft, answer the applied proposals and the reads.
     pub fn post_commit(&mut self, pending: PendingReady) -> Committed {
-        let PendingReady {
-            mut ready, raft_state, apply_state, applied, region, new_regions, conf_changes, removed_self, ..
-        } = pending;
+        let PendingReady { mut ready, raft_state, apply_state, applied, region, new_regions, conf_changes, .. } =
+            pending;
         let applied_index = apply_state.applied_index;
         let region_changed = region.is_some();
         if pending.snapshot_applied || !new_regions.is_empty() {
@@ -877,7 +875,7 @@ impl Peer {
             self.answer(outcome);
         }
         self.release_reads();
-        Committed { applied: answered, region_changed, new_regions, removed_self }
+        Committed { applied: answered, region_changed, new_regions, removed_self: pending.removed_self }
     }
 
     /// Matches an applied entry to the proposal waiting on its index. Proposals at lower indexes lost

@@ -104,7 +104,10 @@ impl PeerStorage {
             RaftApplyState { applied_index: index, truncated_index: index, truncated_term: RAFT_INIT_LOG_TERM };
         engine.put_raft_state(txn, region.region_id, &raft_state)?;
         engine.put_apply_state(txn, region.region_id, &apply_state)?;
-        engine.put_region_state(txn, &crate::proto::RegionLocalState { region: Some(region.clone()), ..Default::default() })
+        engine.put_region_state(
+            txn,
+            &crate::proto::RegionLocalState { region: Some(region.clone()), ..Default::default() },
+        )
     }
 
     /// An empty peer of a split-off region that wrote its vote in the same round as the split wrote

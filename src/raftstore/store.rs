@@ -410,8 +410,12 @@ impl Store {
         let engine = self.engine.clone();
         let mut pending: Vec<(u64, PendingReady)> = Vec::new();
         // A split applied this round must not start a peer this store has replaced already.
-        let empty_peers: BTreeMap<u64, u64> =
-            self.peers.iter().filter(|(_, p)| !p.is_initialized()).map(|(region_id, p)| (*region_id, p.peer_id())).collect();
+        let empty_peers: BTreeMap<u64, u64> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.is_initialized())
+            .map(|(region_id, p)| (*region_id, p.peer_id()))
+            .collect();
         let local = LocalStore { store_id: self.cfg.store_id, empty_peers: &empty_peers };
         let result = (|| {
             let mut txn = engine.write_txn()?;

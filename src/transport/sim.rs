@@ -64,8 +64,7 @@ impl NetState {
 
     /// Delivers, oldest first, what was held for every pair of stores connected again.
     fn release_reconnected(&mut self) {
-        let pairs: Vec<(u64, u64)> =
-            self.held.keys().copied().filter(|&(from, to)| self.connected(from, to)).collect();
+        let pairs: Vec<(u64, u64)> = self.held.keys().copied().filter(|&(from, to)| self.connected(from, to)).collect();
         for pair in pairs {
             let Some(queue) = self.held.remove(&pair) else { continue };
             for msg in queue {

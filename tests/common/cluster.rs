@@ -17,6 +17,7 @@ use fekv::proto::{request::Cmd, DeleteRequest, Peer, PutRequest, Region, RegionE
 use fekv::raftstore::{store, Error, PeerStatus, Router};
 use fekv::storage::Engine;
 use fekv::transport::sim::SimNetwork;
+use fekv::transport::RaftEnvelope;
 
 pub const REGION_ID: u64 = 1;
 
@@ -100,6 +101,11 @@ impl Cluster {
 
     pub fn store_ids(&self) -> Vec<u64> {
         self.dirs.keys().copied().collect()
+    }
+
+    /// Where `store_id` keeps its data (open it only while the store is down).
+    pub fn data_dir(&self, store_id: u64) -> &std::path::Path {
+        self.dirs[&store_id].path()
     }
 
     pub fn is_running(&self, store_id: u64) -> bool {
@@ -313,10 +319,14 @@ impl Cluster {
 
     /// Waits until `store_id` holds no peer of `region_id` (at most 10 s).
     pub async fn wait_no_peer(&self, store_id: u64, region_id: u64) {
-        eventually(Duration::from_secs(10), &format!("store {store_id} to drop its peer of region {region_id}"), || async {
-            let peers = self.router(store_id).status().await.expect("the store's raftstore answers");
-            peers.iter().all(|p| p.region.region_id != region_id)
-        })
+        eventually(
+            Duration::from_secs(10),
+            &format!("store {store_id} to drop its peer of region {region_id}"),
+            || async {
+                let peers = self.router(store_id).status().await.expect("the store's raftstore answers");
+                peers.iter().all(|p| p.region.region_id != region_id)
+            },
+        )
         .await;
     }
 
@@ -549,6 +559,42 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+}
+
+/// A raft message of `region` as a peer would send it: from `from` to `to`, under `region`'s epoch.
+pub fn raft_envelope(region: &Region, from: Peer, to: Peer, message: raft::eraftpb::Message) -> RaftEnvelope {
+    RaftEnvelope {
+        region_id: region.region_id,
+        from_peer: from,
+        to_peer: to,
+        region_epoch: region.epoch.unwrap_or_default(),
+        message,
+        is_tombstone: false,
+    }
+}
+
+/// A leader's snapshot of `region` (no keys) at (`index`, `term`), from `from` to `to`.
+pub fn snapshot_envelope(region: Region, from: Peer, to: Peer, index: u64, term: u64) -> RaftEnvelope {
+    use prost::Message as _;
+    let voters = region.peers.iter().map(|p| p.peer_id).collect();
+    let data = fekv::proto::SnapshotData { region: Some(region.clone()), kvs: Vec::new(), checksum: 0 };
+    let mut snapshot = raft::eraftpb::Snapshot { data: data.encode_to_vec().into(), ..Default::default() };
+    snapshot.mut_metadata().index = index;
+    snapshot.mut_metadata().term = term;
+    snapshot.mut_metadata().mut_conf_state().voters = voters;
+    let mut message = raft::eraftpb::Message::default();
+    message.set_msg_type(raft::eraftpb::MessageType::MsgSnapshot);
+    (message.from, message.to, message.term) = (from.peer_id, to.peer_id, term);
+    message.set_snapshot(snapshot);
+    raft_envelope(&region, from, to, message)
+}
+
+/// A leader's heartbeat of `region` in `term`, carrying `commit`, from `from` to `to`.
+pub fn heartbeat_envelope(region: &Region, from: Peer, to: Peer, term: u64, commit: u64) -> RaftEnvelope {
+    let mut message = raft::eraftpb::Message::default();
+    message.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeat);
+    (message.from, message.to, message.term, message.commit) = (from.peer_id, to.peer_id, term, commit);
+    raft_envelope(region, from, to, message)
 }
 
 /// Polls `condition` every 20 ms until it holds; panics naming `what` was awaited after `within`.

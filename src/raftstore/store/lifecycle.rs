@@ -125,7 +125,11 @@ impl Store {
                     if is_stale_sender(&region, envelope) {
                         self.reply_tombstone(region, envelope.to_peer.peer_id, envelope);
                     }
-                    tracing::debug!(region_id, to_peer_id = envelope.to_peer.peer_id, "dropping a message for a destroyed peer");
+                    tracing::debug!(
+                        region_id,
+                        to_peer_id = envelope.to_peer.peer_id,
+                        "dropping a message for a destroyed peer"
+                    );
                     return false;
                 }
             }
