@@ -9,6 +9,7 @@
 //! - [`cluster_link`]: the node's side of the placement service (registration, heartbeats);
 //! - [`cmd`]: the `placement` and `cluster` subcommands;
 //! - [`config`], [`metrics`], [`logging`]: the node's settings, Prometheus metrics and tracing;
+//! - [`panics`]: every panic logged through tracing, and reported by the thread it ended;
 //! - [`loadgen`]: `fekv bench`, a closed-loop HTTP load generator; a client of the REST API only.
 
 pub mod api;
@@ -19,6 +20,7 @@ pub mod loadgen;
 pub mod logging;
 pub mod metrics;
 pub mod node;
+pub mod panics;
 pub mod raftstore;
 pub mod storage;
 pub mod transport;

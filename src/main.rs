@@ -41,6 +41,7 @@ fn main() -> anyhow::Result<()> {
         None => cli.serve,
         Some(Command::Placement(args)) => {
             fekv::logging::init(&args.log_level);
+            fekv::panics::install_hook();
             return Ok(runtime.block_on(fekv::cmd::placement::run(args, shutdown_signal()))?);
         }
         Some(Command::Ctl(args)) => {
@@ -59,8 +60,15 @@ fn main() -> anyhow::Result<()> {
     };
     let config = args.load()?;
     fekv::logging::init(&config.log_level);
+    // A panic's message and place reach the log; a node whose raftstore dies exits with an error
+    // that repeats them (`node::run`), so a supervisor restarts it.
+    fekv::panics::install_hook();
     tracing::info!(config = %toml::to_string(&config).unwrap_or_default().replace('\n', "; "), "effective configuration");
-    runtime.block_on(fekv::node::run(config, shutdown_signal()))?;
+    if let Err(err) = runtime.block_on(fekv::node::run(config, shutdown_signal())) {
+        // The last line of the node's log says why it ended (a supervisor restarts it on the code).
+        tracing::error!("fekv node exiting: {err}");
+        std::process::exit(1);
+    }
     Ok(())
 }
 

@@ -8,7 +8,6 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
@@ -18,13 +17,14 @@ use crate::api::{self, ApiState};
 use crate::cluster_link::{self, LinkError};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::panics::PanicReport;
 use crate::proto::placement_client::PlacementClient;
 use crate::proto::{Peer, Region, RegionEpoch, StoreIdent};
 use crate::raftstore::peer::PeerConfig;
 use crate::raftstore::peer_storage::PeerStorage;
 use crate::raftstore::split_check::FileIdAllocator;
 use crate::raftstore::store::{self, StoreConfig};
-use crate::raftstore::Router;
+use crate::raftstore::{RaftstoreExit, RaftstoreHandle, Router};
 use crate::storage::{Engine, EngineOptions, StorageError};
 use crate::transport::grpc::{AddressBook, GrpcTransport, RaftTransportService};
 
@@ -48,12 +48,14 @@ pub enum NodeError {
     Listen { addr: std::net::SocketAddr, source: std::io::Error },
     #[error(transparent)]
     Placement(#[from] LinkError),
+    #[error("the raftstore thread died ({0}); exiting so that a supervisor can restart the node")]
+    RaftstoreDied(PanicReport),
 }
 
 /// A running node: the raftstore thread and what the API needs.
 pub struct Node {
     state: Arc<ApiState>,
-    raftstore: Option<JoinHandle<()>>,
+    raftstore: RaftstoreHandle,
 }
 
 /// Writes store 1 and region 1 (the whole keyspace, with this store as its only peer) into a fresh
@@ -193,7 +195,7 @@ impl Node {
         config: &Config,
         store_id: u64,
         router: Router,
-        handle: JoinHandle<()>,
+        handle: RaftstoreHandle,
         engine: Engine,
         metrics: Arc<Metrics>,
         addresses: Option<Arc<AddressBook>>,
@@ -211,7 +213,7 @@ impl Node {
             region_cache: None,
             request_timeout: config.request_timeout,
         });
-        Node { state, raftstore: Some(handle) }
+        Node { state, raftstore: handle }
     }
 
     pub fn router(&self) -> &Router {
@@ -236,15 +238,18 @@ impl Node {
         api::serve(listener, self.state.clone(), shutdown).await;
     }
 
-    /// Stops the raftstore after its current round. Data already acknowledged is durable; nothing
-    /// else needs flushing.
-    pub fn stop(mut self) {
+    /// Resolves once the raftstore thread has ended, saying how. A node without its raftstore
+    /// serves nothing but errors: an owner that sees it die (`Panicked`) should stop the node and
+    /// let the process end, so that a supervisor restarts it.
+    pub fn raftstore_exited(&self) -> impl Future<Output = RaftstoreExit> + Send + 'static {
+        self.raftstore.exited()
+    }
+
+    /// Stops the raftstore after its current round and says how it ended (it may have died
+    /// before). Data already acknowledged is durable; nothing else needs flushing.
+    pub fn stop(self) -> RaftstoreExit {
         self.state.router.shutdown();
-        if let Some(handle) = self.raftstore.take() {
-            if handle.join().is_err() {
-                tracing::error!("the raftstore thread panicked");
-            }
-        }
+        self.raftstore.join()
     }
 }
 
@@ -264,16 +269,21 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, NodeError> {
     TcpListener::bind(addr).await.map_err(|source| NodeError::Listen { addr, source })
 }
 
-/// Runs a node with `config` until `shutdown` resolves: alone, or as a cluster member when
-/// `config.placement` is set.
+/// Runs a node with `config` until `shutdown` resolves, or until its raftstore dies (then the node
+/// stops and the error says why): alone, or as a cluster member when `config.placement` is set.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), NodeError> {
     let http_listener = bind(config.http_addr).await?;
     let http_addr =
         http_listener.local_addr().map_err(|source| NodeError::Listen { addr: config.http_addr, source })?;
-    // One shutdown signal, watched by every server and background task.
+    // One shutdown signal, watched by every server and background task: the caller's, or the
+    // raftstore's death (a node cannot serve without it).
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (raftstore_died, raftstore_death) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
-        shutdown.await;
+        tokio::select! {
+            () = shutdown => {}
+            _ = raftstore_death => {}
+        }
         let _ = stop_tx.send(true);
     });
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -314,10 +324,24 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             node
         }
     };
+    let raftstore_exited = node.raftstore_exited();
+    tokio::spawn(async move {
+        if let RaftstoreExit::Panicked(_) = raftstore_exited.await {
+            let _ = raftstore_died.send(());
+        }
+    });
     // Tests and scripts that ask for port 0 read the real address from this line.
     tracing::info!(%http_addr, store_id = node.store_id(), data_dir = %config.data_dir.display(), "fekv node serving");
     node.serve(http_listener, stopped(stop_rx)).await;
-    tokio::task::spawn_blocking(move || node.stop()).await.ok();
-    tracing::info!("fekv node stopped");
-    Ok(())
+    match tokio::task::spawn_blocking(move || node.stop()).await {
+        Ok(RaftstoreExit::Stopped) => {
+            tracing::info!("fekv node stopped");
+            Ok(())
+        }
+        Ok(RaftstoreExit::Panicked(report)) => Err(NodeError::RaftstoreDied(report)),
+        Err(join_error) => Err(NodeError::RaftstoreDied(PanicReport {
+            message: format!("stopping the raftstore failed: {join_error}"),
+            location: None,
+        })),
+    }
 }

@@ -120,11 +120,8 @@ async fn run(seed: u64, round: Duration, splits: bool) {
             histories[k].push(event);
         }
     }
-    for store_id in cluster.store_ids() {
-        if let Err(err) = cluster.router(store_id).status().await {
-            panic!("seed {seed}: the raftstore of store {store_id} died: {err}");
-        }
-    }
+    let dead = cluster.dead_raftstores();
+    assert!(dead.is_empty(), "seed {seed}: raftstores died: {dead:?}");
     for (k, history) in histories.iter().enumerate() {
         if let Err(err) = linearizability::check(history) {
             panic!("seed {seed}: shared key {k}: {err}");

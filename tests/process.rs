@@ -178,3 +178,35 @@ async fn info_level_logs_nothing_per_request() {
     let new_lines: Vec<String> = node.stderr_lines().split_off(before);
     assert!(new_lines.len() < 5, "900 requests logged {} lines at info: {new_lines:#?}", new_lines.len());
 }
+
+/// A node whose raftstore thread dies does not linger half alive (answering `503 the raftstore has
+/// stopped` forever): it exits non-zero, so a supervisor restarts it, and its last log line says
+/// why and where. The death is a debug build's failpoint: the raftstore panics on the first write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_raftstore_dies_exits_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let failpoint = [("FEKV_FAILPOINT", "raftstore_panic_on_write")];
+    let mut node = FekvProcess::start_with_env(dir.path(), &[], &failpoint);
+    assert_eq!(get(&node.url("/health")).await.status, StatusCode::OK);
+    // The write that kills it gets an answer (503), or the connection closes as the node exits.
+    if let Ok(reply) = try_request(Method::PUT, &node.url("/fekv/k"), "v", &[]).await {
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{}", reply.text());
+    }
+    let status = tokio::task::block_in_place(|| node.wait_exit(Duration::from_secs(20)));
+    assert_eq!(status.code(), Some(1), "{status}");
+    // The log's last line (once the pipe has drained) names the panic and where it happened.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let lines = node.stderr_lines();
+        let last = lines.last().cloned().unwrap_or_default();
+        if last.contains("raftstore thread died") {
+            assert!(last.contains("failpoint raftstore_panic_on_write"), "{last}");
+            assert!(last.contains("src/raftstore/store.rs:"), "the last line does not say where: {last}");
+            let panic_logged = lines.iter().any(|l| l.contains("ERROR") && l.contains("panic: failpoint"));
+            assert!(panic_logged, "the panic did not reach the log: {lines:#?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the last line does not say why the node exited: {lines:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -219,3 +219,24 @@ async fn a_peer_whose_whole_region_moved_away_still_learns_it_is_gone() {
     cluster.wait_local(3, b"k", None).await;
     assert!(cluster.metrics(3).render().contains("fekv_raft_peers_destroyed_total 1"));
 }
+
+/// A node's owner learns when its raftstore thread dies, and why: here raft-rs panics on a heartbeat
+/// whose commit index a brand-new peer cannot have (only a broken peer-id rule could send one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_tells_its_owner_that_its_raftstore_died() {
+    use fekv::proto::{Peer, Region, RegionEpoch};
+    use fekv::raftstore::RaftstoreExit;
+    let dir = tempfile::tempdir().unwrap();
+    let node = fekv::node::Node::start(&common::test_config(dir.path())).expect("the node starts");
+    let exited = node.raftstore_exited();
+    let region = Region { region_id: 77, epoch: Some(RegionEpoch { conf_ver: 3, version: 1 }), ..Default::default() };
+    let (from, to) = (Peer { peer_id: 70, store_id: 2 }, Peer { peer_id: 71, store_id: node.store_id() });
+    let heartbeat = common::cluster::heartbeat_envelope(&region, from, to, 5, 10);
+    node.router().store_inbox().send(fekv::raftstore::msg::StoreMsg::Raft(Box::new(heartbeat))).unwrap();
+    let exit = tokio::time::timeout(std::time::Duration::from_secs(10), exited).await.expect("the death is told");
+    let RaftstoreExit::Panicked(report) = exit else { panic!("the raftstore ended without a panic: {exit:?}") };
+    assert!(report.message.contains("to_commit 10 is out of range"), "{report}");
+    assert!(matches!(node.router().status().await, Err(fekv::raftstore::Error::Stopped)));
+    let stopped = tokio::task::spawn_blocking(move || node.stop()).await.unwrap();
+    assert_eq!(stopped, RaftstoreExit::Panicked(report));
+}

@@ -8,11 +8,15 @@
 //! - [`peer_storage`]: `raft::Storage` over LMDB;
 //! - [`apply`]: committed entries → user data (never touches the network);
 //! - [`Router`] and [`msg`]: how the rest of the node talks to the loop;
-//! - [`region_map`]: which local region holds a key.
+//! - [`region_map`]: which local region holds a key;
+//! - [`exit`]: how the raftstore thread ended, for its owner (a node exits when it dies);
+//! - `failpoint`: test hooks of debug builds (`FEKV_FAILPOINT`).
 
 pub mod apply;
 mod batch_gate;
 mod error;
+pub mod exit;
+mod failpoint;
 pub mod msg;
 pub mod peer;
 pub mod peer_storage;
@@ -22,6 +26,7 @@ pub mod split_check;
 pub mod store;
 
 pub use error::{Error, Result};
+pub use exit::{RaftstoreExit, RaftstoreHandle};
 pub use msg::WriteResponse;
 pub use router::Router;
 

@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use std::panic::AssertUnwindSafe;
+
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use raft::eraftpb::MessageType;
 
@@ -18,6 +20,7 @@ mod lifecycle;
 
 use super::apply::LocalStore;
 use super::batch_gate::{self, BatchGate};
+use super::exit::{RaftstoreExit, RaftstoreHandle};
 
 use lifecycle::{is_stale_sender, may_create_peer};
 
@@ -67,6 +70,8 @@ pub struct Store {
     control_outbox: Vec<RaftEnvelope>,
     /// How long a round that holds few writes waits for more (see [`batch_gate`]).
     batch_gate: BatchGate,
+    /// Test hook (debug builds only, see [`super::failpoint`]): the first write panics the loop.
+    panic_on_write: bool,
 }
 
 /// The store's inbox: bounded, so a store that falls behind refuses requests (`Busy`) instead of
@@ -76,6 +81,8 @@ pub fn inbox(cfg: &StoreConfig) -> (Sender<StoreMsg>, Receiver<StoreMsg>) {
 }
 
 /// Starts the store loop on its own thread over every region this store holds (read from LMDB).
+/// The handle tells its owner when the thread ends and how: a panic there is a broken invariant,
+/// and the node cannot go on without its raftstore.
 pub fn start(
     cfg: StoreConfig,
     engine: Engine,
@@ -83,7 +90,7 @@ pub fn start(
     transport: Box<dyn Transport>,
     (tx, inbox): (Sender<StoreMsg>, Receiver<StoreMsg>),
     ids: Arc<dyn IdAllocator>,
-) -> Result<(Router, JoinHandle<()>), crate::storage::StorageError> {
+) -> Result<(Router, RaftstoreHandle), crate::storage::StorageError> {
     let logger = crate::logging::raft_logger();
     let regions = Arc::new(RegionMap::default());
     let mut peers = BTreeMap::new();
@@ -124,14 +131,23 @@ pub fn start(
         ticks: 0,
         control_outbox: Vec::new(),
         batch_gate: BatchGate::default(),
+        panic_on_write: super::failpoint::enabled("raftstore_panic_on_write"),
     };
     for (region, peer_id) in removed_while_down {
         store.write_tombstone(&region, true, peer_id)?;
     }
-    let handle = std::thread::Builder::new()
+    let (exit_tx, exit_rx) = tokio::sync::watch::channel(None);
+    let store_id = store.cfg.store_id;
+    let thread = std::thread::Builder::new()
         .name("raftstore".into())
         .spawn(move || {
-            store.run();
+            // A panic ends the loop, not the report: the store is dropped all the same (its LMDB
+            // transaction, if one was open, is aborted), and the owner is told why.
+            let ran = std::panic::catch_unwind(AssertUnwindSafe(|| store.run()));
+            let exit = match ran {
+                Ok(()) => RaftstoreExit::Stopped,
+                Err(payload) => RaftstoreExit::Panicked(crate::panics::PanicReport::caught(payload.as_ref())),
+            };
             // Dropping the store closes the worker's queue and the inbox it reports to, so it ends;
             // joining it means every handle on the environment is gone when this thread is.
             let worker = store.split_worker.take();
@@ -139,9 +155,13 @@ pub fn start(
             if let Some(worker) = worker {
                 let _ = worker.join();
             }
+            if let RaftstoreExit::Panicked(report) = &exit {
+                tracing::error!(store_id, %report, "the raftstore thread died");
+            }
+            let _ = exit_tx.send(Some(exit));
         })
         .expect("spawning the raftstore thread");
-    Ok((router, handle))
+    Ok((router, RaftstoreHandle::new(thread, exit_rx)))
 }
 
 impl Store {
@@ -229,6 +249,9 @@ impl Store {
     fn on_msg(&mut self, msg: StoreMsg) {
         match msg {
             StoreMsg::Write { region_id, requests, callback } => {
+                if self.panic_on_write {
+                    panic!("failpoint raftstore_panic_on_write: a write reached the raftstore");
+                }
                 let Some(peer) = self.peers.get_mut(&region_id) else {
                     let _ = callback.send(Err(Error::RegionNotFound { region_id }));
                     return;

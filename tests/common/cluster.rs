@@ -7,14 +7,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use fekv::config::Config;
 use fekv::metrics::Metrics;
 use fekv::node::{bootstrap_store, engine_options, store_config};
 use fekv::proto::{request::Cmd, DeleteRequest, Peer, PutRequest, Region, RegionEpoch, Request};
-use fekv::raftstore::{store, Error, PeerStatus, Router};
+use fekv::raftstore::{store, Error, PeerStatus, RaftstoreExit, RaftstoreHandle, Router};
 use fekv::storage::Engine;
 use fekv::transport::sim::SimNetwork;
 use fekv::transport::RaftEnvelope;
@@ -30,7 +29,7 @@ pub fn seed() -> u64 {
 
 struct RunningStore {
     router: Router,
-    handle: JoinHandle<()>,
+    handle: RaftstoreHandle,
     engine: Engine,
     metrics: Arc<Metrics>,
 }
@@ -144,8 +143,10 @@ impl Cluster {
         let Some(store) = self.running.remove(&store_id) else { return };
         self.network.unregister(store_id);
         store.router.shutdown();
-        if store.handle.join().is_err() && !std::thread::panicking() {
-            panic!("the raftstore thread of store {store_id} panicked");
+        if let RaftstoreExit::Panicked(report) = store.handle.join() {
+            if !std::thread::panicking() {
+                panic!("the raftstore thread of store {store_id} died: {report}");
+            }
         }
         drop(store.router);
         drop(store.engine);
@@ -167,6 +168,11 @@ impl Cluster {
         for store_id in self.store_ids() {
             self.start_store(store_id);
         }
+    }
+
+    /// The running stores whose raftstore thread has died, and how.
+    pub fn dead_raftstores(&self) -> Vec<(u64, RaftstoreExit)> {
+        self.running.iter().filter_map(|(store_id, store)| Some((*store_id, store.handle.exit()?))).collect()
     }
 
     pub fn router(&self, store_id: u64) -> Router {

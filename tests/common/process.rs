@@ -20,10 +20,15 @@ impl FekvProcess {
     /// Starts `fekv` on an ephemeral port with its data in `data_dir`, plus `extra` flags, and waits
     /// for it to say where it serves (at most 20 s).
     pub fn start(data_dir: &Path, extra: &[&str]) -> FekvProcess {
+        Self::start_with_env(data_dir, extra, &[])
+    }
+
+    /// Like [`Self::start`], with extra environment variables (`FEKV_FAILPOINT`, ...).
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> FekvProcess {
         let mut args: Vec<String> = vec!["--http-addr".into(), "127.0.0.1:0".into(), "--data-dir".into()];
         args.push(data_dir.display().to_string());
         args.extend(extra.iter().map(|s| s.to_string()));
-        Self::spawn(&args, data_dir, "fekv node serving", "http_addr=")
+        Self::spawn_with_env(&args, data_dir, "fekv node serving", "http_addr=", env)
     }
 
     /// A cluster node: registers with the placement service at `placement`. Its raft log is compacted
@@ -62,9 +67,14 @@ impl FekvProcess {
     /// Runs `fekv args...` and waits (at most 20 s) for a stderr line containing `ready` with the
     /// listen address after `field`.
     fn spawn(args: &[String], data_dir: &Path, ready: &str, field: &str) -> FekvProcess {
+        Self::spawn_with_env(args, data_dir, ready, field, &[])
+    }
+
+    fn spawn_with_env(args: &[String], data_dir: &Path, ready: &str, field: &str, env: &[(&str, &str)]) -> FekvProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_fekv"))
             .args(args)
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -121,6 +131,18 @@ impl FekvProcess {
                 return status;
             }
             assert!(Instant::now() < deadline, "fekv ignored SIG{signal} for 15s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits (at most `within`) for the process to exit on its own.
+    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "fekv still running after {within:?}: {:#?}", self.stderr_lines());
             std::thread::sleep(Duration::from_millis(20));
         }
     }
