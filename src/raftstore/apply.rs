@@ -380,8 +380,12 @@ fn stale_split_peer(
     if state.is_some_and(|s| s.state == crate::proto::PeerState::Tombstone as i32) {
         return Ok(Some("this store already destroyed its peer of the region"));
     }
-    let split_peer_id = right.peers.iter().find(|p| p.store_id == local.store_id).map(|p| p.peer_id);
-    if local.empty_peers.get(&right.region_id).is_some_and(|&empty| Some(empty) != split_peer_id) {
+    let Some(split_peer_id) = right.peers.iter().find(|p| p.store_id == local.store_id).map(|p| p.peer_id) else {
+        // Only a split applied after this store's own removal could do this, and nothing is applied
+        // here after that; never start a peer its region does not list.
+        return Ok(Some("the new region has no peer on this store"));
+    };
+    if local.empty_peers.get(&right.region_id).is_some_and(|&empty| empty != split_peer_id) {
         return Ok(Some("this store runs a newer peer of the region"));
     }
     Ok(None)

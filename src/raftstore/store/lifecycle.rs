@@ -290,3 +290,44 @@ pub(super) fn may_create_peer(msg_type: MessageType) -> bool {
     use MessageType::*;
     matches!(msg_type, MsgAppend | MsgHeartbeat | MsgSnapshot | MsgRequestVote | MsgRequestPreVote)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{Peer, PeerState, Region, RegionEpoch, RegionLocalState};
+
+    fn tombstone(conf_ver: u64, peers: Vec<Peer>, removed_peer_id: u64) -> RegionLocalState {
+        let epoch = Some(RegionEpoch { conf_ver, version: 1 });
+        let region = Region { region_id: 1, epoch, peers, ..Default::default() };
+        RegionLocalState { region: Some(region), state: PeerState::Tombstone as i32, removed_peer_id }
+    }
+
+    fn message_to(peer_id: u64, conf_ver: u64) -> RaftEnvelope {
+        let from = Peer { peer_id: 1, store_id: 1 };
+        let to = Peer { peer_id, store_id: 3 };
+        let mut envelope = RaftEnvelope::tombstone(1, from, to, RegionEpoch { conf_ver, version: 1 });
+        envelope.is_tombstone = false;
+        envelope
+    }
+
+    #[test]
+    fn messages_for_the_destroyed_id_or_an_older_one_are_stale_whatever_their_epoch() {
+        let state = tombstone(4, vec![Peer { peer_id: 1, store_id: 1 }], 13);
+        assert!(is_for_destroyed_peer(&state, 3, &message_to(13, 9)));
+        assert!(is_for_destroyed_peer(&state, 3, &message_to(12, 9)));
+        // A newer peer of the region on this store, under a newer membership: a real addition.
+        assert!(!is_for_destroyed_peer(&state, 3, &message_to(20, 6)));
+        // Sent under a membership no newer than the tombstone's: late, whatever the id.
+        assert!(is_for_destroyed_peer(&state, 3, &message_to(20, 4)));
+    }
+
+    #[test]
+    fn a_record_without_the_destroyed_id_falls_back_on_the_peer_it_lists_here() {
+        let listed = tombstone(4, vec![Peer { peer_id: 1, store_id: 1 }, Peer { peer_id: 13, store_id: 3 }], 0);
+        assert!(is_for_destroyed_peer(&listed, 3, &message_to(13, 9)));
+        assert!(!is_for_destroyed_peer(&listed, 3, &message_to(20, 9)));
+        // Nothing known but the epoch (an empty peer's tombstone from an older fekv).
+        let unknown = tombstone(0, Vec::new(), 0);
+        assert!(!is_for_destroyed_peer(&unknown, 3, &message_to(13, 9)));
+    }
+}
