@@ -16,8 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::cluster::{eventually, seed, Cluster};
-use common::linearizability::{self, Event, Op};
-use fekv::proto::{ConfChangeType, Peer};
+use common::linearizability::{self, Event};
 use fekv::raftstore::PeerStatus;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -52,7 +51,6 @@ fn round_time() -> Duration {
 }
 
 fn shared_key(k: usize) -> Vec<u8> {
-    // Long values fill a tiny region quickly, so the split variant splits between the keys too.
     format!("shared key {k}").into_bytes()
 }
 
@@ -170,7 +168,8 @@ async fn placement(cluster: Arc<Cluster>, stop: Arc<AtomicBool>) -> usize {
 }
 
 /// Every 0–200 ms, adds or removes one peer of a random region, as placement's operators would: on
-/// the cut-off store half of the time, else on a random one. A region keeps 2 to 5 peers. A refused or timed-out change is simply dropped.
+/// the cut-off store half of the time, else on a random one. A region keeps 2 to 5 peers. A refused
+/// or timed-out change is simply dropped.
 async fn changer(cluster: Arc<Cluster>, stop: Arc<AtomicBool>, isolated: Arc<AtomicU64>, seed: u64) -> usize {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut changes = 0;
@@ -183,56 +182,33 @@ async fn changer(cluster: Arc<Cluster>, stop: Arc<AtomicBool>, isolated: Arc<Ato
         let region = &regions[rng.gen_range(0..regions.len())];
         let cut_off = isolated.load(Ordering::Relaxed);
         let store_id = if cut_off != NONE && rng.gen_bool(0.5) { cut_off } else { rng.gen_range(1..=STORES) };
-        let Some((leader, _)) = cluster.region_leader(region.region_id).await else { continue };
-        let (change, peer) = match region.peers.iter().find(|p| p.store_id == store_id) {
-            Some(_) if region.peers.len() <= 2 => continue,
-            Some(peer) => (ConfChangeType::RemoveNode, *peer),
-            None => (ConfChangeType::AddNode, Peer { peer_id: cluster.alloc_id(), store_id }),
-        };
-        let changed = tokio::time::timeout(
-            Duration::from_secs(3),
-            cluster.router(leader).change_peer(region.region_id, change, peer),
-        )
-        .await;
-        if matches!(changed, Ok(Ok(()))) {
+        if cluster.flip_peer(region, store_id, 2).await {
             changes += 1;
         }
     }
     changes
 }
 
-/// Puts and gets of the shared keys, each recorded with its call and return times. A put whose
-/// outcome is unknown (it timed out after being proposed, or its peer was destroyed) is recorded
-/// without a return: it may or may not have taken effect.
+/// Puts and gets of the shared keys, each recorded with its call and return times (a put whose
+/// outcome is unknown has no return). Every get must succeed within 10 s.
 async fn client(cluster: Arc<Cluster>, client: usize, stop: Arc<AtomicBool>, seed: u64) -> Vec<(usize, Event)> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut log = Vec::new();
     let mut puts = 0u64;
     while !stop.load(Ordering::Relaxed) {
         let k = rng.gen_range(0..SHARED_KEYS);
-        let call = Instant::now();
-        if rng.gen_bool(0.5) {
+        let event = if rng.gen_bool(0.5) {
+            // Long values fill a tiny region with two keys, so the split variant splits between them.
             let value = format!("client {client} seed {seed} put {puts} {}", "x".repeat(150)).into_bytes();
             puts += 1;
-            let ret = match cluster.put_once(&shared_key(k), &value, Duration::from_secs(10)).await {
-                Ok(_) => Some(Instant::now()),
-                Err(
-                    fekv::raftstore::Error::Timeout { proposed: true, .. }
-                    | fekv::raftstore::Error::Stopped
-                    | fekv::raftstore::Error::OutcomeUnknown { .. },
-                ) => None,
-                Err(err) => panic!("client {client}: a put failed for 10 s: {err}"),
-            };
-            log.push((k, Event { client, op: Op::Put(value), call, ret }));
+            linearizability::recorded_put(&cluster, client, &shared_key(k), value, Duration::from_secs(10)).await
         } else {
-            match cluster.get(&shared_key(k), Duration::from_secs(10)).await {
-                Ok(read) => {
-                    let op = Op::Get(read.map(|(v, _)| v));
-                    log.push((k, Event { client, op, call, ret: Some(Instant::now()) }));
-                }
+            match linearizability::recorded_get(&cluster, client, &shared_key(k), Duration::from_secs(10)).await {
+                Ok(get) => get,
                 Err(err) => panic!("client {client}: a get failed for 10 s: {err}"),
             }
-        }
+        };
+        log.push((k, event));
     }
     log
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::cluster::{seed, Cluster};
-use common::linearizability::{self, Event, Op};
+use common::linearizability::{self, Event};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -46,20 +46,7 @@ async fn confchanger(cluster: Arc<Cluster>, stop: Arc<AtomicBool>, seed: u64) ->
         }
         let region = &regions[rng.gen_range(0..regions.len())];
         let store_id = stores[rng.gen_range(0..stores.len())];
-        let Some((leader, _)) = cluster.region_leader(region.region_id).await else { continue };
-        let (change, peer) = match region.peers.iter().find(|p| p.store_id == store_id) {
-            Some(_) if region.peers.len() == 1 => continue,
-            // The leader of a 2-peer region may not remove itself (placement transfers first).
-            Some(_) if store_id == leader && region.peers.len() == 2 => continue,
-            Some(peer) => (fekv::proto::ConfChangeType::RemoveNode, *peer),
-            None => (fekv::proto::ConfChangeType::AddNode, fekv::proto::Peer { peer_id: cluster.alloc_id(), store_id }),
-        };
-        let changed = tokio::time::timeout(
-            Duration::from_secs(3),
-            cluster.router(leader).change_peer(region.region_id, change, peer),
-        )
-        .await;
-        if matches!(changed, Ok(Ok(()))) {
+        if cluster.flip_peer(region, store_id, 1).await {
             changes += 1;
         }
     }
@@ -104,24 +91,14 @@ async fn client(cluster: Arc<Cluster>, client: usize, stop: Arc<AtomicBool>, see
     let mut shared_puts = 0u64;
     while !stop.load(Ordering::Relaxed) {
         if shared && rng.gen_bool(0.25) {
-            let k = rng.gen_range(0..SHARED_KEYS);
-            let call = Instant::now();
+            let (k, timeout) = (rng.gen_range(0..SHARED_KEYS), Duration::from_secs(10));
+            let key = shared_key(k);
             if rng.gen_bool(0.5) {
                 let value = format!("c{client} s{seed} n{shared_puts}").into_bytes();
                 shared_puts += 1;
-                let ret = match cluster.put_once(&shared_key(k), &value, Duration::from_secs(10)).await {
-                    Ok(_) => Some(Instant::now()),
-                    Err(
-                        fekv::raftstore::Error::Timeout { proposed: true, .. }
-                        | fekv::raftstore::Error::Stopped
-                        | fekv::raftstore::Error::OutcomeUnknown { .. },
-                    ) => None,
-                    Err(err) => panic!("client {client}: shared put failed for 10s: {err}"),
-                };
-                log.shared.push((k, Event { client, op: Op::Put(value), call, ret }));
-            } else if let Ok(read) = cluster.get(&shared_key(k), Duration::from_secs(10)).await {
-                let op = Op::Get(read.map(|(v, _)| v));
-                log.shared.push((k, Event { client, op, call, ret: Some(Instant::now()) }));
+                log.shared.push((k, linearizability::recorded_put(&cluster, client, &key, value, timeout).await));
+            } else if let Ok(get) = linearizability::recorded_get(&cluster, client, &key, timeout).await {
+                log.shared.push((k, get));
             }
             continue;
         }

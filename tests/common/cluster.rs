@@ -336,6 +336,24 @@ impl Cluster {
         .await;
     }
 
+    /// One membership change as a conf changer makes it: `store_id`'s peer of `region` is removed if
+    /// it has one and the region keeps at least `min_peers` (the leader of a 2-peer region never
+    /// removes itself), else a peer with a new id is added there. One attempt at the region's leader,
+    /// bounded by 3 s; returns whether the change was applied (a refused one, with another change in
+    /// flight or no leader, is simply not made).
+    pub async fn flip_peer(&self, region: &Region, store_id: u64, min_peers: usize) -> bool {
+        let Some((leader, _)) = self.region_leader(region.region_id).await else { return false };
+        let (change, peer) = match region.peers.iter().find(|p| p.store_id == store_id) {
+            Some(_) if region.peers.len() <= min_peers => return false,
+            Some(_) if store_id == leader && region.peers.len() == 2 => return false,
+            Some(peer) => (fekv::proto::ConfChangeType::RemoveNode, *peer),
+            None => (fekv::proto::ConfChangeType::AddNode, Peer { peer_id: self.alloc_id(), store_id }),
+        };
+        let router = self.router(leader);
+        let changed = router.change_peer(region.region_id, change, peer);
+        matches!(tokio::time::timeout(Duration::from_secs(3), changed).await, Ok(Ok(())))
+    }
+
     /// Makes `store_id`'s peer the leader of `region_id` (at most 15 s).
     pub async fn must_transfer_leader(&self, region_id: u64, store_id: u64) {
         let deadline = Instant::now() + Duration::from_secs(15);

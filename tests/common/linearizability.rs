@@ -8,7 +8,9 @@
 //! out) may take effect at any point after its call, or never.
 
 use std::collections::HashSet;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use super::cluster::Cluster;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Op {
@@ -24,6 +26,34 @@ pub struct Event {
     pub call: Instant,
     /// `None`: no answer (a put that may or may not have been applied).
     pub ret: Option<Instant>,
+}
+
+/// A put on the in-process cluster, recorded with its call and return times. One whose outcome is
+/// unknown (it timed out after being proposed, its store stopped, or its peer was destroyed) is
+/// recorded without a return: it may or may not have taken effect. Any other failure for `timeout`
+/// panics.
+pub async fn recorded_put(cluster: &Cluster, client: usize, key: &[u8], value: Vec<u8>, timeout: Duration) -> Event {
+    use fekv::raftstore::Error;
+    let call = Instant::now();
+    let ret = match cluster.put_once(key, &value, timeout).await {
+        Ok(_) => Some(Instant::now()),
+        Err(Error::Timeout { proposed: true, .. } | Error::Stopped | Error::OutcomeUnknown { .. }) => None,
+        Err(err) => panic!("client {client}: a put failed for {timeout:?}: {err}"),
+    };
+    Event { client, op: Op::Put(value), call, ret }
+}
+
+/// A linearizable get on the in-process cluster, recorded with its call and return times (a get
+/// that failed has no effect, so it has no event).
+pub async fn recorded_get(
+    cluster: &Cluster,
+    client: usize,
+    key: &[u8],
+    timeout: Duration,
+) -> Result<Event, fekv::raftstore::Error> {
+    let call = Instant::now();
+    let read = cluster.get(key, timeout).await?;
+    Ok(Event { client, op: Op::Get(read.map(|(v, _)| v)), call, ret: Some(Instant::now()) })
 }
 
 /// Checks one key's history, starting from an absent key.
