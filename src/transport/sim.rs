@@ -295,3 +295,70 @@ impl Transport for SimTransport {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{Peer, RegionEpoch};
+    use raft::eraftpb::Message;
+
+    fn message(msg_type: MessageType, index: u64) -> RaftEnvelope {
+        let mut message = Message::default();
+        message.set_msg_type(msg_type);
+        message.index = index;
+        RaftEnvelope {
+            region_id: 1,
+            from_peer: Peer { peer_id: 1, store_id: 1 },
+            to_peer: Peer { peer_id: 2, store_id: 2 },
+            region_epoch: RegionEpoch { conf_ver: 1, version: 1 },
+            message,
+            is_tombstone: false,
+        }
+    }
+
+    fn received(inbox: &Receiver<StoreMsg>) -> Vec<(MessageType, u64)> {
+        inbox
+            .try_iter()
+            .filter_map(|msg| match msg {
+                StoreMsg::Raft(envelope) => Some((envelope.message.get_msg_type(), envelope.message.index)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_cut_that_holds_delivers_late_and_in_order_once_healed() {
+        let network = SimNetwork::new(7);
+        let (to_store_2, inbox) = crossbeam_channel::unbounded();
+        network.register(2, to_store_2);
+        let (to_store_1, _sender_inbox) = crossbeam_channel::unbounded();
+        network.register(1, to_store_1);
+        let mut transport = network.transport(1);
+        network.hold_while_cut(true);
+        network.isolate(2);
+        for index in 1..=3 {
+            transport.send(message(MessageType::MsgHeartbeat, index)).unwrap();
+        }
+        transport.send(message(MessageType::MsgSnapshot, 9)).unwrap();
+        transport.flush();
+        assert!(received(&inbox).is_empty(), "a cut let messages through");
+        assert_eq!(network.held_for(2), 3, "snapshots are not held");
+        network.rejoin(2);
+        assert_eq!(received(&inbox), (1..=3).map(|i| (MessageType::MsgHeartbeat, i)).collect::<Vec<_>>());
+        assert_eq!(network.held_for(2), 0);
+    }
+
+    #[test]
+    fn a_cut_that_does_not_hold_drops() {
+        let network = SimNetwork::new(7);
+        let (to_store_2, inbox) = crossbeam_channel::unbounded();
+        network.register(2, to_store_2);
+        let mut transport = network.transport(1);
+        network.partition(&[vec![1], vec![2]]);
+        transport.send(message(MessageType::MsgHeartbeat, 1)).unwrap();
+        transport.flush();
+        network.heal();
+        assert!(received(&inbox).is_empty());
+        assert_eq!(network.counts(), (0, 1));
+    }
+}
