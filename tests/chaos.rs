@@ -87,11 +87,13 @@ async fn run(seed: u64, round: Duration, splits: bool) {
     let changer = tokio::spawn(changer(cluster.clone(), stop.clone(), isolated.clone(), seed ^ 0xc4a0_5eed));
     let placement = tokio::spawn(placement(cluster.clone(), stop.clone()));
 
-    // One store at a time is cut off for a while, then let back in.
+    // One store at a time is cut off for a while (long enough for a few membership changes), then
+    // let back in for a shorter while.
     let mut rng = StdRng::seed_from_u64(seed ^ 0x1501_a7ed);
     let (mut cuts, round_end) = (0, Instant::now() + round);
     while Instant::now() < round_end {
-        tokio::time::sleep(Duration::from_millis(rng.gen_range(100..500))).await;
+        let pause = if isolated.load(Ordering::Relaxed) == NONE { 50..300 } else { 200..800 };
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(pause))).await;
         match isolated.load(Ordering::Relaxed) {
             NONE => {
                 let store_id = rng.gen_range(1..=STORES);
