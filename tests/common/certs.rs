@@ -54,7 +54,12 @@ impl TestCa {
     /// A certificate for the loopback names, good for both ends of a TLS connection (servers present
     /// it to clients and peers present it as clients), with `common_name` as its subject.
     pub fn issue(&self, common_name: &str) -> IssuedCert {
-        let names = vec!["127.0.0.1".to_string(), "::1".to_string(), "localhost".to_string()];
+        self.issue_for(common_name, &["127.0.0.1", "::1", "localhost"])
+    }
+
+    /// A certificate for exactly `names` (IP addresses become IP SANs, the rest DNS SANs).
+    pub fn issue_for(&self, common_name: &str, names: &[&str]) -> IssuedCert {
+        let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
         let mut params = CertificateParams::new(names).expect("leaf parameters");
         params.distinguished_name.push(DnType::CommonName, common_name);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];

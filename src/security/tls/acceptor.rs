@@ -1,7 +1,9 @@
-//! [`TlsIncoming`]: a `TcpListener` turned into a stream of TLS streams, for hyper's
+//! [`TlsIncoming`]: a `TcpListener` turned into a stream of [`TlsConn`]s, for hyper's
 //! `serve_connection` (wrap each in `hyper_util::rt::TokioIo`) and for tonic's
-//! `Server::serve_with_incoming` (tonic implements `Connected` for rustls server streams; its
-//! `TlsConnectInfo` puts the peer's certificates in every request's extensions).
+//! `Server::serve_with_incoming`: a `TlsConn` is tonic's `Connected`, so every request of it carries
+//! a [`PeerInfo`] (the client's address and certificates) in its extensions, for identity checks.
+//! (fekv's own type rather than tonic's `TlsConnectInfo`: naming that one needs tonic's TLS feature,
+//! which then refuses `https://` endpoints on a custom connector such as [`super::TlsConnector`].)
 //!
 //! Handshakes run on their own tasks, each bounded by a timeout, at most `max_handshakes` at once, so
 //! a slow or silent client delays nobody else. A failed or timed-out handshake drops that connection
@@ -9,16 +11,20 @@
 //! accepting and closes the listening socket.
 
 use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls_pki_types::CertificateDer;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_stream::Stream;
+use tonic::transport::server::Connected;
 
 use crate::security::tls::ServerTls;
 
@@ -63,10 +69,77 @@ impl Default for AcceptorOptions {
     }
 }
 
+/// A server-side TLS connection, accepted by [`TlsIncoming`].
+pub struct TlsConn {
+    stream: ServerTlsStream,
+    peer: PeerInfo,
+}
+
+/// Who is at the other end of a [`TlsConn`]; in every tonic request's extensions
+/// (`request.extensions().get::<PeerInfo>()`).
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    pub remote_addr: SocketAddr,
+    /// The certificates the client presented, leaf first (`None` when it presented none, which a
+    /// listener with `client_cert_auth` never lets through).
+    pub certificates: Option<Arc<[CertificateDer<'static>]>>,
+}
+
+impl TlsConn {
+    pub fn peer(&self) -> &PeerInfo {
+        &self.peer
+    }
+
+    /// The rustls stream, for what else a caller wants to know (ALPN, cipher suite).
+    pub fn get_ref(&self) -> &ServerTlsStream {
+        &self.stream
+    }
+}
+
+impl Connected for TlsConn {
+    type ConnectInfo = PeerInfo;
+
+    fn connect_info(&self) -> PeerInfo {
+        self.peer.clone()
+    }
+}
+
+impl AsyncRead for TlsConn {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConn {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
 /// Established TLS connections, in the order their handshakes finish. Never yields an error: accept
 /// errors (out of file descriptors) are logged and retried after a pause, failed handshakes dropped.
 pub struct TlsIncoming {
-    established: mpsc::Receiver<ServerTlsStream>,
+    established: mpsc::Receiver<TlsConn>,
     acceptor: JoinHandle<()>,
 }
 
@@ -87,23 +160,18 @@ impl Drop for TlsIncoming {
 }
 
 impl Stream for TlsIncoming {
-    type Item = Result<ServerTlsStream, Infallible>;
+    type Item = Result<TlsConn, Infallible>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.established.poll_recv(cx).map(|stream| stream.map(Ok))
     }
 }
 
-/// The certificates the client presented (leaf first), when it presented any.
-pub fn peer_certificates(stream: &ServerTlsStream) -> Option<&[CertificateDer<'static>]> {
-    stream.get_ref().1.peer_certificates()
-}
-
 async fn accept_loop(
     listener: TcpListener,
     tls: Arc<ServerTls>,
     options: AcceptorOptions,
-    established: mpsc::Sender<ServerTlsStream>,
+    established: mpsc::Sender<TlsConn>,
 ) {
     let permits = Arc::new(Semaphore::new(options.max_handshakes.max(1)));
     loop {
@@ -130,8 +198,10 @@ async fn accept_loop(
             let handshake = tokio::time::timeout(options.handshake_timeout, acceptor.accept(tcp)).await;
             let event = match handshake {
                 Ok(Ok(stream)) => {
+                    let certificates = stream.get_ref().1.peer_certificates().map(Arc::from);
+                    let conn = TlsConn { stream, peer: PeerInfo { remote_addr: peer, certificates } };
                     // The receiver may be gone (shutting down): the connection just closes.
-                    let _ = established.send(stream).await;
+                    let _ = established.send(conn).await;
                     drop(permit);
                     HandshakeEvent::Completed
                 }

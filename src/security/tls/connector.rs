@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::Uri;
 use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper::Uri;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::{CertificateDer, ServerName};
@@ -59,7 +59,9 @@ impl TlsConnector {
         };
         match tokio::time::timeout(self.timeout, connecting).await {
             Ok(stream) => Ok(TlsIo(TokioIo::new(stream?))),
-            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, format!("TLS connect timed out after {:?}", self.timeout))),
+            Err(_) => {
+                Err(io::Error::new(io::ErrorKind::TimedOut, format!("TLS connect timed out after {:?}", self.timeout)))
+            }
         }
     }
 }
@@ -76,9 +78,8 @@ impl tower_service::Service<Uri> for TlsConnector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let connector = self.clone();
         Box::pin(async move {
-            let host = uri
-                .host()
-                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{uri} has no host")))?;
+            let host =
+                uri.host().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{uri} has no host")))?;
             let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("http") { 80 } else { 443 });
             connector.connect(host, port).await
         })
@@ -103,7 +104,11 @@ impl TlsIo {
 impl Connection for TlsIo {
     fn connected(&self) -> Connected {
         let connected = Connected::new();
-        if self.alpn_protocol() == Some(b"h2") { connected.negotiated_h2() } else { connected }
+        if self.alpn_protocol() == Some(b"h2") {
+            connected.negotiated_h2()
+        } else {
+            connected
+        }
     }
 }
 

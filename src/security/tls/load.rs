@@ -70,9 +70,8 @@ pub(crate) fn server_config(
             builder.with_client_cert_verifier(verifier.build().map_err(|err| TlsError::Config(err.to_string()))?)
         }
     };
-    let mut config = builder
-        .with_single_cert(chain, key)
-        .map_err(|err| key_error(err, &settings.cert_file, &settings.key_file))?;
+    let mut config =
+        builder.with_single_cert(chain, key).map_err(|err| key_error(err, &settings.cert_file, &settings.key_file))?;
     config.alpn_protocols = protocol.alpn();
     Ok(config)
 }
@@ -139,7 +138,9 @@ fn pem_error(path: &Path, expected: &'static str, reason: String) -> TlsError {
 /// rustls checks the key against the certificate when it builds the config; say which files.
 fn key_error(err: rustls::Error, cert: &Path, key: &Path) -> TlsError {
     match err {
-        rustls::Error::InconsistentKeys(_) => TlsError::KeyMismatch { cert: cert.to_path_buf(), key: key.to_path_buf() },
+        rustls::Error::InconsistentKeys(_) => {
+            TlsError::KeyMismatch { cert: cert.to_path_buf(), key: key.to_path_buf() }
+        }
         other => pem_error(key, "private key", format!("unusable with {}: {other}", cert.display())),
     }
 }

@@ -18,8 +18,8 @@
 //! // tonic: Server::builder().add_service(svc).serve_with_incoming_shutdown(incoming, stopped)
 //! ```
 //! gRPC listeners and clients use [`AppProtocol::Grpc`] (ALPN `h2`), the REST API
-//! [`AppProtocol::Http1`]. tonic's `TlsConnectInfo` (request extensions) carries the peer's
-//! certificates for identity checks; [`acceptor::peer_certificates`] gives them for a hyper stream.
+//! [`AppProtocol::Http1`]. Each connection's [`PeerInfo`] (address, client certificates) is in every
+//! tonic request's extensions and on [`TlsConn::peer`] for hyper, for identity checks.
 
 pub mod acceptor;
 pub mod connector;
@@ -29,10 +29,10 @@ pub mod settings;
 
 use std::path::PathBuf;
 
-pub use acceptor::{AcceptorOptions, HandshakeEvent, HandshakeHook, ServerTlsStream, TlsIncoming};
+pub use acceptor::{AcceptorOptions, HandshakeEvent, HandshakeHook, PeerInfo, ServerTlsStream, TlsConn, TlsIncoming};
 pub use connector::{ClientTlsStream, TlsConnector, TlsIo};
-pub use load::{FileSet, provider};
-pub use reload::{ClientTls, DEFAULT_WATCH_PERIOD, Reloadable, Reloaded, ServerTls};
+pub use load::{provider, FileSet};
+pub use reload::{ClientTls, Reloadable, Reloaded, ServerTls, DEFAULT_WATCH_PERIOD};
 pub use settings::{ClientTlsSettings, PeerTlsSettings, ServerTlsSettings};
 
 /// The application protocol a TLS connection carries, announced with ALPN so that a client of the

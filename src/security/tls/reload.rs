@@ -13,8 +13,8 @@
 
 use std::future::Future;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
@@ -51,7 +51,11 @@ impl TlsSource for ServerSource {
 
     fn paths(&self) -> Vec<&Path> {
         let s = &self.settings;
-        [Some(&s.cert_file), Some(&s.key_file), s.trusted_ca_file.as_ref()].into_iter().flatten().map(|p| p.as_path()).collect()
+        [Some(&s.cert_file), Some(&s.key_file), s.trusted_ca_file.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|p| p.as_path())
+            .collect()
     }
 
     fn build(&self, files: &FileSet) -> Result<ServerConfig, TlsError> {
@@ -180,7 +184,9 @@ impl<S: TlsSource> Reloadable<S> {
         match &result {
             Ok(Reloaded::Applied) => tracing::info!(kind = S::KIND, "TLS certificates reloaded"),
             Ok(Reloaded::Unchanged) => {}
-            Err(err) => tracing::error!(kind = S::KIND, error = %err, "TLS reload failed; keeping the current certificates"),
+            Err(err) => {
+                tracing::error!(kind = S::KIND, error = %err, "TLS reload failed; keeping the current certificates")
+            }
         }
         result
     }
