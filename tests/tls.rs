@@ -323,3 +323,26 @@ async fn a_broken_certificate_on_reload_keeps_the_old_one_in_service() {
     assert_eq!(presented_certificate(&client, addr).await, pki.server.der);
     assert_eq!(get(&client, addr).await.map(|(status, _)| status), Ok(StatusCode::OK));
 }
+
+#[tokio::test]
+async fn a_reloaded_client_certificate_is_presented_from_the_next_connection() {
+    let pki = TestPki::new();
+    let tls = server_tls(&pki.server_files, Some(&pki.ca_file), true, AppProtocol::Http1);
+    let (addr, seen) = https_server(tls, AcceptorOptions::default()).await;
+    let settings = ClientTlsSettings {
+        cacert: pki.ca_file.clone(),
+        cert: Some(pki.client_files.cert.clone()),
+        key: Some(pki.client_files.key.clone()),
+    };
+    let client_tls = Arc::new(ClientTls::load(settings, AppProtocol::Http1).unwrap());
+    let client = TlsConnector::new(client_tls.clone());
+    assert_eq!(get(&client, addr).await.map(|(status, _)| status), Ok(StatusCode::OK));
+    let renewed = pki.ca.issue("fekv client, renewed");
+    renewed.write_to(&pki.client_files);
+    assert_eq!(client_tls.reload().unwrap(), fekv::security::tls::Reloaded::Applied);
+    assert_eq!(get(&client, addr).await.map(|(status, _)| status), Ok(StatusCode::OK));
+    let seen = seen.lock();
+    assert_eq!(seen.len(), 2);
+    assert_ne!(seen[0], seen[1], "the first connection showed the old certificate");
+    assert_eq!(seen[1].as_deref(), Some(renewed.der.as_slice()));
+}
