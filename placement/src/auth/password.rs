@@ -33,9 +33,11 @@ pub enum PasswordError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PasswordCost {
     /// OWASP's first recommended argon2id setting (m = 19 MiB, t = 2, p = 1), which is also the argon2
-    /// crate's default: about 20–40 ms per hash on one core in a release build here (measured by the
-    /// `hashing_costs_tens_of_milliseconds` test in release), slow enough that a stolen state yields
-    /// tens of guesses per second per core, fast enough for logins. Bearer tokens avoid it per request.
+    /// crate's default: 53–80 ms per hash or verify in a release build on this 2-core machine while
+    /// other builds kept its load average near 8 (the `hashing_costs_tens_of_milliseconds` test, run
+    /// as its doc says), so tens of milliseconds on an idle core. Slow and memory-hard enough that a
+    /// stolen state yields only tens of guesses per second per core, cheap enough for logins; bearer
+    /// tokens avoid paying it on every request.
     Interactive,
     /// The cheapest argon2id allows (8 KiB, one pass), for tests only.
     Minimal,
@@ -152,7 +154,7 @@ mod tests {
     }
 
     /// Run with `cargo test --release -p fekv-placement hashing_costs -- --ignored --nocapture` to see
-    /// the interactive cost on this machine; ignored because a debug build is ~50× slower.
+    /// the interactive cost on this machine; ignored because a debug build takes about a second.
     #[test]
     #[ignore]
     fn hashing_costs_tens_of_milliseconds() {
