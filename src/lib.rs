@@ -3,6 +3,7 @@
 //! A map of the crate, from the outside in:
 //! - [`api`]: the REST API (hyper): `/fekv/{key}`, `/status`, `/metrics`, `/health`, `/ready`;
 //! - [`raftstore`]: every local region's raft peer, driven by the one thread that writes LMDB;
+//! - [`security`]: TLS (settings, reloadable configs, acceptor, connector) and users/roles/tokens;
 //! - [`storage`]: the LMDB environment, its key layout and checksummed records;
 //! - [`transport`]: how raft messages travel between stores (and a simulated network for tests);
 //! - [`node`]: wiring: open storage, bootstrap, start the raftstore and the API;
@@ -22,6 +23,7 @@ pub mod metrics;
 pub mod node;
 pub mod panics;
 pub mod raftstore;
+pub mod security;
 pub mod storage;
 pub mod transport;
 

@@ -4,19 +4,21 @@
 //! through the region leaders' heartbeats. Its state lives in its own LMDB environment.
 //!
 //! - [`proto`]: the protobuf messages and gRPC services shared by every fekv component;
+//! - [`auth`]: users, roles, tokens and permission checks, shared by placement and the nodes;
 //! - [`region_tree`]: regions by start key, the stale-heartbeat rule, per-store counts;
 //! - [`schedulers`]: pure scheduling decisions (replica check, region and leader balance);
 //! - [`operators`]: one region's change as steps, judged against its leader's heartbeats;
 //! - [`state`]: the placement state machine and its persistence (no networking);
 //! - [`service`]: the gRPC face of it, and the scheduling loop ([`service::run_schedulers`]).
 
+pub mod auth;
 pub mod operators;
 pub mod region_tree;
 pub mod schedulers;
 pub mod service;
 pub mod state;
 
-/// fekv's protobuf messages and gRPC services (`proto/fekv.proto`).
+/// fekv's protobuf messages and gRPC services (`proto/fekv.proto`, `proto/auth.proto`).
 #[allow(clippy::all)]
 pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/fekv.rs"));
