@@ -1,0 +1,358 @@
+//! The stores' side: registration (and bootstrapping the first region), store heartbeats with their
+//! leaders' region reports, and the peers a store reports that their regions no longer have.
+
+use super::*;
+
+impl Placement {
+    /// Registers a new store (store_id 0) or updates a known one's addresses. The first store to
+    /// register bootstraps the first region, with one peer on it: the replica checker grows it to
+    /// `replicas` as more stores join. Returns (store_id, cluster_id).
+    pub fn register_store(&self, req: &RegisterStoreRequest) -> Result<(u64, u64), PlacementError> {
+        if req.raft_addr.is_empty() || req.http_addr.is_empty() {
+            return Err(PlacementError::Invalid("a store needs a raft and an HTTP address".into()));
+        }
+        let mut inner = self.inner.lock();
+        let store_id = if req.store_id == 0 { inner.alloc() } else { req.store_id };
+        let known = inner.stores.get(&store_id);
+        if known.is_some_and(|s| s.state == StoreState::Removed as i32) {
+            return Err(PlacementError::StoreRemoved(store_id));
+        }
+        let used_bytes = known.map_or(0, |s| s.used_bytes);
+        // A draining store stays offline across restarts.
+        let state = known.map_or(StoreState::Up as i32, |s| s.state);
+        let info = StoreInfo {
+            store_id,
+            raft_addr: req.raft_addr.clone(),
+            http_addr: req.http_addr.clone(),
+            last_heartbeat_ms: now_ms(),
+            state,
+            version: req.version.clone(),
+            used_bytes,
+            ..Default::default()
+        };
+        inner.stores.insert(store_id, info);
+        if !inner.bootstrapped {
+            let region_id = inner.alloc();
+            let peer_id = inner.alloc();
+            let region = Region {
+                region_id,
+                start_key: Vec::new(),
+                end_key: Vec::new(),
+                epoch: Some(RegionEpoch { conf_ver: 1, version: 1 }),
+                peers: vec![Peer { peer_id, store_id }],
+            };
+            tracing::info!(region_id, store_id, "bootstrapping the first region");
+            inner.regions.insert(RegionInfo { region: Some(region), ..Default::default() });
+            inner.bootstrapped = true;
+        }
+        self.persist(&inner)?;
+        Ok((store_id, inner.cluster_id))
+    }
+
+    /// A store is alive and reports its peers. Each report of a leader is a region heartbeat for the
+    /// region tree (stale ones are ignored; see `region_tree`). Returns, for each region this store
+    /// leads, the current step of its operator.
+    pub fn store_heartbeat(&self, req: &StoreHeartbeatRequest) -> Result<Vec<Operator>, PlacementError> {
+        let store_id = req.store_id;
+        let now = now_ms();
+        let mut guard = self.inner.lock();
+        let inner = &mut *guard;
+        let store = inner.stores.get_mut(&store_id).ok_or(PlacementError::UnknownStore(store_id))?;
+        if store.state == StoreState::Removed as i32 {
+            return Err(PlacementError::StoreRemoved(store_id));
+        }
+        store.last_heartbeat_ms = now;
+        store.used_bytes = req.used_bytes;
+        let mut changed = false;
+        for report in req.peers.iter().filter(|p| p.is_leader) {
+            let Some(region) = &report.region else { continue };
+            let leader = LeaderReport {
+                region: region.clone(),
+                leader_store_id: store_id,
+                leader_peer_id: report.leader_peer_id,
+                term: report.term,
+                approximate_size: report.approximate_size,
+                approximate_keys: report.approximate_keys,
+            };
+            let region_id = region.region_id;
+            match inner.regions.heartbeat(&leader) {
+                HeartbeatOutcome::Stale => {
+                    tracing::debug!(region_id, store_id, epoch = ?region.epoch, "stale region heartbeat ignored");
+                    continue;
+                }
+                HeartbeatOutcome::Unchanged | HeartbeatOutcome::StatsOnly => {}
+                HeartbeatOutcome::Updated { replaced } => {
+                    tracing::debug!(region_id, store_id, epoch = ?region.epoch, ?replaced, "region updated");
+                    for gone in replaced.into_iter().filter(|&r| r != region_id) {
+                        inner.pending.remove(&gone);
+                    }
+                    changed = true;
+                }
+            }
+            inner.pending.insert(region_id, report.pending_peers.clone());
+        }
+        if changed {
+            self.persist(inner)?;
+        }
+        // Move each operator of a region this store leads (as recorded now) along, and hand over
+        // its current step.
+        let mut operators = Vec::new();
+        for report in req.peers.iter().filter(|p| p.is_leader) {
+            let Some(region_id) = report.region.as_ref().map(|r| r.region_id) else { continue };
+            let Some(info) = inner.regions.get(region_id).filter(|info| info.leader_store_id == store_id) else {
+                continue;
+            };
+            let Some(region) = &info.region else { continue };
+            let pending = inner.pending.get(&region_id).map_or(&[][..], Vec::as_slice);
+            let state = RegionState { region, leader_store_id: store_id, pending_peers: pending };
+            operators.extend(inner.operators.on_heartbeat(&state, now));
+        }
+        Ok(operators)
+    }
+
+    /// The peers in a store's report that their regions no longer have: placement's record of the
+    /// region (from its leader) has a newer `conf_ver` and does not list the peer. Such a peer was
+    /// removed while its store was down or cut off; its own region members normally tell it so with a
+    /// tombstone message, but if every member it knows has left too, only placement can.
+    pub fn stale_peers(&self, req: &StoreHeartbeatRequest) -> Vec<StalePeer> {
+        let inner = self.inner.lock();
+        let mut stale = Vec::new();
+        for report in req.peers.iter().filter(|p| !p.is_leader) {
+            let Some(reported) = &report.region else { continue };
+            let Some(peer) = reported.peers.iter().find(|p| p.store_id == req.store_id) else { continue };
+            let Some(known) = inner.regions.get(reported.region_id).and_then(|info| info.region.as_ref()) else {
+                continue;
+            };
+            let conf_ver = |r: &Region| r.epoch.map_or(0, |e| e.conf_ver);
+            if conf_ver(known) > conf_ver(reported) && !known.peers.iter().any(|p| p.peer_id == peer.peer_id) {
+                tracing::info!(
+                    region_id = known.region_id,
+                    peer_id = peer.peer_id,
+                    store_id = req.store_id,
+                    "telling a store its peer was removed"
+                );
+                stale.push(StalePeer { region_id: known.region_id, peer: Some(*peer), epoch: known.epoch });
+            }
+        }
+        stale
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use super::*;
+    use std::sync::Arc;
+
+    use crate::proto::PeerReport;
+
+    #[test]
+    fn the_first_store_bootstraps_the_first_region_with_one_peer() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Placement::open(dir.path(), PlacementOptions::default()).unwrap();
+        let a = register(&p, 0, 20160);
+        let regions = p.regions();
+        assert_eq!(regions.len(), 1);
+        let region = regions[0].region.clone().unwrap();
+        assert_eq!(region.peers.len(), 1);
+        assert_eq!(region.peers[0].store_id, a);
+        assert_eq!(region.epoch, Some(RegionEpoch { conf_ver: 1, version: 1 }));
+        // Ids never repeat.
+        let mut ids = vec![a, region.region_id, region.peers[0].peer_id];
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), 3);
+        // More stores do not bootstrap another region.
+        register(&p, 0, 20161);
+        register(&p, 0, 20162);
+        assert_eq!(p.regions().len(), 1);
+        assert_eq!(p.stores().len(), 3);
+    }
+
+    #[test]
+    fn re_registering_updates_addresses_without_a_new_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Placement::open(dir.path(), PlacementOptions::default()).unwrap();
+        let id = register(&p, 0, 20160);
+        assert_eq!(register(&p, id, 30000), id);
+        let stores = p.stores();
+        assert_eq!(stores.len(), 1);
+        assert_eq!(stores[0].raft_addr, "127.0.0.1:30000");
+    }
+
+    #[test]
+    fn leaders_are_recorded_from_heartbeats_and_stale_reports_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, stores, region) = three_stores(dir.path());
+        beat(&p, stores[0], vec![leader_report(&region, stores[0], 7)]);
+        assert_eq!((p.regions()[0].leader_store_id, p.regions()[0].term), (stores[0], 7));
+        // An older term does not take the leadership back.
+        beat(&p, stores[1], vec![leader_report(&region, stores[1], 6)]);
+        assert_eq!((p.regions()[0].leader_store_id, p.regions()[0].term), (stores[0], 7));
+        // Followers' reports are not region heartbeats.
+        beat(&p, stores[1], vec![PeerReport { is_leader: false, ..leader_report(&region, stores[1], 8) }]);
+        assert_eq!(p.regions()[0].leader_store_id, stores[0]);
+        assert!(matches!(
+            p.store_heartbeat(&StoreHeartbeatRequest { store_id: 999, ..Default::default() }),
+            Err(PlacementError::UnknownStore(999))
+        ));
+    }
+
+    #[test]
+    fn stores_report_their_region_and_leader_counts_and_used_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, stores, region) = three_stores(dir.path());
+        p.store_heartbeat(&StoreHeartbeatRequest {
+            store_id: stores[1],
+            peers: vec![leader_report(&region, stores[1], 2)],
+            used_bytes: 12345,
+        })
+        .unwrap();
+        let listed = p.stores();
+        assert_eq!(listed.iter().map(|s| s.store_id).collect::<Vec<_>>(), stores);
+        assert!(listed.iter().all(|s| s.region_count == 1));
+        assert_eq!(listed.iter().map(|s| s.leader_count).collect::<Vec<_>>(), vec![0, 1, 0]);
+        assert_eq!(listed[1].used_bytes, 12345);
+        // A split doubles every store's region count; the leader of both leads two.
+        let (left, right) = split(&region, "m", 100);
+        beat(&p, stores[1], vec![leader_report(&left, stores[1], 2), leader_report(&right, stores[1], 2)]);
+        let listed = p.stores();
+        assert!(listed.iter().all(|s| s.region_count == 2));
+        assert_eq!(listed.iter().map(|s| s.leader_count).collect::<Vec<_>>(), vec![0, 2, 0]);
+    }
+
+    #[test]
+    fn a_split_reported_by_heartbeat_is_found_by_key_and_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (left, right) = {
+            let (p, stores, region) = three_stores(dir.path());
+            beat(&p, stores[0], vec![leader_report(&region, stores[0], 2)]);
+            let (left, right) = split(&region, "m", p.alloc_id().unwrap());
+            beat(&p, stores[0], vec![leader_report(&left, stores[0], 2), leader_report(&right, stores[0], 2)]);
+            assert_eq!(p.region_by_key(b"a").unwrap().region, Some(left.clone()));
+            assert_eq!(p.region_by_key(b"m").unwrap().region, Some(right.clone()));
+            assert_eq!(p.region_by_key(b"\xff").unwrap().region, Some(right.clone()));
+            // A late report of the parent as it was before the split is stale.
+            beat(&p, stores[0], vec![leader_report(&region, stores[0], 2)]);
+            assert_eq!(p.regions().len(), 2);
+            (left, right)
+        };
+        let p = Placement::open(dir.path(), PlacementOptions::default()).unwrap();
+        let regions: Vec<Region> = p.regions().into_iter().filter_map(|r| r.region).collect();
+        assert_eq!(regions, vec![left, right.clone()]);
+        assert_eq!(p.region_by_key(b"z").unwrap().region, Some(right));
+    }
+
+    #[test]
+    fn size_changes_stay_in_memory_and_leader_changes_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, stores, region) = three_stores(dir.path());
+        beat(&p, stores[0], vec![leader_report(&region, stores[0], 2)]);
+        assert_eq!(stored(&p).regions[0].leader_store_id, stores[0]);
+        let bigger =
+            PeerReport { approximate_size: 1 << 20, approximate_keys: 10, ..leader_report(&region, stores[0], 2) };
+        beat(&p, stores[0], vec![bigger]);
+        assert_eq!(p.regions()[0].approximate_size, 1 << 20);
+        assert_eq!(stored(&p).regions[0].approximate_size, 0, "a size change alone is not worth a write");
+        beat(&p, stores[2], vec![leader_report(&region, stores[2], 3)]);
+        assert_eq!(stored(&p).regions[0].leader_store_id, stores[2]);
+    }
+
+    #[test]
+    fn an_operator_overtaken_by_a_new_epoch_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, stores, region) = three_stores(dir.path());
+        beat(&p, stores[0], vec![leader_report(&region, stores[0], 2)]);
+        p.split_region(region.region_id, b"k".to_vec()).unwrap();
+        // The region splits elsewhere before its leader heard of the operator.
+        let (left, right) = split(&region, "c", 100);
+        let operators =
+            beat(&p, stores[0], vec![leader_report(&left, stores[0], 2), leader_report(&right, stores[0], 2)]);
+        assert!(operators.is_empty());
+    }
+
+    #[test]
+    fn concurrent_heartbeats_keep_the_tree_consistent() {
+        // Eight threads report the pieces of a 64-way split of the first region, each in its own
+        // order and with a stale pre-split view mixed in; whatever the interleaving, placement ends
+        // with exactly the final regions, in key order, and counts that match them.
+        let dir = tempfile::tempdir().unwrap();
+        let (p, stores, region) = three_stores(dir.path());
+        let p = Arc::new(p);
+        let finals: Vec<Region> = (0..64u64)
+            .map(|i| {
+                let key = |i: u64| if i == 0 || i == 64 { Vec::new() } else { format!("k{i:02}").into_bytes() };
+                let region_id = if i == 0 { region.region_id } else { 1000 + i };
+                Region {
+                    region_id,
+                    start_key: key(i),
+                    end_key: key(i + 1),
+                    epoch: Some(RegionEpoch { version: 2, ..region.epoch.unwrap() }),
+                    peers: region.peers.iter().map(|p| Peer { peer_id: p.peer_id + 100 * i, ..*p }).collect(),
+                }
+            })
+            .collect();
+        std::thread::scope(|scope| {
+            for t in 0..8usize {
+                let (p, stores, finals, region) = (&p, &stores, &finals, &region);
+                scope.spawn(move || {
+                    let mut order: Vec<usize> = (0..finals.len()).collect();
+                    order.sort_by_key(|i| (i * 37 + t * 11) % 67);
+                    for (n, i) in order.into_iter().enumerate() {
+                        let store_id = stores[i % 3];
+                        let mut peers = vec![leader_report(&finals[i], store_id, 2)];
+                        if n == t * 5 {
+                            peers.push(leader_report(region, store_id, 2));
+                        }
+                        p.store_heartbeat(&StoreHeartbeatRequest { store_id, peers, used_bytes: t as u64 }).unwrap();
+                        p.inner.lock().regions.check_invariants();
+                    }
+                });
+            }
+        });
+        let regions: Vec<Region> = p.regions().into_iter().filter_map(|r| r.region).collect();
+        assert_eq!(regions, finals);
+        let listed = p.stores();
+        assert!(listed.iter().all(|s| s.region_count == 64));
+        assert_eq!(listed.iter().map(|s| s.leader_count).sum::<u64>(), 64);
+        assert_eq!(stored(&p).regions.len(), 64);
+    }
+
+    #[test]
+    fn silent_stores_are_reported_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = PlacementOptions { store_down_after: Duration::from_millis(0), ..Default::default() };
+        let p = Placement::open(dir.path(), options).unwrap();
+        register(&p, 0, 20160);
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(p.stores()[0].state, StoreState::Down as i32);
+    }
+
+    #[test]
+    fn a_peer_reported_under_an_older_membership_that_drops_it_is_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, stores, region) = three_stores(dir.path());
+        // The leader (store 0) reports the region after store 2's peer was removed.
+        let removed = *region.peers.iter().find(|peer| peer.store_id == stores[2]).unwrap();
+        let mut now = region.clone();
+        now.peers.retain(|peer| peer.store_id != stores[2]);
+        now.epoch = Some(RegionEpoch { conf_ver: 4, version: 1 });
+        beat(&p, stores[0], vec![leader_report(&now, stores[0], 1)]);
+        let follower = |region: &Region| PeerReport { region: Some(region.clone()), ..Default::default() };
+        let req = |store_id, region: &Region| StoreHeartbeatRequest {
+            store_id,
+            peers: vec![follower(region)],
+            used_bytes: 0,
+        };
+        // Store 2 comes back still holding the old membership: told its peer is stale.
+        let stale = p.stale_peers(&req(stores[2], &region));
+        assert_eq!(stale, vec![StalePeer { region_id: region.region_id, peer: Some(removed), epoch: now.epoch }]);
+        // A member reporting the old epoch (it lags) is still a member; one up to date is fine too.
+        assert!(p.stale_peers(&req(stores[1], &region)).is_empty());
+        assert!(p.stale_peers(&req(stores[1], &now)).is_empty());
+        // Leaders' reports are region heartbeats, never judged stale here; unknown regions neither.
+        let mut unknown = region.clone();
+        unknown.region_id = 9999;
+        assert!(p.stale_peers(&req(stores[2], &unknown)).is_empty());
+    }
+}

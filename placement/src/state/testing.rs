@@ -1,0 +1,94 @@
+//! Helpers for the state tests: a placement with stores, and the reports its stores send.
+
+use std::path::Path;
+
+use super::*;
+use crate::proto::{operator, PeerReport};
+
+pub(super) fn register(p: &Placement, store_id: u64, port: u16) -> u64 {
+    let req = RegisterStoreRequest {
+        store_id,
+        raft_addr: format!("127.0.0.1:{port}"),
+        http_addr: format!("127.0.0.1:{}", port + 1000),
+        version: "test".into(),
+    };
+    p.register_store(&req).unwrap().0
+}
+
+/// A placement with three registered stores and the bootstrapped region grown to a peer on each
+/// (as the replica checker would have it, reported by store 0 leading at term 1); returns it, the
+/// store ids and the region.
+pub(super) fn three_stores(dir: &Path) -> (Placement, Vec<u64>, Region) {
+    let p = Placement::open(dir, PlacementOptions::default()).unwrap();
+    let stores: Vec<u64> = (0..3).map(|i| register(&p, 0, 20160 + i)).collect();
+    let mut region = p.regions()[0].region.clone().unwrap();
+    for &store_id in &stores[1..] {
+        region.peers.push(Peer { peer_id: p.alloc_id().unwrap(), store_id });
+    }
+    region.epoch = Some(RegionEpoch { conf_ver: 3, version: 1 });
+    beat(&p, stores[0], vec![leader_report(&region, stores[0], 1)]);
+    (p, stores, region)
+}
+
+/// `store_id`'s peer of `region` reports that it leads it.
+pub(super) fn leader_report(region: &Region, store_id: u64, term: u64) -> PeerReport {
+    let leader_peer_id = region.peers.iter().find(|p| p.store_id == store_id).unwrap().peer_id;
+    PeerReport { region: Some(region.clone()), leader_peer_id, term, is_leader: true, ..Default::default() }
+}
+
+pub(super) fn beat(p: &Placement, store_id: u64, peers: Vec<PeerReport>) -> Vec<Operator> {
+    p.store_heartbeat(&StoreHeartbeatRequest { store_id, peers, used_bytes: 0 }).unwrap()
+}
+
+/// What is on disk right now.
+pub(super) fn stored(p: &Placement) -> PlacementState {
+    let txn = p.env.read_txn().unwrap();
+    decode_state(p.db.get(&txn, STATE_KEY).unwrap().unwrap()).unwrap()
+}
+
+pub(super) fn split(region: &Region, at: &str, new_region_id: u64) -> (Region, Region) {
+    let epoch = region.epoch.map(|e| RegionEpoch { version: e.version + 1, ..e });
+    let left = Region { end_key: at.as_bytes().to_vec(), epoch, ..region.clone() };
+    let right = Region {
+        region_id: new_region_id,
+        start_key: at.as_bytes().to_vec(),
+        epoch,
+        peers: region.peers.iter().map(|p| Peer { peer_id: p.peer_id + 1000, store_id: p.store_id }).collect(),
+        ..region.clone()
+    };
+    (left, right)
+}
+
+/// `region` as its leader on `store_id` reports it, with `pending` peers; returns the operators.
+pub(super) fn lead(p: &Placement, store_id: u64, region: &Region, pending: &[Peer]) -> Vec<Operator> {
+    let report = PeerReport { pending_peers: pending.to_vec(), ..leader_report(region, store_id, 5) };
+    beat(p, store_id, vec![report])
+}
+
+pub(super) fn with_peer(region: &Region, peer: Peer) -> Region {
+    let mut grown = region.clone();
+    grown.peers.push(peer);
+    let epoch = grown.epoch.unwrap();
+    grown.epoch = Some(RegionEpoch { conf_ver: epoch.conf_ver + 1, ..epoch });
+    grown
+}
+
+pub(super) fn without(region: &Region, store_id: u64) -> Region {
+    let mut shrunk = region.clone();
+    shrunk.peers.retain(|p| p.store_id != store_id);
+    let epoch = shrunk.epoch.unwrap();
+    shrunk.epoch = Some(RegionEpoch { conf_ver: epoch.conf_ver + 1, ..epoch });
+    shrunk
+}
+
+pub(super) fn added_peer(ops: &[Operator]) -> Peer {
+    match ops {
+        [Operator { kind: Some(operator::Kind::AddPeer(add)), .. }] => add.peer.unwrap(),
+        other => panic!("expected one add-peer operator: {other:?}"),
+    }
+}
+
+/// The store silent since the epoch: down for any store down time.
+pub(super) fn silence(p: &Placement, store_id: u64) {
+    p.inner.lock().stores.get_mut(&store_id).unwrap().last_heartbeat_ms = 1;
+}
