@@ -1,10 +1,11 @@
 //! The placement state: stores, the region tree, the id allocator, the scheduler switches, and the
 //! running operators. Every change that matters after a restart (a new store, new addresses, a store
 //! drained or removed, an id, a region's range, epoch, peers or leader, a scheduler switched off) is
-//! written to LMDB before the call returns. Heartbeat times, used bytes, approximate region sizes and
-//! pending peers change on every beat, so they live in memory and reach the disk only with the next
-//! write that matters: a restarted placement service waits for fresh heartbeats anyway. Operators are
-//! not persisted either: after a restart the schedulers decide again from fresh heartbeats.
+//! durable in LMDB before the call returns; only the records it touched are written. Heartbeat times,
+//! used bytes, approximate region sizes and pending peers change on every beat, so they live in
+//! memory and reach the disk only when their record is written for another reason: a restarted
+//! placement service waits for fresh heartbeats anyway. Operators are not persisted either: after a
+//! restart the schedulers decide again from fresh heartbeats.
 //!
 //! One type, [`Placement`], its concerns in submodules of one `impl`:
 //! - this file: the options, the errors, the in-memory state behind the lock, ids and listings;
@@ -20,7 +21,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use heed::types::Bytes;
 use heed::{Database, Env, EnvOpenOptions};
 use parking_lot::Mutex;
-use prost::Message as _;
 
 use crate::operators::{OpStep, Operators, RegionState};
 use crate::proto::{
@@ -37,7 +37,7 @@ mod scheduling;
 #[cfg(test)]
 mod testing;
 
-use persist::{decode_state, STATE_KEY};
+use persist::{Dirty, Writer};
 
 #[derive(Debug, Clone)]
 pub struct PlacementOptions {
@@ -74,6 +74,9 @@ pub const ADMIN: &str = "admin";
 pub enum PlacementError {
     #[error("placement storage: {0}")]
     Storage(#[from] heed::Error),
+    /// The writer thread could not commit a change (it is retried with the next one).
+    #[error("placement storage: cannot write the state: {0}")]
+    Write(String),
     #[error("placement state is damaged: {0}")]
     Corrupt(String),
     #[error("store {0} is not registered")]
@@ -101,6 +104,8 @@ struct Inner {
     /// Each region's pending peers, from its leader's last heartbeat.
     pending: HashMap<u64, Vec<Peer>>,
     operators: Operators,
+    /// Records changed since they were last handed to the writer.
+    dirty: Dirty,
 }
 
 impl Inner {
@@ -118,23 +123,14 @@ impl Inner {
             disabled_schedulers: state.disabled_schedulers.into_iter().collect(),
             pending: HashMap::new(),
             operators: Operators::new(operator_timeout),
-        }
-    }
-
-    fn to_state(&self) -> PlacementState {
-        PlacementState {
-            cluster_id: self.cluster_id,
-            next_id: self.next_id,
-            stores: self.stores.values().cloned().collect(),
-            regions: self.regions.iter().cloned().collect(),
-            bootstrapped: self.bootstrapped,
-            disabled_schedulers: self.disabled_schedulers.iter().cloned().collect(),
+            dirty: Dirty::default(),
         }
     }
 
     fn alloc(&mut self) -> u64 {
         let id = self.next_id.max(1);
         self.next_id = id + 1;
+        self.dirty.meta = true;
         id
     }
 
@@ -178,8 +174,8 @@ impl Inner {
 
 pub struct Placement {
     inner: Mutex<Inner>,
-    env: Env,
-    db: Database<Bytes, Bytes>,
+    /// Owns the LMDB environment: dropping it finishes the queued writes and closes it.
+    writer: Writer,
     options: PlacementOptions,
 }
 
@@ -198,13 +194,10 @@ impl Placement {
         let env = unsafe { EnvOpenOptions::new().map_size(1 << 30).max_dbs(2).open(dir)? };
         let mut txn = env.write_txn()?;
         let db: Database<Bytes, Bytes> = env.create_database(&mut txn, Some("placement"))?;
-        let state = match db.get(&txn, STATE_KEY)? {
-            Some(stored) => decode_state(stored)?,
-            None => PlacementState { cluster_id: rand::random(), next_id: 1, ..Default::default() },
-        };
         txn.commit()?;
-        let inner = Inner::from_state(state, options.operator_timeout);
-        Ok(Placement { inner: Mutex::new(inner), env, db, options })
+        let inner = persist::load(&env, db, options.operator_timeout)?;
+        let writer = Writer::start(env, db)?;
+        Ok(Placement { inner: Mutex::new(inner), writer, options })
     }
 
     pub fn options(&self) -> &PlacementOptions {
@@ -225,10 +218,7 @@ impl Placement {
         if count == 0 || count > 10_000 {
             return Err(PlacementError::Invalid(format!("cannot allocate {count} ids at once")));
         }
-        let mut inner = self.inner.lock();
-        let ids = (0..count).map(|_| inner.alloc()).collect();
-        self.persist(&inner)?;
-        Ok(ids)
+        self.change(|inner| Ok((0..count).map(|_| inner.alloc()).collect()))
     }
 
     /// The region whose range holds `key`.

@@ -31,107 +31,113 @@ impl Placement {
 
     /// Has the region's leader split it (at `split_key`, or in the middle if empty).
     pub fn split_region(&self, region_id: u64, split_key: Vec<u8>) -> Result<OperatorInfo, PlacementError> {
-        let mut inner = self.inner.lock();
-        let (region, leader_store_id) = inner.region_for_admin(region_id)?;
-        if !split_key.is_empty()
-            && (split_key.as_slice() <= region.start_key.as_slice()
-                || (!region.end_key.is_empty() && split_key.as_slice() >= region.end_key.as_slice()))
-        {
-            return Err(PlacementError::Invalid("the split key must lie strictly inside the region".into()));
-        }
-        tracing::info!(region_id, leader_store_id, "split requested");
-        self.admin_operator(&mut inner, &region, "split requested".into(), vec![OpStep::Split { split_key }])
+        self.change(|inner| {
+            let (region, leader_store_id) = inner.region_for_admin(region_id)?;
+            if !split_key.is_empty()
+                && (split_key.as_slice() <= region.start_key.as_slice()
+                    || (!region.end_key.is_empty() && split_key.as_slice() >= region.end_key.as_slice()))
+            {
+                return Err(PlacementError::Invalid("the split key must lie strictly inside the region".into()));
+            }
+            tracing::info!(region_id, leader_store_id, "split requested");
+            self.admin_operator(inner, &region, "split requested".into(), vec![OpStep::Split { split_key }])
+        })
     }
 
     /// Has the region's leader hand leadership to its peer on `to_store_id`.
     pub fn transfer_leader(&self, region_id: u64, to_store_id: u64) -> Result<OperatorInfo, PlacementError> {
-        let mut inner = self.inner.lock();
-        let (region, leader_store_id) = inner.region_for_admin(region_id)?;
-        if !region.peers.iter().any(|p| p.store_id == to_store_id) {
-            return Err(PlacementError::Invalid(format!("region {region_id} has no peer on store {to_store_id}")));
-        }
-        tracing::info!(region_id, to_store_id, leader_store_id, "leader transfer requested");
-        let steps = vec![OpStep::TransferLeader { to_store_id }];
-        self.admin_operator(&mut inner, &region, "leader transfer requested".into(), steps)
+        self.change(|inner| {
+            let (region, leader_store_id) = inner.region_for_admin(region_id)?;
+            if !region.peers.iter().any(|p| p.store_id == to_store_id) {
+                return Err(PlacementError::Invalid(format!("region {region_id} has no peer on store {to_store_id}")));
+            }
+            tracing::info!(region_id, to_store_id, leader_store_id, "leader transfer requested");
+            let steps = vec![OpStep::TransferLeader { to_store_id }];
+            self.admin_operator(inner, &region, "leader transfer requested".into(), steps)
+        })
     }
 
     /// Adds a peer of `region_id` on `store_id` (an up store without one).
     pub fn add_peer(&self, region_id: u64, store_id: u64) -> Result<OperatorInfo, PlacementError> {
-        let mut inner = self.inner.lock();
-        let (region, _) = inner.region_for_admin(region_id)?;
-        let store = inner
-            .store_infos(now_ms(), self.options.store_down_after)
-            .into_iter()
-            .find(|s| s.store_id == store_id)
-            .ok_or(PlacementError::UnknownStore(store_id))?;
-        if store.state != StoreState::Up as i32 {
-            let state = StoreState::try_from(store.state).map_or("unknown", |s| s.as_str_name()).to_lowercase();
-            return Err(PlacementError::Invalid(format!("store {store_id} is {state}: it cannot take a new peer")));
-        }
-        if region.peers.iter().any(|p| p.store_id == store_id) {
-            return Err(PlacementError::Invalid(format!("region {region_id} already has a peer on store {store_id}")));
-        }
-        let peer_id = inner.alloc();
-        self.persist(&inner)?;
-        let steps = vec![OpStep::AddPeer { store_id, peer_id }];
-        self.admin_operator(&mut inner, &region, format!("add a peer on store {store_id}"), steps)
+        self.change(|inner| {
+            let (region, _) = inner.region_for_admin(region_id)?;
+            let store = inner
+                .store_infos(now_ms(), self.options.store_down_after)
+                .into_iter()
+                .find(|s| s.store_id == store_id)
+                .ok_or(PlacementError::UnknownStore(store_id))?;
+            if store.state != StoreState::Up as i32 {
+                let state = StoreState::try_from(store.state).map_or("unknown", |s| s.as_str_name()).to_lowercase();
+                return Err(PlacementError::Invalid(format!("store {store_id} is {state}: it cannot take a new peer")));
+            }
+            if region.peers.iter().any(|p| p.store_id == store_id) {
+                return Err(PlacementError::Invalid(format!(
+                    "region {region_id} already has a peer on store {store_id}"
+                )));
+            }
+            let peer_id = inner.alloc();
+            let steps = vec![OpStep::AddPeer { store_id, peer_id }];
+            self.admin_operator(inner, &region, format!("add a peer on store {store_id}"), steps)
+        })
     }
 
     /// Removes `region_id`'s peer on `store_id`; if that peer leads, leadership moves to another peer
     /// first (a caught-up one, the lowest store id).
     pub fn remove_peer(&self, region_id: u64, store_id: u64) -> Result<OperatorInfo, PlacementError> {
-        let mut inner = self.inner.lock();
-        let (region, leader_store_id) = inner.region_for_admin(region_id)?;
-        if !region.peers.iter().any(|p| p.store_id == store_id) {
-            return Err(PlacementError::Invalid(format!("region {region_id} has no peer on store {store_id}")));
-        }
-        if region.peers.len() == 1 {
-            return Err(PlacementError::Invalid(format!("store {store_id} holds region {region_id}'s only peer")));
-        }
-        let mut steps = Vec::new();
-        if leader_store_id == store_id {
-            let pending = inner.pending.get(&region_id).cloned().unwrap_or_default();
-            let to = region
-                .peers
-                .iter()
-                .filter(|p| p.store_id != store_id && !pending.iter().any(|q| q.peer_id == p.peer_id))
-                .map(|p| p.store_id)
-                .min()
-                .ok_or_else(|| {
-                    PlacementError::Invalid(format!(
-                        "region {region_id} has no caught-up peer to take over the leadership from store {store_id}"
-                    ))
-                })?;
-            steps.push(OpStep::TransferLeader { to_store_id: to });
-        }
-        steps.push(OpStep::RemovePeer { store_id });
-        self.admin_operator(&mut inner, &region, format!("remove the peer on store {store_id}"), steps)
+        self.change(|inner| {
+            let (region, leader_store_id) = inner.region_for_admin(region_id)?;
+            if !region.peers.iter().any(|p| p.store_id == store_id) {
+                return Err(PlacementError::Invalid(format!("region {region_id} has no peer on store {store_id}")));
+            }
+            if region.peers.len() == 1 {
+                return Err(PlacementError::Invalid(format!("store {store_id} holds region {region_id}'s only peer")));
+            }
+            let mut steps = Vec::new();
+            if leader_store_id == store_id {
+                let pending = inner.pending.get(&region_id).cloned().unwrap_or_default();
+                let to = region
+                    .peers
+                    .iter()
+                    .filter(|p| p.store_id != store_id && !pending.iter().any(|q| q.peer_id == p.peer_id))
+                    .map(|p| p.store_id)
+                    .min()
+                    .ok_or_else(|| {
+                        PlacementError::Invalid(format!(
+                            "region {region_id} has no caught-up peer to take over the leadership from store {store_id}"
+                        ))
+                    })?;
+                steps.push(OpStep::TransferLeader { to_store_id: to });
+            }
+            steps.push(OpStep::RemovePeer { store_id });
+            self.admin_operator(inner, &region, format!("remove the peer on store {store_id}"), steps)
+        })
     }
 
     /// Starts draining `store_id`: it goes offline (no new replicas; the replica checker moves its
     /// replicas away) and is marked removed once it holds none. Refused when the other stores could
     /// not take its replicas.
     pub fn remove_store(&self, store_id: u64) -> Result<StoreInfo, PlacementError> {
-        let mut inner = self.inner.lock();
-        let now = now_ms();
-        let stores = inner.store_infos(now, self.options.store_down_after);
-        let store = stores.iter().find(|s| s.store_id == store_id).ok_or(PlacementError::UnknownStore(store_id))?;
-        if store.state == StoreState::Removed as i32 || store.state == StoreState::Offline as i32 {
-            return Ok(store.clone());
-        }
-        let others = stores.iter().filter(|s| s.store_id != store_id && s.state == StoreState::Up as i32).count();
-        if store.region_count > 0 && others < self.options.replicas {
-            return Err(PlacementError::Invalid(format!(
-                "store {store_id} holds {} regions and only {others} other stores are up; regions need {} replicas",
-                store.region_count, self.options.replicas
-            )));
-        }
-        let stored = inner.stores.get_mut(&store_id).ok_or(PlacementError::UnknownStore(store_id))?;
-        stored.state = StoreState::Offline as i32;
-        tracing::info!(store_id, regions = store.region_count, "store going offline: its replicas move away");
-        self.persist(&inner)?;
-        let listed = inner.store_infos(now, self.options.store_down_after);
-        Ok(listed.into_iter().find(|s| s.store_id == store_id).expect("the store was just found"))
+        self.change(|inner| {
+            let now = now_ms();
+            let stores = inner.store_infos(now, self.options.store_down_after);
+            let store = stores.iter().find(|s| s.store_id == store_id).ok_or(PlacementError::UnknownStore(store_id))?;
+            if store.state == StoreState::Removed as i32 || store.state == StoreState::Offline as i32 {
+                return Ok(store.clone());
+            }
+            let others = stores.iter().filter(|s| s.store_id != store_id && s.state == StoreState::Up as i32).count();
+            if store.region_count > 0 && others < self.options.replicas {
+                return Err(PlacementError::Invalid(format!(
+                    "store {store_id} holds {} regions and only {others} other stores are up; regions need {} replicas",
+                    store.region_count, self.options.replicas
+                )));
+            }
+            let stored = inner.stores.get_mut(&store_id).ok_or(PlacementError::UnknownStore(store_id))?;
+            stored.state = StoreState::Offline as i32;
+            inner.dirty.stores.insert(store_id);
+            tracing::info!(store_id, regions = store.region_count, "store going offline: its replicas move away");
+            let listed = inner.store_infos(now, self.options.store_down_after);
+            Ok(listed.into_iter().find(|s| s.store_id == store_id).expect("the store was just found"))
+        })
     }
 
     pub fn schedulers(&self) -> Vec<SchedulerInfo> {
@@ -157,8 +163,7 @@ impl Placement {
                 "replica-check cannot be disabled: it is what keeps every region at its replicas".into(),
             ));
         }
-        {
-            let mut inner = self.inner.lock();
+        self.change(|inner| {
             let changed = if enabled {
                 inner.disabled_schedulers.remove(name)
             } else {
@@ -166,9 +171,10 @@ impl Placement {
             };
             if changed {
                 tracing::info!(scheduler = name, enabled, "scheduler switched");
-                self.persist(&inner)?;
+                inner.dirty.meta = true;
             }
-        }
+            Ok(())
+        })?;
         Ok(self.schedulers())
     }
 }

@@ -11,59 +11,68 @@ impl Placement {
         if req.raft_addr.is_empty() || req.http_addr.is_empty() {
             return Err(PlacementError::Invalid("a store needs a raft and an HTTP address".into()));
         }
-        let mut inner = self.inner.lock();
-        let store_id = if req.store_id == 0 { inner.alloc() } else { req.store_id };
-        let known = inner.stores.get(&store_id);
-        if known.is_some_and(|s| s.state == StoreState::Removed as i32) {
-            return Err(PlacementError::StoreRemoved(store_id));
-        }
-        let used_bytes = known.map_or(0, |s| s.used_bytes);
-        // A draining store stays offline across restarts.
-        let state = known.map_or(StoreState::Up as i32, |s| s.state);
-        let info = StoreInfo {
-            store_id,
-            raft_addr: req.raft_addr.clone(),
-            http_addr: req.http_addr.clone(),
-            last_heartbeat_ms: now_ms(),
-            state,
-            version: req.version.clone(),
-            used_bytes,
-            ..Default::default()
-        };
-        inner.stores.insert(store_id, info);
-        if !inner.bootstrapped {
-            let region_id = inner.alloc();
-            let peer_id = inner.alloc();
-            let region = Region {
-                region_id,
-                start_key: Vec::new(),
-                end_key: Vec::new(),
-                epoch: Some(RegionEpoch { conf_ver: 1, version: 1 }),
-                peers: vec![Peer { peer_id, store_id }],
+        self.change(|inner| {
+            let store_id = if req.store_id == 0 { inner.alloc() } else { req.store_id };
+            let known = inner.stores.get(&store_id);
+            if known.is_some_and(|s| s.state == StoreState::Removed as i32) {
+                return Err(PlacementError::StoreRemoved(store_id));
+            }
+            let used_bytes = known.map_or(0, |s| s.used_bytes);
+            // A draining store stays offline across restarts.
+            let state = known.map_or(StoreState::Up as i32, |s| s.state);
+            let info = StoreInfo {
+                store_id,
+                raft_addr: req.raft_addr.clone(),
+                http_addr: req.http_addr.clone(),
+                last_heartbeat_ms: now_ms(),
+                state,
+                version: req.version.clone(),
+                used_bytes,
+                ..Default::default()
             };
-            tracing::info!(region_id, store_id, "bootstrapping the first region");
-            inner.regions.insert(RegionInfo { region: Some(region), ..Default::default() });
-            inner.bootstrapped = true;
-        }
-        self.persist(&inner)?;
-        Ok((store_id, inner.cluster_id))
+            inner.stores.insert(store_id, info);
+            inner.dirty.stores.insert(store_id);
+            if !inner.bootstrapped {
+                let region_id = inner.alloc();
+                let peer_id = inner.alloc();
+                let region = Region {
+                    region_id,
+                    start_key: Vec::new(),
+                    end_key: Vec::new(),
+                    epoch: Some(RegionEpoch { conf_ver: 1, version: 1 }),
+                    peers: vec![Peer { peer_id, store_id }],
+                };
+                tracing::info!(region_id, store_id, "bootstrapping the first region");
+                inner.regions.insert(RegionInfo { region: Some(region), ..Default::default() });
+                inner.dirty.regions.insert(region_id);
+                inner.bootstrapped = true;
+                inner.dirty.meta = true;
+            }
+            Ok((store_id, inner.cluster_id))
+        })
     }
 
     /// A store is alive and reports its peers. Each report of a leader is a region heartbeat for the
     /// region tree (stale ones are ignored; see `region_tree`). Returns, for each region this store
     /// leads, the current step of its operator.
     pub fn store_heartbeat(&self, req: &StoreHeartbeatRequest) -> Result<Vec<Operator>, PlacementError> {
-        let store_id = req.store_id;
         let now = now_ms();
-        let mut guard = self.inner.lock();
-        let inner = &mut *guard;
+        self.change(|inner| self.on_store_heartbeat(inner, req, now))
+    }
+
+    fn on_store_heartbeat(
+        &self,
+        inner: &mut Inner,
+        req: &StoreHeartbeatRequest,
+        now: u64,
+    ) -> Result<Vec<Operator>, PlacementError> {
+        let store_id = req.store_id;
         let store = inner.stores.get_mut(&store_id).ok_or(PlacementError::UnknownStore(store_id))?;
         if store.state == StoreState::Removed as i32 {
             return Err(PlacementError::StoreRemoved(store_id));
         }
         store.last_heartbeat_ms = now;
         store.used_bytes = req.used_bytes;
-        let mut changed = false;
         for report in req.peers.iter().filter(|p| p.is_leader) {
             let Some(region) = &report.region else { continue };
             let leader = LeaderReport {
@@ -83,16 +92,14 @@ impl Placement {
                 HeartbeatOutcome::Unchanged | HeartbeatOutcome::StatsOnly => {}
                 HeartbeatOutcome::Updated { replaced } => {
                     tracing::debug!(region_id, store_id, epoch = ?region.epoch, ?replaced, "region updated");
-                    for gone in replaced.into_iter().filter(|&r| r != region_id) {
-                        inner.pending.remove(&gone);
+                    for gone in replaced.iter().filter(|&&r| r != region_id) {
+                        inner.pending.remove(gone);
                     }
-                    changed = true;
+                    inner.dirty.regions.extend(replaced);
+                    inner.dirty.regions.insert(region_id);
                 }
             }
             inner.pending.insert(region_id, report.pending_peers.clone());
-        }
-        if changed {
-            self.persist(inner)?;
         }
         // Move each operator of a region this store leads (as recorded now) along, and hand over
         // its current step.

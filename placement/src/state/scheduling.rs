@@ -48,8 +48,10 @@ impl Placement {
     }
 
     fn schedule_at(&self, now: u64) -> Result<Vec<OperatorInfo>, PlacementError> {
-        let mut guard = self.inner.lock();
-        let inner = &mut *guard;
+        self.change(|inner| Ok(self.schedule_round(inner, now)))
+    }
+
+    fn schedule_round(&self, inner: &mut Inner, now: u64) -> Vec<OperatorInfo> {
         {
             let regions = &inner.regions;
             inner.operators.check(|region_id| regions.get(region_id).is_some(), now);
@@ -63,7 +65,6 @@ impl Placement {
             }
         }
         let mut created = Vec::new();
-        let mut dirty = false;
         let regions_by_id: HashMap<u64, Region> =
             inner.regions.iter().filter_map(|i| i.region.clone()).map(|r| (r.region_id, r)).collect();
         let mut start = |inner: &mut Inner, plan: &Plan, source: &'static str| -> Option<Vec<OpStep>> {
@@ -72,7 +73,6 @@ impl Placement {
                 return None;
             }
             let steps = inner.steps_of(plan);
-            dirty |= steps.iter().any(|s| matches!(s, OpStep::AddPeer { .. }));
             let info = inner.operators.add(region, source, plan.reason, steps.clone(), false, now).ok()?;
             created.push(info);
             Some(steps)
@@ -112,14 +112,11 @@ impl Placement {
                 if let Some(stored) = inner.stores.get_mut(&store.store_id) {
                     stored.state = StoreState::Removed as i32;
                     tracing::info!(store_id = store.store_id, "store drained: removed from the cluster");
-                    dirty = true;
+                    inner.dirty.stores.insert(store.store_id);
                 }
             }
         }
-        if dirty {
-            self.persist(inner)?;
-        }
-        Ok(created)
+        created
     }
 }
 

@@ -42,8 +42,9 @@ pub(super) fn beat(p: &Placement, store_id: u64, peers: Vec<PeerReport>) -> Vec<
 
 /// What is on disk right now.
 pub(super) fn stored(p: &Placement) -> PlacementState {
-    let txn = p.env.read_txn().unwrap();
-    decode_state(p.db.get(&txn, STATE_KEY).unwrap().unwrap()).unwrap()
+    let (env, db) = p.writer.storage();
+    let txn = env.read_txn().unwrap();
+    super::persist::read_records(&txn, db).unwrap().unwrap()
 }
 
 pub(super) fn split(region: &Region, at: &str, new_region_id: u64) -> (Region, Region) {
