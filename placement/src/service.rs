@@ -97,14 +97,14 @@ impl PlacementRpc for PlacementService {
         req: Request<TransferLeaderRequest>,
     ) -> Result<Response<TransferLeaderResponse>, Status> {
         let req = req.into_inner();
-        self.durable(move |p| p.transfer_leader(req.region_id, req.to_store_id)).await?;
-        Ok(Response::new(TransferLeaderResponse {}))
+        let operator = self.durable(move |p| p.transfer_leader(req.region_id, req.to_store_id)).await?;
+        Ok(Response::new(TransferLeaderResponse { operator: Some(operator) }))
     }
 
     async fn split_region(&self, req: Request<SplitRegionRequest>) -> Result<Response<SplitRegionResponse>, Status> {
         let req = req.into_inner();
-        self.durable(move |p| p.split_region(req.region_id, req.split_key)).await?;
-        Ok(Response::new(SplitRegionResponse {}))
+        let operator = self.durable(move |p| p.split_region(req.region_id, req.split_key)).await?;
+        Ok(Response::new(SplitRegionResponse { operator: Some(operator) }))
     }
 
     async fn add_peer(&self, req: Request<AddPeerRequest>) -> Result<Response<OperatorResponse>, Status> {

@@ -22,12 +22,12 @@ use heed::types::Bytes;
 use heed::{Database, Env, EnvOpenOptions};
 use parking_lot::Mutex;
 
-use crate::operators::{OpStep, Operators, RegionState};
+use crate::operators::{OpStep, Operators, Priority, RegionState, StoreHealth};
 use crate::proto::{
-    Operator, OperatorInfo, Peer, PlacementState, Region, RegionEpoch, RegionInfo, RegisterStoreRequest, SchedulerInfo,
-    StalePeer, StoreHeartbeatRequest, StoreInfo, StoreState,
+    Operator, OperatorInfo, Peer, PeerReport, PlacementState, Region, RegionEpoch, RegionInfo, RegisterStoreRequest,
+    SchedulerInfo, StalePeer, StoreHeartbeatRequest, StoreInfo, StoreState,
 };
-use crate::region_tree::{HeartbeatOutcome, LeaderReport, RegionTree};
+use crate::region_tree::{HeartbeatOutcome, RegionReport, RegionTree};
 use crate::schedulers::{self, Plan, RegionView, Step};
 
 mod admin;
@@ -69,6 +69,8 @@ pub const BALANCE_REGION: &str = "balance-region";
 pub const SCHEDULERS: [&str; 3] = [REPLICA_CHECK, BALANCE_LEADER, BALANCE_REGION];
 /// Operators made by an administrator's request.
 pub const ADMIN: &str = "admin";
+/// How long the schedulers leave a region alone after an administrator's operator on it ends.
+pub const ADMIN_HOLD: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlacementError {

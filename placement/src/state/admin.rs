@@ -1,6 +1,8 @@
 //! The administrator's requests: splits, leader transfers, peer changes, draining a store, and the
-//! scheduler switches. Each request that changes a region becomes an operator, which replaces
-//! whatever runs for the region.
+//! scheduler switches. Each request that changes a region becomes an operator of the highest
+//! priority: it replaces whatever runs for the region, and nothing replaces it. Once it ends the
+//! schedulers leave the region alone for [`ADMIN_HOLD`] (repairs excepted), so a change made in two
+//! commands (add a peer, then remove another) is not undone halfway.
 
 use super::*;
 
@@ -24,7 +26,7 @@ impl Placement {
     ) -> Result<OperatorInfo, PlacementError> {
         let info = inner
             .operators
-            .add(region, ADMIN, reason, steps, true, now_ms())
+            .add(region, ADMIN, Priority::Admin, reason, steps, now_ms())
             .expect("an administrator's operator replaces any other");
         Ok(info)
     }

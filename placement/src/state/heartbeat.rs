@@ -53,8 +53,9 @@ impl Placement {
     }
 
     /// A store is alive and reports its peers. Each report of a leader is a region heartbeat for the
-    /// region tree (stale ones are ignored; see `region_tree`). Returns, for each region this store
-    /// leads, the current step of its operator.
+    /// region tree (stale ones are ignored; see `region_tree`); so is a follower's report of a region
+    /// placement does not know yet. Returns, for each region this store leads, the current step of
+    /// its operator.
     pub fn store_heartbeat(&self, req: &StoreHeartbeatRequest) -> Result<Vec<Operator>, PlacementError> {
         let now = now_ms();
         self.change(|inner| self.on_store_heartbeat(inner, req, now))
@@ -73,33 +74,49 @@ impl Placement {
         }
         store.last_heartbeat_ms = now;
         store.used_bytes = req.used_bytes;
-        for report in req.peers.iter().filter(|p| p.is_leader) {
-            let Some(region) = &report.region else { continue };
-            let leader = LeaderReport {
-                region: region.clone(),
-                leader_store_id: store_id,
-                leader_peer_id: report.leader_peer_id,
-                term: report.term,
-                approximate_size: report.approximate_size,
-                approximate_keys: report.approximate_keys,
-            };
+        // A split's leader reports both halves at once (PD's ReportSplit): the left one as their
+        // leader, the right one as a peer still electing its leader, unknown to placement. Unknown
+        // regions go first: the right half takes its part of the parent's range before the left half
+        // shrinks it, so no key is ever without a region, and it gets half the parent's size.
+        let mut reports: Vec<(&PeerReport, &Region)> =
+            req.peers.iter().filter_map(|report| Some((report, report.region.as_ref()?))).collect();
+        reports.sort_by_key(|(_, region)| inner.regions.get(region.region_id).is_some());
+        for (report, region) in reports {
             let region_id = region.region_id;
-            match inner.regions.heartbeat(&leader) {
+            let known = inner.regions.get(region_id).is_some();
+            let report = match (report.is_leader, known) {
+                (true, _) => RegionReport {
+                    region: region.clone(),
+                    leader_store_id: store_id,
+                    leader_peer_id: report.leader_peer_id,
+                    term: report.term,
+                    approximate_size: report.approximate_size,
+                    approximate_keys: report.approximate_keys,
+                },
+                // Recorded without a leader (and term 0, so its leader's first report, whatever
+                // its term, takes over); its stale-peer check is `stale_peers`'s job.
+                (false, false) => RegionReport { region: region.clone(), ..Default::default() },
+                (false, true) => continue,
+            };
+            match inner.regions.heartbeat(&report) {
                 HeartbeatOutcome::Stale => {
                     tracing::debug!(region_id, store_id, epoch = ?region.epoch, "stale region heartbeat ignored");
                     continue;
                 }
                 HeartbeatOutcome::Unchanged | HeartbeatOutcome::StatsOnly => {}
-                HeartbeatOutcome::Updated { replaced } => {
-                    tracing::debug!(region_id, store_id, epoch = ?region.epoch, ?replaced, "region updated");
-                    for gone in replaced.iter().filter(|&&r| r != region_id) {
+                HeartbeatOutcome::Updated { touched } => {
+                    tracing::debug!(region_id, store_id, epoch = ?region.epoch, ?touched, "region updated");
+                    for gone in touched.iter().filter(|&&r| inner.regions.get(r).is_none()) {
                         inner.pending.remove(gone);
                     }
-                    inner.dirty.regions.extend(replaced);
+                    inner.dirty.regions.extend(touched);
                     inner.dirty.regions.insert(region_id);
                 }
             }
-            inner.pending.insert(region_id, report.pending_peers.clone());
+            if report.leader_store_id != 0 {
+                let pending = req.peers.iter().find(|p| p.is_leader && p.region.as_ref() == Some(region));
+                inner.pending.insert(region_id, pending.map(|p| p.pending_peers.clone()).unwrap_or_default());
+            }
         }
         // Move each operator of a region this store leads (as recorded now) along, and hand over
         // its current step.
@@ -256,8 +273,11 @@ mod tests {
         let (p, stores, region) = three_stores(dir.path());
         beat(&p, stores[0], vec![leader_report(&region, stores[0], 2)]);
         assert_eq!(stored(&p).regions[0].leader_store_id, stores[0]);
-        let bigger =
-            PeerReport { approximate_size: 1 << 20, approximate_keys: 10, ..leader_report(&region, stores[0], 2) };
+        let bigger = PeerReport {
+            approximate_size: Some(1 << 20),
+            approximate_keys: Some(10),
+            ..leader_report(&region, stores[0], 2)
+        };
         beat(&p, stores[0], vec![bigger]);
         assert_eq!(p.regions()[0].approximate_size, 1 << 20);
         assert_eq!(stored(&p).regions[0].approximate_size, 0, "a size change alone is not worth a write");
@@ -361,5 +381,89 @@ mod tests {
         let mut unknown = region.clone();
         unknown.region_id = 9999;
         assert!(p.stale_peers(&req(stores[2], &unknown)).is_empty());
+    }
+
+    /// Issue 14, item 10: `region list` showed `SIZE 0 B` for regions holding keys. A new leader (or a
+    /// split's half) has not measured its region yet and says so; placement keeps the last size.
+    #[test]
+    fn a_leader_that_has_not_measured_its_region_keeps_its_last_known_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, stores, region) = three_stores(dir.path());
+        let mut measured = leader_report(&region, stores[0], 2);
+        measured.approximate_size = 4096_u64.into();
+        measured.approximate_keys = 40_u64.into();
+        beat(&p, stores[0], vec![measured]);
+        // Leadership moves to store 1, which reports before its first measure.
+        beat(&p, stores[1], vec![leader_report(&region, stores[1], 3)]);
+        let info = p.region(region.region_id).unwrap();
+        assert_eq!((info.leader_store_id, info.approximate_size, info.approximate_keys), (stores[1], 4096, 40));
+    }
+
+    #[test]
+    fn a_split_s_halves_share_the_parent_s_size_until_they_are_measured() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, stores, region) = three_stores(dir.path());
+        let mut measured = leader_report(&region, stores[0], 2);
+        measured.approximate_size = 8000_u64.into();
+        measured.approximate_keys = 80_u64.into();
+        beat(&p, stores[0], vec![measured]);
+        let (left, right) = split(&region, "m", p.alloc_id().unwrap());
+        beat(&p, stores[0], vec![leader_report(&left, stores[0], 2), leader_report(&right, stores[0], 2)]);
+        let sizes: Vec<(u64, u64)> = p.regions().iter().map(|r| (r.approximate_size, r.approximate_keys)).collect();
+        assert_eq!(sizes, vec![(4000, 40), (4000, 40)]);
+    }
+
+    /// Issue 14, item 10: right after a split, `region find` for a key in the right half answered "no
+    /// known region holds the key" until the right half's new leader reported. The split's leader
+    /// reports both halves at once (as PD's ReportSplit): its peer of the right half, still electing
+    /// its leader, is in the same heartbeat.
+    #[test]
+    fn both_halves_of_a_split_are_known_from_the_heartbeat_that_shows_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, stores, region) = three_stores(dir.path());
+        let (left, right) = split(&region, "m", p.alloc_id().unwrap());
+        let electing = PeerReport { region: Some(right.clone()), term: 2, ..Default::default() };
+        beat(&p, stores[0], vec![leader_report(&left, stores[0], 2), electing]);
+        let found = p.region_by_key(b"z").expect("the right half is known");
+        assert_eq!((found.region, found.leader_store_id), (Some(right.clone()), 0));
+        assert_eq!(p.regions().iter().filter_map(|r| r.region.clone()).collect::<Vec<_>>(), vec![left, right.clone()]);
+        assert!(p.stores().iter().all(|s| s.region_count == 2));
+        // Its leader's first report then records the leader; a follower's report changes nothing.
+        beat(&p, stores[1], vec![PeerReport { region: Some(right.clone()), term: 3, ..Default::default() }]);
+        assert_eq!(p.region(right.region_id).unwrap().leader_store_id, 0);
+        beat(&p, stores[1], vec![leader_report(&right, stores[1], 3)]);
+        assert_eq!(p.region(right.region_id).unwrap().leader_store_id, stores[1]);
+    }
+
+    #[test]
+    fn a_split_s_right_half_reported_first_by_another_store_leaves_no_hole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, stores, region) = three_stores(dir.path());
+        let (left, right) = split(&region, "m", p.alloc_id().unwrap());
+        // A follower store applied the split first and reports its peer of the right half.
+        beat(&p, stores[2], vec![PeerReport { region: Some(right.clone()), term: 2, ..Default::default() }]);
+        let parent = p.region_by_key(b"a").expect("the left part is still the parent's");
+        assert_eq!((parent.region.as_ref().unwrap().region_id, parent.leader_store_id), (region.region_id, stores[0]));
+        assert_eq!(parent.region.unwrap().end_key, b"m", "the parent keeps what the right half does not cover");
+        assert_eq!(p.region_by_key(b"z").unwrap().region, Some(right.clone()));
+        beat(&p, stores[0], vec![leader_report(&left, stores[0], 2)]);
+        assert_eq!(p.regions().iter().filter_map(|r| r.region.clone()).collect::<Vec<_>>(), vec![left, right]);
+    }
+
+    #[test]
+    fn a_follower_s_report_never_brings_back_a_region_placement_has_moved_past() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, stores, region) = three_stores(dir.path());
+        let (left, right) = split(&region, "m", p.alloc_id().unwrap());
+        beat(&p, stores[0], vec![leader_report(&left, stores[0], 2), leader_report(&right, stores[0], 2)]);
+        // The right half splits again; a lagging follower still reports it whole, and another one
+        // reports a region id nobody knows over an older epoch.
+        let (right_left, right_right) = split(&right, "t", p.alloc_id().unwrap());
+        beat(&p, stores[0], vec![leader_report(&right_left, stores[0], 2), leader_report(&right_right, stores[0], 2)]);
+        let lagging = |r: &Region| PeerReport { region: Some(r.clone()), term: 2, ..Default::default() };
+        let ghost = Region { region_id: 9999, ..right.clone() };
+        beat(&p, stores[2], vec![lagging(&right), lagging(&ghost), lagging(&region)]);
+        let now: Vec<Region> = p.regions().into_iter().filter_map(|r| r.region).collect();
+        assert_eq!(now, vec![left, right_left, right_right]);
     }
 }

@@ -93,3 +93,35 @@ pub(super) fn added_peer(ops: &[Operator]) -> Peer {
 pub(super) fn silence(p: &Placement, store_id: u64) {
     p.inner.lock().stores.get_mut(&store_id).unwrap().last_heartbeat_ms = 1;
 }
+
+/// Replaces the bootstrapped region with `layouts.len()` regions tiling the keyspace (`k01`, `k02`,
+/// ... as split keys), each on the stores given, led by the store given, as their leaders report
+/// them (after splits and membership changes: version and conf_ver 10). Returns the regions.
+pub(super) fn regions_on(p: &Placement, layouts: &[(&[u64], u64)]) -> Vec<Region> {
+    let first = p.regions()[0].region.clone().unwrap();
+    let key = |i: usize| if i == 0 || i == layouts.len() { Vec::new() } else { format!("k{i:02}").into_bytes() };
+    let regions: Vec<Region> = layouts
+        .iter()
+        .enumerate()
+        .map(|(i, (stores, _))| Region {
+            region_id: if i == 0 { first.region_id } else { p.alloc_id().unwrap() },
+            start_key: key(i),
+            end_key: key(i + 1),
+            epoch: Some(RegionEpoch { conf_ver: 10, version: 10 }),
+            peers: stores.iter().map(|&store_id| Peer { peer_id: p.alloc_id().unwrap(), store_id }).collect(),
+        })
+        .collect();
+    for (region, (_, leader)) in regions.iter().zip(layouts) {
+        beat(p, *leader, vec![leader_report(region, *leader, 1)]);
+    }
+    regions
+}
+
+/// The operators created by a round whose source is `source`, as (region id, step kinds and stores).
+pub(super) fn plans_of(created: &[OperatorInfo], source: &str) -> Vec<(u64, Vec<(i32, u64)>)> {
+    created
+        .iter()
+        .filter(|op| op.source == source)
+        .map(|op| (op.region_id, op.steps.iter().map(|s| (s.kind, s.store_id)).collect()))
+        .collect()
+}
