@@ -81,17 +81,17 @@ impl Placement {
         let mut reports: Vec<(&PeerReport, &Region)> =
             req.peers.iter().filter_map(|report| Some((report, report.region.as_ref()?))).collect();
         reports.sort_by_key(|(_, region)| inner.regions.get(region.region_id).is_some());
-        for (report, region) in reports {
+        for (peer, region) in reports {
             let region_id = region.region_id;
             let known = inner.regions.get(region_id).is_some();
-            let report = match (report.is_leader, known) {
+            let report = match (peer.is_leader, known) {
                 (true, _) => RegionReport {
                     region: region.clone(),
                     leader_store_id: store_id,
-                    leader_peer_id: report.leader_peer_id,
-                    term: report.term,
-                    approximate_size: report.approximate_size,
-                    approximate_keys: report.approximate_keys,
+                    leader_peer_id: peer.leader_peer_id,
+                    term: peer.term,
+                    approximate_size: peer.approximate_size,
+                    approximate_keys: peer.approximate_keys,
                 },
                 // Recorded without a leader (and term 0, so its leader's first report, whatever
                 // its term, takes over); its stale-peer check is `stale_peers`'s job.
@@ -113,9 +113,8 @@ impl Placement {
                     inner.dirty.regions.insert(region_id);
                 }
             }
-            if report.leader_store_id != 0 {
-                let pending = req.peers.iter().find(|p| p.is_leader && p.region.as_ref() == Some(region));
-                inner.pending.insert(region_id, pending.map(|p| p.pending_peers.clone()).unwrap_or_default());
+            if peer.is_leader {
+                inner.pending.insert(region_id, peer.pending_peers.clone());
             }
         }
         // Move each operator of a region this store leads (as recorded now) along, and hand over
