@@ -109,15 +109,14 @@ impl PlacementConn {
         Ok(self.call(self.client.clone().get_region_by_key(GetRegionByKeyRequest { key })).await?.region)
     }
 
-    pub(super) async fn transfer_leader(&self, region_id: u64, to_store_id: u64) -> Result<(), CtlError> {
+    pub(super) async fn transfer_leader(&self, region_id: u64, to_store_id: u64) -> Result<OperatorInfo, CtlError> {
         let request = crate::proto::TransferLeaderRequest { region_id, to_store_id };
-        self.call(self.client.clone().transfer_leader(request)).await?;
-        Ok(())
+        Ok(self.call(self.client.clone().transfer_leader(request)).await?.operator.unwrap_or_default())
     }
 
-    pub(super) async fn split(&self, region_id: u64, split_key: Vec<u8>) -> Result<(), CtlError> {
-        self.call(self.client.clone().split_region(SplitRegionRequest { region_id, split_key })).await?;
-        Ok(())
+    pub(super) async fn split(&self, region_id: u64, split_key: Vec<u8>) -> Result<OperatorInfo, CtlError> {
+        let request = SplitRegionRequest { region_id, split_key };
+        Ok(self.call(self.client.clone().split_region(request)).await?.operator.unwrap_or_default())
     }
 }
 

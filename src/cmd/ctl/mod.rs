@@ -5,7 +5,8 @@
 //! become operators placement hands to the region's leader; `store remove` drains a store; `scheduler
 //! enable|disable` switches a scheduler. It never talks raft and never touches data. Every call has a
 //! deadline, so an unreachable placement service or node is an error within seconds, never a hang;
-//! `--wait` polls placement until the change shows, up to its own deadline.
+//! `--wait` polls placement until the request's operator ends and the change shows, up to
+//! `--wait-timeout`, and fails unless the operator succeeded.
 //!
 //! - this file: the command line, the errors, and which command does what;
 //! - `client`: the placement service, every call bounded;
@@ -43,8 +44,6 @@ use crate::proto::{
 
 /// How long one call to placement or to a node may take, connecting included.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long `region split --wait` waits for the region's epoch version to grow.
-const SPLIT_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct CtlArgs {
@@ -56,6 +55,25 @@ pub struct CtlArgs {
     pub output: Output,
     #[command(subcommand)]
     pub command: CtlCommand,
+}
+
+/// `--wait` and `--wait-timeout`, shared by every command that changes something. What `--wait`
+/// waits for is each command's own (its help says).
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct Wait {
+    /// Wait until the change is done, and fail unless it succeeded
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub wait_timeout: Duration,
+}
+
+impl Wait {
+    /// How long to wait, if at all.
+    fn limit(self) -> Option<Duration> {
+        self.wait.then_some(self.wait_timeout)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -91,15 +109,12 @@ pub enum StoreCommand {
     List,
     /// Drain a store: it goes offline, its replicas move to other stores, then it is removed for good
     /// (a removed store may not rejoin; wipe its data directory to bring the machine back as a new store)
+    #[command(mut_arg("wait", |a| a.help("Wait until the store is drained and removed")))]
     Remove {
         /// The store's id (see `store list`)
         store_id: u64,
-        /// Wait until the store is drained and removed
-        #[arg(long)]
-        wait: bool,
-        /// How long --wait waits
-        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-        wait_timeout: Duration,
+        #[command(flatten)]
+        wait: Wait,
     },
 }
 
@@ -140,51 +155,48 @@ pub enum RegionCommand {
         key: String,
     },
     /// Ask placement to have the region's leader split it, at --key or in the middle
+    #[command(mut_arg("wait", |a| a.help(
+        "Wait until this split is done and placement knows both halves; fail if it was cancelled (the region \
+         split elsewhere first) or timed out"
+    )))]
     Split {
         /// The region's id (see `region list`)
         region_id: u64,
         /// Split key, percent-encoded; the right part starts at it
         #[arg(long)]
         key: Option<String>,
-        /// Wait (up to 10 s) until placement sees the region's epoch version grow
-        #[arg(long)]
-        wait: bool,
+        #[command(flatten)]
+        wait: Wait,
     },
     /// Ask placement to have the region's leader hand leadership to its peer on a store
+    #[command(mut_arg("wait", |a| a.help("Wait until placement sees that store leading the region")))]
     TransferLeader {
         /// The region's id (see `region list`)
         region_id: u64,
         /// The store that should lead it (it must hold a peer of the region)
         store_id: u64,
-        /// Wait (up to 10 s) until placement sees that store leading the region
-        #[arg(long)]
-        wait: bool,
+        #[command(flatten)]
+        wait: Wait,
     },
     /// Add a peer of the region on a store (it is filled by a snapshot from the leader)
+    #[command(mut_arg("wait", |a| a.help("Wait until the new peer has caught up")))]
     AddPeer {
         /// The region's id (see `region list`)
         region_id: u64,
         /// The store to hold the new peer (up, without a peer of the region)
         store_id: u64,
-        /// Wait until the new peer has caught up
-        #[arg(long)]
-        wait: bool,
-        /// How long --wait waits
-        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-        wait_timeout: Duration,
+        #[command(flatten)]
+        wait: Wait,
     },
     /// Remove the region's peer on a store (if it leads, leadership moves to another peer first)
+    #[command(mut_arg("wait", |a| a.help("Wait until the peer is gone")))]
     RemovePeer {
         /// The region's id (see `region list`)
         region_id: u64,
         /// The store whose peer goes
         store_id: u64,
-        /// Wait until the peer is gone
-        #[arg(long)]
-        wait: bool,
-        /// How long --wait waits
-        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-        wait_timeout: Duration,
+        #[command(flatten)]
+        wait: Wait,
     },
 }
 
@@ -210,10 +222,8 @@ pub enum CtlError {
     NoRegionForKey(String),
     #[error("invalid key {key:?}: {reason}")]
     BadKey { key: String, reason: String },
-    #[error("region {region_id} was not seen split within {waited:?} (its epoch version is still {version})")]
-    SplitTimeout { region_id: u64, waited: Duration, version: u64 },
-    #[error("region {region_id} was still led by store {leader_store_id} after {waited:?}")]
-    TransferTimeout { region_id: u64, waited: Duration, leader_store_id: u64 },
+    #[error("region {region_id} split, but placement did not learn of its right half within {waited:?} (see `fekv ctl region list`)")]
+    HalfUnknown { region_id: u64, waited: Duration },
     #[error("operator {operator_id} on region {region_id} ended {state}: {note}")]
     OperatorFailed { operator_id: u64, region_id: u64, state: String, note: String },
     #[error("operator {operator_id} on region {region_id} was still running after {waited:?} (see `fekv ctl operator list`)")]
@@ -250,21 +260,21 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
             print(&render_region(&info, output))
         }
         CtlCommand::Region(RegionCommand::Split { region_id, key, wait }) => {
-            split(&placement, region_id, key.as_deref(), wait, output).await
+            split(&placement, region_id, key.as_deref(), wait.limit(), output).await
         }
         CtlCommand::Region(RegionCommand::TransferLeader { region_id, store_id, wait }) => {
-            transfer_leader(&placement, region_id, store_id, wait, output).await
+            transfer_leader(&placement, region_id, store_id, wait.limit(), output).await
         }
-        CtlCommand::Region(RegionCommand::AddPeer { region_id, store_id, wait, wait_timeout }) => {
+        CtlCommand::Region(RegionCommand::AddPeer { region_id, store_id, wait }) => {
             let operator = placement.add_peer(region_id, store_id).await?;
-            finish_operator(&placement, operator, wait.then_some(wait_timeout), output).await
+            finish_operator(&placement, operator, wait.limit(), output).await
         }
-        CtlCommand::Region(RegionCommand::RemovePeer { region_id, store_id, wait, wait_timeout }) => {
+        CtlCommand::Region(RegionCommand::RemovePeer { region_id, store_id, wait }) => {
             let operator = placement.remove_peer(region_id, store_id).await?;
-            finish_operator(&placement, operator, wait.then_some(wait_timeout), output).await
+            finish_operator(&placement, operator, wait.limit(), output).await
         }
-        CtlCommand::Store(StoreCommand::Remove { store_id, wait, wait_timeout }) => {
-            remove_store(&placement, store_id, wait.then_some(wait_timeout), output).await
+        CtlCommand::Store(StoreCommand::Remove { store_id, wait }) => {
+            remove_store(&placement, store_id, wait.limit(), output).await
         }
         CtlCommand::Operator(OperatorCommand::List) => {
             let (running, history) = placement.operators().await?;
