@@ -125,3 +125,16 @@ pub(super) fn plans_of(created: &[OperatorInfo], source: &str) -> Vec<(u64, Vec<
         .map(|op| (op.region_id, op.steps.iter().map(|s| (s.kind, s.store_id)).collect()))
         .collect()
 }
+
+/// Splits `region` at "h" and "p" (new ids 100 and 101), each piece reported by `leader`; returns the
+/// three regions in key order.
+pub(super) fn split_in_three(p: &Placement, region: &Region, leader: u64) -> Vec<Region> {
+    let mut regions = vec![region.clone()];
+    for (i, at) in ["h", "p"].iter().enumerate() {
+        let last = regions.pop().unwrap();
+        let (left, right) = split(&last, at, 100 + i as u64);
+        regions.extend([left, right]);
+        beat(p, leader, regions.iter().map(|r| leader_report(r, leader, 1)).collect());
+    }
+    regions
+}

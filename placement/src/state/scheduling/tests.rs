@@ -96,14 +96,7 @@ fn balance_leader_spreads_leaders_and_can_be_switched_off_persistently() {
     let dir = tempfile::tempdir().unwrap();
     let (p, stores, region) = three_stores(dir.path());
     // Three regions, all led by store 0.
-    let mut regions = vec![region.clone()];
-    for (i, at) in ["h", "p"].iter().enumerate() {
-        let last = regions.pop().unwrap();
-        let (left, right) = split(&last, at, 100 + i as u64);
-        regions.extend([left, right]);
-        let reports = regions.iter().map(|r| leader_report(r, stores[0], 1)).collect();
-        beat(&p, stores[0], reports);
-    }
+    let regions = split_in_three(&p, &region, stores[0]);
     assert_eq!(p.regions().len(), 3);
     p.set_scheduler(BALANCE_LEADER, false).unwrap();
     p.set_scheduler(BALANCE_REGION, false).unwrap();
@@ -153,13 +146,7 @@ fn operators_in_the_way_of_a_repair_end_and_every_region_is_repaired_at_once() {
     let spare = register(&p, 0, 20163);
     p.set_scheduler(BALANCE_REGION, false).unwrap();
     // Three regions, all led by store 0: balance-leader moves one to store 1 and one to store 2.
-    let mut regions = vec![region.clone()];
-    for (i, at) in ["h", "p"].iter().enumerate() {
-        let last = regions.pop().unwrap();
-        let (left, right) = split(&last, at, 100 + i as u64);
-        regions.extend([left, right]);
-        beat(&p, stores[0], regions.iter().map(|r| leader_report(r, stores[0], 1)).collect());
-    }
+    split_in_three(&p, &region, stores[0]);
     let transfers = p.schedule().unwrap();
     assert_eq!(transfers.len(), 2, "{transfers:?}");
     // Store 2 dies before either transfer happens.
@@ -305,13 +292,7 @@ fn balance_leader_gives_no_leadership_to_a_store_that_missed_heartbeats() {
     let dir = tempfile::tempdir().unwrap();
     let (p, stores, region) = three_stores(dir.path());
     p.set_scheduler(BALANCE_REGION, false).unwrap();
-    let mut regions = vec![region.clone()];
-    for (i, at) in ["h", "p"].iter().enumerate() {
-        let last = regions.pop().unwrap();
-        let (left, right) = split(&last, at, 100 + i as u64);
-        regions.extend([left, right]);
-        beat(&p, stores[0], regions.iter().map(|r| leader_report(r, stores[0], 1)).collect());
-    }
+    split_in_three(&p, &region, stores[0]);
     // Store 2 has been silent for 3 s: not down (10 s), but it missed several heartbeats.
     let now = now_ms();
     p.inner.lock().stores.get_mut(&stores[2]).unwrap().last_heartbeat_ms = now - 3_000;
