@@ -9,10 +9,10 @@ use super::*;
 const MAX_BALANCE_REGION_OPS: usize = 1;
 const MAX_BALANCE_LEADER_OPS: usize = 4;
 
-/// A store silent for this long has missed several heartbeats (nodes beat every 500 ms): it may be
+/// A store silent for this long has missed six heartbeats (nodes beat every 500 ms): it may be
 /// dying, so no leadership and no new peer go to it, and a leader transfer to it is given up, until
 /// it beats again. (A store down for `--max-store-down-time` has its peers replaced.)
-pub const STORE_SILENT_AFTER: Duration = Duration::from_secs(2);
+pub const STORE_SILENT_AFTER: Duration = Duration::from_secs(3);
 
 /// How a store stands for the steps of a running operator.
 fn health(stores: &[StoreInfo], store_id: u64, now: u64, silent_after: Duration) -> StoreHealth {

@@ -293,9 +293,9 @@ fn balance_leader_gives_no_leadership_to_a_store_that_missed_heartbeats() {
     let (p, stores, region) = three_stores(dir.path());
     p.set_scheduler(BALANCE_REGION, false).unwrap();
     split_in_three(&p, &region, stores[0]);
-    // Store 2 has been silent for 3 s: not down (10 s), but it missed several heartbeats.
+    // Store 2 has been silent for 5 s: not down (10 s), but it missed several heartbeats.
     let now = now_ms();
-    p.inner.lock().stores.get_mut(&stores[2]).unwrap().last_heartbeat_ms = now - 3_000;
+    p.inner.lock().stores.get_mut(&stores[2]).unwrap().last_heartbeat_ms = now - 5_000;
     let created = p.schedule_at(now).unwrap();
     let targets: Vec<u64> = created.iter().map(|op| op.steps[0].store_id).collect();
     assert_eq!(targets, vec![stores[1]], "{created:?}");
