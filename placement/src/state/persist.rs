@@ -264,6 +264,19 @@ fn write_loop(
     rx: &mpsc::Receiver<Batch>,
     progress: &(Mutex<Progress>, Condvar),
 ) {
+    // However the loop ends (the queue closed, or a panic), nobody may wait for it any more.
+    struct Stopped<'a>(&'a (Mutex<Progress>, Condvar));
+    impl Drop for Stopped<'_> {
+        fn drop(&mut self) {
+            let (lock, written) = self.0;
+            let mut state = lock.lock();
+            let durable = state.durable;
+            state.failed =
+                Some((u64::MAX, format!("the placement writer has stopped (durable up to change {durable})")));
+            written.notify_all();
+        }
+    }
+    let _stopped = Stopped(progress);
     let mut pending: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
     let mut through = 0;
     let mut take = |batch: Batch, pending: &mut BTreeMap<Vec<u8>, Option<Vec<u8>>>| {
