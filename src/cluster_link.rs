@@ -213,8 +213,9 @@ async fn beat(
                 is_leader: p.role == "leader",
                 leader_peer_id: p.leader_peer_id,
                 term: p.term,
-                approximate_size: p.approximate_size.unwrap_or(0),
-                approximate_keys: p.approximate_keys,
+                // Unset until the leader has measured its region: placement keeps the last size.
+                approximate_size: p.approximate_size,
+                approximate_keys: p.approximate_size.map(|_| p.approximate_keys),
                 pending_peers: p.pending_peers,
                 region: Some(p.region),
             })

@@ -11,6 +11,7 @@ use common::process::FekvProcess;
 use serde_json::Value;
 
 /// One finished `fekv ctl` run.
+#[derive(Debug)]
 struct CtlRun {
     success: bool,
     stdout: String,
@@ -191,13 +192,46 @@ fn ctl_lists_stores_and_regions_and_checks_every_node() {
     assert!(health.success, "{}", health.stderr);
     assert_eq!(health.stdout.lines().filter(|l| l.contains(" healthy ")).count(), 3, "{}", health.stdout);
 
-    println!("-- a split is requested (its leader carries it out; not asserted here)");
-    let split = ctl(at, &["region", "split", &region_id.to_string(), "--key", "m"]);
+    println!("-- a region's size survives a leader change (the new leader reports before it measures)");
+    let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    for i in 0..20 {
+        runtime
+            .block_on(common::put_anywhere(&bases, &format!("key{i:02}"), "some value", Duration::from_secs(10)))
+            .unwrap();
+    }
+    ctl_until(at, &["region", "list", "-o", "json"], Duration::from_secs(10), |run| {
+        run.success && run.json()[0]["approximate_size"].as_u64().unwrap_or(0) > 0
+    });
+    let other = *peer_stores.iter().find(|&&s| s != leader_store).unwrap();
+    let moved =
+        ctl(at, &["region", "transfer-leader", &region_id.to_string(), &other.to_string(), "--wait", "-o", "json"]);
+    assert!(moved.success, "{}", moved.stderr);
+    assert_eq!(moved.json()["operator"]["state"], "success");
+    let listed = ctl(at, &["region", "list", "-o", "json"]).json();
+    assert_eq!(listed[0]["leader_store_id"], other);
+    assert!(listed[0]["approximate_size"].as_u64().unwrap() > 0, "SIZE 0 B after a leader change: {listed}");
+
+    println!("-- a split with --wait returns once both halves are known: no hole, every key found");
+    let split = ctl(at, &["region", "split", &region_id.to_string(), "--key", "m", "--wait", "-o", "json"]);
+    assert!(split.success, "{}", split.stderr);
+    let halves = split.json()["regions"].clone();
+    assert_eq!(halves.as_array().map(Vec::len), Some(2), "{halves}");
+    let listed = ctl(at, &["region", "list", "-o", "json"]).json();
+    let ranges: Vec<(&str, &str)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["start_key"].as_str().unwrap(), r["end_key"].as_str().unwrap()))
+        .collect();
+    assert_eq!(ranges, vec![("", "m"), ("m", "")], "a hole or an overlap right after the split");
+    let found = ctl(at, &["region", "find", "z", "-o", "json"]);
+    assert!(found.success, "{}", found.stderr);
+    assert_eq!(found.json()["region_id"], halves[1]["region_id"]);
+    println!("-- a split without --wait is only requested; one of an unknown region is refused");
+    let split = ctl(at, &["region", "split", &region_id.to_string()]);
     assert!(split.success, "{}", split.stderr);
     assert!(split.stdout.contains("requested"), "{}", split.stdout);
-    let split = ctl(at, &["region", "split", &region_id.to_string(), "-o", "json"]);
-    assert!(split.success);
-    assert_eq!(split.json()["requested"], true);
     let refused = ctl(at, &["region", "split", "999999"]);
     assert!(!refused.success);
     assert!(refused.stderr.contains("region 999999 is not known"), "{}", refused.stderr);
@@ -252,86 +286,170 @@ fn ctl_fails_clearly_and_quickly_when_placement_is_unreachable() {
     drop(silent);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn split_wait_returns_once_placement_sees_the_split() {
-    // Placement in-process, with this test playing the region's leader: it takes the split operator
-    // from its heartbeat reply and reports the two halves, as the node's raftstore will.
-    use fekv::proto::placement_client::PlacementClient;
-    use fekv::proto::{
-        operator, GetRegionsRequest, PeerReport, RegionEpoch, RegisterStoreRequest, StoreHeartbeatRequest,
-    };
-    use fekv::proto::{AllocIdRequest, Peer, Region};
+/// Placement in-process, with this test playing its one store and the store's regions' leader: it
+/// takes the operators from its heartbeat replies and reports what it chooses, as the node's
+/// raftstore would (or would not).
+struct FakeLeader {
+    client: fekv::proto::placement_client::PlacementClient<tonic::transport::Channel>,
+    store_id: u64,
+    /// The first region, as placement bootstrapped it.
+    region: fekv::proto::Region,
+    addr: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    _dir: tempfile::TempDir,
+}
 
-    let dir = tempfile::tempdir().unwrap();
-    let options = fekv_placement::PlacementOptions { replicas: 1, ..Default::default() };
-    let placement = std::sync::Arc::new(fekv_placement::Placement::open(dir.path(), options).unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(fekv_placement::service::serve(listener, placement, async {
-        let _ = stopped.await;
-    }));
-    let mut client = PlacementClient::connect(format!("http://{addr}")).await.unwrap();
-    let store_id = client
-        .register_store(RegisterStoreRequest {
+impl FakeLeader {
+    async fn start() -> FakeLeader {
+        use fekv::proto::placement_client::PlacementClient;
+        use fekv::proto::{GetRegionsRequest, RegisterStoreRequest};
+
+        let dir = tempfile::tempdir().unwrap();
+        let options = fekv_placement::PlacementOptions { replicas: 1, ..Default::default() };
+        let placement = std::sync::Arc::new(fekv_placement::Placement::open(dir.path(), options).unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(fekv_placement::service::serve(listener, placement, async {
+            let _ = stopped.await;
+        }));
+        let mut client = PlacementClient::connect(format!("http://{addr}")).await.unwrap();
+        let request = RegisterStoreRequest {
             store_id: 0,
             raft_addr: "127.0.0.1:1".into(),
             http_addr: "127.0.0.1:2".into(),
             version: "test".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .store_id;
-    let region =
-        client.get_regions(GetRegionsRequest {}).await.unwrap().into_inner().regions[0].region.clone().unwrap();
-    let report = |region: &Region| PeerReport {
-        region: Some(region.clone()),
-        leader_peer_id: region.peers[0].peer_id,
-        term: 2,
-        is_leader: true,
-        ..Default::default()
-    };
-    let beat = |peers: Vec<PeerReport>| StoreHeartbeatRequest { store_id, peers, used_bytes: 0 };
-    client.store_heartbeat(beat(vec![report(&region)])).await.unwrap();
+        };
+        let store_id = client.register_store(request).await.unwrap().into_inner().store_id;
+        let regions = client.get_regions(GetRegionsRequest {}).await.unwrap().into_inner().regions;
+        let region = regions[0].region.clone().unwrap();
+        let mut leader =
+            FakeLeader { client, store_id, region: region.clone(), addr, stop: Some(stop), server, _dir: dir };
+        leader.beat(&[&region]).await;
+        leader
+    }
 
-    let region_id = region.region_id.to_string();
-    let ctl_addr = addr.clone();
-    let waiting = tokio::task::spawn_blocking(move || {
-        ctl(&ctl_addr, &["region", "split", &region_id, "--key", "m", "--wait", "-o", "json"])
-    });
+    /// Reports `regions` as their leader; returns the operators placement hands back.
+    async fn beat(&mut self, regions: &[&fekv::proto::Region]) -> Vec<fekv::proto::Operator> {
+        let peers = regions
+            .iter()
+            .map(|region| fekv::proto::PeerReport {
+                region: Some((*region).clone()),
+                leader_peer_id: region.peers[0].peer_id,
+                term: 2,
+                is_leader: true,
+                ..Default::default()
+            })
+            .collect();
+        let request = fekv::proto::StoreHeartbeatRequest { store_id: self.store_id, peers, used_bytes: 0 };
+        self.client.store_heartbeat(request).await.unwrap().into_inner().operators
+    }
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let split_key = loop {
-        let operators = client.store_heartbeat(beat(vec![report(&region)])).await.unwrap().into_inner().operators;
-        if let Some(op) = operators.first() {
-            assert_eq!((op.region_id, op.epoch), (region.region_id, region.epoch));
-            let Some(operator::Kind::Split(split)) = &op.kind else { panic!("not a split: {op:?}") };
-            break split.split_key.clone();
+    /// Beats with the first region until placement hands over a split; returns its key.
+    async fn split_operator(&mut self) -> Vec<u8> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let region = self.region.clone();
+            if let Some(op) = self.beat(&[&region]).await.first() {
+                assert_eq!((op.region_id, op.epoch), (region.region_id, region.epoch));
+                let Some(fekv::proto::operator::Kind::Split(split)) = &op.kind else { panic!("not a split: {op:?}") };
+                return split.split_key.clone();
+            }
+            assert!(Instant::now() < deadline, "the split operator never came");
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert!(Instant::now() < deadline, "the split operator never came");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    }
+
+    /// The two halves of the first region split at `at` (new ids from placement), not reported yet.
+    async fn halves(&mut self, at: &[u8]) -> (fekv::proto::Region, fekv::proto::Region) {
+        use fekv::proto::{AllocIdRequest, Peer, Region, RegionEpoch};
+        let ids = self.client.alloc_id(AllocIdRequest { count: 2 }).await.unwrap().into_inner().ids;
+        let epoch = Some(RegionEpoch { version: 2, conf_ver: 1 });
+        let left = Region { end_key: at.to_vec(), epoch, ..self.region.clone() };
+        let right = Region {
+            region_id: ids[0],
+            start_key: at.to_vec(),
+            end_key: Vec::new(),
+            epoch,
+            peers: vec![Peer { peer_id: ids[1], store_id: self.store_id }],
+        };
+        (left, right)
+    }
+
+    /// `fekv ctl <args>` against this placement, off the async workers.
+    fn ctl(&self, args: &[&str]) -> tokio::task::JoinHandle<CtlRun> {
+        let (addr, args): (String, Vec<String>) = (self.addr.clone(), args.iter().map(|s| s.to_string()).collect());
+        tokio::task::spawn_blocking(move || ctl(&addr, &args.iter().map(String::as_str).collect::<Vec<_>>()))
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.server).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_wait_returns_once_placement_sees_the_split() {
+    let mut leader = FakeLeader::start().await;
+    let region_id = leader.region.region_id.to_string();
+    let waiting = leader.ctl(&["region", "split", &region_id, "--key", "m", "--wait", "-o", "json"]);
+    let split_key = leader.split_operator().await;
     assert_eq!(split_key, b"m");
-    let ids = client.alloc_id(AllocIdRequest { count: 2 }).await.unwrap().into_inner().ids;
-    let epoch = Some(RegionEpoch { version: 2, conf_ver: 1 });
-    let left = Region { end_key: split_key.clone(), epoch, ..region.clone() };
-    let right = Region {
-        region_id: ids[0],
-        start_key: split_key,
-        end_key: Vec::new(),
-        epoch,
-        peers: vec![Peer { peer_id: ids[1], store_id }],
-    };
-    client.store_heartbeat(beat(vec![report(&left), report(&right)])).await.unwrap();
+    let (left, right) = leader.halves(&split_key).await;
+    leader.beat(&[&left, &right]).await;
 
     let run = waiting.await.unwrap();
     assert!(run.success, "{}", run.stderr);
     let halves = run.json()["regions"].clone();
-    assert_eq!(halves[0]["region_id"], region.region_id);
+    assert_eq!(halves[0]["region_id"], left.region_id);
     assert_eq!((halves[0]["start_key"].as_str(), halves[0]["end_key"].as_str()), (Some(""), Some("m")));
-    assert_eq!(halves[1]["region_id"], ids[0]);
+    assert_eq!(halves[1]["region_id"], right.region_id);
     assert_eq!((halves[1]["start_key"].as_str(), halves[1]["end_key"].as_str()), (Some("m"), Some("")));
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    leader.stop().await;
+}
+
+/// Issue 14, item 10: `region split --wait` returned before the right half was visible (a `region
+/// list` right after showed a hole). It returns once both halves are known to placement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_wait_returns_only_once_both_halves_are_known() {
+    let mut leader = FakeLeader::start().await;
+    let region_id = leader.region.region_id.to_string();
+    let waiting = leader.ctl(&["region", "split", &region_id, "--key", "m", "--wait", "-o", "json"]);
+    let split_key = leader.split_operator().await;
+    let (left, right) = leader.halves(&split_key).await;
+    // The left half's report alone: the split is done, but the right half is not known yet.
+    leader.beat(&[&left]).await;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        assert!(!waiting.is_finished(), "--wait returned with half of the split known: {:?}", waiting.await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    leader.beat(&[&left, &right]).await;
+    let run = waiting.await.unwrap();
+    assert!(run.success, "{}", run.stderr);
+    let ids: Vec<u64> =
+        run.json()["regions"].as_array().unwrap().iter().map(|r| r["region_id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, vec![left.region_id, right.region_id]);
+    leader.stop().await;
+}
+
+/// Issue 14, item 10: `region split --key K --wait` exited 0 and printed the halves of another
+/// split when its own operator was cancelled because the region split by size first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_wait_fails_when_the_region_split_elsewhere_first() {
+    let mut leader = FakeLeader::start().await;
+    let region_id = leader.region.region_id.to_string();
+    let waiting = leader.ctl(&["region", "split", &region_id, "--key", "m", "--wait"]);
+    assert_eq!(leader.split_operator().await, b"m");
+    // The leader split the region by size, at "c", before it got to this one.
+    let (left, right) = leader.halves(b"c").await;
+    leader.beat(&[&left, &right]).await;
+    let run = waiting.await.unwrap();
+    assert!(!run.success, "succeeded: {}", run.stdout);
+    assert!(run.stderr.contains("ended cancelled"), "{}", run.stderr);
+    assert!(run.stderr.contains("split"), "says why: {}", run.stderr);
+    leader.stop().await;
 }

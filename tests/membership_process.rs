@@ -1,7 +1,8 @@
 //! Membership and scheduling with real processes: a placement service and nodes on 127.0.0.1 that
 //! grow from one replica to three, rebuild the replicas of a node killed with `kill -9` and destroy
-//! its stale peers when it returns, and drain a store with `fekv ctl store remove`; each with a write
-//! load running and every acknowledged write read back afterwards through every node.
+//! its stale peers when it returns, repair every region when a node dies while the balancers are
+//! moving replicas and leaders to it, and drain a store with `fekv ctl store remove`; each with a
+//! write load running and every acknowledged write read back afterwards through every node.
 
 mod common;
 
@@ -25,6 +26,12 @@ struct Writer {
 
 impl Writer {
     fn start(bases: Arc<parking_lot::Mutex<Vec<String>>>) -> Writer {
+        Self::start_with(bases, 0, Duration::ZERO)
+    }
+
+    /// A writer whose values are padded to at least `value_len` bytes (so small regions split after
+    /// a few writes) and that waits `pace` between writes.
+    fn start_with(bases: Arc<parking_lot::Mutex<Vec<String>>>, value_len: usize, pace: Duration) -> Writer {
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(parking_lot::Mutex::new(BTreeMap::new()));
         let count = Arc::new(AtomicUsize::new(0));
@@ -33,7 +40,10 @@ impl Writer {
             let mut i = 0u64;
             while !s.load(Ordering::Relaxed) {
                 // Spread over the keyspace, so every region takes writes.
-                let (key, value) = (format!("w{:05}-{i:06}", (i * 7919) % 100_000), format!("value-{i}"));
+                let (key, mut value) = (format!("w{:05}-{i:06}", (i * 7919) % 100_000), format!("value-{i}"));
+                if value.len() < value_len {
+                    value.push_str(&".".repeat(value_len - value.len()));
+                }
                 let targets = bases.lock().clone();
                 // A write that fails for a while is abandoned (its outcome is unknown); the next one
                 // is a new key.
@@ -42,6 +52,7 @@ impl Writer {
                     c.fetch_add(1, Ordering::Relaxed);
                 }
                 i += 1;
+                tokio::time::sleep(pace).await;
             }
         });
         Writer { stop, acked, count, task }
@@ -432,4 +443,96 @@ async fn ctl_moves_a_replica_by_hand_and_store_remove_drains_a_store() {
             && op["steps"].as_array().unwrap().iter().any(|s| s["kind"] == "remove-peer" && s["store_id"] == spare)),
         "{operators}"
     );
+}
+
+/// Issue 14, fault 2: a node joins, the balancers start moving replicas and leaders to it, and it
+/// dies while an operator's step still targets it (a peer it is receiving, or a leadership it is to
+/// take). Such an operator can never finish; placement must give it up once the store is down and
+/// repair the region, not wait for the operator timeout (3 minutes here) with the replica checker
+/// locked out. Every region is repaired within `--max-store-down-time` + 25 s of the kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_while_the_balancers_fill_it_has_every_region_repaired_at_once() {
+    use fekv::proto::placement_client::PlacementClient;
+    use fekv::proto::{GetOperatorsRequest, GetRegionsRequest, StepKind};
+
+    const DOWN_AFTER: Duration = Duration::from_secs(5);
+    let dir = tempfile::tempdir().unwrap();
+    let placement = FekvProcess::start_placement_with(
+        &dir.path().join("placement"),
+        3,
+        &["--max-store-down-time", "5s", "--operator-timeout", "3m"],
+    );
+    let at = placement.addr.clone();
+    let start = |i: usize| {
+        FekvProcess::start_node_with(&dir.path().join(format!("node-{i}")), &at, &["--region-max-size", "4KiB"])
+    };
+    let mut nodes: Vec<FekvProcess> = (0..3).map(start).collect();
+    let bases = Arc::new(parking_lot::Mutex::new(nodes.iter().map(|n| n.base.clone()).collect::<Vec<_>>()));
+    println!("-- three nodes, and the keyspace split into several regions by half-KiB values");
+    let filler = Writer::start_with(bases.clone(), 512, Duration::ZERO);
+    regions_when(&at, Duration::from_secs(60), "6 regions", |regions| regions.len() >= 6).await;
+    let mut acked = filler.finish().await;
+    let regions = replicated(&at, 3, Duration::from_secs(30)).await;
+    eprintln!("{} regions at 3 replicas", regions.len());
+    // From here on, a steady load of small writes (not enough to split much).
+    let writer = Writer::start_with(bases.clone(), 0, Duration::from_millis(20));
+
+    println!("-- a fourth node joins; it dies while an operator still targets it");
+    let joining = FekvProcess::start_node_with(&dir.path().join("node-3"), &at, &["--region-max-size", "4KiB"]);
+    let newcomer = store_id_of(&joining).await;
+    let mut client = PlacementClient::connect(format!("http://{at}")).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // An operator whose step under way adds a peer the new store holds but is still receiving, or
+    // hands it a leadership: either can only finish with the store alive.
+    let caught = loop {
+        let running = client.get_operators(GetOperatorsRequest {}).await.unwrap().into_inner().running;
+        let regions = client.get_regions(GetRegionsRequest {}).await.unwrap().into_inner().regions;
+        let in_flight = running.iter().find(|op| {
+            let Some(step) = op.steps.get(op.current_step as usize) else { return false };
+            let Some(info) = regions.iter().find(|r| r.region.as_ref().is_some_and(|r| r.region_id == op.region_id))
+            else {
+                return false;
+            };
+            let receiving = step.kind == StepKind::AddPeer as i32
+                && info.pending_peers.iter().any(|p| p.store_id == newcomer && p.peer_id == step.peer_id);
+            let leading = step.kind == StepKind::TransferLeader as i32;
+            step.store_id == newcomer && (receiving || leading)
+        });
+        if let Some(op) = in_flight {
+            break op.clone();
+        }
+        assert!(Instant::now() < deadline, "no operator was seen in flight to store {newcomer}: {running:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let killed_at = Instant::now();
+    joining.kill9();
+    eprintln!("store {newcomer} killed during operator {} ({}): {:?}", caught.operator_id, caught.source, caught.steps);
+
+    let within = DOWN_AFTER + Duration::from_secs(25);
+    let repaired = regions_when(&at, within, "every region repaired off the dead store", move |regions| {
+        regions.iter().all(|r| {
+            !holds(r, newcomer)
+                && r["peers"].as_array().unwrap().len() == 3
+                && r["pending_peers"].as_array().unwrap().is_empty()
+                && r["leader_store_id"].as_u64().unwrap_or(0) != 0
+        })
+    })
+    .await;
+    eprintln!(
+        "{} regions repaired {:?} after the kill (down after {DOWN_AFTER:?})",
+        repaired.len(),
+        killed_at.elapsed()
+    );
+    let operators = ctl(&at, &["operator", "list"]).await;
+    let ended = operators["history"].as_array().unwrap().iter().find(|op| op["operator_id"] == caught.operator_id);
+    assert!(
+        ended.is_some_and(|op| ["cancelled", "replaced", "success"].contains(&op["state"].as_str().unwrap())),
+        "operator {} did not end: {operators}",
+        caught.operator_id
+    );
+
+    writer.wait_more(30).await;
+    acked.extend(writer.finish().await);
+    check_acked(&nodes.iter().collect::<Vec<_>>(), &acked).await;
+    nodes.clear();
 }

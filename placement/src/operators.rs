@@ -1,8 +1,10 @@
 //! Operators: what placement wants done to one region, as a list of steps its leader carries out in
 //! order (tinykv 3C / PD's operator controller, smaller).
 //!
-//! - At most one operator runs per region. A scheduler's operator waits for the region to be free; an
-//!   administrator's replaces whatever runs (the old one ends `replaced`).
+//! - At most one operator runs per region. Each has a [`Priority`]: one of a higher priority replaces
+//!   a running one of a lower priority (the old one ends `replaced`): a repair replaces a balancer's
+//!   operator, an administrator's replaces any (even an earlier administrator's); otherwise the new
+//!   decision waits for the region to be free.
 //! - A step is done when the leader's heartbeat shows it: a new peer present *and caught up* (not in
 //!   the leader's pending peers, so an old peer is never removed before its replacement holds the
 //!   data), the leader on the chosen store, a removed peer gone, a split's epoch version grown.
@@ -11,10 +13,14 @@
 //!   (another change in flight, a transfer under way): it gets it again with the next heartbeat.
 //! - An operator ends `cancelled` when the region moved on in a way it did not cause (a membership
 //!   change it did not make, or another split while its own split is pending) or a step became
-//!   impossible. A split does not cancel a membership operator: the region keeps its id and its
-//!   peers, so its steps still apply (the split-off region gets operators of its own if it needs them).
-//!   The operator ends and `timeout` when a step makes
-//!   no progress for the operator timeout. Finished operators are kept in a bounded history.
+//!   impossible: a peer to add on a store that is down, offline or removed; a leadership to hand to
+//!   such a store, to one that stopped heartbeating, or to a peer still catching up (raft can only
+//!   hand leadership to a caught-up peer, and refuses writes while it tries). PD cancels such
+//!   operators the same way; without it a region waits for the operator timeout (minutes) before
+//!   anything else, its repair included, may touch it. A split does not cancel a membership
+//!   operator: the region keeps its id and its peers, so its steps still apply (the split-off region
+//!   gets operators of its own if it needs them). The operator ends `timeout` when a step makes no
+//!   progress for the operator timeout. Finished operators are kept in a bounded history.
 //!
 //! Nothing here does I/O or reads a clock: callers pass the time, so tests drive it.
 
@@ -28,6 +34,47 @@ use crate::proto::{
 
 /// Finished operators kept for `fekv ctl operator list`.
 pub const HISTORY_LEN: usize = 100;
+
+/// How much an operator matters (PD's priority levels, fewer): a decision of a higher priority
+/// replaces a running operator of a lower one for the same region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Priority {
+    /// Balancing, and trimming a replica too many: worth doing, never urgent.
+    Low,
+    /// Repairing a region: a peer on a down or offline store, fewer peers than it should have.
+    High,
+    /// An administrator's request: deliberate and watched (`--wait` reports its outcome), and it ends
+    /// by itself like any operator (done, cancelled, or timed out). It replaces any operator, an
+    /// earlier administrator's too; nothing replaces it. PD ranks them the same way.
+    Admin,
+}
+
+/// A store as a running operator's steps need it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreHealth {
+    Up,
+    /// Up, but silent for several heartbeats: no leadership is handed to it.
+    Silent,
+    Down,
+    /// Being drained: no new peer and no leadership.
+    Offline,
+    Removed,
+    /// Not registered at all.
+    Unknown,
+}
+
+impl StoreHealth {
+    fn as_str(self) -> &'static str {
+        match self {
+            StoreHealth::Up => "up",
+            StoreHealth::Silent => "not heartbeating",
+            StoreHealth::Down => "down",
+            StoreHealth::Offline => "offline",
+            StoreHealth::Removed => "removed",
+            StoreHealth::Unknown => "not registered",
+        }
+    }
+}
 
 /// One step of an operator.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +145,7 @@ pub struct RegionOperator {
     pub region_id: u64,
     /// "admin", "replica-check", "balance-region", "balance-leader".
     pub source: &'static str,
+    pub priority: Priority,
     pub reason: String,
     pub steps: Vec<OpStep>,
     /// Index of the step being carried out.
@@ -172,9 +220,13 @@ impl RegionOperator {
             return Some(format!("the region's membership changed under it (conf_ver {})", epoch.conf_ver));
         }
         match step {
-            OpStep::TransferLeader { to_store_id } if state.peer_on(*to_store_id).is_none() => {
-                Some(format!("the region has no peer on store {to_store_id} to lead it"))
-            }
+            OpStep::TransferLeader { to_store_id } => match state.peer_on(*to_store_id) {
+                None => Some(format!("the region has no peer on store {to_store_id} to lead it")),
+                Some(peer) if state.is_pending(&peer) => {
+                    Some(format!("the peer on store {to_store_id} is catching up: it cannot take the leadership"))
+                }
+                Some(_) => None,
+            },
             OpStep::AddPeer { store_id, peer_id }
                 if state.region.peers.iter().any(|p| p.peer_id == *peer_id && p.store_id != *store_id) =>
             {
@@ -236,6 +288,8 @@ pub struct Operators {
     history: VecDeque<RegionOperator>,
     next_operator_id: u64,
     timeout_ms: u64,
+    /// When an administrator's operator last ended, by region (see [`Self::admin_ended_within`]).
+    admin_ended: BTreeMap<u64, u64>,
 }
 
 impl Operators {
@@ -245,6 +299,7 @@ impl Operators {
             history: VecDeque::new(),
             next_operator_id: 1,
             timeout_ms: timeout.as_millis() as u64,
+            admin_ended: BTreeMap::new(),
         }
     }
 
@@ -265,20 +320,26 @@ impl Operators {
         self.running.values().filter(|op| op.source == source).count()
     }
 
-    /// Starts an operator for `region`. With `replace`, one already running ends `replaced`;
-    /// without, the region must be free.
+    /// Whether an operator of `priority` may start for the region now: it is free, or what runs
+    /// there has a lower priority (an administrator's may replace anything).
+    pub fn may_start(&self, region_id: u64, priority: Priority) -> bool {
+        self.running.get(&region_id).is_none_or(|old| priority > old.priority || priority == Priority::Admin)
+    }
+
+    /// Starts an operator for `region`, replacing a running one of a lower priority (it ends
+    /// `replaced`); see [`Self::may_start`].
     pub fn add(
         &mut self,
         region: &Region,
         source: &'static str,
+        priority: Priority,
         reason: impl Into<String>,
         steps: Vec<OpStep>,
-        replace: bool,
         now_ms: u64,
     ) -> Result<OperatorInfo, Busy> {
         let region_id = region.region_id;
         if let Some(old) = self.running.get(&region_id) {
-            if !replace {
+            if !self.may_start(region_id, priority) {
                 return Err(Busy { region_id, operator_id: old.operator_id });
             }
             let operator_id = self.next_operator_id;
@@ -288,6 +349,7 @@ impl Operators {
             operator_id: self.next_operator_id,
             region_id,
             source,
+            priority,
             reason: reason.into(),
             steps,
             current: 0,
@@ -305,6 +367,7 @@ impl Operators {
             operator_id = op.operator_id,
             region_id,
             source,
+            ?priority,
             reason = %op.reason,
             steps = ?op.steps,
             "operator created"
@@ -330,15 +393,36 @@ impl Operators {
         op.command(state)
     }
 
-    /// Ends every operator whose current step has made no progress for the timeout, and those of
-    /// regions that no longer exist (merged away or replaced by a split's halves).
-    pub fn check(&mut self, exists: impl Fn(u64) -> bool, now_ms: u64) {
+    /// Ends every operator that cannot finish: its region no longer exists (merged away or replaced
+    /// by a split's halves); a step still to come adds a peer on a store that is not up, or hands
+    /// the leadership to a store that is not up or not heartbeating; or its current step has made no
+    /// progress for the timeout.
+    pub fn check(&mut self, exists: impl Fn(u64) -> bool, health: impl Fn(u64) -> StoreHealth, now_ms: u64) {
+        // A store that missed a few heartbeats only stops the step under way: it may be back soon.
+        let blocked = |op: &RegionOperator| {
+            op.remaining().iter().enumerate().find_map(|(i, step)| {
+                let store_id = match *step {
+                    OpStep::AddPeer { store_id, .. } => store_id,
+                    OpStep::TransferLeader { to_store_id } => to_store_id,
+                    OpStep::RemovePeer { .. } | OpStep::Split { .. } => return None,
+                };
+                let fit = match health(store_id) {
+                    StoreHealth::Up => true,
+                    StoreHealth::Silent => i > 0 || matches!(step, OpStep::AddPeer { .. }),
+                    StoreHealth::Down | StoreHealth::Offline | StoreHealth::Removed | StoreHealth::Unknown => false,
+                };
+                let state = health(store_id).as_str();
+                (!fit).then(|| format!("store {store_id} is {state}: {step:?} cannot happen"))
+            })
+        };
         let stalled: Vec<(u64, OperatorState, String)> = self
             .running
             .values()
             .filter_map(|op| {
                 if !exists(op.region_id) {
                     Some((op.region_id, OperatorState::Cancelled, "the region no longer exists".to_string()))
+                } else if let Some(why) = blocked(op) {
+                    Some((op.region_id, OperatorState::Cancelled, why))
                 } else if now_ms.saturating_sub(op.step_started_ms) > self.timeout_ms {
                     let step = op.steps.get(op.current).map_or(String::new(), |s| format!(" in step {s:?}"));
                     let waited = Duration::from_millis(now_ms.saturating_sub(op.step_started_ms));
@@ -353,8 +437,24 @@ impl Operators {
         }
     }
 
+    /// Whether an administrator's operator on the region ended less than `within` ago: an
+    /// administrator's change often comes in two commands (add a peer, then remove another), and the
+    /// schedulers must not undo the first before the second comes.
+    pub fn admin_ended_within(&self, region_id: u64, within: Duration, now_ms: u64) -> bool {
+        self.admin_ended.get(&region_id).is_some_and(|&ended| now_ms.saturating_sub(ended) < within.as_millis() as u64)
+    }
+
+    /// Forgets the administrators' operators that ended before `within` ago.
+    pub fn forget_admin_ended(&mut self, within: Duration, now_ms: u64) {
+        let within = within.as_millis() as u64;
+        self.admin_ended.retain(|_, ended| now_ms.saturating_sub(*ended) < within);
+    }
+
     fn finish(&mut self, region_id: u64, state: OperatorState, note: String, now_ms: u64) {
         let Some(mut op) = self.running.remove(&region_id) else { return };
+        if op.priority == Priority::Admin {
+            self.admin_ended.insert(region_id, now_ms);
+        }
         op.state = state;
         op.finished_ms = now_ms;
         op.note = note;
@@ -398,196 +498,4 @@ impl Operators {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const TIMEOUT: Duration = Duration::from_secs(10);
-
-    fn region(conf_ver: u64, version: u64, peers: &[(u64, u64)]) -> Region {
-        Region {
-            region_id: 7,
-            epoch: Some(RegionEpoch { conf_ver, version }),
-            peers: peers.iter().map(|&(peer_id, store_id)| Peer { peer_id, store_id }).collect(),
-            ..Default::default()
-        }
-    }
-
-    fn state<'a>(region: &'a Region, leader: u64, pending: &'a [Peer]) -> RegionState<'a> {
-        RegionState { region, leader_store_id: leader, pending_peers: pending }
-    }
-
-    fn kind(op: Option<Operator>) -> Option<operator::Kind> {
-        op.map(|o| o.kind.unwrap())
-    }
-
-    fn last(ops: &Operators) -> OperatorInfo {
-        ops.infos().1.last().cloned().unwrap()
-    }
-
-    /// Move the peer on store 1 (the leader) to store 4: add, wait for the catch-up, transfer, remove.
-    #[test]
-    fn a_move_adds_waits_for_catch_up_transfers_then_removes() {
-        let mut ops = Operators::new(TIMEOUT);
-        let r0 = region(3, 1, &[(11, 1), (12, 2), (13, 3)]);
-        let steps = vec![
-            OpStep::AddPeer { store_id: 4, peer_id: 14 },
-            OpStep::TransferLeader { to_store_id: 2 },
-            OpStep::RemovePeer { store_id: 1 },
-        ];
-        ops.add(&r0, "balance-region", "test", steps, false, 0).unwrap();
-        let new_peer = Peer { peer_id: 14, store_id: 4 };
-        assert_eq!(
-            kind(ops.on_heartbeat(&state(&r0, 1, &[]), 1)),
-            Some(operator::Kind::AddPeer(AddPeerOperator { peer: Some(new_peer) }))
-        );
-        // Asked again until the heartbeat shows the peer.
-        assert!(ops.on_heartbeat(&state(&r0, 1, &[]), 2).is_some());
-        // Added but still catching up: nothing to do, and no removal yet.
-        let r1 = region(4, 1, &[(11, 1), (12, 2), (13, 3), (14, 4)]);
-        assert_eq!(ops.on_heartbeat(&state(&r1, 1, &[new_peer]), 3), None);
-        assert_eq!(ops.get(7).unwrap().current, 0);
-        // Caught up: the leader is the one leaving, so leadership goes first.
-        assert_eq!(
-            kind(ops.on_heartbeat(&state(&r1, 1, &[]), 4)),
-            Some(operator::Kind::TransferLeader(TransferLeaderOperator { to_store_id: 2 }))
-        );
-        assert_eq!(
-            kind(ops.on_heartbeat(&state(&r1, 2, &[]), 5)),
-            Some(operator::Kind::RemovePeer(RemovePeerOperator { peer: Some(Peer { peer_id: 11, store_id: 1 }) }))
-        );
-        let r2 = region(5, 1, &[(12, 2), (13, 3), (14, 4)]);
-        assert_eq!(ops.on_heartbeat(&state(&r2, 2, &[]), 6), None);
-        assert!(!ops.is_busy(7));
-        let done = last(&ops);
-        assert_eq!((done.state, done.current_step, done.finished_ms), (OperatorState::Success as i32, 3, 6));
-    }
-
-    #[test]
-    fn removing_the_leader_hands_leadership_to_a_caught_up_peer_first() {
-        let mut ops = Operators::new(TIMEOUT);
-        let r = region(3, 1, &[(11, 1), (12, 2), (13, 3)]);
-        ops.add(&r, "admin", "test", vec![OpStep::RemovePeer { store_id: 1 }], false, 0).unwrap();
-        // Store 2's peer is pending: store 3 gets the leadership.
-        let pending = [Peer { peer_id: 12, store_id: 2 }];
-        assert_eq!(
-            kind(ops.on_heartbeat(&state(&r, 1, &pending), 1)),
-            Some(operator::Kind::TransferLeader(TransferLeaderOperator { to_store_id: 3 }))
-        );
-    }
-
-    #[test]
-    fn one_operator_per_region_and_an_admin_one_replaces_it() {
-        let mut ops = Operators::new(TIMEOUT);
-        let r = region(1, 1, &[(11, 1)]);
-        let first = ops.add(&r, "replica-check", "a", vec![OpStep::AddPeer { store_id: 2, peer_id: 20 }], false, 0);
-        let first = first.unwrap();
-        let busy = ops.add(&r, "balance-leader", "b", vec![OpStep::TransferLeader { to_store_id: 1 }], false, 1);
-        assert_eq!(busy, Err(Busy { region_id: 7, operator_id: first.operator_id }));
-        let admin = ops.add(&r, "admin", "c", vec![OpStep::AddPeer { store_id: 3, peer_id: 30 }], true, 2).unwrap();
-        assert_eq!(ops.get(7).unwrap().operator_id, admin.operator_id);
-        let replaced = last(&ops);
-        assert_eq!((replaced.operator_id, replaced.state), (first.operator_id, OperatorState::Replaced as i32));
-        assert!(replaced.note.contains(&admin.operator_id.to_string()));
-    }
-
-    #[test]
-    fn a_stalled_step_times_out_and_progress_resets_the_clock() {
-        let mut ops = Operators::new(TIMEOUT);
-        let r = region(1, 1, &[(11, 1), (12, 2)]);
-        let steps = vec![OpStep::TransferLeader { to_store_id: 2 }, OpStep::RemovePeer { store_id: 1 }];
-        ops.add(&r, "admin", "test", steps, false, 0).unwrap();
-        ops.check(|_| true, 9_000);
-        assert!(ops.is_busy(7));
-        // The transfer happens at 9 s: the removal has its own 10 s.
-        ops.on_heartbeat(&state(&r, 2, &[]), 9_000);
-        ops.check(|_| true, 18_000);
-        assert!(ops.is_busy(7));
-        ops.check(|_| true, 19_001);
-        assert!(!ops.is_busy(7));
-        let done = last(&ops);
-        assert_eq!((done.state, done.current_step), (OperatorState::Timeout as i32, 1));
-        assert!(done.note.contains("RemovePeer"), "{}", done.note);
-    }
-
-    #[test]
-    fn someone_elses_membership_change_cancels_it_but_a_split_does_not() {
-        let mut ops = Operators::new(TIMEOUT);
-        let r = region(3, 1, &[(11, 1), (12, 2), (13, 3)]);
-        ops.add(&r, "admin", "t", vec![OpStep::AddPeer { store_id: 4, peer_id: 14 }], false, 0).unwrap();
-        // Its own change (conf_ver 4, the peer pending) is fine.
-        let added = region(4, 1, &[(11, 1), (12, 2), (13, 3), (14, 4)]);
-        let pending = [Peer { peer_id: 14, store_id: 4 }];
-        assert_eq!(ops.on_heartbeat(&state(&added, 1, &pending), 1), None);
-        assert!(ops.is_busy(7));
-        // One more change it did not make: cancelled.
-        let more = region(5, 1, &[(11, 1), (12, 2), (13, 3), (14, 4), (15, 5)]);
-        ops.on_heartbeat(&state(&more, 1, &pending), 2);
-        assert_eq!(last(&ops).state, OperatorState::Cancelled as i32);
-
-        // The region splits while the peer is being added: the add goes on, and finishes once the
-        // peer shows up caught up.
-        ops.add(&r, "admin", "t", vec![OpStep::AddPeer { store_id: 4, peer_id: 16 }], false, 3).unwrap();
-        let split = region(3, 2, &[(11, 1), (12, 2), (13, 3)]);
-        assert!(ops.on_heartbeat(&state(&split, 1, &[]), 4).is_some(), "the add is still asked for");
-        assert!(ops.is_busy(r.region_id));
-        let split_and_added = region(4, 2, &[(11, 1), (12, 2), (13, 3), (16, 4)]);
-        ops.on_heartbeat(&state(&split_and_added, 1, &[]), 5);
-        assert_eq!(last(&ops).state, OperatorState::Success as i32);
-
-        // A transfer to a store whose peer went away is impossible.
-        ops.add(&r, "admin", "t", vec![OpStep::TransferLeader { to_store_id: 3 }], false, 5).unwrap();
-        ops.on_heartbeat(&state(&region(3, 1, &[(11, 1), (12, 2)]), 1, &[]), 6);
-        assert_eq!(last(&ops).state, OperatorState::Cancelled as i32);
-        // So is one for a region that no longer exists.
-        ops.add(&r, "admin", "t", vec![OpStep::TransferLeader { to_store_id: 3 }], false, 7).unwrap();
-        ops.check(|_| false, 8);
-        assert_eq!(last(&ops).state, OperatorState::Cancelled as i32);
-    }
-
-    #[test]
-    fn a_split_is_sent_once_and_done_when_the_version_grows() {
-        let mut ops = Operators::new(TIMEOUT);
-        let r = region(1, 1, &[(11, 1)]);
-        ops.add(&r, "admin", "t", vec![OpStep::Split { split_key: b"m".to_vec() }], false, 0).unwrap();
-        assert_eq!(
-            kind(ops.on_heartbeat(&state(&r, 1, &[]), 1)),
-            Some(operator::Kind::Split(SplitOperator { split_key: b"m".to_vec() }))
-        );
-        assert_eq!(ops.on_heartbeat(&state(&r, 1, &[]), 2), None);
-        assert!(ops.is_busy(7));
-        let left = Region { end_key: b"m".to_vec(), ..region(1, 2, &[(11, 1)]) };
-        ops.on_heartbeat(&state(&left, 1, &[]), 3);
-        assert_eq!(last(&ops).state, OperatorState::Success as i32);
-        // A split elsewhere (another key, by size) is not this one: it ends cancelled.
-        ops.add(&r, "admin", "t", vec![OpStep::Split { split_key: b"m".to_vec() }], false, 4).unwrap();
-        let elsewhere = Region { end_key: b"c".to_vec(), ..region(1, 2, &[(11, 1)]) };
-        ops.on_heartbeat(&state(&elsewhere, 1, &[]), 5);
-        assert_eq!(last(&ops).state, OperatorState::Cancelled as i32);
-    }
-
-    #[test]
-    fn steps_already_in_effect_finish_at_once() {
-        let mut ops = Operators::new(TIMEOUT);
-        let r = region(3, 1, &[(11, 1), (12, 2)]);
-        let steps = vec![OpStep::AddPeer { store_id: 2, peer_id: 99 }, OpStep::RemovePeer { store_id: 5 }];
-        ops.add(&r, "admin", "t", steps, false, 0).unwrap();
-        assert_eq!(ops.on_heartbeat(&state(&r, 1, &[]), 1), None);
-        assert_eq!(last(&ops).state, OperatorState::Success as i32);
-    }
-
-    #[test]
-    fn the_history_is_bounded_and_keeps_the_newest() {
-        let mut ops = Operators::new(TIMEOUT);
-        let r = region(1, 1, &[(11, 1)]);
-        for i in 0..(HISTORY_LEN as u64 + 5) {
-            ops.add(&r, "admin", "t", vec![OpStep::TransferLeader { to_store_id: 1 }], false, i).unwrap();
-            ops.on_heartbeat(&state(&r, 1, &[]), i);
-        }
-        let (running, history) = ops.infos();
-        assert!(running.is_empty());
-        assert_eq!(history.len(), HISTORY_LEN);
-        assert_eq!(history.last().unwrap().operator_id, HISTORY_LEN as u64 + 5);
-        assert_eq!(history[0].operator_id, 6);
-        assert!(ops.find(3).is_none() && ops.find(50).is_some());
-    }
-}
+mod tests;

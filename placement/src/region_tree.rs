@@ -3,8 +3,11 @@
 //!
 //! It owns the rule that decides whether a region heartbeat is news: a report whose epoch is older
 //! than the region with its id, or than any region whose range it overlaps, is stale and ignored;
-//! otherwise it replaces them all. It never persists anything and never talks to a store: the caller
-//! (`state.rs`) holds the lock and decides what to write.
+//! otherwise it replaces its old self, and takes its range from the regions it overlaps: one that
+//! reaches beyond it keeps the rest (its part before the report's start, or else after its end)
+//! until its own report, so a split's halves reported in either order never leave a hole in the
+//! keyspace. It never persists anything and never talks to a store: the caller (`state.rs`) holds
+//! the lock and decides what to write.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
@@ -27,20 +30,23 @@ pub enum HeartbeatOutcome {
     Unchanged,
     /// Only the approximate size or key count moved: worth keeping in memory, not worth a disk write.
     StatsOnly,
-    /// The region's range, epoch, peers or leader changed; these regions were replaced (their ids,
-    /// the region's own old version included).
-    Updated { replaced: Vec<u64> },
+    /// The region's range, epoch, peers or leader changed; these other regions were replaced or
+    /// gave it part of their range (their records changed or went).
+    Updated { touched: Vec<u64> },
 }
 
-/// One report from a region's leader: the region as it knows it and what it leads with.
+/// One report of a region: from its leader, or, for a region not in the tree yet (a split's half
+/// whose leader is still being elected), from any of its peers, with no leader.
 #[derive(Debug, Clone, Default)]
-pub struct LeaderReport {
+pub struct RegionReport {
     pub region: Region,
+    /// 0: no leader known (a peer's report, not its leader's).
     pub leader_store_id: u64,
     pub leader_peer_id: u64,
     pub term: u64,
-    pub approximate_size: u64,
-    pub approximate_keys: u64,
+    /// `None` until the leader has measured the region: the tree then keeps or estimates it.
+    pub approximate_size: Option<u64>,
+    pub approximate_keys: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -70,6 +76,32 @@ fn is_older(a: RegionEpoch, b: RegionEpoch) -> bool {
 /// `[start, end)` holds `key` (an empty end is unbounded).
 fn range_holds(region: &Region, key: &[u8]) -> bool {
     key >= region.start_key.as_slice() && (region.end_key.is_empty() || key < region.end_key.as_slice())
+}
+
+/// `a` ends after `b` does (an empty end is unbounded).
+fn ends_after(a: &Region, b: &Region) -> bool {
+    !b.end_key.is_empty() && (a.end_key.is_empty() || a.end_key > b.end_key)
+}
+
+/// What is left of `old` once `new` takes its range: the part before `new` starts or, if none, the
+/// part after it ends (`old` keeps its id, so it can keep one part only: the left, as the left half
+/// of a split keeps the region's id). `None` if `new` covers it all.
+fn remainder(old: &RegionInfo, new: &Region) -> Option<RegionInfo> {
+    let region = region_of(old);
+    let range = if region.start_key < new.start_key {
+        (region.start_key.clone(), new.start_key.clone())
+    } else if ends_after(region, new) {
+        (new.end_key.clone(), region.end_key.clone())
+    } else {
+        return None;
+    };
+    let mut kept = old.clone();
+    let kept_region = kept.region.as_mut().expect("the region tree holds only RegionInfos with a region");
+    (kept_region.start_key, kept_region.end_key) = range;
+    // It gave part of its range away: half of its size and keys, until it is measured again.
+    kept.approximate_size /= 2;
+    kept.approximate_keys /= 2;
+    Some(kept)
 }
 
 impl RegionTree {
@@ -129,7 +161,7 @@ impl RegionTree {
     /// A report is stale when its epoch is older than the region with its id or than any region it
     /// overlaps, or when it has that region's epoch but an older term (a deposed leader still
     /// reporting).
-    pub fn is_stale(&self, report: &LeaderReport) -> bool {
+    pub fn is_stale(&self, report: &RegionReport) -> bool {
         let epoch = epoch_of(&report.region);
         if let Some(known) = self.get(report.region.region_id) {
             let known_epoch = epoch_of(region_of(known));
@@ -143,24 +175,36 @@ impl RegionTree {
             .any(|other| is_older(epoch, epoch_of(region_of(other))))
     }
 
-    /// Applies a leader's report (tinykv's `processRegionHeartbeat`): ignored if stale; otherwise the
-    /// reported region replaces its old self and every region it overlaps, and the leader, term and
-    /// approximate size are recorded.
-    pub fn heartbeat(&mut self, report: &LeaderReport) -> HeartbeatOutcome {
+    /// Applies a report (tinykv's `processRegionHeartbeat`): ignored if stale; otherwise the reported
+    /// region replaces its old self and takes its range from every region it overlaps, and the
+    /// leader, term and approximate size are recorded. A size not measured yet is the old one for
+    /// the same range, else an estimate: half of each region it took a part of, all of each region
+    /// it took whole.
+    pub fn heartbeat(&mut self, report: &RegionReport) -> HeartbeatOutcome {
         if self.is_stale(report) {
             return HeartbeatOutcome::Stale;
         }
+        let region_id = report.region.region_id;
+        let known = self.get(region_id);
+        let same_range = known.is_some_and(|k| {
+            let k = region_of(k);
+            (&k.start_key, &k.end_key) == (&report.region.start_key, &report.region.end_key)
+        });
+        let (estimated_size, estimated_keys) = match known {
+            Some(k) if same_range => (k.approximate_size, k.approximate_keys),
+            _ => self.estimate(&report.region),
+        };
         let new = RegionInfo {
             region: Some(report.region.clone()),
             leader_store_id: report.leader_store_id,
             leader_peer_id: report.leader_peer_id,
             term: report.term,
-            approximate_size: report.approximate_size,
-            approximate_keys: report.approximate_keys,
+            approximate_size: report.approximate_size.unwrap_or(estimated_size),
+            approximate_keys: report.approximate_keys.unwrap_or(estimated_keys),
             // Kept by the caller, in memory: the tree holds what is persisted.
             pending_peers: Vec::new(),
         };
-        match self.get(report.region.region_id) {
+        match known {
             Some(known) if *known == new => return HeartbeatOutcome::Unchanged,
             Some(known)
                 if known.region == new.region
@@ -175,26 +219,52 @@ impl RegionTree {
             }
             _ => {}
         }
-        let replaced = self.insert(new);
-        HeartbeatOutcome::Updated { replaced }
+        let mut touched = self.insert(new);
+        touched.retain(|&r| r != region_id);
+        HeartbeatOutcome::Updated { touched }
     }
 
-    /// Puts `info` in the tree, removing the region with its id and every region its range overlaps.
-    /// Returns the ids removed (including its own id if it was there). Panics if `info` has no region,
-    /// a caller bug.
+    /// The size and keys a region of `region`'s range has, by what the tree knows of that range.
+    fn estimate(&self, region: &Region) -> (u64, u64) {
+        let mut estimate = (0, 0);
+        for other in self.overlaps(region).into_iter().filter_map(|region_id| self.get(region_id)) {
+            let within = region_of(other).start_key >= region.start_key && !ends_after(region_of(other), region);
+            let share = if within { 1 } else { 2 };
+            estimate.0 += other.approximate_size / share;
+            estimate.1 += other.approximate_keys / share;
+        }
+        estimate
+    }
+
+    /// Puts `info` in the tree: it replaces the region with its id, and every region its range
+    /// overlaps either keeps its [`remainder`] or goes. Returns the ids of the regions that went or
+    /// changed (its own id included if it was there). Panics if `info` has no region, a caller bug.
     pub fn insert(&mut self, info: RegionInfo) -> Vec<u64> {
-        let region = info.region.as_ref().expect("RegionTree::insert needs a region");
-        let mut replaced = self.overlaps(region);
-        if self.start_of.contains_key(&region.region_id) && !replaced.contains(&region.region_id) {
-            replaced.push(region.region_id);
+        let region = info.region.clone().expect("RegionTree::insert needs a region");
+        let mut touched = self.overlaps(&region);
+        if self.start_of.contains_key(&region.region_id) && !touched.contains(&region.region_id) {
+            touched.push(region.region_id);
         }
-        for &region_id in &replaced {
-            self.remove(region_id);
+        for &region_id in &touched {
+            let Some(old) = self.remove(region_id) else { continue };
+            if region_id == region.region_id {
+                continue;
+            }
+            if let Some(kept) = remainder(&old, &region) {
+                self.put(kept);
+            }
         }
+        self.put(info);
+        touched
+    }
+
+    /// Files `info` under its start key; its range overlaps nothing in the tree.
+    fn put(&mut self, info: RegionInfo) {
+        let region = region_of(&info);
+        let (region_id, start) = (region.region_id, region.start_key.clone());
         self.count(&info, true);
-        self.start_of.insert(region.region_id, region.start_key.clone());
-        self.by_start.insert(region.start_key.clone(), info);
-        replaced
+        self.start_of.insert(region_id, start.clone());
+        self.by_start.insert(start, info);
     }
 
     /// Removes a region from the tree.
@@ -270,9 +340,9 @@ mod tests {
     }
 
     /// A report by the leader on `store_id`, term 5, size 0.
-    fn led(region: Region, store_id: u64) -> LeaderReport {
+    fn led(region: Region, store_id: u64) -> RegionReport {
         let leader_peer_id = region.peers.iter().find(|p| p.store_id == store_id).map_or(0, |p| p.peer_id);
-        LeaderReport { region, leader_store_id: store_id, leader_peer_id, term: 5, ..Default::default() }
+        RegionReport { region, leader_store_id: store_id, leader_peer_id, term: 5, ..Default::default() }
     }
 
     fn ids(tree: &RegionTree) -> Vec<u64> {
@@ -375,7 +445,7 @@ mod tests {
         let mut tree = RegionTree::new();
         tree.heartbeat(&led(region(1, "", "", 1, 1), 1));
         assert_eq!((tree.store_counts(1).leader_count, tree.store_counts(2).leader_count), (1, 0));
-        let new_leader = LeaderReport { term: 6, ..led(region(1, "", "", 1, 1), 2) };
+        let new_leader = RegionReport { term: 6, ..led(region(1, "", "", 1, 1), 2) };
         assert!(updated(tree.heartbeat(&new_leader)));
         let info = tree.get(1).unwrap();
         assert_eq!((info.leader_store_id, info.leader_peer_id, info.term), (2, 12, 6));
@@ -390,10 +460,17 @@ mod tests {
     fn an_approximate_size_change_is_recorded() {
         let mut tree = RegionTree::new();
         tree.heartbeat(&led(region(1, "", "", 1, 1), 1));
-        let bigger = LeaderReport { approximate_size: 4096, approximate_keys: 40, ..led(region(1, "", "", 1, 1), 1) };
+        let bigger = RegionReport {
+            approximate_size: Some(4096),
+            approximate_keys: Some(40),
+            ..led(region(1, "", "", 1, 1), 1)
+        };
         assert_eq!(tree.heartbeat(&bigger), HeartbeatOutcome::StatsOnly);
         let info = tree.get(1).unwrap();
         assert_eq!((info.approximate_size, info.approximate_keys), (4096, 40));
+        // A report that has not measured it keeps what is known.
+        assert_eq!(tree.heartbeat(&led(region(1, "", "", 1, 1), 1)), HeartbeatOutcome::Unchanged);
+        assert_eq!(tree.get(1).unwrap().approximate_size, 4096);
         tree.check_invariants();
     }
 
@@ -427,11 +504,11 @@ mod tests {
         let mut tree = RegionTree::new();
         tree.heartbeat(&led(region(1, "", "", 1, 1), 1));
         assert_eq!(region_of(tree.search(b"zzz").unwrap()).region_id, 1);
-        // The new right region arrives first: it overlaps the parent's (older) range and replaces it.
+        // The new right region arrives first: it takes its part of the parent's (older) range.
         let outcome = tree.heartbeat(&led(region(2, "m", "", 1, 2), 1));
-        assert_eq!(outcome, HeartbeatOutcome::Updated { replaced: vec![1] });
+        assert_eq!(outcome, HeartbeatOutcome::Updated { touched: vec![1] });
         assert_eq!(region_of(tree.search(b"zzz").unwrap()).region_id, 2);
-        assert!(tree.search(b"a").is_none(), "the left part is unknown until its own heartbeat");
+        assert_eq!(region_of(tree.search(b"a").unwrap()).region_id, 1, "the parent keeps the left part");
         // Then the left part, shrunk, with the same id as the parent.
         assert!(updated(tree.heartbeat(&led(region(1, "", "m", 1, 2), 1))));
         assert_eq!(ids(&tree), vec![1, 2]);
@@ -447,8 +524,9 @@ mod tests {
     fn split_heartbeats_in_the_other_order_end_the_same() {
         let mut tree = RegionTree::new();
         tree.heartbeat(&led(region(1, "", "", 1, 1), 1));
-        // The left part first: the parent shrinks, and [m, ..) is uncovered until the right reports.
-        assert_eq!(tree.heartbeat(&led(region(1, "", "m", 1, 2), 1)), HeartbeatOutcome::Updated { replaced: vec![1] });
+        // The left part first: the parent shrinks, and [m, ..) is uncovered until the right reports
+        // (the split's leader reports both at once, see `state/heartbeat.rs`).
+        assert_eq!(tree.heartbeat(&led(region(1, "", "m", 1, 2), 1)), HeartbeatOutcome::Updated { touched: vec![] });
         assert!(tree.search(b"q").is_none());
         assert!(updated(tree.heartbeat(&led(region(2, "m", "", 1, 2), 2))));
         assert_eq!(ids(&tree), vec![1, 2]);
@@ -467,10 +545,7 @@ mod tests {
         assert_eq!(tree.heartbeat(&led(region(1, "", "", 1, 1), 1)), HeartbeatOutcome::Stale);
         assert_eq!(ids(&tree), vec![1, 2]);
         // A newer region that covers both (a merge) replaces them.
-        assert_eq!(
-            tree.heartbeat(&led(region(1, "", "", 1, 3), 1)),
-            HeartbeatOutcome::Updated { replaced: vec![1, 2] }
-        );
+        assert_eq!(tree.heartbeat(&led(region(1, "", "", 1, 3), 1)), HeartbeatOutcome::Updated { touched: vec![2] });
         assert_eq!(ids(&tree), vec![1]);
         tree.check_invariants();
     }
@@ -487,5 +562,26 @@ mod tests {
         assert_eq!(tree.overlaps(&region(9, "x", "", 1, 1)), vec![3]);
         assert_eq!(tree.overlaps(&region(9, "", "", 1, 1)), vec![1, 2, 3]);
         assert!(tree.search(b"c").is_some_and(|i| region_of(i).region_id == 2));
+    }
+
+    /// Issue 14, item 10: a split's right half reported before its left half wiped the parent out of
+    /// the tree, leaving its left part uncovered. The parent keeps what the newer region leaves of it.
+    #[test]
+    fn a_newer_region_inside_an_older_one_trims_it_and_leaves_no_hole() {
+        let mut tree = RegionTree::new();
+        tree.heartbeat(&led(region(1, "", "", 1, 1), 1));
+        tree.heartbeat(&led(region(2, "m", "", 1, 2), 2));
+        assert_eq!(ids(&tree), vec![1, 2]);
+        let parent = region_of(tree.get(1).unwrap());
+        assert_eq!((parent.end_key.as_slice(), epoch_of(parent)), (&b"m"[..], RegionEpoch { conf_ver: 1, version: 1 }));
+        assert_eq!(region_of(tree.search(b"a").unwrap()).region_id, 1);
+        // A piece in the middle: the parent keeps its left part (a split's left half keeps its id).
+        tree.heartbeat(&led(region(3, "c", "f", 1, 3), 1));
+        assert_eq!(ids(&tree), vec![1, 3, 2]);
+        assert_eq!(region_of(tree.get(1).unwrap()).end_key, b"c");
+        // The parent's own newer report takes its place as usual.
+        assert!(updated(tree.heartbeat(&led(region(1, "", "c", 1, 3), 1))));
+        assert_eq!(ids(&tree), vec![1, 3, 2]);
+        tree.check_invariants();
     }
 }

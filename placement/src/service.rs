@@ -1,5 +1,9 @@
 //! The placement service over gRPC, and the loop that runs its schedulers. Its errors become gRPC
 //! statuses here, in one place.
+//!
+//! A call that changes placement's state returns once the change is durable (an fsync, see
+//! `state/persist.rs`): it runs on tokio's blocking pool, never on an async worker. Listings only
+//! read memory under a short lock and answer on the worker.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,12 +24,28 @@ fn status(err: PlacementError) -> Status {
         PlacementError::Invalid(_) => Status::invalid_argument(err.to_string()),
         // A removed store must not come back as if nothing happened: its node sees this and stops.
         PlacementError::StoreRemoved(_) => Status::failed_precondition(err.to_string()),
-        PlacementError::Storage(_) | PlacementError::Corrupt(_) => Status::internal(err.to_string()),
+        PlacementError::Storage(_) | PlacementError::Write(_) | PlacementError::Corrupt(_) => {
+            Status::internal(err.to_string())
+        }
     }
 }
 
 pub struct PlacementService {
     placement: Arc<Placement>,
+}
+
+impl PlacementService {
+    /// Runs a call that may wait for the disk on the blocking pool.
+    async fn durable<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&Placement) -> Result<T, PlacementError> + Send + 'static,
+    ) -> Result<T, Status> {
+        let placement = self.placement.clone();
+        match tokio::task::spawn_blocking(move || call(&placement)).await {
+            Ok(result) => result.map_err(status),
+            Err(err) => Err(Status::internal(format!("placement call failed: {err}"))),
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -34,8 +54,10 @@ impl PlacementRpc for PlacementService {
         &self,
         req: Request<RegisterStoreRequest>,
     ) -> Result<Response<RegisterStoreResponse>, Status> {
-        let (store_id, cluster_id) = self.placement.register_store(req.get_ref()).map_err(status)?;
-        tracing::info!(store_id, raft_addr = %req.get_ref().raft_addr, http_addr = %req.get_ref().http_addr, "store registered");
+        let req = req.into_inner();
+        let (raft_addr, http_addr) = (req.raft_addr.clone(), req.http_addr.clone());
+        let (store_id, cluster_id) = self.durable(move |p| p.register_store(&req)).await?;
+        tracing::info!(store_id, %raft_addr, %http_addr, "store registered");
         Ok(Response::new(RegisterStoreResponse { store_id, cluster_id }))
     }
 
@@ -51,13 +73,15 @@ impl PlacementRpc for PlacementService {
         &self,
         req: Request<StoreHeartbeatRequest>,
     ) -> Result<Response<StoreHeartbeatResponse>, Status> {
-        let operators = self.placement.store_heartbeat(req.get_ref()).map_err(status)?;
-        let stale_peers = self.placement.stale_peers(req.get_ref());
+        let req = req.into_inner();
+        let (operators, stale_peers) =
+            self.durable(move |p| Ok((p.store_heartbeat(&req)?, p.stale_peers(&req)))).await?;
         Ok(Response::new(StoreHeartbeatResponse { operators, stale_peers }))
     }
 
     async fn alloc_id(&self, req: Request<AllocIdRequest>) -> Result<Response<AllocIdResponse>, Status> {
-        let ids = self.placement.alloc_ids(req.get_ref().count.max(1) as usize).map_err(status)?;
+        let count = req.get_ref().count.max(1) as usize;
+        let ids = self.durable(move |p| p.alloc_ids(count)).await?;
         Ok(Response::new(AllocIdResponse { id: ids[0], ids }))
     }
 
@@ -73,25 +97,25 @@ impl PlacementRpc for PlacementService {
         req: Request<TransferLeaderRequest>,
     ) -> Result<Response<TransferLeaderResponse>, Status> {
         let req = req.into_inner();
-        self.placement.transfer_leader(req.region_id, req.to_store_id).map_err(status)?;
-        Ok(Response::new(TransferLeaderResponse {}))
+        let operator = self.durable(move |p| p.transfer_leader(req.region_id, req.to_store_id)).await?;
+        Ok(Response::new(TransferLeaderResponse { operator: Some(operator) }))
     }
 
     async fn split_region(&self, req: Request<SplitRegionRequest>) -> Result<Response<SplitRegionResponse>, Status> {
         let req = req.into_inner();
-        self.placement.split_region(req.region_id, req.split_key).map_err(status)?;
-        Ok(Response::new(SplitRegionResponse {}))
+        let operator = self.durable(move |p| p.split_region(req.region_id, req.split_key)).await?;
+        Ok(Response::new(SplitRegionResponse { operator: Some(operator) }))
     }
 
     async fn add_peer(&self, req: Request<AddPeerRequest>) -> Result<Response<OperatorResponse>, Status> {
         let req = req.into_inner();
-        let operator = self.placement.add_peer(req.region_id, req.store_id).map_err(status)?;
+        let operator = self.durable(move |p| p.add_peer(req.region_id, req.store_id)).await?;
         Ok(Response::new(OperatorResponse { operator: Some(operator) }))
     }
 
     async fn remove_peer(&self, req: Request<RemovePeerRequest>) -> Result<Response<OperatorResponse>, Status> {
         let req = req.into_inner();
-        let operator = self.placement.remove_peer(req.region_id, req.store_id).map_err(status)?;
+        let operator = self.durable(move |p| p.remove_peer(req.region_id, req.store_id)).await?;
         Ok(Response::new(OperatorResponse { operator: Some(operator) }))
     }
 
@@ -101,7 +125,8 @@ impl PlacementRpc for PlacementService {
     }
 
     async fn remove_store(&self, req: Request<RemoveStoreRequest>) -> Result<Response<RemoveStoreResponse>, Status> {
-        let store = self.placement.remove_store(req.get_ref().store_id).map_err(status)?;
+        let store_id = req.get_ref().store_id;
+        let store = self.durable(move |p| p.remove_store(store_id)).await?;
         Ok(Response::new(RemoveStoreResponse { store: Some(store) }))
     }
 
@@ -117,7 +142,7 @@ impl PlacementRpc for PlacementService {
         req: Request<SetSchedulerRequest>,
     ) -> Result<Response<GetSchedulersResponse>, Status> {
         let req = req.into_inner();
-        let schedulers = self.placement.set_scheduler(&req.name, req.enabled).map_err(status)?;
+        let schedulers = self.durable(move |p| p.set_scheduler(&req.name, req.enabled)).await?;
         Ok(Response::new(GetSchedulersResponse { schedulers }))
     }
 }

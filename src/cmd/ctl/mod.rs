@@ -1,0 +1,336 @@
+//! `fekv ctl`: the admin CLI. It asks the placement service (gRPC) about stores and regions, and each
+//! node (HTTP `/status`, `/health`) about itself, then prints a table or JSON.
+//!
+//! It reads, and it asks placement for changes: `region split|transfer-leader|add-peer|remove-peer`
+//! become operators placement hands to the region's leader; `store remove` drains a store; `scheduler
+//! enable|disable` switches a scheduler. It never talks raft and never touches data. Every call has a
+//! deadline, so an unreachable placement service or node is an error within seconds, never a hang;
+//! `--wait` polls placement until the request's operator ends and the change shows, up to
+//! `--wait-timeout`, and fails unless the operator succeeded.
+//!
+//! - this file: the command line, the errors, and which command does what;
+//! - `client`: the placement service, every call bounded;
+//! - `actions`: the commands that change something, and their `--wait`;
+//! - `probe`: the nodes, asked directly;
+//! - `render`: tables and JSON.
+
+use std::future::Future;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+use tonic::transport::Channel;
+
+mod actions;
+mod client;
+mod probe;
+mod render;
+
+use actions::{finish_operator, remove_store, split, transfer_leader};
+use client::PlacementConn;
+use probe::{fail_if_any, probe_all, NodeProbe};
+use render::*;
+
+use crate::api::display_key;
+use crate::proto::placement_client::PlacementClient;
+use crate::proto::{
+    AddPeerRequest, GetOperatorsRequest, GetRegionByKeyRequest, GetRegionsRequest, GetSchedulersRequest,
+    GetStoresRequest, OperatorInfo, OperatorState, RegionInfo, RemovePeerRequest, RemoveStoreRequest, SchedulerInfo,
+    SetSchedulerRequest, SplitRegionRequest, StepKind, StoreInfo, StoreState,
+};
+
+/// How long one call to placement or to a node may take, connecting included.
+const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CtlArgs {
+    /// Address of the placement service (host:port)
+    #[arg(long, env = "FEKV_PLACEMENT", default_value = "127.0.0.1:2379", global = true)]
+    pub placement: String,
+    /// Output format
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table, global = true)]
+    pub output: Output,
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+/// `--wait` and `--wait-timeout`, shared by every command that changes something. What `--wait`
+/// waits for is each command's own (its help says).
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct Wait {
+    /// Wait until the change is done, and fail unless it succeeded
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub wait_timeout: Duration,
+}
+
+impl Wait {
+    /// How long to wait, if at all.
+    fn limit(self) -> Option<Duration> {
+        self.wait.then_some(self.wait_timeout)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Aligned columns for people
+    Table,
+    /// JSON with stable field names, for scripts
+    Json,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum CtlCommand {
+    /// Stores: addresses, liveness, regions, leaders, used bytes (from placement)
+    #[command(subcommand)]
+    Store(StoreCommand),
+    /// Regions: ranges, epochs, peers, leaders (from placement); ask for a split
+    #[command(subcommand)]
+    Region(RegionCommand),
+    /// Every node, asked directly over HTTP
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Operators: the changes placement is making to regions, and the recent ones
+    #[command(subcommand)]
+    Operator(OperatorCommand),
+    /// The schedulers that repair and balance the cluster by themselves
+    #[command(subcommand)]
+    Scheduler(SchedulerCommand),
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum StoreCommand {
+    /// Every registered store
+    List,
+    /// Drain a store: it goes offline, its replicas move to other stores, then it is removed for good
+    /// (a removed store may not rejoin; wipe its data directory to bring the machine back as a new store)
+    #[command(mut_arg("wait", |a| a.help("Wait until the store is drained and removed")))]
+    Remove {
+        /// The store's id (see `store list`)
+        store_id: u64,
+        #[command(flatten)]
+        wait: Wait,
+    },
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum OperatorCommand {
+    /// Running operators and the most recent finished ones, with their steps and state
+    List,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum SchedulerCommand {
+    /// Every scheduler and whether it runs
+    List,
+    /// Switch a scheduler on (balance-leader, balance-region)
+    Enable {
+        /// The scheduler's name (see `scheduler list`)
+        name: String,
+    },
+    /// Switch a scheduler off; its running operators finish (replica-check cannot be switched off)
+    Disable {
+        /// The scheduler's name (see `scheduler list`)
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum RegionCommand {
+    /// Every region, in key order
+    List,
+    /// One region by id
+    Show {
+        /// The region's id (see `region list`)
+        region_id: u64,
+    },
+    /// The region whose range holds a key
+    Find {
+        /// The key, percent-encoded as in the REST API's URLs (a%2Fb%00 is the key "a/b\0")
+        key: String,
+    },
+    /// Ask placement to have the region's leader split it, at --key or in the middle
+    #[command(mut_arg("wait", |a| a.help(
+        "Wait until this split is done and placement knows both halves; fail if it was cancelled (the region \
+         split elsewhere first) or timed out"
+    )))]
+    Split {
+        /// The region's id (see `region list`)
+        region_id: u64,
+        /// Split key, percent-encoded; the right part starts at it
+        #[arg(long)]
+        key: Option<String>,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Ask placement to have the region's leader hand leadership to its peer on a store
+    #[command(mut_arg("wait", |a| a.help("Wait until placement sees that store leading the region")))]
+    TransferLeader {
+        /// The region's id (see `region list`)
+        region_id: u64,
+        /// The store that should lead it (it must hold a peer of the region)
+        store_id: u64,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Add a peer of the region on a store (it is filled by a snapshot from the leader)
+    #[command(mut_arg("wait", |a| a.help("Wait until the new peer has caught up")))]
+    AddPeer {
+        /// The region's id (see `region list`)
+        region_id: u64,
+        /// The store to hold the new peer (up, without a peer of the region)
+        store_id: u64,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Remove the region's peer on a store (if it leads, leadership moves to another peer first)
+    #[command(mut_arg("wait", |a| a.help("Wait until the peer is gone")))]
+    RemovePeer {
+        /// The region's id (see `region list`)
+        region_id: u64,
+        /// The store whose peer goes
+        store_id: u64,
+        #[command(flatten)]
+        wait: Wait,
+    },
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ClusterCommand {
+    /// One line per node from its /status: version, regions, leaders, applied index; down if silent
+    Status,
+    /// Each node's /health, with how long it took; exits non-zero if any node is unhealthy
+    Health,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    #[error("invalid placement address {addr}: {reason}")]
+    Address { addr: String, reason: String },
+    #[error("cannot reach the placement service at {addr}: {reason}")]
+    PlacementUnreachable { addr: String, reason: String },
+    #[error("the placement service at {addr} refused the request: {message}")]
+    PlacementRefused { addr: String, message: String },
+    #[error("region {0} is not known to placement")]
+    NoSuchRegion(u64),
+    #[error("no known region holds the key {0:?}")]
+    NoRegionForKey(String),
+    #[error("invalid key {key:?}: {reason}")]
+    BadKey { key: String, reason: String },
+    #[error("region {region_id} split, but placement did not learn of its right half within {waited:?} (see `fekv ctl region list`)")]
+    HalfUnknown { region_id: u64, waited: Duration },
+    #[error("operator {operator_id} on region {region_id} ended {state}: {note}")]
+    OperatorFailed { operator_id: u64, region_id: u64, state: String, note: String },
+    #[error("operator {operator_id} on region {region_id} was still running after {waited:?} (see `fekv ctl operator list`)")]
+    OperatorTimeout { operator_id: u64, region_id: u64, waited: Duration },
+    #[error("operator {operator_id} is no longer tracked by placement (restarted?); check `fekv ctl region show {region_id}`")]
+    OperatorLost { operator_id: u64, region_id: u64 },
+    #[error("store {store_id} still held {region_count} regions after {waited:?}; it stays offline and keeps draining (see `fekv ctl operator list`)")]
+    DrainTimeout { store_id: u64, region_count: u64, waited: Duration },
+    #[error("store {0} is not registered")]
+    NoSuchStore(u64),
+    #[error("{failed} of {total} nodes {what}")]
+    Nodes { failed: usize, total: usize, what: &'static str },
+    #[error("cannot write the output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+/// Runs one `fekv ctl` command, printing its result on stdout.
+pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
+    let placement = PlacementConn::new(&args.placement)?;
+    let output = args.output;
+    match args.command {
+        CtlCommand::Store(StoreCommand::List) => {
+            let stores = placement.stores().await?;
+            print(&render_stores(&stores, now_ms(), output))
+        }
+        CtlCommand::Region(RegionCommand::List) => print(&render_regions(&placement.regions().await?, output)),
+        CtlCommand::Region(RegionCommand::Show { region_id }) => {
+            let info = placement.region(region_id).await?.ok_or(CtlError::NoSuchRegion(region_id))?;
+            print(&render_region(&info, output))
+        }
+        CtlCommand::Region(RegionCommand::Find { key }) => {
+            let decoded = parse_key(&key)?;
+            let info = placement.region_by_key(decoded).await?.ok_or(CtlError::NoRegionForKey(key))?;
+            print(&render_region(&info, output))
+        }
+        CtlCommand::Region(RegionCommand::Split { region_id, key, wait }) => {
+            split(&placement, region_id, key.as_deref(), wait.limit(), output).await
+        }
+        CtlCommand::Region(RegionCommand::TransferLeader { region_id, store_id, wait }) => {
+            transfer_leader(&placement, region_id, store_id, wait.limit(), output).await
+        }
+        CtlCommand::Region(RegionCommand::AddPeer { region_id, store_id, wait }) => {
+            let operator = placement.add_peer(region_id, store_id).await?;
+            finish_operator(&placement, operator, wait.limit(), output).await
+        }
+        CtlCommand::Region(RegionCommand::RemovePeer { region_id, store_id, wait }) => {
+            let operator = placement.remove_peer(region_id, store_id).await?;
+            finish_operator(&placement, operator, wait.limit(), output).await
+        }
+        CtlCommand::Store(StoreCommand::Remove { store_id, wait }) => {
+            remove_store(&placement, store_id, wait.limit(), output).await
+        }
+        CtlCommand::Operator(OperatorCommand::List) => {
+            let (running, history) = placement.operators().await?;
+            print(&render_operators(&running, &history, now_ms(), output))
+        }
+        CtlCommand::Scheduler(command) => {
+            let schedulers = match command {
+                SchedulerCommand::List => placement.schedulers().await?,
+                SchedulerCommand::Enable { name } => placement.set_scheduler(name, true).await?,
+                SchedulerCommand::Disable { name } => placement.set_scheduler(name, false).await?,
+            };
+            print(&render_schedulers(&schedulers, output))
+        }
+        CtlCommand::Cluster(ClusterCommand::Status) => {
+            let stores = placement.live_stores().await?;
+            let nodes = probe_all(&stores, NodeProbe::Status).await;
+            print(&render_cluster_status(&nodes, output))?;
+            fail_if_any(&nodes, "did not answer")
+        }
+        CtlCommand::Cluster(ClusterCommand::Health) => {
+            let stores = placement.live_stores().await?;
+            let nodes = probe_all(&stores, NodeProbe::Health).await;
+            print(&render_cluster_health(&nodes, output))?;
+            fail_if_any(&nodes, "are unhealthy")
+        }
+    }
+}
+
+fn print(text: &str) -> Result<(), CtlError> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        // `fekv ctl ... | head` closing the pipe early is not an error of ours.
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Keys on the command line take the REST API's form: percent-encoded, strictly.
+fn parse_key(raw: &str) -> Result<Vec<u8>, CtlError> {
+    crate::api::request::decode_key(raw, crate::config::MAX_KEY_SIZE)
+        .map_err(|err| CtlError::BadKey { key: raw.to_string(), reason: err.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_on_the_command_line_are_percent_decoded_strictly() {
+        assert_eq!(parse_key("a%2Fb%00").unwrap(), b"a/b\0");
+        assert!(matches!(parse_key("bad%zz"), Err(CtlError::BadKey { .. })));
+        assert!(matches!(parse_key(""), Err(CtlError::BadKey { .. })));
+    }
+}
