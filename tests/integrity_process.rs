@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::process::FekvProcess;
+use common::process::{ctl_output, FekvProcess};
 use common::{get, put, request};
 use hyper::{Method, StatusCode};
 
@@ -98,6 +98,13 @@ async fn a_damaged_key_byte_is_reported_by_reads_and_the_check_not_served_as_ano
     assert!(value("fekv_storage_scrub_last_run_timestamp_seconds") > 0.0, "{metrics}");
     assert!(value("fekv_storage_checksum_failures_total") >= 1.0, "{metrics}");
     wait_for_log(&node, "scrub", |l| l.contains("ERROR") && l.contains("scrub") && l.contains("oey162")).await;
+    // So does `fekv ctl check`, which fails and says what to do.
+    let output = ctl_output("127.0.0.1:1", &["check", "--node", &node.addr]).unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{stdout}");
+    assert!(stdout.contains("store 1 at") && stdout.contains("problem(s)") && stdout.contains("oey162"), "{stdout}");
+    assert!(stdout.contains("remove-peer"), "{stdout}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("1 of 1 nodes found damage"), "{output:?}");
 
     // Writing the key again serves it again (the damaged copy stays until the replica is rebuilt).
     assert_eq!(put(&node.url("/fekv/key162"), "new").await.status, StatusCode::OK);
@@ -116,6 +123,20 @@ async fn a_clean_store_checks_clean() {
     assert_eq!((last["complete"].as_bool(), last["damaged"].as_u64()), (Some(true), Some(0)), "{checked}");
     assert!(last["records_by_table"]["data"].as_u64().unwrap() >= 50, "{checked}");
     assert_eq!(last["regions_checked"], 1, "{checked}");
+}
+
+#[test]
+fn ctl_check_asks_every_store_placement_knows() {
+    let placement_dir = tempfile::tempdir().unwrap();
+    let placement = FekvProcess::start_placement(placement_dir.path(), 1);
+    let dir = tempfile::tempdir().unwrap();
+    let _node = FekvProcess::start_node(dir.path(), &placement.addr);
+    let output = ctl_output(&placement.addr, &["-o", "json", "check"]).unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let nodes: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(nodes.as_array().map(Vec::len), Some(1), "{nodes}");
+    assert_eq!(nodes[0]["report"]["damaged"], 0, "{nodes}");
+    assert_eq!(nodes[0]["report"]["complete"], true, "{nodes}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -67,6 +67,8 @@ pub enum CtlCommand {
     /// The schedulers that repair and balance the cluster by themselves
     #[command(subcommand)]
     Scheduler(SchedulerCommand),
+    /// Have every node check its whole store for damage now, and print what they found
+    Check(super::check::CheckArgs),
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -268,6 +270,13 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
             print(&render_cluster_status(&nodes, output))?;
             fail_if_any(&nodes, "did not answer")
         }
+        CtlCommand::Check(check) => {
+            let nodes = match check.nodes.is_empty() {
+                true => placement.live_stores().await?.into_iter().map(|s| (s.store_id, s.http_addr)).collect(),
+                false => check.nodes.iter().map(|addr| (0, addr.clone())).collect(),
+            };
+            super::check::run(nodes, &check, output).await
+        }
         CtlCommand::Cluster(ClusterCommand::Health) => {
             let stores = placement.live_stores().await?;
             let nodes = probe_all(&stores, NodeProbe::Health).await;
@@ -277,7 +286,7 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
     }
 }
 
-fn print(text: &str) -> Result<(), CtlError> {
+pub(crate) fn print(text: &str) -> Result<(), CtlError> {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
     match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
@@ -715,7 +724,7 @@ async fn http_get(
 }
 
 /// An error with its causes, which is where "Connection refused" lives.
-fn error_chain(err: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
