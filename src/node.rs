@@ -27,7 +27,7 @@ use crate::raftstore::store::{self, StoreConfig};
 use crate::raftstore::Router;
 use crate::storage::scrub::background::{ScrubSchedule, Scrubber};
 use crate::storage::{Engine, EngineOptions, StorageError};
-use crate::transport::grpc::{AddressBook, GrpcTransport, RaftTransportService};
+use crate::transport::grpc::{AddressBook, GrpcTransport, RaftTransportService, SnapshotLimits};
 
 /// Bumped when the on-disk layout changes incompatibly. 2: every checksum covers its record's
 /// table and key too (1 covered the value only).
@@ -272,6 +272,16 @@ fn open_engine(config: &Config, metrics: &Metrics) -> Result<Engine, NodeError> 
     }
 }
 
+/// What the raft transport accepts from snapshot senders, from the node's configuration.
+pub fn snapshot_limits(config: &Config) -> SnapshotLimits {
+    SnapshotLimits {
+        max_size: config.snapshot_max_size.as_u64(),
+        max_receiving: config.snapshot_max_receiving,
+        idle_timeout: config.snapshot_recv_timeout,
+        spill_dir: config.data_dir.join("snapshots-incoming"),
+    }
+}
+
 /// The background scrub's schedule from the node's configuration.
 pub fn scrub_schedule(config: &Config) -> ScrubSchedule {
     ScrubSchedule {
@@ -313,7 +323,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             let raft_addr =
                 raft_listener.local_addr().map_err(|source| NodeError::Listen { addr: config.raft_addr, source })?;
             let (node, client) = Node::start_clustered(&config, placement, raft_addr, http_addr).await?;
-            let service = RaftTransportService::new(node.router().store_inbox());
+            let service = RaftTransportService::new(node.router().store_inbox(), snapshot_limits(&config));
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(raft_listener);
             let raft_stopped = stopped(stop_rx.clone());
             tokio::spawn(async move {
