@@ -65,6 +65,15 @@ async fn a_damaged_key_byte_is_reported_by_reads_and_the_check_not_served_as_ano
     assert!(message.contains("key key162") && message.contains("oey162"), "{message}");
     assert!(!reply.text().contains("value-162"), "damaged bytes leaked: {}", reply.text());
     assert_eq!(get(&node.url("/fekv/key161")).await.text(), "value-161");
+    // Out of order in its page, the damaged key hides the keys after it from LMDB's search: their
+    // reads fail loudly too, never a 404.
+    let hidden = get(&node.url("/fekv/key170")).await;
+    assert_eq!(hidden.status, StatusCode::INTERNAL_SERVER_ERROR, "GET key170: {}", hidden.text());
+    assert!(
+        hidden.text().contains("oey162") && hidden.text().contains("where key key170 would be"),
+        "{}",
+        hidden.text()
+    );
     // A scan of the keys' prefix meets it (it silently stopped before key163), and so does a wider one.
     for scan in ["/fekv?prefix=key", "/fekv?start=key&end=z", "/fekv?prefix=key&consistency=stale"] {
         let reply = get(&node.url(scan)).await;

@@ -114,7 +114,7 @@ fn render_table(checks: &[NodeCheck]) -> String {
         };
         let count = |field: &str| report[field].as_u64().unwrap_or(0);
         out.push_str(&format!(
-            "{node}: {} records in {} regions checked in {:.1} s: {}\n",
+            "{node}: checked {} records of {} region(s) in {:.1} s: {}\n",
             count("records_checked"),
             count("regions_checked"),
             count("took_ms") as f64 / 1000.0,
@@ -157,7 +157,7 @@ mod tests {
             "findings": [{ "table": "data", "key": "oey162", "problem": "checksum mismatch: stored ..." }],
         });
         let text = render_table(&[check(Ok(damaged)), check(Err("connection refused".into()))]);
-        assert!(text.contains("store 2 at 127.0.0.1:3001: 120 records in 3 regions checked in 1.5 s: 2 problem(s)"));
+        assert!(text.contains("store 2 at 127.0.0.1:3001: checked 120 records of 3 region(s) in 1.5 s: 2 problem(s)"));
         assert!(text.contains("  data        oey162                   checksum mismatch: stored ..."), "{text}");
         assert!(text.contains("... and 1 more"), "{text}");
         assert!(text.contains("not checked: connection refused"), "{text}");

@@ -28,9 +28,11 @@ impl Engine {
     }
 
     /// Reads a user key for a client: like [`Engine::get_data`], but an absent key is only reported
-    /// absent once the records on either side of it check out. A neighbour that fails its checksum
-    /// is reported instead (the missing key may be that record, with more than its key damaged); one
-    /// that is this key's own record under a damaged key is reported as this key's damage.
+    /// absent once the records on either side of where it would be check out. A neighbour that
+    /// fails its checksum is reported instead: it may be this key's record with more than its key
+    /// damaged, and a damaged key out of order in its page also hides the intact keys after it from
+    /// LMDB's search. A neighbour that is this key's own record under a damaged key is reported as
+    /// this key's damage.
     pub fn read_data<'t>(&self, txn: &'t RoTxn<'_>, key: &[u8]) -> Result<Option<Record<'t>>> {
         if let Some(record) = self.get_data(txn, key)? {
             return Ok(Some(record));
@@ -50,7 +52,10 @@ impl Engine {
             } else {
                 codec::corruption(
                     format!("value of key {}", display(stored_key)),
-                    format!("stored next to key {}, which may be this damaged record", display(key)),
+                    format!(
+                        "stored where key {} would be; whether that key exists cannot be told until this is repaired",
+                        display(key)
+                    ),
                 )
             });
         }
