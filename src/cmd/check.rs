@@ -125,7 +125,8 @@ fn render_table(checks: &[NodeCheck]) -> String {
         ));
         for finding in report["findings"].as_array().into_iter().flatten() {
             let field = |name: &str| finding[name].as_str().unwrap_or_default().to_string();
-            out.push_str(&format!("  {:<11} {:<24} {}\n", field("table"), field("key"), field("problem")));
+            let region = finding["region_id"].as_u64().map_or("-".to_string(), |r| format!("region {r}"));
+            out.push_str(&format!("  {:<11} {:<24} {region:<12} {}\n", field("table"), field("key"), field("problem")));
         }
         let listed = report["findings"].as_array().map_or(0, Vec::len) as u64;
         if count("damaged") > listed {
@@ -134,9 +135,10 @@ fn render_table(checks: &[NodeCheck]) -> String {
     }
     if checks.iter().any(|c| c.damaged() > 0) {
         out.push_str(
-            "Damaged data stays damaged: rebuild a damaged replica from its peers (fekv ctl region remove-peer, \
-             then the replica checker adds a new one), or restore a lone node from a backup. See the README, \
-             \"Damaged data\".\n",
+            "Damaged data stays damaged. In a cluster, rebuild each damaged replica from its peers (fekv ctl \
+             region remove-peer; the replica checker adds a new one); if LMDB's own index is damaged (keys out \
+             of order, lookups that find nothing), drain the store (fekv ctl store remove) and start it again \
+             empty. On a lone node, restore from a backup. See the README, \"Damaged data\".\n",
         );
     }
     out
@@ -154,11 +156,14 @@ mod tests {
     fn the_table_lists_each_finding_and_says_what_to_do() {
         let damaged = json!({
             "records_checked": 120, "regions_checked": 3, "took_ms": 1500, "damaged": 2,
-            "findings": [{ "table": "data", "key": "oey162", "problem": "checksum mismatch: stored ..." }],
+            "findings": [{ "table": "data", "key": "oey162", "region_id": 7, "problem": "checksum mismatch: stored ..." }],
         });
         let text = render_table(&[check(Ok(damaged)), check(Err("connection refused".into()))]);
         assert!(text.contains("store 2 at 127.0.0.1:3001: checked 120 records of 3 region(s) in 1.5 s: 2 problem(s)"));
-        assert!(text.contains("  data        oey162                   checksum mismatch: stored ..."), "{text}");
+        assert!(
+            text.contains("  data        oey162                   region 7     checksum mismatch: stored ..."),
+            "{text}"
+        );
         assert!(text.contains("... and 1 more"), "{text}");
         assert!(text.contains("not checked: connection refused"), "{text}");
         assert!(text.contains("remove-peer"), "{text}");

@@ -58,6 +58,9 @@ pub struct Finding {
     pub table: &'static str,
     /// The record's key as text: a user key percent-encoded, `region R` or `region R index I`.
     pub key: String,
+    /// The region whose replica holds the damage, when known: the one to rebuild. A damaged user
+    /// key is placed by the intact key stored before it.
+    pub region_id: Option<u64>,
     pub problem: String,
 }
 
@@ -91,6 +94,7 @@ pub fn scrub(engine: &Engine, options: &ScrubOptions, stop: &dyn Fn() -> bool) -
         pacer: Pacer { rate: options.rate, started: Instant::now(), bytes: 0 },
         seen: Seen::default(),
         ranges: Vec::new(),
+        last_intact_key: None,
     };
     for table in Table::ALL {
         pass.walk(table)?;
@@ -108,8 +112,12 @@ pub fn scrub(engine: &Engine, options: &ScrubOptions, stop: &dyn Fn() -> bool) -
     Ok(pass.finish(true))
 }
 
-/// A region's `[start, end)` (empty end: unbounded).
-type KeyRange = (Vec<u8>, Vec<u8>);
+/// The range `[start, end)` (empty end: unbounded) of a region this store holds.
+struct HeldRange {
+    start: Vec<u8>,
+    end: Vec<u8>,
+    region_id: u64,
+}
 
 /// Region ids met in the per-region databases, for the region checks.
 #[derive(Default)]
@@ -134,7 +142,9 @@ struct Pass<'a> {
     pacer: Pacer,
     seen: Seen,
     /// The ranges of the regions this store holds, as last read (refreshed when a key falls outside).
-    ranges: Vec<KeyRange>,
+    ranges: Vec<HeldRange>,
+    /// The last user key the walk found intact: where a damaged one sits.
+    last_intact_key: Option<Vec<u8>>,
 }
 
 impl Pass<'_> {
@@ -144,12 +154,24 @@ impl Pass<'_> {
         self.report
     }
 
-    fn found(&mut self, table: Table, key: String, problem: String) {
+    fn found(&mut self, table: Table, key: String, region_id: Option<u64>, problem: String) {
         self.report.damaged += 1;
         if self.report.findings.len() < self.options.max_listed {
-            tracing::error!(table = table.name(), key = %key, problem = %problem, "scrub: stored data is damaged");
-            self.report.findings.push(Finding { table: table.name(), key, problem });
+            tracing::error!(table = table.name(), key = %key, region_id, problem = %problem, "scrub: stored data is damaged");
+            self.report.findings.push(Finding { table: table.name(), key, region_id, problem });
         }
+    }
+
+    /// A problem with the record stored under `key` in `table`.
+    fn found_record(&mut self, txn: &ReadTxn<'_>, table: Table, key: &[u8], problem: String) {
+        let region_id = match table {
+            Table::Data => {
+                let placed_by = self.last_intact_key.clone().unwrap_or_else(|| key.to_vec());
+                self.region_holding(txn, keys::user_key_of(&placed_by))
+            }
+            _ => region_of_key(table, key),
+        };
+        self.found(table, describe_key(table, key), region_id, problem);
     }
 
     /// Walks one database in batches, each in its own read transaction, resuming after the last key.
@@ -165,7 +187,7 @@ impl Pass<'_> {
             let iter = match db.range(&txn, &(lower, Bound::Unbounded)) {
                 Ok(iter) => iter,
                 Err(err) => {
-                    self.found(table, "-".into(), format!("LMDB cannot walk the database: {err}"));
+                    self.found(table, "-".into(), None, format!("LMDB cannot walk the database: {err}"));
                     return Ok(());
                 }
             };
@@ -174,14 +196,15 @@ impl Pass<'_> {
                     Ok(item) => item,
                     Err(err) => {
                         let at = previous.as_deref().map_or("its start".to_string(), |k| describe_key(table, k));
-                        self.found(table, at, format!("LMDB cannot read past this record: {err}"));
+                        let region_id = previous.as_deref().and_then(|k| region_of_key(table, k));
+                        self.found(table, at, region_id, format!("LMDB cannot read past this record: {err}"));
                         broken = true;
                         break;
                     }
                 };
                 if previous.as_deref().is_some_and(|p| key <= p) {
                     let after = previous.as_deref().map(|p| describe_key(table, p)).unwrap_or_default();
-                    self.found(table, describe_key(table, key), format!("stored after {after}: keys out of order"));
+                    self.found_record(&txn, table, key, format!("stored after {after}: keys out of order"));
                 }
                 self.check_lookup(&txn, db, table, key, stored);
                 self.check_record(&txn, table, key, stored);
@@ -212,7 +235,7 @@ impl Pass<'_> {
             Ok(None) => "a lookup of its key finds nothing: LMDB's index of the database is damaged".to_string(),
             Err(err) => format!("a lookup of its key fails: {err}"),
         };
-        self.found(table, describe_key(table, key), problem);
+        self.found_record(txn, table, key, problem);
     }
 
     fn check_record(&mut self, txn: &ReadTxn<'_>, table: Table, key: &[u8], stored: &[u8]) {
@@ -227,9 +250,12 @@ impl Pass<'_> {
                 if problem.starts_with("checksum") {
                     self.engine.checksum_failures.inc();
                 }
-                self.found(table, describe_key(table, key), problem);
+                self.found_record(txn, table, key, problem);
             }
-            Ok(()) if table == Table::Data => self.check_in_region(txn, key),
+            Ok(()) if table == Table::Data => {
+                self.check_in_region(txn, key);
+                self.last_intact_key = Some(key.to_vec());
+            }
             Ok(()) => {}
         }
     }
@@ -279,21 +305,25 @@ impl Pass<'_> {
         }
     }
 
-    /// A user key must lie in the range of a region this store holds. The ranges are re-read, in
-    /// the transaction that read the key, before a key is reported: a split or a new region may
-    /// have come after the last read.
+    /// A user key must lie in the range of a region this store holds.
     fn check_in_region(&mut self, txn: &ReadTxn<'_>, data_key: &[u8]) {
-        let key = keys::user_key_of(data_key);
-        if in_ranges(&self.ranges, key) {
-            return;
+        if self.region_holding(txn, keys::user_key_of(data_key)).is_none() {
+            self.found(Table::Data, display(data_key), None, "outside every region this store holds".into());
         }
-        match held_ranges(self.engine, txn) {
-            Ok(ranges) => self.ranges = ranges,
-            Err(_) => return, // a damaged region record, reported on its own
+    }
+
+    /// The region this store holds whose range has `key`. The ranges are re-read, in the
+    /// transaction that read the key, before a key is said to be in none: a split or a new region
+    /// may have come after the last read.
+    fn region_holding(&mut self, txn: &ReadTxn<'_>, key: &[u8]) -> Option<u64> {
+        if let Some(region_id) = range_holding(&self.ranges, key) {
+            return Some(region_id);
         }
-        if !in_ranges(&self.ranges, key) {
-            self.found(Table::Data, display(data_key), "outside every region this store holds".into());
+        // A damaged region record is reported on its own; the ranges stay as they were.
+        if let Ok(ranges) = held_ranges(self.engine, txn) {
+            self.ranges = ranges;
         }
+        range_holding(&self.ranges, key)
     }
 }
 
@@ -302,22 +332,31 @@ fn checksum(detail: String) -> String {
 }
 
 /// The ranges of the `Normal` regions of this store, sorted by start key.
-fn held_ranges(engine: &Engine, txn: &ReadTxn<'_>) -> Result<Vec<KeyRange>, String> {
+fn held_ranges(engine: &Engine, txn: &ReadTxn<'_>) -> Result<Vec<HeldRange>, String> {
     let mut ranges = Vec::new();
     for item in engine.db(Table::Region).iter(txn).map_err(|e| e.to_string())? {
         let (key, stored) = item.map_err(|e| e.to_string())?;
         let payload = codec::verify_frame(Table::Region, key, stored)?;
         let state = RegionLocalState::decode(payload).map_err(|e| e.to_string())?;
         if let (crate::proto::PeerState::Normal, Some(region)) = (state.state(), state.region) {
-            ranges.push((region.start_key, region.end_key));
+            ranges.push(HeldRange { start: region.start_key, end: region.end_key, region_id: region.region_id });
         }
     }
-    ranges.sort();
     Ok(ranges)
 }
 
-fn in_ranges(ranges: &[KeyRange], key: &[u8]) -> bool {
-    ranges.iter().any(|(start, end)| start.as_slice() <= key && (end.is_empty() || key < end.as_slice()))
+fn range_holding(ranges: &[HeldRange], key: &[u8]) -> Option<u64> {
+    let holds = |r: &&HeldRange| r.start.as_slice() <= key && (r.end.is_empty() || key < r.end.as_slice());
+    ranges.iter().find(holds).map(|r| r.region_id)
+}
+
+/// The region a per-region record's key names.
+fn region_of_key(table: Table, key: &[u8]) -> Option<u64> {
+    match table {
+        Table::RaftLog => keys::decode_raft_log_key(key).map(|(region_id, _)| region_id),
+        Table::RaftState | Table::ApplyState | Table::Region => keys::decode_region_key(key),
+        Table::Data | Table::Meta => None,
+    }
 }
 
 /// A key as a finding names it.

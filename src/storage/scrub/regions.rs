@@ -36,7 +36,7 @@ impl Pass<'_> {
         }
         std::thread::sleep(SECOND_LOOK_AFTER);
         for (table, problem) in self.region_problems(region_id)? {
-            self.found(table, format!("region {region_id}"), problem);
+            self.found(table, format!("region {region_id}"), Some(region_id), problem);
         }
         Ok(())
     }

@@ -87,6 +87,9 @@ fn a_record_under_another_key_and_a_damaged_state_are_found() {
     assert!(has(&report, "raft_state", "region 2", "checksum mismatch"), "{:#?}", report.findings);
     assert_eq!(report.damaged, 2, "{:#?}", report.findings);
     assert_eq!(engine.checksum_failures.get(), 2);
+    // Each names the region whose replica to rebuild: "d" sits after "c", in region 1.
+    let regions: Vec<_> = report.findings.iter().map(|f| (f.key.as_str(), f.region_id)).collect();
+    assert_eq!(regions, vec![("region 2", Some(2)), ("d", Some(1))]);
 }
 
 #[test]
