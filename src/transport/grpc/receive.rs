@@ -220,6 +220,8 @@ mod tests {
             assert!(spool.in_memory() <= MEMORY_CAP);
         }
         assert_eq!(spool.in_memory(), 0, "past the cap, everything is on disk");
+        // tokio's file hands writes to a blocking thread: flushed, they are all in the file.
+        spool.file.as_mut().unwrap().flush().await.unwrap();
         let on_disk = std::fs::metadata(&spool.path).unwrap().len();
         assert_eq!(on_disk, 10 << 20);
         assert_eq!(spool.crc, crc32c::crc32c(&sent));
