@@ -45,6 +45,19 @@ pub struct Config {
     pub raft_log_gc_threshold: u64,
     /// Messages the raftstore drains per poll round (one LMDB commit per round).
     pub raftstore_max_batch: usize,
+    /// Time between the starts of two background scrub passes over the whole store; 0 turns the
+    /// background scrub off (`POST /scrub` still checks on demand).
+    #[serde(with = "humantime_serde")]
+    pub scrub_interval: Duration,
+    /// Bytes per second a background scrub pass reads at most.
+    pub scrub_rate: ByteSize,
+    /// Largest snapshot a store accepts from another; a bigger one is refused before it is received.
+    pub snapshot_max_size: ByteSize,
+    /// Snapshots received at once; more are refused (the sender's raft retries later).
+    pub snapshot_max_receiving: usize,
+    /// A snapshot stream with no chunk for this long is dropped.
+    #[serde(with = "humantime_serde")]
+    pub snapshot_recv_timeout: Duration,
     /// A region larger than this (keys + values) is split in two.
     pub region_max_size: ByteSize,
     /// How long a request may wait for raft before it is answered `503`/`504`.
@@ -68,6 +81,11 @@ impl Default for Config {
             raft_heartbeat_ticks: 2,
             raft_log_gc_threshold: 1024,
             raftstore_max_batch: 4096,
+            scrub_interval: Duration::from_secs(24 * 3600),
+            scrub_rate: ByteSize::mib(32),
+            snapshot_max_size: ByteSize::gib(1),
+            snapshot_max_receiving: 4,
+            snapshot_recv_timeout: Duration::from_secs(30),
             region_max_size: ByteSize::mib(64),
             request_timeout: Duration::from_secs(5),
         }
@@ -111,6 +129,18 @@ impl Config {
         }
         if self.raftstore_max_batch == 0 {
             return invalid("raftstore_max_batch", "must be at least 1");
+        }
+        if self.scrub_rate.as_u64() == 0 {
+            return invalid("scrub_rate", "must be at least 1 byte (turn the scrub off with scrub_interval = 0)");
+        }
+        if self.snapshot_max_size.as_u64() == 0 {
+            return invalid("snapshot_max_size", "must be at least 1 byte");
+        }
+        if self.snapshot_max_receiving == 0 {
+            return invalid("snapshot_max_receiving", "must be at least 1");
+        }
+        if self.snapshot_recv_timeout.is_zero() {
+            return invalid("snapshot_recv_timeout", "must be positive");
         }
         if self.request_timeout < self.raft_tick_interval {
             return invalid("request_timeout", "must be at least one raft_tick_interval");
@@ -171,6 +201,21 @@ pub struct ServeArgs {
     /// Messages handled per raftstore round, all committed to LMDB at once [default: 4096]
     #[arg(long, env = "FEKV_RAFTSTORE_MAX_BATCH", value_name = "N")]
     pub raftstore_max_batch: Option<usize>,
+    /// Time between background scrubs of the whole store; 0s turns them off [default: 24h]
+    #[arg(long, env = "FEKV_SCRUB_INTERVAL", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub scrub_interval: Option<Duration>,
+    /// Bytes per second a background scrub reads at most [default: 32MiB]
+    #[arg(long, env = "FEKV_SCRUB_RATE", value_name = "SIZE")]
+    pub scrub_rate: Option<ByteSize>,
+    /// Largest snapshot accepted from another store [default: 1GiB]
+    #[arg(long, env = "FEKV_SNAPSHOT_MAX_SIZE", value_name = "SIZE")]
+    pub snapshot_max_size: Option<ByteSize>,
+    /// Snapshots received at once; more are refused and retried by their sender [default: 4]
+    #[arg(long, env = "FEKV_SNAPSHOT_MAX_RECEIVING", value_name = "N")]
+    pub snapshot_max_receiving: Option<usize>,
+    /// Drop a snapshot stream that sends no chunk for this long [default: 30s]
+    #[arg(long, env = "FEKV_SNAPSHOT_RECV_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub snapshot_recv_timeout: Option<Duration>,
     /// Split a region once its keys and values pass this size, e.g. 4KiB [default: 64MiB]
     #[arg(long, env = "FEKV_REGION_MAX_SIZE", value_name = "SIZE")]
     pub region_max_size: Option<ByteSize>,
@@ -210,6 +255,11 @@ impl ServeArgs {
             raft_heartbeat_ticks,
             raft_log_gc_threshold,
             raftstore_max_batch,
+            scrub_interval,
+            scrub_rate,
+            snapshot_max_size,
+            snapshot_max_receiving,
+            snapshot_recv_timeout,
             region_max_size,
             request_timeout
         );

@@ -19,6 +19,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start; the node's settings are the big one
 enum Command {
     /// Run a node (the default). Settings: defaults < --config file < FEKV_* environment < flags.
     Serve(ServeArgs),

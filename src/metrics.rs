@@ -34,6 +34,7 @@ pub struct Metrics {
     pub storage_checksum_failures: IntCounter,
     pub storage_used_bytes: IntGauge,
     pub storage_map_size_bytes: IntGauge,
+    pub storage_scrub: crate::storage::scrub::background::ScrubMetrics,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -52,6 +53,38 @@ fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
     let metric = IntGauge::new(name, help).expect("metric name is valid");
     registry.register(Box::new(metric.clone())).expect("metric registered once");
     metric
+}
+
+fn float_gauge(registry: &Registry, name: &str, help: &str) -> prometheus::Gauge {
+    let metric = prometheus::Gauge::new(name, help).expect("metric name is valid");
+    registry.register(Box::new(metric.clone())).expect("metric registered once");
+    metric
+}
+
+fn scrub_metrics(registry: &Registry) -> crate::storage::scrub::background::ScrubMetrics {
+    crate::storage::scrub::background::ScrubMetrics {
+        runs: counter(registry, "fekv_storage_scrub_runs_total", "Scrub passes over the whole store completed"),
+        last_run_timestamp: gauge(
+            registry,
+            "fekv_storage_scrub_last_run_timestamp_seconds",
+            "When the last scrub pass finished (Unix time; 0: none yet)",
+        ),
+        last_run_duration: float_gauge(
+            registry,
+            "fekv_storage_scrub_last_run_duration_seconds",
+            "How long the last scrub pass took",
+        ),
+        records_checked: counter(
+            registry,
+            "fekv_storage_scrub_records_checked_total",
+            "Stored records the scrub checked (every database)",
+        ),
+        damaged: gauge(
+            registry,
+            "fekv_storage_scrub_damaged_records",
+            "Problems the last scrub pass found (0: the store checked clean)",
+        ),
+    }
 }
 
 fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
@@ -190,6 +223,7 @@ impl Metrics {
                 "Bytes of the LMDB map in use (excluding free pages)",
             ),
             storage_map_size_bytes: gauge(&registry, "fekv_storage_map_size_bytes", "Configured LMDB map size"),
+            storage_scrub: scrub_metrics(&registry),
             registry,
         }
     }

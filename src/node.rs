@@ -25,11 +25,13 @@ use crate::raftstore::peer_storage::PeerStorage;
 use crate::raftstore::split_check::FileIdAllocator;
 use crate::raftstore::store::{self, StoreConfig};
 use crate::raftstore::{RaftstoreExit, RaftstoreHandle, Router};
+use crate::storage::scrub::background::{ScrubSchedule, Scrubber};
 use crate::storage::{Engine, EngineOptions, StorageError};
-use crate::transport::grpc::{AddressBook, GrpcTransport, RaftTransportService};
+use crate::transport::grpc::{AddressBook, GrpcTransport, RaftTransportService, SnapshotLimits};
 
-/// Bumped when the on-disk layout changes incompatibly.
-pub const FORMAT_VERSION: u32 = 1;
+/// Bumped when the on-disk layout changes incompatibly. 2: every checksum covers its record's
+/// table and key too (1 covered the value only).
+pub const FORMAT_VERSION: u32 = 2;
 const FIRST_STORE_ID: u64 = 1;
 const FIRST_REGION_ID: u64 = 1;
 const FIRST_PEER_ID: u64 = 1;
@@ -40,7 +42,11 @@ const SPLIT_CHECK_TICKS: u64 = 10;
 pub enum NodeError {
     #[error("cannot open the data directory {dir}: {source}")]
     Open { dir: String, source: StorageError },
-    #[error("data directory {dir} has format version {found}; this fekv reads version {FORMAT_VERSION}")]
+    #[error(
+        "data directory {dir} has format version {found}; this fekv reads version {FORMAT_VERSION} only: run the \
+         fekv that wrote it, or move the directory away and start with an empty one (in a cluster, the store then \
+         joins as a new one and its replicas are rebuilt from their peers)"
+    )]
     Format { dir: String, found: u32 },
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -88,6 +94,7 @@ pub fn bootstrap_store(
     let ident = StoreIdent { cluster_id, store_id, format_version: FORMAT_VERSION };
     let mut txn = engine.write_txn()?;
     engine.put_store_ident(&mut txn, &ident)?;
+    engine.put_format_version(&mut txn, FORMAT_VERSION)?;
     if let Some(region) = initial_region {
         PeerStorage::write_initial_state(engine, &mut txn, region)?;
     }
@@ -201,8 +208,10 @@ impl Node {
         addresses: Option<Arc<AddressBook>>,
         http_addr: SocketAddr,
     ) -> Node {
+        let scrubber = Scrubber::start(engine.clone(), scrub_schedule(config), metrics.storage_scrub.clone());
         let state = Arc::new(ApiState {
             router,
+            scrubber,
             engine,
             metrics,
             max_value_size: config.max_value_size.as_u64(),
@@ -253,9 +262,37 @@ impl Node {
     }
 }
 
+/// Opens the environment, refusing one written in another format before anything reads it.
 fn open_engine(config: &Config, metrics: &Metrics) -> Result<Engine, NodeError> {
-    Engine::open(&config.data_dir, &engine_options(config, metrics))
-        .map_err(|source| NodeError::Open { dir: config.data_dir.display().to_string(), source })
+    let engine = Engine::open(&config.data_dir, &engine_options(config, metrics))
+        .map_err(|source| NodeError::Open { dir: config.data_dir.display().to_string(), source })?;
+    let txn = engine.read_txn()?;
+    let found = engine.format_version(&txn)?;
+    drop(txn);
+    match found {
+        Some(found) if found != FORMAT_VERSION => {
+            Err(NodeError::Format { dir: config.data_dir.display().to_string(), found })
+        }
+        _ => Ok(engine),
+    }
+}
+
+/// What the raft transport accepts from snapshot senders, from the node's configuration.
+pub fn snapshot_limits(config: &Config) -> SnapshotLimits {
+    SnapshotLimits {
+        max_size: config.snapshot_max_size.as_u64(),
+        max_receiving: config.snapshot_max_receiving,
+        idle_timeout: config.snapshot_recv_timeout,
+        spill_dir: config.data_dir.join("snapshots-incoming"),
+    }
+}
+
+/// The background scrub's schedule from the node's configuration.
+pub fn scrub_schedule(config: &Config) -> ScrubSchedule {
+    ScrubSchedule {
+        interval: (!config.scrub_interval.is_zero()).then_some(config.scrub_interval),
+        rate: config.scrub_rate.as_u64(),
+    }
 }
 
 fn check_format(config: &Config, ident: StoreIdent) -> Result<StoreIdent, NodeError> {
@@ -296,7 +333,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             let raft_addr =
                 raft_listener.local_addr().map_err(|source| NodeError::Listen { addr: config.raft_addr, source })?;
             let (node, client) = Node::start_clustered(&config, placement, raft_addr, http_addr).await?;
-            let service = RaftTransportService::new(node.router().store_inbox());
+            let service = RaftTransportService::new(node.router().store_inbox(), snapshot_limits(&config));
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(raft_listener);
             let raft_stopped = stopped(stop_rx.clone());
             tokio::spawn(async move {

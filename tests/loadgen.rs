@@ -297,6 +297,7 @@ async fn concurrent_workers_share_what_a_redirect_taught() {
 async fn redirect_loops_stop_after_three_hops_and_count_as_errors() {
     let looping = TinyServer::redirect_loop().await;
     let flags = ["--endpoints", &looping.base, "--requests", "5", "--connections", "1", "--workload", "delete"];
+    let flags = [&flags[..], &["--max-error-rate", "1"]].concat();
     let (report, text) = must_bench(&flags).await;
     assert_eq!((report.requests, report.errors.other, report.successes), (5, 5, 0), "{text}");
     assert_eq!(report.redirects, 15, "three hops per request: {text}");
@@ -375,4 +376,64 @@ fn the_binary_exits_non_zero_on_bad_flags_and_says_why() {
     let (status, stderr) = run_binary(&["bench", "--keys", "0"]);
     assert!(!status.success(), "{stderr}");
     assert!(stderr.contains("invalid --keys"), "{stderr}");
+}
+
+/// A server that answers every request with `status` and a JSON error body.
+async fn failing_with(status: StatusCode) -> TinyServer {
+    TinyServer::start(move |_, _| {
+        let body = format!("{{\"error\":\"nope\",\"message\":\"answered {}\"}}\n", status.as_u16());
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = status;
+        response
+    })
+    .await
+}
+
+#[test]
+fn a_run_whose_requests_all_fail_exits_non_zero_and_says_so() {
+    // Nothing listens on port 1: every request fails to connect.
+    let (status, stderr) =
+        run_binary(&["bench", "--endpoints", "http://127.0.0.1:1", "--requests", "20", "--connections", "2"]);
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("20 of 20 requests failed (100.0%), over --max-error-rate 0.01"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_error_rate_is_held_to_max_error_rate() {
+    let refusing = failing_with(StatusCode::PAYLOAD_TOO_LARGE).await;
+    let flags = args(&["--endpoints", &refusing.base, "--requests", "7", "--connections", "1"]);
+    let mut out = Vec::new();
+    let err = run(&flags, &mut out).await.unwrap_err();
+    assert!(matches!(err, BenchError::TooManyErrors { errors: 7, requests: 7, .. }), "{err}");
+    // The report is printed all the same.
+    assert!(String::from_utf8(out).unwrap().contains("Errors:        7 (4xx 7)"));
+    // A run allowed that many errors passes.
+    must_bench(&["--endpoints", &refusing.base, "--requests", "7", "--connections", "1", "--max-error-rate", "1"])
+        .await;
+    let invalid = args(&["--max-error-rate", "1.5"]).validate().unwrap_err();
+    assert!(matches!(invalid, BenchError::InvalidArgument { flag: "max-error-rate", .. }), "{invalid}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_prints_only_what_applies_and_why_requests_failed() {
+    // A PUT run whose every value is refused (as 2 MiB values are by a node's 1 MiB limit).
+    let refusing = failing_with(StatusCode::PAYLOAD_TOO_LARGE).await;
+    let flags = ["--endpoints", &refusing.base, "--requests", "7", "--connections", "1", "--max-error-rate", "1"];
+    let (report, text) = must_bench(&flags).await;
+    assert_eq!((report.errors.client_4xx, report.successes), (7, 0), "{text}");
+    assert!(!text.contains("misses"), "a PUT run has no GETs to miss: {text}");
+    assert!(text.contains("Errors:        7 (4xx 7)\n"), "only the classes that occurred: {text}");
+    assert!(
+        text.contains("First error:   PUT /fekv/k") && text.contains("answered 413 Payload Too Large: {\"error\""),
+        "{text}"
+    );
+    assert!(text.contains("Latency (ms):  - (no request succeeded)"), "{text}");
+    assert!(report.first_error.as_deref().is_some_and(|e| e.contains("413")), "{text}");
+
+    // A clean GET run says how many missed, and has no error lines.
+    let node = TestNode::start(|_| {}).await;
+    let (_, text) = must_bench(&["--endpoints", &node.base, "--requests", "10", "--workload", "get"]).await;
+    assert!(text.contains("Successes:     0 (+ 10 misses: 404 on GET)"), "{text}");
+    assert!(text.contains("Errors:        0\n") && !text.contains("First error"), "{text}");
+    node.stop().await;
 }

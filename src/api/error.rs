@@ -45,6 +45,8 @@ pub enum ApiError {
     Raft(#[from] raftstore::Error),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error(transparent)]
+    Scrub(#[from] crate::storage::scrub::background::ScrubError),
 }
 
 impl ApiError {
@@ -82,6 +84,7 @@ impl ApiError {
                 R::Storage(inner) => storage_class(inner),
             },
             ApiError::Storage(err) => storage_class(err),
+            ApiError::Scrub(err) => scrub_class(err),
         }
     }
 
@@ -128,6 +131,15 @@ impl ApiError {
             _ => {}
         }
         response
+    }
+}
+
+fn scrub_class(err: &crate::storage::scrub::background::ScrubError) -> (StatusCode, &'static str) {
+    use crate::storage::scrub::background::ScrubError as S;
+    match err {
+        S::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+        S::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "stopping"),
+        S::Failed(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
     }
 }
 

@@ -196,7 +196,7 @@ async fn get(
     } // The barrier passed: LMDB now holds every write acknowledged before this request arrived.
     let (value, revision) = {
         let txn = state.engine.read_txn()?;
-        let record = state.engine.get_data(&txn, &key)?.ok_or(ApiError::KeyNotFound)?;
+        let record = state.engine.read_data(&txn, &key)?.ok_or(ApiError::KeyNotFound)?;
         (if head { Bytes::new() } else { Bytes::copy_from_slice(record.value) }, record.revision)
     };
     if not_modified(req.headers(), revision)? {

@@ -9,6 +9,7 @@ mod kv;
 mod query;
 pub mod request;
 mod scan;
+mod scrub;
 mod status;
 
 use std::convert::Infallible;
@@ -36,6 +37,8 @@ use crate::storage::Engine;
 /// What the handlers share.
 pub struct ApiState {
     pub router: Router,
+    /// The store's scrub: `GET /scrub` shows its last pass, `POST /scrub` runs one.
+    pub scrubber: crate::storage::scrub::background::Scrubber,
     pub engine: Engine,
     pub metrics: Arc<Metrics>,
     pub max_value_size: u64,
@@ -124,6 +127,9 @@ async fn route(
     }
     if path == "/fekv" {
         return ("scan", scan::handle(state, req).await);
+    }
+    if path == "/scrub" {
+        return ("scrub", scrub::handle(state, req).await);
     }
     let route = match path {
         "/status" => "status",

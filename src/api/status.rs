@@ -22,11 +22,8 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
 }
 
 /// Keys are bytes; JSON shows them as text, percent-encoding anything that is not printable ASCII
-/// (the same form the URL takes).
-pub fn display_key(key: &[u8]) -> String {
-    const ESCAPE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%').add(b' ').add(b'"');
-    percent_encoding::percent_encode(key, ESCAPE).to_string()
-}
+/// (the same form the URL takes). Storage names keys in its errors the same way.
+pub use crate::storage::keys::display as display_key;
 
 /// A region as JSON (shared by `/status` and `fekv ctl`): id, percent-encoded range, epoch, peers.
 pub fn region_json(region: &Region) -> Value {

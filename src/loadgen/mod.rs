@@ -98,6 +98,9 @@ pub struct BenchArgs {
     /// Server process ids whose CPU time (user + system, from /proc) to report per request
     #[arg(long, value_name = "PID[,PID...]", value_delimiter = ',')]
     pub server_pid: Vec<u32>,
+    /// Fail (exit 1, after the report) if more than this fraction of the measured requests failed
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.01)]
+    pub max_error_rate: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +111,11 @@ pub enum BenchError {
     ConflictingBounds,
     #[error("prefill failed: {failed} of {keys} PUTs got no 2xx; the first: {first_error}")]
     Prefill { failed: u64, keys: u64, first_error: String },
+    #[error(
+        "{errors} of {requests} requests failed ({:.1}%), over --max-error-rate {max_rate}",
+        100.0 * *errors as f64 / *requests as f64
+    )]
+    TooManyErrors { errors: u64, requests: u64, max_rate: f64 },
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
     #[error("cannot write the report: {0}")]
@@ -136,6 +144,7 @@ pub struct Plan {
     pub timeout: Duration,
     pub server_pids: Vec<u32>,
     pub json: bool,
+    pub max_error_rate: f64,
 }
 
 impl BenchArgs {
@@ -180,6 +189,9 @@ impl BenchArgs {
         if self.server_pid.contains(&0) {
             return invalid("server-pid", "0 is not a process id".into());
         }
+        if !(0.0..=1.0).contains(&self.max_error_rate) {
+            return invalid("max-error-rate", format!("{} is not a fraction from 0 to 1", self.max_error_rate));
+        }
         Ok(Plan {
             endpoints,
             connections: self.connections,
@@ -193,6 +205,7 @@ impl BenchArgs {
             timeout: self.timeout,
             server_pids: self.server_pid.clone(),
             json: self.json,
+            max_error_rate: self.max_error_rate,
         })
     }
 }
@@ -206,7 +219,8 @@ pub fn run_cli(args: BenchArgs) -> Result<(), BenchError> {
 }
 
 /// Runs the benchmark `args` describe and writes its report to `out`; must be called within a
-/// multi-threaded tokio runtime (the workers are spawned on it).
+/// multi-threaded tokio runtime (the workers are spawned on it). A run whose error rate is over
+/// `--max-error-rate` writes its report and then fails with [`BenchError::TooManyErrors`].
 pub async fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<Report, BenchError> {
     let plan = Arc::new(args.validate()?);
     // Checked now so a wrong pid is a usage error, not a line missing from the report later.
@@ -267,6 +281,10 @@ pub async fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<Report, BenchE
         report.write_text(out)?;
     }
     out.flush()?;
+    let (errors, requests) = (report.errors.total, report.requests);
+    if requests > 0 && errors as f64 > plan.max_error_rate * requests as f64 {
+        return Err(BenchError::TooManyErrors { errors, requests, max_rate: plan.max_error_rate });
+    }
     Ok(report)
 }
 
@@ -340,6 +358,9 @@ async fn measure_worker(
         let latency = started.elapsed();
         let outcome = Outcome::of(planned.op, &exchange);
         stats.record(planned.op, outcome, latency, exchange.redirects);
+        if !outcome.answered() && stats.first_error.is_none() {
+            stats.first_error = Some(report::describe_failure(planned.op, &path, &exchange));
+        }
         done.fetch_add(1, Ordering::Relaxed);
         if outcome == Outcome::Connection {
             tokio::time::sleep(PAUSE_AFTER_CONNECTION_ERROR).await;

@@ -56,6 +56,26 @@ impl Outcome {
     }
 }
 
+/// Longest part of a response body quoted in a failure.
+const QUOTED_BODY: usize = 200;
+
+/// One line on why a request failed: the request, and the status and body, or the error.
+pub fn describe_failure(op: Op, path: &str, exchange: &Exchange) -> String {
+    let request = format!("{} {path}", op.method());
+    match &exchange.result {
+        Ok(reply) => {
+            let body = String::from_utf8_lossy(&reply.body);
+            let body = body.trim();
+            match body.char_indices().nth(QUOTED_BODY) {
+                _ if body.is_empty() => format!("{request} answered {}", reply.status),
+                Some((cut, _)) => format!("{request} answered {}: {}...", reply.status, &body[..cut]),
+                None => format!("{request} answered {}: {body}", reply.status),
+            }
+        }
+        Err(err) => format!("{request}: {err}"),
+    }
+}
+
 /// One operation's counts and latencies.
 #[derive(Debug, Clone)]
 pub struct OpStats {
@@ -111,6 +131,8 @@ pub struct Stats {
     pub ops: BTreeMap<&'static str, OpStats>,
     pub redirects: u64,
     pub connects: u64,
+    /// Why the first failed request failed ([`describe_failure`]).
+    pub first_error: Option<String>,
 }
 
 impl Stats {
@@ -138,6 +160,9 @@ impl Stats {
         }
         self.redirects += other.redirects;
         self.connects += other.connects;
+        if self.first_error.is_none() {
+            self.first_error.clone_from(&other.first_error);
+        }
     }
 
     /// Every operation together.
@@ -256,6 +281,9 @@ pub struct Report {
     /// Per operation type ("put", "get", "delete"), for the types the run made.
     pub ops: BTreeMap<&'static str, OpReport>,
     pub server: ServerReport,
+    /// Why the first failed request failed, if one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_error: Option<String>,
 }
 
 impl Report {
@@ -298,6 +326,7 @@ impl Report {
             latency_ms: Latency::of(&total.latency),
             ops,
             server,
+            first_error: stats.first_error.clone(),
         }
     }
 
@@ -322,16 +351,18 @@ impl Report {
         )?;
         writeln!(out, "Requests:      {} in {:.2} s", self.requests, self.elapsed_s)?;
         writeln!(out, "Throughput:    {:.1} req/s", self.throughput_rps)?;
-        writeln!(out, "Successes:     {} (+ {} misses: 404 on GET)", self.successes, self.misses)?;
-        let e = &self.errors;
-        writeln!(
-            out,
-            "Errors:        {} (4xx {}, 5xx {}, timeouts {}, connection {}, other {})",
-            e.total, e.client_4xx, e.server_5xx, e.timeouts, e.connection, e.other
-        )?;
+        // Misses only mean something for a run that reads.
+        match self.ops.contains_key(Op::Get.name()) {
+            true => writeln!(out, "Successes:     {} (+ {} misses: 404 on GET)", self.successes, self.misses)?,
+            false => writeln!(out, "Successes:     {}", self.successes)?,
+        }
+        writeln!(out, "Errors:        {}", errors_text(&self.errors))?;
+        if let Some(first) = &self.first_error {
+            writeln!(out, "First error:   {first}")?;
+        }
         writeln!(out, "Redirects:     {}   Connections opened: {}", self.redirects, self.connects)?;
         if self.successes + self.misses == 0 {
-            writeln!(out, "Latency (ms):  - (no request was answered)")?;
+            writeln!(out, "Latency (ms):  - (no request succeeded)")?;
         } else {
             writeln!(out, "Latency (ms):  {}", latency_line(&self.latency_ms))?;
         }
@@ -371,6 +402,22 @@ impl Report {
             }
         }
         Ok(())
+    }
+}
+
+/// The error count, and the classes that occurred: `0`, or `7 (4xx 5, timeouts 2)`.
+fn errors_text(e: &Errors) -> String {
+    let classes = [
+        ("4xx", e.client_4xx),
+        ("5xx", e.server_5xx),
+        ("timeouts", e.timeouts),
+        ("connection", e.connection),
+        ("other", e.other),
+    ];
+    let seen: Vec<String> = classes.iter().filter(|(_, n)| *n > 0).map(|(name, n)| format!("{name} {n}")).collect();
+    match seen.is_empty() {
+        true => e.total.to_string(),
+        false => format!("{} ({})", e.total, seen.join(", ")),
     }
 }
 
@@ -434,7 +481,8 @@ mod tests {
         let mut text = Vec::new();
         report.write_text(&mut text).unwrap();
         let text = String::from_utf8(text).unwrap();
-        assert!(text.contains("Errors:        1 (4xx 0, 5xx 1"), "{text}");
+        assert!(text.contains("Errors:        1 (5xx 1)\n"), "{text}");
+        assert!(text.contains("(+ 1 misses: 404 on GET)"), "{text}");
         assert!(text.contains("  get "), "{text}");
     }
 }

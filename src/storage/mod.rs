@@ -1,21 +1,22 @@
 //! Storage: one LMDB environment per node (heed), holding every region's raft log, raft and apply
 //! state, region metadata and the user data, each in its own named database.
 //!
-//! This module owns the on-disk format (keys in [`keys`], checksummed framing in [`codec`]) and
-//! nothing else: it does not know about raft's rules or about HTTP. Only the raftstore thread opens
+//! This module owns the on-disk format (keys in [`keys`], checksummed framing in [`codec`]; user data
+//! in `data`, framed state and the raft log in `state`) and the check of a whole store against it
+//! ([`scrub`]), and nothing else: it does not know about raft's rules or about HTTP. Only the raftstore thread opens
 //! write transactions; readers use their own short read transactions from any thread (the env is
 //! opened without thread-local reader slots, so a read transaction may move between tokio workers).
 
 pub mod codec;
+mod data;
 pub mod keys;
+pub mod scrub;
+mod state;
 
 use std::path::{Path, PathBuf};
 
 use heed::types::Bytes;
 use heed::{Database, Env, EnvOpenOptions, RoTxn, RwTxn, WithoutTls};
-use prost::Message as _;
-use protobuf::Message as _;
-use raft::eraftpb::Entry;
 
 pub use codec::Record;
 
@@ -177,195 +178,6 @@ impl Engine {
             self.checksum_failures.inc();
         }
         result
-    }
-
-    // ---- user data ----
-
-    /// Reads and checks the record of a user key.
-    pub fn get_data<'t>(&self, txn: &'t RoTxn<'_>, key: &[u8]) -> Result<Option<Record<'t>>> {
-        match self.dbs.data.get(txn, key).map_err(|e| self.err(e))? {
-            None => Ok(None),
-            Some(stored) => self.checked(codec::decode_record(key, stored)).map(Some),
-        }
-    }
-
-    pub fn put_data(&self, txn: &mut RwTxn<'_>, key: &[u8], revision: u64, value: &[u8]) -> Result<()> {
-        let record = codec::encode_record(key, revision, value);
-        self.dbs.data.put(txn, key, &record).map_err(|e| self.err(e))
-    }
-
-    pub fn delete_data(&self, txn: &mut RwTxn<'_>, key: &[u8]) -> Result<()> {
-        self.dbs.data.delete(txn, key).map(drop).map_err(|e| self.err(e))
-    }
-
-    /// The first `limit` checked records in `[start, end)` (empty `end` = unbounded), in key order.
-    pub fn scan_data(&self, txn: &RoTxn<'_>, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<OwnedRecord>> {
-        let mut out = Vec::new();
-        for item in self.dbs.data.range(txn, &key_range(start, end)).map_err(|e| self.err(e))?.take(limit) {
-            let (key, stored) = item.map_err(|e| self.err(e))?;
-            let record = self.checked(codec::decode_record(key, stored))?;
-            out.push((key.to_vec(), record.revision, record.value.to_vec()));
-        }
-        Ok(out)
-    }
-
-    /// Deletes every record in `[start, end)` (empty `end` = unbounded).
-    pub fn delete_data_range(&self, txn: &mut RwTxn<'_>, start: &[u8], end: &[u8]) -> Result<usize> {
-        self.dbs.data.delete_range(txn, &key_range(start, end)).map_err(|e| self.err(e))
-    }
-
-    /// Counts keys and value bytes in `[start, end)` (empty `end` = unbounded), for `/status`.
-    pub fn range_stats(&self, txn: &RoTxn<'_>, start: &[u8], end: &[u8]) -> Result<(u64, u64)> {
-        let (mut keys, mut bytes) = (0u64, 0u64);
-        for item in self.dbs.data.range(txn, &key_range(start, end)).map_err(|e| self.err(e))? {
-            let (key, stored) = item.map_err(|e| self.err(e))?;
-            keys += 1;
-            bytes += (key.len() + stored.len()) as u64;
-        }
-        Ok((keys, bytes))
-    }
-
-    // ---- framed protobuf state (raft state, apply state, region, meta) ----
-
-    fn get_msg<M: prost::Message + Default>(
-        &self,
-        txn: &RoTxn<'_>,
-        db: Database<Bytes, Bytes>,
-        key: &[u8],
-        what: impl Fn() -> String,
-    ) -> Result<Option<M>> {
-        let Some(stored) = db.get(txn, key).map_err(|e| self.err(e))? else {
-            return Ok(None);
-        };
-        let payload = self.checked(codec::unframe(&what, stored))?;
-        M::decode(payload).map(Some).map_err(|e| StorageError::Decode { what: what(), detail: e.to_string() })
-    }
-
-    fn put_msg<M: prost::Message>(
-        &self,
-        txn: &mut RwTxn<'_>,
-        db: Database<Bytes, Bytes>,
-        key: &[u8],
-        msg: &M,
-    ) -> Result<()> {
-        db.put(txn, key, &codec::frame(&msg.encode_to_vec())).map_err(|e| self.err(e))
-    }
-
-    pub fn store_ident(&self, txn: &RoTxn<'_>) -> Result<Option<crate::proto::StoreIdent>> {
-        self.get_msg(txn, self.dbs.meta, keys::STORE_IDENT_KEY, || "store identity".into())
-    }
-
-    pub fn put_store_ident(&self, txn: &mut RwTxn<'_>, ident: &crate::proto::StoreIdent) -> Result<()> {
-        self.put_msg(txn, self.dbs.meta, keys::STORE_IDENT_KEY, ident)
-    }
-
-    pub fn raft_state(&self, txn: &RoTxn<'_>, region_id: u64) -> Result<Option<crate::proto::RaftLocalState>> {
-        self.get_msg(txn, self.dbs.raft_state, &keys::region_key(region_id), || {
-            format!("raft state of region {region_id}")
-        })
-    }
-
-    pub fn put_raft_state(
-        &self,
-        txn: &mut RwTxn<'_>,
-        region_id: u64,
-        state: &crate::proto::RaftLocalState,
-    ) -> Result<()> {
-        self.put_msg(txn, self.dbs.raft_state, &keys::region_key(region_id), state)
-    }
-
-    pub fn apply_state(&self, txn: &RoTxn<'_>, region_id: u64) -> Result<Option<crate::proto::RaftApplyState>> {
-        self.get_msg(txn, self.dbs.apply_state, &keys::region_key(region_id), || {
-            format!("apply state of region {region_id}")
-        })
-    }
-
-    pub fn put_apply_state(
-        &self,
-        txn: &mut RwTxn<'_>,
-        region_id: u64,
-        state: &crate::proto::RaftApplyState,
-    ) -> Result<()> {
-        self.put_msg(txn, self.dbs.apply_state, &keys::region_key(region_id), state)
-    }
-
-    /// Forgets a region's raft and apply state (its peer here was destroyed).
-    pub fn delete_peer_states(&self, txn: &mut RwTxn<'_>, region_id: u64) -> Result<()> {
-        let key = keys::region_key(region_id);
-        self.dbs.raft_state.delete(txn, &key).map_err(|e| self.err(e))?;
-        self.dbs.apply_state.delete(txn, &key).map_err(|e| self.err(e))?;
-        Ok(())
-    }
-
-    pub fn region_state(&self, txn: &RoTxn<'_>, region_id: u64) -> Result<Option<crate::proto::RegionLocalState>> {
-        self.get_msg(txn, self.dbs.region, &keys::region_key(region_id), || {
-            format!("region state of region {region_id}")
-        })
-    }
-
-    pub fn put_region_state(&self, txn: &mut RwTxn<'_>, state: &crate::proto::RegionLocalState) -> Result<()> {
-        let region_id = state.region.as_ref().map_or(0, |r| r.region_id);
-        self.put_msg(txn, self.dbs.region, &keys::region_key(region_id), state)
-    }
-
-    /// Every region this store has a record of, tombstones included.
-    pub fn region_states(&self, txn: &RoTxn<'_>) -> Result<Vec<crate::proto::RegionLocalState>> {
-        let mut out = Vec::new();
-        for item in self.dbs.region.iter(txn).map_err(|e| self.err(e))? {
-            let (key, stored) = item.map_err(|e| self.err(e))?;
-            let what = || format!("region state {:?}", keys::decode_region_key(key));
-            let payload = self.checked(codec::unframe(what, stored))?;
-            let state = crate::proto::RegionLocalState::decode(payload)
-                .map_err(|e| StorageError::Decode { what: what(), detail: e.to_string() })?;
-            out.push(state);
-        }
-        Ok(out)
-    }
-
-    // ---- raft log ----
-
-    pub fn put_entry(&self, txn: &mut RwTxn<'_>, region_id: u64, entry: &Entry) -> Result<()> {
-        let bytes = entry.write_to_bytes().expect("encoding an in-memory raft entry cannot fail");
-        self.dbs
-            .raft_log
-            .put(txn, &keys::raft_log_key(region_id, entry.index), &codec::frame(&bytes))
-            .map_err(|e| self.err(e))
-    }
-
-    /// Reads the checked entries `[low, high)` of a region, stopping early once `max_bytes` is passed
-    /// (at least one entry is returned). A missing entry in the range is an error: the durable log of
-    /// a region is contiguous.
-    pub fn entries(&self, txn: &RoTxn<'_>, region_id: u64, low: u64, high: u64, max_bytes: u64) -> Result<Vec<Entry>> {
-        let (from, to) = (keys::raft_log_key(region_id, low), keys::raft_log_key(region_id, high));
-        let mut out = Vec::with_capacity((high - low).min(1024) as usize);
-        let mut size = 0u64;
-        let mut expected = low;
-        let describe = |index: u64| format!("raft log entry {index} of region {region_id}");
-        for item in self.dbs.raft_log.range(txn, &log_range(&from, &to)).map_err(|e| self.err(e))? {
-            let (_, stored) = item.map_err(|e| self.err(e))?;
-            let payload = self.checked(codec::unframe(|| describe(expected), stored))?;
-            let entry = Entry::parse_from_bytes(payload)
-                .map_err(|e| StorageError::Decode { what: describe(expected), detail: e.to_string() })?;
-            if entry.index != expected {
-                break;
-            }
-            size += payload.len() as u64;
-            if !out.is_empty() && size > max_bytes {
-                return Ok(out);
-            }
-            out.push(entry);
-            expected += 1;
-        }
-        if expected < high {
-            return Err(StorageError::Decode { what: describe(expected), detail: "missing from the log".into() });
-        }
-        Ok(out)
-    }
-
-    /// Deletes the log entries `[low, high)` of a region.
-    pub fn delete_entries(&self, txn: &mut RwTxn<'_>, region_id: u64, low: u64, high: u64) -> Result<usize> {
-        let (from, to) = (keys::raft_log_key(region_id, low), keys::raft_log_key(region_id, high));
-        self.dbs.raft_log.delete_range(txn, &log_range(&from, &to)).map_err(|e| self.err(e))
     }
 
     // ---- statistics ----

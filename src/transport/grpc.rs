@@ -7,7 +7,10 @@
 //! store (`PeerUnreachable`, `SnapshotStatus`), which tells raft.
 //!
 //! Trust boundary: this listens for any store of the cluster and authenticates nothing; expose the
-//! raft address only to the cluster's own machines.
+//! raft address only to the cluster's own machines. What a snapshot sender can make the receiver
+//! hold is bounded all the same ([`receive`]).
+
+mod receive;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,6 +29,7 @@ use crate::proto::raft_transport_client::RaftTransportClient;
 use crate::proto::raft_transport_server::{RaftTransport, RaftTransportServer};
 use crate::proto::{Done, RaftMessage, RaftMessageBatch, SnapshotChunk, StoreInfo};
 use crate::raftstore::msg::StoreMsg;
+pub use receive::{SnapshotLimits, SnapshotReceiver, MEMORY_CAP as SNAPSHOT_MEMORY_CAP};
 
 /// Bytes of snapshot per chunk.
 const SNAPSHOT_CHUNK: usize = 1 << 20;
@@ -198,7 +202,8 @@ async fn send_snapshot(addr: String, msg: RaftEnvelope, own_inbox: StoreInbox<St
                 data,
                 last,
                 total_crc: if last { total_crc } else { 0 },
-                total_len: if last { bytes.len() as u64 } else { 0 },
+                // On every chunk: the receiver checks it against its limit before buffering anything.
+                total_len: bytes.len() as u64,
             }
         })
         .collect();
@@ -224,11 +229,13 @@ async fn send_snapshot(addr: String, msg: RaftEnvelope, own_inbox: StoreInbox<St
 /// The receiving side: hands every message to the local store's inbox.
 pub struct RaftTransportService {
     inbox: StoreInbox<StoreMsg>,
+    snapshots: SnapshotReceiver,
 }
 
 impl RaftTransportService {
-    pub fn new(inbox: StoreInbox<StoreMsg>) -> RaftTransportServer<RaftTransportService> {
-        RaftTransportServer::new(RaftTransportService { inbox }).max_decoding_message_size(64 << 20)
+    pub fn new(inbox: StoreInbox<StoreMsg>, limits: SnapshotLimits) -> RaftTransportServer<RaftTransportService> {
+        let service = RaftTransportService { inbox, snapshots: SnapshotReceiver::new(limits) };
+        RaftTransportServer::new(service).max_decoding_message_size(64 << 20)
     }
 
     fn deliver(&self, msg: RaftMessage) {
@@ -253,22 +260,8 @@ impl RaftTransport for RaftTransportService {
     }
 
     async fn snapshot(&self, request: Request<Streaming<SnapshotChunk>>) -> Result<Response<Done>, Status> {
-        let mut stream = request.into_inner();
-        let mut bytes = Vec::new();
-        while let Some(chunk) = stream.message().await? {
-            if crc32c::crc32c(&chunk.data) != chunk.chunk_crc {
-                return Err(Status::data_loss("snapshot chunk checksum mismatch"));
-            }
-            bytes.extend_from_slice(&chunk.data);
-            if chunk.last {
-                if bytes.len() as u64 != chunk.total_len || crc32c::crc32c(&bytes) != chunk.total_crc {
-                    return Err(Status::data_loss("snapshot checksum or length mismatch"));
-                }
-                let msg = RaftMessage::decode(bytes.as_slice()).map_err(|e| Status::data_loss(e.to_string()))?;
-                self.deliver(msg);
-                return Ok(Response::new(Done {}));
-            }
-        }
-        Err(Status::data_loss("snapshot stream ended before its last chunk"))
+        let msg = self.snapshots.receive(&mut request.into_inner()).await?;
+        self.deliver(msg);
+        Ok(Response::new(Done {}))
     }
 }

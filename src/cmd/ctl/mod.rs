@@ -25,6 +25,7 @@ use serde_json::{json, Value};
 use tonic::transport::Channel;
 
 mod actions;
+mod check;
 mod client;
 mod probe;
 mod render;
@@ -101,6 +102,8 @@ pub enum CtlCommand {
     /// The schedulers that repair and balance the cluster by themselves
     #[command(subcommand)]
     Scheduler(SchedulerCommand),
+    /// Have every node check its whole store for damage now, and print what they found
+    Check(check::CheckArgs),
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -293,6 +296,13 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
             let nodes = probe_all(&stores, NodeProbe::Status).await;
             print(&render_cluster_status(&nodes, output))?;
             fail_if_any(&nodes, "did not answer")
+        }
+        CtlCommand::Check(check) => {
+            let nodes = match check.nodes.is_empty() {
+                true => placement.live_stores().await?.into_iter().map(|s| (s.store_id, s.http_addr)).collect(),
+                false => check.nodes.iter().map(|addr| (0, addr.clone())).collect(),
+            };
+            check::run(nodes, &check, output).await
         }
         CtlCommand::Cluster(ClusterCommand::Health) => {
             let stores = placement.live_stores().await?;

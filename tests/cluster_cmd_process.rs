@@ -1,0 +1,194 @@
+//! `fekv cluster` as a user runs it: a taken port fails at once, naming it; a child that dies is
+//! reported with the end of its log and started again; one that dies too often stops the cluster.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hyper::StatusCode;
+
+/// Ports nothing listens on right now (found by binding them; released before they are used).
+fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<_> = (0..N).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    std::array::from_fn(|i| listeners[i].local_addr().unwrap().port())
+}
+
+/// A running `fekv cluster`, its stdout and stderr captured line by line.
+struct ClusterCmd {
+    child: Child,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl ClusterCmd {
+    fn start(ports: [u16; 3], extra: &[&str]) -> ClusterCmd {
+        let dir = tempfile::tempdir().unwrap();
+        let [http, raft, placement] = ports.map(|p| p.to_string());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fekv"))
+            .args(["cluster", "--nodes", "1", "--http-port", &http, "--raft-port", &raft])
+            .args(["--placement-port", &placement, "--data-dir"])
+            .arg(dir.path())
+            .args(extra)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let collect = |pipe: Box<dyn std::io::Read + Send>| {
+            let lines = Arc::new(Mutex::new(Vec::new()));
+            let sink = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    sink.lock().unwrap().push(line);
+                }
+            });
+            lines
+        };
+        let stdout = collect(Box::new(child.stdout.take().unwrap()));
+        let stderr = collect(Box::new(child.stderr.take().unwrap()));
+        ClusterCmd { child, stdout, stderr, _dir: dir }
+    }
+
+    fn output(&self) -> String {
+        format!(
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout.lock().unwrap().join("\n"),
+            self.stderr.lock().unwrap().join("\n")
+        )
+    }
+
+    /// Waits (at most `within`) until a line of stdout or stderr satisfies `accept`; returns it.
+    fn wait_line(&self, within: Duration, accept: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let lines: Vec<String> =
+                [&self.stdout, &self.stderr].iter().flat_map(|l| l.lock().unwrap().clone()).collect();
+            if let Some(line) = lines.into_iter().find(|l| accept(l)) {
+                return line;
+            }
+            assert!(Instant::now() < deadline, "no such line within {within:?}:\n{}", self.output());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits (at most `within`) for `fekv cluster` to exit.
+    fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "fekv cluster still running after {within:?}:\n{}", self.output());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn signal(&self, pid: u32, signal: i32) {
+        // SAFETY: kill(2) on a process this test started (the cluster or one of its children).
+        assert_eq!(unsafe { libc::kill(pid as i32, signal) }, 0, "kill {pid}");
+    }
+
+    /// The pid in a node's line of the cluster's table (name, store id, pid, ...).
+    fn pid_of(&self, line: &str) -> u32 {
+        line.split_whitespace().nth(2).and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("no pid in {line:?}"))
+    }
+}
+
+impl Drop for ClusterCmd {
+    fn drop(&mut self) {
+        // SIGTERM, so `fekv cluster` stops its children before it exits.
+        if let Ok(None) = self.child.try_wait() {
+            self.signal(self.child.id(), libc::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+async fn health(port: u16) -> Option<StatusCode> {
+    common::try_request(hyper::Method::GET, &format!("http://127.0.0.1:{port}/health"), "", &[])
+        .await
+        .ok()
+        .map(|r| r.status)
+}
+
+#[test]
+fn a_taken_port_fails_at_once_naming_it() {
+    let ports = free_ports::<3>();
+    let _taken = std::net::TcpListener::bind(("127.0.0.1", ports[0])).unwrap();
+    let started = Instant::now();
+    let mut cluster = ClusterCmd::start(ports, &[]);
+    let status = cluster.wait_exit(Duration::from_secs(10));
+    assert!(!status.success(), "{}", cluster.output());
+    let output = cluster.output();
+    assert!(output.contains(&format!("port {} (node-1's HTTP) is not free", ports[0])), "{output}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // Nothing was started: placement's port is still free.
+    std::net::TcpListener::bind(("127.0.0.1", ports[2])).expect("placement never started");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_dies_is_reported_with_its_log_and_restarted() {
+    let ports = free_ports::<3>();
+    let mut cluster = ClusterCmd::start(ports, &[]);
+    cluster.wait_line(Duration::from_secs(60), |l| l.starts_with("cluster is up"));
+    let node = cluster.wait_line(Duration::from_secs(1), |l| l.starts_with("node-1 "));
+    let pid = cluster.pid_of(&node);
+    cluster.signal(pid, libc::SIGKILL);
+    cluster.wait_line(Duration::from_secs(10), |l| l.starts_with("node-1 exited (signal: 9"));
+    // The end of its log comes with it: the node's own last lines, indented.
+    cluster.wait_line(Duration::from_secs(1), |l| l.starts_with("  ") && l.contains(" INFO "));
+    cluster.wait_line(Duration::from_secs(1), |l| l.contains("restarting node-1 in 1s (restart 1 of at most 5)"));
+    let restarted = cluster.wait_line(Duration::from_secs(10), |l| l.starts_with("node-1 restarted, pid "));
+    assert!(!restarted.ends_with(&format!(" {pid}")), "{restarted}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while health(ports[0]).await != Some(StatusCode::OK) {
+        assert!(Instant::now() < deadline, "node-1 not healthy again:\n{}", cluster.output());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.signal(cluster.child.id(), libc::SIGTERM);
+    let status = cluster.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "{status}:\n{}", cluster.output());
+    assert_eq!(health(ports[0]).await, None, "the node was stopped with the cluster");
+}
+
+#[test]
+fn a_node_that_dies_more_than_max_restarts_stops_the_cluster() {
+    let ports = free_ports::<3>();
+    let mut cluster = ClusterCmd::start(ports, &["--max-restarts", "0"]);
+    cluster.wait_line(Duration::from_secs(60), |l| l.starts_with("cluster is up"));
+    let node = cluster.wait_line(Duration::from_secs(1), |l| l.starts_with("node-1 "));
+    cluster.signal(cluster.pid_of(&node), libc::SIGKILL);
+    let status = cluster.wait_exit(Duration::from_secs(20));
+    assert!(!status.success(), "{}", cluster.output());
+    let output = cluster.output();
+    assert!(output.contains("node-1 exited 1 times (--max-restarts 0); stopped the cluster"), "{output}");
+    // Placement was stopped with it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpListener::bind(("127.0.0.1", ports[2])).is_err() {
+        assert!(Instant::now() < deadline, "placement still listens");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_stop_while_the_cluster_starts_stops_every_child() {
+    let ports = free_ports::<3>();
+    let mut cluster = ClusterCmd::start(ports, &[]);
+    let placement = cluster.wait_line(Duration::from_secs(30), |l| l.starts_with("placement  pid "));
+    let placement_pid: i32 = placement.split_whitespace().nth(2).unwrap().parse().unwrap();
+    cluster.signal(cluster.child.id(), libc::SIGTERM);
+    let status = cluster.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "{status}:\n{}", cluster.output());
+    // SAFETY: kill(2) with signal 0 only asks whether the process exists.
+    assert_ne!(unsafe { libc::kill(placement_pid, 0) }, 0, "placement outlived the cluster:\n{}", cluster.output());
+}

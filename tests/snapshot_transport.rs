@@ -1,0 +1,235 @@
+//! The receiving end of snapshot streams against the real gRPC service on 127.0.0.1: each bound a
+//! receiver keeps (total length, concurrent streams, stalled streams, memory), and that a sender
+//! refused by them tells raft its snapshot failed.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use fekv::metrics::Metrics;
+use fekv::proto::raft_transport_client::RaftTransportClient;
+use fekv::proto::{Peer, RegionEpoch, SnapshotChunk, StoreInfo};
+use fekv::raftstore::msg::StoreMsg;
+use fekv::transport::grpc::{AddressBook, GrpcTransport, RaftTransportService, SnapshotLimits, SNAPSHOT_MEMORY_CAP};
+use fekv::transport::{RaftEnvelope, Transport};
+use prost::Message as _;
+use raft::eraftpb::{self, MessageType};
+use tokio::sync::mpsc;
+use tonic::transport::Channel;
+
+const MIB: usize = 1 << 20;
+
+struct ReceivingStore {
+    addr: String,
+    inbox: Receiver<StoreMsg>,
+    spill_dir: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// A store's raft transport service on an ephemeral port, with these limits.
+async fn serve(max_size: u64, max_receiving: usize, idle_timeout: Duration) -> ReceivingStore {
+    let dir = tempfile::tempdir().unwrap();
+    let spill_dir = dir.path().join("snapshots-incoming");
+    let (inbox_tx, inbox) = crossbeam_channel::bounded(64);
+    let limits = SnapshotLimits { max_size, max_receiving, idle_timeout, spill_dir: spill_dir.clone() };
+    let service = RaftTransportService::new(inbox_tx, limits);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tokio::spawn(tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming));
+    ReceivingStore { addr, inbox, spill_dir, _dir: dir }
+}
+
+/// A snapshot message of region 7 for peer 2 on store 2, carrying `size` bytes of snapshot data.
+fn snapshot_envelope(size: usize) -> RaftEnvelope {
+    let mut message = eraftpb::Message { msg_type: MessageType::MsgSnapshot, to: 2, from: 1, ..Default::default() };
+    message.mut_snapshot().data = (0..size).map(|i| (i % 251) as u8).collect::<Vec<u8>>().into();
+    RaftEnvelope {
+        region_id: 7,
+        from_peer: Peer { peer_id: 1, store_id: 1 },
+        to_peer: Peer { peer_id: 2, store_id: 2 },
+        region_epoch: RegionEpoch { conf_ver: 1, version: 1 },
+        message,
+        is_tombstone: false,
+    }
+}
+
+/// `bytes` cut into 1 MiB chunks as a sender cuts them (every chunk announces the total length).
+fn chunks(bytes: &[u8]) -> Vec<SnapshotChunk> {
+    let pieces: Vec<&[u8]> = bytes.chunks(MIB).collect();
+    pieces
+        .iter()
+        .enumerate()
+        .map(|(i, data)| {
+            let last = i + 1 == pieces.len();
+            SnapshotChunk {
+                data: data.to_vec(),
+                chunk_crc: crc32c::crc32c(data),
+                last,
+                total_crc: if last { crc32c::crc32c(bytes) } else { 0 },
+                total_len: bytes.len() as u64,
+            }
+        })
+        .collect()
+}
+
+/// Opens a snapshot stream whose chunks the test feeds by hand; the call's outcome comes back on
+/// the join handle.
+async fn open_stream(addr: &str) -> (mpsc::Sender<SnapshotChunk>, tokio::task::JoinHandle<Result<(), tonic::Status>>) {
+    let mut client: RaftTransportClient<Channel> =
+        RaftTransportClient::connect(format!("http://{addr}")).await.unwrap();
+    let (tx, rx) = mpsc::channel(16);
+    let call =
+        tokio::spawn(async move { client.snapshot(tokio_stream::wrappers::ReceiverStream::new(rx)).await.map(drop) });
+    (tx, call)
+}
+
+async fn outcome(call: tokio::task::JoinHandle<Result<(), tonic::Status>>) -> Result<(), tonic::Status> {
+    tokio::time::timeout(Duration::from_secs(10), call).await.expect("the call ends within 10s").unwrap()
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir).map_or(0, |entries| entries.flatten().map(|e| e.metadata().map_or(0, |m| m.len())).sum())
+}
+
+/// Waits (at most 10 s) for the store inbox to receive a message `accept` takes.
+fn wait_inbox<T>(inbox: &Receiver<StoreMsg>, what: &str, accept: impl Fn(StoreMsg) -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match inbox.recv_timeout(left) {
+            Ok(msg) => {
+                if let Some(found) = accept(msg) {
+                    return found;
+                }
+            }
+            Err(_) => panic!("no {what} within 10s"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_over_the_size_limit_is_refused_before_anything_is_buffered() {
+    let store = serve(8 * MIB as u64, 4, Duration::from_secs(10)).await;
+    let (tx, call) = open_stream(&store.addr).await;
+    let mut first = chunks(&vec![1u8; MIB])[0].clone();
+    first.total_len = 200 * MIB as u64;
+    first.last = false;
+    tx.send(first).await.unwrap();
+    let refused = outcome(call).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused}");
+    assert!(refused.message().contains("snapshot_max_size"), "{refused}");
+    assert_eq!(dir_bytes(&store.spill_dir), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_sends_more_than_it_announced_is_refused() {
+    let store = serve(64 * MIB as u64, 4, Duration::from_secs(10)).await;
+    let (tx, call) = open_stream(&store.addr).await;
+    // Announces 1000 bytes, sends a MiB and says more is to come.
+    let mut chunk = chunks(&vec![1u8; MIB])[0].clone();
+    (chunk.total_len, chunk.last) = (1000, false);
+    tx.send(chunk).await.unwrap();
+    let refused = outcome(call).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::DataLoss, "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_stream_is_dropped_after_the_idle_timeout() {
+    let store = serve(64 * MIB as u64, 1, Duration::from_millis(300)).await;
+    let (tx, call) = open_stream(&store.addr).await;
+    let bytes = vec![3u8; 3 * MIB];
+    tx.send(chunks(&bytes)[0].clone()).await.unwrap();
+    // The sender keeps the stream open and sends nothing more.
+    let dropped = outcome(call).await.unwrap_err();
+    assert_eq!(dropped.code(), tonic::Code::DeadlineExceeded, "{dropped}");
+    drop(tx);
+    // Its slot is free again: a whole snapshot now gets through.
+    let envelope = snapshot_envelope(1000);
+    let (tx, call) = open_stream(&store.addr).await;
+    for chunk in chunks(&envelope.to_proto().encode_to_vec()) {
+        tx.send(chunk).await.unwrap();
+    }
+    outcome(call).await.unwrap();
+    wait_inbox(&store.inbox, "delivered snapshot", |msg| matches!(msg, StoreMsg::Raft(_)).then_some(()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receives_beyond_the_limit_are_refused_and_their_sender_reports_a_failed_snapshot() {
+    let store = serve(64 * MIB as u64, 1, Duration::from_secs(30)).await;
+    // One stream under way holds the only slot.
+    let (held, held_call) = open_stream(&store.addr).await;
+    held.send(chunks(&vec![5u8; 2 * MIB])[0].clone()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        let (tx, call) = open_stream(&store.addr).await;
+        tx.send(chunks(&[6u8; 10])[0].clone()).await.unwrap();
+        match outcome(call).await {
+            Err(status) if status.code() == tonic::Code::ResourceExhausted => break status,
+            // The held stream's first chunk may not have reached the service yet.
+            other => assert!(Instant::now() < deadline, "a second stream was not refused: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(refused.message().contains("snapshot_max_receiving"), "{refused}");
+
+    // A store sending a snapshot there hears that it failed, and tells raft.
+    let (own_tx, own_inbox) = crossbeam_channel::bounded(16);
+    let addresses = Arc::new(AddressBook::default());
+    addresses.update(vec![StoreInfo { store_id: 2, raft_addr: store.addr.clone(), ..Default::default() }]);
+    let mut sender = GrpcTransport::new(tokio::runtime::Handle::current(), addresses, own_tx, Arc::new(Metrics::new()));
+    sender.send(snapshot_envelope(1000)).unwrap();
+    sender.flush();
+    let status = wait_inbox(&own_inbox, "snapshot status", |msg| match msg {
+        StoreMsg::SnapshotStatus { region_id: 7, to_peer_id: 2, status } => Some(status),
+        _ => None,
+    });
+    assert_eq!(status, raft::SnapshotStatus::Failure);
+
+    // Once the held stream ends, the slot is free and the same send succeeds.
+    drop(held);
+    assert!(outcome(held_call).await.is_err());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        sender.send(snapshot_envelope(1000)).unwrap();
+        let status = wait_inbox(&own_inbox, "snapshot status", |msg| match msg {
+            StoreMsg::SnapshotStatus { status, .. } => Some(status),
+            _ => None,
+        });
+        if status == raft::SnapshotStatus::Finish {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the snapshot never got through");
+    }
+    wait_inbox(&store.inbox, "delivered snapshot", |msg| matches!(msg, StoreMsg::Raft(_)).then_some(()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_snapshot_is_spilled_to_disk_while_it_streams_and_arrives_whole() {
+    let store = serve(64 * MIB as u64, 4, Duration::from_secs(30)).await;
+    let envelope = snapshot_envelope(12 * MIB);
+    let encoded = envelope.to_proto().encode_to_vec();
+    let mut pieces = chunks(&encoded);
+    let last = pieces.pop().unwrap();
+    let (tx, call) = open_stream(&store.addr).await;
+    for chunk in pieces {
+        tx.send(chunk).await.unwrap();
+    }
+    // Everything past the memory cap is on disk, not in the receiver's memory, while the stream is
+    // incomplete.
+    let beyond_cap = (encoded.len() - last.data.len() - SNAPSHOT_MEMORY_CAP) as u64;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while dir_bytes(&store.spill_dir) < beyond_cap {
+        assert!(Instant::now() < deadline, "only {} bytes spilled", dir_bytes(&store.spill_dir));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tx.send(last).await.unwrap();
+    outcome(call).await.unwrap();
+    let delivered = wait_inbox(&store.inbox, "delivered snapshot", |msg| match msg {
+        StoreMsg::Raft(envelope) => Some(envelope),
+        _ => None,
+    });
+    assert!(delivered.message.get_snapshot().data == envelope.message.get_snapshot().data);
+    assert_eq!(dir_bytes(&store.spill_dir), 0, "the spill file is deleted once the snapshot is delivered");
+}
