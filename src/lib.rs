@@ -15,6 +15,7 @@ pub mod api;
 pub mod cluster_link;
 pub mod cmd;
 pub mod config;
+pub mod dir_lock;
 pub mod loadgen;
 pub mod logging;
 pub mod metrics;

@@ -17,6 +17,7 @@ use tonic::transport::Channel;
 use crate::api::{self, ApiState};
 use crate::cluster_link::{self, LinkError};
 use crate::config::Config;
+use crate::dir_lock::{DirLock, LockError};
 use crate::metrics::Metrics;
 use crate::proto::placement_client::PlacementClient;
 use crate::proto::{Peer, Region, RegionEpoch, StoreIdent};
@@ -43,6 +44,8 @@ pub enum NodeError {
     #[error("data directory {dir} has format version {found}; this fekv reads version {FORMAT_VERSION}")]
     Format { dir: String, found: u32 },
     #[error(transparent)]
+    Locked(#[from] LockError),
+    #[error(transparent)]
     Storage(#[from] StorageError),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: std::net::SocketAddr, source: std::io::Error },
@@ -54,6 +57,8 @@ pub enum NodeError {
 pub struct Node {
     state: Arc<ApiState>,
     raftstore: Option<JoinHandle<()>>,
+    /// Held until the node is dropped, after its raftstore has stopped writing.
+    _dir_lock: DirLock,
 }
 
 /// Writes store 1 and region 1 (the whole keyspace, with this store as its only peer) into a fresh
@@ -127,7 +132,7 @@ impl Node {
     /// itself as the only peer. The API is served separately with [`Node::serve`].
     pub fn start(config: &Config) -> Result<Node, NodeError> {
         let metrics = Arc::new(Metrics::new());
-        let engine = open_engine(config, &metrics)?;
+        let (dir_lock, engine) = open_engine(config, &metrics)?;
         let ident = check_format(config, bootstrap_if_needed(&engine)?)?;
         let store_cfg = store_config(config, ident.store_id);
         let inbox = store::inbox(&store_cfg);
@@ -141,7 +146,7 @@ impl Node {
         })?;
         let (router, handle) =
             store::start(store_cfg, engine.clone(), metrics.clone(), transport, inbox, Arc::new(ids))?;
-        Ok(Node::assemble(config, ident.store_id, router, handle, engine, metrics, None, config.http_addr))
+        Ok(Node::assemble(config, ident.store_id, (router, handle), engine, dir_lock, metrics, None, config.http_addr))
     }
 
     /// Opens storage and starts the raftstore of a cluster member: registers with the placement
@@ -154,7 +159,7 @@ impl Node {
         http_addr: SocketAddr,
     ) -> Result<(Node, PlacementClient<Channel>), NodeError> {
         let metrics = Arc::new(Metrics::new());
-        let engine = open_engine(config, &metrics)?;
+        let (dir_lock, engine) = open_engine(config, &metrics)?;
         let mut client = cluster_link::client(placement)?;
         let txn = engine.read_txn()?;
         let known_store_id = engine.store_ident(&txn)?.map_or(0, |ident| ident.store_id);
@@ -181,8 +186,16 @@ impl Node {
         ));
         let ids = Arc::new(cluster_link::PlacementIds::new(client.clone(), tokio::runtime::Handle::current()));
         let (router, handle) = store::start(store_cfg, engine.clone(), metrics.clone(), transport, inbox, ids)?;
-        let mut node =
-            Node::assemble(config, ident.store_id, router, handle, engine, metrics, Some(addresses), http_addr);
+        let mut node = Node::assemble(
+            config,
+            ident.store_id,
+            (router, handle),
+            engine,
+            dir_lock,
+            metrics,
+            Some(addresses),
+            http_addr,
+        );
         Arc::get_mut(&mut node.state).expect("not shared yet").region_cache =
             Some(Arc::new(cluster_link::RegionCache::default()));
         Ok((node, client))
@@ -192,9 +205,9 @@ impl Node {
     fn assemble(
         config: &Config,
         store_id: u64,
-        router: Router,
-        handle: JoinHandle<()>,
+        (router, handle): (Router, JoinHandle<()>),
         engine: Engine,
+        dir_lock: DirLock,
         metrics: Arc<Metrics>,
         addresses: Option<Arc<AddressBook>>,
         http_addr: SocketAddr,
@@ -211,7 +224,7 @@ impl Node {
             region_cache: None,
             request_timeout: config.request_timeout,
         });
-        Node { state, raftstore: Some(handle) }
+        Node { state, raftstore: Some(handle), _dir_lock: dir_lock }
     }
 
     pub fn router(&self) -> &Router {
@@ -248,9 +261,12 @@ impl Node {
     }
 }
 
-fn open_engine(config: &Config, metrics: &Metrics) -> Result<Engine, NodeError> {
-    Engine::open(&config.data_dir, &engine_options(config, metrics))
-        .map_err(|source| NodeError::Open { dir: config.data_dir.display().to_string(), source })
+/// Locks the data directory (one process per directory, see [`crate::dir_lock`]), then opens it.
+fn open_engine(config: &Config, metrics: &Metrics) -> Result<(DirLock, Engine), NodeError> {
+    let lock = DirLock::acquire(&config.data_dir)?;
+    let engine = Engine::open(&config.data_dir, &engine_options(config, metrics))
+        .map_err(|source| NodeError::Open { dir: config.data_dir.display().to_string(), source })?;
+    Ok((lock, engine))
 }
 
 fn check_format(config: &Config, ident: StoreIdent) -> Result<StoreIdent, NodeError> {

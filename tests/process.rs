@@ -178,3 +178,68 @@ async fn info_level_logs_nothing_per_request() {
     let new_lines: Vec<String> = node.stderr_lines().split_off(before);
     assert!(new_lines.len() < 5, "900 requests logged {} lines at info: {new_lines:#?}", new_lines.len());
 }
+
+/// Runs `fekv args...` and waits (at most `within`) for it to exit; kills it and says so if not.
+fn run_until_exit(args: &[&str], within: Duration) -> Result<std::process::Output, String> {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fekv"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("spawn fekv: {e}"))?;
+    let deadline = Instant::now() + within;
+    while child.try_wait().map_err(|e| e.to_string())?.is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output().map_err(|e| e.to_string())?;
+            return Err(format!(
+                "fekv {args:?} still running after {within:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().map_err(|e| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_node_on_a_data_dir_in_use_refuses_at_once_naming_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = FekvProcess::start(dir.path(), &[]);
+    assert_eq!(put(&first.url("/fekv/mine"), "first").await.status, StatusCode::OK);
+    let data_dir = dir.path().display().to_string();
+    let dir_arg = data_dir.clone();
+    let second = tokio::task::spawn_blocking(move || {
+        run_until_exit(&["--http-addr", "127.0.0.1:0", "--data-dir", &dir_arg], Duration::from_secs(10))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{stderr}");
+    assert!(stderr.contains(&data_dir) && stderr.contains(&format!("pid {}", first.pid())), "{stderr}");
+    // The first keeps running with its data, and takes writes.
+    assert_eq!(get(&first.url("/fekv/mine")).await.text(), "first");
+    assert_eq!(put(&first.url("/fekv/more"), "2").await.status, StatusCode::OK);
+    // kill -9 releases the lock: the next start gets the directory and the data.
+    first.kill9();
+    let third = FekvProcess::start(dir.path(), &[]);
+    assert_eq!(get(&third.url("/fekv/more")).await.text(), "2");
+}
+
+#[test]
+fn a_second_placement_on_a_data_dir_in_use_refuses_at_once_naming_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = FekvProcess::start_placement(dir.path(), 1);
+    let data_dir = dir.path().display().to_string();
+    let args = ["placement", "--addr", "127.0.0.1:0", "--data-dir", data_dir.as_str()];
+    let second = run_until_exit(&args, Duration::from_secs(10)).unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{stderr}");
+    assert!(stderr.contains(&data_dir) && stderr.contains(&format!("pid {}", first.pid())), "{stderr}");
+    first.kill9();
+    let again = FekvProcess::start_placement(dir.path(), 1);
+    drop(again);
+}

@@ -37,6 +37,8 @@ pub struct PlacementArgs {
 #[derive(Debug, thiserror::Error)]
 pub enum PlacementCmdError {
     #[error(transparent)]
+    Locked(#[from] crate::dir_lock::LockError),
+    #[error(transparent)]
     Placement(#[from] fekv_placement::PlacementError),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
@@ -58,6 +60,8 @@ pub async fn run(
         store_down_after: args.max_store_down_time,
         operator_timeout: args.operator_timeout,
     };
+    // One placement process per data directory, held until this function returns.
+    let _dir_lock = crate::dir_lock::DirLock::acquire(&args.data_dir)?;
     let placement = Arc::new(Placement::open(&args.data_dir, options)?);
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
