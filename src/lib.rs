@@ -9,6 +9,7 @@
 //! - [`cluster_link`]: the node's side of the placement service (registration, heartbeats);
 //! - [`cmd`]: the `placement` and `cluster` subcommands;
 //! - [`config`], [`metrics`], [`logging`]: the node's settings, Prometheus metrics and tracing;
+//! - [`dir_lock`], [`fd_limit`]: what a node asks of the OS: its data directory to itself, and file descriptors;
 //! - [`loadgen`]: `fekv bench`, a closed-loop HTTP load generator; a client of the REST API only.
 
 pub mod api;
@@ -16,6 +17,7 @@ pub mod cluster_link;
 pub mod cmd;
 pub mod config;
 pub mod dir_lock;
+pub mod fd_limit;
 pub mod loadgen;
 pub mod logging;
 pub mod metrics;

@@ -18,6 +18,8 @@ struct Cli {
     serve: ServeArgs,
 }
 
+// Parsed once at start: the size of the settings variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run a node (the default). Settings: defaults < --config file < FEKV_* environment < flags.
@@ -32,8 +34,21 @@ enum Command {
     Ctl(fekv::cmd::ctl::CtlArgs),
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        // One readable line (not anyhow's `Error: ...` debug form): scripts test the code, people
+        // read the line.
+        Err(err) => {
+            eprintln!("error: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    // As Go's runtime does: the soft limit is a select(2)-era default; the hard one is the real bound.
+    let open_files = fekv::fd_limit::raise_open_file_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
@@ -43,15 +58,7 @@ fn main() -> anyhow::Result<()> {
             fekv::logging::init(&args.log_level);
             return Ok(runtime.block_on(fekv::cmd::placement::run(args, shutdown_signal()))?);
         }
-        Some(Command::Ctl(args)) => {
-            // Exit 1 with one readable line (not anyhow's `Error: ...` debug form): scripts test the
-            // code, people read the line.
-            if let Err(err) = runtime.block_on(fekv::cmd::ctl::run(args)) {
-                eprintln!("error: {err}");
-                std::process::exit(1);
-            }
-            return Ok(());
-        }
+        Some(Command::Ctl(args)) => return Ok(runtime.block_on(fekv::cmd::ctl::run(args))?),
         Some(Command::Cluster(args)) => {
             fekv::logging::init("warn");
             return Ok(runtime.block_on(fekv::cmd::cluster::run(args, shutdown_signal()))?);
@@ -60,6 +67,10 @@ fn main() -> anyhow::Result<()> {
     let config = args.load()?;
     fekv::logging::init(&config.log_level);
     tracing::info!(config = %toml::to_string(&config).unwrap_or_default().replace('\n', "; "), "effective configuration");
+    match open_files {
+        Ok(limit) => tracing::info!(open_file_limit = limit, "open-file limit"),
+        Err(err) => tracing::warn!(error = %err, "cannot read or raise the open-file limit"),
+    }
     runtime.block_on(fekv::node::run(config, shutdown_signal()))?;
     Ok(())
 }

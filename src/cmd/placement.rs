@@ -29,9 +29,13 @@ pub struct PlacementArgs {
     /// How often the schedulers (replica check, balance-leader, balance-region) look at the cluster
     #[arg(long, env = "FEKV_SCHEDULE_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub schedule_interval: Duration,
-    /// Log filter used when RUST_LOG is unset
-    #[arg(long, env = "FEKV_LOG_LEVEL", default_value = "info")]
+    /// Log level, or filter (info,fekv_placement=debug), used when RUST_LOG is unset
+    #[arg(long, env = "FEKV_LOG_LEVEL", default_value = "info", value_parser = log_filter)]
     pub log_level: String,
+}
+
+fn log_filter(text: &str) -> Result<String, String> {
+    crate::logging::check_filter(text).map(|()| text.to_string())
 }
 
 #[derive(Debug, thiserror::Error)]
