@@ -182,7 +182,7 @@ impl ApiError {
 
 fn storage_class(err: &StorageError) -> (StatusCode, &'static str) {
     match err {
-        StorageError::Full { .. } => (StatusCode::INSUFFICIENT_STORAGE, "storage_full"),
+        StorageError::Full { .. } | StorageError::NoSpace { .. } => (StatusCode::INSUFFICIENT_STORAGE, "storage_full"),
         StorageError::Corruption { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "checksum_mismatch"),
         StorageError::Decode { .. } | StorageError::Lmdb(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
     }

@@ -27,6 +27,11 @@ pub type ReadTxn<'e> = RoTxn<'e, WithoutTls>;
 pub enum StorageError {
     #[error("storage is full: the LMDB map size of {map_size} bytes is used up (raise map_size)")]
     Full { map_size: u64 },
+    #[error(
+        "the filesystem holding {dir} refused a write ({source}): it is full, or failing; free space \
+         there (deleting keys also makes room), reads still work"
+    )]
+    NoSpace { dir: String, source: std::io::Error },
     #[error("checksum mismatch in {what}: {detail}")]
     Corruption { what: String, detail: String },
     #[error("cannot decode {what}: {detail}")]
@@ -36,12 +41,23 @@ pub enum StorageError {
 }
 
 impl StorageError {
-    fn lmdb(err: heed::Error, map_size: u64) -> Self {
+    /// LMDB's errors, with the two ways of running out of room told apart from the rest: the map
+    /// (`MDB_MAP_FULL`), and the filesystem under it. A full filesystem fails LMDB's page writes
+    /// with ENOSPC or EDQUOT, and its msync/fsync with EIO (a tmpfs or an overlay reports a full
+    /// disk that way), so all three mean "no room" to a client, never an internal error.
+    fn lmdb(err: heed::Error, map_size: u64, dir: &Path) -> Self {
         match err {
             heed::Error::Mdb(heed::MdbError::MapFull) => StorageError::Full { map_size },
+            heed::Error::Io(source) if is_out_of_space(&source) => {
+                StorageError::NoSpace { dir: dir.display().to_string(), source }
+            }
             other => StorageError::Lmdb(other),
         }
     }
+}
+
+fn is_out_of_space(err: &std::io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT | libc::EIO))
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
@@ -120,9 +136,9 @@ pub struct EngineStats {
 impl Engine {
     /// Opens (creating if needed) the environment in `dir`.
     pub fn open(dir: &Path, options: &EngineOptions) -> Result<Engine> {
-        std::fs::create_dir_all(dir).map_err(|e| StorageError::Lmdb(heed::Error::Io(e)))?;
+        std::fs::create_dir_all(dir).map_err(|e| StorageError::lmdb(heed::Error::Io(e), options.map_size, dir))?;
         let map_size = options.map_size;
-        let lmdb = |e| StorageError::lmdb(e, map_size);
+        let lmdb = |e| StorageError::lmdb(e, map_size, dir);
         let mut open = EnvOpenOptions::new().read_txn_without_tls();
         open.map_size(map_size as usize).max_dbs(8).max_readers(options.max_readers);
         // SAFETY: heed requires that the same file is not opened twice in one process with different
@@ -162,13 +178,14 @@ impl Engine {
         self.env.read_txn().map_err(|e| self.err(e))
     }
 
-    /// Commits `txn`: one fsync. `MDB_MAP_FULL` becomes [`StorageError::Full`].
+    /// Commits `txn`: one fsync. `MDB_MAP_FULL` becomes [`StorageError::Full`], a full filesystem
+    /// [`StorageError::NoSpace`]; either way nothing of the transaction is on disk.
     pub fn commit(&self, txn: RwTxn<'_>) -> Result<()> {
         txn.commit().map_err(|e| self.err(e))
     }
 
     fn err(&self, e: heed::Error) -> StorageError {
-        StorageError::lmdb(e, self.map_size)
+        StorageError::lmdb(e, self.map_size, &self.path)
     }
 
     /// Counts a checksum failure on its way out.
@@ -390,5 +407,29 @@ impl Engine {
 
     pub fn map_size(&self) -> u64 {
         self.map_size
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapped(err: heed::Error) -> StorageError {
+        StorageError::lmdb(err, 1 << 20, Path::new("/data"))
+    }
+
+    #[test]
+    fn a_full_filesystem_is_no_space_and_other_io_errors_stay_errors() {
+        for errno in [libc::ENOSPC, libc::EDQUOT, libc::EIO] {
+            let err = mapped(heed::Error::Io(std::io::Error::from_raw_os_error(errno)));
+            assert!(matches!(err, StorageError::NoSpace { .. }), "{errno}: {err}");
+            assert!(err.to_string().contains("/data"), "{err}");
+        }
+        // How heed reports an errno from LMDB's own calls (MdbError::Other becomes an io error).
+        let from_lmdb: heed::Error = heed::MdbError::Other(libc::ENOSPC).into();
+        assert!(matches!(mapped(from_lmdb), StorageError::NoSpace { .. }));
+        assert!(matches!(mapped(heed::Error::Mdb(heed::MdbError::MapFull)), StorageError::Full { .. }));
+        let denied = mapped(heed::Error::Io(std::io::Error::from_raw_os_error(libc::EACCES)));
+        assert!(matches!(denied, StorageError::Lmdb(_)), "{denied}");
     }
 }
