@@ -64,21 +64,24 @@ async fn a_full_disk_is_507_reads_keep_working_deletes_make_room_and_nothing_is_
     let data_dir = tmpfs.path().join("node");
     let node = start(&data_dir);
     let value = |i: usize| format!("{i:08}-").repeat(60 * 1024 / 9).into_bytes();
-    let mut acked: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    // key → (value, revision): a revision is the raft index that wrote the value, so a log entry
+    // overwritten by a half-written round would show as a changed revision.
+    let mut acked: BTreeMap<String, (Vec<u8>, String)> = BTreeMap::new();
+    let etag = |reply: &common::Reply| reply.header("etag").unwrap_or_default().to_string();
     let full = loop {
         let key = format!("big{:04}", acked.len());
         let reply = put(&node.url(&format!("/fekv/{key}")), value(acked.len())).await;
         if reply.status != StatusCode::OK {
             break reply;
         }
-        acked.insert(key, value(acked.len()));
+        acked.insert(key, (value(acked.len()), etag(&reply)));
         assert!(acked.len() < 1000, "a 24 MiB filesystem took 1000 values of 60 KiB");
     };
     assert_eq!(full.status, StatusCode::INSUFFICIENT_STORAGE, "{}", full.text());
     assert_eq!(full.json()["error"], "storage_full", "{}", full.text());
     assert!(acked.len() > 10, "full after {} values", acked.len());
     // Reads keep working.
-    for (key, value) in acked.iter().take(20) {
+    for (key, (value, _)) in acked.iter().take(20) {
         let reply = get(&node.url(&format!("/fekv/{key}"))).await;
         assert_eq!((reply.status, &reply.body[..]), (StatusCode::OK, &value[..]), "{key}");
     }
@@ -98,7 +101,7 @@ async fn a_full_disk_is_507_reads_keep_working_deletes_make_room_and_nothing_is_
         let reply = put(&node.url(&format!("/fekv/{key}")), value(fits)).await;
         match reply.status {
             StatusCode::OK => {
-                acked.insert(key, value(fits));
+                acked.insert(key, (value(fits), etag(&reply)));
                 fits += 1;
             }
             StatusCode::INSUFFICIENT_STORAGE => {
@@ -111,10 +114,11 @@ async fn a_full_disk_is_507_reads_keep_working_deletes_make_room_and_nothing_is_
     // Every acknowledged write survives a kill -9, and the store takes writes again.
     node.kill9();
     let node = start(&data_dir);
-    for (key, value) in &acked {
+    for (key, (value, revision)) in &acked {
         let reply = get(&node.url(&format!("/fekv/{key}"))).await;
         assert_eq!((reply.status, reply.body.len()), (StatusCode::OK, value.len()), "{key}: {}", reply.text());
         assert_eq!(&reply.body[..], &value[..], "{key}");
+        assert_eq!(&etag(&reply), revision, "{key}");
     }
     for key in &deleted {
         assert_eq!(get(&node.url(&format!("/fekv/{key}"))).await.status, StatusCode::NOT_FOUND, "{key}");
