@@ -346,3 +346,20 @@ async fn pipelined_responses_pass_through_untouched_before_a_malformed_request()
     assert!(conn.buf.is_empty(), "bytes after the last response: {:?}", String::from_utf8_lossy(&conn.buf));
     node.stop().await;
 }
+
+/// hyper's `100 Continue` is a head of its own, written while the request is in service: the writer
+/// passes it through and still knows where the real response and the next ones start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_100_continue_passes_through_and_keeps_the_framing() {
+    let node = TestNode::start(|_| {}).await;
+    let mut conn = Conn::open(&node).await;
+    conn.send(b"PUT /fekv/k HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n").await;
+    assert_eq!(conn.reply(false).await.unwrap().status, 100);
+    conn.send(b"hello").await;
+    let stored = conn.reply(false).await.unwrap();
+    assert_eq!((stored.status, &stored.body[..]), (200, &b"OK"[..]));
+    conn.send(b"GET /fekv/k HTTP/1.1\r\nHost: t\r\n\r\nGET /a b HTTP/1.1\r\n\r\n").await;
+    assert_eq!(&conn.reply(false).await.unwrap().body[..], b"hello");
+    conn.reply(false).await.unwrap().assert_json_error(400, "bad_request");
+    node.stop().await;
+}

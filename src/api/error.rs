@@ -41,7 +41,7 @@ pub enum ApiError {
     UriTooLong { limit: usize },
     #[error("the request's headers are larger than the limit of {limit} bytes (or more than 100 headers)")]
     HeadersTooLarge { limit: usize },
-    #[error("this node has {limit} client connections open, each in the middle of a request; retry shortly")]
+    #[error("this node has its limit of {limit} client connections open and none of them is idle; retry shortly")]
     TooManyConnections { limit: usize },
     #[error("method {method} is not allowed here; allowed: {allow}")]
     MethodNotAllowed { method: String, allow: &'static str },
