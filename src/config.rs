@@ -61,7 +61,8 @@ pub struct Config {
     /// `408` and the connection is closed.
     #[serde(with = "humantime_serde")]
     pub http_header_timeout: Duration,
-    /// How long a client may take to send a request's whole body, once its headers are in; then `408`.
+    /// How long a client may take to send a request's whole body, once its headers are in (then
+    /// `408`), or to read any of a response being written to it (then the connection is closed).
     #[serde(with = "humantime_serde")]
     pub http_body_timeout: Duration,
     /// A keep-alive connection with no request for this long is closed.
@@ -178,6 +179,14 @@ impl Config {
     /// refused with `507` before they reach raft, so a full disk never wedges the raft log.
     pub fn write_reserve(&self) -> u64 {
         (self.map_size.as_u64() / 16).max(2 * self.max_value_size.as_u64() + ByteSize::kib(256).as_u64())
+    }
+
+    /// Bytes of the filesystem under the data directory kept free the same way (counting the free
+    /// pages inside LMDB's file): writes that add data are refused with `507` once less is left,
+    /// so a disk the node fills itself still has room for the deletes that free it. Not a share of
+    /// the map, which says nothing of the disk: what a delete and a log compaction need.
+    pub fn disk_reserve(&self) -> u64 {
+        ByteSize::mib(16).as_u64().max(2 * self.max_value_size.as_u64() + ByteSize::kib(256).as_u64())
     }
 }
 

@@ -102,7 +102,7 @@ impl Metrics {
                 &registry,
                 "fekv_http_connections_closed_total",
                 "Client connections the server closed or refused, by reason: idle_timeout, header_timeout, \
-                 malformed_request, evicted (the longest-idle one, for a new client at the cap), over_cap \
+                 send_timeout (the client read nothing), malformed_request, evicted (the longest-idle one, for a new client at the cap), over_cap \
                  (refused with 503: every connection in a request)",
                 &["reason"],
             ),

@@ -114,6 +114,7 @@ pub fn store_config(config: &Config, store_id: u64) -> StoreConfig {
         },
         max_batch: config.raftstore_max_batch,
         write_reserve: config.write_reserve(),
+        disk_reserve: config.disk_reserve(),
         inbox_capacity: 4 * config.raftstore_max_batch,
         request_timeout: config.request_timeout,
         region_max_size: config.region_max_size.as_u64(),

@@ -363,3 +363,35 @@ async fn a_100_continue_passes_through_and_keeps_the_framing() {
     conn.reply(false).await.unwrap().assert_json_error(400, "bad_request");
     node.stop().await;
 }
+
+/// A client that asks for responses and never reads them would hold its connection (and a
+/// descriptor) forever once the socket buffers are full: a write making no progress for
+/// `http_body_timeout` ends the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_disconnected_after_the_body_timeout() {
+    let node = TestNode::start(|c| {
+        c.max_value_size = bytesize::ByteSize::mib(8);
+        c.http_body_timeout = Duration::from_secs(1);
+    })
+    .await;
+    assert_eq!(put(&node.url("/fekv/big"), vec![b'b'; 8 << 20]).await.status, StatusCode::OK);
+    let mut conn = Conn::open(&node).await;
+    // 64 MiB of answers asked for, far past what loopback's socket buffers hold, and none read.
+    conn.send(&b"GET /fekv/big HTTP/1.1\r\nHost: t\r\n\r\n".repeat(8)).await;
+    let deadline = Instant::now() + WAIT;
+    while closed_count(&get(&node.url("/metrics")).await.text(), "send_timeout") == 0 {
+        assert!(Instant::now() < deadline, "a connection that reads nothing is still open");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // What it does read ends early: the connection was closed mid-answer.
+    let mut read = 0;
+    let mut sink = vec![0u8; 1 << 20];
+    while let Ok(Ok(n)) = tokio::time::timeout(WAIT, conn.stream.read(&mut sink)).await {
+        if n == 0 {
+            break;
+        }
+        read += n;
+    }
+    assert!(read < 8 * (8 << 20), "read all {read} bytes");
+    node.stop().await;
+}

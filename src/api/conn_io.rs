@@ -9,6 +9,10 @@
 //! without an answer. While a request is being served, the handler's deadlines apply instead
 //! (`http_body_timeout`, `request_timeout`).
 //!
+//! **A deadline while writing.** A write that makes no progress for `http_body_timeout` (a client
+//! that asked for responses and stopped reading them, once the socket buffers are full) fails the
+//! connection: otherwise it would hold its descriptor forever, and no idle timeout can see it.
+//!
 //! **JSON bodies on hyper's own error responses.** A request line or header hyper cannot parse
 //! never reaches the service: hyper answers `400`, `414` or `431` itself, with an empty body, and
 //! has no hook to change it (`on_error` in hyper's `proto/h1/role.rs` is fixed). So the writer
@@ -47,6 +51,9 @@ pub struct ConnIo {
     metrics: Arc<Metrics>,
     /// The reader's deadline (idle or header), re-armed as the connection's phase changes.
     timer: Pin<Box<Sleep>>,
+    /// The writer's deadline, armed while a write makes no progress.
+    write_timer: Pin<Box<Sleep>>,
+    write_stalled: bool,
     /// Bytes the connection layer is sending itself: a `408` before closing, or the JSON form of
     /// one of hyper's error responses. Sent before anything else is written.
     own: Option<Outgoing>,
@@ -58,7 +65,43 @@ pub struct ConnIo {
 impl ConnIo {
     pub fn new(inner: TcpStream, activity: Arc<Activity>, limits: Limits, metrics: Arc<Metrics>) -> ConnIo {
         let timer = Box::pin(tokio::time::sleep_until(Instant::now() + limits.idle_timeout));
-        ConnIo { inner, activity, limits, metrics, timer, own: None, read_done: false, frames: Frames::Boundary }
+        let write_timer = Box::pin(tokio::time::sleep_until(Instant::now() + limits.body_timeout));
+        ConnIo {
+            inner,
+            activity,
+            limits,
+            metrics,
+            timer,
+            write_timer,
+            write_stalled: false,
+            own: None,
+            read_done: false,
+            frames: Frames::Boundary,
+        }
+    }
+
+    /// Passes on a write-side poll's outcome, failing it once writes have made no progress for the
+    /// body timeout. Only bytes written count as progress (`progressed`): a flush of a socket is
+    /// always ready and says nothing about the client.
+    fn write_deadline<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+        progressed: impl FnOnce(&T) -> bool,
+    ) -> Poll<io::Result<T>> {
+        if let Poll::Ready(result) = &polled {
+            if result.as_ref().is_ok_and(progressed) {
+                self.write_stalled = false;
+            }
+            return polled;
+        }
+        if !self.write_stalled {
+            self.write_stalled = true;
+            self.write_timer.as_mut().reset(Instant::now() + self.limits.body_timeout);
+        }
+        ready!(self.write_timer.as_mut().poll(cx));
+        self.closed("send_timeout");
+        Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "the client read nothing for the body timeout")))
     }
 
     fn closed(&self, reason: &str) {
@@ -167,7 +210,8 @@ impl AsyncWrite for ConnIo {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        ready!(this.poll_own(cx))?;
+        let own = this.poll_own(cx);
+        ready!(this.write_deadline(cx, own, |_| false))?;
         if let Frames::Boundary = this.frames {
             if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
                 if let Some((head_len, replacement)) = replace_automatic_error(first, &this.activity) {
@@ -178,7 +222,8 @@ impl AsyncWrite for ConnIo {
                 }
             }
         }
-        let n = ready!(Pin::new(&mut this.inner).poll_write_vectored(cx, bufs))?;
+        let written = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        let n = ready!(this.write_deadline(cx, written, |n| *n > 0))?;
         this.frames.advance(bufs, n, &this.activity);
         Poll::Ready(Ok(n))
     }
@@ -189,14 +234,18 @@ impl AsyncWrite for ConnIo {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        ready!(this.poll_own(cx))?;
-        Pin::new(&mut this.inner).poll_flush(cx)
+        let own = this.poll_own(cx);
+        ready!(this.write_deadline(cx, own, |_| false))?;
+        let flushed = Pin::new(&mut this.inner).poll_flush(cx);
+        this.write_deadline(cx, flushed, |_| false)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        ready!(this.poll_own(cx))?;
-        Pin::new(&mut this.inner).poll_shutdown(cx)
+        let own = this.poll_own(cx);
+        ready!(this.write_deadline(cx, own, |_| false))?;
+        let shut = Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.write_deadline(cx, shut, |_| false)
     }
 }
 

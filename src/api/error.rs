@@ -89,7 +89,7 @@ impl ApiError {
             ApiError::RedirectLoop { .. } => (StatusCode::SERVICE_UNAVAILABLE, "redirect_loop"),
             ApiError::Raft(err) => match err {
                 R::PreconditionFailed { .. } => (StatusCode::PRECONDITION_FAILED, "precondition_failed"),
-                R::StorageFull { .. } => (StatusCode::INSUFFICIENT_STORAGE, "storage_full"),
+                R::StorageFull { .. } | R::DiskFull { .. } => (StatusCode::INSUFFICIENT_STORAGE, "storage_full"),
                 R::Timeout { proposed: true, .. } => (StatusCode::GATEWAY_TIMEOUT, "proposal_timeout"),
                 R::OutcomeUnknown { .. } => (StatusCode::GATEWAY_TIMEOUT, "outcome_unknown"),
                 R::Timeout { proposed: false, .. } => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),

@@ -131,6 +131,32 @@ pub struct EngineStats {
     pub last_txn_id: u64,
     pub data_keys: u64,
     pub raft_log_entries: u64,
+    /// Bytes the filesystem holding the environment still gives this process (`statvfs`).
+    pub disk_available_bytes: u64,
+}
+
+impl EngineStats {
+    /// Bytes the environment can still take without the filesystem refusing: what the
+    /// filesystem has left, plus the free pages inside the file, which LMDB reuses first.
+    pub fn disk_room(&self) -> u64 {
+        let file_bytes = (self.last_page_number + 1) * u64::from(self.page_size);
+        self.disk_available_bytes.saturating_add(file_bytes.saturating_sub(self.used_bytes))
+    }
+}
+
+/// What the filesystem holding `dir` still gives an unprivileged writer; unknown (no statvfs) is
+/// unlimited, so a failed probe never refuses writes.
+fn disk_available(dir: &Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return u64::MAX };
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: statvfs reads the NUL-terminated path and writes only the struct it is given; the
+    // struct is read only if it succeeded.
+    if unsafe { libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) } != 0 {
+        return u64::MAX;
+    }
+    let stat = unsafe { stat.assume_init() };
+    stat.f_bavail.saturating_mul(stat.f_frsize)
 }
 
 impl Engine {
@@ -402,6 +428,7 @@ impl Engine {
             last_txn_id: info.last_txn_id as u64,
             data_keys: self.dbs.data.len(&txn).map_err(|e| self.err(e))?,
             raft_log_entries: self.dbs.raft_log.len(&txn).map_err(|e| self.err(e))?,
+            disk_available_bytes: disk_available(&self.path),
         })
     }
 
@@ -431,5 +458,24 @@ mod tests {
         assert!(matches!(mapped(heed::Error::Mdb(heed::MdbError::MapFull)), StorageError::Full { .. }));
         let denied = mapped(heed::Error::Io(std::io::Error::from_raw_os_error(libc::EACCES)));
         assert!(matches!(denied, StorageError::Lmdb(_)), "{denied}");
+    }
+
+    #[test]
+    fn disk_room_counts_the_free_pages_inside_the_file() {
+        let stats = EngineStats {
+            map_size: 1 << 30,
+            page_size: 4096,
+            last_page_number: 99,
+            used_bytes: 60 * 4096,
+            readers_used: 0,
+            readers_max: 8,
+            last_txn_id: 1,
+            data_keys: 0,
+            raft_log_entries: 0,
+            disk_available_bytes: 1000,
+        };
+        assert_eq!(stats.disk_room(), 1000 + 40 * 4096);
+        let unknown = EngineStats { disk_available_bytes: u64::MAX, ..stats };
+        assert_eq!(unknown.disk_room(), u64::MAX);
     }
 }
