@@ -367,7 +367,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
             ));
             tracing::info!(
                 %raft_addr,
-                advertised = advertised_raft,
+                advertised = %advertised_raft,
                 store_id = node.store_id(),
                 placement,
                 "raft transport listening"
@@ -379,7 +379,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
     let limits = node.state.http;
     tracing::info!(
         %http_addr,
-        advertised = node.state.http_addr,
+        advertised = %node.state.http_addr,
         store_id = node.store_id(),
         data_dir = %config.data_dir.display(),
         max_connections = limits.max_connections,
