@@ -1,13 +1,13 @@
-//! A client connection's socket as hyper sees it, with two jobs hyper does not do for us.
+//! A client connection's socket as hyper sees it, doing what hyper does not do for us.
 //!
 //! **Deadlines while reading.** Between requests the reader enforces `http_idle_timeout` (a
-//! keep-alive connection with no byte of a next request: closed, as an idle keep-alive connection is
-//! anywhere) and `http_header_timeout` (a request's head started but is not complete: the reader
+//! keep-alive connection with no byte of a next request: closed, as an idle keep-alive connection
+//! is anywhere) and `http_header_timeout` (a request's head started but is not complete: the reader
 //! answers `408` itself, then closes; a new connection that sends nothing at all is closed at the
-//! header timeout of its accept, without an answer). hyper's own `header_read_timeout` cannot tell the two apart (its clock
-//! starts when it begins waiting, so an idle connection would get the header deadline) and closes
-//! without an answer. While a request is being served, the handler's deadlines apply instead
-//! (`http_body_timeout`, `request_timeout`).
+//! header timeout of its accept, without an answer). hyper's own `header_read_timeout` cannot tell
+//! the two apart (its clock starts when it begins waiting, so an idle connection would get the
+//! header deadline) and closes without an answer. While a request is being served, the handler's
+//! deadlines apply instead (`http_body_timeout`, `request_timeout`).
 //!
 //! **A deadline while writing.** A write that makes no progress for `http_body_timeout` (a client
 //! that asked for responses and stopped reading them, once the socket buffers are full) fails the
