@@ -53,6 +53,7 @@ pub async fn register(
     wait: Duration,
 ) -> Result<(u64, u64), LinkError> {
     let started = Instant::now();
+    let mut retry_in = Duration::from_millis(200);
     let request = RegisterStoreRequest {
         store_id,
         raft_addr: raft_addr.to_string(),
@@ -70,9 +71,20 @@ pub async fn register(
             Err(status) if matches!(status.code(), tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument) => {
                 return Err(LinkError::Refused { addr: addr.to_string(), message: status.message().to_string() })
             }
+            // Said at warn each time: a node that cannot register serves nothing, and the operator
+            // should see at once which address it is trying.
             Err(status) if started.elapsed() < wait => {
-                tracing::debug!(addr, %status, "placement not reachable yet");
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                let left = wait.saturating_sub(started.elapsed());
+                tracing::warn!(
+                    placement = addr,
+                    code = ?status.code(),
+                    error = status.message(),
+                    ?retry_in,
+                    ?left,
+                    "cannot register with the placement service; retrying"
+                );
+                tokio::time::sleep(retry_in.min(left)).await;
+                retry_in = (retry_in * 2).min(Duration::from_secs(2));
             }
             Err(status) => {
                 return Err(LinkError::Unavailable { addr: addr.to_string(), waited: wait, status: status.to_string() })

@@ -26,6 +26,13 @@ pub struct Config {
     pub placement: Option<String>,
     /// Where other stores reach this one's raft transport (cluster mode).
     pub raft_addr: SocketAddr,
+    /// The `host:port` clients and other nodes use to reach the REST API: registered with placement,
+    /// so it is where other nodes redirect to. Unset: the address `http_addr` binds, which must then
+    /// be a specific one (not `0.0.0.0` or `::`) in cluster mode.
+    pub advertise_http_addr: Option<String>,
+    /// The `host:port` other stores use to reach the raft transport. Unset: the address `raft_addr`
+    /// binds, which must then be a specific one.
+    pub advertise_raft_addr: Option<String>,
     /// Log filter when `RUST_LOG` is unset (tracing `EnvFilter` syntax).
     pub log_level: String,
     /// Largest value a PUT/POST may carry; larger bodies get `413`.
@@ -63,6 +70,21 @@ pub struct Config {
     /// How long a request may wait for raft before it is answered `503`/`504`.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// How long a client may take to send a request's line and headers, from its first byte; then
+    /// `408` and the connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub http_header_timeout: Duration,
+    /// How long a client may take to send a request's whole body, once its headers are in (then
+    /// `408`), or to read any of a response being written to it (then the connection is closed).
+    #[serde(with = "humantime_serde")]
+    pub http_body_timeout: Duration,
+    /// A keep-alive connection with no request for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub http_idle_timeout: Duration,
+    /// Most client connections open at once; 0 = derived from the open-file limit, keeping a reserve
+    /// for the node's own files and raft connections. At the cap, a new connection closes the
+    /// longest-idle one, or is answered `503` if none is idle.
+    pub http_max_connections: usize,
 }
 
 impl Default for Config {
@@ -72,6 +94,8 @@ impl Default for Config {
             data_dir: PathBuf::from("./fekv-data"),
             placement: None,
             raft_addr: SocketAddr::from(([127, 0, 0, 1], 20160)),
+            advertise_http_addr: None,
+            advertise_raft_addr: None,
             log_level: "info".into(),
             max_value_size: ByteSize::mib(1),
             map_size: ByteSize::gib(16),
@@ -88,6 +112,10 @@ impl Default for Config {
             snapshot_recv_timeout: Duration::from_secs(30),
             region_max_size: ByteSize::mib(64),
             request_timeout: Duration::from_secs(5),
+            http_header_timeout: Duration::from_secs(10),
+            http_body_timeout: Duration::from_secs(30),
+            http_idle_timeout: Duration::from_secs(60),
+            http_max_connections: 0,
         }
     }
 }
@@ -105,6 +133,16 @@ pub enum ConfigError {
 impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |name, reason: &str| Err(ConfigError::Invalid { name, reason: reason.into() });
+        if let Err(reason) = crate::logging::check_filter(&self.log_level) {
+            return invalid("log_level", &reason);
+        }
+        for (name, addr) in
+            [("advertise_http_addr", &self.advertise_http_addr), ("advertise_raft_addr", &self.advertise_raft_addr)]
+        {
+            if let Some(Err(reason)) = addr.as_deref().map(check_advertised) {
+                return invalid(name, &reason);
+            }
+        }
         if self.max_value_size.as_u64() == 0 {
             return invalid("max_value_size", "must be at least 1 byte");
         }
@@ -145,7 +183,26 @@ impl Config {
         if self.request_timeout < self.raft_tick_interval {
             return invalid("request_timeout", "must be at least one raft_tick_interval");
         }
+        for (name, timeout) in [
+            ("http_header_timeout", self.http_header_timeout),
+            ("http_body_timeout", self.http_body_timeout),
+            ("http_idle_timeout", self.http_idle_timeout),
+        ] {
+            if timeout.is_zero() {
+                return invalid(name, "must be positive");
+            }
+        }
         Ok(())
+    }
+
+    /// The address registered for the REST API: `advertise_http_addr`, else the one bound.
+    pub fn advertised_http_addr(&self, bound: SocketAddr) -> Result<String, ConfigError> {
+        advertised("advertise_http_addr", "http_addr", self.advertise_http_addr.as_deref(), bound)
+    }
+
+    /// The address registered for the raft transport: `advertise_raft_addr`, else the one bound.
+    pub fn advertised_raft_addr(&self, bound: SocketAddr) -> Result<String, ConfigError> {
+        advertised("advertise_raft_addr", "raft_addr", self.advertise_raft_addr.as_deref(), bound)
     }
 
     /// Bytes of the LMDB map kept free for log GC and deletes: writes that would eat into it are
@@ -153,6 +210,59 @@ impl Config {
     pub fn write_reserve(&self) -> u64 {
         (self.map_size.as_u64() / 16).max(2 * self.max_value_size.as_u64() + ByteSize::kib(256).as_u64())
     }
+
+    /// Bytes of the filesystem under the data directory kept free the same way (counting the free
+    /// pages inside LMDB's file): writes that add data are refused with `507` once less is left,
+    /// so a disk the node fills itself still has room for the deletes that free it. Not a share of
+    /// the map, which says nothing of the disk: what a delete and a log compaction need.
+    pub fn disk_reserve(&self) -> u64 {
+        ByteSize::mib(16).as_u64().max(2 * self.max_value_size.as_u64() + ByteSize::kib(256).as_u64())
+    }
+}
+
+/// Checks an advertised address: `host:port`, where the host is a name or an IP address (IPv6 in
+/// brackets) that others can connect to, so not an unspecified one.
+pub fn check_advertised(addr: &str) -> Result<(), String> {
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Err(format!("{addr:?} is not host:port"));
+    };
+    if port.parse::<u16>().map_or(true, |port| port == 0) {
+        return Err(format!("{addr:?} has no valid port (1 to 65535)"));
+    }
+    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    if bare.is_empty() || bare.chars().any(|c| c.is_whitespace() || c == '/' || c == '@') {
+        return Err(format!("{addr:?} has no valid host"));
+    }
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) if ip.is_unspecified() => {
+            Err(format!("{addr:?} is the unspecified address: others cannot connect to it"))
+        }
+        Ok(std::net::IpAddr::V6(_)) if host == bare => Err(format!("{addr:?}: write an IPv6 host in brackets")),
+        _ => Ok(()),
+    }
+}
+
+/// `configured` if set, else `bound`, which must not be an unspecified address (it would be
+/// registered as the place to reach this node).
+fn advertised(
+    setting: &'static str,
+    bind_setting: &str,
+    configured: Option<&str>,
+    bound: SocketAddr,
+) -> Result<String, ConfigError> {
+    if let Some(addr) = configured {
+        return Ok(addr.to_string());
+    }
+    if bound.ip().is_unspecified() {
+        return Err(ConfigError::Invalid {
+            name: setting,
+            reason: format!(
+                "{bind_setting} {bound} listens on every interface, which is no address to give other nodes; \
+                 set {setting} to the host:port they reach this node at"
+            ),
+        });
+    }
+    Ok(bound.to_string())
 }
 
 /// The node's settings as flags (each also read from its `FEKV_*` variable). Unset ones keep the
@@ -174,7 +284,13 @@ pub struct ServeArgs {
     /// Raft transport listen address, for the other stores (with --placement) [default: 127.0.0.1:20160]
     #[arg(long, env = "FEKV_RAFT_ADDR", value_name = "ADDR")]
     pub raft_addr: Option<SocketAddr>,
-    /// Log filter used when RUST_LOG is unset [default: info]
+    /// host:port registered for the REST API, where other nodes redirect clients [default: the bound http-addr]
+    #[arg(long, env = "FEKV_ADVERTISE_HTTP_ADDR", value_name = "HOST:PORT")]
+    pub advertise_http_addr: Option<String>,
+    /// host:port registered for the raft transport, where other stores connect [default: the bound raft-addr]
+    #[arg(long, env = "FEKV_ADVERTISE_RAFT_ADDR", value_name = "HOST:PORT")]
+    pub advertise_raft_addr: Option<String>,
+    /// Log level, or filter (info,fekv=debug), used when RUST_LOG is unset [default: info]
     #[arg(long, env = "FEKV_LOG_LEVEL", value_name = "FILTER")]
     pub log_level: Option<String>,
     /// Largest value accepted by PUT/POST, e.g. 512KiB [default: 1MiB]
@@ -222,6 +338,18 @@ pub struct ServeArgs {
     /// How long a request may wait for raft before 503/504 [default: 5s]
     #[arg(long, env = "FEKV_REQUEST_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub request_timeout: Option<Duration>,
+    /// Time a client has to send a request's headers, from its first byte, before 408 [default: 10s]
+    #[arg(long, env = "FEKV_HTTP_HEADER_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub http_header_timeout: Option<Duration>,
+    /// Time a client has to send a request's whole body, after its headers, before 408 [default: 30s]
+    #[arg(long, env = "FEKV_HTTP_BODY_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub http_body_timeout: Option<Duration>,
+    /// A keep-alive connection without a request for this long is closed [default: 60s]
+    #[arg(long, env = "FEKV_HTTP_IDLE_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub http_idle_timeout: Option<Duration>,
+    /// Most client connections at once; 0 = the open-file limit less a reserve [default: 0]
+    #[arg(long, env = "FEKV_HTTP_MAX_CONNECTIONS", value_name = "N")]
+    pub http_max_connections: Option<usize>,
 }
 
 impl ServeArgs {
@@ -239,8 +367,15 @@ impl ServeArgs {
         macro_rules! overlay {
             ($($field:ident),*) => { $( if let Some(value) = &self.$field { config.$field = value.clone(); } )* };
         }
-        if self.placement.is_some() {
-            config.placement = self.placement.clone();
+        // The settings with no default: a flag sets them, its absence keeps the file's.
+        for (flag, setting) in [
+            (&self.placement, &mut config.placement),
+            (&self.advertise_http_addr, &mut config.advertise_http_addr),
+            (&self.advertise_raft_addr, &mut config.advertise_raft_addr),
+        ] {
+            if flag.is_some() {
+                *setting = flag.clone();
+            }
         }
         overlay!(
             http_addr,
@@ -261,7 +396,11 @@ impl ServeArgs {
             snapshot_max_receiving,
             snapshot_recv_timeout,
             region_max_size,
-            request_timeout
+            request_timeout,
+            http_header_timeout,
+            http_body_timeout,
+            http_idle_timeout,
+            http_max_connections
         );
         config.validate()?;
         Ok(config)
@@ -321,8 +460,8 @@ mod tests {
         let mut argv = vec!["fekv".to_string()];
         for arg in Cli::command().get_arguments() {
             let (Some(long), Some(help)) = (arg.get_long(), arg.get_help()) else { continue };
-            if long == "config" || long == "placement" {
-                continue; // no default: a file, and an address that turns on cluster mode
+            if ["config", "placement", "advertise-http-addr", "advertise-raft-addr"].contains(&long) {
+                continue; // no default: a file, an address that turns on cluster mode, addresses to register
             }
             let help = help.to_string();
             let default = help
@@ -335,8 +474,43 @@ mod tests {
         let documented = Cli::try_parse_from(&argv).unwrap().serve.load().unwrap();
         assert_eq!(documented, Config::default(), "{argv:?}");
         let toml_names = toml::to_string(&Config::default()).unwrap();
-        // Every setting has a flag (`placement`, unset by default, is not in the default TOML).
+        // Every setting has a flag (those unset by default are not in the default TOML).
         assert_eq!(argv.len() - 1, toml_names.lines().count(), "every setting has a flag: {argv:?}");
+    }
+
+    #[test]
+    fn a_log_level_that_is_no_level_is_refused() {
+        for bad in ["nonsense", "info,nonsense", "fekv=loud", "info,"] {
+            let err = ServeArgs { log_level: Some(bad.into()), ..Default::default() }.load().unwrap_err();
+            assert!(err.to_string().contains("log_level"), "{bad}: {err}");
+        }
+        for good in ["info", "WARN", "off", "info,fekv=debug", "raft=trace", "fekv::api=debug,warn"] {
+            ServeArgs { log_level: Some(good.into()), ..Default::default() }.load().unwrap();
+        }
+    }
+
+    #[test]
+    fn advertised_addresses_are_host_port_others_can_reach() {
+        for good in ["node-1.internal:3000", "10.0.0.2:20160", "[fe80::1]:3000", "localhost:1"] {
+            check_advertised(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        for bad in ["0.0.0.0:3000", "[::]:3000", "node-1", "node-1:0", "node-1:http", ":3000", "fe80::1:3000"] {
+            assert!(check_advertised(bad).is_err(), "{bad}");
+        }
+        let err =
+            ServeArgs { advertise_http_addr: Some("0.0.0.0:3000".into()), ..Default::default() }.load().unwrap_err();
+        assert!(err.to_string().contains("advertise_http_addr"), "{err}");
+    }
+
+    #[test]
+    fn an_unspecified_bind_address_needs_an_advertised_one() {
+        let config = Config::default();
+        let any: SocketAddr = "0.0.0.0:3000".parse().unwrap();
+        let err = config.advertised_http_addr(any).unwrap_err().to_string();
+        assert!(err.contains("advertise_http_addr") && err.contains("0.0.0.0:3000"), "{err}");
+        assert_eq!(config.advertised_http_addr("10.0.0.2:3000".parse().unwrap()).unwrap(), "10.0.0.2:3000");
+        let config = Config { advertise_raft_addr: Some("db-2:20160".into()), ..Config::default() };
+        assert_eq!(config.advertised_raft_addr("[::]:20160".parse().unwrap()).unwrap(), "db-2:20160");
     }
 
     #[test]

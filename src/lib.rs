@@ -11,12 +11,15 @@
 //! - [`cmd`]: the `placement` and `cluster` subcommands;
 //! - [`config`], [`metrics`], [`logging`]: the node's settings, Prometheus metrics and tracing;
 //! - [`panics`]: every panic logged through tracing, and reported by the thread it ended;
+//! - [`dir_lock`], [`fd_limit`]: what a node asks of the OS: its data directory to itself, and file descriptors;
 //! - [`loadgen`]: `fekv bench`, a closed-loop HTTP load generator; a client of the REST API only.
 
 pub mod api;
 pub mod cluster_link;
 pub mod cmd;
 pub mod config;
+pub mod dir_lock;
+pub mod fd_limit;
 pub mod loadgen;
 pub mod logging;
 pub mod metrics;

@@ -33,8 +33,21 @@ enum Command {
     Ctl(fekv::cmd::ctl::CtlArgs),
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        // One readable line (not anyhow's `Error: ...` debug form): scripts test the code, people
+        // read the line.
+        Err(err) => {
+            eprintln!("error: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    // As Go's runtime does: the soft limit is a select(2)-era default; the hard one is the real bound.
+    let open_files = fekv::fd_limit::raise_open_file_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
@@ -45,15 +58,7 @@ fn main() -> anyhow::Result<()> {
             fekv::panics::install_hook();
             return Ok(runtime.block_on(fekv::cmd::placement::run(args, shutdown_signal()))?);
         }
-        Some(Command::Ctl(args)) => {
-            // Exit 1 with one readable line (not anyhow's `Error: ...` debug form): scripts test the
-            // code, people read the line.
-            if let Err(err) = runtime.block_on(fekv::cmd::ctl::run(args)) {
-                eprintln!("error: {err}");
-                std::process::exit(1);
-            }
-            return Ok(());
-        }
+        Some(Command::Ctl(args)) => return Ok(runtime.block_on(fekv::cmd::ctl::run(args))?),
         Some(Command::Cluster(args)) => {
             fekv::logging::init("warn");
             return Ok(runtime.block_on(fekv::cmd::cluster::run(args, shutdown_signal()))?);
@@ -65,6 +70,10 @@ fn main() -> anyhow::Result<()> {
     // that repeats them (`node::run`), so a supervisor restarts it.
     fekv::panics::install_hook();
     tracing::info!(config = %toml::to_string(&config).unwrap_or_default().replace('\n', "; "), "effective configuration");
+    match open_files {
+        Ok(limit) => tracing::info!(open_file_limit = limit, "open-file limit"),
+        Err(err) => tracing::warn!(error = %err, "cannot read or raise the open-file limit"),
+    }
     if let Err(err) = runtime.block_on(fekv::node::run(config, shutdown_signal())) {
         // The last line of the node's log says why it ended (a supervisor restarts it on the code).
         tracing::error!("fekv node exiting: {err}");

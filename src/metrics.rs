@@ -12,6 +12,8 @@ pub struct Metrics {
     registry: Registry,
     pub http_requests: IntCounterVec,
     pub http_request_duration: HistogramVec,
+    pub http_connections: IntGauge,
+    pub http_connections_closed: IntCounterVec,
     pub raft_proposals: IntCounter,
     pub raft_proposals_rejected: IntCounterVec,
     pub raft_read_index: IntCounter,
@@ -128,6 +130,15 @@ impl Metrics {
         Metrics {
             http_requests,
             http_request_duration,
+            http_connections: gauge(&registry, "fekv_http_connections", "Client connections open"),
+            http_connections_closed: counter_vec(
+                &registry,
+                "fekv_http_connections_closed_total",
+                "Client connections the server closed or refused, by reason: idle_timeout, header_timeout, \
+                 send_timeout (the client read nothing), malformed_request, evicted (the longest-idle one, for a new client at the cap), over_cap \
+                 (refused with 503: every connection in a request)",
+                &["reason"],
+            ),
             raft_proposals: counter(&registry, "fekv_raftstore_proposals_total", "Client commands proposed to raft"),
             raft_proposals_rejected,
             raft_read_index: counter(

@@ -13,9 +13,11 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
 
+use crate::api::connections::{default_max_connections, fd_reserve};
 use crate::api::{self, ApiState};
 use crate::cluster_link::{self, LinkError};
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
+use crate::dir_lock::{DirLock, LockError};
 use crate::metrics::Metrics;
 use crate::panics::PanicReport;
 use crate::proto::placement_client::PlacementClient;
@@ -49,11 +51,15 @@ pub enum NodeError {
     )]
     Format { dir: String, found: u32 },
     #[error(transparent)]
+    Locked(#[from] LockError),
+    #[error(transparent)]
     Storage(#[from] StorageError),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: std::net::SocketAddr, source: std::io::Error },
     #[error(transparent)]
     Placement(#[from] LinkError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("the raftstore thread died ({0}); exiting so that a supervisor can restart the node")]
     RaftstoreDied(PanicReport),
 }
@@ -62,6 +68,8 @@ pub enum NodeError {
 pub struct Node {
     state: Arc<ApiState>,
     raftstore: RaftstoreHandle,
+    /// Held until the node is dropped, after its raftstore has stopped writing.
+    _dir_lock: DirLock,
 }
 
 /// Writes store 1 and region 1 (the whole keyspace, with this store as its only peer) into a fresh
@@ -115,6 +123,7 @@ pub fn store_config(config: &Config, store_id: u64) -> StoreConfig {
         },
         max_batch: config.raftstore_max_batch,
         write_reserve: config.write_reserve(),
+        disk_reserve: config.disk_reserve(),
         inbox_capacity: 4 * config.raftstore_max_batch,
         request_timeout: config.request_timeout,
         region_max_size: config.region_max_size.as_u64(),
@@ -136,7 +145,7 @@ impl Node {
     /// itself as the only peer. The API is served separately with [`Node::serve`].
     pub fn start(config: &Config) -> Result<Node, NodeError> {
         let metrics = Arc::new(Metrics::new());
-        let engine = open_engine(config, &metrics)?;
+        let (dir_lock, engine) = open_engine(config, &metrics)?;
         let ident = check_format(config, bootstrap_if_needed(&engine)?)?;
         let store_cfg = store_config(config, ident.store_id);
         let inbox = store::inbox(&store_cfg);
@@ -150,20 +159,22 @@ impl Node {
         })?;
         let (router, handle) =
             store::start(store_cfg, engine.clone(), metrics.clone(), transport, inbox, Arc::new(ids))?;
-        Ok(Node::assemble(config, ident.store_id, router, handle, engine, metrics, None, config.http_addr))
+        let http_addr = config.advertise_http_addr.clone().unwrap_or_else(|| config.http_addr.to_string());
+        Ok(Node::assemble(config, ident.store_id, (router, handle), engine, dir_lock, metrics, None, http_addr))
     }
 
     /// Opens storage and starts the raftstore of a cluster member: registers with the placement
     /// service at `placement` (a new store gets its id there), and talks to the other stores over gRPC.
-    /// `raft_addr` and `http_addr` are the addresses other stores and clients use to reach this one.
+    /// `raft_addr` and `http_addr` (`host:port`) are the addresses other stores and clients use to
+    /// reach this one: registered with placement, and where other nodes redirect to.
     pub async fn start_clustered(
         config: &Config,
         placement: &str,
-        raft_addr: SocketAddr,
-        http_addr: SocketAddr,
+        raft_addr: &str,
+        http_addr: &str,
     ) -> Result<(Node, PlacementClient<Channel>), NodeError> {
         let metrics = Arc::new(Metrics::new());
-        let engine = open_engine(config, &metrics)?;
+        let (dir_lock, engine) = open_engine(config, &metrics)?;
         let mut client = cluster_link::client(placement)?;
         let txn = engine.read_txn()?;
         let known_store_id = engine.store_ident(&txn)?.map_or(0, |ident| ident.store_id);
@@ -172,8 +183,8 @@ impl Node {
             &mut client,
             placement,
             known_store_id,
-            &raft_addr.to_string(),
-            &http_addr.to_string(),
+            raft_addr,
+            http_addr,
             Duration::from_secs(60),
         )
         .await?;
@@ -190,8 +201,16 @@ impl Node {
         ));
         let ids = Arc::new(cluster_link::PlacementIds::new(client.clone(), tokio::runtime::Handle::current()));
         let (router, handle) = store::start(store_cfg, engine.clone(), metrics.clone(), transport, inbox, ids)?;
-        let mut node =
-            Node::assemble(config, ident.store_id, router, handle, engine, metrics, Some(addresses), http_addr);
+        let mut node = Node::assemble(
+            config,
+            ident.store_id,
+            (router, handle),
+            engine,
+            dir_lock,
+            metrics,
+            Some(addresses),
+            http_addr.to_string(),
+        );
         Arc::get_mut(&mut node.state).expect("not shared yet").region_cache =
             Some(Arc::new(cluster_link::RegionCache::default()));
         Ok((node, client))
@@ -201,12 +220,12 @@ impl Node {
     fn assemble(
         config: &Config,
         store_id: u64,
-        router: Router,
-        handle: RaftstoreHandle,
+        (router, handle): (Router, RaftstoreHandle),
         engine: Engine,
+        dir_lock: DirLock,
         metrics: Arc<Metrics>,
         addresses: Option<Arc<AddressBook>>,
-        http_addr: SocketAddr,
+        http_addr: String,
     ) -> Node {
         let scrubber = Scrubber::start(engine.clone(), scrub_schedule(config), metrics.storage_scrub.clone());
         let state = Arc::new(ApiState {
@@ -221,8 +240,9 @@ impl Node {
             addresses,
             region_cache: None,
             request_timeout: config.request_timeout,
+            http: http_limits(config),
         });
-        Node { state, raftstore: handle }
+        Node { state, raftstore: handle, _dir_lock: dir_lock }
     }
 
     pub fn router(&self) -> &Router {
@@ -262,8 +282,10 @@ impl Node {
     }
 }
 
-/// Opens the environment, refusing one written in another format before anything reads it.
-fn open_engine(config: &Config, metrics: &Metrics) -> Result<Engine, NodeError> {
+/// Locks the data directory (one process per directory, see [`crate::dir_lock`]), then opens the
+/// environment, refusing one written in another format before anything reads it.
+fn open_engine(config: &Config, metrics: &Metrics) -> Result<(DirLock, Engine), NodeError> {
+    let lock = DirLock::acquire(&config.data_dir)?;
     let engine = Engine::open(&config.data_dir, &engine_options(config, metrics))
         .map_err(|source| NodeError::Open { dir: config.data_dir.display().to_string(), source })?;
     let txn = engine.read_txn()?;
@@ -273,7 +295,7 @@ fn open_engine(config: &Config, metrics: &Metrics) -> Result<Engine, NodeError> 
         Some(found) if found != FORMAT_VERSION => {
             Err(NodeError::Format { dir: config.data_dir.display().to_string(), found })
         }
-        _ => Ok(engine),
+        _ => Ok((lock, engine)),
     }
 }
 
@@ -302,16 +324,45 @@ fn check_format(config: &Config, ident: StoreIdent) -> Result<StoreIdent, NodeEr
     Ok(ident)
 }
 
+/// The REST server's limits, with the connection cap resolved against the open-file limit.
+fn http_limits(config: &Config) -> api::Limits {
+    let open_files = crate::fd_limit::open_file_limit().map(|(soft, _)| soft).unwrap_or(1024);
+    let max_connections = match config.http_max_connections {
+        0 => default_max_connections(open_files),
+        configured => {
+            let room = open_files.saturating_sub(fd_reserve(open_files));
+            if configured as u64 > room {
+                tracing::warn!(
+                    http_max_connections = configured,
+                    open_file_limit = open_files,
+                    room,
+                    "http_max_connections leaves less than the descriptor reserve for the node's own files; \
+                     raise the open-file limit (ulimit -n) or lower the setting"
+                );
+            }
+            configured
+        }
+    };
+    api::Limits {
+        header_timeout: config.http_header_timeout,
+        body_timeout: config.http_body_timeout,
+        idle_timeout: config.http_idle_timeout,
+        max_connections,
+    }
+}
+
 async fn bind(addr: SocketAddr) -> Result<TcpListener, NodeError> {
     TcpListener::bind(addr).await.map_err(|source| NodeError::Listen { addr, source })
 }
 
 /// Runs a node with `config` until `shutdown` resolves, or until its raftstore dies (then the node
 /// stops and the error says why): alone, or as a cluster member when `config.placement` is set.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), NodeError> {
+pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), NodeError> {
     let http_listener = bind(config.http_addr).await?;
     let http_addr =
         http_listener.local_addr().map_err(|source| NodeError::Listen { addr: config.http_addr, source })?;
+    // The port really bound, when asked for port 0.
+    config.http_addr = http_addr;
     // One shutdown signal, watched by every server and background task: the caller's, or the
     // raftstore's death (a node cannot serve without it).
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -332,7 +383,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             let raft_listener = bind(config.raft_addr).await?;
             let raft_addr =
                 raft_listener.local_addr().map_err(|source| NodeError::Listen { addr: config.raft_addr, source })?;
-            let (node, client) = Node::start_clustered(&config, placement, raft_addr, http_addr).await?;
+            // What others are told to connect to; never 0.0.0.0 or ::.
+            let advertised_raft = config.advertised_raft_addr(raft_addr)?;
+            let advertised_http = config.advertised_http_addr(http_addr)?;
+            let (node, client) = Node::start_clustered(&config, placement, &advertised_raft, &advertised_http).await?;
             let service = RaftTransportService::new(node.router().store_inbox(), snapshot_limits(&config));
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(raft_listener);
             let raft_stopped = stopped(stop_rx.clone());
@@ -357,7 +411,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
                 engine,
                 stop_rx.clone(),
             ));
-            tracing::info!(%raft_addr, store_id = node.store_id(), placement, "raft transport listening");
+            tracing::info!(
+                %raft_addr,
+                advertised = %advertised_raft,
+                store_id = node.store_id(),
+                placement,
+                "raft transport listening"
+            );
             node
         }
     };
@@ -368,7 +428,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         }
     });
     // Tests and scripts that ask for port 0 read the real address from this line.
-    tracing::info!(%http_addr, store_id = node.store_id(), data_dir = %config.data_dir.display(), "fekv node serving");
+    let limits = node.state.http;
+    tracing::info!(
+        %http_addr,
+        advertised = %node.state.http_addr,
+        store_id = node.store_id(),
+        data_dir = %config.data_dir.display(),
+        max_connections = limits.max_connections,
+        "fekv node serving"
+    );
     node.serve(http_listener, stopped(stop_rx)).await;
     match tokio::task::spawn_blocking(move || node.stop()).await {
         Ok(RaftstoreExit::Stopped) => {

@@ -210,3 +210,165 @@ async fn a_node_whose_raftstore_dies_exits_and_says_why() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Runs `fekv args...` and waits (at most `within`) for it to exit; kills it and says so if not.
+fn run_until_exit(args: &[&str], within: Duration) -> Result<std::process::Output, String> {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fekv"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("spawn fekv: {e}"))?;
+    let deadline = Instant::now() + within;
+    while child.try_wait().map_err(|e| e.to_string())?.is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output().map_err(|e| e.to_string())?;
+            return Err(format!(
+                "fekv {args:?} still running after {within:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().map_err(|e| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_node_on_a_data_dir_in_use_refuses_at_once_naming_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = FekvProcess::start(dir.path(), &[]);
+    assert_eq!(put(&first.url("/fekv/mine"), "first").await.status, StatusCode::OK);
+    let data_dir = dir.path().display().to_string();
+    let dir_arg = data_dir.clone();
+    let second = tokio::task::spawn_blocking(move || {
+        run_until_exit(&["--http-addr", "127.0.0.1:0", "--data-dir", &dir_arg], Duration::from_secs(10))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{stderr}");
+    assert!(stderr.contains(&data_dir) && stderr.contains(&format!("pid {}", first.pid())), "{stderr}");
+    // The first keeps running with its data, and takes writes.
+    assert_eq!(get(&first.url("/fekv/mine")).await.text(), "first");
+    assert_eq!(put(&first.url("/fekv/more"), "2").await.status, StatusCode::OK);
+    // kill -9 releases the lock: the next start gets the directory and the data.
+    first.kill9();
+    let third = FekvProcess::start(dir.path(), &[]);
+    assert_eq!(get(&third.url("/fekv/more")).await.text(), "2");
+}
+
+#[test]
+fn a_second_placement_on_a_data_dir_in_use_refuses_at_once_naming_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = FekvProcess::start_placement(dir.path(), 1);
+    let data_dir = dir.path().display().to_string();
+    let args = ["placement", "--addr", "127.0.0.1:0", "--data-dir", data_dir.as_str()];
+    let second = run_until_exit(&args, Duration::from_secs(10)).unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{stderr}");
+    assert!(stderr.contains(&data_dir) && stderr.contains(&format!("pid {}", first.pid())), "{stderr}");
+    first.kill9();
+    let again = FekvProcess::start_placement(dir.path(), 1);
+    drop(again);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_at_info_prints_none_of_raft_rs_internals() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = FekvProcess::start(dir.path(), &[]);
+    assert_eq!(put(&node.url("/fekv/k"), "v").await.status, StatusCode::OK);
+    let lines = node.stderr_lines();
+    assert!(
+        !lines.iter().any(|l| l.contains("slog") || l.contains("raft-0.7") || l.contains(" raft:")),
+        "raft-rs's own log at info: {lines:#?}"
+    );
+    assert!(lines.len() <= 8, "{} lines to start a node: {lines:#?}", lines.len());
+    node.kill9();
+    // It is all there at debug, under the target `raft`, with its fields and without source paths.
+    let node = FekvProcess::start(dir.path(), &["--log-level", "info,raft=debug"]);
+    assert_eq!(put(&node.url("/fekv/k"), "v2").await.status, StatusCode::OK);
+    let lines = node.stderr_lines();
+    let became_leader = lines.iter().find(|l| l.contains("DEBUG raft:") && l.contains("became leader"));
+    let line = became_leader.unwrap_or_else(|| panic!("no raft line at debug: {lines:#?}"));
+    assert!(line.contains("region_id=1") && !line.contains(".cargo"), "{line}");
+}
+
+#[test]
+fn a_log_level_that_is_no_level_is_an_error_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().display().to_string();
+    let node = ["--log-level", "nonsense", "--http-addr", "127.0.0.1:0", "--data-dir", &data_dir];
+    let placement = ["placement", "--log-level", "nonsense", "--addr", "127.0.0.1:0", "--data-dir", &data_dir];
+    for args in [&node[..], &placement[..]] {
+        let output = run_until_exit(args, Duration::from_secs(10)).unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?}: {stderr}");
+        assert!(stderr.contains("log") && stderr.contains("\"nonsense\" is not a level"), "{args:?}: {stderr}");
+    }
+}
+
+/// Runs a node whose open-file limit starts at `soft` (hard: `hard`), opens `idle` keep-alive
+/// connections to it that stay open, then checks that new clients are still served and writes
+/// still work (the node's own files are not starved).
+async fn serves_new_clients_past_many_idle_connections(soft: u64, hard: u64, idle: usize) {
+    use std::os::unix::process::CommandExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let args: Vec<String> = ["--http-addr", "127.0.0.1:0", "--data-dir"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([dir.path().display().to_string()])
+        .collect();
+    let node = FekvProcess::start_node_as(&args, dir.path(), |command| {
+        let limit = libc::rlimit { rlim_cur: soft as libc::rlim_t, rlim_max: hard as libc::rlim_t };
+        // SAFETY: setrlimit is async-signal-safe and touches only the struct it is given.
+        unsafe {
+            command.pre_exec(move || match libc::setrlimit(libc::RLIMIT_NOFILE, &limit) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            });
+        }
+    });
+    let addr = node.addr.clone();
+    let mut connections = Vec::new();
+    for i in 0..idle {
+        let opened = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut stream = tokio::net::TcpStream::connect(&addr).await.map_err(|e| e.to_string())?;
+            stream.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n").await.map_err(|e| e.to_string())?;
+            let mut answer = [0u8; 256];
+            let n = stream.read(&mut answer).await.map_err(|e| e.to_string())?;
+            if !answer[..n].starts_with(b"HTTP/1.1 200") {
+                return Err(format!("answered {:?}", String::from_utf8_lossy(&answer[..n])));
+            }
+            Ok::<_, String>(stream)
+        })
+        .await;
+        match opened {
+            Ok(Ok(stream)) => connections.push(stream),
+            Ok(Err(err)) => panic!("connection {i} of {idle}: {err}: {:#?}", node.stderr_lines()),
+            Err(_) => panic!("connection {i} of {idle} not answered within 10 s: {:#?}", node.stderr_lines()),
+        }
+    }
+    for i in 0..20 {
+        let reply = put(&node.url(&format!("/fekv/after-{i}")), "v").await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        assert_eq!(get(&node.url(&format!("/fekv/after-{i}"))).await.text(), "v");
+    }
+    let lines = node.stderr_lines();
+    assert!(!lines.iter().any(|l| l.contains("accept failed")), "{lines:#?}");
+    drop(connections);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_low_soft_open_file_limit_is_raised_to_the_hard_one() {
+    serves_new_clients_past_many_idle_connections(256, 4096, 600).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_a_low_hard_open_file_limit_idle_connections_make_room_for_new_clients() {
+    serves_new_clients_past_many_idle_connections(300, 300, 400).await;
+}

@@ -3,9 +3,11 @@
 //! Bodies are short JSON objects: `{"error": "<code>", "message": "<what was wrong>", ...}` plus the
 //! limit or hint that applies, so both people and scripts can act on them.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, ETAG, RETRY_AFTER};
+use hyper::header::{HeaderMap, HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, ETAG, RETRY_AFTER};
 use hyper::{Response, StatusCode};
 
 use crate::raftstore;
@@ -27,6 +29,20 @@ pub enum ApiError {
     BadQuery { name: &'static str, reason: String },
     #[error("cannot read the request body: {0}")]
     BodyRead(String),
+    #[error("the request body did not arrive within {waited:?} of its headers")]
+    BodyTimeout { waited: Duration },
+    #[error("the request's headers did not arrive within {waited:?} of its first byte")]
+    HeaderTimeout { waited: Duration },
+    #[error(
+        "the request line or a header is not valid HTTP/1.1; percent-encode spaces and bytes outside ASCII in the URL"
+    )]
+    MalformedRequest,
+    #[error("the URL is longer than the limit of {limit} bytes")]
+    UriTooLong { limit: usize },
+    #[error("the request's headers are larger than the limit of {limit} bytes (or more than 100 headers)")]
+    HeadersTooLarge { limit: usize },
+    #[error("this node has its limit of {limit} client connections open and none of them is idle; retry shortly")]
+    TooManyConnections { limit: usize },
     #[error("method {method} is not allowed here; allowed: {allow}")]
     MethodNotAllowed { method: String, allow: &'static str },
     #[error("no such resource: {path}")]
@@ -60,6 +76,12 @@ impl ApiError {
             ApiError::BadHeader { .. } => (StatusCode::BAD_REQUEST, "bad_header"),
             ApiError::BadQuery { .. } => (StatusCode::BAD_REQUEST, "bad_query"),
             ApiError::BodyRead(_) => (StatusCode::BAD_REQUEST, "bad_body"),
+            ApiError::BodyTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
+            ApiError::HeaderTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "header_timeout"),
+            ApiError::MalformedRequest => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::UriTooLong { .. } => (StatusCode::URI_TOO_LONG, "uri_too_long"),
+            ApiError::HeadersTooLarge { .. } => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large"),
+            ApiError::TooManyConnections { .. } => (StatusCode::SERVICE_UNAVAILABLE, "too_many_connections"),
             ApiError::ValueTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "value_too_large"),
             ApiError::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::NoRoute { .. } => (StatusCode::NOT_FOUND, "no_route"),
@@ -69,7 +91,7 @@ impl ApiError {
             ApiError::RedirectLoop { .. } => (StatusCode::SERVICE_UNAVAILABLE, "redirect_loop"),
             ApiError::Raft(err) => match err {
                 R::PreconditionFailed { .. } => (StatusCode::PRECONDITION_FAILED, "precondition_failed"),
-                R::StorageFull { .. } => (StatusCode::INSUFFICIENT_STORAGE, "storage_full"),
+                R::StorageFull { .. } | R::DiskFull { .. } => (StatusCode::INSUFFICIENT_STORAGE, "storage_full"),
                 R::Timeout { proposed: true, .. } => (StatusCode::GATEWAY_TIMEOUT, "proposal_timeout"),
                 R::OutcomeUnknown { .. } => (StatusCode::GATEWAY_TIMEOUT, "outcome_unknown"),
                 R::Timeout { proposed: false, .. } => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
@@ -90,11 +112,27 @@ impl ApiError {
 
     /// The one place errors become HTTP.
     pub fn into_response(self) -> Response<Full<Bytes>> {
+        let (status, headers, body) = self.into_parts();
+        let mut response = Response::new(Full::new(body));
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        response
+    }
+
+    /// The status, headers and JSON body of the error's response; also for the responses the
+    /// connection layer writes itself, where hyper's own would have had no body (`api::conn_io`).
+    pub fn into_parts(self) -> (StatusCode, HeaderMap, Bytes) {
         let (status, code) = self.classify();
         let mut body = serde_json::json!({ "error": code, "message": self.to_string() });
         match &self {
             ApiError::ValueTooLarge { limit, .. } => body["limit"] = (*limit).into(),
             ApiError::KeyTooLong { max, .. } | ApiError::EmptyKey { max } => body["limit"] = (*max).into(),
+            ApiError::UriTooLong { limit }
+            | ApiError::HeadersTooLarge { limit }
+            | ApiError::TooManyConnections { limit } => body["limit"] = (*limit).into(),
+            ApiError::BodyTimeout { waited } | ApiError::HeaderTimeout { waited } => {
+                body["limit_ms"] = (waited.as_millis() as u64).into()
+            }
             ApiError::Redirect { location, leader_store_id, .. } => {
                 body["leader"] = location.clone().into();
                 body["leader_store_id"] = (*leader_store_id).into();
@@ -103,12 +141,23 @@ impl ApiError {
         }
         let mut text = body.to_string();
         text.push('\n');
-        let mut response = Response::new(Full::new(Bytes::from(text)));
-        *response.status_mut() = status;
-        let headers = response.headers_mut();
+        let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        // After these the connection cannot carry another request: a body is left unread, or the
+        // request could not be parsed, or the node has no room for the connection.
+        if matches!(
+            self,
+            ApiError::BodyTimeout { .. }
+                | ApiError::HeaderTimeout { .. }
+                | ApiError::MalformedRequest
+                | ApiError::UriTooLong { .. }
+                | ApiError::HeadersTooLarge { .. }
+                | ApiError::TooManyConnections { .. }
+        ) {
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
         }
         match &self {
             ApiError::MethodNotAllowed { allow, .. } => {
@@ -130,7 +179,7 @@ impl ApiError {
             }
             _ => {}
         }
-        response
+        (status, headers, Bytes::from(text))
     }
 }
 
@@ -145,7 +194,7 @@ fn scrub_class(err: &crate::storage::scrub::background::ScrubError) -> (StatusCo
 
 fn storage_class(err: &StorageError) -> (StatusCode, &'static str) {
     match err {
-        StorageError::Full { .. } => (StatusCode::INSUFFICIENT_STORAGE, "storage_full"),
+        StorageError::Full { .. } | StorageError::NoSpace { .. } => (StatusCode::INSUFFICIENT_STORAGE, "storage_full"),
         StorageError::Corruption { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "checksum_mismatch"),
         StorageError::Decode { .. } | StorageError::Lmdb(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
     }

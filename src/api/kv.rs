@@ -67,7 +67,7 @@ pub async fn handle(
         _ => {
             let precondition = write_precondition(req.headers())?;
             let (parts, body) = req.into_parts();
-            let value = read_body(&parts.headers, body, state.max_value_size).await?;
+            let value = read_body(&parts.headers, body, state.max_value_size, state.http.body_timeout).await?;
             write(&ctx, Cmd::Put(proto::PutRequest { key, value: value.to_vec(), precondition })).await
         }
     }

@@ -2,19 +2,21 @@
 //!
 //! [`serve`] takes a bound listener and a shutdown future (mini-redis style), so tests run the real
 //! server in-process on `127.0.0.1:0`. Handlers never block: they await the raftstore with a deadline
-//! and do their own short LMDB reads. Nothing is logged per request above `debug`.
+//! and do their own short LMDB reads. Nothing is logged per request above `debug`. Connections are
+//! capped and their reads bounded in time (`connections`, `conn_io`), so no client can hold the
+//! node's descriptors or a connection forever.
 
+mod conn_io;
+pub mod connections;
 pub mod error;
 mod kv;
 mod query;
 pub mod request;
 mod scan;
 mod scrub;
+mod server;
 mod status;
 
-use std::convert::Infallible;
-use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,12 +24,11 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
 
+pub use connections::Limits;
 pub use error::ApiError;
+pub use server::serve;
 pub use status::{display_key, region_json};
 
 use crate::metrics::Metrics;
@@ -43,56 +44,21 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     pub max_value_size: u64,
     pub store_id: u64,
-    pub http_addr: SocketAddr,
+    /// The address this node's REST API is reached at (advertised, else bound).
+    pub http_addr: String,
     pub started: Instant,
     /// The other stores' addresses (cluster mode), for redirecting to a leader.
     pub addresses: Option<Arc<crate::transport::grpc::AddressBook>>,
     /// Placement's view of every region (cluster mode), for keys no local peer holds.
     pub region_cache: Option<Arc<crate::cluster_link::RegionCache>>,
     pub request_timeout: Duration,
+    /// Connection cap and read deadlines.
+    pub http: Limits,
 }
 
 /// The ETag of a revision: the raft index of the entry that wrote the value, quoted.
 pub fn etag(revision: u64) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{revision}\"")).expect("digits are a valid header value")
-}
-
-/// Serves HTTP on `listener` until `shutdown` resolves, then lets in-flight requests finish (for at
-/// most a few seconds).
-pub async fn serve(listener: TcpListener, state: Arc<ApiState>, shutdown: impl Future<Output = ()>) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    let state = state.clone();
-                    let service = service_fn(move |req| {
-                        let state = state.clone();
-                        async move { Ok::<_, Infallible>(handle(&state, req).await) }
-                    });
-                    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-                    let conn = graceful.watch(conn);
-                    tokio::spawn(async move {
-                        if let Err(err) = conn.await {
-                            tracing::debug!(error = %err, "connection ended with an error");
-                        }
-                    });
-                }
-                Err(err) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            _ = &mut shutdown => break,
-        }
-    }
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-    }
 }
 
 /// Routes a request and records its metrics.

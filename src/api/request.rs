@@ -1,6 +1,8 @@
 //! Decoding what a client sends: the key in the path, the conditional-request headers, the body
 //! within its size limit. Nothing here trusts its input.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -33,9 +35,11 @@ pub fn decode_key(raw: &str, max: usize) -> Result<Vec<u8>, ApiError> {
     Ok(key)
 }
 
-/// Reads a body of at most `limit` bytes. A declared `Content-Length` over the limit is refused before
-/// reading anything; a body without one is cut off as soon as it passes the limit.
-pub async fn read_body(headers: &HeaderMap, body: Incoming, limit: u64) -> Result<Bytes, ApiError> {
+/// Reads a body of at most `limit` bytes within `timeout`. A declared `Content-Length` over the limit
+/// is refused before reading anything; a body without one is cut off as soon as it passes the limit.
+/// A body that does not arrive in time (a client that declared 1000 bytes and sent 5) is a `408`,
+/// never a connection held open forever.
+pub async fn read_body(headers: &HeaderMap, body: Incoming, limit: u64, timeout: Duration) -> Result<Bytes, ApiError> {
     if let Some(length) = headers.get(CONTENT_LENGTH) {
         let length: u64 = length
             .to_str()
@@ -46,7 +50,10 @@ pub async fn read_body(headers: &HeaderMap, body: Incoming, limit: u64) -> Resul
             return Err(ApiError::ValueTooLarge { size: Some(length), limit });
         }
     }
-    match Limited::new(body, limit as usize).collect().await {
+    let Ok(collected) = tokio::time::timeout(timeout, Limited::new(body, limit as usize).collect()).await else {
+        return Err(ApiError::BodyTimeout { waited: timeout });
+    };
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(err) if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
             Err(ApiError::ValueTooLarge { size: None, limit })

@@ -88,7 +88,7 @@ pub async fn status(state: &ApiState) -> Result<Response<Full<Bytes>>, ApiError>
         "version": crate::VERSION,
         "uptime_seconds": state.started.elapsed().as_secs_f64(),
         "data_dir": state.engine.path().display().to_string(),
-        "http_addr": state.http_addr.to_string(),
+        "http_addr": state.http_addr,
         "regions": regions,
         "storage": storage,
     });

@@ -29,13 +29,19 @@ pub struct PlacementArgs {
     /// How often the schedulers (replica check, balance-leader, balance-region) look at the cluster
     #[arg(long, env = "FEKV_SCHEDULE_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub schedule_interval: Duration,
-    /// Log filter used when RUST_LOG is unset
-    #[arg(long, env = "FEKV_LOG_LEVEL", default_value = "info")]
+    /// Log level, or filter (info,fekv_placement=debug), used when RUST_LOG is unset
+    #[arg(long, env = "FEKV_LOG_LEVEL", default_value = "info", value_parser = log_filter)]
     pub log_level: String,
+}
+
+fn log_filter(text: &str) -> Result<String, String> {
+    crate::logging::check_filter(text).map(|()| text.to_string())
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlacementCmdError {
+    #[error(transparent)]
+    Locked(#[from] crate::dir_lock::LockError),
     #[error(transparent)]
     Placement(#[from] fekv_placement::PlacementError),
     #[error("cannot listen on {addr}: {source}")]
@@ -58,6 +64,8 @@ pub async fn run(
         store_down_after: args.max_store_down_time,
         operator_timeout: args.operator_timeout,
     };
+    // One placement process per data directory, held until this function returns.
+    let _dir_lock = crate::dir_lock::DirLock::acquire(&args.data_dir)?;
     let placement = Arc::new(Placement::open(&args.data_dir, options)?);
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await

@@ -26,6 +26,8 @@ pub enum Error {
     PreconditionFailed { current_revision: Option<u64> },
     #[error("storage is nearly full: {used_bytes} of the {map_size}-byte LMDB map is in use; writes are refused until data is deleted or map_size is raised, reads still work")]
     StorageFull { used_bytes: u64, map_size: u64 },
+    #[error("the disk is nearly full: {room_bytes} bytes left for {dir}, under the reserve of {reserve_bytes} kept for deletes and log compaction; writes are refused until data is deleted or space is freed, reads still work")]
+    DiskFull { dir: String, room_bytes: u64, reserve_bytes: u64 },
     #[error("storage error: {0}")]
     Storage(Arc<StorageError>),
     #[error("the raftstore queue is full; retry shortly")]

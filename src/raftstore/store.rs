@@ -43,6 +43,8 @@ pub struct StoreConfig {
     pub max_batch: usize,
     /// Bytes of the map kept free: writes that would dip into them are refused with `StorageFull`.
     pub write_reserve: u64,
+    /// Bytes of disk kept free the same way: the filesystem can fill before the map does.
+    pub disk_reserve: u64,
     /// Bound of the inbox; a full inbox refuses requests with `Busy` rather than queueing forever.
     pub inbox_capacity: usize,
     pub request_timeout: Duration,
@@ -61,6 +63,9 @@ pub struct Store {
     logger: slog::Logger,
     /// Bytes in use after the last commit, for the write guard.
     used_bytes: u64,
+    /// What the filesystem lets the environment still take (as of the last refresh), for the
+    /// write guard: the disk can fill before the map does.
+    disk_room: u64,
     transport: Box<dyn Transport>,
     regions: Arc<RegionMap>,
     split_checker: crossbeam_channel::Sender<SplitCheckTask>,
@@ -114,7 +119,7 @@ pub fn start(
     }
     let split_results = tx.clone();
     let router = Router::new(tx, regions.clone(), cfg.request_timeout);
-    let used_bytes = engine.stats().map(|s| s.used_bytes).unwrap_or(0);
+    let (used_bytes, disk_room) = engine.stats().map_or((0, u64::MAX), |s| (s.used_bytes, s.disk_room()));
     let (split_checker, split_worker) = super::split_check::start(engine.clone(), ids, split_results);
     let mut store = Store {
         cfg,
@@ -124,6 +129,7 @@ pub fn start(
         metrics,
         logger,
         used_bytes,
+        disk_room,
         transport,
         regions,
         split_checker,
@@ -236,6 +242,10 @@ impl Store {
     fn on_tick(&mut self) {
         self.ticks += 1;
         let check_sizes = self.ticks.is_multiple_of(self.cfg.split_check_ticks.max(1));
+        if check_sizes {
+            // The disk's free space changes without a commit here (another program freed some).
+            self.refresh_usage();
+        }
         for peer in self.peers.values_mut() {
             peer.on_tick();
             if check_sizes && peer.wants_split_check(self.cfg.region_max_size) {
@@ -256,12 +266,21 @@ impl Store {
                     let _ = callback.send(Err(Error::RegionNotFound { region_id }));
                     return;
                 };
-                // Deletes free space, so only writes that add data are refused near a full map.
+                // Deletes free space, so only writes that add data are refused near a full map or
+                // disk: the reserve is what deletes and log compaction write with.
                 let adds_data = requests.iter().any(|r| matches!(r.cmd, Some(crate::proto::request::Cmd::Put(_))));
                 let map_size = self.engine.map_size();
-                if adds_data && self.used_bytes + self.cfg.write_reserve > map_size {
+                let full = if self.used_bytes + self.cfg.write_reserve > map_size {
+                    Some(Error::StorageFull { used_bytes: self.used_bytes, map_size })
+                } else if self.disk_room < self.cfg.disk_reserve {
+                    let dir = self.engine.path().display().to_string();
+                    Some(Error::DiskFull { dir, room_bytes: self.disk_room, reserve_bytes: self.cfg.disk_reserve })
+                } else {
+                    None
+                };
+                if let (true, Some(full)) = (adds_data, full) {
                     self.metrics.raft_proposals_rejected.with_label_values(&["storage_full"]).inc();
-                    let _ = callback.send(Err(Error::StorageFull { used_bytes: self.used_bytes, map_size }));
+                    let _ = callback.send(Err(full));
                     return;
                 }
                 self.metrics.raft_proposals.inc();
@@ -516,6 +535,7 @@ impl Store {
     fn refresh_usage(&mut self) {
         if let Ok(stats) = self.engine.stats() {
             self.used_bytes = stats.used_bytes;
+            self.disk_room = stats.disk_room();
             self.metrics.storage_used_bytes.set(stats.used_bytes as i64);
             self.metrics.storage_map_size_bytes.set(stats.map_size as i64);
         }

@@ -28,6 +28,11 @@ pub type ReadTxn<'e> = RoTxn<'e, WithoutTls>;
 pub enum StorageError {
     #[error("storage is full: the LMDB map size of {map_size} bytes is used up (raise map_size)")]
     Full { map_size: u64 },
+    #[error(
+        "the filesystem holding {dir} refused a write ({source}): it is full, or failing; free space \
+         there (deleting keys also makes room), reads still work"
+    )]
+    NoSpace { dir: String, source: std::io::Error },
     #[error("checksum mismatch in {what}: {detail}")]
     Corruption { what: String, detail: String },
     #[error("cannot decode {what}: {detail}")]
@@ -37,12 +42,23 @@ pub enum StorageError {
 }
 
 impl StorageError {
-    fn lmdb(err: heed::Error, map_size: u64) -> Self {
+    /// LMDB's errors, with the two ways of running out of room told apart from the rest: the map
+    /// (`MDB_MAP_FULL`), and the filesystem under it. A full filesystem fails LMDB's page writes
+    /// with ENOSPC or EDQUOT, and its msync/fsync with EIO (a tmpfs or an overlay reports a full
+    /// disk that way), so all three mean "no room" to a client, never an internal error.
+    fn lmdb(err: heed::Error, map_size: u64, dir: &Path) -> Self {
         match err {
             heed::Error::Mdb(heed::MdbError::MapFull) => StorageError::Full { map_size },
+            heed::Error::Io(source) if is_out_of_space(&source) => {
+                StorageError::NoSpace { dir: dir.display().to_string(), source }
+            }
             other => StorageError::Lmdb(other),
         }
     }
+}
+
+fn is_out_of_space(err: &std::io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT | libc::EIO))
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
@@ -116,14 +132,40 @@ pub struct EngineStats {
     pub last_txn_id: u64,
     pub data_keys: u64,
     pub raft_log_entries: u64,
+    /// Bytes the filesystem holding the environment still gives this process (`statvfs`).
+    pub disk_available_bytes: u64,
+}
+
+impl EngineStats {
+    /// Bytes the environment can still take without the filesystem refusing: what the
+    /// filesystem has left, plus the free pages inside the file, which LMDB reuses first.
+    pub fn disk_room(&self) -> u64 {
+        let file_bytes = (self.last_page_number + 1) * u64::from(self.page_size);
+        self.disk_available_bytes.saturating_add(file_bytes.saturating_sub(self.used_bytes))
+    }
+}
+
+/// What the filesystem holding `dir` still gives an unprivileged writer; unknown (no statvfs) is
+/// unlimited, so a failed probe never refuses writes.
+fn disk_available(dir: &Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return u64::MAX };
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: statvfs reads the NUL-terminated path and writes only the struct it is given; the
+    // struct is read only if it succeeded.
+    if unsafe { libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) } != 0 {
+        return u64::MAX;
+    }
+    let stat = unsafe { stat.assume_init() };
+    stat.f_bavail.saturating_mul(stat.f_frsize)
 }
 
 impl Engine {
     /// Opens (creating if needed) the environment in `dir`.
     pub fn open(dir: &Path, options: &EngineOptions) -> Result<Engine> {
-        std::fs::create_dir_all(dir).map_err(|e| StorageError::Lmdb(heed::Error::Io(e)))?;
+        std::fs::create_dir_all(dir).map_err(|e| StorageError::lmdb(heed::Error::Io(e), options.map_size, dir))?;
         let map_size = options.map_size;
-        let lmdb = |e| StorageError::lmdb(e, map_size);
+        let lmdb = |e| StorageError::lmdb(e, map_size, dir);
         let mut open = EnvOpenOptions::new().read_txn_without_tls();
         open.map_size(map_size as usize).max_dbs(8).max_readers(options.max_readers);
         // SAFETY: heed requires that the same file is not opened twice in one process with different
@@ -163,13 +205,14 @@ impl Engine {
         self.env.read_txn().map_err(|e| self.err(e))
     }
 
-    /// Commits `txn`: one fsync. `MDB_MAP_FULL` becomes [`StorageError::Full`].
+    /// Commits `txn`: one fsync. `MDB_MAP_FULL` becomes [`StorageError::Full`], a full filesystem
+    /// [`StorageError::NoSpace`]; either way nothing of the transaction is on disk.
     pub fn commit(&self, txn: RwTxn<'_>) -> Result<()> {
         txn.commit().map_err(|e| self.err(e))
     }
 
     fn err(&self, e: heed::Error) -> StorageError {
-        StorageError::lmdb(e, self.map_size)
+        StorageError::lmdb(e, self.map_size, &self.path)
     }
 
     /// Counts a checksum failure on its way out.
@@ -197,10 +240,54 @@ impl Engine {
             last_txn_id: info.last_txn_id as u64,
             data_keys: self.dbs.data.len(&txn).map_err(|e| self.err(e))?,
             raft_log_entries: self.dbs.raft_log.len(&txn).map_err(|e| self.err(e))?,
+            disk_available_bytes: disk_available(&self.path),
         })
     }
 
     pub fn map_size(&self) -> u64 {
         self.map_size
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapped(err: heed::Error) -> StorageError {
+        StorageError::lmdb(err, 1 << 20, Path::new("/data"))
+    }
+
+    #[test]
+    fn a_full_filesystem_is_no_space_and_other_io_errors_stay_errors() {
+        for errno in [libc::ENOSPC, libc::EDQUOT, libc::EIO] {
+            let err = mapped(heed::Error::Io(std::io::Error::from_raw_os_error(errno)));
+            assert!(matches!(err, StorageError::NoSpace { .. }), "{errno}: {err}");
+            assert!(err.to_string().contains("/data"), "{err}");
+        }
+        // How heed reports an errno from LMDB's own calls (MdbError::Other becomes an io error).
+        let from_lmdb: heed::Error = heed::MdbError::Other(libc::ENOSPC).into();
+        assert!(matches!(mapped(from_lmdb), StorageError::NoSpace { .. }));
+        assert!(matches!(mapped(heed::Error::Mdb(heed::MdbError::MapFull)), StorageError::Full { .. }));
+        let denied = mapped(heed::Error::Io(std::io::Error::from_raw_os_error(libc::EACCES)));
+        assert!(matches!(denied, StorageError::Lmdb(_)), "{denied}");
+    }
+
+    #[test]
+    fn disk_room_counts_the_free_pages_inside_the_file() {
+        let stats = EngineStats {
+            map_size: 1 << 30,
+            page_size: 4096,
+            last_page_number: 99,
+            used_bytes: 60 * 4096,
+            readers_used: 0,
+            readers_max: 8,
+            last_txn_id: 1,
+            data_keys: 0,
+            raft_log_entries: 0,
+            disk_available_bytes: 1000,
+        };
+        assert_eq!(stats.disk_room(), 1000 + 40 * 4096);
+        let unknown = EngineStats { disk_available_bytes: u64::MAX, ..stats };
+        assert_eq!(unknown.disk_room(), u64::MAX);
     }
 }

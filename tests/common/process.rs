@@ -28,7 +28,9 @@ impl FekvProcess {
         let mut args: Vec<String> = vec!["--http-addr".into(), "127.0.0.1:0".into(), "--data-dir".into()];
         args.push(data_dir.display().to_string());
         args.extend(extra.iter().map(|s| s.to_string()));
-        Self::spawn_with_env(&args, data_dir, "fekv node serving", "http_addr=", env)
+        Self::spawn_with(&args, data_dir, "fekv node serving", "http_addr=", |command| {
+            command.envs(env.iter().copied());
+        })
     }
 
     /// A cluster node: registers with the placement service at `placement`. Its raft log is compacted
@@ -64,22 +66,29 @@ impl FekvProcess {
         Self::spawn(&args, data_dir, "placement service serving", "addr=")
     }
 
+    /// A node started with exactly `args` (no `--http-addr` or `--data-dir` added), with `prepare`
+    /// applied to its command (limits in a `pre_exec`, environment), once it says it serves.
+    pub fn start_node_as(args: &[String], data_dir: &Path, prepare: impl FnOnce(&mut Command)) -> FekvProcess {
+        Self::spawn_with(args, data_dir, "fekv node serving", "http_addr=", prepare)
+    }
+
     /// Runs `fekv args...` and waits (at most 20 s) for a stderr line containing `ready` with the
     /// listen address after `field`.
     fn spawn(args: &[String], data_dir: &Path, ready: &str, field: &str) -> FekvProcess {
-        Self::spawn_with_env(args, data_dir, ready, field, &[])
+        Self::spawn_with(args, data_dir, ready, field, |_| {})
     }
 
-    fn spawn_with_env(args: &[String], data_dir: &Path, ready: &str, field: &str, env: &[(&str, &str)]) -> FekvProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fekv"))
-            .args(args)
-            .env_remove("RUST_LOG")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn fekv");
+    fn spawn_with(
+        args: &[String],
+        data_dir: &Path,
+        ready: &str,
+        field: &str,
+        prepare: impl FnOnce(&mut Command),
+    ) -> FekvProcess {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fekv"));
+        command.args(args).env_remove("RUST_LOG").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        prepare(&mut command);
+        let mut child = command.spawn().expect("spawn fekv");
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let lines = stderr.clone();
         let pipe = child.stderr.take().unwrap();

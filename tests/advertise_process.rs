@@ -1,0 +1,174 @@
+//! A node's addresses as the cluster sees them, with real processes: a node bound to every
+//! interface registers the host names it is told to advertise (and redirects go there), refuses to
+//! register `0.0.0.0` without one, and says at `warn`, with the address, that it cannot reach
+//! placement while it retries.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::process::{ctl_json, wait_replicated, FekvProcess};
+use common::try_request;
+use hyper::{Method, StatusCode};
+
+/// A port nothing listens on right now (bound, then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `fekv args...` with stderr collected line by line; killed when dropped.
+struct Running {
+    child: std::process::Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Running {
+    fn spawn(args: &[&str]) -> Running {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fekv"))
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Running { child, lines }
+    }
+
+    /// Waits (at most `within`) for the process to exit; its status and stderr.
+    fn wait_exit(&mut self, within: Duration) -> (std::process::ExitStatus, String) {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // The reader thread may still be draining the pipe.
+                std::thread::sleep(Duration::from_millis(100));
+                return (status, self.lines.lock().unwrap().join("\n"));
+            }
+            assert!(Instant::now() < deadline, "still running after {within:?}: {:#?}", self.lines.lock().unwrap());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_node_bound_to_every_interface_refuses_to_register_without_an_advertised_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let placement = FekvProcess::start_placement(&dir.path().join("placement"), 1);
+    let data_dir = dir.path().join("node").display().to_string();
+    let cases = [
+        (["--http-addr", "0.0.0.0:0", "--raft-addr", "127.0.0.1:0"], "advertise_http_addr"),
+        (["--http-addr", "127.0.0.1:0", "--raft-addr", "[::]:0"], "advertise_raft_addr"),
+    ];
+    for (addrs, setting) in cases {
+        let mut args = vec!["--placement", &placement.addr, "--data-dir", &data_dir];
+        args.extend(addrs);
+        let (status, stderr) = Running::spawn(&args).wait_exit(Duration::from_secs(10));
+        assert!(!status.success(), "{args:?}: {stderr}");
+        assert!(stderr.contains(setting) && stderr.contains("every interface"), "{args:?}: {stderr}");
+    }
+    // Nothing was registered.
+    assert_eq!(ctl_json(&placement.addr, &["store", "list"]).unwrap(), serde_json::json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn advertised_host_names_are_registered_and_redirects_point_at_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let placement = FekvProcess::start_placement(&dir.path().join("placement"), 2);
+    let mut nodes = Vec::new();
+    for i in 0..2 {
+        let (http, raft) = (free_port(), free_port());
+        let data_dir = dir.path().join(format!("node-{i}"));
+        let args: Vec<String> = [
+            "--placement",
+            &placement.addr,
+            "--data-dir",
+            &data_dir.display().to_string(),
+            "--http-addr",
+            &format!("0.0.0.0:{http}"),
+            "--advertise-http-addr",
+            &format!("localhost:{http}"),
+            "--raft-addr",
+            &format!("0.0.0.0:{raft}"),
+            "--advertise-raft-addr",
+            &format!("localhost:{raft}"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        nodes.push((FekvProcess::start_node_as(&args, &data_dir, |_| {}), http, raft));
+    }
+    // Two replicas over raft connections made by host name.
+    wait_replicated(&placement.addr, 2, Duration::from_secs(30));
+    let stores = ctl_json(&placement.addr, &["store", "list"]).unwrap();
+    let mut registered: Vec<(String, String)> = stores
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["http_addr"].as_str().unwrap().to_string(), s["raft_addr"].as_str().unwrap().to_string()))
+        .collect();
+    registered.sort();
+    let mut expected: Vec<(String, String)> =
+        nodes.iter().map(|(_, http, raft)| (format!("localhost:{http}"), format!("localhost:{raft}"))).collect();
+    expected.sort();
+    assert_eq!(registered, expected);
+    // A write sent to the follower is redirected to the leader's advertised address.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let location = 'found: loop {
+        for (node, _, _) in &nodes {
+            let url = format!("http://127.0.0.1:{}/fekv/k", node.addr.rsplit(':').next().unwrap());
+            if let Ok(reply) = try_request(Method::PUT, &url, "v", &[]).await {
+                if reply.status == StatusCode::TEMPORARY_REDIRECT {
+                    break 'found reply.header("location").unwrap().to_string();
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "no follower redirected within 20 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(nodes.iter().any(|(_, http, _)| location == format!("http://localhost:{http}/fekv/k?hop=1")), "{location}");
+}
+
+#[test]
+fn a_node_that_cannot_reach_placement_says_so_at_warn_with_the_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    let data_dir = dir.path().display().to_string();
+    let node = Running::spawn(&[
+        "--placement",
+        &nowhere,
+        "--data-dir",
+        &data_dir,
+        "--http-addr",
+        "127.0.0.1:0",
+        "--raft-addr",
+        "127.0.0.1:0",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let warnings = node.lines.lock().unwrap().iter().filter(|l| l.contains("WARN") && l.contains(&nowhere)).count();
+        // Each retry, not just the first.
+        if warnings >= 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no warnings naming {nowhere}: {:#?}", node.lines.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
