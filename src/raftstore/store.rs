@@ -73,6 +73,10 @@ pub struct Store {
     ticks: u64,
     /// Store-level messages (tombstone replies to stale peers), sent with the next flush.
     control_outbox: Vec<RaftEnvelope>,
+    /// The regions of the snapshots let in this round: each is applied in the round's transaction and
+    /// only then takes its range in `regions`, so until then a snapshot that overlaps one of them
+    /// must be refused as if that range were held (see `Store::snapshot_fits`).
+    snapshots_accepted: Vec<crate::proto::Region>,
     /// How long a round that holds few writes waits for more (see [`batch_gate`]).
     batch_gate: BatchGate,
     /// Test hook (debug builds only, see [`super::failpoint`]): the first write panics the loop.
@@ -136,6 +140,7 @@ pub fn start(
         split_worker: Some(split_worker),
         ticks: 0,
         control_outbox: Vec::new(),
+        snapshots_accepted: Vec::new(),
         batch_gate: BatchGate::default(),
         panic_on_write: super::failpoint::enabled("raftstore_panic_on_write"),
     };
@@ -440,6 +445,9 @@ impl Store {
     /// One round's ready handling across every peer, with a single LMDB commit.
     fn handle_round(&mut self) {
         self.metrics.raftstore_rounds.inc();
+        // Every snapshot let in this round is applied below (or lost with a failed transaction, and
+        // then sent again): from here on `regions` is what the next round's checks go by.
+        self.snapshots_accepted.clear();
         for peer in self.peers.values_mut() {
             peer.issue_reads();
         }
