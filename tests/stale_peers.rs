@@ -412,3 +412,51 @@ async fn a_late_split_keeps_the_state_of_a_new_region_the_store_already_holds() 
     assert_store_4_consistent(&mut cluster).await;
     wait_peer(&cluster, child_id, "the new region back at its own index", |p| p.applied_index == 30).await;
 }
+
+/// Store 4's peer of region 1 is added while store 4 is cut off, created empty by the leader's first
+/// heartbeat (handed over directly), and removed again before any snapshot reached it. Returns the
+/// cluster (store 4 still cut off) and that peer.
+async fn empty_peer_whose_addition_was_undone() -> (Cluster, Peer) {
+    let cluster = store_4_holding_nothing().await;
+    cluster.must_transfer_leader(1, 1).await;
+    cluster.network.isolate(4);
+    let added = cluster.must_add_peer(1, 4).await;
+    let (_, leader) = cluster.region_leader(1).await.expect("region 1 has a leader");
+    let leader_peer = Peer { peer_id: leader.peer_id, store_id: 1 };
+    let peers = deliver(&cluster, heartbeat_envelope(&leader.region, leader_peer, added, leader.term, 0)).await;
+    assert!(peers.iter().any(|p| p.peer_id == added.peer_id && !p.initialized), "{peers:?}");
+    cluster.must_remove_peer(1, 4).await;
+    (cluster, added)
+}
+
+/// Issue 14 (fault 1's follow-up): an empty peer whose addition was undone before it got a snapshot
+/// heard from nobody again (its region's members had forgotten it, and placement knows nothing of
+/// peers without a range), and lingered forever. After ten election timeouts without a leader it
+/// asks the peers it heard from; the leader's newer membership does not list it, so the leader
+/// answers with a tombstone and the empty peer is destroyed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_peer_whose_addition_was_undone_asks_and_is_destroyed() {
+    let (cluster, _) = empty_peer_whose_addition_was_undone().await;
+    cluster.network.heal();
+    cluster.wait_no_peer(4, 1).await;
+    // Nothing else was touched: the region goes on.
+    cluster.must_put(b"k", b"v").await;
+    cluster.wait_local(3, b"k", Some(b"v")).await;
+}
+
+/// The same, when the only member the empty peer heard from has left the region too: the store that
+/// destroyed that member's peer answers from its tombstone, whose membership does not list the
+/// empty peer either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_peer_is_told_by_a_store_whose_peer_has_left_too() {
+    let (cluster, _) = empty_peer_whose_addition_was_undone().await;
+    cluster.must_transfer_leader(1, 2).await;
+    cluster.must_remove_peer(1, 1).await;
+    eventually(Duration::from_secs(10), "store 1 to destroy its removed peer", || async {
+        cluster.report_stale_peers().await;
+        cluster.router(1).status().await.expect("store 1's raftstore answers").is_empty()
+    })
+    .await;
+    cluster.network.heal();
+    cluster.wait_no_peer(4, 1).await;
+}

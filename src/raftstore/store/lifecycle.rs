@@ -187,6 +187,22 @@ impl Store {
         }
     }
 
+    /// Answers a message this store has no peer to hand to (a response, or an empty peer's probe,
+    /// see [`super::empty_peers`]) with a tombstone if this store destroyed its own peer of the region
+    /// under a membership that no longer listed the sender, newer than the sender's: the sender was
+    /// removed, and the members it knows may all have left since.
+    pub(super) fn reply_if_removed_before_destroyed(&mut self, envelope: &RaftEnvelope) {
+        let known = self.engine.read_txn().and_then(|txn| self.engine.region_state(&txn, envelope.region_id));
+        let Ok(Some(state)) = known else { return };
+        if state.state != crate::proto::PeerState::Tombstone as i32 {
+            return;
+        }
+        let region = state.region.unwrap_or_default();
+        if is_stale_sender(&region, envelope) {
+            self.reply_tombstone(region, envelope.to_peer.peer_id, envelope);
+        }
+    }
+
     /// Tells a peer that is no longer a member of `region` (as of its current epoch) to destroy itself.
     pub(super) fn reply_tombstone(&mut self, region: crate::proto::Region, local_peer_id: u64, stale: &RaftEnvelope) {
         tracing::debug!(
