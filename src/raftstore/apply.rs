@@ -339,12 +339,12 @@ fn apply_admin(
                 split_key = %crate::api::display_key(&right.start_key),
                 "region split"
             );
-            match stale_split_peer(engine, txn, local, &right)? {
-                None => {
+            match split_peer_here(engine, txn, local, &right)? {
+                SplitPeer::Start => {
                     super::peer_storage::PeerStorage::write_initial_state_at(engine, txn, &right, entry_index)?;
                     effects.new_regions.push(right);
                 }
-                Some(reason) => {
+                SplitPeer::Stale(reason) => {
                     // The right half's data is nobody's here now; a peer of it this store gets later
                     // is filled by a snapshot.
                     engine.delete_data_range(txn, &right.start_key, &right.end_key)?;
@@ -352,6 +352,13 @@ fn apply_admin(
                         region_id = right.region_id,
                         reason,
                         "not starting this store's peer of a split-off region"
+                    );
+                }
+                SplitPeer::AlreadyHeld => {
+                    // The new region's state and data here are newer than the split's: leave both.
+                    tracing::warn!(
+                        region_id = right.region_id,
+                        "a split-off region this store already holds: keeping the state it has"
                     );
                 }
             }
@@ -365,30 +372,51 @@ fn apply_admin(
     }
 }
 
-/// Why this store must not start its peer of `right`, a region split off here, if it must not. The
-/// split is applied late when this store's peer of the parent was cut off: meanwhile the new region
-/// may have removed this store's peer (this store destroyed it: a tombstone) or replaced it with a
-/// newer one (created empty by a message). Either way, the split's peer id here is stale, and
-/// starting it would bring back a peer under an id the region has moved past.
-fn stale_split_peer(
+/// What a split applied here does about this store's peer of `right`, the region split off.
+enum SplitPeer {
+    /// Write its initial state (as of the split) and start it.
+    Start,
+    /// Do not start it, and drop the right half's data: this store's peer of the region is gone or
+    /// replaced (see [`split_peer_here`]).
+    Stale(&'static str),
+    /// This store already holds the region, filled by a snapshot before the split applied here:
+    /// its state and data are newer than the split's, and stay.
+    AlreadyHeld,
+}
+
+/// Whether this store starts its peer of `right`, a region split off here, as TiKV decides it: the
+/// split's initial state is written only where the store has no record of the new region yet.
+///
+/// The split is applied late when this store's peer of the parent was cut off or stopped:
+/// meanwhile the new region may have removed this store's peer (this store destroyed it: a
+/// tombstone) or replaced it with a newer one (created empty by a message), so the split's peer
+/// id here is stale, and starting it would bring back a peer under an id the region has moved past.
+/// Or the new region's peer here got a snapshot first and has advanced past the split's index:
+/// writing the split's state over it would leave a raft state behind its applied index (and forget
+/// its log). An empty peer of the new region with the split's id holds no record but its term and
+/// vote, which [`super::peer_storage::PeerStorage::write_initial_state_at`] keeps.
+fn split_peer_here(
     engine: &Engine,
     txn: &RwTxn<'_>,
     local: &LocalStore<'_>,
     right: &Region,
-) -> Result<Option<&'static str>, StorageError> {
-    let state = engine.region_state(txn, right.region_id)?;
-    if state.is_some_and(|s| s.state == crate::proto::PeerState::Tombstone as i32) {
-        return Ok(Some("this store already destroyed its peer of the region"));
+) -> Result<SplitPeer, StorageError> {
+    match engine.region_state(txn, right.region_id)? {
+        Some(s) if s.state == crate::proto::PeerState::Tombstone as i32 => {
+            return Ok(SplitPeer::Stale("this store already destroyed its peer of the region"))
+        }
+        Some(_) => return Ok(SplitPeer::AlreadyHeld),
+        None => {}
     }
     let Some(split_peer_id) = right.peers.iter().find(|p| p.store_id == local.store_id).map(|p| p.peer_id) else {
         // Only a split applied after this store's own removal could do this, and nothing is applied
         // here after that; never start a peer its region does not list.
-        return Ok(Some("the new region has no peer on this store"));
+        return Ok(SplitPeer::Stale("the new region has no peer on this store"));
     };
     if local.empty_peers.get(&right.region_id).is_some_and(|&empty| empty != split_peer_id) {
-        return Ok(Some("this store runs a newer peer of the region"));
+        return Ok(SplitPeer::Stale("this store runs a newer peer of the region"));
     }
-    Ok(None)
+    Ok(SplitPeer::Start)
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use prost::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError as RaftStorageError};
 
-use crate::proto::{RaftApplyState, RaftLocalState, Region, RegionLocalState, SnapshotData, SnapshotKv};
+use crate::proto::{RaftApplyState, RaftLocalState, Region, RegionEpoch, RegionLocalState, SnapshotData, SnapshotKv};
 use crate::storage::{Engine, StorageError};
 
 /// The log of a new region starts after this index, so the first real entry has index 6, as in TiKV.
@@ -32,8 +32,9 @@ pub struct PeerStorage {
 
 enum SnapshotState {
     Idle,
-    Generating(mpsc::Receiver<Result<Snapshot, StorageError>>),
-    Ready(Snapshot),
+    Generating(mpsc::Receiver<Result<(Snapshot, RegionEpoch), StorageError>>),
+    /// A snapshot made earlier, and the epoch of the region it holds.
+    Ready(Snapshot, RegionEpoch),
 }
 
 /// The conf state raft starts from: every peer of the region is a voter.
@@ -230,7 +231,7 @@ impl PeerStorage {
 
     /// Starts generating a snapshot on a background thread, from one LMDB read transaction: the
     /// region's records and its applied index are read at one point in time.
-    fn start_generating(&self) -> mpsc::Receiver<Result<Snapshot, StorageError>> {
+    fn start_generating(&self) -> mpsc::Receiver<Result<(Snapshot, RegionEpoch), StorageError>> {
         let (tx, rx) = mpsc::channel();
         let (engine, region_id) = (self.engine.clone(), self.region.region_id);
         let spawned = std::thread::Builder::new().name(format!("snap-gen-{region_id}")).spawn(move || {
@@ -317,7 +318,7 @@ impl raft::Storage for PeerStorage {
         let mut state = self.snapshot.borrow_mut();
         if let SnapshotState::Generating(rx) = &*state {
             match rx.try_recv() {
-                Ok(Ok(snapshot)) => *state = SnapshotState::Ready(snapshot),
+                Ok(Ok((snapshot, epoch))) => *state = SnapshotState::Ready(snapshot, epoch),
                 Ok(Err(err)) => {
                     tracing::error!(region_id = self.region.region_id, error = %err, "snapshot generation failed");
                     *state = SnapshotState::Idle;
@@ -326,14 +327,19 @@ impl raft::Storage for PeerStorage {
                 Err(mpsc::TryRecvError::Disconnected) => *state = SnapshotState::Idle,
             }
         }
-        if let SnapshotState::Ready(snapshot) = &*state {
+        if let SnapshotState::Ready(snapshot, epoch) = &*state {
             // Good for any follower while it is not older than what was asked for and still covers
             // the log's start (entries after it are still in the log).
             let index = snapshot.get_metadata().index;
             // A snapshot older than the follower's addition would not list it as a member.
             let conf = snapshot.get_metadata().get_conf_state();
             let lists_follower = conf.get_voters().contains(&to) || conf.get_learners().contains(&to);
-            if index >= request_index && index >= self.apply_state.truncated_index && lists_follower {
+            // Nor one from before a split or a membership change: it would hand the follower a range
+            // or members the region no longer has, and a store that holds a region split off since
+            // refuses it as overlapping. An idle region's leader (its log never compacted past the
+            // cached snapshot) would offer that one forever, and the follower never catch up.
+            let current = Some(*epoch) == self.region.epoch;
+            if index >= request_index && index >= self.apply_state.truncated_index && lists_follower && current {
                 tracing::info!(region_id = self.region.region_id, to, index, "sending a snapshot");
                 return Ok(snapshot.clone());
             }
@@ -343,8 +349,9 @@ impl raft::Storage for PeerStorage {
     }
 }
 
-/// Builds the snapshot of a region as of the last committed write transaction.
-pub fn generate_snapshot(engine: &Engine, region_id: u64) -> Result<Snapshot, StorageError> {
+/// Builds the snapshot of a region as of the last committed write transaction; returns it with the
+/// epoch of the region it holds.
+pub fn generate_snapshot(engine: &Engine, region_id: u64) -> Result<(Snapshot, RegionEpoch), StorageError> {
     let txn = engine.read_txn()?;
     let missing =
         |what: &str| StorageError::Decode { what: format!("{what} of region {region_id}"), detail: "missing".into() };
@@ -368,10 +375,11 @@ pub fn generate_snapshot(engine: &Engine, region_id: u64) -> Result<Snapshot, St
     drop(txn);
     let checksum = snapshot_checksum(&kvs);
     let conf_state = conf_state_of(&region);
+    let epoch = region.epoch.unwrap_or_default();
     let data = SnapshotData { region: Some(region), kvs, checksum };
     let mut snapshot = Snapshot { data: data.encode_to_vec().into(), ..Default::default() };
     snapshot.set_metadata(SnapshotMetadata { index, term, conf_state: Some(conf_state).into(), ..Default::default() });
-    Ok(snapshot)
+    Ok((snapshot, epoch))
 }
 
 /// crc32c over the snapshot's records, in order.
@@ -404,6 +412,58 @@ mod tests {
         ];
         let checksum = snapshot_checksum(&kvs);
         SnapshotData { region: Some(Region { region_id: 1, ..Default::default() }), kvs, checksum }
+    }
+
+    /// The snapshot `storage` hands raft for peer `to`, once generated (at most 10 s).
+    fn snapshot_for(storage: &PeerStorage, to: u64) -> Snapshot {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match raft::Storage::snapshot(storage, 0, to) {
+                Ok(snapshot) => return snapshot,
+                Err(raft::Error::Store(RaftStorageError::SnapshotTemporarilyUnavailable)) => {}
+                Err(err) => panic!("{err}"),
+            }
+            assert!(std::time::Instant::now() < deadline, "no snapshot within 10 s");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    fn region_of(snapshot: &Snapshot) -> Region {
+        decode_snapshot_data(snapshot.get_data()).unwrap().region.unwrap()
+    }
+
+    #[test]
+    fn a_cached_snapshot_is_not_offered_after_the_region_split() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = crate::storage::EngineOptions {
+            checksum_failures: prometheus::IntCounter::new("failures", "test").unwrap(),
+            map_size: 64 << 20,
+            max_readers: 16,
+        };
+        let engine = Engine::open(dir.path(), &options).unwrap();
+        let peers =
+            vec![crate::proto::Peer { peer_id: 1, store_id: 1 }, crate::proto::Peer { peer_id: 2, store_id: 2 }];
+        let epoch = Some(RegionEpoch { conf_ver: 1, version: 1 });
+        let whole = Region { region_id: 1, epoch, peers, ..Default::default() };
+        let mut txn = engine.write_txn().unwrap();
+        PeerStorage::write_initial_state(&engine, &mut txn, &whole).unwrap();
+        engine.commit(txn).unwrap();
+        let mut storage = PeerStorage::load(engine.clone(), whole.clone()).unwrap();
+        let before = snapshot_for(&storage, 2);
+        assert_eq!(region_of(&before), whole);
+        // Offered again while the region is unchanged...
+        assert_eq!(region_of(&raft::Storage::snapshot(&storage, 0, 2).unwrap()), whole);
+
+        // ...but not once it has split: the follower gets the region as it is now.
+        let left =
+            Region { end_key: b"m".to_vec(), epoch: Some(RegionEpoch { conf_ver: 1, version: 2 }), ..whole.clone() };
+        let mut txn = engine.write_txn().unwrap();
+        engine
+            .put_region_state(&mut txn, &RegionLocalState { region: Some(left.clone()), ..Default::default() })
+            .unwrap();
+        engine.commit(txn).unwrap();
+        storage.set_region(left.clone());
+        assert_eq!(region_of(&snapshot_for(&storage, 2)), left);
     }
 
     #[test]

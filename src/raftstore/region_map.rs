@@ -22,6 +22,13 @@ pub fn region_contains(region: &Region, key: &[u8]) -> bool {
     key >= region.start_key.as_slice() && (region.end_key.is_empty() || key < region.end_key.as_slice())
 }
 
+/// Whether two regions' ranges share a key (an empty end key is unbounded).
+pub fn ranges_overlap(a: &Region, b: &Region) -> bool {
+    let a_starts_before_b_ends = b.end_key.is_empty() || a.start_key < b.end_key;
+    let a_ends_after_b_starts = a.end_key.is_empty() || a.end_key > b.start_key;
+    a_starts_before_b_ends && a_ends_after_b_starts
+}
+
 impl RegionMap {
     /// The local region whose range holds `key`.
     pub fn locate(&self, key: &[u8]) -> Option<Region> {
@@ -47,15 +54,7 @@ impl RegionMap {
     /// The regions whose ranges overlap `region`'s, other than `region` itself.
     pub fn overlapping(&self, region: &Region) -> Vec<Region> {
         let map = self.by_start.read();
-        map.values()
-            .filter(|r| r.region_id != region.region_id)
-            .filter(|r| {
-                let starts_before_end = region.end_key.is_empty() || r.start_key < region.end_key;
-                let ends_after_start = r.end_key.is_empty() || r.end_key > region.start_key;
-                starts_before_end && ends_after_start
-            })
-            .cloned()
-            .collect()
+        map.values().filter(|r| r.region_id != region.region_id && ranges_overlap(r, region)).cloned().collect()
     }
 
     /// Resolves after the next change of a region (or at once if one happened since the last call).

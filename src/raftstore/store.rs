@@ -16,6 +16,7 @@ use std::panic::AssertUnwindSafe;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use raft::eraftpb::MessageType;
 
+mod empty_peers;
 mod lifecycle;
 
 use super::apply::LocalStore;
@@ -73,6 +74,13 @@ pub struct Store {
     ticks: u64,
     /// Store-level messages (tombstone replies to stale peers), sent with the next flush.
     control_outbox: Vec<RaftEnvelope>,
+    /// The regions of the snapshots let in this round: each is applied in the round's transaction and
+    /// only then takes its range in `regions`, so until then a snapshot that overlaps one of them
+    /// must be refused as if that range were held (see `Store::snapshot_fits`).
+    snapshots_accepted: Vec<crate::proto::Region>,
+    /// What reached each empty peer (by region), so one that stops hearing from a leader can ask
+    /// whether it was removed (see [`empty_peers`]).
+    empty_peers_heard: BTreeMap<u64, empty_peers::Heard>,
     /// How long a round that holds few writes waits for more (see [`batch_gate`]).
     batch_gate: BatchGate,
     /// Test hook (debug builds only, see [`super::failpoint`]): the first write panics the loop.
@@ -136,6 +144,8 @@ pub fn start(
         split_worker: Some(split_worker),
         ticks: 0,
         control_outbox: Vec::new(),
+        snapshots_accepted: Vec::new(),
+        empty_peers_heard: BTreeMap::new(),
         batch_gate: BatchGate::default(),
         panic_on_write: super::failpoint::enabled("raftstore_panic_on_write"),
     };
@@ -254,6 +264,7 @@ impl Store {
                 let _ = self.split_checker.send(task);
             }
         }
+        self.probe_leaderless_empty_peers();
     }
 
     fn on_msg(&mut self, msg: StoreMsg) {
@@ -378,10 +389,6 @@ impl Store {
         let region_id = envelope.region_id;
         let to_peer_id = envelope.to_peer.peer_id;
         if let Some(peer) = self.peers.get(&region_id) {
-            if peer.peer_id() > to_peer_id {
-                tracing::debug!(region_id, to_peer_id, "dropping a message for an older peer of this store");
-                return;
-            }
             if peer.peer_id() < to_peer_id {
                 // The region was given a new peer on this store: ours was removed while it could not
                 // hear of it. That is proof: a region holds one peer per store, so the new one was
@@ -395,13 +402,27 @@ impl Store {
                 self.reply_tombstone(peer.region().clone(), peer.peer_id(), &envelope);
                 return;
             }
+            // After the stale-sender check: an empty peer's probe may address a member's older id.
+            if peer.peer_id() > to_peer_id {
+                tracing::debug!(region_id, to_peer_id, "dropping a message for an older peer of this store");
+                return;
+            }
         }
         if msg_type == MessageType::MsgSnapshot && !self.snapshot_fits(&envelope) {
             self.metrics.raft_snapshots.with_label_values(&["rejected"]).inc();
             return;
         }
-        if !self.peers.contains_key(&region_id) && (!may_create_peer(msg_type) || !self.create_peer_for(&envelope)) {
-            return;
+        if !self.peers.contains_key(&region_id) {
+            if !may_create_peer(msg_type) {
+                self.reply_if_removed_before_destroyed(&envelope);
+                return;
+            }
+            if !self.create_peer_for(&envelope) {
+                return;
+            }
+        }
+        if self.peers.get(&region_id).is_some_and(|p| !p.is_initialized()) {
+            self.note_message_for_empty_peer(&envelope);
         }
         if let Some(peer) = self.peers.get_mut(&region_id) {
             peer.on_raft_message(envelope);
@@ -440,6 +461,9 @@ impl Store {
     /// One round's ready handling across every peer, with a single LMDB commit.
     fn handle_round(&mut self) {
         self.metrics.raftstore_rounds.inc();
+        // Every snapshot let in this round is applied below (or lost with a failed transaction, and
+        // then sent again): from here on `regions` is what the next round's checks go by.
+        self.snapshots_accepted.clear();
         for peer in self.peers.values_mut() {
             peer.issue_reads();
         }

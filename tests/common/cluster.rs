@@ -113,6 +113,12 @@ impl Cluster {
 
     /// Starts (or restarts) a store from its data directory.
     pub fn start_store(&mut self, store_id: u64) {
+        self.start_store_with(store_id, Vec::new());
+    }
+
+    /// Starts a store with `queued` already in its inbox: its first round handles them together (up
+    /// to a batch), which a test cannot otherwise arrange on a running store.
+    pub fn start_store_with(&mut self, store_id: u64, queued: Vec<fekv::raftstore::msg::StoreMsg>) {
         assert!(!self.running.contains_key(&store_id), "store {store_id} is already running");
         let dir = self.dirs[&store_id].path().to_path_buf();
         let metrics = Arc::new(Metrics::new());
@@ -131,6 +137,9 @@ impl Cluster {
         let transport = Box::new(self.network.transport(store_id));
         let cfg = store_config(&self.config, store_id);
         let inbox = store::inbox(&cfg);
+        for msg in queued {
+            inbox.0.try_send(msg).expect("the queued messages fit the inbox");
+        }
         let ids = self.ids.clone();
         let (router, handle) = store::start(cfg, engine.clone(), metrics.clone(), transport, inbox, ids).unwrap();
         self.network.register(store_id, router.store_inbox());
@@ -599,9 +608,21 @@ pub fn raft_envelope(region: &Region, from: Peer, to: Peer, message: raft::eraft
 
 /// A leader's snapshot of `region` (no keys) at (`index`, `term`), from `from` to `to`.
 pub fn snapshot_envelope(region: Region, from: Peer, to: Peer, index: u64, term: u64) -> RaftEnvelope {
+    snapshot_envelope_with(region, from, to, (index, term), Vec::new())
+}
+
+/// A leader's snapshot of `region` holding `kvs`, at `(index, term)`, from `from` to `to`.
+pub fn snapshot_envelope_with(
+    region: Region,
+    from: Peer,
+    to: Peer,
+    (index, term): (u64, u64),
+    kvs: Vec<fekv::proto::SnapshotKv>,
+) -> RaftEnvelope {
     use prost::Message as _;
     let voters = region.peers.iter().map(|p| p.peer_id).collect();
-    let data = fekv::proto::SnapshotData { region: Some(region.clone()), kvs: Vec::new(), checksum: 0 };
+    let checksum = fekv::raftstore::peer_storage::snapshot_checksum(&kvs);
+    let data = fekv::proto::SnapshotData { region: Some(region.clone()), kvs, checksum };
     let mut snapshot = raft::eraftpb::Snapshot { data: data.encode_to_vec().into(), ..Default::default() };
     snapshot.mut_metadata().index = index;
     snapshot.mut_metadata().term = term;

@@ -7,6 +7,7 @@ use raft::eraftpb::MessageType;
 
 use super::Store;
 use crate::raftstore::peer::Peer;
+use crate::raftstore::region_map::ranges_overlap;
 use crate::raftstore::Error;
 use crate::transport::RaftEnvelope;
 
@@ -85,8 +86,16 @@ impl Store {
 
     /// Whether a snapshot may be applied here: it must list its recipient as a member, and its range
     /// must not overlap another region this store holds (that region would have to split or move
-    /// first; the leader will offer the snapshot again).
-    pub(super) fn snapshot_fits(&self, envelope: &RaftEnvelope) -> bool {
+    /// first; the leader will offer the snapshot again), nor that of another snapshot let in this
+    /// round. A snapshot that fits is counted as let in.
+    ///
+    /// The second rule matters when a store catches up on a parent region and the region split off
+    /// it, both empty here: the parent's snapshot may predate the split (made before it, delivered
+    /// after) and cover the new region's range. Were both applied in one round, the parent would then apply its
+    /// own log over the new region's keys and, at the split, write the new region's initial state
+    /// over the state its snapshot gave it (a raft state behind the applied index: raft-rs refuses
+    /// to restart on it).
+    pub(super) fn snapshot_fits(&mut self, envelope: &RaftEnvelope) -> bool {
         let Ok(data) = crate::raftstore::peer_storage::decode_snapshot_data(envelope.message.get_snapshot().get_data())
         else {
             return false;
@@ -105,6 +114,16 @@ impl Store {
             );
             return false;
         }
+        let accepted = |r: &&crate::proto::Region| r.region_id != region.region_id && ranges_overlap(r, &region);
+        if let Some(other) = self.snapshots_accepted.iter().find(accepted) {
+            tracing::info!(
+                region_id = region.region_id,
+                overlapping = other.region_id,
+                "refusing a snapshot that overlaps another snapshot being applied"
+            );
+            return false;
+        }
+        self.snapshots_accepted.push(region);
         true
     }
 
@@ -165,6 +184,22 @@ impl Store {
                 tracing::error!(region_id, error = %err, "cannot create a peer");
                 false
             }
+        }
+    }
+
+    /// Answers a message this store has no peer to hand to (a response, or an empty peer's probe,
+    /// see [`super::empty_peers`]) with a tombstone if this store destroyed its own peer of the region
+    /// under a membership that no longer listed the sender, newer than the sender's: the sender was
+    /// removed, and the members it knows may all have left since.
+    pub(super) fn reply_if_removed_before_destroyed(&mut self, envelope: &RaftEnvelope) {
+        let known = self.engine.read_txn().and_then(|txn| self.engine.region_state(&txn, envelope.region_id));
+        let Ok(Some(state)) = known else { return };
+        if state.state != crate::proto::PeerState::Tombstone as i32 {
+            return;
+        }
+        let region = state.region.unwrap_or_default();
+        if is_stale_sender(&region, envelope) {
+            self.reply_tombstone(region, envelope.to_peer.peer_id, envelope);
         }
     }
 
