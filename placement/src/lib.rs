@@ -22,6 +22,8 @@ pub mod state;
 #[allow(clippy::all)]
 pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/fekv.rs"));
+
+    mod helpers;
 }
 
 pub use state::{Placement, PlacementError, PlacementOptions};

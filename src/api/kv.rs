@@ -167,10 +167,7 @@ where
 }
 
 async fn write(ctx: &RequestCtx<'_>, cmd: Cmd) -> Result<Response<Full<Bytes>>, ApiError> {
-    let key = match &cmd {
-        Cmd::Put(put) => put.key.clone(),
-        Cmd::Delete(delete) => delete.key.clone(),
-    };
+    let key = cmd.key().to_vec();
     let written = on_region(ctx, &key, |region| {
         let requests = vec![proto::Request { cmd: Some(cmd.clone()) }];
         async move { ctx.state.router.write(region.region_id, requests).await }

@@ -162,15 +162,12 @@ fn apply_requests(
     requests: &[crate::proto::Request],
 ) -> Result<Result<WriteResponse, Error>, StorageError> {
     for req in requests {
-        let (key, precondition) = match &req.cmd {
-            Some(request::Cmd::Put(put)) => (&put.key, &put.precondition),
-            Some(request::Cmd::Delete(delete)) => (&delete.key, &delete.precondition),
-            None => continue,
-        };
+        let Some(cmd) = &req.cmd else { continue };
+        let key = cmd.key();
         if !region_contains(region, key) {
-            return Ok(Err(Error::KeyNotInRegion { key: key.clone(), region_id: region.region_id }));
+            return Ok(Err(Error::KeyNotInRegion { key: key.to_vec(), region_id: region.region_id }));
         }
-        if let Some(precondition) = precondition {
+        if let Some(precondition) = cmd.precondition() {
             let current = match engine.get_data(txn, key) {
                 Ok(record) => record.map(|r| r.revision),
                 Err(err @ StorageError::Corruption { .. }) => return Ok(Err(err.into())),
@@ -245,7 +242,7 @@ fn apply_conf_change(
     // back, even if the node stops before it destroys the peer.
     let removed_self = !adding && peer.store_id == local.store_id;
     let removed_peer_id = if removed_self { peer.peer_id } else { 0 };
-    engine.put_region_state(txn, &RegionLocalState { region: Some(region.clone()), state: 0, removed_peer_id })?;
+    engine.put_region_state(txn, &RegionLocalState { removed_peer_id, ..RegionLocalState::normal(region.clone()) })?;
     effects.removed_self |= removed_self;
     tracing::info!(
         region_id = region.region_id,
@@ -332,7 +329,7 @@ fn apply_admin(
             };
             region.end_key = key;
             region.epoch = Some(epoch);
-            engine.put_region_state(txn, &RegionLocalState { region: Some(region.clone()), ..Default::default() })?;
+            engine.put_region_state(txn, &RegionLocalState::normal(region.clone()))?;
             tracing::info!(
                 region_id = region.region_id,
                 new_region_id = right.region_id,

@@ -105,10 +105,7 @@ impl PeerStorage {
             RaftApplyState { applied_index: index, truncated_index: index, truncated_term: RAFT_INIT_LOG_TERM };
         engine.put_raft_state(txn, region.region_id, &raft_state)?;
         engine.put_apply_state(txn, region.region_id, &apply_state)?;
-        engine.put_region_state(
-            txn,
-            &crate::proto::RegionLocalState { region: Some(region.clone()), ..Default::default() },
-        )
+        engine.put_region_state(txn, &crate::proto::RegionLocalState::normal(region.clone()))
     }
 
     /// An empty peer of a split-off region that wrote its vote in the same round as the split wrote
@@ -214,7 +211,7 @@ impl PeerStorage {
         let apply_state = RaftApplyState { applied_index: index, truncated_index: index, truncated_term: term };
         self.engine.put_raft_state(txn, region_id, &raft_state)?;
         self.engine.put_apply_state(txn, region_id, &apply_state)?;
-        self.engine.put_region_state(txn, &RegionLocalState { region: Some(region.clone()), ..Default::default() })?;
+        self.engine.put_region_state(txn, &RegionLocalState::normal(region.clone()))?;
         Ok((raft_state, apply_state, region))
     }
 
@@ -458,9 +455,7 @@ mod tests {
         let left =
             Region { end_key: b"m".to_vec(), epoch: Some(RegionEpoch { conf_ver: 1, version: 2 }), ..whole.clone() };
         let mut txn = engine.write_txn().unwrap();
-        engine
-            .put_region_state(&mut txn, &RegionLocalState { region: Some(left.clone()), ..Default::default() })
-            .unwrap();
+        engine.put_region_state(&mut txn, &RegionLocalState::normal(left.clone())).unwrap();
         engine.commit(txn).unwrap();
         storage.set_region(left.clone());
         assert_eq!(region_of(&snapshot_for(&storage, 2)), left);
