@@ -6,21 +6,47 @@
 //! Nodes keep serving while placement is down: the address book and the regions they hold are
 //! theirs already; only what is new (a store, a region) waits for placement to come back.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 use tonic::transport::Channel;
 
 use crate::proto::placement_client::PlacementClient;
-use crate::proto::{GetRegionsRequest, GetStoresRequest, PeerReport, RegisterStoreRequest, StoreHeartbeatRequest};
+use crate::proto::{
+    GetRegionsRequest, GetStoresRequest, PeerReport, RegisterStoreRequest, StoreHeartbeatRequest, StoreInfo,
+};
 use crate::raftstore::Router;
-use crate::transport::grpc::AddressBook;
 
 /// How often a node heartbeats placement and refreshes its address book.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Where every store of the cluster listens, refreshed from the placement service.
+#[derive(Default)]
+pub struct AddressBook {
+    stores: RwLock<HashMap<u64, StoreInfo>>,
+}
+
+impl AddressBook {
+    pub fn update(&self, stores: Vec<StoreInfo>) {
+        let mut map = self.stores.write();
+        for store in stores {
+            map.insert(store.store_id, store);
+        }
+    }
+
+    pub fn get(&self, store_id: u64) -> Option<StoreInfo> {
+        self.stores.read().get(&store_id).cloned()
+    }
+
+    pub fn all(&self) -> Vec<StoreInfo> {
+        let mut stores: Vec<StoreInfo> = self.stores.read().values().cloned().collect();
+        stores.sort_by_key(|s| s.store_id);
+        stores
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -90,32 +116,6 @@ pub async fn register(
                 return Err(LinkError::Unavailable { addr: addr.to_string(), waited: wait, status: status.to_string() })
             }
         }
-    }
-}
-
-/// Ids from the placement service, for splits. Called from the split-check thread (not a tokio
-/// worker), so it may block on the call.
-pub struct PlacementIds {
-    client: PlacementClient<Channel>,
-    runtime: tokio::runtime::Handle,
-}
-
-impl PlacementIds {
-    pub fn new(client: PlacementClient<Channel>, runtime: tokio::runtime::Handle) -> PlacementIds {
-        PlacementIds { client, runtime }
-    }
-}
-
-impl crate::raftstore::split_check::IdAllocator for PlacementIds {
-    fn alloc(&self, count: usize) -> Result<Vec<u64>, String> {
-        let mut client = self.client.clone();
-        let request = crate::proto::AllocIdRequest { count: count as u32 };
-        let reply = self.runtime.block_on(async move { client.alloc_id(request).await }).map_err(|s| s.to_string())?;
-        let ids = reply.into_inner().ids;
-        if ids.len() != count {
-            return Err(format!("placement returned {} ids for {count}", ids.len()));
-        }
-        Ok(ids)
     }
 }
 
@@ -298,7 +298,7 @@ fn change_peer(
 /// checked the same way: destroyed only if the epoch really is newer than the peer's own.
 pub fn destroy_stale_peer(router: &Router, stale: crate::proto::StalePeer) {
     let Some(peer) = stale.peer else { return };
-    let envelope = crate::transport::RaftEnvelope::tombstone(
+    let envelope = crate::raftstore::transport::RaftEnvelope::tombstone(
         stale.region_id,
         crate::proto::Peer::default(),
         peer,

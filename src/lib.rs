@@ -20,6 +20,7 @@ pub mod cmd;
 pub mod config;
 pub mod dir_lock;
 pub mod fd_limit;
+pub mod ids;
 pub mod loadgen;
 pub mod logging;
 pub mod metrics;

@@ -15,21 +15,22 @@ use tonic::transport::Channel;
 
 use crate::api::connections::{default_max_connections, fd_reserve};
 use crate::api::{self, ApiState};
+use crate::cluster_link::AddressBook;
 use crate::cluster_link::{self, LinkError};
 use crate::config::{Config, ConfigError};
 use crate::dir_lock::{DirLock, LockError};
+use crate::ids::FileIdAllocator;
 use crate::metrics::Metrics;
 use crate::panics::PanicReport;
 use crate::proto::placement_client::PlacementClient;
 use crate::proto::{Peer, Region, RegionEpoch, StoreIdent};
 use crate::raftstore::peer::PeerConfig;
 use crate::raftstore::peer_storage::PeerStorage;
-use crate::raftstore::split_check::FileIdAllocator;
 use crate::raftstore::store::{self, StoreConfig};
 use crate::raftstore::{RaftstoreExit, RaftstoreHandle, Router};
 use crate::storage::scrub::background::{ScrubSchedule, Scrubber};
 use crate::storage::{Engine, EngineOptions, StorageError};
-use crate::transport::grpc::{AddressBook, GrpcTransport, RaftTransportService, SnapshotLimits};
+use crate::transport::grpc::{GrpcTransport, RaftTransportService, SnapshotLimits};
 
 /// Bumped when the on-disk layout changes incompatibly. 2: every checksum covers its record's
 /// table and key too (1 covered the value only).
@@ -199,7 +200,7 @@ impl Node {
             inbox.0.clone(),
             metrics.clone(),
         ));
-        let ids = Arc::new(cluster_link::PlacementIds::new(client.clone(), tokio::runtime::Handle::current()));
+        let ids = Arc::new(crate::ids::PlacementIds::new(client.clone(), tokio::runtime::Handle::current()));
         let (router, handle) = store::start(store_cfg, engine.clone(), metrics.clone(), transport, inbox, ids)?;
         let mut node = Node::assemble(
             config,

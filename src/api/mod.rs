@@ -29,7 +29,7 @@ use hyper::{Method, Request, Response};
 pub use connections::Limits;
 pub use error::ApiError;
 pub use server::serve;
-pub use status::{display_key, region_json};
+pub use status::region_json;
 
 use crate::metrics::Metrics;
 use crate::raftstore::Router;
@@ -48,7 +48,7 @@ pub struct ApiState {
     pub http_addr: String,
     pub started: Instant,
     /// The other stores' addresses (cluster mode), for redirecting to a leader.
-    pub addresses: Option<Arc<crate::transport::grpc::AddressBook>>,
+    pub addresses: Option<Arc<crate::cluster_link::AddressBook>>,
     /// Placement's view of every region (cluster mode), for keys no local peer holds.
     pub region_cache: Option<Arc<crate::cluster_link::RegionCache>>,
     pub request_timeout: Duration,

@@ -18,8 +18,8 @@ use hyper::{Method, Request, Response};
 use super::error::ApiError;
 use super::kv::{on_region, RequestCtx};
 use super::query::Query;
-use super::status::display_key;
 use super::ApiState;
+use crate::storage::keys::display as display_key;
 
 pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 1000;

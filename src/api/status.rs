@@ -23,7 +23,7 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
 
 /// Keys are bytes; JSON shows them as text, percent-encoding anything that is not printable ASCII
 /// (the same form the URL takes). Storage names keys in its errors the same way.
-pub use crate::storage::keys::display as display_key;
+use crate::storage::keys::display as display_key;
 
 /// A region as JSON (shared by `/status` and `fekv ctl`): id, percent-encoded range, epoch, peers.
 pub fn region_json(region: &Region) -> Value {

@@ -333,7 +333,7 @@ fn apply_admin(
             tracing::info!(
                 region_id = region.region_id,
                 new_region_id = right.region_id,
-                split_key = %crate::api::display_key(&right.start_key),
+                split_key = %crate::storage::keys::display(&right.start_key),
                 "region split"
             );
             match split_peer_here(engine, txn, local, &right)? {

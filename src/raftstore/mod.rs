@@ -17,6 +17,7 @@ mod batch_gate;
 mod error;
 pub mod exit;
 mod failpoint;
+pub mod inbox;
 pub mod msg;
 pub mod peer;
 pub mod peer_storage;
@@ -24,6 +25,7 @@ pub mod region_map;
 mod router;
 pub mod split_check;
 pub mod store;
+pub mod transport;
 
 pub use error::{Error, Result};
 pub use exit::{RaftstoreExit, RaftstoreHandle};

@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 
 use super::{Error, PeerStatus};
 use crate::proto::{Region, Request};
-use crate::transport::RaftEnvelope;
+use crate::raftstore::transport::RaftEnvelope;
 
 pub type Callback<T> = oneshot::Sender<Result<T, Error>>;
 
@@ -18,6 +18,14 @@ pub type Callback<T> = oneshot::Sender<Result<T, Error>>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriteResponse {
     pub revision: u64,
+}
+
+/// A proposed split, with its ids.
+#[derive(Debug, Clone)]
+pub struct SplitPlan {
+    pub split_key: Vec<u8>,
+    pub new_region_id: u64,
+    pub new_peer_ids: Vec<u64>,
 }
 
 pub enum StoreMsg {
@@ -37,13 +45,7 @@ pub enum StoreMsg {
     /// Create this store's peer of a region placement bootstrapped (a no-op if it exists).
     CreatePeer { region: Region, callback: Callback<()> },
     /// A split check's measurement of a region (and the split to propose, with its ids).
-    SplitCheckResult {
-        region_id: u64,
-        epoch: crate::proto::RegionEpoch,
-        size: u64,
-        keys: u64,
-        plan: Option<super::split_check::SplitPlan>,
-    },
+    SplitCheckResult { region_id: u64, epoch: crate::proto::RegionEpoch, size: u64, keys: u64, plan: Option<SplitPlan> },
     /// Hand this region's leadership to its peer on `to_store_id` (answered at once; the transfer
     /// completes, or is abandoned after an election timeout, on its own).
     TransferLeader { region_id: u64, to_store_id: u64, callback: Callback<()> },

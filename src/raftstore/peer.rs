@@ -20,8 +20,8 @@ use super::peer_storage::PeerStorage;
 use super::{Error, PeerStatus};
 use crate::metrics::Metrics;
 use crate::proto::Region;
+use crate::raftstore::transport::RaftEnvelope;
 use crate::storage::{Engine, StorageError};
-use crate::transport::RaftEnvelope;
 
 mod propose;
 mod read;

@@ -3,20 +3,15 @@
 //! mean a round trip to placement). The result goes back to the store as a message; the store
 //! proposes the split only if the region's epoch is still the one that was measured.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
-use parking_lot::Mutex;
 
+pub use super::msg::SplitPlan;
 use super::msg::StoreMsg;
+pub use crate::ids::IdAllocator;
 use crate::proto::Region;
 use crate::storage::Engine;
-
-/// Hands out ids (regions and peers share the space) that are never handed out again.
-pub trait IdAllocator: Send + Sync {
-    fn alloc(&self, count: usize) -> Result<Vec<u64>, String>;
-}
 
 /// What a split check should do.
 pub struct SplitCheckTask {
@@ -25,14 +20,6 @@ pub struct SplitCheckTask {
     pub max_size: u64,
     /// Split even when smaller (an operator asked for it), at this key if given.
     pub forced: Option<Option<Vec<u8>>>,
-}
-
-/// A proposed split, with its ids.
-#[derive(Debug, Clone)]
-pub struct SplitPlan {
-    pub split_key: Vec<u8>,
-    pub new_region_id: u64,
-    pub new_peer_ids: Vec<u64>,
 }
 
 /// Starts the split-check worker; its queue is unbounded but holds at most one task per region (the
@@ -109,63 +96,6 @@ fn middle_key(records: &[(Vec<u8>, u64, Vec<u8>)], sizes: &[u64], total: u64) ->
     (records.len() >= 2).then(|| records[records.len() - 1].0.clone())
 }
 
-/// The ids of a node without a placement service: reserved in blocks, the high-water mark kept in a
-/// small file of the data directory (written and synced before any id of a block is handed out), so
-/// ids are never reused after a restart.
-pub struct FileIdAllocator {
-    path: PathBuf,
-    /// (next id to hand out, first id not yet reserved)
-    state: Mutex<(u64, u64)>,
-}
-
-const ID_BLOCK: u64 = 1000;
-
-impl FileIdAllocator {
-    /// `floor`: ids below it are taken (the store, region and peer ids of the bootstrap).
-    pub fn open(dir: &Path, floor: u64) -> std::io::Result<FileIdAllocator> {
-        let path = dir.join("id-alloc");
-        let reserved = match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                text.trim().parse().map_err(|_| std::io::Error::other(format!("{} is damaged", path.display())))?
-            }
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => 0,
-            Err(err) => return Err(err),
-        };
-        let next = reserved.max(floor);
-        Ok(FileIdAllocator { path, state: Mutex::new((next, next)) })
-    }
-
-    fn reserve(&self, up_to: u64) -> std::io::Result<()> {
-        let tmp = self.path.with_extension("tmp");
-        {
-            use std::io::Write;
-            let mut file = std::fs::File::create(&tmp)?;
-            file.write_all(up_to.to_string().as_bytes())?;
-            file.sync_all()?;
-        }
-        std::fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    }
-}
-
-impl IdAllocator for FileIdAllocator {
-    fn alloc(&self, count: usize) -> Result<Vec<u64>, String> {
-        let mut state = self.state.lock();
-        let (next, reserved) = *state;
-        let end = next + count as u64;
-        if end > reserved {
-            let new_reserved = end + ID_BLOCK;
-            self.reserve(new_reserved).map_err(|e| format!("cannot persist the id allocator: {e}"))?;
-            state.1 = new_reserved;
-        }
-        state.0 = end;
-        Ok((next..end).collect())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,17 +109,5 @@ mod tests {
         assert_eq!(middle_key(&records, &sizes, total), Some(b"k5".to_vec()));
         assert_eq!(middle_key(&records[..2], &sizes[..2], sizes[0] + sizes[1]), Some(b"k1".to_vec()));
         assert_eq!(middle_key(&records[..1], &sizes[..1], sizes[0]), None);
-    }
-
-    #[test]
-    fn file_ids_never_repeat_across_reopens() {
-        let dir = tempfile::tempdir().unwrap();
-        let first = FileIdAllocator::open(dir.path(), 10).unwrap();
-        let a = first.alloc(3).unwrap();
-        assert_eq!(a, vec![10, 11, 12]);
-        drop(first);
-        let second = FileIdAllocator::open(dir.path(), 10).unwrap();
-        let b = second.alloc(2).unwrap();
-        assert!(b[0] > 12, "{b:?} repeats {a:?}");
     }
 }

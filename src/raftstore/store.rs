@@ -28,11 +28,12 @@ use lifecycle::{is_stale_sender, may_create_peer};
 use super::msg::StoreMsg;
 use super::peer::{Peer, PeerConfig, PendingReady};
 use super::region_map::RegionMap;
-use super::split_check::{IdAllocator, SplitCheckTask};
+use super::split_check::SplitCheckTask;
 use super::{Error, Router};
+use crate::ids::IdAllocator;
 use crate::metrics::Metrics;
+use crate::raftstore::transport::{RaftEnvelope, Transport};
 use crate::storage::Engine;
-use crate::transport::{RaftEnvelope, Transport};
 
 /// Store-wide settings of the loop.
 #[derive(Debug, Clone)]

@@ -16,8 +16,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::Sender as StoreInbox;
-use parking_lot::RwLock;
 use prost::Message as _;
 use raft::eraftpb::MessageType;
 use raft::SnapshotStatus;
@@ -25,10 +23,11 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{RaftEnvelope, Transport, TransportError};
+pub use crate::cluster_link::AddressBook;
 use crate::proto::raft_transport_client::RaftTransportClient;
 use crate::proto::raft_transport_server::{RaftTransport, RaftTransportServer};
-use crate::proto::{Done, RaftMessage, RaftMessageBatch, SnapshotChunk, StoreInfo};
-use crate::raftstore::msg::StoreMsg;
+use crate::proto::{Done, RaftMessage, RaftMessageBatch, SnapshotChunk};
+use crate::raftstore::inbox::RaftInbox;
 pub use receive::{SnapshotLimits, SnapshotReceiver, MEMORY_CAP as SNAPSHOT_MEMORY_CAP};
 
 /// Bytes of snapshot per chunk.
@@ -36,36 +35,11 @@ const SNAPSHOT_CHUNK: usize = 1 << 20;
 /// Batches waiting for one store's stream; when full, the round's batch is dropped (raft resends).
 const STREAM_QUEUE: usize = 256;
 
-/// Where every store of the cluster listens, refreshed from the placement service.
-#[derive(Default)]
-pub struct AddressBook {
-    stores: RwLock<HashMap<u64, StoreInfo>>,
-}
-
-impl AddressBook {
-    pub fn update(&self, stores: Vec<StoreInfo>) {
-        let mut map = self.stores.write();
-        for store in stores {
-            map.insert(store.store_id, store);
-        }
-    }
-
-    pub fn get(&self, store_id: u64) -> Option<StoreInfo> {
-        self.stores.read().get(&store_id).cloned()
-    }
-
-    pub fn all(&self) -> Vec<StoreInfo> {
-        let mut stores: Vec<StoreInfo> = self.stores.read().values().cloned().collect();
-        stores.sort_by_key(|s| s.store_id);
-        stores
-    }
-}
-
 pub struct GrpcTransport {
     runtime: tokio::runtime::Handle,
     addresses: Arc<AddressBook>,
     /// This store's own inbox, for reporting failures back to raft.
-    own_inbox: StoreInbox<StoreMsg>,
+    own_inbox: RaftInbox,
     streams: HashMap<u64, mpsc::Sender<RaftMessageBatch>>,
     pending: HashMap<u64, Vec<RaftMessage>>,
     metrics: Arc<crate::metrics::Metrics>,
@@ -75,9 +49,10 @@ impl GrpcTransport {
     pub fn new(
         runtime: tokio::runtime::Handle,
         addresses: Arc<AddressBook>,
-        own_inbox: StoreInbox<StoreMsg>,
+        own_inbox: impl Into<RaftInbox>,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> GrpcTransport {
+        let own_inbox = own_inbox.into();
         GrpcTransport { runtime, addresses, own_inbox, streams: HashMap::new(), pending: HashMap::new(), metrics }
     }
 }
@@ -123,12 +98,12 @@ impl Transport for GrpcTransport {
     }
 }
 
-fn report_unreachable(inbox: &StoreInbox<StoreMsg>, batch: &RaftMessageBatch) {
+fn report_unreachable(inbox: &RaftInbox, batch: &RaftMessageBatch) {
     let mut reported = std::collections::HashSet::new();
     for msg in &batch.msgs {
         let to_peer_id = msg.to_peer.map_or(0, |p| p.peer_id);
         if reported.insert((msg.region_id, to_peer_id)) {
-            let _ = inbox.try_send(StoreMsg::PeerUnreachable { region_id: msg.region_id, to_peer_id });
+            inbox.peer_unreachable(msg.region_id, to_peer_id);
         }
     }
 }
@@ -138,7 +113,7 @@ async fn run_stream(
     store_id: u64,
     addresses: Arc<AddressBook>,
     mut batches: mpsc::Receiver<RaftMessageBatch>,
-    own_inbox: StoreInbox<StoreMsg>,
+    own_inbox: RaftInbox,
 ) {
     let mut backoff = Duration::from_millis(50);
     loop {
@@ -188,7 +163,7 @@ async fn run_stream(
 }
 
 /// Sends one snapshot on its own stream and reports the outcome to raft.
-async fn send_snapshot(addr: String, msg: RaftEnvelope, own_inbox: StoreInbox<StoreMsg>) {
+async fn send_snapshot(addr: String, msg: RaftEnvelope, own_inbox: RaftInbox) {
     let (region_id, to_peer_id) = (msg.region_id, msg.to_peer.peer_id);
     let bytes = msg.to_proto().encode_to_vec();
     let total_crc = crc32c::crc32c(&bytes);
@@ -223,25 +198,25 @@ async fn send_snapshot(addr: String, msg: RaftEnvelope, own_inbox: StoreInbox<St
             SnapshotStatus::Failure
         }
     };
-    let _ = own_inbox.try_send(StoreMsg::SnapshotStatus { region_id, to_peer_id, status });
+    own_inbox.snapshot_status(region_id, to_peer_id, status);
 }
 
 /// The receiving side: hands every message to the local store's inbox.
 pub struct RaftTransportService {
-    inbox: StoreInbox<StoreMsg>,
+    inbox: RaftInbox,
     snapshots: SnapshotReceiver,
 }
 
 impl RaftTransportService {
-    pub fn new(inbox: StoreInbox<StoreMsg>, limits: SnapshotLimits) -> RaftTransportServer<RaftTransportService> {
-        let service = RaftTransportService { inbox, snapshots: SnapshotReceiver::new(limits) };
+    pub fn new(inbox: impl Into<RaftInbox>, limits: SnapshotLimits) -> RaftTransportServer<RaftTransportService> {
+        let service = RaftTransportService { inbox: inbox.into(), snapshots: SnapshotReceiver::new(limits) };
         RaftTransportServer::new(service).max_decoding_message_size(64 << 20)
     }
 
     fn deliver(&self, msg: RaftMessage) {
         match RaftEnvelope::from_proto(msg) {
             // A full inbox drops the message, as a congested network would; raft resends.
-            Ok(envelope) => drop(self.inbox.try_send(StoreMsg::Raft(Box::new(envelope)))),
+            Ok(envelope) => drop(self.inbox.deliver(envelope)),
             Err(err) => tracing::warn!(error = %err, "dropping a malformed raft message"),
         }
     }

@@ -23,7 +23,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::{RaftEnvelope, Transport, TransportError};
-use crate::raftstore::msg::StoreMsg;
+use crate::raftstore::inbox::RaftInbox;
 
 #[derive(Clone)]
 pub struct SimNetwork {
@@ -32,7 +32,7 @@ pub struct SimNetwork {
 }
 
 struct NetState {
-    inboxes: HashMap<u64, Sender<StoreMsg>>,
+    inboxes: HashMap<u64, RaftInbox>,
     /// When set, messages only flow within a group.
     groups: Option<Vec<HashSet<u64>>>,
     isolated: HashSet<u64>,
@@ -68,10 +68,7 @@ impl NetState {
         for pair in pairs {
             let Some(queue) = self.held.remove(&pair) else { continue };
             for msg in queue {
-                let delivered = self
-                    .inboxes
-                    .get(&pair.1)
-                    .is_some_and(|inbox| inbox.try_send(StoreMsg::Raft(Box::new(msg))).is_ok());
+                let delivered = self.inboxes.get(&pair.1).is_some_and(|inbox| inbox.deliver(msg));
                 if delivered {
                     self.delivered += 1;
                 } else {
@@ -130,8 +127,8 @@ impl SimNetwork {
     }
 
     /// Connects a (re)started store.
-    pub fn register(&self, store_id: u64, inbox: Sender<StoreMsg>) {
-        self.state.lock().inboxes.insert(store_id, inbox);
+    pub fn register(&self, store_id: u64, inbox: impl Into<RaftInbox>) {
+        self.state.lock().inboxes.insert(store_id, inbox.into());
     }
 
     /// Disconnects a store that went down: messages to it now fail.
@@ -231,7 +228,7 @@ impl SimNetwork {
             true
         } else {
             match state.inboxes.get(&to_store) {
-                Some(inbox) => inbox.try_send(StoreMsg::Raft(Box::new(msg))).is_ok(),
+                Some(inbox) => inbox.deliver(msg),
                 None => false,
             }
         };
@@ -244,7 +241,7 @@ impl SimNetwork {
             // The sender learns whether its snapshot arrived, as a streaming RPC would tell it.
             let status = if delivered { SnapshotStatus::Finish } else { SnapshotStatus::Failure };
             if let Some(inbox) = state.inboxes.get(&from_store) {
-                let _ = inbox.try_send(StoreMsg::SnapshotStatus { region_id, to_peer_id, status });
+                inbox.snapshot_status(region_id, to_peer_id, status);
             }
         }
     }
@@ -266,7 +263,7 @@ fn run_delay_line(delayed: Receiver<Delayed>, state: std::sync::Weak<Mutex<NetSt
             let Some(state) = state.upgrade() else { return };
             let state = state.lock();
             if let Some(inbox) = state.inboxes.get(&item.to_store) {
-                let _ = inbox.try_send(StoreMsg::Raft(Box::new(item.msg)));
+                inbox.deliver(item.msg);
             }
         }
     }
@@ -316,11 +313,13 @@ mod tests {
         }
     }
 
-    fn received(inbox: &Receiver<StoreMsg>) -> Vec<(MessageType, u64)> {
+    fn received(inbox: &Receiver<crate::raftstore::msg::StoreMsg>) -> Vec<(MessageType, u64)> {
         inbox
             .try_iter()
             .filter_map(|msg| match msg {
-                StoreMsg::Raft(envelope) => Some((envelope.message.get_msg_type(), envelope.message.index)),
+                crate::raftstore::msg::StoreMsg::Raft(envelope) => {
+                    Some((envelope.message.get_msg_type(), envelope.message.index))
+                }
                 _ => None,
             })
             .collect()

@@ -35,13 +35,13 @@ use client::PlacementConn;
 use probe::{fail_if_any, probe_all, NodeProbe};
 use render::*;
 
-use crate::api::display_key;
 use crate::proto::placement_client::PlacementClient;
 use crate::proto::{
     AddPeerRequest, GetOperatorsRequest, GetRegionByKeyRequest, GetRegionsRequest, GetSchedulersRequest,
     GetStoresRequest, OperatorInfo, OperatorState, RegionInfo, RemovePeerRequest, RemoveStoreRequest, SchedulerInfo,
     SetSchedulerRequest, SplitRegionRequest, StepKind, StoreInfo, StoreState,
 };
+use crate::storage::keys::display as display_key;
 
 /// How long one call to placement or to a node may take, connecting included.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);

@@ -17,7 +17,7 @@ use raft::eraftpb::MessageType;
 
 use super::Store;
 use crate::proto::{Peer, RegionEpoch};
-use crate::transport::RaftEnvelope;
+use crate::raftstore::transport::RaftEnvelope;
 
 /// Election timeouts without a leader's message before an empty peer asks whether it was removed.
 pub(super) const PROBE_AFTER_ELECTIONS: u64 = 10;
