@@ -26,10 +26,13 @@ pub struct FileIdAllocator {
 
 const ID_BLOCK: u64 = 1000;
 
+/// The file of the data directory that holds a lone node's id high-water mark.
+pub const ID_FILE: &str = "id-alloc";
+
 impl FileIdAllocator {
     /// `floor`: ids below it are taken (the store, region and peer ids of the bootstrap).
     pub fn open(dir: &Path, floor: u64) -> std::io::Result<FileIdAllocator> {
-        let path = dir.join("id-alloc");
+        let path = dir.join(ID_FILE);
         let reserved = match std::fs::read_to_string(&path) {
             Ok(text) => {
                 text.trim().parse().map_err(|_| std::io::Error::other(format!("{} is damaged", path.display())))?

@@ -51,6 +51,8 @@ pub enum NodeError {
          joins as a new one and its replicas are rebuilt from their peers)"
     )]
     Format { dir: String, found: u32 },
+    #[error("cannot read {path}: {source}")]
+    Io { path: String, source: std::io::Error },
     #[error(transparent)]
     Locked(#[from] LockError),
     #[error(transparent)]
@@ -152,12 +154,10 @@ impl Node {
         let inbox = store::inbox(&store_cfg);
         // A single node has no peers to talk to, and allocates its own ids (above the bootstrap's).
         let transport = Box::new(crate::transport::Unconnected);
-        let ids = FileIdAllocator::open(&config.data_dir, FIRST_PEER_ID.max(FIRST_REGION_ID) + 1).map_err(|e| {
-            NodeError::Open {
-                dir: config.data_dir.display().to_string(),
-                source: StorageError::Lmdb(heed::Error::Io(e)),
-            }
-        })?;
+        let ids =
+            FileIdAllocator::open(&config.data_dir, FIRST_PEER_ID.max(FIRST_REGION_ID) + 1).map_err(|source| {
+                NodeError::Io { path: config.data_dir.join(crate::ids::ID_FILE).display().to_string(), source }
+            })?;
         let (router, handle) =
             store::start(store_cfg, engine.clone(), metrics.clone(), transport, inbox, Arc::new(ids))?;
         let http_addr = config.advertise_http_addr.clone().unwrap_or_else(|| config.http_addr.to_string());
@@ -449,5 +449,22 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
             message: format!("stopping the raftstore failed: {join_error}"),
             location: None,
         })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_damaged_id_file_at_start_is_an_io_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(crate::ids::ID_FILE), "not a number").unwrap();
+        let config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
+        match Node::start(&config) {
+            Err(NodeError::Io { path, .. }) => assert!(path.ends_with(crate::ids::ID_FILE), "{path}"),
+            Err(other) => panic!("reported as {other:?}"),
+            Ok(_) => panic!("a damaged id file was accepted"),
+        }
     }
 }

@@ -240,3 +240,31 @@ async fn a_node_tells_its_owner_that_its_raftstore_died() {
     let stopped = tokio::task::spawn_blocking(move || node.stop()).await.unwrap();
     assert_eq!(stopped, RaftstoreExit::Panicked(report));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linearizable_read_on_a_three_node_region_is_counted_as_a_read_index() {
+    let cluster = Cluster::start(3, seed(), |_| {});
+    cluster.must_put(b"k", b"v").await;
+    // Summed over the stores: whichever leads when the read arrives counts it.
+    let read_indexes = |cluster: &Cluster| -> u64 {
+        cluster.store_ids().into_iter().map(|s| cluster.metrics(s).raft_read_index.get()).sum()
+    };
+    let before = read_indexes(&cluster);
+    assert_eq!(cluster.must_get(b"k").await.as_deref(), Some(&b"v"[..]));
+    let after = read_indexes(&cluster);
+    assert!(after > before, "fekv_raftstore_read_index_total stayed at {before} over a linearizable read");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creating_a_peer_of_a_region_that_lists_none_on_this_store_is_refused() {
+    let cluster = Cluster::start(3, seed(), |_| {});
+    cluster.wait_leader().await;
+    let region = fekv::proto::Region {
+        region_id: 9_999,
+        peers: vec![fekv::proto::Peer { peer_id: 9_998, store_id: 2 }],
+        ..Default::default()
+    };
+    let created = cluster.router(1).create_peer(region).await;
+    assert!(matches!(created, Err(fekv::raftstore::Error::InvalidChange { .. })), "{created:?}");
+    assert!(cluster.dead_raftstores().is_empty(), "the raftstore died: {:?}", cluster.dead_raftstores());
+}

@@ -57,6 +57,9 @@ pub enum ApiError {
         "not redirecting again after {hops} redirects: the cluster's view of the leader is changing; retry shortly"
     )]
     RedirectLoop { hops: u32 },
+    /// A fault of this node, not of the request (a task it ran died).
+    #[error("internal error: {0}")]
+    Internal(String),
     #[error(transparent)]
     Raft(#[from] raftstore::Error),
     #[error(transparent)]
@@ -89,6 +92,7 @@ impl ApiError {
             ApiError::NoRegion => (StatusCode::SERVICE_UNAVAILABLE, "no_region"),
             ApiError::Redirect { .. } => (StatusCode::TEMPORARY_REDIRECT, "not_leader"),
             ApiError::RedirectLoop { .. } => (StatusCode::SERVICE_UNAVAILABLE, "redirect_loop"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             ApiError::Raft(err) => match err {
                 R::PreconditionFailed { .. } => (StatusCode::PRECONDITION_FAILED, "precondition_failed"),
                 R::StorageFull { .. } | R::DiskFull { .. } => (StatusCode::INSUFFICIENT_STORAGE, "storage_full"),
@@ -196,6 +200,22 @@ fn storage_class(err: &StorageError) -> (StatusCode, &'static str) {
     match err {
         StorageError::Full { .. } | StorageError::NoSpace { .. } => (StatusCode::INSUFFICIENT_STORAGE, "storage_full"),
         StorageError::Corruption { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "checksum_mismatch"),
-        StorageError::Decode { .. } | StorageError::Lmdb(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
+        StorageError::Decode { .. }
+        | StorageError::Inconsistent { .. }
+        | StorageError::Io { .. }
+        | StorageError::Lmdb(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fault_of_the_node_is_500_not_400() {
+        let (status, _, body) = ApiError::Internal("status task failed".into()).into_parts();
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"], "internal");
     }
 }

@@ -57,7 +57,7 @@ pub async fn status(state: &ApiState) -> Result<Response<Full<Bytes>>, ApiError>
         Ok((peers, counts, engine.stats()?))
     })
     .await
-    .map_err(|e| ApiError::BodyRead(format!("status task failed: {e}")))?;
+    .map_err(|e| ApiError::Internal(format!("status task failed: {e}")))?;
     let (peers, counts, storage) = counted?;
     let regions: Vec<Value> = peers
         .iter()

@@ -93,14 +93,14 @@ impl Peer {
         metrics: Arc<Metrics>,
         logger: &slog::Logger,
     ) -> Result<Peer, StorageError> {
-        let peer_id = region
-            .peers
-            .iter()
-            .find(|p| p.store_id == store_id)
-            .map(|p| p.peer_id)
-            .unwrap_or_else(|| panic!("region {} has no peer on store {store_id}", region.region_id));
+        let peer_id = region.peers.iter().find(|p| p.store_id == store_id).map(|p| p.peer_id).ok_or_else(|| {
+            StorageError::Inconsistent {
+                what: format!("region {} state", region.region_id),
+                detail: format!("it lists no peer on this store ({store_id})"),
+            }
+        })?;
         let storage = PeerStorage::load(engine, region)?;
-        Ok(Self::new(peer_id, store_id, storage, cfg, metrics, logger))
+        Self::new(peer_id, store_id, storage, cfg, metrics, logger)
     }
 
     /// Creates an empty, uninitialized peer of a region this store does not hold yet, because a message
@@ -115,7 +115,7 @@ impl Peer {
         logger: &slog::Logger,
     ) -> Result<Peer, StorageError> {
         let storage = PeerStorage::uninitialized(engine, region_id)?;
-        Ok(Self::new(peer.peer_id, peer.store_id, storage, cfg, metrics, logger))
+        Self::new(peer.peer_id, peer.store_id, storage, cfg, metrics, logger)
     }
 
     fn new(
@@ -125,8 +125,8 @@ impl Peer {
         cfg: PeerConfig,
         metrics: Arc<Metrics>,
         logger: &slog::Logger,
-    ) -> Peer {
-        let raw = Self::raw_node(peer_id, storage, &cfg, logger);
+    ) -> Result<Peer, StorageError> {
+        let raw = Self::raw_node(peer_id, storage, &cfg, logger)?;
         let mut peer = Peer {
             peer_id,
             store_id,
@@ -148,15 +148,24 @@ impl Peer {
             outbox: Vec::new(),
         };
         peer.campaign_if_alone();
-        peer
+        Ok(peer)
     }
 
-    fn raw_node(peer_id: u64, storage: PeerStorage, cfg: &PeerConfig, logger: &slog::Logger) -> RawNode<PeerStorage> {
+    /// Raft refuses persisted state that passed its checksums but does not hold together (say, a
+    /// commit index past the last entry): a typed error, for the store to report.
+    fn raw_node(
+        peer_id: u64,
+        storage: PeerStorage,
+        cfg: &PeerConfig,
+        logger: &slog::Logger,
+    ) -> Result<RawNode<PeerStorage>, StorageError> {
         let applied = storage.apply_state().applied_index;
         let region_id = storage.region().region_id;
         let logger = logger.new(slog::o!("region_id" => region_id, "peer_id" => peer_id));
-        RawNode::new(&raft_config(peer_id, applied, cfg), storage, &logger)
-            .unwrap_or_else(|e| panic!("region {region_id}: persisted raft state is inconsistent: {e}"))
+        RawNode::new(&raft_config(peer_id, applied, cfg), storage, &logger).map_err(|e| StorageError::Inconsistent {
+            what: format!("region {region_id} raft state"),
+            detail: e.to_string(),
+        })
     }
 
     /// A region whose only voter is this peer need not wait an election timeout for a leader.

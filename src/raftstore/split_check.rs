@@ -29,13 +29,11 @@ pub fn start(
     engine: Engine,
     ids: Arc<dyn IdAllocator>,
     store_inbox: Sender<StoreMsg>,
-) -> (Sender<SplitCheckTask>, std::thread::JoinHandle<()>) {
+) -> std::io::Result<(Sender<SplitCheckTask>, std::thread::JoinHandle<()>)> {
     let (tx, rx) = crossbeam_channel::unbounded();
-    let handle = std::thread::Builder::new()
-        .name("split-check".into())
-        .spawn(move || run(engine, ids, store_inbox, rx))
-        .expect("spawning the split-check thread");
-    (tx, handle)
+    let handle =
+        std::thread::Builder::new().name("split-check".into()).spawn(move || run(engine, ids, store_inbox, rx))?;
+    Ok((tx, handle))
 }
 
 fn run(engine: Engine, ids: Arc<dyn IdAllocator>, store_inbox: Sender<StoreMsg>, tasks: Receiver<SplitCheckTask>) {

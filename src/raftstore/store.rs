@@ -129,7 +129,8 @@ pub fn start(
     let split_results = tx.clone();
     let router = Router::new(tx, regions.clone(), cfg.request_timeout);
     let (used_bytes, disk_room) = engine.stats().map_or((0, u64::MAX), |s| (s.used_bytes, s.disk_room()));
-    let (split_checker, split_worker) = super::split_check::start(engine.clone(), ids, split_results);
+    let (split_checker, split_worker) = super::split_check::start(engine.clone(), ids, split_results)
+        .map_err(|e| crate::storage::StorageError::Io { what: "spawning the split-check thread".into(), source: e })?;
     let mut store = Store {
         cfg,
         engine,
@@ -162,7 +163,11 @@ pub fn start(
             // transaction, if one was open, is aborted), and the owner is told why.
             let ran = std::panic::catch_unwind(AssertUnwindSafe(|| store.run()));
             let exit = match ran {
-                Ok(()) => RaftstoreExit::Stopped,
+                Ok(Ok(())) => RaftstoreExit::Stopped,
+                Ok(Err(err)) => RaftstoreExit::Panicked(crate::panics::PanicReport {
+                    message: format!("the raftstore cannot go on: {err}"),
+                    location: None,
+                }),
                 Err(payload) => RaftstoreExit::Panicked(crate::panics::PanicReport::caught(payload.as_ref())),
             };
             // Dropping the store closes the worker's queue and the inbox it reports to, so it ends;
@@ -177,12 +182,14 @@ pub fn start(
             }
             let _ = exit_tx.send(Some(exit));
         })
-        .expect("spawning the raftstore thread");
+        .map_err(|e| crate::storage::StorageError::Io { what: "spawning the raftstore thread".into(), source: e })?;
     Ok((router, RaftstoreHandle::new(thread, exit_rx)))
 }
 
 impl Store {
-    fn run(&mut self) {
+    /// The loop; an error ends it (the state in memory can no longer be trusted) and is reported
+    /// as the raftstore's exit.
+    fn run(&mut self) -> Result<(), crate::storage::StorageError> {
         tracing::info!(store_id = self.cfg.store_id, regions = self.peers.len(), "raftstore started");
         let mut next_tick = Instant::now() + self.cfg.tick_interval;
         let mut batch = Vec::with_capacity(self.cfg.max_batch);
@@ -217,9 +224,10 @@ impl Store {
                 self.on_tick();
                 next_tick = (next_tick + self.cfg.tick_interval).max(now);
             }
-            self.handle_round();
+            self.handle_round()?;
         }
         tracing::info!(store_id = self.cfg.store_id, "raftstore stopped");
+        Ok(())
     }
 
     /// Takes more writes into a round that holds few while they keep coming (see [`batch_gate`]).
@@ -460,7 +468,7 @@ impl Store {
     }
 
     /// One round's ready handling across every peer, with a single LMDB commit.
-    fn handle_round(&mut self) {
+    fn handle_round(&mut self) -> Result<(), crate::storage::StorageError> {
         self.metrics.raftstore_rounds.inc();
         // Every snapshot let in this round is applied below (or lost with a failed transaction, and
         // then sent again): from here on `regions` is what the next round's checks go by.
@@ -472,7 +480,7 @@ impl Store {
             if !self.control_outbox.is_empty() {
                 self.send_outboxes();
             }
-            return;
+            return Ok(());
         }
         let engine = self.engine.clone();
         let mut pending: Vec<(u64, PendingReady)> = Vec::new();
@@ -550,11 +558,12 @@ impl Store {
                 drop(pending);
                 for region_id in region_ids {
                     let peer = self.peers.get_mut(&region_id).expect("peer of a pending ready");
-                    peer.recover_after_failed_write(&error, &self.logger);
+                    peer.recover_after_failed_write(&error, &self.logger)?;
                 }
                 self.refresh_usage();
             }
         }
+        Ok(())
     }
 
     fn refresh_usage(&mut self) {

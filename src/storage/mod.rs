@@ -37,6 +37,12 @@ pub enum StorageError {
     Corruption { what: String, detail: String },
     #[error("cannot decode {what}: {detail}")]
     Decode { what: String, detail: String },
+    /// Persisted state that passed its checksums but does not hold together.
+    #[error("inconsistent {what}: {detail}")]
+    Inconsistent { what: String, detail: String },
+    /// The OS refused something the storage layer needs (a thread, a file).
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
     #[error("LMDB error: {0}")]
     Lmdb(heed::Error),
 }

@@ -35,7 +35,7 @@ impl Peer {
         }
         let id = self.next_read_id;
         self.next_read_id += 1;
-        self.raw.read_index(id.to_be_bytes().to_vec());
+        self.ask_read_index(id);
         let callbacks = std::mem::take(&mut self.new_reads);
         self.read_batches.push_back(ReadBatch { id, callbacks, read_index: None, asked_at_tick: self.ticks });
     }
@@ -76,8 +76,14 @@ impl Peer {
             }
         }
         for id in reask {
-            self.raw.read_index(id.to_be_bytes().to_vec());
+            self.ask_read_index(id);
         }
+    }
+
+    /// One ReadIndex request to raft (counted: `fekv_raftstore_read_index_total`).
+    fn ask_read_index(&mut self, id: u64) {
+        self.metrics.raft_read_index.inc();
+        self.raw.read_index(id.to_be_bytes().to_vec());
     }
 
     pub(super) fn fail_reads(&mut self, err: &Error) {

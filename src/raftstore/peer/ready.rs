@@ -222,7 +222,9 @@ impl Peer {
     /// The round's transaction failed (the map is full, or LMDB failed): nothing of it is durable, so
     /// this peer's raft state in memory is ahead of the disk. Rebuild it from the disk, as a restart
     /// would, and fail the requests whose entries were lost.
-    pub fn recover_after_failed_write(&mut self, error: &Error, logger: &slog::Logger) {
+    /// A failure to reload is returned: the peer's state in memory can no longer be trusted, and
+    /// the store ends (reported as its exit).
+    pub fn recover_after_failed_write(&mut self, error: &Error, logger: &slog::Logger) -> Result<(), StorageError> {
         let region = self.region().clone();
         let engine = self.raw.store().engine().clone();
         let storage = if self.is_initialized() {
@@ -230,11 +232,9 @@ impl Peer {
         } else {
             PeerStorage::uninitialized(engine, region.region_id)
         };
-        let storage = storage.unwrap_or_else(|e| {
-            panic!("region {}: cannot reload raft state after a failed write: {e}", self.region_id())
-        });
+        let storage = storage?;
         let durable_last_index = storage.raft_state().last_index;
-        self.raw = Self::raw_node(self.peer_id, storage, &self.cfg, logger);
+        self.raw = Self::raw_node(self.peer_id, storage, &self.cfg, logger)?;
         self.pending_apply.clear();
         let lost: Vec<_> = std::mem::take(&mut self.proposals).into_iter().collect();
         for proposal in lost {
@@ -248,5 +248,6 @@ impl Peer {
         self.fail_reads(error);
         self.leader_id = 0;
         self.campaign_if_alone();
+        Ok(())
     }
 }

@@ -64,6 +64,10 @@ impl Store {
         if self.peers.contains_key(&region_id) {
             return Ok(());
         }
+        if !region.peers.iter().any(|p| p.store_id == self.cfg.store_id) {
+            let reason = format!("region {region_id} lists no peer on store {}", self.cfg.store_id);
+            return Err(Error::InvalidChange { reason });
+        }
         let txn = self.engine.read_txn()?;
         let known = self.engine.region_state(&txn, region_id)?;
         drop(txn);
