@@ -251,13 +251,7 @@ impl RegionOperator {
             // The leader itself is leaving: hand leadership to a caught-up peer first (raft would let
             // a leader of three remove itself, but its region would be leaderless for an election).
             OpStep::RemovePeer { store_id } if state.leader_store_id == store_id => {
-                let to = state
-                    .region
-                    .peers
-                    .iter()
-                    .filter(|p| p.store_id != store_id && !state.is_pending(p))
-                    .map(|p| p.store_id)
-                    .min()?;
+                let to = state.region.lowest_store_to_lead(store_id, |p| !state.is_pending(p))?;
                 operator::Kind::TransferLeader(TransferLeaderOperator { to_store_id: to })
             }
             OpStep::RemovePeer { store_id } => {

@@ -1,6 +1,7 @@
 //! Scheduling decisions (tinykv 3C / PD's checkers and balancers) as pure functions: they look at a
-//! snapshot of stores and regions and say what should move, and never do any I/O. Nothing executes
-//! The caller (`state.rs`, once a second) turns a [`Plan`] into an operator (`operators.rs`).
+//! snapshot of stores and regions and say what should move, and never do any I/O. Nothing here
+//! executes a plan: the caller (`state/scheduling.rs`, once a second) turns a [`Plan`] into an
+//! operator (`operators.rs`).
 //!
 //! - [`replica_check`]: every region gets back to `max_replicas` peers, a peer on a down or removed
 //!   store is replaced (add the new peer first, then remove the dead one), and a replica too many is
@@ -161,11 +162,8 @@ fn fit_ids(stores: &[StoreView]) -> Vec<u64> {
 /// than `leaving`, or `fallback` (the peer just added, caught up by then) when there is none.
 fn new_leader(region: &RegionView, leaving: u64, stores: &[StoreView], fallback: Option<u64>) -> Option<u64> {
     let fit = fit_ids(stores);
-    region
-        .store_ids()
-        .filter(|&s| s != leaving && fit.binary_search(&s).is_ok() && !region.is_pending_on(s))
-        .min()
-        .or(fallback.filter(|&s| s != leaving))
+    let may_lead = |p: &crate::proto::Peer| fit.binary_search(&p.store_id).is_ok() && !region.is_pending_on(p.store_id);
+    region.region.lowest_store_to_lead(leaving, may_lead).or(fallback.filter(|&s| s != leaving))
 }
 
 /// Whether the region needs a repair: fewer than `max_replicas` peers, or a peer on a down or

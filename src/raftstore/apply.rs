@@ -308,9 +308,7 @@ fn apply_admin(
                 return Ok(Some(Err(Error::EpochNotMatch { current_regions: vec![region.clone()] })));
             }
             let key = split.split_key;
-            let inside = key.as_slice() > region.start_key.as_slice()
-                && (region.end_key.is_empty() || key.as_slice() < region.end_key.as_slice());
-            if !inside || split.new_peer_ids.len() != region.peers.len() {
+            if !region.can_split_at(&key) || split.new_peer_ids.len() != region.peers.len() {
                 tracing::warn!(region_id = region.region_id, "ignoring an invalid split");
                 return Ok(Some(Err(Error::KeyNotInRegion { key, region_id: region.region_id })));
             }

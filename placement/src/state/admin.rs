@@ -35,10 +35,7 @@ impl Placement {
     pub fn split_region(&self, region_id: u64, split_key: Vec<u8>) -> Result<OperatorInfo, PlacementError> {
         self.change(|inner| {
             let (region, leader_store_id) = inner.region_for_admin(region_id)?;
-            if !split_key.is_empty()
-                && (split_key.as_slice() <= region.start_key.as_slice()
-                    || (!region.end_key.is_empty() && split_key.as_slice() >= region.end_key.as_slice()))
-            {
+            if !split_key.is_empty() && !region.can_split_at(&split_key) {
                 return Err(PlacementError::Invalid("the split key must lie strictly inside the region".into()));
             }
             tracing::info!(region_id, leader_store_id, "split requested");
@@ -98,11 +95,7 @@ impl Placement {
             if leader_store_id == store_id {
                 let pending = inner.pending.get(&region_id).cloned().unwrap_or_default();
                 let to = region
-                    .peers
-                    .iter()
-                    .filter(|p| p.store_id != store_id && !pending.iter().any(|q| q.peer_id == p.peer_id))
-                    .map(|p| p.store_id)
-                    .min()
+                    .lowest_store_to_lead(store_id, |p| !pending.iter().any(|q| q.peer_id == p.peer_id))
                     .ok_or_else(|| {
                         PlacementError::Invalid(format!(
                             "region {region_id} has no caught-up peer to take over the leadership from store {store_id}"

@@ -185,9 +185,7 @@ impl Peer {
         if region.epoch != Some(epoch) {
             return Err(Error::EpochNotMatch { current_regions: vec![region.clone()] });
         }
-        let inside = split_key.as_slice() > region.start_key.as_slice()
-            && (region.end_key.is_empty() || split_key.as_slice() < region.end_key.as_slice());
-        if !inside || new_peer_ids.len() != region.peers.len() {
+        if !region.can_split_at(&split_key) || new_peer_ids.len() != region.peers.len() {
             return Err(Error::KeyNotInRegion { key: split_key, region_id: region.region_id });
         }
         // The epoch was just checked to be the region's: the command carries it.
