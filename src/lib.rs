@@ -5,10 +5,13 @@
 //! - [`raftstore`]: every local region's raft peer, driven by the one thread that writes LMDB;
 //! - [`security`]: TLS (settings, reloadable configs, acceptor, connector) and users/roles/tokens;
 //! - [`storage`]: the LMDB environment, its key layout and checksummed records;
-//! - [`transport`]: how raft messages travel between stores (and a simulated network for tests);
+//! - [`transport`]: adapters carrying raft messages between stores (gRPC, and a simulated network for
+//!   tests), behind the ports the raftstore defines;
 //! - [`node`]: wiring: open storage, bootstrap, start the raftstore and the API;
 //! - [`cluster_link`]: the node's side of the placement service (registration, heartbeats);
-//! - [`cmd`]: the `placement` and `cluster` subcommands;
+//! - [`cmd`]: the `placement`, `cluster` and `ctl` subcommands (`ctl`: the operator's CLI over
+//!   placement's admin API and the nodes' HTTP);
+//! - [`ids`]: region and peer id allocation (from placement, or a file for a lone node);
 //! - [`config`], [`metrics`], [`logging`]: the node's settings, Prometheus metrics and tracing;
 //! - [`panics`]: every panic logged through tracing, and reported by the thread it ended;
 //! - [`dir_lock`], [`fd_limit`]: what a node asks of the OS: its data directory to itself, and file descriptors;

@@ -8,6 +8,9 @@
 //! - [`peer_storage`]: `raft::Storage` over LMDB;
 //! - [`apply`]: committed entries → user data (never touches the network);
 //! - [`Router`] and [`msg`]: how the rest of the node talks to the loop;
+//! - [`transport`] and [`inbox`]: the ports to the network: what the store hands a transport, and
+//!   where a transport delivers what it receives (adapters in `crate::transport`);
+//! - [`split_check`]: measuring regions off the raftstore thread, and getting a split's ids;
 //! - [`region_map`]: which local region holds a key;
 //! - [`exit`]: how the raftstore thread ended, for its owner (a node exits when it dies);
 //! - `failpoint`: test hooks of debug builds (`FEKV_FAILPOINT`).
