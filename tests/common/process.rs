@@ -236,21 +236,29 @@ pub fn run_fekv(args: &[&str], within: Duration) -> Run {
 
 /// [`run_fekv`] with `prepare` applied to the command (environment, ...).
 pub fn run_fekv_with(args: &[&str], within: Duration, prepare: impl FnOnce(&mut Command)) -> Run {
-    let started = Instant::now();
     let mut command = fekv_command(args);
-    command.stdout(Stdio::piped()).stderr(Stdio::piped());
     prepare(&mut command);
+    run_to_end(command, within)
+}
+
+/// Runs `command` to completion with its output captured, at most `within` (then kills it and
+/// panics).
+pub fn run_to_end(mut command: Command, within: Duration) -> Run {
+    let started = Instant::now();
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = Reaped::spawn(&mut command);
-    let (stdout, stderr) = (child.0.stdout.take().expect("piped"), child.0.stderr.take().expect("piped"));
-    let (stdout, stderr) = (collect_lines(stdout), collect_lines(stderr));
-    let status = child.wait_exit(within, || format!("fekv {args:?} to finish"));
-    child.kill();
-    // The readers see the pipes close once the child is gone; give them a moment to hand over the rest.
-    let text = |lines: &Arc<Mutex<Vec<String>>>| {
-        eventually_sync(Duration::from_secs(5), "the pipe to drain", || Arc::strong_count(lines) == 1);
-        lines.lock().unwrap().iter().map(|l| format!("{l}\n")).collect::<String>()
+    // Read both pipes to their end on threads, so a large output never blocks the child.
+    let read_all = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            pipe.read_to_string(&mut text).map(|_| text).unwrap_or_else(|e| format!("<unreadable: {e}>"))
+        })
     };
-    Run { status, success: status.success(), stdout: text(&stdout), stderr: text(&stderr), took: started.elapsed() }
+    let stdout = read_all(Box::new(child.0.stdout.take().expect("piped")));
+    let stderr = read_all(Box::new(child.0.stderr.take().expect("piped")));
+    let status = child.wait_exit(within, || format!("{command:?} to finish"));
+    let (stdout, stderr) = (stdout.join().expect("reads stdout"), stderr.join().expect("reads stderr"));
+    Run { status, success: status.success(), stdout, stderr, took: started.elapsed() }
 }
 
 /// Runs `fekv ctl --placement <placement> <args>` to completion (at most 20 s: ctl's own deadlines are
