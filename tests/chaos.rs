@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::cluster::{seed, Cluster};
-use common::wait::eventually;
 use common::linearizability::{self, Event};
+use common::wait::eventually;
 use fekv::raftstore::PeerStatus;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

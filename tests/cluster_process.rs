@@ -71,7 +71,11 @@ async fn kill_9_of_the_leader_during_writes_loses_no_acknowledged_write() {
     // Writes go on through the survivors once they elect a leader.
     let before = writers.count();
     writers.wait_more(200).await;
-    eprintln!("writes resumed; {} more acknowledged {:?} after the kill", writers.count() - before, killed_at.elapsed());
+    eprintln!(
+        "writes resumed; {} more acknowledged {:?} after the kill",
+        writers.count() - before,
+        killed_at.elapsed()
+    );
     let new_leader = cluster.wait_leader().await;
     assert_ne!(new_leader, leader);
     // The old leader comes back and catches up.

@@ -139,12 +139,13 @@ async fn one_node_grows_to_three_replicas_under_a_write_load() {
     }
     println!("-- balance-leader spreads the leaders: no store leads more than one region above another");
     let within = Duration::from_secs(30);
-    let spread = cluster.regions_when(within, "leaders spread over the stores", move |regions| {
-        let led = |store_id: u64| regions.iter().filter(|r| r["leader_store_id"] == store_id).count();
-        let counts: Vec<usize> = ids.iter().map(|&id| led(id)).collect();
-        counts.iter().max().unwrap() - counts.iter().min().unwrap() <= 1
-    })
-    .await;
+    let spread = cluster
+        .regions_when(within, "leaders spread over the stores", move |regions| {
+            let led = |store_id: u64| regions.iter().filter(|r| r["leader_store_id"] == store_id).count();
+            let counts: Vec<usize> = ids.iter().map(|&id| led(id)).collect();
+            counts.iter().max().unwrap() - counts.iter().min().unwrap() <= 1
+        })
+        .await;
     eprintln!("leaders of {} regions spread over 3 stores", spread.len());
 }
 
@@ -249,8 +250,9 @@ async fn ctl_moves_a_replica_by_hand_and_store_remove_drains_a_store() {
     assert_eq!(added["state"], "success", "{added}");
     let shown = cluster.ctl(&["region", "show", &region_id]).await;
     assert_eq!(shown["peers"].as_array().unwrap().len(), 4, "{shown}");
-    let removed =
-        cluster.ctl(&["region", "remove-peer", &region_id, &leader.to_string(), "--wait", "--wait-timeout", "20s"]).await;
+    let removed = cluster
+        .ctl(&["region", "remove-peer", &region_id, &leader.to_string(), "--wait", "--wait-timeout", "20s"])
+        .await;
     assert_eq!(removed["state"], "success", "{removed}");
     let kinds: Vec<&str> = removed["steps"].as_array().unwrap().iter().map(|s| s["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["transfer-leader", "remove-peer"], "the leader's own peer: leadership moves first");
@@ -284,7 +286,8 @@ async fn ctl_moves_a_replica_by_hand_and_store_remove_drains_a_store() {
     println!("-- the removed store may not come back: its node refuses to start, saying why");
     let drained_dir = cluster.node(drained).data_dir.display().to_string();
     cluster.kill9(drained);
-    let args = ["--placement", &at, "--raft-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--data-dir", &drained_dir];
+    let args =
+        ["--placement", &at, "--raft-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--data-dir", &drained_dir];
     let again = tokio::task::block_in_place(|| run_fekv(&args, Duration::from_secs(15)));
     assert!(!again.success);
     assert!(again.stderr.contains(&format!("store {spare} was removed from the cluster")), "{}", again.stderr);
@@ -351,15 +354,16 @@ async fn a_node_killed_while_the_balancers_fill_it_has_every_region_repaired_at_
     eprintln!("store {newcomer} killed during operator {} ({}): {:?}", caught.operator_id, caught.source, caught.steps);
 
     let within = DOWN_AFTER + Duration::from_secs(25);
-    let repaired = cluster.regions_when(within, "every region repaired off the dead store", move |regions| {
-        regions.iter().all(|r| {
-            !holds(r, newcomer)
-                && r["peers"].as_array().unwrap().len() == 3
-                && r["pending_peers"].as_array().unwrap().is_empty()
-                && r["leader_store_id"].as_u64().unwrap_or(0) != 0
+    let repaired = cluster
+        .regions_when(within, "every region repaired off the dead store", move |regions| {
+            regions.iter().all(|r| {
+                !holds(r, newcomer)
+                    && r["peers"].as_array().unwrap().len() == 3
+                    && r["pending_peers"].as_array().unwrap().is_empty()
+                    && r["leader_store_id"].as_u64().unwrap_or(0) != 0
+            })
         })
-    })
-    .await;
+        .await;
     eprintln!(
         "{} regions repaired {:?} after the kill (down after {DOWN_AFTER:?})",
         repaired.len(),

@@ -564,7 +564,11 @@ impl Cluster {
 
     /// Waits until `store_id` holds `value` for `key` locally (at most 10 s).
     pub async fn wait_local(&self, store_id: u64, key: &[u8], value: Option<&[u8]>) {
-        let what = format!("store {store_id} to hold {:?} for {}", value.map(String::from_utf8_lossy), String::from_utf8_lossy(key));
+        let what = format!(
+            "store {store_id} to hold {:?} for {}",
+            value.map(String::from_utf8_lossy),
+            String::from_utf8_lossy(key)
+        );
         eventually(Duration::from_secs(10), &what, || async {
             let local = self.read_local(store_id, key);
             if local.as_ref().map(|(v, _)| v.as_slice()) == value {

@@ -135,27 +135,44 @@ impl FekvProcess {
         field: &str,
         prepare: impl FnOnce(&mut Command),
     ) -> FekvProcess {
-        let mut command = fekv_command(args);
-        command.stdout(Stdio::null()).stderr(Stdio::piped());
-        prepare(&mut command);
-        let mut child = Reaped::spawn(&mut command);
-        let stderr = collect_lines(child.0.stderr.take().expect("stderr is piped"));
+        let mut process = Self::launch_with(args, data_dir, prepare);
         let addr = eventually_sync(Duration::from_secs(20), &format!("fekv {args:?} to serve"), || {
-            let lines = stderr.lock().unwrap();
+            let lines = process.stderr.lock().unwrap();
             let found = lines.iter().find_map(|line| {
                 line.contains(ready)
                     .then(|| line.split(field).nth(1)?.split_whitespace().next().map(str::to_string))
                     .flatten()
             });
-            if let Ok(Some(status)) = child.0.try_wait() {
+            if let Ok(Some(status)) = process.child.0.try_wait() {
                 panic!("fekv exited with {status}: {lines:#?}");
             }
             found.ok_or_else(|| format!("{lines:#?}"))
         });
+        process.base = format!("http://{addr}");
+        process.addr = addr;
+        process
+    }
+
+    /// Starts `fekv args...` without waiting for it to serve (a node that retries placement, or one
+    /// that is to fail at start): `addr` and `base` stay empty.
+    pub fn launch(args: &[&str], data_dir: &Path) -> FekvProcess {
+        Self::launch_with(args, data_dir, |_| {})
+    }
+
+    fn launch_with(
+        args: &[impl AsRef<std::ffi::OsStr>],
+        data_dir: &Path,
+        prepare: impl FnOnce(&mut Command),
+    ) -> FekvProcess {
+        let mut command = fekv_command(args);
+        command.stdout(Stdio::null()).stderr(Stdio::piped());
+        prepare(&mut command);
+        let mut child = Reaped::spawn(&mut command);
+        let stderr = collect_lines(child.0.stderr.take().expect("stderr is piped"));
         FekvProcess {
             child,
-            base: format!("http://{addr}"),
-            addr,
+            base: String::new(),
+            addr: String::new(),
             data_dir: data_dir.to_path_buf(),
             stderr,
             _watchdog: Watchdog::default(),
