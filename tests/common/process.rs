@@ -44,7 +44,7 @@ impl Drop for Reaped {
 }
 
 /// Reads a pipe to its end on a thread, line by line into `lines`, so the child never blocks on it.
-fn collect_lines(pipe: impl Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+pub fn collect_lines(pipe: impl Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
     let lines = Arc::new(Mutex::new(Vec::new()));
     let sink = lines.clone();
     std::thread::spawn(move || {

@@ -92,16 +92,21 @@ where
 }
 
 /// [`eventually`] for a probe that blocks (a child process, a file): on this thread, no runtime.
-pub fn eventually_sync<R: Ready>(within: Duration, what: &str, mut probe: impl FnMut() -> R) -> R::Value {
+pub fn eventually_sync<R: Ready>(within: Duration, what: &str, probe: impl FnMut() -> R) -> R::Value {
+    try_eventually_sync(within, probe).unwrap_or_else(|last| timed_out(within, what, &last))
+}
+
+/// [`try_eventually`] on this thread: the value, or the probe's last answer after `within`.
+pub fn try_eventually_sync<R: Ready>(within: Duration, mut probe: impl FnMut() -> R) -> Result<R::Value, String> {
     let deadline = Instant::now() + within;
     let mut backoff = Backoff::new();
     loop {
         let last = match probe().ready() {
-            Ok(value) => return value,
+            Ok(value) => return Ok(value),
             Err(last) => last,
         };
         if Instant::now() >= deadline {
-            timed_out(within, what, &last);
+            return Err(last);
         }
         std::thread::sleep(backoff.next());
     }
