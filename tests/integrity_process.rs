@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::process::{ctl, ctl_json, run_fekv, FekvProcess};
+use common::process_cluster::ProcessCluster;
 use common::{get, put, request};
 use hyper::{Method, StatusCode};
 
@@ -127,11 +128,8 @@ async fn a_clean_store_checks_clean() {
 
 #[test]
 fn ctl_check_asks_every_store_placement_knows() {
-    let placement_dir = tempfile::tempdir().unwrap();
-    let placement = FekvProcess::start_placement(placement_dir.path(), 1);
-    let dir = tempfile::tempdir().unwrap();
-    let _node = FekvProcess::start_node(dir.path(), &placement.addr);
-    let nodes = ctl_json(&placement.addr, &["check"]).unwrap();
+    let cluster = ProcessCluster::start(1, 1, &[], &[]);
+    let nodes = ctl_json(cluster.placement(), &["check"]).unwrap();
     assert_eq!(nodes.as_array().map(Vec::len), Some(1), "{nodes}");
     assert_eq!(nodes[0]["report"]["damaged"], 0, "{nodes}");
     assert_eq!(nodes[0]["report"]["complete"], true, "{nodes}");
