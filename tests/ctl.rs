@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::process::{self, Run};
 use common::process_cluster::ProcessCluster;
-use common::wait::{eventually, eventually_sync};
+use common::wait::{eventually, eventually_sync, Watchdog};
 use serde_json::Value;
 
 /// Shows what a `fekv ctl` run printed, as on a terminal.
@@ -226,6 +226,7 @@ struct FakeLeader {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     _dir: tempfile::TempDir,
+    _watchdog: Watchdog,
 }
 
 impl FakeLeader {
@@ -252,8 +253,16 @@ impl FakeLeader {
         let store_id = client.register_store(request).await.unwrap().into_inner().store_id;
         let regions = client.get_regions(GetRegionsRequest {}).await.unwrap().into_inner().regions;
         let region = regions[0].region.clone().unwrap();
-        let mut leader =
-            FakeLeader { client, store_id, region: region.clone(), addr, stop: Some(stop), server, _dir: dir };
+        let mut leader = FakeLeader {
+            client,
+            store_id,
+            region: region.clone(),
+            addr,
+            stop: Some(stop),
+            server,
+            _dir: dir,
+            _watchdog: Watchdog::default(),
+        };
         leader.beat(&[&region]).await;
         leader
     }

@@ -158,6 +158,7 @@ async fn mixed_half_splits_reads_and_writes_evenly() {
 struct TinyServer {
     base: String,
     seen: Arc<Mutex<Vec<(String, String, usize)>>>,
+    _watchdog: common::wait::Watchdog,
 }
 
 impl TinyServer {
@@ -186,7 +187,7 @@ impl TinyServer {
                 );
             }
         });
-        TinyServer { base, seen }
+        TinyServer { base, seen, _watchdog: common::wait::Watchdog::default() }
     }
 
     /// A server that answers every request `200 OK`.

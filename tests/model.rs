@@ -61,6 +61,7 @@ struct Harness {
     config: Config,
     node: Option<Node>,
     runtime: tokio::runtime::Runtime,
+    _watchdog: wait::Watchdog,
 }
 
 impl Harness {
@@ -74,7 +75,7 @@ impl Harness {
         };
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let node = Some(Node::start(&config).unwrap());
-        Harness { config, node, runtime }
+        Harness { config, node, runtime, _watchdog: wait::Watchdog::default() }
     }
 
     fn node(&self) -> &Node {

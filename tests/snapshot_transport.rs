@@ -20,7 +20,7 @@ use raft::eraftpb::{self, MessageType};
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
-use common::wait::{eventually, eventually_sync};
+use common::wait::{eventually, eventually_sync, Watchdog};
 
 const MIB: usize = 1 << 20;
 
@@ -29,6 +29,7 @@ struct ReceivingStore {
     inbox: Receiver<StoreMsg>,
     spill_dir: std::path::PathBuf,
     _dir: tempfile::TempDir,
+    _watchdog: Watchdog,
 }
 
 /// A store's raft transport service on an ephemeral port, with these limits.
@@ -42,7 +43,7 @@ async fn serve(max_size: u64, max_receiving: usize, idle_timeout: Duration) -> R
     let addr = listener.local_addr().unwrap().to_string();
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     tokio::spawn(tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming));
-    ReceivingStore { addr, inbox, spill_dir, _dir: dir }
+    ReceivingStore { addr, inbox, spill_dir, _dir: dir, _watchdog: Watchdog::default() }
 }
 
 /// A snapshot message of region 7 for peer 2 on store 2, carrying `size` bytes of snapshot data.
