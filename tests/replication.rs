@@ -5,7 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::cluster::{seed, snapshot_envelope, Cluster};
+use common::cluster::{seed, Cluster};
+use common::envelopes::snapshot_envelope;
 use common::wait::eventually;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,7 +222,7 @@ async fn a_node_tells_its_owner_that_its_raftstore_died() {
     let exited = node.raftstore_exited();
     let region = Region { region_id: 77, epoch: Some(RegionEpoch { conf_ver: 3, version: 1 }), ..Default::default() };
     let (from, to) = (Peer { peer_id: 70, store_id: 2 }, Peer { peer_id: 71, store_id: node.store_id() });
-    let heartbeat = common::cluster::heartbeat_envelope(&region, from, to, 5, 10);
+    let heartbeat = common::envelopes::heartbeat_envelope(&region, from, to, 5, 10);
     node.router().store_inbox().send(fekv::raftstore::msg::StoreMsg::Raft(Box::new(heartbeat))).unwrap();
     let exit = tokio::time::timeout(std::time::Duration::from_secs(10), exited).await.expect("the death is told");
     let RaftstoreExit::Panicked(report) = exit else { panic!("the raftstore ended without a panic: {exit:?}") };

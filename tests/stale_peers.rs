@@ -11,7 +11,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::cluster::{heartbeat_envelope, raft_envelope, seed, snapshot_envelope, snapshot_envelope_with, Cluster};
+use common::cluster::{seed, Cluster};
+use common::envelopes::{heartbeat_envelope, raft_envelope, snapshot_envelope, snapshot_envelope_with};
 use common::wait::eventually;
 use fekv::metrics::Metrics;
 use fekv::node::engine_options;

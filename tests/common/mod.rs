@@ -1,10 +1,11 @@
 //! Test helpers: a real fekv node served in-process on `127.0.0.1:0`, and a small HTTP client.
 //! The submodules hold the rest: waiting ([`wait`]), the in-process raft cluster ([`cluster`]), the
 //! real binary as a process ([`process`]) and a cluster of them ([`process_cluster`]), background
-//! writers ([`writers`]) and the linearizability checker.
+//! writers ([`writers`]), hand-built raft messages ([`envelopes`]) and the linearizability checker.
 #![allow(dead_code)] // each test binary uses its own part of this module
 
 pub mod cluster;
+pub mod envelopes;
 pub mod linearizability;
 pub mod process;
 pub mod process_cluster;
