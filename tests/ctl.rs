@@ -322,7 +322,7 @@ impl FakeLeader {
             version: "test".into(),
         };
         let store_id = client.register_store(request).await.unwrap().into_inner().store_id;
-        let regions = client.get_regions(GetRegionsRequest {}).await.unwrap().into_inner().regions;
+        let regions = client.get_regions(GetRegionsRequest::default()).await.unwrap().into_inner().regions;
         let region = regions[0].region.clone().unwrap();
         let mut leader =
             FakeLeader { client, store_id, region: region.clone(), addr, stop: Some(stop), server, _dir: dir };
@@ -342,7 +342,7 @@ impl FakeLeader {
                 ..Default::default()
             })
             .collect();
-        let request = fekv::proto::StoreHeartbeatRequest { store_id: self.store_id, peers, used_bytes: 0 };
+        let request = fekv::proto::StoreHeartbeatRequest { store_id: self.store_id, peers, ..Default::default() };
         self.client.store_heartbeat(request).await.unwrap().into_inner().operators
     }
 
