@@ -301,6 +301,7 @@ async fn beat(
     }
     for operator in reply.operators {
         let region_id = operator.region_id;
+        reports.operator_came(region_id);
         let started = match operator.kind {
             Some(crate::proto::operator::Kind::Split(split)) => {
                 let key = (!split.split_key.is_empty()).then_some(split.split_key);

@@ -5,7 +5,9 @@
 //! A peer is reported when something placement keeps about it changed since the report placement
 //! last acknowledged: a region new to this store, its range, epoch or peers, whether this store
 //! leads it, and for a leader its term, its pending peers, and its size or key count once either
-//! moved by more than a tenth (or the size by [`SIZE_STEP`]). Every peer is also reported once per
+//! moved by more than a tenth (or the size by [`SIZE_STEP`]); and a leader while placement sends it an
+//! operator, and for [`OPERATOR_BEATS`] heartbeats after, so placement judges the operator's steps
+//! against a fresh report whatever the step changes. Every peer is also reported once per
 //! rotation of [`ROTATION_BEATS`] heartbeats, a slice at each beat (so not all at once), which
 //! repairs anything missed; and all of them in a full report: the first heartbeat, and the one after
 //! placement asks for it (it restarted). A heartbeat that fails confirms nothing: what it carried is
@@ -20,6 +22,9 @@ pub const ROTATION_BEATS: u64 = 120;
 
 /// A size change this big is reported even when it is less than a tenth of the region.
 pub const SIZE_STEP: u64 = 1 << 20;
+
+/// A region is reported in every heartbeat for this many heartbeats after its last operator came.
+pub const OPERATOR_BEATS: u64 = 4;
 
 /// What placement was last told of one peer.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,6 +99,8 @@ pub struct Reports {
     acknowledged: HashMap<u64, Reported>,
     full_wanted: bool,
     beat: u64,
+    /// Regions with an operator under way: reported in every heartbeat up to this one.
+    operated: HashMap<u64, u64>,
 }
 
 impl Default for Reports {
@@ -105,12 +112,17 @@ impl Default for Reports {
 impl Reports {
     /// Nothing acknowledged yet: the first batch is a full report.
     pub fn new() -> Reports {
-        Reports { acknowledged: HashMap::new(), full_wanted: true, beat: 0 }
+        Reports { acknowledged: HashMap::new(), full_wanted: true, beat: 0, operated: HashMap::new() }
     }
 
     /// Placement asked for a full report: the next batch holds every peer.
     pub fn want_full(&mut self) {
         self.full_wanted = true;
+    }
+
+    /// Placement sent an operator for `region_id`: report it in the next heartbeats.
+    pub fn operator_came(&mut self, region_id: u64) {
+        self.operated.insert(region_id, self.beat + OPERATOR_BEATS);
     }
 
     /// The reports of this heartbeat, from `current`: one report for every peer the store holds.
@@ -124,12 +136,15 @@ impl Reports {
                 current.iter().filter_map(|r| r.region.as_ref().map(|r| r.region_id)).collect();
             self.acknowledged.retain(|region_id, _| held.contains(region_id));
         }
+        let beat = self.beat;
+        self.operated.retain(|_, until| *until >= beat);
         let mut batch = Batch { peers: Vec::new(), full, sent: Vec::new() };
         for report in current {
             let Some(region) = &report.region else { continue };
             let region_id = region.region_id;
             let due = full
                 || rotation_slot(region_id) == slot
+                || (report.is_leader && self.operated.contains_key(&region_id))
                 || self.acknowledged.get(&region_id).is_none_or(|known| known.differs(&report, region));
             if due {
                 batch.sent.push((region_id, Reported::of(&report, region)));
@@ -245,6 +260,19 @@ mod tests {
         beat(&mut reports, vec![leader(3, 3, None), pending.clone()], &[3, 4]);
         let split = PeerReport { region: Some(region(4, 2)), ..pending };
         beat(&mut reports, vec![leader(3, 3, None), split], &[4]);
+    }
+
+    #[test]
+    fn a_region_with_an_operator_is_reported_while_it_runs_and_a_few_beats_after() {
+        let mut reports = Reports::new();
+        let current = || vec![leader(1, 1, Some(1000)), leader(2, 1, Some(1000))];
+        let first = reports.select(current());
+        reports.confirm(first);
+        reports.operator_came(2);
+        for _ in 0..OPERATOR_BEATS {
+            beat(&mut reports, current(), &[2]);
+        }
+        beat(&mut reports, current(), &[]);
     }
 
     #[test]
