@@ -49,16 +49,7 @@ fn contiguous(regions: &[serde_json::Value]) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_load_splits_the_keyspace_and_every_node_still_serves_every_key() {
     let dir = tempfile::tempdir().unwrap();
-    let placement = FekvProcess::start_placement(&dir.path().join("placement"), 3);
-    let nodes: Vec<FekvProcess> = (0..3)
-        .map(|i| {
-            FekvProcess::start_node_with(
-                &dir.path().join(format!("node-{i}")),
-                &placement.addr,
-                &["--region-max-size", "1KiB"],
-            )
-        })
-        .collect();
+    let (placement, nodes) = common::process::start_cluster(dir.path(), 3, &["--region-max-size", "1KiB"]);
     let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
     // 600 keys of ~40 bytes: about 24 KiB, far past 1 KiB regions.
     let keys: Vec<String> = (0..600).map(|i| format!("user{:05}", (i * 7919) % 100_000)).collect();

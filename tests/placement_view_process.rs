@@ -71,16 +71,7 @@ async fn wait_views_agree(client: &mut PlacementClient<Channel>, nodes: &[FekvPr
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_split_storm_placement_knows_every_region_and_hears_of_a_new_leader_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let placement = FekvProcess::start_placement(&dir.path().join("placement"), 3);
-    let nodes: Vec<FekvProcess> = (0..3)
-        .map(|i| {
-            FekvProcess::start_node_with(
-                &dir.path().join(format!("node-{i}")),
-                &placement.addr,
-                &["--region-max-size", "1KiB"],
-            )
-        })
-        .collect();
+    let (placement, nodes) = common::process::start_cluster(dir.path(), 3, &["--region-max-size", "1KiB"]);
     let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
     // About 16 KiB of keys: a storm of splits of 1 KiB regions, while the replica checker grows them.
     let keys: Vec<String> = (0..400).map(|i| format!("user{:05}", (i * 7919) % 100_000)).collect();

@@ -168,6 +168,16 @@ impl Drop for FekvProcess {
     }
 }
 
+/// A placement service (3 replicas) and `count` nodes started with `extra` flags, in `dir`'s
+/// `placement` and `node-N` subdirectories.
+pub fn start_cluster(dir: &Path, count: usize, extra: &[&str]) -> (FekvProcess, Vec<FekvProcess>) {
+    let placement = FekvProcess::start_placement(&dir.join("placement"), 3);
+    let nodes = (0..count)
+        .map(|i| FekvProcess::start_node_with(&dir.join(format!("node-{i}")), &placement.addr, extra))
+        .collect();
+    (placement, nodes)
+}
+
 /// Runs `fekv ctl --placement <placement> <args>` to completion.
 pub fn ctl_output(placement: &str, args: &[&str]) -> Result<std::process::Output, String> {
     Command::new(env!("CARGO_BIN_EXE_fekv"))
