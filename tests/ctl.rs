@@ -251,7 +251,7 @@ impl FakeLeader {
             version: "test".into(),
         };
         let store_id = client.register_store(request).await.unwrap().into_inner().store_id;
-        let regions = client.get_regions(GetRegionsRequest {}).await.unwrap().into_inner().regions;
+        let regions = client.get_regions(GetRegionsRequest::default()).await.unwrap().into_inner().regions;
         let region = regions[0].region.clone().unwrap();
         let mut leader = FakeLeader {
             client,
@@ -287,7 +287,7 @@ impl FakeLeader {
                 ..Default::default()
             })
             .collect();
-        let request = fekv::proto::StoreHeartbeatRequest { store_id, peers, used_bytes: 0 };
+        let request = fekv::proto::StoreHeartbeatRequest { store_id, peers, ..Default::default() };
         client.store_heartbeat(request).await.unwrap().into_inner().operators
     }
 

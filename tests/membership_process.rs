@@ -334,7 +334,7 @@ async fn a_node_killed_while_the_balancers_fill_it_has_every_region_repaired_at_
     let what = format!("an operator in flight to store {newcomer}");
     let caught = eventually(Duration::from_secs(60), &what, || async {
         let running = client.clone().get_operators(GetOperatorsRequest {}).await.unwrap().into_inner().running;
-        let regions = client.clone().get_regions(GetRegionsRequest {}).await.unwrap().into_inner().regions;
+        let regions = client.clone().get_regions(GetRegionsRequest::default()).await.unwrap().into_inner().regions;
         let in_flight = running.iter().find(|op| {
             let Some(step) = op.steps.get(op.current_step as usize) else { return false };
             let Some(info) = regions.iter().find(|r| r.region.as_ref().is_some_and(|r| r.region_id == op.region_id))

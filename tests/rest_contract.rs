@@ -255,8 +255,17 @@ async fn status_shows_the_node_its_region_and_storage() {
     assert_eq!(region["leader_store_id"], 1);
     assert!(region["term"].as_u64().unwrap() > 0);
     assert_eq!(region["commit_index"], region["applied_index"]);
-    assert_eq!(region["keys"], 10);
-    assert!(region["bytes"].as_u64().unwrap() >= 10 * ("key0".len() + "value".len()) as u64);
+    // By default no key is walked: the leader's approximate measure (if it measured yet) and no counts.
+    assert_eq!(status["counts"], "approximate");
+    assert!(region.get("keys").is_none() && region.get("bytes").is_none(), "{region}");
+    assert!(region["approximate_size"].is_u64() || region["approximate_size"].is_null(), "{region}");
+    // Counted on request.
+    let exact = get(&node.url("/status?counts=exact")).await.json();
+    assert_eq!(exact["counts"], "exact");
+    let counted = &exact["regions"][0];
+    assert_eq!(counted["keys"], 10);
+    assert!(counted["bytes"].as_u64().unwrap() >= 10 * ("key0".len() + "value".len()) as u64);
+    assert_eq!(get(&node.url("/status?counts=some")).await.status, StatusCode::BAD_REQUEST);
     let storage = &status["storage"];
     assert_eq!(storage["map_size"], node.config.map_size.as_u64());
     assert!(storage["used_bytes"].as_u64().unwrap() > 0);

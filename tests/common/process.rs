@@ -284,6 +284,16 @@ pub fn ctl(placement: &str, args: &[&str]) -> Run {
     run_fekv(&[&["ctl", "--placement", placement], args].concat(), Duration::from_secs(20))
 }
 
+/// A placement service (3 replicas) and `count` nodes started with `extra` flags, in `dir`'s
+/// `placement` and `node-N` subdirectories.
+pub fn start_cluster(dir: &Path, count: usize, extra: &[&str]) -> (FekvProcess, Vec<FekvProcess>) {
+    let placement = FekvProcess::start_placement(&dir.join("placement"), 3);
+    let nodes = (0..count)
+        .map(|i| FekvProcess::start_node_with(&dir.join(format!("node-{i}")), &placement.addr, extra))
+        .collect();
+    (placement, nodes)
+}
+
 /// `fekv ctl --placement <placement> -o json <args>`: its stdout as JSON, or why not.
 pub fn ctl_json(placement: &str, args: &[&str]) -> Result<serde_json::Value, String> {
     let run = ctl(placement, &[&["-o", "json"], args].concat());
