@@ -53,6 +53,8 @@ pub struct StoreConfig {
     pub region_max_size: u64,
     /// Ticks between a leader's split checks.
     pub split_check_ticks: u64,
+    /// How long applies may wait for a durable round (see `durability`).
+    pub apply_delay: Duration,
 }
 
 pub struct Store {
