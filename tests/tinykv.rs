@@ -319,6 +319,10 @@ generic!(
 async fn test_one_partition_2b() {
     let cluster = Cluster::start(5, seed(), |_| {});
     cluster.must_put(b"k1", b"v1").await;
+    // A write is answered once committed; each store applies it when it learns that.
+    for store_id in cluster.store_ids() {
+        cluster.wait_local(store_id, b"k1", Some(b"v1")).await;
+    }
     let leader = cluster.wait_leader().await;
     let others: Vec<u64> = cluster.store_ids().into_iter().filter(|s| *s != leader).collect();
     // The leader with a majority of three: writes go on, the two cut off lag behind.
