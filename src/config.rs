@@ -52,6 +52,10 @@ pub struct Config {
     pub raft_log_gc_threshold: u64,
     /// Messages the raftstore drains per poll round (one LMDB commit per round).
     pub raftstore_max_batch: usize,
+    /// How long committed entries may wait to be applied in the next round that syncs the log
+    /// anyway, before they get a commit of their own (one flush). 0 applies at once.
+    #[serde(with = "humantime_serde")]
+    pub raft_apply_delay: Duration,
     /// Time between the starts of two background scrub passes over the whole store; 0 turns the
     /// background scrub off (`POST /scrub` still checks on demand).
     #[serde(with = "humantime_serde")]
@@ -105,6 +109,7 @@ impl Default for Config {
             raft_heartbeat_ticks: 2,
             raft_log_gc_threshold: 1024,
             raftstore_max_batch: 4096,
+            raft_apply_delay: Duration::from_millis(2),
             scrub_interval: Duration::from_secs(24 * 3600),
             scrub_rate: ByteSize::mib(32),
             snapshot_max_size: ByteSize::gib(1),
@@ -317,6 +322,10 @@ pub struct ServeArgs {
     /// Messages handled per raftstore round, all committed to LMDB at once [default: 4096]
     #[arg(long, env = "FEKV_RAFTSTORE_MAX_BATCH", value_name = "N")]
     pub raftstore_max_batch: Option<usize>,
+    /// Longest wait of committed entries for a round that syncs the log anyway; then they are
+    /// applied in a commit of their own (one flush) [default: 2ms]
+    #[arg(long, env = "FEKV_RAFT_APPLY_DELAY", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub raft_apply_delay: Option<Duration>,
     /// Time between background scrubs of the whole store; 0s turns them off [default: 24h]
     #[arg(long, env = "FEKV_SCRUB_INTERVAL", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub scrub_interval: Option<Duration>,
@@ -390,6 +399,7 @@ impl ServeArgs {
             raft_heartbeat_ticks,
             raft_log_gc_threshold,
             raftstore_max_batch,
+            raft_apply_delay,
             scrub_interval,
             scrub_rate,
             snapshot_max_size,

@@ -320,8 +320,8 @@ generic!(
 async fn test_one_partition_2b() {
     let cluster = Cluster::start(5, seed(), |_| {});
     cluster.must_put(b"k1", b"v1").await;
-    // Acknowledged once a majority has it: wait until every store has applied it, so the minority
-    // cut off next holds it (it failed under a loaded `cargo test` when one had not yet).
+    // Answered once committed on a majority: wait until every store has applied it, so the minority
+    // cut off next holds it.
     for store_id in cluster.store_ids() {
         cluster.wait_local(store_id, b"k1", Some(b"v1")).await;
     }

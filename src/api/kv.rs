@@ -115,8 +115,8 @@ pub(super) fn locate(
 /// Waits until reading `region`'s data from this node's LMDB is linearizable: a ReadIndex through
 /// the raftstore, except where the region's only member is this store's peer. Then nothing can be
 /// committed, let alone acknowledged, anywhere else, and every acknowledged write is already in LMDB
-/// (writes are answered only after they are applied and committed), so there is nothing to wait
-/// for. A removed peer cannot lead such a region either: its messages get tombstone replies and never
+/// (such a region's writes are answered only after they are applied and committed, never at commit:
+/// see `raftstore::peer::deferred`), so there is nothing to wait for. A removed peer cannot lead such a region either: its messages get tombstone replies and never
 /// reach raft here.
 pub(super) async fn read_barrier(
     state: &ApiState,

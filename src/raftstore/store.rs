@@ -4,9 +4,10 @@
 //! messages and hand each to its peer; then, for every peer with work, add its log writes and its
 //! applied data to **one** write transaction, commit it **once** (one fsync for all regions and all
 //! clients of the round), and finish each peer's ready. This group commit is what makes fekv fast:
-//! `fekv_storage_proposals_per_commit` shows it working.
+//! `fekv_storage_proposals_per_commit` shows it working. A round that only applies committed
+//! entries does not commit at all if it can wait: see [`durability`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use std::panic::AssertUnwindSafe;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use raft::eraftpb::MessageType;
 
+mod durability;
 mod empty_peers;
 mod lifecycle;
 
@@ -23,6 +25,7 @@ use super::apply::LocalStore;
 use super::batch_gate::{self, BatchGate};
 use super::exit::{RaftstoreExit, RaftstoreHandle};
 
+use durability::{ApplyDeferral, RoundKind};
 use lifecycle::{is_stale_sender, may_create_peer};
 
 use super::msg::StoreMsg;
@@ -53,6 +56,8 @@ pub struct StoreConfig {
     pub region_max_size: u64,
     /// Ticks between a leader's split checks.
     pub split_check_ticks: u64,
+    /// How long applies may wait for a durable round (see [`durability`]).
+    pub apply_delay: Duration,
 }
 
 pub struct Store {
@@ -85,6 +90,11 @@ pub struct Store {
     batch_gate: BatchGate,
     /// Test hook (debug builds only, see [`super::failpoint`]): the first write panics the loop.
     panic_on_write: bool,
+    /// How long the peers' committed entries may wait to be applied (see [`durability`]).
+    deferral: ApplyDeferral,
+    /// A peer's pending applies are awaited (a read, a conditional write): the next round commits
+    /// them without waiting for the deferral's deadline.
+    apply_wanted: bool,
 }
 
 /// The store's inbox: bounded, so a store that falls behind refuses requests (`Busy`) instead of
@@ -126,6 +136,7 @@ pub fn start(
         peers.insert(peer.region_id(), peer);
     }
     let split_results = tx.clone();
+    let cfg_apply_delay = cfg.apply_delay;
     let router = Router::new(tx, regions.clone(), cfg.request_timeout);
     let (used_bytes, disk_room) = engine.stats().map_or((0, u64::MAX), |s| (s.used_bytes, s.disk_room()));
     let (split_checker, split_worker) = super::split_check::start(engine.clone(), ids, split_results);
@@ -148,6 +159,8 @@ pub fn start(
         empty_peers_heard: BTreeMap::new(),
         batch_gate: BatchGate::default(),
         panic_on_write: super::failpoint::enabled("raftstore_panic_on_write"),
+        deferral: ApplyDeferral::new(cfg_apply_delay),
+        apply_wanted: false,
     };
     for (region, peer_id) in removed_while_down {
         store.write_tombstone(&region, true, peer_id)?;
@@ -187,9 +200,11 @@ impl Store {
         let mut batch = Vec::with_capacity(self.cfg.max_batch);
         let mut stopping = false;
         while !stopping {
-            // Work left from the last round (entries to apply) means: do not sleep.
-            let busy = self.peers.values().any(Peer::has_ready);
-            let wait = if busy { Duration::ZERO } else { next_tick.saturating_duration_since(Instant::now()) };
+            // Work left from the last round (raft's, or applies someone waits for) means: do not
+            // sleep. Deferred applies wake the loop when they are due.
+            let busy = self.apply_wanted || self.peers.values().any(Peer::has_ready);
+            let wake = self.deferral.deadline().map_or(next_tick, |due| due.min(next_tick));
+            let wait = if busy { Duration::ZERO } else { wake.saturating_duration_since(Instant::now()) };
             match self.inbox.recv_timeout(wait) {
                 Ok(msg) => batch.push(msg),
                 Err(RecvTimeoutError::Timeout) => {}
@@ -217,6 +232,12 @@ impl Store {
                 next_tick = (next_tick + self.cfg.tick_interval).max(now);
             }
             self.handle_round();
+        }
+        // Applies still deferred are not committed: like after a crash, they are applied again at
+        // the next start (their entries are in the synced log). An apply-only commit's meta page
+        // is flushed here, so a stop leaves nothing a power loss could undo.
+        if let Err(err) = self.engine.force_sync() {
+            tracing::warn!(store_id = self.cfg.store_id, error = %err, "final LMDB sync failed");
         }
         tracing::info!(store_id = self.cfg.store_id, "raftstore stopped");
     }
@@ -458,7 +479,8 @@ impl Store {
         self.transport.flush();
     }
 
-    /// One round's ready handling across every peer, with a single LMDB commit.
+    /// One round's ready handling across every peer, with a single LMDB commit, or none when the
+    /// round only has applies that can wait (see [`durability`]).
     fn handle_round(&mut self) {
         self.metrics.raftstore_rounds.inc();
         // Every snapshot let in this round is applied below (or lost with a failed transaction, and
@@ -467,12 +489,45 @@ impl Store {
         for peer in self.peers.values_mut() {
             peer.issue_reads();
         }
-        if !self.peers.values().any(Peer::has_ready) {
+        let now = Instant::now();
+        let flush = std::mem::take(&mut self.apply_wanted) || self.deferral.due(now);
+        // 1. Every ready first: whether any must be synced decides how the round commits.
+        let mut readies = Vec::new();
+        for (region_id, peer) in self.peers.iter_mut() {
+            if peer.has_ready() || (flush && peer.has_pending_apply()) {
+                readies.push((*region_id, peer.take_ready()));
+            }
+        }
+        if readies.is_empty() {
+            // A due round that found nothing pending anywhere stops the deferral's clock.
+            self.deferral.after_round(RoundKind::Deferred, false, flush, now);
             if !self.control_outbox.is_empty() {
                 self.send_outboxes();
             }
             return;
         }
+        let needs_sync = readies.iter().any(|(_, ready)| ready.must_sync());
+        let urgent = readies.iter().any(|(id, _)| self.peers[id].apply_urgent());
+        let applies = readies.iter().any(|(id, _)| self.peers[id].has_pending_apply());
+        let kind = self.deferral.decide(needs_sync, urgent, applies, now);
+        if kind == RoundKind::Deferred {
+            if applies {
+                self.metrics.raftstore_deferred_rounds.inc();
+            }
+        } else {
+            // The round commits anyway: every peer's deferred applies go into it too.
+            let taken: BTreeSet<u64> = readies.iter().map(|(id, _)| *id).collect();
+            for (region_id, peer) in self.peers.iter_mut() {
+                if peer.has_pending_apply() && !taken.contains(region_id) {
+                    readies.push((*region_id, peer.take_ready()));
+                }
+            }
+        }
+        let apply = kind != RoundKind::Deferred;
+        // Whether this round saw every peer holding applies (a committed one takes them all in).
+        let complete = apply || flush;
+        // Each of these peers' readies was taken: if the transaction fails, each is rebuilt.
+        let region_ids: Vec<u64> = readies.iter().map(|(id, _)| *id).collect();
         let engine = self.engine.clone();
         let mut pending: Vec<(u64, PendingReady)> = Vec::new();
         // A split applied this round must not start a peer this store has replaced already.
@@ -485,18 +540,25 @@ impl Store {
         let local = LocalStore { store_id: self.cfg.store_id, empty_peers: &empty_peers };
         let result = (|| {
             let mut txn = engine.write_txn()?;
-            for (region_id, peer) in self.peers.iter_mut().filter(|(_, p)| p.has_ready()) {
-                pending.push((*region_id, peer.collect_ready(&mut txn, &local)?));
+            for (region_id, ready) in readies {
+                let peer = self.peers.get_mut(&region_id).expect("peer of a ready");
+                pending.push((region_id, peer.collect_ready(ready, &mut txn, &local, apply)?));
             }
             // Leaders' appends and heartbeats leave now, so followers write while we fsync.
             self.send_outboxes();
             if !pending.iter().any(|(_, p)| p.wrote) {
-                // Only reads and messages this round: nothing to make durable, no fsync.
+                // Only reads, messages and deferred applies this round: nothing to commit, no fsync.
                 drop(txn);
                 return Ok(None);
             }
             let started = Instant::now();
-            engine.commit(txn)?;
+            match kind {
+                RoundKind::Durable => engine.commit(txn)?,
+                // Nothing here is a log entry, a hard state or a vote (no ready had to be synced):
+                // a system crash may undo this commit, and the synced log replays it.
+                RoundKind::ApplyOnly => engine.commit_without_meta_sync(txn)?,
+                RoundKind::Deferred => unreachable!("a deferred round writes nothing"),
+            }
             let took = started.elapsed();
             self.metrics.storage_commit_duration.observe(took.as_secs_f64());
             Ok::<_, crate::storage::StorageError>(Some(took))
@@ -508,6 +570,9 @@ impl Store {
                     self.batch_gate.on_commit(proposals, took);
                     let entries: usize = pending.iter().map(|(_, p)| p.entries_persisted).sum();
                     self.metrics.storage_commits.inc();
+                    if kind == RoundKind::ApplyOnly {
+                        self.metrics.storage_apply_only_commits.inc();
+                    }
                     self.metrics.storage_entries_per_commit.observe(entries as f64);
                     self.refresh_usage();
                 }
@@ -516,6 +581,7 @@ impl Store {
                 if proposals > 0 {
                     self.metrics.storage_proposals_per_commit.observe(proposals as f64);
                 }
+                let (mut still_pending, mut wanted) = (false, false);
                 for (region_id, ready) in pending {
                     let peer = self.peers.get_mut(&region_id).expect("peer of a pending ready");
                     let committed = peer.post_commit(ready);
@@ -526,9 +592,15 @@ impl Store {
                     if committed.removed_self {
                         removed.push(region_id);
                     }
+                    if peer.has_pending_apply() {
+                        still_pending = true;
+                        wanted |= peer.apply_urgent();
+                    }
                     let led_parent = peer.is_leader();
                     split_off.extend(committed.new_regions.into_iter().map(|region| (region, led_parent)));
                 }
+                self.deferral.after_round(kind, still_pending, complete, Instant::now());
+                self.apply_wanted = wanted;
                 // After every peer finished its ready: starting a split-off region may replace a peer
                 // (an empty one created by an early message) whose ready was in this round.
                 for (region, led_parent) in split_off {
@@ -545,12 +617,14 @@ impl Store {
                 self.metrics.storage_commit_failures.inc();
                 tracing::error!(store_id = self.cfg.store_id, error = %err, "the round's LMDB transaction failed; rebuilding raft state from disk");
                 let error = Error::from(err);
-                let region_ids: Vec<u64> = pending.iter().map(|(id, _)| *id).collect();
                 drop(pending);
                 for region_id in region_ids {
                     let peer = self.peers.get_mut(&region_id).expect("peer of a pending ready");
                     peer.recover_after_failed_write(&error, &self.logger);
                 }
+                // What these peers deferred is gone with their rebuilt raft state (raft hands it out
+                // again); others' may still wait, so the clock goes on.
+                self.deferral.after_round(RoundKind::Deferred, true, false, Instant::now());
                 self.refresh_usage();
             }
         }
