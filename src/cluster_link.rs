@@ -3,6 +3,10 @@
 //! heartbeat that tells placement which leaders this store holds, and carrying out the operators its
 //! replies bring (split, leader transfer, add or remove a peer).
 //!
+//! A store proves who it is with the secret placement gave it at its first registration
+//! ([`StoreIdentity`], kept in the data dir's `meta` database), on every registration and heartbeat.
+//! Over peer TLS the connection to placement is mutual TLS with the node's peer certificate.
+//!
 //! Nodes keep serving while placement is down: the address book and the regions they hold are
 //! theirs already; only what is new (a store, a region) waits for placement to come back.
 
@@ -13,6 +17,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use tonic::transport::Channel;
+
+use crate::security::tls::{self, ClientTls};
 
 use crate::proto::placement_client::PlacementClient;
 use crate::proto::{GetRegionsRequest, GetStoresRequest, PeerReport, RegisterStoreRequest, StoreHeartbeatRequest};
@@ -32,43 +38,77 @@ pub enum LinkError {
     Refused { addr: String, message: String },
 }
 
-/// A client of the placement service at `addr` (`host:port`); connects on first use.
-pub fn client(addr: &str) -> Result<PlacementClient<Channel>, LinkError> {
-    let channel = Channel::from_shared(format!("http://{addr}"))
+/// A client of the placement service at `addr` (`host:port`), over TLS when `tls` is given;
+/// connects on first use.
+pub fn client(addr: &str, tls: Option<&Arc<ClientTls>>) -> Result<PlacementClient<Channel>, LinkError> {
+    let endpoint = tls::grpc::endpoint(addr, tls)
         .map_err(|e| LinkError::Address { addr: addr.to_string(), reason: e.to_string() })?
         .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(5))
-        .connect_lazy();
-    Ok(PlacementClient::new(channel))
+        .timeout(Duration::from_secs(5));
+    Ok(PlacementClient::new(tls::grpc::lazy_channel(&endpoint, tls)))
 }
 
-/// Registers this store (store_id 0 = a new one), retrying while placement is unreachable for up to
-/// `wait`. Returns (store_id, cluster_id).
+/// Who this store is to placement: its id, its cluster, and the secret that proves it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct StoreIdentity {
+    /// 0 before the first registration.
+    pub store_id: u64,
+    /// 0 before the first registration.
+    pub cluster_id: u64,
+    /// Empty before the first registration (or for a store registered before secrets existed).
+    pub secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for StoreIdentity {
+    // Never the secret itself: identities end up in logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreIdentity")
+            .field("store_id", &self.store_id)
+            .field("cluster_id", &self.cluster_id)
+            .field("has_secret", &!self.secret.is_empty())
+            .finish()
+    }
+}
+
+/// Registers this store (`known.store_id` 0 = a new one), retrying while placement is unreachable
+/// for up to `wait`. Returns the store's identity: placement's secret replaces the known one when it
+/// sends one (a first registration, or the first since secrets existed).
 pub async fn register(
     client: &mut PlacementClient<Channel>,
     addr: &str,
-    store_id: u64,
+    known: &StoreIdentity,
     raft_addr: &str,
     http_addr: &str,
     wait: Duration,
-) -> Result<(u64, u64), LinkError> {
+) -> Result<StoreIdentity, LinkError> {
     let started = Instant::now();
     let mut retry_in = Duration::from_millis(200);
     let request = RegisterStoreRequest {
-        store_id,
+        store_id: known.store_id,
         raft_addr: raft_addr.to_string(),
         http_addr: http_addr.to_string(),
         version: crate::VERSION.to_string(),
+        cluster_id: known.cluster_id,
+        store_secret: known.secret.clone(),
     };
     loop {
         match client.register_store(request.clone()).await {
             Ok(reply) => {
                 let reply = reply.into_inner();
-                return Ok((reply.store_id, reply.cluster_id));
+                let secret = if reply.store_secret.is_empty() { known.secret.clone() } else { reply.store_secret };
+                return Ok(StoreIdentity { store_id: reply.store_id, cluster_id: reply.cluster_id, secret });
             }
-            // An answer, and a no (a store removed from the cluster may not come back): waiting
-            // will not change it.
-            Err(status) if matches!(status.code(), tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument) => {
+            // An answer, and a no (a store removed from the cluster may not come back, a store
+            // without its secret or of another cluster is not let in): waiting will not change it.
+            Err(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::FailedPrecondition
+                        | tonic::Code::InvalidArgument
+                        | tonic::Code::Unauthenticated
+                        | tonic::Code::PermissionDenied
+                ) =>
+            {
                 return Err(LinkError::Refused { addr: addr.to_string(), message: status.message().to_string() })
             }
             // Said at warn each time: a node that cannot register serves nothing, and the operator
@@ -146,7 +186,7 @@ impl RegionCache {
 /// peers of regions placement assigned to this store, and report this store's leaders.
 pub async fn run(
     mut client: PlacementClient<Channel>,
-    store_id: u64,
+    identity: StoreIdentity,
     router: Router,
     addresses: Arc<AddressBook>,
     regions: Arc<RegionCache>,
@@ -164,8 +204,13 @@ pub async fn run(
             _ = router.regions_changed() => {}
             _ = shutdown.changed() => return,
         }
-        if let Err(status) = beat(&mut client, store_id, &router, &addresses, &regions, &engine, &changing).await {
-            tracing::debug!(store_id, %status, "placement heartbeat failed; serving from what we know");
+        if let Err(status) = beat(&mut client, &identity, &router, &addresses, &regions, &engine, &changing).await {
+            let store_id = identity.store_id;
+            if matches!(status.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied) {
+                tracing::warn!(store_id, %status, "placement refused this store's heartbeat");
+            } else {
+                tracing::debug!(store_id, %status, "placement heartbeat failed; serving from what we know");
+            }
         }
     }
 }
@@ -195,13 +240,14 @@ const BOOTSTRAP_EPOCH: crate::proto::RegionEpoch = crate::proto::RegionEpoch { c
 
 async fn beat(
     client: &mut PlacementClient<Channel>,
-    store_id: u64,
+    identity: &StoreIdentity,
     router: &Router,
     addresses: &AddressBook,
     cache: &RegionCache,
     engine: &crate::storage::Engine,
     changing: &Changing,
 ) -> Result<(), tonic::Status> {
+    let store_id = identity.store_id;
     addresses.update(client.get_stores(GetStoresRequest {}).await?.into_inner().stores);
     let all_regions = client.get_regions(GetRegionsRequest {}).await?.into_inner().regions;
     cache.update(all_regions.clone());
@@ -235,7 +281,8 @@ async fn beat(
         Err(_) => Vec::new(),
     };
     let used_bytes = engine.stats().map(|s| s.used_bytes).unwrap_or(0);
-    let reply = client.store_heartbeat(StoreHeartbeatRequest { store_id, peers, used_bytes }).await?.into_inner();
+    let request = StoreHeartbeatRequest { store_id, peers, used_bytes, store_secret: identity.secret.clone() };
+    let reply = client.store_heartbeat(request).await?.into_inner();
     for stale in reply.stale_peers {
         destroy_stale_peer(router, stale);
     }

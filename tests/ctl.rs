@@ -292,6 +292,8 @@ fn ctl_fails_clearly_and_quickly_when_placement_is_unreachable() {
 struct FakeLeader {
     client: fekv::proto::placement_client::PlacementClient<tonic::transport::Channel>,
     store_id: u64,
+    /// The secret placement gave the store, presented with every heartbeat.
+    secret: Vec<u8>,
     /// The first region, as placement bootstrapped it.
     region: fekv::proto::Region,
     addr: String,
@@ -320,12 +322,14 @@ impl FakeLeader {
             raft_addr: "127.0.0.1:1".into(),
             http_addr: "127.0.0.1:2".into(),
             version: "test".into(),
+            ..Default::default()
         };
-        let store_id = client.register_store(request).await.unwrap().into_inner().store_id;
+        let registered = client.register_store(request).await.unwrap().into_inner();
+        let (store_id, secret) = (registered.store_id, registered.store_secret);
         let regions = client.get_regions(GetRegionsRequest {}).await.unwrap().into_inner().regions;
         let region = regions[0].region.clone().unwrap();
         let mut leader =
-            FakeLeader { client, store_id, region: region.clone(), addr, stop: Some(stop), server, _dir: dir };
+            FakeLeader { client, store_id, secret, region: region.clone(), addr, stop: Some(stop), server, _dir: dir };
         leader.beat(&[&region]).await;
         leader
     }
@@ -342,7 +346,12 @@ impl FakeLeader {
                 ..Default::default()
             })
             .collect();
-        let request = fekv::proto::StoreHeartbeatRequest { store_id: self.store_id, peers, used_bytes: 0 };
+        let request = fekv::proto::StoreHeartbeatRequest {
+            store_id: self.store_id,
+            peers,
+            used_bytes: 0,
+            store_secret: self.secret.clone(),
+        };
         self.client.store_heartbeat(request).await.unwrap().into_inner().operators
     }
 

@@ -6,8 +6,8 @@ use super::*;
 impl Placement {
     /// Registers a new store (store_id 0) or updates a known one's addresses. The first store to
     /// register bootstraps the first region, with one peer on it: the replica checker grows it to
-    /// `replicas` as more stores join. Returns (store_id, cluster_id).
-    pub fn register_store(&self, req: &RegisterStoreRequest) -> Result<(u64, u64), PlacementError> {
+    /// `replicas` as more stores join. A known store id must come with its secret (see `identity`).
+    pub fn register_store(&self, req: &RegisterStoreRequest) -> Result<RegisterStoreResponse, PlacementError> {
         if req.raft_addr.is_empty() || req.http_addr.is_empty() {
             return Err(PlacementError::Invalid("a store needs a raft and an HTTP address".into()));
         }
@@ -17,6 +17,8 @@ impl Placement {
             if known.is_some_and(|s| s.state == StoreState::Removed as i32) {
                 return Err(PlacementError::StoreRemoved(store_id));
             }
+            let admitted = identity::admit(inner, store_id, req)?;
+            let known = inner.stores.get(&store_id);
             let used_bytes = known.map_or(0, |s| s.used_bytes);
             // A draining store stays offline across restarts.
             let state = known.map_or(StoreState::Up as i32, |s| s.state);
@@ -28,6 +30,7 @@ impl Placement {
                 state,
                 version: req.version.clone(),
                 used_bytes,
+                secret_sha256: admitted.secret_sha256,
                 ..Default::default()
             };
             inner.stores.insert(store_id, info);
@@ -48,7 +51,7 @@ impl Placement {
                 inner.bootstrapped = true;
                 inner.dirty.meta = true;
             }
-            Ok((store_id, inner.cluster_id))
+            Ok(RegisterStoreResponse { store_id, cluster_id: inner.cluster_id, store_secret: admitted.new_secret })
         })
     }
 
@@ -229,6 +232,7 @@ mod tests {
             store_id: stores[1],
             peers: vec![leader_report(&region, stores[1], 2)],
             used_bytes: 12345,
+            ..Default::default()
         })
         .unwrap();
         let listed = p.stores();
@@ -330,7 +334,7 @@ mod tests {
                         if n == t * 5 {
                             peers.push(leader_report(region, store_id, 2));
                         }
-                        p.store_heartbeat(&StoreHeartbeatRequest { store_id, peers, used_bytes: t as u64 }).unwrap();
+                        p.store_heartbeat(&StoreHeartbeatRequest { store_id, peers, used_bytes: t as u64, ..Default::default() }).unwrap();
                         p.inner.lock().regions.check_invariants();
                     }
                 });
@@ -369,6 +373,7 @@ mod tests {
             store_id,
             peers: vec![follower(region)],
             used_bytes: 0,
+            ..Default::default()
         };
         // Store 2 comes back still holding the old membership: told its peer is stale.
         let stale = p.stale_peers(&req(stores[2], &region));
