@@ -146,13 +146,15 @@ impl PlacementTlsArgs {
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ClientTlsArgs {
     /// CA (PEM) that servers' certificates are verified against; turns TLS on (https://)
-    #[arg(long, env = "FEKV_CACERT", value_name = "FILE", global = true)]
+    // Ids of their own, and not global: `fekv ctl region split --key` is the split key, so the TLS
+    // flags go before the subcommand (`fekv ctl --cacert ca.crt --key k.pem region list`).
+    #[arg(id = "tls_cacert", long = "cacert", env = "FEKV_CACERT", value_name = "FILE")]
     pub cacert: Option<PathBuf>,
     /// Client certificate (PEM), for servers that require one
-    #[arg(long, env = "FEKV_CERT", value_name = "FILE", global = true)]
+    #[arg(id = "tls_cert", long = "cert", env = "FEKV_CERT", value_name = "FILE")]
     pub cert: Option<PathBuf>,
     /// Private key (PEM) of --cert
-    #[arg(long, env = "FEKV_KEY", value_name = "FILE", global = true)]
+    #[arg(id = "tls_key", long = "key", env = "FEKV_KEY", value_name = "FILE")]
     pub key: Option<PathBuf>,
 }
 

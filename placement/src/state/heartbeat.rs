@@ -199,8 +199,17 @@ mod tests {
     fn re_registering_updates_addresses_without_a_new_id() {
         let dir = tempfile::tempdir().unwrap();
         let p = Placement::open(dir.path(), PlacementOptions::default()).unwrap();
-        let id = register(&p, 0, 20160);
-        assert_eq!(register(&p, id, 30000), id);
+        let at = |store_id, port: u16, store_secret: Vec<u8>| RegisterStoreRequest {
+            store_id,
+            raft_addr: format!("127.0.0.1:{port}"),
+            http_addr: format!("127.0.0.1:{}", port + 1000),
+            store_secret,
+            ..Default::default()
+        };
+        let first = p.register_store(&at(0, 20160, Vec::new())).unwrap();
+        // As a restarted node does: with the secret its first registration got.
+        let again = p.register_store(&at(first.store_id, 30000, first.store_secret)).unwrap();
+        assert_eq!(again.store_id, first.store_id);
         let stores = p.stores();
         assert_eq!(stores.len(), 1);
         assert_eq!(stores[0].raft_addr, "127.0.0.1:30000");
