@@ -316,6 +316,17 @@ async fn a_cluster_with_tls_everywhere_serves_https_and_refuses_every_unauthenti
     let logged = cluster.placement.stderr_lines();
     assert!(logged.iter().any(|l| l.contains("WARN") && l.contains("refused a store's claim")), "{logged:#?}");
 
+    // fekv ctl reaches the nodes over HTTPS, and fekv bench loads them over HTTPS.
+    let health = cluster.ctl(&["cluster", "health"]).unwrap();
+    assert_eq!(health.as_array().map(Vec::len), Some(3), "{health}");
+    let endpoints: Vec<String> = (0..3).map(|i| cluster.https_base(i)).collect();
+    let bench = std::process::Command::new(env!("CARGO_BIN_EXE_fekv"))
+        .args(["bench", "--endpoints", &endpoints.join(","), "--cacert", &path(&pki.ca_file)])
+        .args(["-c", "4", "-n", "200", "--keys", "50", "--workload", "mixed:0.5"])
+        .output()
+        .unwrap();
+    assert!(bench.status.success(), "bench over HTTPS: {}", String::from_utf8_lossy(&bench.stderr));
+
     // SIGHUP reloads the certificates; the node keeps serving.
     let pid = cluster.nodes[0].pid().to_string();
     assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
