@@ -196,6 +196,8 @@ pub async fn run(
     let mut ticker = tokio::time::interval(HEARTBEAT_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let changing = Changing::default();
+    // A refusal is said at warn once, then at debug until a heartbeat is accepted again.
+    let mut refused = false;
     loop {
         // Every interval, and right after a local region changed (a split's leader reports both
         // halves at once, so routers learn of the new region without waiting).
@@ -204,11 +206,18 @@ pub async fn run(
             _ = router.regions_changed() => {}
             _ = shutdown.changed() => return,
         }
-        if let Err(status) = beat(&mut client, &identity, &router, &addresses, &regions, &engine, &changing).await {
-            let store_id = identity.store_id;
-            if matches!(status.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied) {
-                tracing::warn!(store_id, %status, "placement refused this store's heartbeat");
-            } else {
+        match beat(&mut client, &identity, &router, &addresses, &regions, &engine, &changing).await {
+            Ok(()) => refused = false,
+            Err(status) if matches!(status.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied) => {
+                let store_id = identity.store_id;
+                if !std::mem::replace(&mut refused, true) {
+                    tracing::warn!(store_id, %status, "placement refused this store's heartbeat");
+                } else {
+                    tracing::debug!(store_id, %status, "placement refused this store's heartbeat");
+                }
+            }
+            Err(status) => {
+                let store_id = identity.store_id;
                 tracing::debug!(store_id, %status, "placement heartbeat failed; serving from what we know");
             }
         }
