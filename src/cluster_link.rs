@@ -7,6 +7,10 @@
 //! cache fetches only the regions placement changed since its last answer: neither costs placement
 //! anything that grows with the regions that exist.
 //!
+//! A store proves who it is with the secret placement gave it at its first registration
+//! ([`StoreIdentity`], kept in the data dir's `meta` database), on every registration and heartbeat.
+//! Over peer TLS the connection to placement is mutual TLS with the node's peer certificate.
+//!
 //! Nodes keep serving while placement is down: the address book and the regions they hold are
 //! theirs already; only what is new (a store, a region) waits for placement to come back.
 
@@ -17,6 +21,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use tonic::transport::Channel;
+
+use crate::security::tls::{self, ClientTls};
 
 use crate::proto::placement_client::PlacementClient;
 use crate::proto::{GetRegionsRequest, GetStoresRequest, PeerReport, RegisterStoreRequest, StoreHeartbeatRequest};
@@ -38,43 +44,77 @@ pub enum LinkError {
     Refused { addr: String, message: String },
 }
 
-/// A client of the placement service at `addr` (`host:port`); connects on first use.
-pub fn client(addr: &str) -> Result<PlacementClient<Channel>, LinkError> {
-    let channel = Channel::from_shared(format!("http://{addr}"))
+/// A client of the placement service at `addr` (`host:port`), over TLS when `tls` is given;
+/// connects on first use.
+pub fn client(addr: &str, tls: Option<&Arc<ClientTls>>) -> Result<PlacementClient<Channel>, LinkError> {
+    let endpoint = tls::grpc::endpoint(addr, tls)
         .map_err(|e| LinkError::Address { addr: addr.to_string(), reason: e.to_string() })?
         .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(5))
-        .connect_lazy();
-    Ok(PlacementClient::new(channel))
+        .timeout(Duration::from_secs(5));
+    Ok(PlacementClient::new(tls::grpc::lazy_channel(&endpoint, tls)))
 }
 
-/// Registers this store (store_id 0 = a new one), retrying while placement is unreachable for up to
-/// `wait`. Returns (store_id, cluster_id).
+/// Who this store is to placement: its id, its cluster, and the secret that proves it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct StoreIdentity {
+    /// 0 before the first registration.
+    pub store_id: u64,
+    /// 0 before the first registration.
+    pub cluster_id: u64,
+    /// Empty before the first registration (or for a store registered before secrets existed).
+    pub secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for StoreIdentity {
+    // Never the secret itself: identities end up in logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreIdentity")
+            .field("store_id", &self.store_id)
+            .field("cluster_id", &self.cluster_id)
+            .field("has_secret", &!self.secret.is_empty())
+            .finish()
+    }
+}
+
+/// Registers this store (`known.store_id` 0 = a new one), retrying while placement is unreachable
+/// for up to `wait`. Returns the store's identity: placement's secret replaces the known one when it
+/// sends one (a first registration, or the first since secrets existed).
 pub async fn register(
     client: &mut PlacementClient<Channel>,
     addr: &str,
-    store_id: u64,
+    known: &StoreIdentity,
     raft_addr: &str,
     http_addr: &str,
     wait: Duration,
-) -> Result<(u64, u64), LinkError> {
+) -> Result<StoreIdentity, LinkError> {
     let started = Instant::now();
     let mut retry_in = Duration::from_millis(200);
     let request = RegisterStoreRequest {
-        store_id,
+        store_id: known.store_id,
         raft_addr: raft_addr.to_string(),
         http_addr: http_addr.to_string(),
         version: crate::VERSION.to_string(),
+        cluster_id: known.cluster_id,
+        store_secret: known.secret.clone(),
     };
     loop {
         match client.register_store(request.clone()).await {
             Ok(reply) => {
                 let reply = reply.into_inner();
-                return Ok((reply.store_id, reply.cluster_id));
+                let secret = if reply.store_secret.is_empty() { known.secret.clone() } else { reply.store_secret };
+                return Ok(StoreIdentity { store_id: reply.store_id, cluster_id: reply.cluster_id, secret });
             }
-            // An answer, and a no (a store removed from the cluster may not come back): waiting
-            // will not change it.
-            Err(status) if matches!(status.code(), tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument) => {
+            // An answer, and a no (a store removed from the cluster may not come back, a store
+            // without its secret or of another cluster is not let in): waiting will not change it.
+            Err(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::FailedPrecondition
+                        | tonic::Code::InvalidArgument
+                        | tonic::Code::Unauthenticated
+                        | tonic::Code::PermissionDenied
+                ) =>
+            {
                 return Err(LinkError::Refused { addr: addr.to_string(), message: status.message().to_string() })
             }
             // Said at warn each time: a node that cannot register serves nothing, and the operator
@@ -185,7 +225,7 @@ impl RegionCache {
 /// peers of regions placement assigned to this store, and report this store's leaders.
 pub async fn run(
     mut client: PlacementClient<Channel>,
-    store_id: u64,
+    identity: StoreIdentity,
     router: Router,
     addresses: Arc<AddressBook>,
     regions: Arc<RegionCache>,
@@ -196,6 +236,8 @@ pub async fn run(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let changing = Changing::default();
     let mut reports = reports::Reports::new();
+    // A refusal is said at warn once, then at debug until a heartbeat is accepted again.
+    let mut refused = false;
     loop {
         // Every interval, and right after a local region changed (a split's leader reports both
         // halves at once, so routers learn of the new region without waiting).
@@ -204,9 +246,21 @@ pub async fn run(
             _ = router.regions_changed() => {}
             _ = shutdown.changed() => return,
         }
-        let link = Link { store_id, router: &router, addresses: &addresses, cache: &regions, engine: &engine };
-        if let Err(status) = beat(&mut client, &link, &mut reports, &changing).await {
-            tracing::debug!(store_id, %status, "placement heartbeat failed; serving from what we know");
+        let link = Link { identity: &identity, router: &router, addresses: &addresses, cache: &regions, engine: &engine };
+        match beat(&mut client, &link, &mut reports, &changing).await {
+            Ok(()) => refused = false,
+            Err(status) if matches!(status.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied) => {
+                let store_id = identity.store_id;
+                if !std::mem::replace(&mut refused, true) {
+                    tracing::warn!(store_id, %status, "placement refused this store's heartbeat");
+                } else {
+                    tracing::debug!(store_id, %status, "placement refused this store's heartbeat");
+                }
+            }
+            Err(status) => {
+                let store_id = identity.store_id;
+                tracing::debug!(store_id, %status, "placement heartbeat failed; serving from what we know");
+            }
         }
     }
 }
@@ -236,7 +290,7 @@ const BOOTSTRAP_EPOCH: crate::proto::RegionEpoch = crate::proto::RegionEpoch { c
 
 /// What a heartbeat reads and updates on this node.
 struct Link<'a> {
-    store_id: u64,
+    identity: &'a StoreIdentity,
     router: &'a Router,
     addresses: &'a AddressBook,
     cache: &'a RegionCache,
@@ -249,7 +303,8 @@ async fn beat(
     reports: &mut reports::Reports,
     changing: &Changing,
 ) -> Result<(), tonic::Status> {
-    let Link { store_id, router, addresses, cache, engine } = *link;
+    let Link { identity, router, addresses, cache, engine } = *link;
+    let store_id = identity.store_id;
     addresses.update(client.get_stores(GetStoresRequest {}).await?.into_inner().stores);
     cache.apply(client.get_regions(cache.request()).await?.into_inner());
     if router.regions().is_empty() {
@@ -284,7 +339,7 @@ async fn beat(
     // Only what changed (or is due in the rotation); confirmed once placement answered, so a report
     // a failed heartbeat carried goes again with the next one.
     let mut batch = current.map(|current| reports.select(current));
-    let mut request = StoreHeartbeatRequest { store_id, used_bytes, ..Default::default() };
+    let mut request = StoreHeartbeatRequest { store_id, used_bytes, store_secret: identity.secret.clone(), ..Default::default() };
     if let Some(batch) = &mut batch {
         (request.peers, request.full_report) = (std::mem::take(&mut batch.peers), batch.full);
     }

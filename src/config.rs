@@ -11,6 +11,8 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 
+use crate::security::config::{NodeTlsArgs, TlsConfig};
+
 /// LMDB refuses keys longer than this (its compile-time `MDB_MAXKEYSIZE`); user keys are stored as
 /// they are, so this is also fekv's key limit.
 pub const MAX_KEY_SIZE: usize = 511;
@@ -89,6 +91,9 @@ pub struct Config {
     /// for the node's own files and raft connections. At the cap, a new connection closes the
     /// longest-idle one, or is answered `503` if none is idle.
     pub http_max_connections: usize,
+    /// TLS on the REST API and the peer side (the `[tls]` table); empty: none, as before.
+    #[serde(skip_serializing_if = "TlsConfig::is_empty")]
+    pub tls: TlsConfig,
 }
 
 impl Default for Config {
@@ -121,6 +126,7 @@ impl Default for Config {
             http_body_timeout: Duration::from_secs(30),
             http_idle_timeout: Duration::from_secs(60),
             http_max_connections: 0,
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -140,6 +146,9 @@ impl Config {
         let invalid = |name, reason: &str| Err(ConfigError::Invalid { name, reason: reason.into() });
         if let Err(reason) = crate::logging::check_filter(&self.log_level) {
             return invalid("log_level", &reason);
+        }
+        if let Err(err) = self.tls.validate() {
+            return invalid("tls", &err.to_string());
         }
         for (name, addr) in
             [("advertise_http_addr", &self.advertise_http_addr), ("advertise_raft_addr", &self.advertise_raft_addr)]
@@ -359,6 +368,8 @@ pub struct ServeArgs {
     /// Most client connections at once; 0 = the open-file limit less a reserve [default: 0]
     #[arg(long, env = "FEKV_HTTP_MAX_CONNECTIONS", value_name = "N")]
     pub http_max_connections: Option<usize>,
+    #[command(flatten)]
+    pub tls: NodeTlsArgs,
 }
 
 impl ServeArgs {
@@ -412,6 +423,7 @@ impl ServeArgs {
             http_idle_timeout,
             http_max_connections
         );
+        self.tls.overlay(&mut config.tls);
         config.validate()?;
         Ok(config)
     }
@@ -420,6 +432,33 @@ impl ServeArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const TLS_FLAGS: [&str; 7] = [
+        "cert-file",
+        "key-file",
+        "trusted-ca-file",
+        "client-cert-auth",
+        "peer-cert-file",
+        "peer-key-file",
+        "peer-trusted-ca-file",
+    ];
+
+    #[test]
+    fn tls_flags_and_the_tls_table_combine_and_incomplete_ones_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fekv.toml");
+        std::fs::write(&path, "[tls]\ncert_file = \"a.crt\"\n").unwrap();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            tls: NodeTlsArgs { key_file: Some("a.key".into()), ..Default::default() },
+            ..Default::default()
+        };
+        let config = args.load().unwrap();
+        assert_eq!(config.tls.cert_file, Some(PathBuf::from("a.crt")));
+        assert!(toml::to_string(&config).unwrap().contains("[tls]"));
+        let err = ServeArgs { config: Some(path), ..Default::default() }.load().unwrap_err().to_string();
+        assert!(err.contains("tls") && err.contains("key_file"), "{err}");
+    }
 
     #[test]
     fn defaults_are_valid() {
@@ -472,6 +511,9 @@ mod tests {
             let (Some(long), Some(help)) = (arg.get_long(), arg.get_help()) else { continue };
             if ["config", "placement", "advertise-http-addr", "advertise-raft-addr"].contains(&long) {
                 continue; // no default: a file, an address that turns on cluster mode, addresses to register
+            }
+            if TLS_FLAGS.contains(&long) {
+                continue; // off by default, and kept out of the printed configuration while off
             }
             let help = help.to_string();
             let default = help

@@ -42,6 +42,7 @@ pub struct Metrics {
     pub storage_used_bytes: IntGauge,
     pub storage_map_size_bytes: IntGauge,
     pub storage_scrub: crate::storage::scrub::background::ScrubMetrics,
+    pub tls_handshakes: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -255,8 +256,23 @@ impl Metrics {
             ),
             storage_map_size_bytes: gauge(&registry, "fekv_storage_map_size_bytes", "Configured LMDB map size"),
             storage_scrub: scrub_metrics(&registry),
+            tls_handshakes: counter_vec(
+                &registry,
+                "fekv_tls_handshakes_total",
+                "TLS handshakes on the node's listeners, by listener (client: the REST API, peer: the raft \
+                 port) and outcome (completed, failed, timed_out)",
+                &["listener", "outcome"],
+            ),
             registry,
         }
+    }
+
+    /// What a TLS listener reports each handshake to: `fekv_tls_handshakes_total{listener}`.
+    pub fn handshake_hook(&self, listener: &'static str) -> crate::security::tls::HandshakeHook {
+        let counter = self.tls_handshakes.clone();
+        std::sync::Arc::new(move |event: crate::security::tls::HandshakeEvent| {
+            counter.with_label_values(&[listener, event.as_str()]).inc()
+        })
     }
 
     /// The Prometheus text exposition of every metric.

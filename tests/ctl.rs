@@ -220,6 +220,8 @@ fn ctl_fails_clearly_and_quickly_when_placement_is_unreachable() {
 struct FakeLeader {
     client: fekv::proto::placement_client::PlacementClient<tonic::transport::Channel>,
     store_id: u64,
+    /// The secret placement gave the store, presented with every heartbeat.
+    secret: Vec<u8>,
     /// The first region, as placement bootstrapped it.
     region: fekv::proto::Region,
     addr: String,
@@ -249,13 +251,16 @@ impl FakeLeader {
             raft_addr: "127.0.0.1:1".into(),
             http_addr: "127.0.0.1:2".into(),
             version: "test".into(),
+            ..Default::default()
         };
-        let store_id = client.register_store(request).await.unwrap().into_inner().store_id;
+        let registered = client.register_store(request).await.unwrap().into_inner();
+        let (store_id, secret) = (registered.store_id, registered.store_secret);
         let regions = client.get_regions(GetRegionsRequest::default()).await.unwrap().into_inner().regions;
         let region = regions[0].region.clone().unwrap();
         let mut leader = FakeLeader {
             client,
             store_id,
+            secret,
             region: region.clone(),
             addr,
             stop: Some(stop),
@@ -269,12 +274,13 @@ impl FakeLeader {
 
     /// Reports `regions` as their leader; returns the operators placement hands back.
     async fn beat(&mut self, regions: &[&fekv::proto::Region]) -> Vec<fekv::proto::Operator> {
-        Self::beat_with(&mut self.client, self.store_id, regions).await
+        Self::beat_with(&mut self.client, self.store_id, &self.secret, regions).await
     }
 
     async fn beat_with(
         client: &mut fekv::proto::placement_client::PlacementClient<tonic::transport::Channel>,
         store_id: u64,
+        secret: &[u8],
         regions: &[&fekv::proto::Region],
     ) -> Vec<fekv::proto::Operator> {
         let peers = regions
@@ -287,7 +293,12 @@ impl FakeLeader {
                 ..Default::default()
             })
             .collect();
-        let request = fekv::proto::StoreHeartbeatRequest { store_id, peers, ..Default::default() };
+        let request = fekv::proto::StoreHeartbeatRequest {
+            store_id,
+            peers,
+            store_secret: secret.to_vec(),
+            ..Default::default()
+        };
         client.store_heartbeat(request).await.unwrap().into_inner().operators
     }
 
@@ -295,9 +306,9 @@ impl FakeLeader {
     async fn split_operator(&mut self) -> Vec<u8> {
         let region = self.region.clone();
         let op = eventually(Duration::from_secs(10), "the split operator", || {
-            let (mut client, store_id) = (self.client.clone(), self.store_id);
+            let (mut client, store_id, secret) = (self.client.clone(), self.store_id, self.secret.clone());
             let region = region.clone();
-            async move { Self::beat_with(&mut client, store_id, &[&region]).await.into_iter().next() }
+            async move { Self::beat_with(&mut client, store_id, &secret, &[&region]).await.into_iter().next() }
         })
         .await;
         assert_eq!((op.region_id, op.epoch), (region.region_id, region.epoch));

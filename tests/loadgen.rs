@@ -323,7 +323,9 @@ fn bad_arguments_are_refused_with_the_reason() {
     assert!(matches!(invalid(&["--duration", "0s"]), BenchError::InvalidArgument { flag: "duration", .. }));
     assert!(matches!(invalid(&["--timeout", "0s"]), BenchError::InvalidArgument { flag: "timeout", .. }));
     let err = invalid(&["--endpoints", "https://127.0.0.1:3000"]);
-    assert!(err.to_string().contains("only http://"), "{err}");
+    assert!(err.to_string().contains("--cacert"), "https:// needs the CA: {err}");
+    let err = invalid(&["--endpoints", "ftp://127.0.0.1:3000"]);
+    assert!(err.to_string().contains("only http:// and https://"), "{err}");
     assert!(matches!(
         invalid(&["--key-prefix", &"p".repeat(600)]),
         BenchError::InvalidArgument { flag: "key-prefix", .. }

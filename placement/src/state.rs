@@ -25,7 +25,7 @@ use parking_lot::Mutex;
 
 use crate::operators::{OpStep, Operators, Priority, RegionState, StoreHealth};
 use crate::proto::{
-    Operator, OperatorInfo, Peer, PeerReport, PlacementState, Region, RegionEpoch, RegionInfo, RegisterStoreRequest,
+    Operator, OperatorInfo, Peer, PeerReport, PlacementState, Region, RegionEpoch, RegionInfo, RegisterStoreRequest, RegisterStoreResponse,
     SchedulerInfo, StalePeer, StoreHeartbeatRequest, StoreInfo, StoreState,
 };
 use crate::region_tree::{HeartbeatOutcome, RegionReport, RegionTree};
@@ -33,6 +33,7 @@ use crate::schedulers::{self, Plan, RegionView, Step};
 
 mod admin;
 mod heartbeat;
+mod identity;
 mod persist;
 mod region_log;
 mod scheduling;
@@ -95,6 +96,11 @@ pub enum PlacementError {
     UnknownScheduler(String),
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// A registration or heartbeat for a store id without that store's secret.
+    #[error("refused to act as store {store_id}: {reason}")]
+    StoreUnauthenticated { store_id: u64, reason: &'static str },
+    #[error("this store belongs to cluster {theirs}, and this placement service runs cluster {ours}")]
+    WrongCluster { theirs: u64, ours: u64 },
 }
 
 /// What the lock guards: the in-memory form of [`PlacementState`], and the operators.
@@ -176,6 +182,8 @@ impl Inner {
                     state: state as i32,
                     region_count: counts.region_count,
                     leader_count: counts.leader_count,
+                    // Placement's to keep; no listing shows it.
+                    secret_sha256: Vec::new(),
                     ..store.clone()
                 }
             })

@@ -232,7 +232,7 @@ async fn wait_healthy(url: &str, process: &mut Process) -> Result<Option<String>
 /// Polls placement until every region has `replicas` peers, none still catching up, and a leader (at
 /// most 30 s); fails at once if a process exits.
 async fn wait_replicated(placement_addr: &str, replicas: u16, processes: &mut [Process]) -> Result<bool, ClusterError> {
-    let Ok(mut client) = crate::cluster_link::client(placement_addr) else { return Ok(false) };
+    let Ok(mut client) = crate::cluster_link::client(placement_addr, None) else { return Ok(false) };
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         for process in processes.iter_mut() {

@@ -13,8 +13,8 @@ use super::*;
 impl Placement {
     /// Registers a new store (store_id 0) or updates a known one's addresses. The first store to
     /// register bootstraps the first region, with one peer on it: the replica checker grows it to
-    /// `replicas` as more stores join. Returns (store_id, cluster_id).
-    pub fn register_store(&self, req: &RegisterStoreRequest) -> Result<(u64, u64), PlacementError> {
+    /// `replicas` as more stores join. A known store id must come with its secret (see `identity`).
+    pub fn register_store(&self, req: &RegisterStoreRequest) -> Result<RegisterStoreResponse, PlacementError> {
         if req.raft_addr.is_empty() || req.http_addr.is_empty() {
             return Err(PlacementError::Invalid("a store needs a raft and an HTTP address".into()));
         }
@@ -24,6 +24,8 @@ impl Placement {
             if known.is_some_and(|s| s.state == StoreState::Removed as i32) {
                 return Err(PlacementError::StoreRemoved(store_id));
             }
+            let admitted = identity::admit(inner, store_id, req)?;
+            let known = inner.stores.get(&store_id);
             let used_bytes = known.map_or(0, |s| s.used_bytes);
             // A draining store stays offline across restarts.
             let state = known.map_or(StoreState::Up as i32, |s| s.state);
@@ -35,6 +37,7 @@ impl Placement {
                 state,
                 version: req.version.clone(),
                 used_bytes,
+                secret_sha256: admitted.secret_sha256,
                 ..Default::default()
             };
             inner.stores.insert(store_id, info);
@@ -55,7 +58,7 @@ impl Placement {
                 inner.bootstrapped = true;
                 inner.dirty.meta = true;
             }
-            Ok((store_id, inner.cluster_id))
+            Ok(RegisterStoreResponse { store_id, cluster_id: inner.cluster_id, store_secret: admitted.new_secret })
         })
     }
 
@@ -219,8 +222,17 @@ mod tests {
     fn re_registering_updates_addresses_without_a_new_id() {
         let dir = tempfile::tempdir().unwrap();
         let p = Placement::open(dir.path(), PlacementOptions::default()).unwrap();
-        let id = register(&p, 0, 20160);
-        assert_eq!(register(&p, id, 30000), id);
+        let at = |store_id, port: u16, store_secret: Vec<u8>| RegisterStoreRequest {
+            store_id,
+            raft_addr: format!("127.0.0.1:{port}"),
+            http_addr: format!("127.0.0.1:{}", port + 1000),
+            store_secret,
+            ..Default::default()
+        };
+        let first = p.register_store(&at(0, 20160, Vec::new())).unwrap();
+        // As a restarted node does: with the secret its first registration got.
+        let again = p.register_store(&at(first.store_id, 30000, first.store_secret)).unwrap();
+        assert_eq!(again.store_id, first.store_id);
         let stores = p.stores();
         assert_eq!(stores.len(), 1);
         assert_eq!(stores[0].raft_addr, "127.0.0.1:30000");

@@ -11,8 +11,9 @@ pub(super) fn register(p: &Placement, store_id: u64, port: u16) -> u64 {
         raft_addr: format!("127.0.0.1:{port}"),
         http_addr: format!("127.0.0.1:{}", port + 1000),
         version: "test".into(),
+        ..Default::default()
     };
-    p.register_store(&req).unwrap().0
+    p.register_store(&req).unwrap().store_id
 }
 
 /// A placement with three registered stores and the bootstrapped region grown to a peer on each
