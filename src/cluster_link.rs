@@ -3,6 +3,10 @@
 //! heartbeat that tells placement which leaders this store holds, and carrying out the operators its
 //! replies bring (split, leader transfer, add or remove a peer).
 //!
+//! The heartbeat carries only the region reports that changed (see [`reports`]), and the region
+//! cache fetches only the regions placement changed since its last answer: neither costs placement
+//! anything that grows with the regions that exist.
+//!
 //! Nodes keep serving while placement is down: the address book and the regions they hold are
 //! theirs already; only what is new (a store, a region) waits for placement to come back.
 
@@ -18,6 +22,8 @@ use crate::proto::placement_client::PlacementClient;
 use crate::proto::{GetRegionsRequest, GetStoresRequest, PeerReport, RegisterStoreRequest, StoreHeartbeatRequest};
 use crate::raftstore::Router;
 use crate::transport::grpc::AddressBook;
+
+pub mod reports;
 
 /// How often a node heartbeats placement and refreshes its address book.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
@@ -120,22 +126,55 @@ impl crate::raftstore::split_check::IdAllocator for PlacementIds {
 }
 
 /// The cluster's regions as placement last reported them: where to send a request for a key no local
-/// peer holds. Possibly stale; a stale route only costs another redirect (or a 503).
+/// peer holds. Possibly stale; a stale route only costs another redirect (or a 503). Kept up to date
+/// by asking placement for what changed since its last answer.
 #[derive(Default)]
 pub struct RegionCache {
-    regions: parking_lot::RwLock<Vec<crate::proto::RegionInfo>>,
+    cached: parking_lot::RwLock<CachedRegions>,
+}
+
+#[derive(Default)]
+struct CachedRegions {
+    by_id: std::collections::HashMap<u64, crate::proto::RegionInfo>,
+    /// Of placement's last answer: the next request asks for what changed since.
+    incarnation: u64,
+    version: u64,
 }
 
 impl RegionCache {
-    pub fn update(&self, regions: Vec<crate::proto::RegionInfo>) {
-        *self.regions.write() = regions;
+    /// The request for the regions changed since the last answer applied.
+    pub fn request(&self) -> GetRegionsRequest {
+        let cached = self.cached.read();
+        GetRegionsRequest { since_version: cached.version, incarnation: cached.incarnation }
+    }
+
+    /// Applies placement's answer to [`Self::request`]: every region, or what changed.
+    pub fn apply(&self, reply: crate::proto::GetRegionsResponse) {
+        let mut cached = self.cached.write();
+        if reply.complete {
+            cached.by_id.clear();
+        }
+        for region_id in &reply.removed_region_ids {
+            cached.by_id.remove(region_id);
+        }
+        for info in reply.regions {
+            let Some(region_id) = info.region.as_ref().map(|r| r.region_id) else { continue };
+            cached.by_id.insert(region_id, info);
+        }
+        (cached.incarnation, cached.version) = (reply.incarnation, reply.version);
+    }
+
+    /// Every cached region.
+    pub fn regions(&self) -> Vec<crate::proto::RegionInfo> {
+        self.cached.read().by_id.values().cloned().collect()
     }
 
     /// The store leading the region that holds `key`, if placement knows one.
     pub fn leader_store_for(&self, key: &[u8]) -> Option<u64> {
-        self.regions
+        self.cached
             .read()
-            .iter()
+            .by_id
+            .values()
             .find(|info| info.region.as_ref().is_some_and(|r| crate::raftstore::region_map::region_contains(r, key)))
             .map(|info| info.leader_store_id)
             .filter(|store_id| *store_id != 0)
@@ -156,6 +195,7 @@ pub async fn run(
     let mut ticker = tokio::time::interval(HEARTBEAT_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let changing = Changing::default();
+    let mut reports = reports::Reports::new();
     loop {
         // Every interval, and right after a local region changed (a split's leader reports both
         // halves at once, so routers learn of the new region without waiting).
@@ -164,7 +204,8 @@ pub async fn run(
             _ = router.regions_changed() => {}
             _ = shutdown.changed() => return,
         }
-        if let Err(status) = beat(&mut client, store_id, &router, &addresses, &regions, &engine, &changing).await {
+        let link = Link { store_id, router: &router, addresses: &addresses, cache: &regions, engine: &engine };
+        if let Err(status) = beat(&mut client, &link, &mut reports, &changing).await {
             tracing::debug!(store_id, %status, "placement heartbeat failed; serving from what we know");
         }
     }
@@ -193,22 +234,27 @@ impl Changing {
 /// created as if it held the region's data.
 const BOOTSTRAP_EPOCH: crate::proto::RegionEpoch = crate::proto::RegionEpoch { conf_ver: 1, version: 1 };
 
+/// What a heartbeat reads and updates on this node.
+struct Link<'a> {
+    store_id: u64,
+    router: &'a Router,
+    addresses: &'a AddressBook,
+    cache: &'a RegionCache,
+    engine: &'a crate::storage::Engine,
+}
+
 async fn beat(
     client: &mut PlacementClient<Channel>,
-    store_id: u64,
-    router: &Router,
-    addresses: &AddressBook,
-    cache: &RegionCache,
-    engine: &crate::storage::Engine,
+    link: &Link<'_>,
+    reports: &mut reports::Reports,
     changing: &Changing,
 ) -> Result<(), tonic::Status> {
+    let Link { store_id, router, addresses, cache, engine } = *link;
     addresses.update(client.get_stores(GetStoresRequest {}).await?.into_inner().stores);
-    let all_regions = client.get_regions(GetRegionsRequest {}).await?.into_inner().regions;
-    cache.update(all_regions.clone());
-    let held: Vec<u64> = router.regions().iter().map(|r| r.region_id).collect();
-    if held.is_empty() {
+    cache.apply(client.get_regions(cache.request()).await?.into_inner());
+    if router.regions().is_empty() {
         // A new store waits for the first region; later regions arrive by splits and raft messages.
-        for info in all_regions {
+        for info in cache.regions() {
             let Some(region) = info.region else { continue };
             if region.epoch == Some(BOOTSTRAP_EPOCH) && region.peers.iter().any(|p| p.store_id == store_id) {
                 if let Err(err) = router.create_peer(region).await {
@@ -217,8 +263,9 @@ async fn beat(
             }
         }
     }
-    let peers = match router.status().await {
-        Ok(peers) => peers
+    // Without the raftstore's answer (busy), the heartbeat still says the store is alive.
+    let current = router.status().await.ok().map(|peers| {
+        peers
             .into_iter()
             .filter(|p| p.initialized)
             .map(|p| PeerReport {
@@ -231,16 +278,30 @@ async fn beat(
                 pending_peers: p.pending_peers,
                 region: Some(p.region),
             })
-            .collect(),
-        Err(_) => Vec::new(),
-    };
+            .collect()
+    });
     let used_bytes = engine.stats().map(|s| s.used_bytes).unwrap_or(0);
-    let reply = client.store_heartbeat(StoreHeartbeatRequest { store_id, peers, used_bytes }).await?.into_inner();
+    // Only what changed (or is due in the rotation); confirmed once placement answered, so a report
+    // a failed heartbeat carried goes again with the next one.
+    let mut batch = current.map(|current| reports.select(current));
+    let mut request = StoreHeartbeatRequest { store_id, used_bytes, ..Default::default() };
+    if let Some(batch) = &mut batch {
+        (request.peers, request.full_report) = (std::mem::take(&mut batch.peers), batch.full);
+    }
+    let reply = client.store_heartbeat(request).await?.into_inner();
+    if let Some(batch) = batch {
+        reports.confirm(batch);
+    }
+    if reply.send_full_report {
+        tracing::debug!(store_id, "placement asks for a full report");
+        reports.want_full();
+    }
     for stale in reply.stale_peers {
         destroy_stale_peer(router, stale);
     }
     for operator in reply.operators {
         let region_id = operator.region_id;
+        reports.operator_came(region_id);
         let started = match operator.kind {
             Some(crate::proto::operator::Kind::Split(split)) => {
                 let key = (!split.split_key.is_empty()).then_some(split.split_key);

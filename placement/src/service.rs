@@ -65,8 +65,8 @@ impl PlacementRpc for PlacementService {
         Ok(Response::new(GetStoresResponse { stores: self.placement.stores() }))
     }
 
-    async fn get_regions(&self, _: Request<GetRegionsRequest>) -> Result<Response<GetRegionsResponse>, Status> {
-        Ok(Response::new(GetRegionsResponse { regions: self.placement.regions() }))
+    async fn get_regions(&self, req: Request<GetRegionsRequest>) -> Result<Response<GetRegionsResponse>, Status> {
+        Ok(Response::new(self.placement.regions_since(req.get_ref())))
     }
 
     async fn store_heartbeat(
@@ -74,9 +74,14 @@ impl PlacementRpc for PlacementService {
         req: Request<StoreHeartbeatRequest>,
     ) -> Result<Response<StoreHeartbeatResponse>, Status> {
         let req = req.into_inner();
-        let (operators, stale_peers) =
-            self.durable(move |p| Ok((p.store_heartbeat(&req)?, p.stale_peers(&req)))).await?;
-        Ok(Response::new(StoreHeartbeatResponse { operators, stale_peers }))
+        let reply = self
+            .durable(move |p| {
+                let operators = p.store_heartbeat(&req)?;
+                let send_full_report = p.wants_full_report(req.store_id);
+                Ok(StoreHeartbeatResponse { operators, stale_peers: p.stale_peers(&req), send_full_report })
+            })
+            .await?;
+        Ok(Response::new(reply))
     }
 
     async fn alloc_id(&self, req: Request<AllocIdRequest>) -> Result<Response<AllocIdResponse>, Status> {

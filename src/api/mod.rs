@@ -108,7 +108,7 @@ async fn route(
         return (route, Err(ApiError::MethodNotAllowed { method: req.method().to_string(), allow: "GET, HEAD" }));
     }
     let response = match route {
-        "status" => status::status(state).await,
+        "status" => status::status(state, req.uri().query()).await,
         "health" => Ok(status::health(state).await),
         "ready" => Ok(status::ready(state).await),
         _ => Ok(status::metrics(state)),

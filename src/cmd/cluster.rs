@@ -238,7 +238,7 @@ async fn wait_replicated(placement_addr: &str, replicas: u16, processes: &mut [P
         for process in processes.iter_mut() {
             process.check_alive()?;
         }
-        if let Ok(reply) = client.get_regions(crate::proto::GetRegionsRequest {}).await {
+        if let Ok(reply) = client.get_regions(crate::proto::GetRegionsRequest::default()).await {
             let regions = reply.into_inner().regions;
             let replicated = |info: &crate::proto::RegionInfo| {
                 info.region.as_ref().is_some_and(|r| r.peers.len() == replicas as usize)

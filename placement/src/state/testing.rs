@@ -37,7 +37,7 @@ pub(super) fn leader_report(region: &Region, store_id: u64, term: u64) -> PeerRe
 }
 
 pub(super) fn beat(p: &Placement, store_id: u64, peers: Vec<PeerReport>) -> Vec<Operator> {
-    p.store_heartbeat(&StoreHeartbeatRequest { store_id, peers, used_bytes: 0 }).unwrap()
+    p.store_heartbeat(&StoreHeartbeatRequest { store_id, peers, ..Default::default() }).unwrap()
 }
 
 /// What is on disk right now.

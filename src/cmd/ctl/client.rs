@@ -98,7 +98,7 @@ impl PlacementConn {
     }
 
     pub(super) async fn regions(&self) -> Result<Vec<RegionInfo>, CtlError> {
-        Ok(self.call(self.client.clone().get_regions(GetRegionsRequest {})).await?.regions)
+        Ok(self.call(self.client.clone().get_regions(GetRegionsRequest::default())).await?.regions)
     }
 
     pub(super) async fn region(&self, region_id: u64) -> Result<Option<RegionInfo>, CtlError> {
