@@ -12,7 +12,7 @@
 set -euo pipefail
 BIN=${BIN:-target/release/fekv}
 DATA=${DATA:-/tmp/placement-idle}
-KEYS=${KEYS:-64000}
+KEYS=${KEYS:-76000}
 REGION_MAX_SIZE=${REGION_MAX_SIZE:-1KiB}
 VALUE_SIZE=${VALUE_SIZE:-100}
 IDLE_S=${IDLE_S:-20}
@@ -29,7 +29,7 @@ cleanup() {
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
   rm -rf "$DATA"
 }
-trap cleanup EXIT
+trap cleanup EXIT INT TERM
 
 "$BIN" placement --addr "$PLACEMENT" --data-dir "$DATA/placement" --replicas 3 --log-level warn \
   2> "$DATA/placement.log" &

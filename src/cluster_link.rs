@@ -343,7 +343,15 @@ async fn beat(
     if let Some(batch) = &mut batch {
         (request.peers, request.full_report) = (std::mem::take(&mut batch.peers), batch.full);
     }
-    let reply = client.store_heartbeat(request).await?.into_inner();
+    let reply = match client.store_heartbeat(request).await {
+        Ok(reply) => reply.into_inner(),
+        Err(status) => {
+            if let Some(batch) = batch {
+                reports.failed(batch);
+            }
+            return Err(status);
+        }
+    };
     if let Some(batch) = batch {
         reports.confirm(batch);
     }

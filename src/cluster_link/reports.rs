@@ -10,8 +10,9 @@
 //! against a fresh report whatever the step changes. Every peer is also reported once per
 //! rotation of [`ROTATION_BEATS`] heartbeats, a slice at each beat (so not all at once), which
 //! repairs anything missed; and all of them in a full report: the first heartbeat, and the one after
-//! placement asks for it (it restarted). A heartbeat that fails confirms nothing: what it carried is
-//! sent again with the next one.
+//! placement asks for it (it restarted). A heartbeat that fails confirms nothing, and what it carried
+//! is sent again with the next one, whatever it says then: placement may have applied the failed
+//! heartbeat (its answer was lost), so what it holds of those regions is unknown.
 
 use std::collections::HashMap;
 
@@ -154,6 +155,13 @@ impl Reports {
         batch
     }
 
+    /// The heartbeat that carried `batch` failed: its regions go in the next one, changed or not.
+    pub fn failed(&mut self, batch: Batch) {
+        for (region_id, _) in batch.sent {
+            self.acknowledged.remove(&region_id);
+        }
+    }
+
     /// Placement answered the heartbeat that carried `batch`.
     pub fn confirm(&mut self, batch: Batch) {
         if batch.full {
@@ -241,9 +249,14 @@ mod tests {
         // Region 5's size doubles; the heartbeat carrying it fails.
         let lost = reports.select(vec![leader(5, 1, Some(2000))]);
         assert_eq!(ids(&lost), vec![5]);
-        drop(lost);
+        reports.failed(lost);
         beat(&mut reports, vec![leader(5, 1, Some(2000))], &[5]);
         beat(&mut reports, vec![leader(5, 1, Some(2000))], &[]);
+        // Placement may have applied a heartbeat whose answer was lost: what it carried goes again
+        // even when the region is back as placement last acknowledged it.
+        let lost = reports.select(vec![leader(5, 1, Some(4000))]);
+        reports.failed(lost);
+        beat(&mut reports, vec![leader(5, 1, Some(2000))], &[5]);
     }
 
     #[test]
