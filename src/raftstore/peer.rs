@@ -1,35 +1,34 @@
 //! A peer: this store's member of one region's raft group. It owns the `RawNode`, the proposals
-//! waiting for their entries to apply, and the reads waiting for their read index. This file holds
-//! the peer itself: construction, the tick, raft messages in and out, and its status; the rest is in
-//! child modules, each an `impl Peer`:
+//! waiting for their entries to apply, and the reads waiting for their read index.
 //!
-//! - [`propose`]: writes, splits, membership changes, log compaction, leadership transfer;
-//! - [`read`]: ReadIndex batches for linearizable reads;
-//! - [`ready`]: the store loop drives a peer in two halves around the round's single LMDB commit:
-//!   [`Peer::collect_ready`] adds its log writes and applied data to the shared transaction, and
-//!   [`Peer::post_commit`] finishes the ready once that transaction is durable.
+//! The store loop drives it in two halves around the round's single LMDB commit:
+//! [`Peer::collect_ready`] adds its log writes and applied data to the shared transaction, and
+//! [`Peer::post_commit`] finishes the ready once that transaction is durable.
+//!
+//! This file holds the peer's state, construction, ticks and status; its parts live beside it:
+//! `propose` (writes, membership changes, splits, leader transfers), `read` (ReadIndex batches) and
+//! `ready` (the two halves of the round, and recovery after a failed commit).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+use prost::Message as _;
 use raft::eraftpb::{Entry, Message, MessageType};
-use raft::{RawNode, SnapshotStatus, StateRole};
+use raft::{RawNode, Ready, SnapshotStatus};
 
+use super::apply::Applied;
 use super::msg::Callback;
 use super::peer_storage::PeerStorage;
-use super::{Error, PeerStatus};
+use super::{Error, PeerStatus, WriteResponse};
 use crate::metrics::Metrics;
-use crate::proto::Region;
+use crate::proto::{admin_request, CompactLogRequest, RaftApplyState, RaftLocalState, Region};
 use crate::raftstore::transport::RaftEnvelope;
 use crate::storage::{Engine, StorageError};
 
+mod deferred;
 mod propose;
 mod read;
 mod ready;
-
-use propose::Proposal;
-use read::ReadBatch;
-pub use ready::{Committed, PendingReady};
 
 /// Raft settings the store applies to every peer.
 #[derive(Debug, Clone)]
@@ -37,6 +36,78 @@ pub struct PeerConfig {
     pub election_ticks: usize,
     pub heartbeat_ticks: usize,
     pub log_gc_threshold: u64,
+}
+
+/// A client write or a membership change waiting for its entry, matched by (index, term).
+struct Proposal {
+    index: u64,
+    term: u64,
+    callback: ProposalCallback,
+    /// A plain write (no precondition): it may be answered once its entry is committed.
+    at_commit: bool,
+}
+
+enum ProposalCallback {
+    Write(Callback<WriteResponse>),
+    ChangePeer(Callback<()>),
+}
+
+impl ProposalCallback {
+    fn send(self, result: Result<WriteResponse, Error>) {
+        match self {
+            ProposalCallback::Write(callback) => drop(callback.send(result)),
+            ProposalCallback::ChangePeer(callback) => drop(callback.send(result.map(drop))),
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        match self {
+            ProposalCallback::Write(callback) => callback.is_closed(),
+            ProposalCallback::ChangePeer(callback) => callback.is_closed(),
+        }
+    }
+}
+
+/// The reads that arrived in one round, served by one ReadIndex request.
+struct ReadBatch {
+    id: u64,
+    callbacks: Vec<Callback<()>>,
+    /// The commit index raft confirmed; the batch is released once applied reaches it.
+    read_index: Option<u64>,
+    /// Tick of the last `read_index` call, to re-ask if raft dropped it.
+    asked_at_tick: u64,
+}
+
+/// What a peer put into the round's transaction, to finish after the commit.
+pub struct PendingReady {
+    ready: Ready,
+    raft_state: RaftLocalState,
+    apply_state: RaftApplyState,
+    applied: Vec<Applied>,
+    /// Client commands made durable by this commit (for the group-commit metric).
+    pub proposals_persisted: usize,
+    pub entries_persisted: usize,
+    /// Whether this ready put anything into the transaction (a read-only round commits nothing).
+    pub wrote: bool,
+    /// The region as a snapshot or a split in this ready changed it.
+    region: Option<Region>,
+    /// Regions split off, to be started by the store after the commit.
+    new_regions: Vec<Region>,
+    /// Membership changes applied, for raft to learn after the commit.
+    conf_changes: Vec<raft::eraftpb::ConfChange>,
+    bytes_written: u64,
+    snapshot_applied: bool,
+    removed_self: bool,
+}
+
+/// What finishing a ready changed, for the store.
+pub struct Committed {
+    pub applied: usize,
+    pub region_changed: bool,
+    /// Regions split off this one: the store starts their peers.
+    pub new_regions: Vec<Region>,
+    /// A membership change removed this peer from its region: the store destroys it.
+    pub removed_self: bool,
 }
 
 pub struct Peer {
@@ -58,8 +129,13 @@ pub struct Peer {
     new_reads: Vec<Callback<()>>,
     read_batches: VecDeque<ReadBatch>,
     next_read_id: u64,
-    /// Committed, durable entries raft handed out after the last commit; applied next round.
+    /// Committed, durable entries raft handed out and not yet applied, in order from the applied
+    /// index on; applied with the next round that commits (see [`deferred`]).
     pending_apply: Vec<Entry>,
+    /// The first pending entry that may change the region (a split, a membership change).
+    pending_region_change: Option<u64>,
+    /// Indexes of the writes answered at commit and not yet applied, to check their apply.
+    answered_at_commit: VecDeque<u64>,
     leader_id: u64,
     ticks: u64,
     /// Index of the last CompactLog proposal, so one is not proposed every tick while it applies.
@@ -141,6 +217,8 @@ impl Peer {
             read_batches: VecDeque::new(),
             next_read_id: 1,
             pending_apply: Vec::new(),
+            pending_region_change: None,
+            answered_at_commit: VecDeque::new(),
             leader_id: 0,
             ticks: 0,
             compact_proposed_index: 0,
@@ -215,31 +293,46 @@ impl Peer {
         }
     }
 
-    pub fn region_id(&self) -> u64 {
-        self.region().region_id
-    }
-
-    pub(crate) fn is_leader(&self) -> bool {
-        self.raw.raft.state == StateRole::Leader
-    }
-
-    fn leader_store_id(&self) -> Option<u64> {
-        self.region().peers.iter().find(|p| p.peer_id == self.leader_id).map(|p| p.store_id)
-    }
-
-    /// `NotLeader`, with the leader this peer knows of (for the client to go to).
-    pub(crate) fn not_leader(&self) -> Error {
-        Error::NotLeader { region_id: self.region_id(), leader_store_id: self.leader_store_id() }
-    }
-
     /// Raft's logical clock, plus the periodic chores: re-asking dropped reads, compacting the log,
     /// and forgetting proposals whose client has given up.
     pub fn on_tick(&mut self) {
         self.ticks += 1;
         self.raw.tick();
-        self.reask_dropped_reads();
-        self.forget_abandoned_proposals();
+        let election_ticks = self.cfg.election_ticks as u64;
+        let ticks = self.ticks;
+        let mut reask = Vec::new();
+        for batch in self.read_batches.iter_mut() {
+            if batch.read_index.is_none() && ticks - batch.asked_at_tick >= election_ticks {
+                batch.asked_at_tick = ticks;
+                reask.push(batch.id);
+            }
+        }
+        for id in reask {
+            self.ask_read_index(id);
+        }
+        self.proposals.retain(|p| !p.callback.is_closed());
         self.maybe_compact_log();
+    }
+
+    /// Log GC: once more than the threshold of applied entries sit in the log, the leader proposes
+    /// to drop them. Applying that on every replica deletes the entries in the same transaction.
+    fn maybe_compact_log(&mut self) {
+        if !self.is_leader() {
+            return;
+        }
+        let apply_state = self.raw.store().apply_state();
+        let (applied, truncated) = (apply_state.applied_index, apply_state.truncated_index);
+        if applied - truncated <= self.cfg.log_gc_threshold || self.compact_proposed_index > truncated {
+            return;
+        }
+        let Ok(compact_term) = raft::Storage::term(self.raw.store(), applied) else {
+            return;
+        };
+        let compact = CompactLogRequest { compact_index: applied, compact_term };
+        let cmd = self.command(Vec::new(), Some(admin_request::Cmd::CompactLog(compact)));
+        if self.propose(cmd.encode_to_vec()).is_ok() {
+            self.compact_proposed_index = applied;
+        }
     }
 
     pub fn status(&self) -> PeerStatus {
@@ -355,7 +448,7 @@ impl Peer {
     pub fn fail_all(&mut self) {
         let region_id = self.region_id();
         for proposal in std::mem::take(&mut self.proposals) {
-            proposal.fail(Error::OutcomeUnknown { region_id });
+            proposal.callback.send(Err(Error::OutcomeUnknown { region_id }));
         }
         self.fail_reads(&Error::RegionNotFound { region_id });
     }

@@ -1,55 +1,16 @@
-//! What a peer proposes to its raft group: client writes, splits, membership changes, log
-//! compaction, and leadership transfers; and the proposals waiting for their entries to apply.
+//! A peer's proposals: client writes, membership changes, splits and leader transfers, checked
+//! against the region before they enter the log.
 
 use prost::Message as _;
 use raft::eraftpb::EntryType;
+use raft::StateRole;
 
-use super::Peer;
+use super::{Peer, Proposal, ProposalCallback};
 use crate::proto::{
-    admin_request, AdminRequest, ChangePeerRequest, CmdHeader, CompactLogRequest, ConfChangeType, RaftCmdRequest,
-    Request,
+    admin_request, AdminRequest, ChangePeerRequest, CmdHeader, ConfChangeType, RaftCmdRequest, Request,
 };
 use crate::raftstore::msg::Callback;
 use crate::raftstore::{Error, WriteResponse};
-
-/// A client write or a membership change waiting for its entry, matched by (index, term).
-pub(super) struct Proposal {
-    pub(super) index: u64,
-    pub(super) term: u64,
-    callback: ProposalCallback,
-}
-
-impl Proposal {
-    /// Answers the proposal's client; the proposal is done.
-    pub(super) fn answer(self, result: Result<WriteResponse, Error>) {
-        self.callback.send(result);
-    }
-
-    pub(super) fn fail(self, err: Error) {
-        self.callback.send(Err(err));
-    }
-}
-
-enum ProposalCallback {
-    Write(Callback<WriteResponse>),
-    ChangePeer(Callback<()>),
-}
-
-impl ProposalCallback {
-    fn send(self, result: Result<WriteResponse, Error>) {
-        match self {
-            ProposalCallback::Write(callback) => drop(callback.send(result)),
-            ProposalCallback::ChangePeer(callback) => drop(callback.send(result.map(drop))),
-        }
-    }
-
-    fn is_closed(&self) -> bool {
-        match self {
-            ProposalCallback::Write(callback) => callback.is_closed(),
-            ProposalCallback::ChangePeer(callback) => callback.is_closed(),
-        }
-    }
-}
 
 impl Peer {
     /// Starts handing leadership to the peer on `to_store_id`: raft catches it up, then tells it to
@@ -108,7 +69,8 @@ impl Peer {
         match self.appended(last_before, proposed, EntryType::EntryConfChange) {
             Ok((index, term)) => {
                 tracing::info!(region_id, ?change, index, "proposed a membership change");
-                self.proposals.push_back(Proposal { index, term, callback: ProposalCallback::ChangePeer(callback) });
+                let callback = ProposalCallback::ChangePeer(callback);
+                self.proposals.push_back(Proposal { index, term, callback, at_commit: false });
             }
             Err(err) => {
                 let _ = callback.send(Err(err));
@@ -117,7 +79,7 @@ impl Peer {
     }
 
     /// Whether `change` must be proposed (`Ok(false)`: it is already in effect).
-    fn check_change_peer(&self, change: &ChangePeerRequest) -> Result<bool, Error> {
+    pub(super) fn check_change_peer(&self, change: &ChangePeerRequest) -> Result<bool, Error> {
         let invalid = |reason: String| Err(Error::InvalidChange { reason });
         if !self.is_leader() {
             return Err(self.not_leader());
@@ -194,16 +156,42 @@ impl Peer {
         self.propose(cmd.encode_to_vec()).map(drop)
     }
 
-    /// A client write: checked, then proposed as one entry. Answered after apply.
+    pub fn region_id(&self) -> u64 {
+        self.region().region_id
+    }
+
+    pub(crate) fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    pub(super) fn leader_store_id(&self) -> Option<u64> {
+        self.region().peers.iter().find(|p| p.peer_id == self.leader_id).map(|p| p.store_id)
+    }
+
+    /// `NotLeader`, with the leader this peer knows of (for the client to go to).
+    pub(crate) fn not_leader(&self) -> Error {
+        Error::NotLeader { region_id: self.region_id(), leader_store_id: self.leader_store_id() }
+    }
+
+    // ---- events ----
+
+    /// A client write: checked, then proposed as one entry. Answered once committed if it is a plain
+    /// write (see [`super::deferred`]), else after its apply.
     pub fn on_write(&mut self, requests: Vec<Request>, callback: Callback<WriteResponse>) {
         if let Err(err) = self.check_write(&requests) {
             let _ = callback.send(Err(err));
             return;
         }
+        let at_commit = requests.iter().all(|r| match &r.cmd {
+            Some(crate::proto::request::Cmd::Put(put)) => put.precondition.is_none(),
+            Some(crate::proto::request::Cmd::Delete(delete)) => delete.precondition.is_none(),
+            None => true,
+        });
         let cmd = self.command(requests, None);
         match self.propose(cmd.encode_to_vec()) {
             Ok((index, term)) => {
-                self.proposals.push_back(Proposal { index, term, callback: ProposalCallback::Write(callback) })
+                let callback = ProposalCallback::Write(callback);
+                self.proposals.push_back(Proposal { index, term, callback, at_commit })
             }
             Err(err) => {
                 let _ = callback.send(Err(err));
@@ -211,7 +199,7 @@ impl Peer {
         }
     }
 
-    fn check_write(&self, requests: &[Request]) -> Result<(), Error> {
+    pub(super) fn check_write(&self, requests: &[Request]) -> Result<(), Error> {
         if !self.is_leader() {
             return Err(self.not_leader());
         }
@@ -227,7 +215,7 @@ impl Peer {
 
     /// A command of this peer at the region's current epoch (apply refuses it if the epoch moved
     /// before it applies).
-    fn command(&self, requests: Vec<Request>, admin: Option<admin_request::Cmd>) -> RaftCmdRequest {
+    pub(super) fn command(&self, requests: Vec<Request>, admin: Option<admin_request::Cmd>) -> RaftCmdRequest {
         let region = self.region();
         RaftCmdRequest {
             header: Some(CmdHeader { region_id: region.region_id, peer_id: self.peer_id, epoch: region.epoch }),
@@ -238,7 +226,7 @@ impl Peer {
 
     /// Proposes `data` and returns the (index, term) its entry got. raft-rs reports some drops as
     /// `Ok`, so the log's growth is what proves the entry exists.
-    fn propose(&mut self, data: Vec<u8>) -> Result<(u64, u64), Error> {
+    pub(super) fn propose(&mut self, data: Vec<u8>) -> Result<(u64, u64), Error> {
         let last_before = self.raw.raft.raft_log.last_index();
         let proposed = self.raw.propose(Vec::new(), data);
         self.appended(last_before, proposed, EntryType::EntryNormal)
@@ -247,7 +235,12 @@ impl Peer {
     /// The (index, term) of the entry a proposal just appended, or why there is none. raft-rs reports
     /// some drops as `Ok`, and turns a conf change it will not take into an empty normal entry: only a
     /// new last entry of the `expected` type proves the proposal is in the log.
-    fn appended(&self, last_before: u64, proposed: raft::Result<()>, expected: EntryType) -> Result<(u64, u64), Error> {
+    pub(super) fn appended(
+        &self,
+        last_before: u64,
+        proposed: raft::Result<()>,
+        expected: EntryType,
+    ) -> Result<(u64, u64), Error> {
         match proposed {
             Err(raft::Error::ProposalDropped) => {
                 return Err(Error::ProposalDropped { reason: "leadership is being transferred" })
@@ -265,31 +258,5 @@ impl Peer {
             return Err(Error::ProposalDropped { reason: "raft did not append the entry" });
         }
         Ok((index, self.raw.raft.term))
-    }
-
-    /// Drops the proposals whose client has given up waiting (their entries may still apply).
-    pub(super) fn forget_abandoned_proposals(&mut self) {
-        self.proposals.retain(|p| !p.callback.is_closed());
-    }
-
-    /// Log GC: once more than the threshold of applied entries sit in the log, the leader proposes
-    /// to drop them. Applying that on every replica deletes the entries in the same transaction.
-    pub(super) fn maybe_compact_log(&mut self) {
-        if !self.is_leader() {
-            return;
-        }
-        let apply_state = self.raw.store().apply_state();
-        let (applied, truncated) = (apply_state.applied_index, apply_state.truncated_index);
-        if applied - truncated <= self.cfg.log_gc_threshold || self.compact_proposed_index > truncated {
-            return;
-        }
-        let Ok(compact_term) = raft::Storage::term(self.raw.store(), applied) else {
-            return;
-        };
-        let compact = CompactLogRequest { compact_index: applied, compact_term };
-        let cmd = self.command(Vec::new(), Some(admin_request::Cmd::CompactLog(compact)));
-        if self.propose(cmd.encode_to_vec()).is_ok() {
-            self.compact_proposed_index = applied;
-        }
     }
 }

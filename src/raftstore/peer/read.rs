@@ -1,21 +1,11 @@
-//! Linearizable reads: the reads that arrive in one round share one ReadIndex request, and are
-//! released once the peer has applied up to the index raft confirmed.
+//! A peer's linearizable reads: the ReadIndex batches of each round, released once the applied index
+//! reaches the index raft confirmed.
 
 use raft::ReadState;
 
-use super::Peer;
+use super::{Peer, ReadBatch};
 use crate::raftstore::msg::Callback;
 use crate::raftstore::Error;
-
-/// The reads that arrived in one round, served by one ReadIndex request.
-pub(super) struct ReadBatch {
-    id: u64,
-    callbacks: Vec<Callback<()>>,
-    /// The commit index raft confirmed; the batch is released once applied reaches it.
-    read_index: Option<u64>,
-    /// Tick of the last `read_index` call, to re-ask if raft dropped it.
-    asked_at_tick: u64,
-}
 
 impl Peer {
     /// A linearizable-read barrier; batched with the other reads of this round.
@@ -63,25 +53,8 @@ impl Peer {
         });
     }
 
-    /// Asks again for the read index of batches raft gave no answer for in an election timeout
-    /// (raft drops a ReadIndex it cannot serve, e.g. across a leader change).
-    pub(super) fn reask_dropped_reads(&mut self) {
-        let election_ticks = self.cfg.election_ticks as u64;
-        let ticks = self.ticks;
-        let mut reask = Vec::new();
-        for batch in self.read_batches.iter_mut() {
-            if batch.read_index.is_none() && ticks - batch.asked_at_tick >= election_ticks {
-                batch.asked_at_tick = ticks;
-                reask.push(batch.id);
-            }
-        }
-        for id in reask {
-            self.ask_read_index(id);
-        }
-    }
-
     /// One ReadIndex request to raft (counted: `fekv_raftstore_read_index_total`).
-    fn ask_read_index(&mut self, id: u64) {
+    pub(super) fn ask_read_index(&mut self, id: u64) {
         self.metrics.raft_read_index.inc();
         self.raw.read_index(id.to_be_bytes().to_vec());
     }
