@@ -56,6 +56,7 @@ impl Peer {
     /// queue the leader's messages → snapshot → entries + hard state → apply committed entries, all
     /// into the round's one transaction. The store sends the queued messages before it commits.
     pub fn collect_ready(&mut self, txn: &mut RwTxn<'_>, local: &LocalStore<'_>) -> Result<PendingReady, StorageError> {
+        let _span = self.span().entered();
         let mut ready = self.raw.ready();
         if let Some(ss) = ready.ss() {
             self.on_soft_state(ss.leader_id, ss.raft_state);
@@ -154,6 +155,7 @@ impl Peer {
     /// Second half, after the round's transaction is durable: install the new state, queue the
     /// messages that had to wait for it, advance raft, answer the applied proposals and the reads.
     pub fn post_commit(&mut self, pending: PendingReady) -> Committed {
+        let _span = self.span().entered();
         let PendingReady { mut ready, raft_state, apply_state, applied, region, new_regions, conf_changes, .. } =
             pending;
         let applied_index = apply_state.applied_index;
