@@ -203,6 +203,8 @@ impl Store {
     /// The loop; an error ends it (the state in memory can no longer be trusted) and is reported
     /// as the raftstore's exit.
     fn run(&mut self) -> Result<(), crate::storage::StorageError> {
+        // One span for the thread's life: every event of the loop carries the store.
+        let _span = tracing::info_span!("raftstore", store_id = self.cfg.store_id).entered();
         tracing::info!(store_id = self.cfg.store_id, regions = self.peers.len(), "raftstore started");
         let mut next_tick = Instant::now() + self.cfg.tick_interval;
         let mut batch = Vec::with_capacity(self.cfg.max_batch);

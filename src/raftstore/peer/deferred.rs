@@ -21,6 +21,7 @@ impl Peer {
     /// read states, and adds the newly committed entries to those pending. The store looks at
     /// `must_sync` of every ready to decide how the round commits, then calls `collect_ready`.
     pub fn take_ready(&mut self) -> Ready {
+        let _span = self.span().entered();
         let mut ready = self.raw.ready();
         if let Some(ss) = ready.ss() {
             self.on_soft_state(ss.leader_id, ss.raft_state);

@@ -36,6 +36,7 @@ impl Peer {
         local: &LocalStore<'_>,
         apply: bool,
     ) -> Result<PendingReady, StorageError> {
+        let _span = self.span().entered();
         if !apply {
             assert!(!ready.must_sync(), "a ready that must be synced in a round that commits nothing");
             return Ok(self.unwritten(ready));
@@ -128,6 +129,7 @@ impl Peer {
     /// Second half, after the round's transaction is durable: install the new state, queue the
     /// messages that had to wait for it, advance raft, answer the applied proposals and the reads.
     pub fn post_commit(&mut self, pending: PendingReady) -> Committed {
+        let _span = self.span().entered();
         let PendingReady { mut ready, raft_state, apply_state, applied, region, new_regions, conf_changes, .. } =
             pending;
         let applied_index = apply_state.applied_index;
