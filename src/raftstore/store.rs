@@ -16,6 +16,7 @@ use std::panic::AssertUnwindSafe;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use raft::eraftpb::MessageType;
 
+mod active;
 mod empty_peers;
 mod lifecycle;
 
@@ -83,6 +84,11 @@ pub struct Store {
     empty_peers_heard: BTreeMap<u64, empty_peers::Heard>,
     /// How long a round that holds few writes waits for more (see [`batch_gate`]).
     batch_gate: BatchGate,
+    /// Which peers the next round visits and which ones tick (see [`active`]).
+    activity: active::Activity,
+    /// Regions whose peer may be empty (created by a message, waiting for a snapshot): a superset,
+    /// cleaned when read, so a round need not scan every peer to find them.
+    maybe_empty: std::collections::BTreeSet<u64>,
     /// Test hook (debug builds only, see [`super::failpoint`]): the first write panics the loop.
     panic_on_write: bool,
 }
@@ -147,8 +153,13 @@ pub fn start(
         snapshots_accepted: Vec::new(),
         empty_peers_heard: BTreeMap::new(),
         batch_gate: BatchGate::default(),
+        activity: active::Activity::default(),
+        maybe_empty: Default::default(),
         panic_on_write: super::failpoint::enabled("raftstore_panic_on_write"),
     };
+    for region_id in store.peers.keys() {
+        store.activity.add(*region_id);
+    }
     for (region, peer_id) in removed_while_down {
         store.write_tombstone(&region, true, peer_id)?;
     }
@@ -188,7 +199,7 @@ impl Store {
         let mut stopping = false;
         while !stopping {
             // Work left from the last round (entries to apply) means: do not sleep.
-            let busy = self.peers.values().any(Peer::has_ready);
+            let busy = self.activity.has_work();
             let wait = if busy { Duration::ZERO } else { next_tick.saturating_duration_since(Instant::now()) };
             match self.inbox.recv_timeout(wait) {
                 Ok(msg) => batch.push(msg),
@@ -256,7 +267,8 @@ impl Store {
             // The disk's free space changes without a commit here (another program freed some).
             self.refresh_usage();
         }
-        for peer in self.peers.values_mut() {
+        for region_id in self.activity.tick_awake() {
+            let Some(peer) = self.peers.get_mut(&region_id) else { continue };
             peer.on_tick();
             if check_sizes && peer.wants_split_check(self.cfg.region_max_size) {
                 let task =
@@ -265,9 +277,14 @@ impl Store {
             }
         }
         self.probe_leaderless_empty_peers();
+        let asleep = self.peers.len().saturating_sub(self.activity.awake_count());
+        self.metrics.raftstore_hibernated_regions.set(asleep as i64);
     }
 
     fn on_msg(&mut self, msg: StoreMsg) {
+        if let Some(region_id) = target_region(&msg) {
+            self.activity.touch(region_id);
+        }
         match msg {
             StoreMsg::Write { region_id, requests, callback } => {
                 if self.panic_on_write {
@@ -425,18 +442,21 @@ impl Store {
             self.note_message_for_empty_peer(&envelope);
         }
         if let Some(peer) = self.peers.get_mut(&region_id) {
+            self.activity.touch(region_id);
             peer.on_raft_message(envelope);
         }
     }
 
-    /// Hands every peer's queued messages to the transport and flushes it. Failures go back to raft.
-    fn send_outboxes(&mut self) {
+    /// Hands the queued messages of these peers (the only ones a round gave any) and the store's own to
+    /// the transport, and flushes it. Failures go back to raft.
+    fn send_outboxes(&mut self, region_ids: &[u64]) {
         for envelope in std::mem::take(&mut self.control_outbox) {
             if let Err(err) = self.transport.send(envelope) {
                 tracing::debug!(error = %err, "tombstone reply not sent");
             }
         }
-        for peer in self.peers.values_mut() {
+        for region_id in region_ids {
+            let Some(peer) = self.peers.get_mut(region_id) else { continue };
             for envelope in peer.take_outbox() {
                 let msg_type = envelope.message.get_msg_type();
                 let to_peer_id = envelope.to_peer.peer_id;
@@ -464,32 +484,34 @@ impl Store {
         // Every snapshot let in this round is applied below (or lost with a failed transaction, and
         // then sent again): from here on `regions` is what the next round's checks go by.
         self.snapshots_accepted.clear();
-        for peer in self.peers.values_mut() {
-            peer.issue_reads();
+        let round = self.activity.take_round();
+        self.metrics.raftstore_peers_per_round.observe(round.len() as f64);
+        for region_id in &round {
+            if let Some(peer) = self.peers.get_mut(region_id) {
+                peer.issue_reads();
+            }
         }
-        if !self.peers.values().any(Peer::has_ready) {
+        let with_ready: Vec<u64> =
+            round.into_iter().filter(|id| self.peers.get(id).is_some_and(Peer::has_ready)).collect();
+        if with_ready.is_empty() {
             if !self.control_outbox.is_empty() {
-                self.send_outboxes();
+                self.send_outboxes(&[]);
             }
             return;
         }
         let engine = self.engine.clone();
         let mut pending: Vec<(u64, PendingReady)> = Vec::new();
         // A split applied this round must not start a peer this store has replaced already.
-        let empty_peers: BTreeMap<u64, u64> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| !p.is_initialized())
-            .map(|(region_id, p)| (*region_id, p.peer_id()))
-            .collect();
+        let empty_peers = self.empty_peers();
         let local = LocalStore { store_id: self.cfg.store_id, empty_peers: &empty_peers };
         let result = (|| {
             let mut txn = engine.write_txn()?;
-            for (region_id, peer) in self.peers.iter_mut().filter(|(_, p)| p.has_ready()) {
+            for region_id in &with_ready {
+                let peer = self.peers.get_mut(region_id).expect("a peer with a ready");
                 pending.push((*region_id, peer.collect_ready(&mut txn, &local)?));
             }
             // Leaders' appends and heartbeats leave now, so followers write while we fsync.
-            self.send_outboxes();
+            self.send_outboxes(&with_ready);
             if !pending.iter().any(|(_, p)| p.wrote) {
                 // Only reads and messages this round: nothing to make durable, no fsync.
                 drop(txn);
@@ -535,7 +557,7 @@ impl Store {
                     self.start_split_peer(region, led_parent);
                 }
                 // Messages first: a leader removing itself still tells the others what committed.
-                self.send_outboxes();
+                self.send_outboxes(&with_ready);
                 for region_id in removed {
                     tracing::info!(store_id = self.cfg.store_id, region_id, "this peer was removed from its region");
                     self.destroy_peer(region_id);
@@ -554,6 +576,19 @@ impl Store {
                 self.refresh_usage();
             }
         }
+        // Work left (entries to apply, a ready raft made meanwhile): the next round visits it again.
+        for region_id in with_ready {
+            if self.peers.get(&region_id).is_some_and(Peer::has_ready) {
+                self.activity.touch(region_id);
+            }
+        }
+    }
+
+    /// This store's empty peers (region → peer id), from the regions that may hold one.
+    fn empty_peers(&mut self) -> BTreeMap<u64, u64> {
+        let peers = &self.peers;
+        self.maybe_empty.retain(|region_id| peers.get(region_id).is_some_and(|p| !p.is_initialized()));
+        self.maybe_empty.iter().map(|region_id| (*region_id, peers[region_id].peer_id())).collect()
     }
 
     fn refresh_usage(&mut self) {
@@ -563,6 +598,22 @@ impl Store {
             self.metrics.storage_used_bytes.set(stats.used_bytes as i64);
             self.metrics.storage_map_size_bytes.set(stats.map_size as i64);
         }
+    }
+}
+
+/// The region a store message is for, if any (a raft message is routed in `on_raft_message`).
+fn target_region(msg: &StoreMsg) -> Option<u64> {
+    match msg {
+        StoreMsg::Write { region_id, .. }
+        | StoreMsg::ReadIndex { region_id, .. }
+        | StoreMsg::SplitCheckResult { region_id, .. }
+        | StoreMsg::TransferLeader { region_id, .. }
+        | StoreMsg::SplitRegion { region_id, .. }
+        | StoreMsg::ChangePeer { region_id, .. }
+        | StoreMsg::PeerUnreachable { region_id, .. }
+        | StoreMsg::SnapshotStatus { region_id, .. } => Some(*region_id),
+        StoreMsg::CreatePeer { region, .. } => Some(region.region_id),
+        StoreMsg::Raft(_) | StoreMsg::Status { .. } | StoreMsg::Shutdown => None,
     }
 }
 

@@ -1,0 +1,83 @@
+//! Which peers a round visits and which ones tick, so that a round costs what its regions with work
+//! cost, not what all regions cost (with 20,000 regions, a scan of every peer per round was most of
+//! the round).
+//!
+//! - A peer is **active** once something reached it (a raft message, a client request, an operator,
+//!   a tick) and for as long as its last ready left work (entries to apply next round). A round visits
+//!   the active peers only, and afterwards keeps those that still have a ready.
+//! - A peer is **awake** unless its region hibernates. Only awake peers
+//!   tick, so an idle store's ticks cost nothing per hibernating region either.
+//!
+//! Invariant (the store keeps it): raft-rs only gains a ready through `step`, `tick`, `propose`,
+//! `campaign` and the like, and every one of them is called on a peer the store touches here in the
+//! same round, so no ready is ever left unvisited.
+
+use std::collections::BTreeSet;
+
+#[derive(Default)]
+pub(super) struct Activity {
+    /// Regions whose peer the next round visits (ordered: rounds stay deterministic).
+    active: BTreeSet<u64>,
+    /// Regions whose peer ticks: every local peer but those of hibernating regions.
+    awake: BTreeSet<u64>,
+}
+
+impl Activity {
+    /// The next round visits this region's peer.
+    pub(super) fn touch(&mut self, region_id: u64) {
+        self.active.insert(region_id);
+    }
+
+    /// A new (or reloaded) peer: awake, and visited by the next round.
+    pub(super) fn add(&mut self, region_id: u64) {
+        self.awake.insert(region_id);
+        self.active.insert(region_id);
+    }
+
+    /// The peer is gone (destroyed or replaced).
+    pub(super) fn forget(&mut self, region_id: u64) {
+        self.active.remove(&region_id);
+        self.awake.remove(&region_id);
+    }
+
+    /// Whether a round is due without waiting for a message or a tick.
+    pub(super) fn has_work(&self) -> bool {
+        !self.active.is_empty()
+    }
+
+    /// The peers this round visits; from here on, touches are for the next round.
+    pub(super) fn take_round(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.active).into_iter().collect()
+    }
+
+    /// The peers a tick reaches (all awake ones), each touched for this round.
+    pub(super) fn tick_awake(&mut self) -> Vec<u64> {
+        self.active.extend(self.awake.iter().copied());
+        self.awake.iter().copied().collect()
+    }
+
+    pub(super) fn awake_count(&self) -> usize {
+        self.awake.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_round_takes_the_touched_peers_once_and_a_tick_reaches_only_awake_ones() {
+        let mut activity = Activity::default();
+        for region_id in [1, 2, 3] {
+            activity.add(region_id);
+        }
+        assert_eq!(activity.take_round(), vec![1, 2, 3]);
+        assert!(!activity.has_work());
+        activity.touch(2);
+        assert_eq!(activity.take_round(), vec![2]);
+        activity.forget(3);
+        assert_eq!(activity.tick_awake(), vec![1, 2]);
+        assert_eq!(activity.take_round(), vec![1, 2]);
+        assert_eq!(activity.awake_count(), 2);
+    }
+}
