@@ -18,6 +18,7 @@ use raft::eraftpb::MessageType;
 
 mod active;
 mod empty_peers;
+mod hibernate;
 mod lifecycle;
 
 use super::apply::LocalStore;
@@ -86,6 +87,8 @@ pub struct Store {
     batch_gate: BatchGate,
     /// Which peers the next round visits and which ones tick (see [`active`]).
     activity: active::Activity,
+    /// Awake leaders' idle ticks, towards hibernation (see [`hibernate`]).
+    idle_leaders: hibernate::IdleLeaders,
     /// Regions whose peer may be empty (created by a message, waiting for a snapshot): a superset,
     /// cleaned when read, so a round need not scan every peer to find them.
     maybe_empty: std::collections::BTreeSet<u64>,
@@ -154,6 +157,7 @@ pub fn start(
         empty_peers_heard: BTreeMap::new(),
         batch_gate: BatchGate::default(),
         activity: active::Activity::default(),
+        idle_leaders: Default::default(),
         maybe_empty: Default::default(),
         panic_on_write: super::failpoint::enabled("raftstore_panic_on_write"),
     };
@@ -268,6 +272,9 @@ impl Store {
             self.refresh_usage();
         }
         for region_id in self.activity.tick_awake() {
+            if self.hibernates_now(region_id) {
+                continue;
+            }
             let Some(peer) = self.peers.get_mut(&region_id) else { continue };
             peer.on_tick();
             if check_sizes && peer.wants_split_check(self.cfg.region_max_size) {
@@ -282,8 +289,8 @@ impl Store {
     }
 
     fn on_msg(&mut self, msg: StoreMsg) {
-        if let Some(region_id) = target_region(&msg) {
-            self.activity.touch(region_id);
+        if let Some(region_id) = msg.region_id() {
+            self.wake_for_request(region_id);
         }
         match msg {
             StoreMsg::Write { region_id, requests, callback } => {
@@ -441,9 +448,8 @@ impl Store {
         if self.peers.get(&region_id).is_some_and(|p| !p.is_initialized()) {
             self.note_message_for_empty_peer(&envelope);
         }
-        if let Some(peer) = self.peers.get_mut(&region_id) {
-            self.activity.touch(region_id);
-            peer.on_raft_message(envelope);
+        if self.peers.contains_key(&region_id) {
+            self.step_raft_message(envelope);
         }
     }
 
@@ -492,11 +498,10 @@ impl Store {
             }
         }
         let with_ready: Vec<u64> =
-            round.into_iter().filter(|id| self.peers.get(id).is_some_and(Peer::has_ready)).collect();
+            round.iter().copied().filter(|id| self.peers.get(id).is_some_and(Peer::has_ready)).collect();
         if with_ready.is_empty() {
-            if !self.control_outbox.is_empty() {
-                self.send_outboxes(&[]);
-            }
+            // Messages queued outside a ready (hibernation's signals) and the store's own.
+            self.send_outboxes(&round);
             return;
         }
         let engine = self.engine.clone();
@@ -511,7 +516,7 @@ impl Store {
                 pending.push((*region_id, peer.collect_ready(&mut txn, &local)?));
             }
             // Leaders' appends and heartbeats leave now, so followers write while we fsync.
-            self.send_outboxes(&with_ready);
+            self.send_outboxes(&round);
             if !pending.iter().any(|(_, p)| p.wrote) {
                 // Only reads and messages this round: nothing to make durable, no fsync.
                 drop(txn);
@@ -584,12 +589,6 @@ impl Store {
         }
     }
 
-    /// This store's empty peers (region → peer id), from the regions that may hold one.
-    fn empty_peers(&mut self) -> BTreeMap<u64, u64> {
-        let peers = &self.peers;
-        self.maybe_empty.retain(|region_id| peers.get(region_id).is_some_and(|p| !p.is_initialized()));
-        self.maybe_empty.iter().map(|region_id| (*region_id, peers[region_id].peer_id())).collect()
-    }
 
     fn refresh_usage(&mut self) {
         if let Ok(stats) = self.engine.stats() {
@@ -598,22 +597,6 @@ impl Store {
             self.metrics.storage_used_bytes.set(stats.used_bytes as i64);
             self.metrics.storage_map_size_bytes.set(stats.map_size as i64);
         }
-    }
-}
-
-/// The region a store message is for, if any (a raft message is routed in `on_raft_message`).
-fn target_region(msg: &StoreMsg) -> Option<u64> {
-    match msg {
-        StoreMsg::Write { region_id, .. }
-        | StoreMsg::ReadIndex { region_id, .. }
-        | StoreMsg::SplitCheckResult { region_id, .. }
-        | StoreMsg::TransferLeader { region_id, .. }
-        | StoreMsg::SplitRegion { region_id, .. }
-        | StoreMsg::ChangePeer { region_id, .. }
-        | StoreMsg::PeerUnreachable { region_id, .. }
-        | StoreMsg::SnapshotStatus { region_id, .. } => Some(*region_id),
-        StoreMsg::CreatePeer { region, .. } => Some(region.region_id),
-        StoreMsg::Raft(_) | StoreMsg::Status { .. } | StoreMsg::Shutdown => None,
     }
 }
 

@@ -5,7 +5,7 @@
 //! - A peer is **active** once something reached it (a raft message, a client request, an operator,
 //!   a tick) and for as long as its last ready left work (entries to apply next round). A round visits
 //!   the active peers only, and afterwards keeps those that still have a ready.
-//! - A peer is **awake** unless its region hibernates. Only awake peers
+//! - A peer is **awake** unless its region hibernates (see [`super::hibernate`]). Only awake peers
 //!   tick, so an idle store's ticks cost nothing per hibernating region either.
 //!
 //! Invariant (the store keeps it): raft-rs only gains a ready through `step`, `tick`, `propose`,
@@ -32,6 +32,21 @@ impl Activity {
     pub(super) fn add(&mut self, region_id: u64) {
         self.awake.insert(region_id);
         self.active.insert(region_id);
+    }
+
+    /// The peer ticks again and the next round visits it. True if it was asleep.
+    pub(super) fn wake(&mut self, region_id: u64) -> bool {
+        self.active.insert(region_id);
+        self.awake.insert(region_id)
+    }
+
+    /// The peer stops ticking (its region hibernates).
+    pub(super) fn sleep(&mut self, region_id: u64) {
+        self.awake.remove(&region_id);
+    }
+
+    pub(super) fn is_awake(&self, region_id: u64) -> bool {
+        self.awake.contains(&region_id)
     }
 
     /// The peer is gone (destroyed or replaced).
@@ -73,11 +88,15 @@ mod tests {
         }
         assert_eq!(activity.take_round(), vec![1, 2, 3]);
         assert!(!activity.has_work());
+        activity.sleep(2);
+        assert_eq!(activity.tick_awake(), vec![1, 3]);
+        assert_eq!(activity.take_round(), vec![1, 3]);
         activity.touch(2);
-        assert_eq!(activity.take_round(), vec![2]);
+        assert_eq!(activity.take_round(), vec![2], "a message reaches a sleeping peer");
+        assert!(activity.wake(2), "it was asleep");
+        assert!(!activity.wake(2));
         activity.forget(3);
         assert_eq!(activity.tick_awake(), vec![1, 2]);
-        assert_eq!(activity.take_round(), vec![1, 2]);
         assert_eq!(activity.awake_count(), 2);
     }
 }
