@@ -42,9 +42,11 @@ idle_cpu() { # % of one core over IDLE_SECS, once the hibernated count stops gro
 }
 load() { # name flags...
   local name=$1; shift
+  local visits0 rounds0; visits0=$(metric fekv_raftstore_peers_per_round_sum); rounds0=$(metric fekv_raftstore_rounds_total)
   "$BIN" bench --endpoints "http://$ADDR" --server-pid "$SERVER_PID" --json -c 64 -d "$SECS" "$@" |
     jq -r --arg name "$name" --arg load "$(cut -d' ' -f1 /proc/loadavg)" \
       '"\($name) req_s \(.throughput_rps|floor) p99_ms \(.latency_ms.p99) errors \(.requests - .successes - .misses) server_cpu_us_per_req \(.server.cpu_us_per_request // 0 | floor) loadavg_before \($load)"'
+  echo "  $name: $(echo "($(metric fekv_raftstore_peers_per_round_sum) - $visits0) / ($(metric fekv_raftstore_rounds_total) - $rounds0)" | bc) peers visited per round"
 }
 
 rm -rf "$DATA"
@@ -62,4 +64,3 @@ start; echo "restart_to_ready_s $(wait_ready) regions $(regions)"
 idle_cpu
 load put_many_regions --workload put --keys "$KEYS"
 load get_many_regions --workload get --keys "$KEYS"
-echo "peers_per_round: $(metric fekv_raftstore_peers_per_round_sum) / $(metric fekv_raftstore_peers_per_round_count) rounds"
