@@ -46,7 +46,7 @@ load() { # name flags...
   "$BIN" bench --endpoints "http://$ADDR" --server-pid "$SERVER_PID" --json -c 64 -d "$SECS" "$@" |
     jq -r --arg name "$name" --arg load "$(cut -d' ' -f1 /proc/loadavg)" \
       '"\($name) req_s \(.throughput_rps|floor) p99_ms \(.latency_ms.p99) errors \(.requests - .successes - .misses) server_cpu_us_per_req \(.server.cpu_us_per_request // 0 | floor) loadavg_before \($load)"'
-  echo "  $name: $(echo "($(metric fekv_raftstore_peers_per_round_sum) - $visits0) / ($(metric fekv_raftstore_rounds_total) - $rounds0)" | bc) peers visited per round"
+  echo "  $name: $(echo "scale=1; ($(metric fekv_raftstore_peers_per_round_sum) - $visits0) / ($(metric fekv_raftstore_rounds_total) - $rounds0)" | bc) peers visited per round"
 }
 
 rm -rf "$DATA"
