@@ -7,7 +7,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::cluster::{eventually, seed, Cluster};
+use common::cluster::{seed, Cluster};
+use common::wait::eventually;
 
 /// Test ticks are 20 ms; a leader sleeps after 2 idle election timeouts.
 const WITHIN: Duration = Duration::from_secs(15);

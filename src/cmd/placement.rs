@@ -7,6 +7,10 @@ use std::time::Duration;
 
 use fekv_placement::{Placement, PlacementOptions};
 
+use crate::security::config::PlacementTlsArgs;
+use crate::security::runtime::TlsSet;
+use crate::security::tls::{AcceptorOptions, AppProtocol, PeerInfo, TlsError, TlsIncoming};
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct PlacementArgs {
     /// gRPC listen address of the placement service
@@ -32,6 +36,8 @@ pub struct PlacementArgs {
     /// Log level, or filter (info,fekv_placement=debug), used when RUST_LOG is unset
     #[arg(long, env = "FEKV_LOG_LEVEL", default_value = "info", value_parser = log_filter)]
     pub log_level: String,
+    #[command(flatten)]
+    pub tls: PlacementTlsArgs,
 }
 
 fn log_filter(text: &str) -> Result<String, String> {
@@ -48,6 +54,8 @@ pub enum PlacementCmdError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("placement service failed: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 pub async fn run(
@@ -64,6 +72,9 @@ pub async fn run(
         store_down_after: args.max_store_down_time,
         operator_timeout: args.operator_timeout,
     };
+    // Certificates are read before anything listens: a bad file stops placement, naming it.
+    let mut tls_set = TlsSet::default();
+    let tls = args.tls.settings()?.map(|settings| tls_set.server(settings, AppProtocol::Grpc)).transpose()?;
     // One placement process per data directory, held until this function returns.
     let _dir_lock = crate::dir_lock::DirLock::acquire(&args.data_dir)?;
     let placement = Arc::new(Placement::open(&args.data_dir, options)?);
@@ -78,14 +89,26 @@ pub async fn run(
         max_store_down_time = ?args.max_store_down_time,
         operator_timeout = ?args.operator_timeout,
         data_dir = %args.data_dir.display(),
+        tls = tls.is_some(),
+        mutual_tls = args.tls.trusted_ca_file.is_some(),
         "placement service serving"
     );
+    let (stop_tls, tls_stopped) = tokio::sync::watch::channel(false);
+    tls_set.keep_fresh(tls_stopped);
     let (stop_schedulers, schedulers_stopped) = tokio::sync::oneshot::channel::<()>();
     let schedulers =
         tokio::spawn(fekv_placement::service::run_schedulers(placement.clone(), args.schedule_interval, async {
             let _ = schedulers_stopped.await;
         }));
-    let served = fekv_placement::service::serve(listener, placement, shutdown).await;
+    let served = match tls {
+        None => fekv_placement::service::serve(listener, placement, shutdown).await,
+        Some(tls) => {
+            let incoming = TlsIncoming::new(listener, tls, AcceptorOptions::default());
+            let peer_addr_of = |ext: &tonic::Extensions| ext.get::<PeerInfo>().map(|peer| peer.remote_addr);
+            fekv_placement::service::serve_incoming(incoming, placement, peer_addr_of, shutdown).await
+        }
+    };
+    let _ = stop_tls.send(true);
     let _ = stop_schedulers.send(());
     let _ = schedulers.await;
     served?;

@@ -28,6 +28,7 @@ use crate::proto::{
 use crate::storage::{Engine, StorageError};
 use crate::transport::RaftEnvelope;
 
+mod deferred;
 pub mod hibernate;
 mod propose;
 mod read;
@@ -46,6 +47,8 @@ struct Proposal {
     index: u64,
     term: u64,
     callback: ProposalCallback,
+    /// A plain write (no precondition): it may be answered once its entry is committed.
+    at_commit: bool,
 }
 
 enum ProposalCallback {
@@ -130,8 +133,13 @@ pub struct Peer {
     new_reads: Vec<Callback<()>>,
     read_batches: VecDeque<ReadBatch>,
     next_read_id: u64,
-    /// Committed, durable entries raft handed out after the last commit; applied next round.
+    /// Committed, durable entries raft handed out and not yet applied, in order from the applied
+    /// index on; applied with the next round that commits (see [`deferred`]).
     pending_apply: Vec<Entry>,
+    /// The first pending entry that may change the region (a split, a membership change).
+    pending_region_change: Option<u64>,
+    /// Indexes of the writes answered at commit and not yet applied, to check their apply.
+    answered_at_commit: VecDeque<u64>,
     leader_id: u64,
     ticks: u64,
     /// Index of the last CompactLog proposal, so one is not proposed every tick while it applies.
@@ -213,6 +221,8 @@ impl Peer {
             read_batches: VecDeque::new(),
             next_read_id: 1,
             pending_apply: Vec::new(),
+            pending_region_change: None,
+            answered_at_commit: VecDeque::new(),
             leader_id: 0,
             ticks: 0,
             compact_proposed_index: 0,

@@ -7,12 +7,10 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 
+use super::http::NodeHttp;
 use super::{CtlError, Output};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -40,8 +38,12 @@ impl NodeCheck {
 }
 
 /// Runs the check on `nodes` (store id, 0 if unknown, and HTTP address) and prints the result.
-pub async fn run(nodes: Vec<(u64, String)>, args: &CheckArgs, output: Output) -> Result<(), CtlError> {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+pub(super) async fn run(
+    client: &NodeHttp,
+    nodes: Vec<(u64, String)>,
+    args: &CheckArgs,
+    output: Output,
+) -> Result<(), CtlError> {
     let mut tasks = tokio::task::JoinSet::new();
     for (i, (store_id, http_addr)) in nodes.iter().cloned().enumerate() {
         let (client, timeout) = (client.clone(), args.timeout);
@@ -72,12 +74,8 @@ pub async fn run(nodes: Vec<(u64, String)>, args: &CheckArgs, output: Output) ->
     }
 }
 
-async fn check_node(
-    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
-    http_addr: &str,
-) -> Result<(u64, Value), String> {
-    let addr = http_addr.strip_prefix("http://").unwrap_or(http_addr).trim_end_matches('/');
-    let request = hyper::Request::post(format!("http://{addr}/scrub"))
+async fn check_node(client: &NodeHttp, http_addr: &str) -> Result<(u64, Value), String> {
+    let request = hyper::Request::post(client.url(http_addr, "/scrub"))
         .body(Empty::new())
         .map_err(|e| format!("invalid address {http_addr}: {e}"))?;
     let response = client.request(request).await.map_err(|e| super::probe::error_chain(&e))?;

@@ -11,7 +11,7 @@
 //! - this file: the command line, the errors, and which command does what;
 //! - `client`: the placement service, every call bounded;
 //! - `actions`: the commands that change something, and their `--wait`;
-//! - `probe`: the nodes, asked directly;
+//! - `probe`: the nodes, asked directly (`http`: over HTTP or HTTPS);
 //! - `render`: tables and JSON.
 
 use std::future::Future;
@@ -19,19 +19,19 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 use tonic::transport::Channel;
 
 mod actions;
 mod check;
 mod client;
+mod http;
 mod probe;
 mod render;
 
 use actions::{finish_operator, remove_store, split, transfer_leader};
 use client::PlacementConn;
+use http::NodeHttp;
 use probe::{fail_if_any, probe_all, NodeProbe};
 use render::*;
 
@@ -54,6 +54,9 @@ pub struct CtlArgs {
     /// Output format
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table, global = true)]
     pub output: Output,
+    /// TLS to placement and the nodes (https://); mutual with --cert and --key
+    #[command(flatten)]
+    pub tls: crate::security::config::ClientTlsArgs,
     #[command(subcommand)]
     pub command: CtlCommand,
 }
@@ -241,11 +244,17 @@ pub enum CtlError {
     Nodes { failed: usize, total: usize, what: &'static str },
     #[error("cannot write the output: {0}")]
     Output(#[from] std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] crate::security::tls::TlsError),
 }
 
 /// Runs one `fekv ctl` command, printing its result on stdout.
 pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
-    let placement = PlacementConn::new(&args.placement)?;
+    use crate::security::tls::{AppProtocol, ClientTls};
+    let settings = args.tls.settings()?;
+    let load = |protocol| settings.clone().map(|s| ClientTls::load(s, protocol).map(std::sync::Arc::new)).transpose();
+    let placement = PlacementConn::new(&args.placement, load(AppProtocol::Grpc)?)?;
+    let nodes_http = NodeHttp::new(load(AppProtocol::Http1)?);
     let output = args.output;
     match args.command {
         CtlCommand::Store(StoreCommand::List) => {
@@ -293,7 +302,7 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
         }
         CtlCommand::Cluster(ClusterCommand::Status) => {
             let stores = placement.live_stores().await?;
-            let nodes = probe_all(&stores, NodeProbe::Status).await;
+            let nodes = probe_all(&nodes_http, &stores, NodeProbe::Status).await;
             print(&render_cluster_status(&nodes, output))?;
             fail_if_any(&nodes, "did not answer")
         }
@@ -302,11 +311,11 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
                 true => placement.live_stores().await?.into_iter().map(|s| (s.store_id, s.http_addr)).collect(),
                 false => check.nodes.iter().map(|addr| (0, addr.clone())).collect(),
             };
-            check::run(nodes, &check, output).await
+            check::run(&nodes_http, nodes, &check, output).await
         }
         CtlCommand::Cluster(ClusterCommand::Health) => {
             let stores = placement.live_stores().await?;
-            let nodes = probe_all(&stores, NodeProbe::Health).await;
+            let nodes = probe_all(&nodes_http, &stores, NodeProbe::Health).await;
             print(&render_cluster_health(&nodes, output))?;
             fail_if_any(&nodes, "are unhealthy")
         }

@@ -40,8 +40,7 @@ impl NodeReport {
 }
 
 /// Asks every store's node at once; the reports come back in the stores' order.
-pub(super) async fn probe_all(stores: &[StoreInfo], probe: NodeProbe) -> Vec<NodeReport> {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+pub(super) async fn probe_all(client: &NodeHttp, stores: &[StoreInfo], probe: NodeProbe) -> Vec<NodeReport> {
     let mut tasks = tokio::task::JoinSet::new();
     for (i, store) in stores.iter().enumerate() {
         let (client, store_id, http_addr) = (client.clone(), store.store_id, store.http_addr.clone());
@@ -57,7 +56,7 @@ pub(super) async fn probe_all(stores: &[StoreInfo], probe: NodeProbe) -> Vec<Nod
 }
 
 pub(super) async fn probe_node(
-    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
+    client: &NodeHttp,
     store_id: u64,
     http_addr: String,
     probe: NodeProbe,
@@ -67,7 +66,7 @@ pub(super) async fn probe_node(
         NodeProbe::Health => "/health",
     };
     let started = Instant::now();
-    let answer = tokio::time::timeout(CALL_TIMEOUT, http_get(client, &format!("http://{http_addr}{path}"))).await;
+    let answer = tokio::time::timeout(CALL_TIMEOUT, http_get(client, &client.url(&http_addr, path))).await;
     let report = NodeReport { store_id, http_addr, took: started.elapsed(), ..Default::default() };
     let (status, body) = match answer {
         Err(_) => return NodeReport { error: Some(format!("no answer within {CALL_TIMEOUT:?}")), ..report },
@@ -88,11 +87,12 @@ pub(super) async fn probe_node(
 }
 
 pub(super) async fn http_get(
-    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
+    client: &NodeHttp,
     url: &str,
 ) -> Result<(hyper::StatusCode, Bytes), String> {
-    let uri: hyper::Uri = url.parse().map_err(|e| format!("invalid address {url}: {e}"))?;
-    let response = client.get(uri).await.map_err(|e| error_chain(&e))?;
+    let request =
+        hyper::Request::get(url).body(Empty::new()).map_err(|e| format!("invalid address {url}: {e}"))?;
+    let response = client.request(request).await.map_err(|e| error_chain(&e))?;
     let status = response.status();
     let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
     Ok((status, body))

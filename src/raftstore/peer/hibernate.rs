@@ -58,7 +58,8 @@ impl Peer {
             || !self.proposals.is_empty()
             || !self.new_reads.is_empty()
             || !self.read_batches.is_empty()
-            || !self.pending_apply.is_empty()
+            // Deferred applies (see `deferred`): the store's deferral must reach this peer awake.
+            || self.has_pending_apply()
             || self.raw.has_ready()
             || self.split_check_in_flight
             || self.approximate_size.is_none()
@@ -105,7 +106,7 @@ impl Peer {
             && raft.leader_id == hibernate.from
             && last == hibernate.index
             && raft.raft_log.committed == last
-            && self.pending_apply.is_empty()
+            && !self.has_pending_apply()
             && self.raw.store().apply_state().applied_index == last
     }
 

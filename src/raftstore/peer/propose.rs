@@ -73,7 +73,8 @@ impl Peer {
         match self.appended(last_before, proposed, EntryType::EntryConfChange) {
             Ok((index, term)) => {
                 tracing::info!(region_id, ?change, index, "proposed a membership change");
-                self.proposals.push_back(Proposal { index, term, callback: ProposalCallback::ChangePeer(callback) });
+                let callback = ProposalCallback::ChangePeer(callback);
+                self.proposals.push_back(Proposal { index, term, callback, at_commit: false });
             }
             Err(err) => {
                 let _ = callback.send(Err(err));
@@ -188,13 +189,19 @@ impl Peer {
 
     // ---- events ----
 
-    /// A client write: checked, then proposed as one entry. Answered after apply.
+    /// A client write: checked, then proposed as one entry. Answered once committed if it is a plain
+    /// write (see [`super::deferred`]), else after its apply.
     pub fn on_write(&mut self, requests: Vec<Request>, callback: Callback<WriteResponse>) {
         if let Err(err) = self.check_write(&requests) {
             let _ = callback.send(Err(err));
             return;
         }
         let region = self.region();
+        let at_commit = requests.iter().all(|r| match &r.cmd {
+            Some(crate::proto::request::Cmd::Put(put)) => put.precondition.is_none(),
+            Some(crate::proto::request::Cmd::Delete(delete)) => delete.precondition.is_none(),
+            None => true,
+        });
         let cmd = RaftCmdRequest {
             header: Some(CmdHeader { region_id: region.region_id, peer_id: self.peer_id, epoch: region.epoch }),
             requests,
@@ -202,7 +209,8 @@ impl Peer {
         };
         match self.propose(cmd.encode_to_vec()) {
             Ok((index, term)) => {
-                self.proposals.push_back(Proposal { index, term, callback: ProposalCallback::Write(callback) })
+                let callback = ProposalCallback::Write(callback);
+                self.proposals.push_back(Proposal { index, term, callback, at_commit })
             }
             Err(err) => {
                 let _ = callback.send(Err(err));

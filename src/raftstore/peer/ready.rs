@@ -1,10 +1,11 @@
-//! A peer's half of the round around the store's single LMDB commit: [`Peer::collect_ready`] puts its
-//! log writes and applied data into the shared transaction, [`Peer::post_commit`] finishes the ready
-//! once that transaction is durable; and the recovery when the transaction failed.
+//! A peer's half of the round around the store's single LMDB commit: [`Peer::take_ready`] (in
+//! `deferred`) takes raft's ready, [`Peer::collect_ready`] puts its log writes and applied data into
+//! the shared transaction, [`Peer::post_commit`] finishes the ready once that transaction is durable;
+//! and the recovery when the transaction failed.
 
 use heed::RwTxn;
 use raft::eraftpb::{Entry, EntryType};
-use raft::StateRole;
+use raft::{Ready, StateRole};
 
 use super::{Committed, Peer, PendingReady};
 use crate::raftstore::apply::{self, Applied, ApplyEffects, LocalStore};
@@ -13,27 +14,36 @@ use crate::raftstore::Error;
 use crate::storage::StorageError;
 
 impl Peer {
-    /// Whether this peer has anything for the round's transaction.
+    /// Whether raft has a ready for this round (committed entries waiting to be applied are
+    /// [`Self::has_pending_apply`]).
     pub fn has_ready(&self) -> bool {
-        self.raw.has_ready() || !self.pending_apply.is_empty()
+        self.raw.has_ready()
     }
 
-    /// First half of ready handling, before the commit. Order (an invariant, see DESIGN.md §3):
-    /// queue the leader's messages → snapshot → entries + hard state → apply committed entries, all
-    /// into the round's one transaction. The store sends the queued messages before it commits.
-    pub fn collect_ready(&mut self, txn: &mut RwTxn<'_>, local: &LocalStore<'_>) -> Result<PendingReady, StorageError> {
-        let mut ready = self.raw.ready();
-        if let Some(ss) = ready.ss() {
-            self.on_soft_state(ss.leader_id, ss.raft_state);
+    /// First half of ready handling, before the commit, on the ready [`Self::take_ready`] took (it
+    /// queued the leader's messages). Order (an invariant, see DESIGN.md §3): snapshot → entries +
+    /// hard state → apply committed entries, all into the round's one transaction. The store sends
+    /// the queued messages before it commits.
+    ///
+    /// With `apply` false the round commits nothing (no ready of it must be synced, and the
+    /// applies can wait): nothing is written, and the committed entries stay pending. A hard state
+    /// that only moved the commit index is not written then; the commit index on disk may lag (raft
+    /// learns it again), and is raised to the applied index in the transaction that applies.
+    pub fn collect_ready(
+        &mut self,
+        ready: Ready,
+        txn: &mut RwTxn<'_>,
+        local: &LocalStore<'_>,
+        apply: bool,
+    ) -> Result<PendingReady, StorageError> {
+        if !apply {
+            assert!(!ready.must_sync(), "a ready that must be synced in a round that commits nothing");
+            return Ok(self.unwritten(ready));
         }
-        // 1. A leader's messages may go out before its own log is durable (raft thesis §10.2.1).
-        self.queue_messages(ready.take_messages());
-        for state in ready.take_read_states() {
-            self.on_read_state(state);
-        }
+        let pending_apply = self.take_pending_apply();
         let storage = self.raw.store();
         let engine = storage.engine();
-        // 2. A snapshot replaces the data, the log and the states before anything else is written.
+        // 1. A snapshot replaces the data, the log and the states before anything else is written.
         let (base_raft_state, mut apply_state, region) = if ready.snapshot().is_empty() {
             (*storage.raft_state(), *storage.apply_state(), None)
         } else {
@@ -43,17 +53,15 @@ impl Peer {
         };
         let snapshot_applied = region.is_some();
         let mut region_now = region.unwrap_or_else(|| storage.region().clone());
-        // 3. Entries and hard state, in the same transaction.
+        // 2. Entries and hard state, in the same transaction.
         let raft_state = storage.append(txn, base_raft_state, ready.entries(), ready.hs())?;
-        // 4. Apply what is committed: first what was handed out after the last commit, then this
-        //    ready's committed entries (both already durable in the log).
+        // 3. Apply what is committed and pending (this ready's committed entries included), all
+        //    already durable in the log. The applied data and the applied index share this
+        //    transaction.
         let before_apply = apply_state;
         let mut effects = ApplyEffects::default();
-        let committed = ready.take_committed_entries();
-        for entries in [std::mem::take(&mut self.pending_apply).as_slice(), committed.as_slice()] {
-            apply::apply_entries(engine, txn, local, &mut region_now, &mut apply_state, entries, &mut effects)?;
-        }
-        // 5. A leader that is the region's only voter commits an entry the moment it is durable, and
+        apply::apply_entries(engine, txn, local, &mut region_now, &mut apply_state, &pending_apply, &mut effects)?;
+        // 4. A leader that is the region's only voter commits an entry the moment it is durable, and
         //    it becomes durable in this very transaction; applying it here too saves a second commit
         //    (and a second fsync) per write. If the transaction fails, neither happens.
         if self.is_sole_voter_leader() {
@@ -138,9 +146,11 @@ impl Peer {
         self.queue_messages(ready.take_persisted_messages());
         let mut light = self.raw.advance_append(ready);
         self.queue_messages(light.take_messages());
-        // Entries this advance committed are durable; they are applied in the next round's transaction
-        // unless they already were (a sole voter applies them with the append).
-        self.pending_apply.extend(light.take_committed_entries().into_iter().filter(|e| e.index > applied_index));
+        // Entries this advance committed are durable; they are applied with the next round that
+        // commits unless they already were (a sole voter applies them with the append).
+        let committed = light.take_committed_entries().into_iter().filter(|e| e.index > applied_index).collect();
+        self.defer_entries(committed);
+        // Only what a committed transaction applied: raft must not count an apply a crash can lose.
         self.raw.advance_apply_to(applied_index);
         // Raft counts the new membership from here on (the region's state already has it). After
         // the advances: a leader that removed itself is no longer in its own progress table.
@@ -153,6 +163,7 @@ impl Peer {
         for outcome in applied {
             self.answer(outcome);
         }
+        self.answer_at_commit();
         self.release_reads();
         Committed { applied: answered, region_changed, new_regions, removed_self: pending.removed_self }
     }
@@ -160,6 +171,7 @@ impl Peer {
     /// Matches an applied entry to the proposal waiting on its index. Proposals at lower indexes lost
     /// their slot (a new leader overwrote it), as does one whose term differs.
     pub(super) fn answer(&mut self, applied: Applied) {
+        self.check_answered_at_commit(&applied);
         while let Some(front) = self.proposals.front() {
             if front.index > applied.index {
                 break;
@@ -201,7 +213,8 @@ impl Peer {
         });
         let durable_last_index = storage.raft_state().last_index;
         self.raw = Self::raw_node(self.peer_id, storage, &self.cfg, logger);
-        self.pending_apply.clear();
+        // Raft hands the committed entries above the applied index on disk out again.
+        self.take_pending_apply();
         let lost: Vec<_> = std::mem::take(&mut self.proposals).into_iter().collect();
         for proposal in lost {
             // Durable entries will still apply after the new election; only lost ones fail here.

@@ -7,10 +7,14 @@
 //!   the active peers only, and afterwards keeps those that still have a ready.
 //! - A peer is **awake** unless its region hibernates (see [`super::hibernate`]). Only awake peers
 //!   tick, so an idle store's ticks cost nothing per hibernating region either.
+//! - A peer is **applying** while it holds committed entries whose apply is deferred (see
+//!   [`super::durability`]). Those are not active (a deferral must let the loop sleep), but a round
+//!   that commits, or a due or wanted deferral, takes in every one of them: this set, not a scan.
 //!
 //! Invariant (the store keeps it): raft-rs only gains a ready through `step`, `tick`, `propose`,
 //! `campaign` and the like, and every one of them is called on a peer the store touches here in the
-//! same round, so no ready is ever left unvisited.
+//! same round, so no ready is ever left unvisited. Likewise a peer's pending applies only grow in a
+//! round that visits it (`take_ready`, `post_commit`), which records it as applying then.
 
 use std::collections::BTreeSet;
 
@@ -20,6 +24,8 @@ pub(super) struct Activity {
     active: BTreeSet<u64>,
     /// Regions whose peer ticks: every local peer but those of hibernating regions.
     awake: BTreeSet<u64>,
+    /// Regions whose peer holds deferred applies (as of the last round that visited it).
+    applying: BTreeSet<u64>,
 }
 
 impl Activity {
@@ -53,6 +59,21 @@ impl Activity {
     pub(super) fn forget(&mut self, region_id: u64) {
         self.active.remove(&region_id);
         self.awake.remove(&region_id);
+        self.applying.remove(&region_id);
+    }
+
+    /// After a round visited the peer: whether it still holds deferred applies.
+    pub(super) fn set_applying(&mut self, region_id: u64, pending: bool) {
+        if pending {
+            self.applying.insert(region_id);
+        } else {
+            self.applying.remove(&region_id);
+        }
+    }
+
+    /// The peers holding deferred applies, which a committing or due round takes in.
+    pub(super) fn applying(&self) -> impl Iterator<Item = u64> + '_ {
+        self.applying.iter().copied()
     }
 
     /// Whether a round is due without waiting for a message or a tick.
@@ -98,5 +119,22 @@ mod tests {
         activity.forget(3);
         assert_eq!(activity.tick_awake(), vec![1, 2]);
         assert_eq!(activity.awake_count(), 2);
+    }
+
+    #[test]
+    fn peers_holding_applies_are_listed_apart_from_the_round() {
+        let mut activity = Activity::default();
+        activity.add(1);
+        activity.add(2);
+        assert_eq!(activity.take_round(), vec![1, 2]);
+        activity.set_applying(2, true);
+        activity.set_applying(1, false);
+        assert!(!activity.has_work(), "deferred applies alone let the loop sleep");
+        assert_eq!(activity.applying().collect::<Vec<_>>(), vec![2]);
+        activity.set_applying(2, false);
+        assert_eq!(activity.applying().count(), 0);
+        activity.set_applying(1, true);
+        activity.forget(1);
+        assert_eq!(activity.applying().count(), 0, "a gone peer holds nothing");
     }
 }
