@@ -24,6 +24,8 @@ pub struct Metrics {
     pub raft_log_compactions: IntCounter,
     pub raft_peers_destroyed: IntCounter,
     pub raftstore_rounds: IntCounter,
+    pub raftstore_peers_per_round: Histogram,
+    pub raftstore_hibernated_regions: IntGauge,
     pub raft_messages_sent: IntCounterVec,
     pub raft_messages_received: IntCounterVec,
     pub raft_messages_dropped: IntCounterVec,
@@ -165,6 +167,17 @@ impl Metrics {
                 "Peers destroyed here after their removal from a region (data deleted, tombstone kept)",
             ),
             raftstore_rounds: counter(&registry, "fekv_raftstore_rounds_total", "Poll rounds of the raftstore thread"),
+            raftstore_peers_per_round: histogram(
+                &registry,
+                "fekv_raftstore_peers_per_round",
+                "Peers a raftstore round visited (those with a message, a request, a due tick or an unfinished ready)",
+                prometheus::exponential_buckets(1.0, 2.0, 17).expect("valid buckets"),
+            ),
+            raftstore_hibernated_regions: gauge(
+                &registry,
+                "fekv_raftstore_hibernated_regions",
+                "Local peers whose region hibernates: idle, they neither tick nor heartbeat",
+            ),
             raft_messages_sent: counter_vec(
                 &registry,
                 "fekv_raft_messages_sent_total",

@@ -326,6 +326,11 @@ async fn test_one_partition_2b() {
         cluster.wait_local(store_id, b"k1", Some(b"v1")).await;
     }
     let leader = cluster.wait_leader().await;
+    // Every store applied v1 before the cut (a follower learns the commit from the leader's next
+    // message, which a partition right after the write can stop).
+    for store_id in cluster.store_ids() {
+        cluster.wait_local(store_id, b"k1", Some(b"v1")).await;
+    }
     let others: Vec<u64> = cluster.store_ids().into_iter().filter(|s| *s != leader).collect();
     // The leader with a majority of three: writes go on, the two cut off lag behind.
     let (minority, majority_rest) = (others[..2].to_vec(), others[2..].to_vec());

@@ -59,3 +59,21 @@ pub enum StoreMsg {
     /// Stop the raftstore loop after this round.
     Shutdown,
 }
+
+impl StoreMsg {
+    /// The region this message is for, if any (a raft message is routed by the store itself).
+    pub fn region_id(&self) -> Option<u64> {
+        match self {
+            StoreMsg::Write { region_id, .. }
+            | StoreMsg::ReadIndex { region_id, .. }
+            | StoreMsg::SplitCheckResult { region_id, .. }
+            | StoreMsg::TransferLeader { region_id, .. }
+            | StoreMsg::SplitRegion { region_id, .. }
+            | StoreMsg::ChangePeer { region_id, .. }
+            | StoreMsg::PeerUnreachable { region_id, .. }
+            | StoreMsg::SnapshotStatus { region_id, .. } => Some(*region_id),
+            StoreMsg::CreatePeer { region, .. } => Some(region.region_id),
+            StoreMsg::Raft(_) | StoreMsg::Status { .. } | StoreMsg::Shutdown => None,
+        }
+    }
+}

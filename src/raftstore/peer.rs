@@ -7,7 +7,8 @@
 //!
 //! This file holds the peer's state, construction, ticks and status; its parts live beside it:
 //! `propose` (writes, membership changes, splits, leader transfers), `read` (ReadIndex batches) and
-//! `ready` (the two halves of the round, and recovery after a failed commit).
+//! `ready` (the two halves of the round, and recovery after a failed commit), `hibernate` (whether an
+//! idle region may sleep, and its sleep and wake-up signals).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use crate::raftstore::transport::RaftEnvelope;
 use crate::storage::{Engine, StorageError};
 
 mod deferred;
+pub mod hibernate;
 mod propose;
 mod read;
 mod ready;

@@ -2,7 +2,7 @@
 //! and the REST handlers (readers). A stale answer is harmless: the raftstore re-checks the key and
 //! epoch when it proposes and when it applies.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
 use parking_lot::RwLock;
@@ -11,10 +11,18 @@ use crate::proto::Region;
 
 #[derive(Default)]
 pub struct RegionMap {
-    /// start_key → region. Regions on one store never overlap.
-    by_start: RwLock<BTreeMap<Vec<u8>, Region>>,
+    table: RwLock<Table>,
     /// Woken when a region changes (a split, a snapshot), so placement hears of it at once.
     changed: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct Table {
+    /// start_key → region. Regions on one store never overlap.
+    by_start: BTreeMap<Vec<u8>, Region>,
+    /// region id → its key in `by_start`, so replacing a region costs O(log n), not a scan of every
+    /// region (a restart inserts them all: quadratic with a scan).
+    start_of: HashMap<u64, Vec<u8>>,
 }
 
 /// Whether `key` falls in `[start_key, end_key)` (an empty end key is unbounded).
@@ -32,29 +40,39 @@ pub fn ranges_overlap(a: &Region, b: &Region) -> bool {
 impl RegionMap {
     /// The local region whose range holds `key`.
     pub fn locate(&self, key: &[u8]) -> Option<Region> {
-        let map = self.by_start.read();
-        let (_, region) = map.range::<[u8], _>((Bound::Unbounded, Bound::Included(key))).next_back()?;
+        let table = self.table.read();
+        let (_, region) = table.by_start.range::<[u8], _>((Bound::Unbounded, Bound::Included(key))).next_back()?;
         region_contains(region, key).then(|| region.clone())
     }
 
     pub fn insert(&self, region: Region) {
-        let mut map = self.by_start.write();
-        map.retain(|_, r| r.region_id != region.region_id);
-        map.insert(region.start_key.clone(), region);
-        drop(map);
+        let mut table = self.table.write();
+        let (region_id, start_key) = (region.region_id, region.start_key.clone());
+        if let Some(old_start) = table.start_of.remove(&region_id) {
+            table.by_start.remove(&old_start);
+        }
+        if let Some(displaced) = table.by_start.insert(start_key.clone(), region) {
+            table.start_of.remove(&displaced.region_id);
+        }
+        table.start_of.insert(region_id, start_key);
+        drop(table);
         self.changed.notify_one();
     }
 
     /// Stops routing to a region (its peer here was destroyed).
     pub fn remove(&self, region_id: u64) {
-        self.by_start.write().retain(|_, r| r.region_id != region_id);
+        let mut table = self.table.write();
+        if let Some(start_key) = table.start_of.remove(&region_id) {
+            table.by_start.remove(&start_key);
+        }
+        drop(table);
         self.changed.notify_one();
     }
 
     /// The regions whose ranges overlap `region`'s, other than `region` itself.
     pub fn overlapping(&self, region: &Region) -> Vec<Region> {
-        let map = self.by_start.read();
-        map.values().filter(|r| r.region_id != region.region_id && ranges_overlap(r, region)).cloned().collect()
+        let table = self.table.read();
+        table.by_start.values().filter(|r| r.region_id != region.region_id && ranges_overlap(r, region)).cloned().collect()
     }
 
     /// Resolves after the next change of a region (or at once if one happened since the last call).
@@ -63,7 +81,7 @@ impl RegionMap {
     }
 
     pub fn regions(&self) -> Vec<Region> {
-        self.by_start.read().values().cloned().collect()
+        self.table.read().by_start.values().cloned().collect()
     }
 }
 
@@ -118,5 +136,14 @@ mod tests {
         map.insert(region(1, b"", b"k"));
         assert_eq!(map.regions().len(), 1);
         assert!(map.locate(b"z").is_none());
+        // A region moved to a new start key leaves no entry at its old one.
+        map.insert(region(1, b"b", b"k"));
+        assert!(map.locate(b"a").is_none());
+        assert_eq!(map.locate(b"c").unwrap().region_id, 1);
+        // One that takes another's start key displaces it for good.
+        map.insert(region(2, b"b", b"k"));
+        map.remove(1);
+        assert_eq!(map.locate(b"c").unwrap().region_id, 2);
+        assert_eq!(map.regions().len(), 1);
     }
 }

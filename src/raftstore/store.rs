@@ -17,8 +17,10 @@ use std::panic::AssertUnwindSafe;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use raft::eraftpb::MessageType;
 
+mod active;
 mod durability;
 mod empty_peers;
+mod hibernate;
 mod lifecycle;
 mod round;
 
@@ -89,6 +91,13 @@ pub struct Store {
     empty_peers_heard: BTreeMap<u64, empty_peers::Heard>,
     /// How long a round that holds few writes waits for more (see [`batch_gate`]).
     batch_gate: BatchGate,
+    /// Which peers the next round visits and which ones tick (see [`active`]).
+    activity: active::Activity,
+    /// Awake leaders' idle ticks, towards hibernation (see [`hibernate`]).
+    idle_leaders: hibernate::IdleLeaders,
+    /// Regions whose peer may be empty (created by a message, waiting for a snapshot): a superset,
+    /// cleaned when read, so a round need not scan every peer to find them.
+    maybe_empty: std::collections::BTreeSet<u64>,
     /// Test hook (debug builds only, see [`super::failpoint`]): the first write panics the loop.
     panic_on_write: bool,
     /// How long the peers' committed entries may wait to be applied (see [`durability`]).
@@ -160,10 +169,16 @@ pub fn start(
         snapshots_accepted: Vec::new(),
         empty_peers_heard: BTreeMap::new(),
         batch_gate: BatchGate::default(),
+        activity: active::Activity::default(),
+        idle_leaders: Default::default(),
+        maybe_empty: Default::default(),
         panic_on_write: super::failpoint::enabled("raftstore_panic_on_write"),
         deferral: ApplyDeferral::new(cfg_apply_delay),
         apply_wanted: false,
     };
+    for region_id in store.peers.keys() {
+        store.activity.add(*region_id);
+    }
     for (region, peer_id) in removed_while_down {
         store.write_tombstone(&region, true, peer_id)?;
     }
@@ -211,9 +226,9 @@ impl Store {
         let mut stopping = false;
         let mut outcome = Ok(());
         while !stopping {
-            // Work left from the last round (raft's, or applies someone waits for) means: do not
-            // sleep. Deferred applies wake the loop when they are due.
-            let busy = self.apply_wanted || self.peers.values().any(Peer::has_ready);
+            // Work left from the last round (a peer still active, or applies someone waits for)
+            // means: do not sleep. Deferred applies wake the loop when they are due.
+            let busy = self.apply_wanted || self.activity.has_work();
             let wake = self.deferral.deadline().map_or(next_tick, |due| due.min(next_tick));
             let wait = if busy { Duration::ZERO } else { wake.saturating_duration_since(Instant::now()) };
             match self.inbox.recv_timeout(wait) {
@@ -293,7 +308,11 @@ impl Store {
             // The disk's free space changes without a commit here (another program freed some).
             self.refresh_usage();
         }
-        for peer in self.peers.values_mut() {
+        for region_id in self.activity.tick_awake() {
+            if self.hibernates_now(region_id) {
+                continue;
+            }
+            let Some(peer) = self.peers.get_mut(&region_id) else { continue };
             peer.on_tick();
             if check_sizes && peer.wants_split_check(self.cfg.region_max_size) {
                 let task =
@@ -302,9 +321,14 @@ impl Store {
             }
         }
         self.probe_leaderless_empty_peers();
+        let asleep = self.peers.len().saturating_sub(self.activity.awake_count());
+        self.metrics.raftstore_hibernated_regions.set(asleep as i64);
     }
 
     fn on_msg(&mut self, msg: StoreMsg) {
+        if let Some(region_id) = msg.region_id() {
+            self.wake_for_request(region_id);
+        }
         match msg {
             StoreMsg::Write { region_id, requests, callback } => {
                 if self.panic_on_write {
@@ -461,19 +485,21 @@ impl Store {
         if self.peers.get(&region_id).is_some_and(|p| !p.is_initialized()) {
             self.note_message_for_empty_peer(&envelope);
         }
-        if let Some(peer) = self.peers.get_mut(&region_id) {
-            peer.on_raft_message(envelope);
+        if self.peers.contains_key(&region_id) {
+            self.step_raft_message(envelope);
         }
     }
 
-    /// Hands every peer's queued messages to the transport and flushes it. Failures go back to raft.
-    fn send_outboxes(&mut self) {
+    /// Hands the queued messages of these peers (the only ones a round gave any) and the store's own to
+    /// the transport, and flushes it. Failures go back to raft.
+    fn send_outboxes(&mut self, region_ids: &[u64]) {
         for envelope in std::mem::take(&mut self.control_outbox) {
             if let Err(err) = self.transport.send(envelope) {
                 tracing::debug!(error = %err, "tombstone reply not sent");
             }
         }
-        for peer in self.peers.values_mut() {
+        for region_id in region_ids {
+            let Some(peer) = self.peers.get_mut(region_id) else { continue };
             for envelope in peer.take_outbox() {
                 let msg_type = envelope.message.get_msg_type();
                 let to_peer_id = envelope.to_peer.peer_id;

@@ -34,6 +34,13 @@ pub(super) struct Heard {
 }
 
 impl Store {
+    /// This store's empty peers (region → peer id), from the regions that may hold one.
+    pub(super) fn empty_peers(&mut self) -> BTreeMap<u64, u64> {
+        let peers = &self.peers;
+        self.maybe_empty.retain(|region_id| peers.get(region_id).is_some_and(|p| !p.is_initialized()));
+        self.maybe_empty.iter().map(|region_id| (*region_id, peers[region_id].peer_id())).collect()
+    }
+
     /// Notes a message for this store's empty peer of its region, before the peer handles it.
     pub(super) fn note_message_for_empty_peer(&mut self, envelope: &RaftEnvelope) {
         let to_peer_id = envelope.to_peer.peer_id;

@@ -22,6 +22,7 @@ impl Store {
             // peer; the split's state (written with the split, keeping that peer's vote) replaces it.
             Some(peer) if !peer.is_initialized() => {
                 self.peers.remove(&region_id);
+                self.activity.forget(region_id);
                 let repaired = self.engine.write_txn().and_then(|mut txn| {
                     crate::raftstore::peer_storage::PeerStorage::repair_split_state(&self.engine, &mut txn, region_id)?;
                     self.engine.commit(txn)
@@ -53,6 +54,7 @@ impl Store {
             &self.logger,
         )?;
         self.regions.insert(region);
+        self.activity.add(region_id);
         Ok(self.peers.entry(region_id).or_insert(peer))
     }
 
@@ -182,6 +184,8 @@ impl Store {
                     "created an empty peer; waiting for a snapshot"
                 );
                 self.peers.insert(region_id, peer);
+                self.activity.add(region_id);
+                self.maybe_empty.insert(region_id);
                 true
             }
             Err(err) => {
@@ -244,6 +248,7 @@ impl Store {
     /// raft state are deleted and the region is recorded as a tombstone, in one transaction.
     pub(super) fn destroy_peer(&mut self, region_id: u64) {
         let Some(mut peer) = self.peers.remove(&region_id) else { return };
+        self.activity.forget(region_id);
         peer.fail_all();
         let initialized = peer.is_initialized();
         let (region, peer_id) = (peer.region().clone(), peer.peer_id());

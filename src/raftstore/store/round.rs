@@ -1,44 +1,55 @@
-//! One round's ready handling across every peer of the store: every ready taken first, then how the
-//! round commits decided (see [`super::durability`]), then the peers' writes put into **one** LMDB
-//! transaction, committed once (or not at all when only applies that can wait are left), and each
-//! peer's ready finished after the commit.
+//! One round's ready handling across the peers with work (see [`super::active`]): every ready taken
+//! first, then how the round commits decided (see [`super::durability`]), then the peers' writes put
+//! into **one** LMDB transaction, committed once (or not at all when only applies that can wait are
+//! left), and each peer's ready finished after the commit.
+//!
+//! A round visits the active peers, plus, when it commits or the deferral is due or wanted, every
+//! peer holding deferred applies (`Activity::applying`, kept by this module): never a scan of all.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use super::durability::RoundKind;
 use super::Store;
 use crate::raftstore::apply::LocalStore;
-use crate::raftstore::peer::PendingReady;
+use crate::raftstore::peer::{Peer, PendingReady};
 use crate::raftstore::Error;
 
 impl Store {
-    /// One round's ready handling across every peer, with a single LMDB commit, or none when the
-    /// round only has applies that can wait (see [`durability`]). An error is a peer that cannot
-    /// rebuild its raft state after a failed transaction: the loop ends with it.
+    /// One round's ready handling across the peers with work, with a single LMDB commit, or none
+    /// when the round only has applies that can wait (see [`durability`]). An error is a peer that
+    /// cannot rebuild its raft state after a failed transaction: the loop ends with it.
     pub(super) fn handle_round(&mut self) -> Result<(), crate::storage::StorageError> {
         self.metrics.raftstore_rounds.inc();
         // Every snapshot let in this round is applied below (or lost with a failed transaction, and
         // then sent again): from here on `regions` is what the next round's checks go by.
         self.snapshots_accepted.clear();
-        for peer in self.peers.values_mut() {
-            peer.issue_reads();
+        let round = self.activity.take_round();
+        self.metrics.raftstore_peers_per_round.observe(round.len() as f64);
+        for region_id in &round {
+            if let Some(peer) = self.peers.get_mut(region_id) {
+                peer.issue_reads();
+            }
         }
         let now = Instant::now();
         let flush = std::mem::take(&mut self.apply_wanted) || self.deferral.due(now);
-        // 1. Every ready first: whether any must be synced decides how the round commits.
+        // 1. Every ready first: whether any must be synced decides how the round commits. A due or
+        //    wanted deferral takes in every peer holding applies, visited or not.
         let mut readies = Vec::new();
-        for (region_id, peer) in self.peers.iter_mut() {
+        for region_id in &round {
+            let Some(peer) = self.peers.get_mut(region_id) else { continue };
             if peer.has_ready() || (flush && peer.has_pending_apply()) {
                 readies.push((*region_id, peer.take_ready()));
             }
         }
+        if flush {
+            self.take_applying_readies(&mut readies);
+        }
         if readies.is_empty() {
             // A due round that found nothing pending anywhere stops the deferral's clock.
             self.deferral.after_round(RoundKind::Deferred, false, flush, now);
-            if !self.control_outbox.is_empty() {
-                self.send_outboxes();
-            }
+            // Messages queued outside a ready (hibernation's signals) and the store's own.
+            self.send_outboxes(&round);
             return Ok(());
         }
         let needs_sync = readies.iter().any(|(_, ready)| ready.must_sync());
@@ -49,29 +60,23 @@ impl Store {
             if applies {
                 self.metrics.raftstore_deferred_rounds.inc();
             }
-        } else {
+        } else if !flush {
             // The round commits anyway: every peer's deferred applies go into it too.
-            let taken: BTreeSet<u64> = readies.iter().map(|(id, _)| *id).collect();
-            for (region_id, peer) in self.peers.iter_mut() {
-                if peer.has_pending_apply() && !taken.contains(region_id) {
-                    readies.push((*region_id, peer.take_ready()));
-                }
-            }
+            self.take_applying_readies(&mut readies);
         }
         let apply = kind != RoundKind::Deferred;
         // Whether this round saw every peer holding applies (a committed one takes them all in).
         let complete = apply || flush;
         // Each of these peers' readies was taken: if the transaction fails, each is rebuilt.
         let region_ids: Vec<u64> = readies.iter().map(|(id, _)| *id).collect();
+        // Every peer this round visited may have queued messages (a ready's, or hibernation's
+        // signals outside one): each one's outbox is sent.
+        let visited: Vec<u64> =
+            round.iter().chain(&region_ids).copied().collect::<BTreeSet<u64>>().into_iter().collect();
         let engine = self.engine.clone();
         let mut pending: Vec<(u64, PendingReady)> = Vec::new();
         // A split applied this round must not start a peer this store has replaced already.
-        let empty_peers: BTreeMap<u64, u64> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| !p.is_initialized())
-            .map(|(region_id, p)| (*region_id, p.peer_id()))
-            .collect();
+        let empty_peers = self.empty_peers();
         let local = LocalStore { store_id: self.cfg.store_id, empty_peers: &empty_peers };
         let result = (|| {
             let mut txn = engine.write_txn()?;
@@ -80,7 +85,7 @@ impl Store {
                 pending.push((region_id, peer.collect_ready(ready, &mut txn, &local, apply)?));
             }
             // Leaders' appends and heartbeats leave now, so followers write while we fsync.
-            self.send_outboxes();
+            self.send_outboxes(&visited);
             if !pending.iter().any(|(_, p)| p.wrote) {
                 // Only reads, messages and deferred applies this round: nothing to commit, no fsync.
                 drop(txn);
@@ -127,10 +132,12 @@ impl Store {
                     if committed.removed_self {
                         removed.push(region_id);
                     }
-                    if peer.has_pending_apply() {
+                    let holds = peer.has_pending_apply();
+                    if holds {
                         still_pending = true;
                         wanted |= peer.apply_urgent();
                     }
+                    self.activity.set_applying(region_id, holds);
                     let led_parent = peer.is_leader();
                     split_off.extend(committed.new_regions.into_iter().map(|region| (region, led_parent)));
                 }
@@ -142,7 +149,7 @@ impl Store {
                     self.start_split_peer(region, led_parent);
                 }
                 // Messages first: a leader removing itself still tells the others what committed.
-                self.send_outboxes();
+                self.send_outboxes(&region_ids);
                 for region_id in removed {
                     tracing::info!(store_id = self.cfg.store_id, region_id, "this peer was removed from its region");
                     self.destroy_peer(region_id);
@@ -153,9 +160,11 @@ impl Store {
                 tracing::error!(store_id = self.cfg.store_id, error = %err, "the round's LMDB transaction failed; rebuilding raft state from disk");
                 let error = Error::from(err);
                 drop(pending);
-                for region_id in region_ids {
-                    let peer = self.peers.get_mut(&region_id).expect("peer of a pending ready");
+                for region_id in &region_ids {
+                    let peer = self.peers.get_mut(region_id).expect("peer of a pending ready");
                     peer.recover_after_failed_write(&error, &self.logger)?;
+                    // Its pending applies are gone with the rebuilt raft state.
+                    self.activity.set_applying(*region_id, peer.has_pending_apply());
                 }
                 // What these peers deferred is gone with their rebuilt raft state (raft hands it out
                 // again); others' may still wait, so the clock goes on.
@@ -163,6 +172,27 @@ impl Store {
                 self.refresh_usage();
             }
         }
+        // Work left (a ready raft made meanwhile, or rebuilt after a failed transaction): the next
+        // round visits it again. Deferred applies alone are not work: `applying` holds those.
+        for region_id in region_ids {
+            if self.peers.get(&region_id).is_some_and(Peer::has_ready) {
+                self.activity.touch(region_id);
+            }
+        }
         Ok(())
+    }
+
+    /// Takes the ready of every peer holding deferred applies whose ready `readies` lacks: the
+    /// round commits them (or, due, decides to), so none may be left behind.
+    fn take_applying_readies(&mut self, readies: &mut Vec<(u64, raft::Ready)>) {
+        let taken: BTreeSet<u64> = readies.iter().map(|(id, _)| *id).collect();
+        let holding: Vec<u64> = self.activity.applying().filter(|id| !taken.contains(id)).collect();
+        for region_id in holding {
+            match self.peers.get_mut(&region_id) {
+                Some(peer) if peer.has_pending_apply() => readies.push((region_id, peer.take_ready())),
+                // Stale: the peer applied meanwhile or is gone.
+                _ => self.activity.set_applying(region_id, false),
+            }
+        }
     }
 }
