@@ -17,6 +17,7 @@ use tonic::transport::Channel;
 use crate::proto::placement_client::PlacementClient;
 use crate::proto::{GetRegionsRequest, GetStoresRequest, PeerReport, RegisterStoreRequest, StoreHeartbeatRequest};
 use crate::raftstore::Router;
+use crate::security::node_auth::NodeAuth;
 use crate::transport::grpc::AddressBook;
 
 /// How often a node heartbeats placement and refreshes its address book.
@@ -43,13 +44,14 @@ pub fn client(addr: &str) -> Result<PlacementClient<Channel>, LinkError> {
 }
 
 /// Registers this store (store_id 0 = a new one), retrying while placement is unreachable for up to
-/// `wait`. Returns (store_id, cluster_id).
+/// `wait`. Returns (store_id, cluster_id). The reply's auth state, if newer than `auth`'s, is
+/// installed before any replica can arrive.
 pub async fn register(
     client: &mut PlacementClient<Channel>,
     addr: &str,
     store_id: u64,
-    raft_addr: &str,
-    http_addr: &str,
+    (raft_addr, http_addr): (&str, &str),
+    auth: &Arc<NodeAuth>,
     wait: Duration,
 ) -> Result<(u64, u64), LinkError> {
     let started = Instant::now();
@@ -59,11 +61,13 @@ pub async fn register(
         raft_addr: raft_addr.to_string(),
         http_addr: http_addr.to_string(),
         version: crate::VERSION.to_string(),
+        auth_revision: auth.revision(),
     };
     loop {
         match client.register_store(request.clone()).await {
             Ok(reply) => {
                 let reply = reply.into_inner();
+                receive_auth(auth, reply.auth).await;
                 return Ok((reply.store_id, reply.cluster_id));
             }
             // An answer, and a no (a store removed from the cluster may not come back): waiting
@@ -91,6 +95,27 @@ pub async fn register(
             }
         }
     }
+}
+
+/// Stores and installs an auth state placement sent (an LMDB write: on the blocking pool). A state
+/// that cannot be used is logged; the node keeps the one it has, and placement sends it again.
+async fn receive_auth(auth: &Arc<NodeAuth>, state: Option<crate::proto::AuthState>) {
+    let Some(state) = state else { return };
+    let auth = auth.clone();
+    match tokio::task::spawn_blocking(move || auth.receive(&state)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(err)) => tracing::error!(error = %err, "cannot install the auth state placement sent"),
+        Err(err) => tracing::error!(error = %err, "installing the auth state failed"),
+    }
+}
+
+/// A call to one of placement's listings, with the store token it needs while auth is on.
+fn as_member<T>(message: T, auth: &NodeAuth, store_id: u64) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(value) = auth.store_authorization(store_id).and_then(|value| value.parse().ok()) {
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
 }
 
 /// Ids from the placement service, for splits. Called from the split-check thread (not a tokio
@@ -144,6 +169,7 @@ impl RegionCache {
 
 /// Runs until `shutdown` is set: every heartbeat interval, refresh the address book, create the
 /// peers of regions placement assigned to this store, and report this store's leaders.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     mut client: PlacementClient<Channel>,
     store_id: u64,
@@ -151,6 +177,7 @@ pub async fn run(
     addresses: Arc<AddressBook>,
     regions: Arc<RegionCache>,
     engine: crate::storage::Engine,
+    auth: Arc<NodeAuth>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut ticker = tokio::time::interval(HEARTBEAT_INTERVAL);
@@ -164,7 +191,8 @@ pub async fn run(
             _ = router.regions_changed() => {}
             _ = shutdown.changed() => return,
         }
-        if let Err(status) = beat(&mut client, store_id, &router, &addresses, &regions, &engine, &changing).await {
+        let link = Link { store_id, router: &router, addresses: &addresses, cache: &regions, engine: &engine, auth: &auth };
+        if let Err(status) = beat(&mut client, &link, &changing).await {
             tracing::debug!(store_id, %status, "placement heartbeat failed; serving from what we know");
         }
     }
@@ -193,17 +221,20 @@ impl Changing {
 /// created as if it held the region's data.
 const BOOTSTRAP_EPOCH: crate::proto::RegionEpoch = crate::proto::RegionEpoch { conf_ver: 1, version: 1 };
 
-async fn beat(
-    client: &mut PlacementClient<Channel>,
+/// What a heartbeat round reads and updates.
+struct Link<'a> {
     store_id: u64,
-    router: &Router,
-    addresses: &AddressBook,
-    cache: &RegionCache,
-    engine: &crate::storage::Engine,
-    changing: &Changing,
-) -> Result<(), tonic::Status> {
-    addresses.update(client.get_stores(GetStoresRequest {}).await?.into_inner().stores);
-    let all_regions = client.get_regions(GetRegionsRequest {}).await?.into_inner().regions;
+    router: &'a Router,
+    addresses: &'a AddressBook,
+    cache: &'a RegionCache,
+    engine: &'a crate::storage::Engine,
+    auth: &'a Arc<NodeAuth>,
+}
+
+async fn beat(client: &mut PlacementClient<Channel>, link: &Link<'_>, changing: &Changing) -> Result<(), tonic::Status> {
+    let Link { store_id, router, addresses, cache, engine, auth } = *link;
+    addresses.update(client.get_stores(as_member(GetStoresRequest {}, auth, store_id)).await?.into_inner().stores);
+    let all_regions = client.get_regions(as_member(GetRegionsRequest {}, auth, store_id)).await?.into_inner().regions;
     cache.update(all_regions.clone());
     let held: Vec<u64> = router.regions().iter().map(|r| r.region_id).collect();
     if held.is_empty() {
@@ -235,7 +266,9 @@ async fn beat(
         Err(_) => Vec::new(),
     };
     let used_bytes = engine.stats().map(|s| s.used_bytes).unwrap_or(0);
-    let reply = client.store_heartbeat(StoreHeartbeatRequest { store_id, peers, used_bytes }).await?.into_inner();
+    let request = StoreHeartbeatRequest { store_id, peers, used_bytes, auth_revision: auth.revision() };
+    let reply = client.store_heartbeat(request).await?.into_inner();
+    receive_auth(auth, reply.auth).await;
     for stale in reply.stale_peers {
         destroy_stale_peer(router, stale);
     }

@@ -27,6 +27,7 @@ use crate::raftstore::peer_storage::PeerStorage;
 use crate::raftstore::split_check::FileIdAllocator;
 use crate::raftstore::store::{self, StoreConfig};
 use crate::raftstore::{RaftstoreExit, RaftstoreHandle, Router};
+use crate::security::node_auth::{self, NodeAuth, NodeAuthError, NodeAuthOptions};
 use crate::storage::scrub::background::{ScrubSchedule, Scrubber};
 use crate::storage::{Engine, EngineOptions, StorageError};
 use crate::transport::grpc::{AddressBook, GrpcTransport, RaftTransportService, SnapshotLimits};
@@ -60,6 +61,8 @@ pub enum NodeError {
     Placement(#[from] LinkError),
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Auth(#[from] NodeAuthError),
     #[error("the raftstore thread died ({0}); exiting so that a supervisor can restart the node")]
     RaftstoreDied(PanicReport),
 }
@@ -146,6 +149,7 @@ impl Node {
     pub fn start(config: &Config) -> Result<Node, NodeError> {
         let metrics = Arc::new(Metrics::new());
         let (dir_lock, engine) = open_engine(config, &metrics)?;
+        let auth = open_auth(config, &engine, &metrics)?;
         let ident = check_format(config, bootstrap_if_needed(&engine)?)?;
         let store_cfg = store_config(config, ident.store_id);
         let inbox = store::inbox(&store_cfg);
@@ -160,7 +164,7 @@ impl Node {
         let (router, handle) =
             store::start(store_cfg, engine.clone(), metrics.clone(), transport, inbox, Arc::new(ids))?;
         let http_addr = config.advertise_http_addr.clone().unwrap_or_else(|| config.http_addr.to_string());
-        Ok(Node::assemble(config, ident.store_id, (router, handle), engine, dir_lock, metrics, None, http_addr))
+        Ok(Node::assemble(config, ident.store_id, (router, handle), (engine, auth), dir_lock, metrics, None, http_addr))
     }
 
     /// Opens storage and starts the raftstore of a cluster member: registers with the placement
@@ -175,6 +179,7 @@ impl Node {
     ) -> Result<(Node, PlacementClient<Channel>), NodeError> {
         let metrics = Arc::new(Metrics::new());
         let (dir_lock, engine) = open_engine(config, &metrics)?;
+        let auth = open_auth(config, &engine, &metrics)?;
         let mut client = cluster_link::client(placement)?;
         let txn = engine.read_txn()?;
         let known_store_id = engine.store_ident(&txn)?.map_or(0, |ident| ident.store_id);
@@ -183,8 +188,8 @@ impl Node {
             &mut client,
             placement,
             known_store_id,
-            raft_addr,
-            http_addr,
+            (raft_addr, http_addr),
+            &auth,
             Duration::from_secs(60),
         )
         .await?;
@@ -205,7 +210,7 @@ impl Node {
             config,
             ident.store_id,
             (router, handle),
-            engine,
+            (engine, auth),
             dir_lock,
             metrics,
             Some(addresses),
@@ -221,7 +226,7 @@ impl Node {
         config: &Config,
         store_id: u64,
         (router, handle): (Router, RaftstoreHandle),
-        engine: Engine,
+        (engine, auth): (Engine, Arc<NodeAuth>),
         dir_lock: DirLock,
         metrics: Arc<Metrics>,
         addresses: Option<Arc<AddressBook>>,
@@ -241,6 +246,7 @@ impl Node {
             region_cache: None,
             request_timeout: config.request_timeout,
             http: http_limits(config),
+            auth,
         });
         Node { state, raftstore: handle, _dir_lock: dir_lock }
     }
@@ -297,6 +303,14 @@ fn open_engine(config: &Config, metrics: &Metrics) -> Result<(DirLock, Engine), 
         }
         _ => Ok((lock, engine)),
     }
+}
+
+/// The node's auth state as it last received it (see [`crate::security::node_auth`]).
+fn open_auth(config: &Config, engine: &Engine, metrics: &Arc<Metrics>) -> Result<Arc<NodeAuth>, NodeError> {
+    let password_cost = node_auth::parse_password_cost(&config.auth_password_cost)
+        .map_err(|reason| ConfigError::Invalid { name: "auth_password_cost", reason })?;
+    let options = NodeAuthOptions { token_ttl: config.auth_token_ttl, password_cost };
+    Ok(Arc::new(NodeAuth::open(engine.clone(), options, metrics)?))
 }
 
 /// What the raft transport accepts from snapshot senders, from the node's configuration.
@@ -409,6 +423,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
                 addresses,
                 regions,
                 engine,
+                node.state.auth.clone(),
                 stop_rx.clone(),
             ));
             tracing::info!(

@@ -296,7 +296,7 @@ struct FakeLeader {
     region: fekv::proto::Region,
     addr: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    server: tokio::task::JoinHandle<Result<(), fekv_placement::service::ServeError>>,
     _dir: tempfile::TempDir,
 }
 
@@ -320,6 +320,7 @@ impl FakeLeader {
             raft_addr: "127.0.0.1:1".into(),
             http_addr: "127.0.0.1:2".into(),
             version: "test".into(),
+            ..Default::default()
         };
         let store_id = client.register_store(request).await.unwrap().into_inner().store_id;
         let regions = client.get_regions(GetRegionsRequest {}).await.unwrap().into_inner().regions;
@@ -342,7 +343,7 @@ impl FakeLeader {
                 ..Default::default()
             })
             .collect();
-        let request = fekv::proto::StoreHeartbeatRequest { store_id: self.store_id, peers, used_bytes: 0 };
+        let request = fekv::proto::StoreHeartbeatRequest { store_id: self.store_id, peers, ..Default::default() };
         self.client.store_heartbeat(request).await.unwrap().into_inner().operators
     }
 

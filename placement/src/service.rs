@@ -4,6 +4,13 @@
 //! A call that changes placement's state returns once the change is durable (an fsync, see
 //! `state/persist.rs`): it runs on tokio's blocking pool, never on an async worker. Listings only
 //! read memory under a short lock and answer on the worker.
+//!
+//! Once auth is enabled, the calls that change the cluster need the root role and the listings an
+//! authenticated user or store ([`guard`]); users, roles and the switch are the `PlacementAuth`
+//! service ([`auth`]), on the same server.
+
+mod auth;
+pub mod guard;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,6 +19,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
+use self::guard::{Guard, Need};
+use crate::proto::placement_auth_server::PlacementAuthServer;
 use crate::proto::placement_server::{Placement as PlacementRpc, PlacementServer};
 use crate::proto::*;
 use crate::state::{Placement, PlacementError};
@@ -24,27 +33,37 @@ fn status(err: PlacementError) -> Status {
         PlacementError::Invalid(_) => Status::invalid_argument(err.to_string()),
         // A removed store must not come back as if nothing happened: its node sees this and stops.
         PlacementError::StoreRemoved(_) => Status::failed_precondition(err.to_string()),
-        PlacementError::Storage(_) | PlacementError::Write(_) | PlacementError::Corrupt(_) => {
-            Status::internal(err.to_string())
-        }
+        PlacementError::Auth(err) => auth::admin_status(&err),
+        PlacementError::Storage(_)
+        | PlacementError::Write(_)
+        | PlacementError::Corrupt(_)
+        | PlacementError::KeyGeneration(_) => Status::internal(err.to_string()),
+    }
+}
+
+/// Runs a call that may wait for the disk on the blocking pool.
+async fn durable<T: Send + 'static>(
+    placement: &Arc<Placement>,
+    call: impl FnOnce(&Placement) -> Result<T, PlacementError> + Send + 'static,
+) -> Result<T, Status> {
+    let placement = placement.clone();
+    match tokio::task::spawn_blocking(move || call(&placement)).await {
+        Ok(result) => result.map_err(status),
+        Err(err) => Err(Status::internal(format!("placement call failed: {err}"))),
     }
 }
 
 pub struct PlacementService {
     placement: Arc<Placement>,
+    guard: Arc<Guard>,
 }
 
 impl PlacementService {
-    /// Runs a call that may wait for the disk on the blocking pool.
     async fn durable<T: Send + 'static>(
         &self,
         call: impl FnOnce(&Placement) -> Result<T, PlacementError> + Send + 'static,
     ) -> Result<T, Status> {
-        let placement = self.placement.clone();
-        match tokio::task::spawn_blocking(move || call(&placement)).await {
-            Ok(result) => result.map_err(status),
-            Err(err) => Err(Status::internal(format!("placement call failed: {err}"))),
-        }
+        durable(&self.placement, call).await
     }
 }
 
@@ -56,16 +75,20 @@ impl PlacementRpc for PlacementService {
     ) -> Result<Response<RegisterStoreResponse>, Status> {
         let req = req.into_inner();
         let (raft_addr, http_addr) = (req.raft_addr.clone(), req.http_addr.clone());
+        let auth_revision = req.auth_revision;
         let (store_id, cluster_id) = self.durable(move |p| p.register_store(&req)).await?;
         tracing::info!(store_id, %raft_addr, %http_addr, "store registered");
-        Ok(Response::new(RegisterStoreResponse { store_id, cluster_id }))
+        let auth = self.placement.auth_newer_than(auth_revision);
+        Ok(Response::new(RegisterStoreResponse { store_id, cluster_id, auth }))
     }
 
-    async fn get_stores(&self, _: Request<GetStoresRequest>) -> Result<Response<GetStoresResponse>, Status> {
+    async fn get_stores(&self, req: Request<GetStoresRequest>) -> Result<Response<GetStoresResponse>, Status> {
+        self.guard.check(&req, Need::Member).await?;
         Ok(Response::new(GetStoresResponse { stores: self.placement.stores() }))
     }
 
-    async fn get_regions(&self, _: Request<GetRegionsRequest>) -> Result<Response<GetRegionsResponse>, Status> {
+    async fn get_regions(&self, req: Request<GetRegionsRequest>) -> Result<Response<GetRegionsResponse>, Status> {
+        self.guard.check(&req, Need::Member).await?;
         Ok(Response::new(GetRegionsResponse { regions: self.placement.regions() }))
     }
 
@@ -74,9 +97,11 @@ impl PlacementRpc for PlacementService {
         req: Request<StoreHeartbeatRequest>,
     ) -> Result<Response<StoreHeartbeatResponse>, Status> {
         let req = req.into_inner();
+        let auth_revision = req.auth_revision;
         let (operators, stale_peers) =
             self.durable(move |p| Ok((p.store_heartbeat(&req)?, p.stale_peers(&req)))).await?;
-        Ok(Response::new(StoreHeartbeatResponse { operators, stale_peers }))
+        let auth = self.placement.auth_newer_than(auth_revision);
+        Ok(Response::new(StoreHeartbeatResponse { operators, stale_peers, auth }))
     }
 
     async fn alloc_id(&self, req: Request<AllocIdRequest>) -> Result<Response<AllocIdResponse>, Status> {
@@ -89,6 +114,7 @@ impl PlacementRpc for PlacementService {
         &self,
         req: Request<GetRegionByKeyRequest>,
     ) -> Result<Response<GetRegionByKeyResponse>, Status> {
+        self.guard.check(&req, Need::Member).await?;
         Ok(Response::new(GetRegionByKeyResponse { region: self.placement.region_by_key(&req.get_ref().key) }))
     }
 
@@ -96,35 +122,41 @@ impl PlacementRpc for PlacementService {
         &self,
         req: Request<TransferLeaderRequest>,
     ) -> Result<Response<TransferLeaderResponse>, Status> {
+        self.guard.check(&req, Need::Admin).await?;
         let req = req.into_inner();
         let operator = self.durable(move |p| p.transfer_leader(req.region_id, req.to_store_id)).await?;
         Ok(Response::new(TransferLeaderResponse { operator: Some(operator) }))
     }
 
     async fn split_region(&self, req: Request<SplitRegionRequest>) -> Result<Response<SplitRegionResponse>, Status> {
+        self.guard.check(&req, Need::Admin).await?;
         let req = req.into_inner();
         let operator = self.durable(move |p| p.split_region(req.region_id, req.split_key)).await?;
         Ok(Response::new(SplitRegionResponse { operator: Some(operator) }))
     }
 
     async fn add_peer(&self, req: Request<AddPeerRequest>) -> Result<Response<OperatorResponse>, Status> {
+        self.guard.check(&req, Need::Admin).await?;
         let req = req.into_inner();
         let operator = self.durable(move |p| p.add_peer(req.region_id, req.store_id)).await?;
         Ok(Response::new(OperatorResponse { operator: Some(operator) }))
     }
 
     async fn remove_peer(&self, req: Request<RemovePeerRequest>) -> Result<Response<OperatorResponse>, Status> {
+        self.guard.check(&req, Need::Admin).await?;
         let req = req.into_inner();
         let operator = self.durable(move |p| p.remove_peer(req.region_id, req.store_id)).await?;
         Ok(Response::new(OperatorResponse { operator: Some(operator) }))
     }
 
-    async fn get_operators(&self, _: Request<GetOperatorsRequest>) -> Result<Response<GetOperatorsResponse>, Status> {
+    async fn get_operators(&self, req: Request<GetOperatorsRequest>) -> Result<Response<GetOperatorsResponse>, Status> {
+        self.guard.check(&req, Need::Member).await?;
         let (running, history) = self.placement.operators();
         Ok(Response::new(GetOperatorsResponse { running, history }))
     }
 
     async fn remove_store(&self, req: Request<RemoveStoreRequest>) -> Result<Response<RemoveStoreResponse>, Status> {
+        self.guard.check(&req, Need::Admin).await?;
         let store_id = req.get_ref().store_id;
         let store = self.durable(move |p| p.remove_store(store_id)).await?;
         Ok(Response::new(RemoveStoreResponse { store: Some(store) }))
@@ -132,8 +164,9 @@ impl PlacementRpc for PlacementService {
 
     async fn get_schedulers(
         &self,
-        _: Request<GetSchedulersRequest>,
+        req: Request<GetSchedulersRequest>,
     ) -> Result<Response<GetSchedulersResponse>, Status> {
+        self.guard.check(&req, Need::Member).await?;
         Ok(Response::new(GetSchedulersResponse { schedulers: self.placement.schedulers() }))
     }
 
@@ -141,6 +174,7 @@ impl PlacementRpc for PlacementService {
         &self,
         req: Request<SetSchedulerRequest>,
     ) -> Result<Response<GetSchedulersResponse>, Status> {
+        self.guard.check(&req, Need::Admin).await?;
         let req = req.into_inner();
         let schedulers = self.durable(move |p| p.set_scheduler(&req.name, req.enabled)).await?;
         Ok(Response::new(GetSchedulersResponse { schedulers }))
@@ -168,15 +202,30 @@ pub async fn run_schedulers(placement: Arc<Placement>, interval: Duration, shutd
     }
 }
 
-/// Serves the placement service on `listener` until `shutdown` resolves.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Transport(#[from] tonic::transport::Error),
+    #[error("cannot prepare the login checks: {0}")]
+    Auth(#[from] crate::auth::PasswordError),
+}
+
+/// Serves the placement service (and its auth service) on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
     placement: Arc<Placement>,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), tonic::transport::Error> {
+) -> Result<(), ServeError> {
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let guard = Arc::new(Guard::new(&placement.auth_state(), placement.options().password_cost)?);
+    let auth = auth::AuthService { placement: placement.clone(), guard: guard.clone() };
     tonic::transport::Server::builder()
-        .add_service(PlacementServer::new(PlacementService { placement }))
+        .add_service(PlacementServer::new(PlacementService { placement, guard }))
+        .add_service(PlacementAuthServer::new(auth))
         .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
+        .await?;
+    Ok(())
 }
+
+#[cfg(test)]
+mod tests;

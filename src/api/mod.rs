@@ -54,6 +54,8 @@ pub struct ApiState {
     pub request_timeout: Duration,
     /// Connection cap and read deadlines.
     pub http: Limits,
+    /// Users and roles: what requests are checked against (auth off until placement says otherwise).
+    pub auth: Arc<crate::security::node_auth::NodeAuth>,
 }
 
 /// The ETag of a revision: the raft index of the entry that wrote the value, quoted.

@@ -32,6 +32,10 @@ pub struct PlacementArgs {
     /// Log level, or filter (info,fekv_placement=debug), used when RUST_LOG is unset
     #[arg(long, env = "FEKV_LOG_LEVEL", default_value = "info", value_parser = log_filter)]
     pub log_level: String,
+    /// argon2id cost of the password hashes `fekv ctl user add` stores: interactive, or minimal (for tests
+    /// only: cheap to guess)
+    #[arg(long, env = "FEKV_PASSWORD_COST", default_value = "interactive", value_parser = crate::security::node_auth::parse_password_cost)]
+    pub password_cost: fekv_placement::auth::PasswordCost,
 }
 
 fn log_filter(text: &str) -> Result<String, String> {
@@ -47,7 +51,7 @@ pub enum PlacementCmdError {
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("placement service failed: {0}")]
-    Serve(#[from] tonic::transport::Error),
+    Serve(#[from] fekv_placement::service::ServeError),
 }
 
 pub async fn run(
@@ -63,6 +67,7 @@ pub async fn run(
         replicas: args.replicas,
         store_down_after: args.max_store_down_time,
         operator_timeout: args.operator_timeout,
+        password_cost: args.password_cost,
     };
     // One placement process per data directory, held until this function returns.
     let _dir_lock = crate::dir_lock::DirLock::acquire(&args.data_dir)?;

@@ -4,8 +4,10 @@
 //!
 //! - [`tls`]: settings with etcd's names, reloadable rustls configs, an acceptor and a connector;
 //! - [`auth`]: the auth state, permission checks, passwords, tokens and credentials. It lives in the
-//!   placement crate, which owns the replicated state, and is re-exported here for the node.
+//!   placement crate, which owns the replicated state, and is re-exported here for the node;
+//! - [`node_auth`]: the node's authenticator, fed and persisted from placement's auth states.
 
+pub mod node_auth;
 pub mod tls;
 
 pub use fekv_placement::auth;

@@ -18,6 +18,11 @@ use crate::auth::state::AuthState;
 use crate::auth::token::TokenError;
 use crate::auth::view::{AuthView, Principal};
 
+/// What a store token's user name starts with.
+const STORE_TOKEN_PREFIX: &str = "store:";
+/// A node makes a fresh store token for every round of calls; this only bounds a leaked one.
+const STORE_TOKEN_TTL: Duration = Duration::from_secs(60);
+
 #[derive(Debug, Clone, Copy)]
 pub struct AuthenticatorOptions {
     /// How long an issued token is valid. etcd's tokens last 5 minutes by default; so do fekv's.
@@ -186,6 +191,9 @@ impl Authenticator {
                 None
             }
         };
+        if verified.is_some() {
+            self.limiter.record_success();
+        }
         verified.ok_or_else(|| {
             self.limiter.record_failure(bucket, client_ip, now);
             tracing::debug!(user, %client_ip, "failed login");
@@ -193,8 +201,21 @@ impl Authenticator {
         })
     }
 
+    /// A short-lived token saying "store `store_id`", for a node's calls to placement's read RPCs
+    /// while auth is enabled (`None` while it is not). Only a holder of the cluster's token key, that
+    /// is a member that received the auth state, can make one; its name holds a ':', which no user
+    /// name may, so it can never pass for a user.
+    pub fn store_token(&self, store_id: u64, now: SystemTime) -> Option<String> {
+        let view = self.view();
+        view.enabled()
+            .then(|| view.token_key().issue(&format!("{STORE_TOKEN_PREFIX}{store_id}"), 0, now + STORE_TOKEN_TTL))
+    }
+
     fn check_token(&self, view: &AuthView, token: &str, now: SystemTime) -> Result<Principal, AuthenticationError> {
         let claims = view.token_key().verify(token, now)?;
+        if let Some(store_id) = claims.user.strip_prefix(STORE_TOKEN_PREFIX) {
+            return store_id.parse().map(Principal::Store).map_err(|_| TokenError::Malformed.into());
+        }
         if claims.credential_revision > view.revision() {
             return Err(AuthenticationError::StateBehind);
         }

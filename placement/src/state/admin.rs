@@ -317,6 +317,7 @@ mod tests {
                 raft_addr: "127.0.0.1:1".into(),
                 http_addr: "127.0.0.1:2".into(),
                 version: "test".into(),
+                ..Default::default()
             }),
             Err(PlacementError::StoreRemoved(_))
         ));

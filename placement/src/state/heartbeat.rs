@@ -229,6 +229,7 @@ mod tests {
             store_id: stores[1],
             peers: vec![leader_report(&region, stores[1], 2)],
             used_bytes: 12345,
+            ..Default::default()
         })
         .unwrap();
         let listed = p.stores();
@@ -330,7 +331,7 @@ mod tests {
                         if n == t * 5 {
                             peers.push(leader_report(region, store_id, 2));
                         }
-                        p.store_heartbeat(&StoreHeartbeatRequest { store_id, peers, used_bytes: t as u64 }).unwrap();
+                        p.store_heartbeat(&StoreHeartbeatRequest { store_id, peers, used_bytes: t as u64, ..Default::default() }).unwrap();
                         p.inner.lock().regions.check_invariants();
                     }
                 });
@@ -368,7 +369,7 @@ mod tests {
         let req = |store_id, region: &Region| StoreHeartbeatRequest {
             store_id,
             peers: vec![follower(region)],
-            used_bytes: 0,
+            ..Default::default()
         };
         // Store 2 comes back still holding the old membership: told its peer is stale.
         let stale = p.stale_peers(&req(stores[2], &region));

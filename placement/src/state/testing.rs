@@ -11,6 +11,7 @@ pub(super) fn register(p: &Placement, store_id: u64, port: u16) -> u64 {
         raft_addr: format!("127.0.0.1:{port}"),
         http_addr: format!("127.0.0.1:{}", port + 1000),
         version: "test".into(),
+        ..Default::default()
     };
     p.register_store(&req).unwrap().0
 }
@@ -37,7 +38,7 @@ pub(super) fn leader_report(region: &Region, store_id: u64, term: u64) -> PeerRe
 }
 
 pub(super) fn beat(p: &Placement, store_id: u64, peers: Vec<PeerReport>) -> Vec<Operator> {
-    p.store_heartbeat(&StoreHeartbeatRequest { store_id, peers, used_bytes: 0 }).unwrap()
+    p.store_heartbeat(&StoreHeartbeatRequest { store_id, peers, ..Default::default() }).unwrap()
 }
 
 /// What is on disk right now.
