@@ -442,6 +442,12 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
             let _ = raftstore_died.send(());
         }
     });
+    if let Some(addr) = config.metrics_addr {
+        let listener = bind(addr).await?;
+        let bound = listener.local_addr().map_err(|source| NodeError::Listen { addr, source })?;
+        tokio::spawn(api::serve_metrics(listener, node.api_state(), stopped(stop_rx.clone())));
+        tracing::info!(%bound, "metrics listener serving /metrics, /status, /health and /ready without credentials");
+    }
     // Tests and scripts that ask for port 0 read the real address from this line.
     let limits = node.state.http;
     tracing::info!(

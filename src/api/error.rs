@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{HeaderMap, HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, ETAG, RETRY_AFTER};
+use hyper::header::{HeaderMap, HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, ETAG, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::{Response, StatusCode};
 
 use crate::raftstore;
+use crate::security::auth::{AuthenticationError, CredentialsError, TokenError};
 use crate::storage::StorageError;
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +64,14 @@ pub enum ApiError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Scrub(#[from] crate::storage::scrub::background::ScrubError),
+    #[error("{0}")]
+    Unauthenticated(#[from] AuthenticationError),
+    #[error("invalid Authorization header: {0}")]
+    BadCredentials(#[from] CredentialsError),
+    #[error("{who} may not {action} {what}")]
+    Forbidden { who: String, action: &'static str, what: String },
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl ApiError {
@@ -107,6 +116,16 @@ impl ApiError {
             },
             ApiError::Storage(err) => storage_class(err),
             ApiError::Scrub(err) => scrub_class(err),
+            ApiError::Unauthenticated(err) => match err {
+                AuthenticationError::Throttled(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_failed_logins"),
+                AuthenticationError::StateBehind => (StatusCode::SERVICE_UNAVAILABLE, "auth_state_behind"),
+                AuthenticationError::NotEnabled => (StatusCode::CONFLICT, "auth_not_enabled"),
+                AuthenticationError::Token(TokenError::Expired(_)) => (StatusCode::UNAUTHORIZED, "token_expired"),
+                _ => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            },
+            ApiError::BadCredentials(_) => (StatusCode::BAD_REQUEST, "bad_credentials"),
+            ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
 
@@ -177,7 +196,14 @@ impl ApiError {
             ApiError::Raft(raftstore::Error::PreconditionFailed { current_revision: Some(rev) }) => {
                 headers.insert(ETAG, super::etag(*rev));
             }
+            ApiError::Unauthenticated(AuthenticationError::Throttled(throttled)) => {
+                let secs = throttled.retry_after.as_secs_f64().ceil().max(1.0) as u64;
+                headers.insert(RETRY_AFTER, HeaderValue::from(secs));
+            }
             _ => {}
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"fekv\""));
         }
         (status, headers, Bytes::from(text))
     }

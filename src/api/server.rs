@@ -15,6 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
+use super::auth::ClientIp;
 use super::conn_io::{encode_response, ConnIo};
 use super::connections::{Admission, Connections, Registration};
 use super::{handle, ApiError, ApiState};
@@ -79,11 +80,15 @@ fn spawn_connection(stream: TcpStream, state: &Arc<ApiState>, registration: Regi
 
 async fn serve_connection(stream: TcpStream, state: Arc<ApiState>, registration: Registration) {
     let activity = registration.activity.clone();
+    let client_ip = stream.peer_addr().map(|addr| ClientIp(addr.ip())).ok();
     let io = ConnIo::new(stream, activity.clone(), state.http, state.metrics.clone());
     let service_state = state.clone();
     let service_activity = activity.clone();
-    let service = service_fn(move |req| {
+    let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         let (state, activity) = (service_state.clone(), service_activity.clone());
+        if let Some(ip) = client_ip {
+            req.extensions_mut().insert(ip);
+        }
         async move {
             activity.enter_service();
             let head_only = req.method() == Method::HEAD;
