@@ -191,7 +191,8 @@ pub async fn run(
             _ = router.regions_changed() => {}
             _ = shutdown.changed() => return,
         }
-        let link = Link { store_id, router: &router, addresses: &addresses, cache: &regions, engine: &engine, auth: &auth };
+        let link =
+            Link { store_id, router: &router, addresses: &addresses, cache: &regions, engine: &engine, auth: &auth };
         if let Err(status) = beat(&mut client, &link, &changing).await {
             tracing::debug!(store_id, %status, "placement heartbeat failed; serving from what we know");
         }
@@ -231,7 +232,11 @@ struct Link<'a> {
     auth: &'a Arc<NodeAuth>,
 }
 
-async fn beat(client: &mut PlacementClient<Channel>, link: &Link<'_>, changing: &Changing) -> Result<(), tonic::Status> {
+async fn beat(
+    client: &mut PlacementClient<Channel>,
+    link: &Link<'_>,
+    changing: &Changing,
+) -> Result<(), tonic::Status> {
     let Link { store_id, router, addresses, cache, engine, auth } = *link;
     addresses.update(client.get_stores(as_member(GetStoresRequest {}, auth, store_id)).await?.into_inner().stores);
     let all_regions = client.get_regions(as_member(GetRegionsRequest {}, auth, store_id)).await?.into_inner().regions;

@@ -73,7 +73,11 @@ pub(super) fn allow_admin(state: &ApiState, principal: &Principal, what: &str) -
     if state.auth.authenticator().view().can_admin(principal) {
         return Ok(());
     }
-    Err(ApiError::Forbidden { who: describe(principal), action: "use", what: format!("{what} (it needs the root role)") })
+    Err(ApiError::Forbidden {
+        who: describe(principal),
+        action: "use",
+        what: format!("{what} (it needs the root role)"),
+    })
 }
 
 fn describe(principal: &Principal) -> String {

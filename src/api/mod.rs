@@ -35,8 +35,8 @@ pub use server::serve;
 pub use status::{display_key, region_json};
 
 use crate::metrics::Metrics;
-use crate::security::auth as security_auth;
 use crate::raftstore::Router;
+use crate::security::auth as security_auth;
 use crate::storage::Engine;
 
 /// What the handlers share.

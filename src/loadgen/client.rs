@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
-use hyper::header::{HeaderMap, HOST, LOCATION};
+use hyper::header::{HeaderMap, HeaderValue, AUTHORIZATION, HOST, LOCATION};
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use parking_lot::RwLock;
@@ -97,6 +97,8 @@ pub struct LeaderMap {
     nodes: RwLock<BTreeSet<Endpoint>>,
     /// When the ranges were last asked for, so a burst of redirects asks once.
     last_refresh: parking_lot::Mutex<Option<Instant>>,
+    /// The `Authorization` every request carries (`fekv bench --user`), resent after redirects.
+    authorization: Option<HeaderValue>,
 }
 
 /// A region's start key → its end key (empty: unbounded) and the node that leads it.
@@ -108,6 +110,15 @@ const REFRESH_INTERVAL: Duration = Duration::from_millis(500);
 impl LeaderMap {
     pub fn new() -> Arc<LeaderMap> {
         Arc::new(LeaderMap::default())
+    }
+
+    /// A map whose clients send `authorization` with every request.
+    pub fn with_authorization(authorization: Option<HeaderValue>) -> Arc<LeaderMap> {
+        Arc::new(LeaderMap { authorization, ..LeaderMap::default() })
+    }
+
+    pub fn authorization(&self) -> Option<&HeaderValue> {
+        self.authorization.as_ref()
     }
 
     /// Where a request for `key` (if it has one) sent to `home` should go now. All locks here are
@@ -169,7 +180,8 @@ impl LeaderMap {
         let mut ranges = Vec::new();
         for node in nodes {
             // A map of its own: /status is per node and must not be redirected elsewhere.
-            let mut client = Client::new(node.clone(), LeaderMap::new(), timeout);
+            let mut client =
+                Client::new(node.clone(), LeaderMap::with_authorization(self.authorization.clone()), timeout);
             let Ok(reply) = client.send(&Method::GET, "/status", &Bytes::new()).await.result else { continue };
             if let Ok(status) = serde_json::from_slice::<serde_json::Value>(&reply.body) {
                 ranges.extend(led_ranges(&status, &node));
@@ -340,10 +352,11 @@ impl Client {
             self.connections.remove(target);
             return Err(failed(err.to_string()));
         }
-        let request = Request::builder()
-            .method(method.clone())
-            .uri(path)
-            .header(HOST, target.authority())
+        let mut request = Request::builder().method(method.clone()).uri(path).header(HOST, target.authority());
+        if let Some(authorization) = self.leaders.authorization() {
+            request = request.header(AUTHORIZATION, authorization.clone());
+        }
+        let request = request
             .body(Full::new(body.clone()))
             .map_err(|err| RequestError::Build { path: path.into(), reason: err.to_string() })?;
         let response = match sender.send_request(request).await {

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::guard::{Guard, Need};
 use super::durable;
+use super::guard::{Guard, Need};
 use crate::auth::{Access, AuthAdminError, AuthState, KeyRange, PasswordCost, PasswordHash, Principal, ROOT};
 use crate::proto::placement_auth_server::PlacementAuth;
 use crate::proto::*;
@@ -44,7 +44,8 @@ impl AuthService {
 
 fn grant_of(request: &RoleGrantRequest) -> Result<(KeyRange, Access), Status> {
     let grant = request.grant.as_ref().ok_or_else(|| Status::invalid_argument("a grant needs a key range"))?;
-    let range = KeyRange::from_wire(&grant.start, &grant.end).map_err(|err| Status::invalid_argument(err.to_string()))?;
+    let range =
+        KeyRange::from_wire(&grant.start, &grant.end).map_err(|err| Status::invalid_argument(err.to_string()))?;
     let access = match AuthAccess::try_from(grant.access) {
         Ok(AuthAccess::ReadWrite) => Access::ReadWrite,
         _ => Access::Read,

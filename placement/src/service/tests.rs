@@ -9,7 +9,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Request};
 
 use super::*;
-use crate::auth::{Authenticator, AuthenticatorOptions, AuthState, Credentials, KeyRange, PasswordCost};
+use crate::auth::{AuthState, Authenticator, AuthenticatorOptions, Credentials, KeyRange, PasswordCost};
 use crate::proto::placement_auth_client::PlacementAuthClient;
 use crate::proto::placement_client::PlacementClient;
 use crate::state::PlacementOptions;
@@ -61,11 +61,8 @@ fn code<T: std::fmt::Debug>(result: Result<T, tonic::Status>) -> Code {
 /// A registered store, a root user, a reader `alice`, and auth enabled (all done without
 /// credentials while auth is still off).
 async fn cluster_with_auth(server: &mut Server) -> u64 {
-    let register = RegisterStoreRequest {
-        raft_addr: "127.0.0.1:1".into(),
-        http_addr: "127.0.0.1:2".into(),
-        ..Default::default()
-    };
+    let register =
+        RegisterStoreRequest { raft_addr: "127.0.0.1:1".into(), http_addr: "127.0.0.1:2".into(), ..Default::default() };
     let store_id = server.placement.register_store(register).await.unwrap().into_inner().store_id;
     let none = None;
     let auth = &mut server.auth;
@@ -179,7 +176,8 @@ async fn enable_is_refused_without_a_root_user_and_grants_are_checked() {
     assert_eq!(code(bad), Code::InvalidArgument);
     let prefix = KeyRange::prefix(b"a/");
     let revoke = AuthGrant { start: prefix.start.clone(), end: prefix.end_bytes().to_vec(), access: 0 };
-    let missing = server.auth.role_revoke(with(RoleGrantRequest { role: "r".into(), grant: Some(revoke) }, &none)).await;
+    let missing =
+        server.auth.role_revoke(with(RoleGrantRequest { role: "r".into(), grant: Some(revoke) }, &none)).await;
     assert_eq!(code(missing), Code::NotFound);
     let roles = server.auth.role_list(with(AuthListRequest {}, &none)).await.unwrap().into_inner().roles;
     assert_eq!(roles.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["root", "r"]);

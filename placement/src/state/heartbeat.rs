@@ -331,7 +331,13 @@ mod tests {
                         if n == t * 5 {
                             peers.push(leader_report(region, store_id, 2));
                         }
-                        p.store_heartbeat(&StoreHeartbeatRequest { store_id, peers, used_bytes: t as u64, ..Default::default() }).unwrap();
+                        p.store_heartbeat(&StoreHeartbeatRequest {
+                            store_id,
+                            peers,
+                            used_bytes: t as u64,
+                            ..Default::default()
+                        })
+                        .unwrap();
                         p.inner.lock().regions.check_invariants();
                     }
                 });

@@ -6,11 +6,15 @@ use super::*;
 /// The placement service, every call bounded by [`CALL_TIMEOUT`].
 pub(super) struct PlacementConn {
     addr: String,
-    client: PlacementClient<Channel>,
+    pub(super) channel: Channel,
+    /// The caller's credentials, on every call.
+    pub(super) header: super::auth::AuthHeader,
+    client: PlacementClient<super::auth::Intercepted>,
 }
 
 impl PlacementConn {
-    pub(super) fn new(addr: &str) -> Result<PlacementConn, CtlError> {
+    /// `authorization`: the `Authorization` value every call carries, if any.
+    pub(super) fn new(addr: &str, authorization: Option<&str>) -> Result<PlacementConn, CtlError> {
         let invalid = |reason: String| CtlError::Address { addr: addr.to_string(), reason };
         // Take a URL too, as people paste them.
         let addr = addr.strip_prefix("http://").unwrap_or(addr).trim_end_matches('/');
@@ -22,7 +26,13 @@ impl PlacementConn {
             .connect_timeout(CALL_TIMEOUT)
             .timeout(CALL_TIMEOUT)
             .connect_lazy();
-        Ok(PlacementConn { addr: addr.to_string(), client: PlacementClient::new(channel) })
+        let value = authorization
+            .map(|value| value.parse())
+            .transpose()
+            .map_err(|_| CtlError::Credentials("the user name or password cannot be sent (not ASCII?)".into()))?;
+        let header = super::auth::AuthHeader(value);
+        let client = PlacementClient::with_interceptor(channel.clone(), header.clone());
+        Ok(PlacementConn { addr: addr.to_string(), channel, header, client })
     }
 
     /// Awaits one RPC with a deadline; transport failures mean unreachable, anything else is

@@ -11,6 +11,7 @@
 //! - this file: the command line, the errors, and which command does what;
 //! - `client`: the placement service, every call bounded;
 //! - `actions`: the commands that change something, and their `--wait`;
+//! - `auth`: users, roles and the auth switch, and the credentials every call carries;
 //! - `probe`: the nodes, asked directly;
 //! - `render`: tables and JSON.
 
@@ -25,12 +26,14 @@ use serde_json::{json, Value};
 use tonic::transport::Channel;
 
 mod actions;
+mod auth;
 mod check;
 mod client;
 mod probe;
 mod render;
 
 use actions::{finish_operator, remove_store, split, transfer_leader};
+pub use auth::{AuthCommand, CredentialArgs, RoleCommand, UserCommand};
 use client::PlacementConn;
 use probe::{fail_if_any, probe_all, NodeProbe};
 use render::*;
@@ -54,6 +57,8 @@ pub struct CtlArgs {
     /// Output format
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table, global = true)]
     pub output: Output,
+    #[command(flatten)]
+    pub credentials: CredentialArgs,
     #[command(subcommand)]
     pub command: CtlCommand,
 }
@@ -104,6 +109,15 @@ pub enum CtlCommand {
     Scheduler(SchedulerCommand),
     /// Have every node check its whole store for damage now, and print what they found
     Check(check::CheckArgs),
+    /// Users of the client API (once auth is enabled, every request needs one)
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Roles: which key prefixes their users may read or write
+    #[command(subcommand)]
+    Role(RoleCommand),
+    /// Turn auth on or off, or see whether it is on
+    #[command(subcommand)]
+    Auth(AuthCommand),
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -241,13 +255,19 @@ pub enum CtlError {
     Nodes { failed: usize, total: usize, what: &'static str },
     #[error("cannot write the output: {0}")]
     Output(#[from] std::io::Error),
+    #[error("{0}")]
+    Credentials(String),
 }
 
 /// Runs one `fekv ctl` command, printing its result on stdout.
 pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
-    let placement = PlacementConn::new(&args.placement)?;
+    let authorization = args.credentials.authorization()?;
+    let placement = PlacementConn::new(&args.placement, authorization.as_deref())?;
     let output = args.output;
     match args.command {
+        CtlCommand::User(command) => auth::user(&placement, command, output).await,
+        CtlCommand::Role(command) => auth::role(&placement, command, output).await,
+        CtlCommand::Auth(command) => auth::auth(&placement, command, output).await,
         CtlCommand::Store(StoreCommand::List) => {
             let stores = placement.stores().await?;
             print(&render_stores(&stores, now_ms(), output))
