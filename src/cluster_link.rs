@@ -238,9 +238,25 @@ async fn beat(
     changing: &Changing,
 ) -> Result<(), tonic::Status> {
     let Link { store_id, router, addresses, cache, engine, auth } = *link;
-    addresses.update(client.get_stores(as_member(GetStoresRequest {}, auth, store_id)).await?.into_inner().stores);
-    let all_regions = client.get_regions(as_member(GetRegionsRequest {}, auth, store_id)).await?.into_inner().regions;
-    cache.update(all_regions.clone());
+    let listed = async {
+        let stores = client.get_stores(as_member(GetStoresRequest {}, auth, store_id)).await?.into_inner().stores;
+        let regions = client.get_regions(as_member(GetRegionsRequest {}, auth, store_id)).await?.into_inner().regions;
+        Ok::<_, tonic::Status>((stores, regions))
+    };
+    let all_regions = match listed.await {
+        Ok((stores, regions)) => {
+            addresses.update(stores);
+            cache.update(regions.clone());
+            regions
+        }
+        // Auth was enabled after this node's last state: the heartbeat below brings the new one
+        // (and its key for the store token); the listings wait for the next round.
+        Err(status) if status.code() == tonic::Code::Unauthenticated => {
+            tracing::debug!(store_id, %status, "placement's listings need a newer auth state; heartbeating for it");
+            Vec::new()
+        }
+        Err(status) => return Err(status),
+    };
     let held: Vec<u64> = router.regions().iter().map(|r| r.region_id).collect();
     if held.is_empty() {
         // A new store waits for the first region; later regions arrive by splits and raft messages.

@@ -81,9 +81,18 @@ pub enum UserCommand {
         new_password: Option<String>,
     },
     /// Give a user a role (`root` makes it an administrator)
-    GrantRole { user: String, role: String },
+    GrantRole {
+        // Not `user`: that is the global --user's id.
+        #[arg(value_name = "USER")]
+        username: String,
+        role: String,
+    },
     /// Take a role from a user
-    RevokeRole { user: String, role: String },
+    RevokeRole {
+        #[arg(value_name = "USER")]
+        username: String,
+        role: String,
+    },
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -172,10 +181,10 @@ pub(super) async fn user(placement: &PlacementConn, command: UserCommand, output
             placement.call(auth.user_change_password(UserChangePasswordRequest { name, password })).await?
         }
         UserCommand::Delete { name } => placement.call(auth.user_delete(UserRequest { name })).await?,
-        UserCommand::GrantRole { user, role } => {
+        UserCommand::GrantRole { username: user, role } => {
             placement.call(auth.user_grant_role(UserRoleRequest { user, role })).await?
         }
-        UserCommand::RevokeRole { user, role } => {
+        UserCommand::RevokeRole { username: user, role } => {
             placement.call(auth.user_revoke_role(UserRoleRequest { user, role })).await?
         }
     };
