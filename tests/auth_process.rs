@@ -139,6 +139,8 @@ async fn users_roles_and_tokens_guard_the_client_api_and_the_admin_rpcs() {
     // Admin RPCs through fekv ctl: root only; listings need a user.
     assert!(!ctl_as(&p, None, &["store", "list"]).status.success());
     ctl(&p, Some(ALICE), &["store", "list"]);
+    // ctl sends the same credentials to the nodes' /status.
+    assert!(ctl(&p, Some(ALICE), &["cluster", "status"]).contains("up"));
     let refused = ctl_as(&p, Some(ALICE), &["scheduler", "disable", "balance-region"]);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("root role"), "{refused:?}");

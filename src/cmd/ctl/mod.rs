@@ -313,7 +313,7 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
         }
         CtlCommand::Cluster(ClusterCommand::Status) => {
             let stores = placement.live_stores().await?;
-            let nodes = probe_all(&stores, NodeProbe::Status).await;
+            let nodes = probe_all(&stores, NodeProbe::Status, authorization.as_deref()).await;
             print(&render_cluster_status(&nodes, output))?;
             fail_if_any(&nodes, "did not answer")
         }
@@ -322,11 +322,11 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
                 true => placement.live_stores().await?.into_iter().map(|s| (s.store_id, s.http_addr)).collect(),
                 false => check.nodes.iter().map(|addr| (0, addr.clone())).collect(),
             };
-            check::run(nodes, &check, output).await
+            check::run(nodes, &check, output, authorization.as_deref()).await
         }
         CtlCommand::Cluster(ClusterCommand::Health) => {
             let stores = placement.live_stores().await?;
-            let nodes = probe_all(&stores, NodeProbe::Health).await;
+            let nodes = probe_all(&stores, NodeProbe::Health, authorization.as_deref()).await;
             print(&render_cluster_health(&nodes, output))?;
             fail_if_any(&nodes, "are unhealthy")
         }
