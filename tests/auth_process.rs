@@ -148,9 +148,34 @@ async fn users_roles_and_tokens_guard_the_client_api_and_the_admin_rpcs() {
     ctl(&p, Some(ROOT), &["scheduler", "disable", "balance-region"]);
     assert!(ctl(&p, Some(ROOT), &["user", "list"]).contains("alice"));
 
-    // A restarted node enforces the state it stored before it hears from placement again.
+    // fekv bench sends the credentials (Basic here) with every request.
+    let bench = std::process::Command::new(env!("CARGO_BIN_EXE_fekv"))
+        .args(["bench", "--endpoints", &node.base, "--requests", "20", "--connections", "2", "--keys", "10"])
+        .args(["--key-prefix", "app/bench", "--user", ROOT, "--json"])
+        .output()
+        .unwrap();
+    assert!(bench.status.success(), "{}", String::from_utf8_lossy(&bench.stderr));
+
+    // A restarted node enforces the state it stored before it hears from placement again. Its
+    // metrics listener needs no credentials.
     node.stop_with("TERM");
-    let node = start_node(&node_dir, &p);
+    let node = FekvProcess::start_node_with(
+        &node_dir,
+        &p,
+        &["--auth-password-cost", "minimal", "--metrics-addr", "127.0.0.1:0"],
+    );
+    let metrics_addr = node
+        .stderr_lines()
+        .iter()
+        .find_map(|line| {
+            line.contains("metrics listener")
+                .then(|| line.split("bound=").nth(1)?.split_whitespace().next().map(str::to_string))
+                .flatten()
+        })
+        .expect("the metrics listener says where it listens");
+    let open = send(Method::GET, &format!("http://{metrics_addr}/metrics"), "", None).await;
+    assert_eq!(open.status, StatusCode::OK);
+    assert!(open.text().contains("fekv_raftstore_rounds_total"), "{}", open.text());
     assert!(
         node.stderr_lines().iter().any(|line| line.contains("auth is enabled (the last state placement sent)")),
         "{:#?}",

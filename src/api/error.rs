@@ -225,3 +225,40 @@ fn storage_class(err: &StorageError) -> (StatusCode, &'static str) {
         StorageError::Decode { .. } | StorageError::Lmdb(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::security::auth::Throttled;
+
+    fn parts(err: ApiError) -> (StatusCode, HeaderMap, serde_json::Value) {
+        let (status, headers, body) = err.into_parts();
+        (status, headers, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[test]
+    fn auth_failures_map_to_401_403_429_with_the_headers_clients_act_on() {
+        let (status, headers, body) = parts(AuthenticationError::Missing.into());
+        assert_eq!((status, body["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthenticated")));
+        assert_eq!(headers.get(WWW_AUTHENTICATE).unwrap(), "Basic realm=\"fekv\"");
+        let expired = AuthenticationError::Token(TokenError::Expired(Duration::from_secs(3)));
+        let (status, headers, body) = parts(expired.into());
+        assert_eq!((status, body["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("token_expired")));
+        assert!(headers.contains_key(WWW_AUTHENTICATE));
+        let throttled = AuthenticationError::Throttled(Throttled { retry_after: Duration::from_millis(1200) });
+        let (status, headers, _) = parts(throttled.into());
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(headers.get(RETRY_AFTER).unwrap(), "2", "rounded up to whole seconds");
+        let forbidden = ApiError::Forbidden { who: "user \"alice\"".into(), action: "write", what: "key a".into() };
+        let (status, headers, body) = parts(forbidden);
+        assert_eq!(
+            (status, body["message"].as_str()),
+            (StatusCode::FORBIDDEN, Some("user \"alice\" may not write key a"))
+        );
+        assert!(!headers.contains_key(WWW_AUTHENTICATE), "a 403 asks for no other credentials");
+        let (status, _, _) = parts(AuthenticationError::StateBehind.into());
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+}
