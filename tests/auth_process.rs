@@ -1,4 +1,4 @@
-//! Users, roles and tokens with the real binary: a placement service and a node, auth set up and
+//! Users, roles and tokens with the real binary: a placement service and two nodes, auth set up and
 //! switched on with `fekv ctl`, then the client API as curl would use it (Basic, Bearer), the admin
 //! RPCs through `fekv ctl` as root and as a reader, a token's expiry, a restart that keeps enforcing
 //! the last state, and `auth disable` opening everything again. Passwords are hashed at the minimal
@@ -66,6 +66,8 @@ async fn users_roles_and_tokens_guard_the_client_api_and_the_admin_rpcs() {
     let p = placement.addr.clone();
     let node_dir = dir.path().join("node");
     let node = start_node(&node_dir, &p);
+    // A second node, holding no replica (one per region): it checks credentials, then redirects.
+    let other = start_node(&dir.path().join("other"), &p);
     let bases = vec![node.base.clone()];
     for key in ["app%2Fa", "app%2Fb", "other%2Fx"] {
         put_anywhere(&bases, key, "v", Duration::from_secs(20)).await.unwrap();
@@ -97,6 +99,8 @@ async fn users_roles_and_tokens_guard_the_client_api_and_the_admin_rpcs() {
     let refused = wait_status(&key, None, StatusCode::UNAUTHORIZED, "auth enabled").await;
     assert_eq!(refused.header("www-authenticate"), Some("Basic realm=\"fekv\""));
     assert_eq!(refused.json()["error"], "unauthenticated");
+    let elsewhere = other.url("/fekv/app%2Fa");
+    wait_status(&elsewhere, None, StatusCode::UNAUTHORIZED, "the other node enforces auth too").await;
     let wrong = send(Method::GET, &key, "", Some(&basic("alice:guess"))).await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "{}", wrong.text());
 
@@ -127,6 +131,9 @@ async fn users_roles_and_tokens_guard_the_client_api_and_the_admin_rpcs() {
     assert_eq!(issued.status, StatusCode::OK, "{}", issued.text());
     let bearer = format!("Bearer {}", issued.json()["token"].as_str().unwrap());
     assert_eq!(send(Method::GET, &key, "", Some(&bearer)).await.status, StatusCode::OK);
+    // Any node verifies a token by itself: the other node takes it and redirects to the leader.
+    let redirected = send(Method::GET, &elsewhere, "", Some(&bearer)).await;
+    assert_eq!(redirected.status, StatusCode::TEMPORARY_REDIRECT, "{}", redirected.text());
     let expired = wait_status(&key, Some(&bearer), StatusCode::UNAUTHORIZED, "the token expires").await;
     assert_eq!(expired.json()["error"], "token_expired");
 
