@@ -309,7 +309,8 @@ fn open_engine(config: &Config, metrics: &Metrics) -> Result<(DirLock, Engine), 
 fn open_auth(config: &Config, engine: &Engine, metrics: &Arc<Metrics>) -> Result<Arc<NodeAuth>, NodeError> {
     let password_cost = node_auth::parse_password_cost(&config.auth_password_cost)
         .map_err(|reason| ConfigError::Invalid { name: "auth_password_cost", reason })?;
-    let options = NodeAuthOptions { token_ttl: config.auth_token_ttl, password_cost };
+    // The client listener is plain HTTP until the TLS settings are wired (issue 12, part 1).
+    let options = NodeAuthOptions { token_ttl: config.auth_token_ttl, password_cost, client_tls: false };
     Ok(Arc::new(NodeAuth::open(engine.clone(), options, metrics)?))
 }
 

@@ -33,11 +33,15 @@ pub enum NodeAuthError {
 pub struct NodeAuthOptions {
     pub token_ttl: Duration,
     pub password_cost: PasswordCost,
+    /// Whether the client listener is TLS; while it is not, a node with auth on warns (as etcd does)
+    /// that passwords and tokens cross the network in clear text.
+    pub client_tls: bool,
 }
 
 pub struct NodeAuth {
     authenticator: Authenticator,
     engine: Engine,
+    client_tls: bool,
     /// The revision of the last state stored (0: none): what the node tells placement it holds.
     stored_revision: AtomicU64,
 }
@@ -55,16 +59,24 @@ impl NodeAuth {
         };
         let counter = metrics.auth_logins.clone();
         let hook: LoginHook = Arc::new(move |event| counter.with_label_values(&[event.as_str()]).inc());
+        let client_tls = options.client_tls;
         let options = AuthenticatorOptions {
             token_ttl: options.token_ttl,
             password_cost: options.password_cost,
             ..AuthenticatorOptions::default()
         };
         let authenticator = Authenticator::new(&state, options, Some(hook))?;
+        let auth = NodeAuth {
+            authenticator,
+            engine,
+            client_tls,
+            stored_revision: AtomicU64::new(stored.map_or(0, |s| s.revision)),
+        };
         if state.enabled() {
             tracing::info!(revision = state.revision(), "auth is enabled (the last state placement sent)");
+            auth.warn_if_plain();
         }
-        Ok(NodeAuth { authenticator, engine, stored_revision: AtomicU64::new(stored.map_or(0, |s| s.revision)) })
+        Ok(auth)
     }
 
     pub fn authenticator(&self) -> &Authenticator {
@@ -90,8 +102,20 @@ impl NodeAuth {
         let installed = self.authenticator.update(&state);
         if installed {
             tracing::info!(revision = state.revision(), enabled = state.enabled(), "auth state updated");
+            if state.enabled() {
+                self.warn_if_plain();
+            }
         }
         Ok(installed)
+    }
+
+    fn warn_if_plain(&self) {
+        if !self.client_tls {
+            tracing::warn!(
+                "auth is enabled but the client API is plain HTTP: passwords and tokens cross the network in \
+                 clear text (turn on TLS, or keep the listener on loopback or a private network)"
+            );
+        }
     }
 
     /// The `authorization` value a node's calls to placement's listings carry while auth is on.
@@ -122,7 +146,7 @@ mod tests {
     use crate::security::auth::{PasswordHash, TokenKey, ROOT};
 
     fn options() -> NodeAuthOptions {
-        NodeAuthOptions { token_ttl: Duration::from_secs(300), password_cost: PasswordCost::Minimal }
+        NodeAuthOptions { token_ttl: Duration::from_secs(300), password_cost: PasswordCost::Minimal, client_tls: false }
     }
 
     fn enabled_state() -> AuthState {
