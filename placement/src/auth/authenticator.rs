@@ -94,8 +94,10 @@ pub struct Authenticator {
     view: RwLock<Arc<AuthView>>,
     limiter: LoginLimiter,
     token_ttl: Duration,
-    /// Checked in place of an unknown user's hash.
-    stand_in: PasswordHash,
+    password_cost: PasswordCost,
+    /// Checked in place of an unknown user's hash; made on the first such login, not at start (a
+    /// node would pay a whole hash, about a second in a debug build, every time it opens).
+    stand_in: std::sync::OnceLock<Option<PasswordHash>>,
 }
 
 impl Authenticator {
@@ -109,7 +111,8 @@ impl Authenticator {
             view: RwLock::new(Arc::new(AuthView::new(state))),
             limiter: LoginLimiter::new(options.limiter, hook),
             token_ttl: options.token_ttl,
-            stand_in: PasswordHash::new("not a password anyone has", options.password_cost)?,
+            password_cost: options.password_cost,
+            stand_in: std::sync::OnceLock::new(),
         })
     }
 
@@ -187,7 +190,14 @@ impl Authenticator {
         let verified = match known {
             Some(known) => known.password_hash.verify(password).then_some(known.credential_revision),
             None => {
-                self.stand_in.verify(password);
+                let stand_in = self.stand_in.get_or_init(|| {
+                    PasswordHash::new("not a password anyone has", self.password_cost)
+                        .inspect_err(|err| tracing::error!(error = %err, "cannot make the stand-in password hash"))
+                        .ok()
+                });
+                if let Some(stand_in) = stand_in {
+                    stand_in.verify(password);
+                }
                 None
             }
         };
