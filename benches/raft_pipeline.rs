@@ -21,6 +21,9 @@ use rand::{Rng, SeedableRng};
 #[allow(dead_code)]
 #[path = "../tests/common/cluster.rs"]
 mod cluster;
+#[allow(dead_code)]
+#[path = "../tests/common/wait.rs"]
+mod wait;
 
 use cluster::Cluster;
 

@@ -3,6 +3,14 @@
 //! heartbeat that tells placement which leaders this store holds, and carrying out the operators its
 //! replies bring (split, leader transfer, add or remove a peer).
 //!
+//! The heartbeat carries only the region reports that changed (see [`reports`]), and the region
+//! cache fetches only the regions placement changed since its last answer: neither costs placement
+//! anything that grows with the regions that exist.
+//!
+//! A store proves who it is with the secret placement gave it at its first registration
+//! ([`StoreIdentity`], kept in the data dir's `meta` database), on every registration and heartbeat.
+//! Over peer TLS the connection to placement is mutual TLS with the node's peer certificate.
+//!
 //! Nodes keep serving while placement is down: the address book and the regions they hold are
 //! theirs already; only what is new (a store, a region) waits for placement to come back.
 
@@ -14,11 +22,15 @@ use parking_lot::Mutex;
 
 use tonic::transport::Channel;
 
+use crate::security::tls::{self, ClientTls};
+
 use crate::proto::placement_client::PlacementClient;
 use crate::proto::{GetRegionsRequest, GetStoresRequest, PeerReport, RegisterStoreRequest, StoreHeartbeatRequest};
 use crate::raftstore::Router;
 use crate::security::node_auth::NodeAuth;
 use crate::transport::grpc::AddressBook;
+
+pub mod reports;
 
 /// How often a node heartbeats placement and refreshes its address book.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
@@ -33,34 +45,59 @@ pub enum LinkError {
     Refused { addr: String, message: String },
 }
 
-/// A client of the placement service at `addr` (`host:port`); connects on first use.
-pub fn client(addr: &str) -> Result<PlacementClient<Channel>, LinkError> {
-    let channel = Channel::from_shared(format!("http://{addr}"))
+/// A client of the placement service at `addr` (`host:port`), over TLS when `tls` is given;
+/// connects on first use.
+pub fn client(addr: &str, tls: Option<&Arc<ClientTls>>) -> Result<PlacementClient<Channel>, LinkError> {
+    let endpoint = tls::grpc::endpoint(addr, tls)
         .map_err(|e| LinkError::Address { addr: addr.to_string(), reason: e.to_string() })?
         .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(5))
-        .connect_lazy();
-    Ok(PlacementClient::new(channel))
+        .timeout(Duration::from_secs(5));
+    Ok(PlacementClient::new(tls::grpc::lazy_channel(&endpoint, tls)))
 }
 
-/// Registers this store (store_id 0 = a new one), retrying while placement is unreachable for up to
-/// `wait`. Returns (store_id, cluster_id). The reply's auth state, if newer than `auth`'s, is
-/// installed before any replica can arrive.
+/// Who this store is to placement: its id, its cluster, and the secret that proves it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct StoreIdentity {
+    /// 0 before the first registration.
+    pub store_id: u64,
+    /// 0 before the first registration.
+    pub cluster_id: u64,
+    /// Empty before the first registration (or for a store registered before secrets existed).
+    pub secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for StoreIdentity {
+    // Never the secret itself: identities end up in logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreIdentity")
+            .field("store_id", &self.store_id)
+            .field("cluster_id", &self.cluster_id)
+            .field("has_secret", &!self.secret.is_empty())
+            .finish()
+    }
+}
+
+/// Registers this store (`known.store_id` 0 = a new one), retrying while placement is unreachable
+/// for up to `wait`. Returns the store's identity: placement's secret replaces the known one when it
+/// sends one (a first registration, or the first since secrets existed). The reply's auth state, if
+/// newer than `auth`'s, is installed before any replica can arrive.
 pub async fn register(
     client: &mut PlacementClient<Channel>,
     addr: &str,
-    store_id: u64,
+    known: &StoreIdentity,
     (raft_addr, http_addr): (&str, &str),
     auth: &Arc<NodeAuth>,
     wait: Duration,
-) -> Result<(u64, u64), LinkError> {
+) -> Result<StoreIdentity, LinkError> {
     let started = Instant::now();
     let mut retry_in = Duration::from_millis(200);
     let request = RegisterStoreRequest {
-        store_id,
+        store_id: known.store_id,
         raft_addr: raft_addr.to_string(),
         http_addr: http_addr.to_string(),
         version: crate::VERSION.to_string(),
+        cluster_id: known.cluster_id,
+        store_secret: known.secret.clone(),
         auth_revision: auth.revision(),
     };
     loop {
@@ -68,11 +105,20 @@ pub async fn register(
             Ok(reply) => {
                 let reply = reply.into_inner();
                 receive_auth(auth, reply.auth).await;
-                return Ok((reply.store_id, reply.cluster_id));
+                let secret = if reply.store_secret.is_empty() { known.secret.clone() } else { reply.store_secret };
+                return Ok(StoreIdentity { store_id: reply.store_id, cluster_id: reply.cluster_id, secret });
             }
-            // An answer, and a no (a store removed from the cluster may not come back): waiting
-            // will not change it.
-            Err(status) if matches!(status.code(), tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument) => {
+            // An answer, and a no (a store removed from the cluster may not come back, a store
+            // without its secret or of another cluster is not let in): waiting will not change it.
+            Err(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::FailedPrecondition
+                        | tonic::Code::InvalidArgument
+                        | tonic::Code::Unauthenticated
+                        | tonic::Code::PermissionDenied
+                ) =>
+            {
                 return Err(LinkError::Refused { addr: addr.to_string(), message: status.message().to_string() })
             }
             // Said at warn each time: a node that cannot register serves nothing, and the operator
@@ -145,22 +191,55 @@ impl crate::raftstore::split_check::IdAllocator for PlacementIds {
 }
 
 /// The cluster's regions as placement last reported them: where to send a request for a key no local
-/// peer holds. Possibly stale; a stale route only costs another redirect (or a 503).
+/// peer holds. Possibly stale; a stale route only costs another redirect (or a 503). Kept up to date
+/// by asking placement for what changed since its last answer.
 #[derive(Default)]
 pub struct RegionCache {
-    regions: parking_lot::RwLock<Vec<crate::proto::RegionInfo>>,
+    cached: parking_lot::RwLock<CachedRegions>,
+}
+
+#[derive(Default)]
+struct CachedRegions {
+    by_id: std::collections::HashMap<u64, crate::proto::RegionInfo>,
+    /// Of placement's last answer: the next request asks for what changed since.
+    incarnation: u64,
+    version: u64,
 }
 
 impl RegionCache {
-    pub fn update(&self, regions: Vec<crate::proto::RegionInfo>) {
-        *self.regions.write() = regions;
+    /// The request for the regions changed since the last answer applied.
+    pub fn request(&self) -> GetRegionsRequest {
+        let cached = self.cached.read();
+        GetRegionsRequest { since_version: cached.version, incarnation: cached.incarnation }
+    }
+
+    /// Applies placement's answer to [`Self::request`]: every region, or what changed.
+    pub fn apply(&self, reply: crate::proto::GetRegionsResponse) {
+        let mut cached = self.cached.write();
+        if reply.complete {
+            cached.by_id.clear();
+        }
+        for region_id in &reply.removed_region_ids {
+            cached.by_id.remove(region_id);
+        }
+        for info in reply.regions {
+            let Some(region_id) = info.region.as_ref().map(|r| r.region_id) else { continue };
+            cached.by_id.insert(region_id, info);
+        }
+        (cached.incarnation, cached.version) = (reply.incarnation, reply.version);
+    }
+
+    /// Every cached region.
+    pub fn regions(&self) -> Vec<crate::proto::RegionInfo> {
+        self.cached.read().by_id.values().cloned().collect()
     }
 
     /// The store leading the region that holds `key`, if placement knows one.
     pub fn leader_store_for(&self, key: &[u8]) -> Option<u64> {
-        self.regions
+        self.cached
             .read()
-            .iter()
+            .by_id
+            .values()
             .find(|info| info.region.as_ref().is_some_and(|r| crate::raftstore::region_map::region_contains(r, key)))
             .map(|info| info.leader_store_id)
             .filter(|store_id| *store_id != 0)
@@ -172,7 +251,7 @@ impl RegionCache {
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     mut client: PlacementClient<Channel>,
-    store_id: u64,
+    identity: StoreIdentity,
     router: Router,
     addresses: Arc<AddressBook>,
     regions: Arc<RegionCache>,
@@ -183,6 +262,9 @@ pub async fn run(
     let mut ticker = tokio::time::interval(HEARTBEAT_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let changing = Changing::default();
+    let mut reports = reports::Reports::new();
+    // A refusal is said at warn once, then at debug until a heartbeat is accepted again.
+    let mut refused = false;
     loop {
         // Every interval, and right after a local region changed (a split's leader reports both
         // halves at once, so routers learn of the new region without waiting).
@@ -191,10 +273,28 @@ pub async fn run(
             _ = router.regions_changed() => {}
             _ = shutdown.changed() => return,
         }
-        let link =
-            Link { store_id, router: &router, addresses: &addresses, cache: &regions, engine: &engine, auth: &auth };
-        if let Err(status) = beat(&mut client, &link, &changing).await {
-            tracing::debug!(store_id, %status, "placement heartbeat failed; serving from what we know");
+        let link = Link {
+            identity: &identity,
+            router: &router,
+            addresses: &addresses,
+            cache: &regions,
+            engine: &engine,
+            auth: &auth,
+        };
+        match beat(&mut client, &link, &mut reports, &changing).await {
+            Ok(()) => refused = false,
+            Err(status) if matches!(status.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied) => {
+                let store_id = identity.store_id;
+                if !std::mem::replace(&mut refused, true) {
+                    tracing::warn!(store_id, %status, "placement refused this store's heartbeat");
+                } else {
+                    tracing::debug!(store_id, %status, "placement refused this store's heartbeat");
+                }
+            }
+            Err(status) => {
+                let store_id = identity.store_id;
+                tracing::debug!(store_id, %status, "placement heartbeat failed; serving from what we know");
+            }
         }
     }
 }
@@ -222,9 +322,9 @@ impl Changing {
 /// created as if it held the region's data.
 const BOOTSTRAP_EPOCH: crate::proto::RegionEpoch = crate::proto::RegionEpoch { conf_ver: 1, version: 1 };
 
-/// What a heartbeat round reads and updates.
+/// What a heartbeat reads and updates on this node.
 struct Link<'a> {
-    store_id: u64,
+    identity: &'a StoreIdentity,
     router: &'a Router,
     addresses: &'a AddressBook,
     cache: &'a RegionCache,
@@ -235,32 +335,31 @@ struct Link<'a> {
 async fn beat(
     client: &mut PlacementClient<Channel>,
     link: &Link<'_>,
+    reports: &mut reports::Reports,
     changing: &Changing,
 ) -> Result<(), tonic::Status> {
-    let Link { store_id, router, addresses, cache, engine, auth } = *link;
+    let Link { identity, router, addresses, cache, engine, auth } = *link;
+    let store_id = identity.store_id;
     let listed = async {
         let stores = client.get_stores(as_member(GetStoresRequest {}, auth, store_id)).await?.into_inner().stores;
-        let regions = client.get_regions(as_member(GetRegionsRequest {}, auth, store_id)).await?.into_inner().regions;
+        let regions = client.get_regions(as_member(cache.request(), auth, store_id)).await?.into_inner();
         Ok::<_, tonic::Status>((stores, regions))
     };
-    let all_regions = match listed.await {
+    match listed.await {
         Ok((stores, regions)) => {
             addresses.update(stores);
-            cache.update(regions.clone());
-            regions
+            cache.apply(regions);
         }
         // Auth was enabled after this node's last state: the heartbeat below brings the new one
         // (and its key for the store token); the listings wait for the next round.
         Err(status) if status.code() == tonic::Code::Unauthenticated => {
             tracing::debug!(store_id, %status, "placement's listings need a newer auth state; heartbeating for it");
-            Vec::new()
         }
         Err(status) => return Err(status),
-    };
-    let held: Vec<u64> = router.regions().iter().map(|r| r.region_id).collect();
-    if held.is_empty() {
+    }
+    if router.regions().is_empty() {
         // A new store waits for the first region; later regions arrive by splits and raft messages.
-        for info in all_regions {
+        for info in cache.regions() {
             let Some(region) = info.region else { continue };
             if region.epoch == Some(BOOTSTRAP_EPOCH) && region.peers.iter().any(|p| p.store_id == store_id) {
                 if let Err(err) = router.create_peer(region).await {
@@ -269,8 +368,9 @@ async fn beat(
             }
         }
     }
-    let peers = match router.status().await {
-        Ok(peers) => peers
+    // Without the raftstore's answer (busy), the heartbeat still says the store is alive.
+    let current = router.status().await.ok().map(|peers| {
+        peers
             .into_iter()
             .filter(|p| p.initialized)
             .map(|p| PeerReport {
@@ -283,18 +383,45 @@ async fn beat(
                 pending_peers: p.pending_peers,
                 region: Some(p.region),
             })
-            .collect(),
-        Err(_) => Vec::new(),
-    };
+            .collect()
+    });
     let used_bytes = engine.stats().map(|s| s.used_bytes).unwrap_or(0);
-    let request = StoreHeartbeatRequest { store_id, peers, used_bytes, auth_revision: auth.revision() };
-    let reply = client.store_heartbeat(request).await?.into_inner();
+    // Only what changed (or is due in the rotation); confirmed once placement answered, so a report
+    // a failed heartbeat carried goes again with the next one.
+    let mut batch = current.map(|current| reports.select(current));
+    let mut request = StoreHeartbeatRequest {
+        store_id,
+        used_bytes,
+        store_secret: identity.secret.clone(),
+        auth_revision: auth.revision(),
+        ..Default::default()
+    };
+    if let Some(batch) = &mut batch {
+        (request.peers, request.full_report) = (std::mem::take(&mut batch.peers), batch.full);
+    }
+    let reply = match client.store_heartbeat(request).await {
+        Ok(reply) => reply.into_inner(),
+        Err(status) => {
+            if let Some(batch) = batch {
+                reports.failed(batch);
+            }
+            return Err(status);
+        }
+    };
+    if let Some(batch) = batch {
+        reports.confirm(batch);
+    }
     receive_auth(auth, reply.auth).await;
+    if reply.send_full_report {
+        tracing::debug!(store_id, "placement asks for a full report");
+        reports.want_full();
+    }
     for stale in reply.stale_peers {
         destroy_stale_peer(router, stale);
     }
     for operator in reply.operators {
         let region_id = operator.region_id;
+        reports.operator_came(region_id);
         let started = match operator.kind {
             Some(crate::proto::operator::Kind::Split(split)) => {
                 let key = (!split.split_key.is_empty()).then_some(split.split_key);

@@ -11,6 +11,8 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 
+use crate::security::config::{NodeTlsArgs, TlsConfig};
+
 /// LMDB refuses keys longer than this (its compile-time `MDB_MAXKEYSIZE`); user keys are stored as
 /// they are, so this is also fekv's key limit.
 pub const MAX_KEY_SIZE: usize = 511;
@@ -52,6 +54,10 @@ pub struct Config {
     pub raft_log_gc_threshold: u64,
     /// Messages the raftstore drains per poll round (one LMDB commit per round).
     pub raftstore_max_batch: usize,
+    /// How long committed entries may wait to be applied in the next round that syncs the log
+    /// anyway, before they get a commit of their own (one flush). 0 applies at once.
+    #[serde(with = "humantime_serde")]
+    pub raft_apply_delay: Duration,
     /// Time between the starts of two background scrub passes over the whole store; 0 turns the
     /// background scrub off (`POST /scrub` still checks on demand).
     #[serde(with = "humantime_serde")]
@@ -94,6 +100,9 @@ pub struct Config {
     /// A second listener serving `/metrics`, `/status`, `/health` and `/ready` without credentials
     /// (etcd's `--listen-metrics-urls`); keep it on loopback. Unset: none.
     pub metrics_addr: Option<SocketAddr>,
+    /// TLS on the REST API and the peer side (the `[tls]` table); empty: none, as before.
+    #[serde(skip_serializing_if = "TlsConfig::is_empty")]
+    pub tls: TlsConfig,
 }
 
 impl Default for Config {
@@ -114,6 +123,7 @@ impl Default for Config {
             raft_heartbeat_ticks: 2,
             raft_log_gc_threshold: 1024,
             raftstore_max_batch: 4096,
+            raft_apply_delay: Duration::from_millis(2),
             scrub_interval: Duration::from_secs(24 * 3600),
             scrub_rate: ByteSize::mib(32),
             snapshot_max_size: ByteSize::gib(1),
@@ -128,6 +138,7 @@ impl Default for Config {
             auth_token_ttl: Duration::from_secs(300),
             auth_password_cost: "interactive".into(),
             metrics_addr: None,
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -147,6 +158,9 @@ impl Config {
         let invalid = |name, reason: &str| Err(ConfigError::Invalid { name, reason: reason.into() });
         if let Err(reason) = crate::logging::check_filter(&self.log_level) {
             return invalid("log_level", &reason);
+        }
+        if let Err(err) = self.tls.validate() {
+            return invalid("tls", &err.to_string());
         }
         for (name, addr) in
             [("advertise_http_addr", &self.advertise_http_addr), ("advertise_raft_addr", &self.advertise_raft_addr)]
@@ -335,6 +349,10 @@ pub struct ServeArgs {
     /// Messages handled per raftstore round, all committed to LMDB at once [default: 4096]
     #[arg(long, env = "FEKV_RAFTSTORE_MAX_BATCH", value_name = "N")]
     pub raftstore_max_batch: Option<usize>,
+    /// Longest wait of committed entries for a round that syncs the log anyway; then they are
+    /// applied in a commit of their own (one flush) [default: 2ms]
+    #[arg(long, env = "FEKV_RAFT_APPLY_DELAY", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub raft_apply_delay: Option<Duration>,
     /// Time between background scrubs of the whole store; 0s turns them off [default: 24h]
     #[arg(long, env = "FEKV_SCRUB_INTERVAL", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub scrub_interval: Option<Duration>,
@@ -377,6 +395,8 @@ pub struct ServeArgs {
     /// Listener serving /metrics, /status, /health, /ready without credentials; keep it on loopback [default: none]
     #[arg(long, env = "FEKV_METRICS_ADDR", value_name = "ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    #[command(flatten)]
+    pub tls: NodeTlsArgs,
 }
 
 impl ServeArgs {
@@ -420,6 +440,7 @@ impl ServeArgs {
             raft_heartbeat_ticks,
             raft_log_gc_threshold,
             raftstore_max_batch,
+            raft_apply_delay,
             scrub_interval,
             scrub_rate,
             snapshot_max_size,
@@ -434,6 +455,7 @@ impl ServeArgs {
             auth_token_ttl,
             auth_password_cost
         );
+        self.tls.overlay(&mut config.tls);
         config.validate()?;
         Ok(config)
     }
@@ -442,6 +464,33 @@ impl ServeArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const TLS_FLAGS: [&str; 7] = [
+        "cert-file",
+        "key-file",
+        "trusted-ca-file",
+        "client-cert-auth",
+        "peer-cert-file",
+        "peer-key-file",
+        "peer-trusted-ca-file",
+    ];
+
+    #[test]
+    fn tls_flags_and_the_tls_table_combine_and_incomplete_ones_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fekv.toml");
+        std::fs::write(&path, "[tls]\ncert_file = \"a.crt\"\n").unwrap();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            tls: NodeTlsArgs { key_file: Some("a.key".into()), ..Default::default() },
+            ..Default::default()
+        };
+        let config = args.load().unwrap();
+        assert_eq!(config.tls.cert_file, Some(PathBuf::from("a.crt")));
+        assert!(toml::to_string(&config).unwrap().contains("[tls]"));
+        let err = ServeArgs { config: Some(path), ..Default::default() }.load().unwrap_err().to_string();
+        assert!(err.contains("tls") && err.contains("key_file"), "{err}");
+    }
 
     #[test]
     fn defaults_are_valid() {
@@ -494,6 +543,9 @@ mod tests {
             let (Some(long), Some(help)) = (arg.get_long(), arg.get_help()) else { continue };
             if ["config", "placement", "advertise-http-addr", "advertise-raft-addr", "metrics-addr"].contains(&long) {
                 continue; // no default: a file, an address that turns on cluster mode, addresses to register
+            }
+            if TLS_FLAGS.contains(&long) {
+                continue; // off by default, and kept out of the printed configuration while off
             }
             let help = help.to_string();
             let default = help

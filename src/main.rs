@@ -104,3 +104,14 @@ async fn shutdown_signal() {
     }
     tracing::info!("shutting down");
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every subcommand's flags fit together (no two arguments share an id, as `--key` of TLS and
+    /// `fekv ctl region find KEY` once did).
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

@@ -2,7 +2,9 @@
 //! their nodes apart. Names follow `fekv_<subsystem>_<what>_<unit>`.
 //!
 //! The group-commit figure to watch is `fekv_raftstore_proposals_total / fekv_storage_commits_total`
-//! (also as the histogram `fekv_storage_proposals_per_commit`).
+//! (also as the histogram `fekv_storage_proposals_per_commit`). Commits per write:
+//! `fekv_storage_commits_total / fekv_raftstore_proposals_total`, of which
+//! `fekv_storage_apply_only_commits_total` made one flush instead of two.
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
@@ -29,6 +31,9 @@ pub struct Metrics {
     pub transport_batch_messages: Histogram,
     pub transport_batch_bytes: Histogram,
     pub storage_commits: IntCounter,
+    pub storage_apply_only_commits: IntCounter,
+    pub raft_answered_at_commit: IntCounter,
+    pub raftstore_deferred_rounds: IntCounter,
     pub storage_commit_failures: IntCounter,
     pub storage_commit_duration: Histogram,
     pub storage_entries_per_commit: Histogram,
@@ -38,6 +43,7 @@ pub struct Metrics {
     pub storage_map_size_bytes: IntGauge,
     pub storage_scrub: crate::storage::scrub::background::ScrubMetrics,
     pub auth_logins: IntCounterVec,
+    pub tls_handshakes: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -206,7 +212,22 @@ impl Metrics {
             storage_commits: counter(
                 &registry,
                 "fekv_storage_commits_total",
-                "LMDB write transactions committed (one fsync each)",
+                "LMDB write transactions committed (apply-only ones included)",
+            ),
+            storage_apply_only_commits: counter(
+                &registry,
+                "fekv_storage_apply_only_commits_total",
+                "LMDB commits that only applied committed entries (one flush: no meta page sync)",
+            ),
+            raft_answered_at_commit: counter(
+                &registry,
+                "fekv_raft_writes_answered_at_commit_total",
+                "Plain writes answered once their entry committed, before their apply",
+            ),
+            raftstore_deferred_rounds: counter(
+                &registry,
+                "fekv_raftstore_deferred_apply_rounds_total",
+                "Rounds whose applies waited for a later commit instead of committing their own",
             ),
             storage_commit_failures: counter(
                 &registry,
@@ -243,8 +264,23 @@ impl Metrics {
             ),
             storage_map_size_bytes: gauge(&registry, "fekv_storage_map_size_bytes", "Configured LMDB map size"),
             storage_scrub: scrub_metrics(&registry),
+            tls_handshakes: counter_vec(
+                &registry,
+                "fekv_tls_handshakes_total",
+                "TLS handshakes on the node's listeners, by listener (client: the REST API, peer: the raft \
+                 port) and outcome (completed, failed, timed_out)",
+                &["listener", "outcome"],
+            ),
             registry,
         }
+    }
+
+    /// What a TLS listener reports each handshake to: `fekv_tls_handshakes_total{listener}`.
+    pub fn handshake_hook(&self, listener: &'static str) -> crate::security::tls::HandshakeHook {
+        let counter = self.tls_handshakes.clone();
+        std::sync::Arc::new(move |event: crate::security::tls::HandshakeEvent| {
+            counter.with_label_values(&[listener, event.as_str()]).inc()
+        })
     }
 
     /// The Prometheus text exposition of every metric.

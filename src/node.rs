@@ -15,7 +15,7 @@ use tonic::transport::Channel;
 
 use crate::api::connections::{default_max_connections, fd_reserve};
 use crate::api::{self, ApiState};
-use crate::cluster_link::{self, LinkError};
+use crate::cluster_link::{self, LinkError, StoreIdentity};
 use crate::config::{Config, ConfigError};
 use crate::dir_lock::{DirLock, LockError};
 use crate::metrics::Metrics;
@@ -30,6 +30,8 @@ use crate::raftstore::{RaftstoreExit, RaftstoreHandle, Router};
 use crate::security::node_auth::{self, NodeAuth, NodeAuthError, NodeAuthOptions};
 use crate::storage::scrub::background::{ScrubSchedule, Scrubber};
 use crate::storage::{Engine, EngineOptions, StorageError};
+use crate::security::runtime::TlsSet;
+use crate::security::tls::{AcceptorOptions, AppProtocol, ClientTls, ServerTls, TlsError, TlsIncoming};
 use crate::transport::grpc::{AddressBook, GrpcTransport, RaftTransportService, SnapshotLimits};
 
 /// Bumped when the on-disk layout changes incompatibly. 2: every checksum covers its record's
@@ -65,6 +67,34 @@ pub enum NodeError {
     Auth(#[from] NodeAuthError),
     #[error("the raftstore thread died ({0}); exiting so that a supervisor can restart the node")]
     RaftstoreDied(PanicReport),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// The node's loaded TLS configurations (see `docs/security.md`); all `None` without TLS flags.
+#[derive(Default)]
+pub struct NodeTls {
+    /// The REST API's listener.
+    pub api: Option<Arc<ServerTls>>,
+    /// The raft listener's (client certificates required).
+    pub peer_server: Option<Arc<ServerTls>>,
+    /// Connections to other stores and to placement (presenting the peer certificate).
+    pub peer_client: Option<Arc<ClientTls>>,
+}
+
+impl NodeTls {
+    /// Loads every configuration `config` asks for into `set`, which keeps them fresh.
+    pub fn load(config: &Config, set: &mut TlsSet) -> Result<NodeTls, TlsError> {
+        let api = config.tls.client_listener()?.map(|s| set.server(s, AppProtocol::Http1)).transpose()?;
+        let (peer_server, peer_client) = match config.tls.peer()? {
+            None => (None, None),
+            Some(peer) => (
+                Some(set.server(peer.server(), AppProtocol::Grpc)?),
+                Some(set.client(peer.client(), AppProtocol::Grpc)?),
+            ),
+        };
+        Ok(NodeTls { api, peer_server, peer_client })
+    }
 }
 
 /// A running node: the raftstore thread and what the API needs.
@@ -102,7 +132,7 @@ pub fn bootstrap_store(
         return Ok(ident);
     }
     drop(txn);
-    let ident = StoreIdent { cluster_id, store_id, format_version: FORMAT_VERSION };
+    let ident = StoreIdent { cluster_id, store_id, format_version: FORMAT_VERSION, ..Default::default() };
     let mut txn = engine.write_txn()?;
     engine.put_store_ident(&mut txn, &ident)?;
     engine.put_format_version(&mut txn, FORMAT_VERSION)?;
@@ -131,6 +161,7 @@ pub fn store_config(config: &Config, store_id: u64) -> StoreConfig {
         request_timeout: config.request_timeout,
         region_max_size: config.region_max_size.as_u64(),
         split_check_ticks: SPLIT_CHECK_TICKS,
+        apply_delay: config.raft_apply_delay,
     }
 }
 
@@ -176,34 +207,38 @@ impl Node {
         placement: &str,
         raft_addr: &str,
         http_addr: &str,
-    ) -> Result<(Node, PlacementClient<Channel>), NodeError> {
+        peer_tls: Option<Arc<ClientTls>>,
+    ) -> Result<(Node, PlacementClient<Channel>, StoreIdentity), NodeError> {
         let metrics = Arc::new(Metrics::new());
         let (dir_lock, engine) = open_engine(config, &metrics)?;
         let auth = open_auth(config, &engine, &metrics)?;
-        let mut client = cluster_link::client(placement)?;
+        let mut client = cluster_link::client(placement, peer_tls.as_ref())?;
         let txn = engine.read_txn()?;
-        let known_store_id = engine.store_ident(&txn)?.map_or(0, |ident| ident.store_id);
+        let known = engine.store_ident(&txn)?.map_or_else(StoreIdentity::default, |ident| StoreIdentity {
+            store_id: ident.store_id,
+            cluster_id: ident.cluster_id,
+            secret: ident.store_secret,
+        });
         drop(txn);
-        let (store_id, cluster_id) = cluster_link::register(
+        let identity = cluster_link::register(
             &mut client,
             placement,
-            known_store_id,
+            &known,
             (raft_addr, http_addr),
             &auth,
             Duration::from_secs(60),
         )
         .await?;
         // A store bootstraps only its identity; its first region comes from placement.
-        let ident = check_format(config, bootstrap_store(&engine, cluster_id, store_id, None)?)?;
+        let ident = bootstrap_store(&engine, identity.cluster_id, identity.store_id, None)?;
+        let ident = check_format(config, save_store_secret(&engine, ident, &identity.secret)?)?;
         let store_cfg = store_config(config, ident.store_id);
         let inbox = store::inbox(&store_cfg);
         let addresses = Arc::new(AddressBook::default());
-        let transport = Box::new(GrpcTransport::new(
-            tokio::runtime::Handle::current(),
-            addresses.clone(),
-            inbox.0.clone(),
-            metrics.clone(),
-        ));
+        let transport = Box::new(
+            GrpcTransport::new(tokio::runtime::Handle::current(), addresses.clone(), inbox.0.clone(), metrics.clone())
+                .with_tls(peer_tls),
+        );
         let ids = Arc::new(cluster_link::PlacementIds::new(client.clone(), tokio::runtime::Handle::current()));
         let (router, handle) = store::start(store_cfg, engine.clone(), metrics.clone(), transport, inbox, ids)?;
         let mut node = Node::assemble(
@@ -218,7 +253,7 @@ impl Node {
         );
         Arc::get_mut(&mut node.state).expect("not shared yet").region_cache =
             Some(Arc::new(cluster_link::RegionCache::default()));
-        Ok((node, client))
+        Ok((node, client, identity))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -241,6 +276,7 @@ impl Node {
             max_value_size: config.max_value_size.as_u64(),
             store_id,
             http_addr,
+            url_scheme: if config.tls.cert_file.is_some() { "https" } else { "http" },
             started: Instant::now(),
             addresses,
             region_cache: None,
@@ -268,8 +304,9 @@ impl Node {
         self.state.clone()
     }
 
-    /// Serves the REST API on `listener` until `shutdown` resolves.
-    pub async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    /// Serves the REST API on `listener` (a `TcpListener`, or a `TlsIncoming` for HTTPS) until
+    /// `shutdown` resolves.
+    pub async fn serve(&self, listener: impl api::Acceptor, shutdown: impl Future<Output = ()>) {
         api::serve(listener, self.state.clone(), shutdown).await;
     }
 
@@ -309,8 +346,10 @@ fn open_engine(config: &Config, metrics: &Metrics) -> Result<(DirLock, Engine), 
 fn open_auth(config: &Config, engine: &Engine, metrics: &Arc<Metrics>) -> Result<Arc<NodeAuth>, NodeError> {
     let password_cost = node_auth::parse_password_cost(&config.auth_password_cost)
         .map_err(|reason| ConfigError::Invalid { name: "auth_password_cost", reason })?;
-    // The client listener is plain HTTP until the TLS settings are wired (issue 12, part 1).
-    let options = NodeAuthOptions { token_ttl: config.auth_token_ttl, password_cost, client_tls: false };
+    // The REST API listens with TLS exactly when these settings exist (`NodeTls::load`): without
+    // them auth warns that passwords and tokens cross the network in the clear.
+    let client_tls = config.tls.client_listener()?.is_some();
+    let options = NodeAuthOptions { token_ttl: config.auth_token_ttl, password_cost, client_tls };
     Ok(Arc::new(NodeAuth::open(engine.clone(), options, metrics)?))
 }
 
@@ -330,6 +369,19 @@ pub fn scrub_schedule(config: &Config) -> ScrubSchedule {
         interval: (!config.scrub_interval.is_zero()).then_some(config.scrub_interval),
         rate: config.scrub_rate.as_u64(),
     }
+}
+
+/// Keeps the secret placement gave this store with its identity, when it is a new one.
+fn save_store_secret(engine: &Engine, ident: StoreIdent, secret: &[u8]) -> Result<StoreIdent, StorageError> {
+    if ident.store_secret == secret {
+        return Ok(ident);
+    }
+    let ident = StoreIdent { store_secret: secret.to_vec(), ..ident };
+    let mut txn = engine.write_txn()?;
+    engine.put_store_ident(&mut txn, &ident)?;
+    engine.commit(txn)?;
+    tracing::info!(store_id = ident.store_id, "kept the store secret placement gave this store");
+    Ok(ident)
 }
 
 fn check_format(config: &Config, ident: StoreIdent) -> Result<StoreIdent, NodeError> {
@@ -373,6 +425,9 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, NodeError> {
 /// Runs a node with `config` until `shutdown` resolves, or until its raftstore dies (then the node
 /// stops and the error says why): alone, or as a cluster member when `config.placement` is set.
 pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), NodeError> {
+    // Every certificate is read before anything listens: a bad file stops the node, naming it.
+    let mut tls_set = TlsSet::default();
+    let tls = NodeTls::load(&config, &mut tls_set)?;
     let http_listener = bind(config.http_addr).await?;
     let http_addr =
         http_listener.local_addr().map_err(|source| NodeError::Listen { addr: config.http_addr, source })?;
@@ -392,6 +447,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    tls_set.keep_fresh(stop_rx.clone());
     let node = match &config.placement {
         None => Node::start(&config)?,
         Some(placement) => {
@@ -401,16 +457,35 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
             // What others are told to connect to; never 0.0.0.0 or ::.
             let advertised_raft = config.advertised_raft_addr(raft_addr)?;
             let advertised_http = config.advertised_http_addr(http_addr)?;
-            let (node, client) = Node::start_clustered(&config, placement, &advertised_raft, &advertised_http).await?;
+            let (node, client, identity) = Node::start_clustered(
+                &config,
+                placement,
+                &advertised_raft,
+                &advertised_http,
+                tls.peer_client.clone(),
+            )
+            .await?;
             let service = RaftTransportService::new(node.router().store_inbox(), snapshot_limits(&config));
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(raft_listener);
             let raft_stopped = stopped(stop_rx.clone());
+            let server = tonic::transport::Server::builder().add_service(service);
+            let served = match &tls.peer_server {
+                // Mutual TLS: a connection without a certificate of the cluster's CA never gets
+                // as far as a raft message.
+                Some(peer_tls) => {
+                    let options = AcceptorOptions {
+                        hook: Some(node.state.metrics.handshake_hook("peer")),
+                        ..AcceptorOptions::default()
+                    };
+                    let incoming = TlsIncoming::new(raft_listener, peer_tls.clone(), options);
+                    tokio::spawn(server.serve_with_incoming_shutdown(incoming, raft_stopped))
+                }
+                None => {
+                    let incoming = tokio_stream::wrappers::TcpListenerStream::new(raft_listener);
+                    tokio::spawn(server.serve_with_incoming_shutdown(incoming, raft_stopped))
+                }
+            };
             tokio::spawn(async move {
-                let served = tonic::transport::Server::builder()
-                    .add_service(service)
-                    .serve_with_incoming_shutdown(incoming, raft_stopped)
-                    .await;
-                if let Err(err) = served {
+                if let Ok(Err(err)) = served.await {
                     tracing::error!(error = %err, "the raft transport server failed");
                 }
             });
@@ -419,7 +494,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
             let engine = node.engine().clone();
             tokio::spawn(cluster_link::run(
                 client,
-                node.store_id(),
+                identity,
                 node.router().clone(),
                 addresses,
                 regions,
@@ -432,6 +507,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
                 advertised = %advertised_raft,
                 store_id = node.store_id(),
                 placement,
+                peer_tls = tls.peer_server.is_some(),
                 "raft transport listening"
             );
             node
@@ -457,9 +533,17 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
         store_id = node.store_id(),
         data_dir = %config.data_dir.display(),
         max_connections = limits.max_connections,
+        tls = tls.api.is_some(),
         "fekv node serving"
     );
-    node.serve(http_listener, stopped(stop_rx)).await;
+    match &tls.api {
+        Some(api_tls) => {
+            let options =
+                AcceptorOptions { hook: Some(node.state.metrics.handshake_hook("client")), ..AcceptorOptions::default() };
+            node.serve(TlsIncoming::new(http_listener, api_tls.clone(), options), stopped(stop_rx)).await
+        }
+        None => node.serve(http_listener, stopped(stop_rx)).await,
+    }
     match tokio::task::spawn_blocking(move || node.stop()).await {
         Ok(RaftstoreExit::Stopped) => {
             tracing::info!("fekv node stopped");

@@ -5,67 +5,18 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::process::{ctl_json, wait_replicated, FekvProcess};
+use common::process::{ctl_json, run_fekv, wait_replicated, FekvProcess};
 use common::try_request;
+use common::wait::eventually;
 use hyper::{Method, StatusCode};
 
-/// A port nothing listens on right now (bound, then released).
+/// A port nothing listens on right now (bound, then released). The advertised addresses must name
+/// their port before the node binds it, so this one test cannot bind `:0`; a parallel test's `:0`
+/// takes the same port in between only by a small chance (the kernel starts its search at random).
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// `fekv args...` with stderr collected line by line; killed when dropped.
-struct Running {
-    child: std::process::Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Running {
-    fn spawn(args: &[&str]) -> Running {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fekv"))
-            .args(args)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        let pipe = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Running { child, lines }
-    }
-
-    /// Waits (at most `within`) for the process to exit; its status and stderr.
-    fn wait_exit(&mut self, within: Duration) -> (std::process::ExitStatus, String) {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                // The reader thread may still be draining the pipe.
-                std::thread::sleep(Duration::from_millis(100));
-                return (status, self.lines.lock().unwrap().join("\n"));
-            }
-            assert!(Instant::now() < deadline, "still running after {within:?}: {:#?}", self.lines.lock().unwrap());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]
@@ -80,8 +31,9 @@ fn a_node_bound_to_every_interface_refuses_to_register_without_an_advertised_add
     for (addrs, setting) in cases {
         let mut args = vec!["--placement", &placement.addr, "--data-dir", &data_dir];
         args.extend(addrs);
-        let (status, stderr) = Running::spawn(&args).wait_exit(Duration::from_secs(10));
-        assert!(!status.success(), "{args:?}: {stderr}");
+        let run = run_fekv(&args, Duration::from_secs(10));
+        let stderr = &run.stderr;
+        assert!(!run.success, "{args:?}: {stderr}");
         assert!(stderr.contains(setting) && stderr.contains("every interface"), "{args:?}: {stderr}");
     }
     // Nothing was registered.
@@ -130,19 +82,21 @@ async fn advertised_host_names_are_registered_and_redirects_point_at_them() {
     expected.sort();
     assert_eq!(registered, expected);
     // A write sent to the follower is redirected to the leader's advertised address.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let location = 'found: loop {
+    let location = eventually(Duration::from_secs(20), "a follower's redirect", || async {
+        let mut seen = Vec::new();
         for (node, _, _) in &nodes {
             let url = format!("http://127.0.0.1:{}/fekv/k", node.addr.rsplit(':').next().unwrap());
-            if let Ok(reply) = try_request(Method::PUT, &url, "v", &[]).await {
-                if reply.status == StatusCode::TEMPORARY_REDIRECT {
-                    break 'found reply.header("location").unwrap().to_string();
+            match try_request(Method::PUT, &url, "v", &[]).await {
+                Ok(reply) if reply.status == StatusCode::TEMPORARY_REDIRECT => {
+                    return Ok(reply.header("location").unwrap().to_string())
                 }
+                Ok(reply) => seen.push(format!("{url}: {}", reply.status)),
+                Err(err) => seen.push(format!("{url}: {err}")),
             }
         }
-        assert!(Instant::now() < deadline, "no follower redirected within 20 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+        Err(seen.join("; "))
+    })
+    .await;
     assert!(nodes.iter().any(|(_, http, _)| location == format!("http://localhost:{http}/fekv/k?hop=1")), "{location}");
 }
 
@@ -151,24 +105,12 @@ fn a_node_that_cannot_reach_placement_says_so_at_warn_with_the_address() {
     let dir = tempfile::tempdir().unwrap();
     let nowhere = format!("127.0.0.1:{}", free_port());
     let data_dir = dir.path().display().to_string();
-    let node = Running::spawn(&[
-        "--placement",
-        &nowhere,
-        "--data-dir",
-        &data_dir,
-        "--http-addr",
-        "127.0.0.1:0",
-        "--raft-addr",
-        "127.0.0.1:0",
-    ]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let warnings = node.lines.lock().unwrap().iter().filter(|l| l.contains("WARN") && l.contains(&nowhere)).count();
-        // Each retry, not just the first.
-        if warnings >= 2 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no warnings naming {nowhere}: {:#?}", node.lines.lock().unwrap());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let node = FekvProcess::launch(
+        &["--placement", &nowhere, "--data-dir", &data_dir, "--http-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0"],
+        dir.path(),
+    );
+    // Each retry warns, not just the first.
+    node.wait_stderr(Duration::from_secs(10), &format!("two warnings naming {nowhere}"), |lines| {
+        lines.iter().filter(|l| l.contains("WARN") && l.contains(&nowhere)).count() >= 2
+    });
 }

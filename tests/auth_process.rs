@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use common::process::{ctl_output, FekvProcess};
+use common::process::{FekvProcess, Run};
 use common::{put_anywhere, try_request, Reply};
 use hyper::{Method, StatusCode};
 
@@ -30,15 +30,15 @@ async fn send(method: Method, url: &str, body: &str, authorization: Option<&str>
 
 /// `fekv ctl` as `user` (NAME:PASSWORD), if any; panics unless it succeeds.
 fn ctl(placement: &str, user: Option<&str>, args: &[&str]) -> String {
-    let output = ctl_as(placement, user, args);
-    assert!(output.status.success(), "fekv ctl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    let run = ctl_as(placement, user, args);
+    assert!(run.success, "fekv ctl {args:?}: {}", run.stderr);
+    run.stdout
 }
 
-fn ctl_as(placement: &str, user: Option<&str>, args: &[&str]) -> std::process::Output {
+fn ctl_as(placement: &str, user: Option<&str>, args: &[&str]) -> Run {
     let mut all: Vec<&str> = user.map(|user| vec!["--user", user]).unwrap_or_default();
     all.extend_from_slice(args);
-    ctl_output(placement, &all).unwrap()
+    common::process::ctl(placement, &all)
 }
 
 /// Polls `GET url` (with `authorization`) until it answers `status`; panics with the last answer.
@@ -150,7 +150,7 @@ async fn users_roles_and_tokens_guard_the_client_api_and_the_admin_rpcs() {
     assert!(ctl(&p, Some(ALICE), &["cluster", "status"]).contains("up"));
     let refused = ctl_as(&p, Some(ALICE), &["scheduler", "disable", "balance-region"]);
     assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("root role"), "{refused:?}");
+    assert!(refused.stderr.contains("root role"), "{refused:?}");
     assert!(!ctl_as(&p, Some(ALICE), &["user", "list"]).status.success());
     ctl(&p, Some(ROOT), &["scheduler", "disable", "balance-region"]);
     assert!(ctl(&p, Some(ROOT), &["user", "list"]).contains("alice"));

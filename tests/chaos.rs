@@ -15,8 +15,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::cluster::{eventually, seed, Cluster};
+use common::cluster::{seed, Cluster};
 use common::linearizability::{self, Event};
+use common::wait::eventually;
 use fekv::raftstore::PeerStatus;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

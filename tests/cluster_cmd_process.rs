@@ -3,11 +3,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::process::collect_lines;
+use common::wait::{eventually, eventually_sync, try_eventually_sync, Watchdog};
 use hyper::StatusCode;
 
 /// Ports nothing listens on right now (found by binding them; released before they are used).
@@ -22,6 +23,7 @@ struct ClusterCmd {
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
+    _watchdog: Watchdog,
 }
 
 impl ClusterCmd {
@@ -39,19 +41,10 @@ impl ClusterCmd {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let collect = |pipe: Box<dyn std::io::Read + Send>| {
-            let lines = Arc::new(Mutex::new(Vec::new()));
-            let sink = lines.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    sink.lock().unwrap().push(line);
-                }
-            });
-            lines
-        };
-        let stdout = collect(Box::new(child.stdout.take().unwrap()));
-        let stderr = collect(Box::new(child.stderr.take().unwrap()));
-        ClusterCmd { child, stdout, stderr, _dir: dir }
+        common::wait::watch_child(child.id());
+        let stdout = collect_lines(child.stdout.take().unwrap());
+        let stderr = collect_lines(child.stderr.take().unwrap());
+        ClusterCmd { child, stdout, stderr, _dir: dir, _watchdog: Watchdog::default() }
     }
 
     fn output(&self) -> String {
@@ -64,28 +57,20 @@ impl ClusterCmd {
 
     /// Waits (at most `within`) until a line of stdout or stderr satisfies `accept`; returns it.
     fn wait_line(&self, within: Duration, accept: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + within;
-        loop {
+        eventually_sync(within, "a line of fekv cluster's output", || {
             let lines: Vec<String> =
                 [&self.stdout, &self.stderr].iter().flat_map(|l| l.lock().unwrap().clone()).collect();
-            if let Some(line) = lines.into_iter().find(|l| accept(l)) {
-                return line;
-            }
-            assert!(Instant::now() < deadline, "no such line within {within:?}:\n{}", self.output());
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            lines.into_iter().find(|l| accept(l)).ok_or_else(|| self.output())
+        })
     }
 
     /// Waits (at most `within`) for `fekv cluster` to exit.
     fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "fekv cluster still running after {within:?}:\n{}", self.output());
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let (stdout, stderr) = (self.stdout.clone(), self.stderr.clone());
+        let child = &mut self.child;
+        eventually_sync(within, "fekv cluster to exit", || {
+            child.try_wait().unwrap().ok_or_else(|| format!("{stdout:?}\n{stderr:?}"))
+        })
     }
 
     fn signal(&self, pid: u32, signal: i32) {
@@ -104,13 +89,12 @@ impl Drop for ClusterCmd {
         // SIGTERM, so `fekv cluster` stops its children before it exits.
         if let Ok(None) = self.child.try_wait() {
             self.signal(self.child.id(), libc::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            let child = &mut self.child;
+            let _ = try_eventually_sync(Duration::from_secs(15), || !matches!(child.try_wait(), Ok(None)));
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        common::wait::forget_child(self.child.id());
     }
 }
 
@@ -150,11 +134,10 @@ async fn a_node_that_dies_is_reported_with_its_log_and_restarted() {
     cluster.wait_line(Duration::from_secs(1), |l| l.contains("restarting node-1 in 1s (restart 1 of at most 5)"));
     let restarted = cluster.wait_line(Duration::from_secs(10), |l| l.starts_with("node-1 restarted, pid "));
     assert!(!restarted.ends_with(&format!(" {pid}")), "{restarted}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while health(ports[0]).await != Some(StatusCode::OK) {
-        assert!(Instant::now() < deadline, "node-1 not healthy again:\n{}", cluster.output());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(Duration::from_secs(30), "node-1 healthy again", || async {
+        health(ports[0]).await.filter(|s| *s == StatusCode::OK).ok_or_else(|| cluster.output())
+    })
+    .await;
     cluster.signal(cluster.child.id(), libc::SIGTERM);
     let status = cluster.wait_exit(Duration::from_secs(20));
     assert!(status.success(), "{status}:\n{}", cluster.output());
@@ -173,11 +156,9 @@ fn a_node_that_dies_more_than_max_restarts_stops_the_cluster() {
     let output = cluster.output();
     assert!(output.contains("node-1 exited 1 times (--max-restarts 0); stopped the cluster"), "{output}");
     // Placement was stopped with it.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpListener::bind(("127.0.0.1", ports[2])).is_err() {
-        assert!(Instant::now() < deadline, "placement still listens");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually_sync(Duration::from_secs(10), "placement's port free", || {
+        std::net::TcpListener::bind(("127.0.0.1", ports[2])).map(drop)
+    });
 }
 
 #[test]

@@ -3,108 +3,38 @@
 
 mod common;
 
-use std::io::Read;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::process::FekvProcess;
+use common::process::{self, Run};
+use common::process_cluster::ProcessCluster;
+use common::wait::{eventually, eventually_sync, Watchdog};
 use serde_json::Value;
 
-/// One finished `fekv ctl` run.
-#[derive(Debug)]
-struct CtlRun {
-    success: bool,
-    stdout: String,
-    stderr: String,
-    took: Duration,
-}
-
-impl CtlRun {
-    fn show(&self, args: &[&str]) {
-        let code = if self.success { "ok" } else { "failed" };
-        println!("$ fekv ctl {}  # {code} in {:?}\n{}{}", args.join(" "), self.took, self.stdout, self.stderr);
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
-    }
+/// Shows what a `fekv ctl` run printed, as on a terminal.
+fn show(run: &Run, args: &[&str]) {
+    let code = if run.success { "ok" } else { "failed" };
+    println!("$ fekv ctl {}  # {code} in {:?}\n{}{}", args.join(" "), run.took, run.stdout, run.stderr);
 }
 
 /// Runs `fekv ctl --placement <placement> <args>`, waits for it and shows what it printed.
-fn ctl(placement: &str, args: &[&str]) -> CtlRun {
-    let run = run_ctl(placement, args);
-    run.show(args);
+fn ctl(placement: &str, args: &[&str]) -> Run {
+    let run = process::ctl(placement, args);
+    show(&run, args);
     run
 }
 
-/// Runs `fekv ctl --placement <placement> <args>` and waits for it (at most 20 s: ctl's own deadlines
-/// are 3 s per call, 10 s for `split --wait`).
-fn run_ctl(placement: &str, args: &[&str]) -> CtlRun {
-    let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fekv"))
-        .arg("ctl")
-        .args(["--placement", placement])
-        .args(args)
-        .env_remove("FEKV_PLACEMENT")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn fekv ctl");
-    // Drain both pipes on threads so a large output can never block the child.
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let stdout = std::thread::spawn(move || {
-        let mut text = String::new();
-        out.read_to_string(&mut text).map(|_| text).unwrap_or_default()
-    });
-    let stderr = std::thread::spawn(move || {
-        let mut text = String::new();
-        err.read_to_string(&mut text).map(|_| text).unwrap_or_default()
-    });
-    let deadline = started + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("fekv ctl {args:?} did not finish within 20s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    CtlRun {
-        success: status.success(),
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
-        took: started.elapsed(),
-    }
-}
-
 /// Runs `ctl` until `done` accepts its result (at most `within`).
-fn ctl_until(placement: &str, args: &[&str], within: Duration, done: impl Fn(&CtlRun) -> bool) -> CtlRun {
-    let deadline = Instant::now() + within;
-    loop {
-        let run = run_ctl(placement, args);
+fn ctl_until(placement: &str, args: &[&str], within: Duration, done: impl Fn(&Run) -> bool) -> Run {
+    let run = eventually_sync(within, &format!("the expected answer of fekv ctl {args:?}"), || {
+        let run = process::ctl(placement, args);
         if done(&run) {
-            run.show(args);
-            return run;
+            Ok(run)
+        } else {
+            Err(format!("{}{}", run.stdout, run.stderr))
         }
-        if Instant::now() >= deadline {
-            run.show(args);
-            panic!("fekv ctl {args:?} never gave the expected answer within {within:?}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn start_cluster(dir: &std::path::Path) -> (FekvProcess, Vec<FekvProcess>) {
-    let placement = FekvProcess::start_placement(&dir.join("placement"), 3);
-    let nodes = (0..3).map(|i| FekvProcess::start_node(&dir.join(format!("node-{i}")), &placement.addr)).collect();
-    // The first region starts on the first node alone; the replica checker grows it.
-    common::process::wait_replicated(&placement.addr, 3, Duration::from_secs(30));
-    (placement, nodes)
+    });
+    show(&run, args);
+    run
 }
 
 fn sorted(mut items: Vec<String>) -> Vec<String> {
@@ -114,9 +44,9 @@ fn sorted(mut items: Vec<String>) -> Vec<String> {
 
 #[test]
 fn ctl_lists_stores_and_regions_and_checks_every_node() {
-    let dir = tempfile::tempdir().unwrap();
-    let (placement, mut nodes) = start_cluster(dir.path());
-    let at = placement.addr.as_str();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut cluster = runtime.block_on(ProcessCluster::three());
+    let at = &cluster.placement().to_string();
 
     println!("-- the first region, with three peers and a leader once the leader has reported");
     let regions = ctl_until(at, &["region", "list", "-o", "json"], Duration::from_secs(20), |run| {
@@ -155,7 +85,7 @@ fn ctl_lists_stores_and_regions_and_checks_every_node() {
     store_ids.sort_unstable();
     assert_eq!(store_ids, peer_stores);
     let http_addrs = sorted(stores.iter().map(|s| s["http_addr"].as_str().unwrap().to_string()).collect());
-    assert_eq!(http_addrs, sorted(nodes.iter().map(|n| n.addr.clone()).collect()));
+    assert_eq!(http_addrs, sorted(cluster.running().iter().map(|n| n.addr.clone()).collect()));
     let leader = stores.iter().find(|s| s["store_id"] == leader_store).unwrap();
     assert_eq!(leader["leader_count"], 1);
     let table = ctl(at, &["store", "list"]);
@@ -193,8 +123,7 @@ fn ctl_lists_stores_and_regions_and_checks_every_node() {
     assert_eq!(health.stdout.lines().filter(|l| l.contains(" healthy ")).count(), 3, "{}", health.stdout);
 
     println!("-- a region's size survives a leader change (the new leader reports before it measures)");
-    let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let bases = cluster.bases();
     for i in 0..20 {
         runtime
             .block_on(common::put_anywhere(&bases, &format!("key{i:02}"), "some value", Duration::from_secs(10)))
@@ -237,9 +166,8 @@ fn ctl_lists_stores_and_regions_and_checks_every_node() {
     assert!(refused.stderr.contains("region 999999 is not known"), "{}", refused.stderr);
 
     println!("-- a dead node is down in `cluster status` and unhealthy in `cluster health`, and both fail");
-    let dead = nodes.pop().unwrap();
-    let dead_addr = dead.addr.clone();
-    dead.kill9();
+    let dead_addr = cluster.node(2).addr.clone();
+    cluster.kill9(2);
     let status = ctl(at, &["cluster", "status", "-o", "json"]);
     assert!(!status.success);
     assert!(status.stderr.contains("1 of 3 nodes did not answer"), "{}", status.stderr);
@@ -292,12 +220,15 @@ fn ctl_fails_clearly_and_quickly_when_placement_is_unreachable() {
 struct FakeLeader {
     client: fekv::proto::placement_client::PlacementClient<tonic::transport::Channel>,
     store_id: u64,
+    /// The secret placement gave the store, presented with every heartbeat.
+    secret: Vec<u8>,
     /// The first region, as placement bootstrapped it.
     region: fekv::proto::Region,
     addr: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<Result<(), fekv_placement::service::ServeError>>,
     _dir: tempfile::TempDir,
+    _watchdog: Watchdog,
 }
 
 impl FakeLeader {
@@ -322,17 +253,36 @@ impl FakeLeader {
             version: "test".into(),
             ..Default::default()
         };
-        let store_id = client.register_store(request).await.unwrap().into_inner().store_id;
-        let regions = client.get_regions(GetRegionsRequest {}).await.unwrap().into_inner().regions;
+        let registered = client.register_store(request).await.unwrap().into_inner();
+        let (store_id, secret) = (registered.store_id, registered.store_secret);
+        let regions = client.get_regions(GetRegionsRequest::default()).await.unwrap().into_inner().regions;
         let region = regions[0].region.clone().unwrap();
-        let mut leader =
-            FakeLeader { client, store_id, region: region.clone(), addr, stop: Some(stop), server, _dir: dir };
+        let mut leader = FakeLeader {
+            client,
+            store_id,
+            secret,
+            region: region.clone(),
+            addr,
+            stop: Some(stop),
+            server,
+            _dir: dir,
+            _watchdog: Watchdog::default(),
+        };
         leader.beat(&[&region]).await;
         leader
     }
 
     /// Reports `regions` as their leader; returns the operators placement hands back.
     async fn beat(&mut self, regions: &[&fekv::proto::Region]) -> Vec<fekv::proto::Operator> {
+        Self::beat_with(&mut self.client, self.store_id, &self.secret, regions).await
+    }
+
+    async fn beat_with(
+        client: &mut fekv::proto::placement_client::PlacementClient<tonic::transport::Channel>,
+        store_id: u64,
+        secret: &[u8],
+        regions: &[&fekv::proto::Region],
+    ) -> Vec<fekv::proto::Operator> {
         let peers = regions
             .iter()
             .map(|region| fekv::proto::PeerReport {
@@ -343,23 +293,27 @@ impl FakeLeader {
                 ..Default::default()
             })
             .collect();
-        let request = fekv::proto::StoreHeartbeatRequest { store_id: self.store_id, peers, ..Default::default() };
-        self.client.store_heartbeat(request).await.unwrap().into_inner().operators
+        let request = fekv::proto::StoreHeartbeatRequest {
+            store_id,
+            peers,
+            store_secret: secret.to_vec(),
+            ..Default::default()
+        };
+        client.store_heartbeat(request).await.unwrap().into_inner().operators
     }
 
     /// Beats with the first region until placement hands over a split; returns its key.
     async fn split_operator(&mut self) -> Vec<u8> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let region = self.region.clone();
-            if let Some(op) = self.beat(&[&region]).await.first() {
-                assert_eq!((op.region_id, op.epoch), (region.region_id, region.epoch));
-                let Some(fekv::proto::operator::Kind::Split(split)) = &op.kind else { panic!("not a split: {op:?}") };
-                return split.split_key.clone();
-            }
-            assert!(Instant::now() < deadline, "the split operator never came");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let region = self.region.clone();
+        let op = eventually(Duration::from_secs(10), "the split operator", || {
+            let (mut client, store_id, secret) = (self.client.clone(), self.store_id, self.secret.clone());
+            let region = region.clone();
+            async move { Self::beat_with(&mut client, store_id, &secret, &[&region]).await.into_iter().next() }
+        })
+        .await;
+        assert_eq!((op.region_id, op.epoch), (region.region_id, region.epoch));
+        let Some(fekv::proto::operator::Kind::Split(split)) = &op.kind else { panic!("not a split: {op:?}") };
+        split.split_key.clone()
     }
 
     /// The two halves of the first region split at `at` (new ids from placement), not reported yet.
@@ -379,7 +333,7 @@ impl FakeLeader {
     }
 
     /// `fekv ctl <args>` against this placement, off the async workers.
-    fn ctl(&self, args: &[&str]) -> tokio::task::JoinHandle<CtlRun> {
+    fn ctl(&self, args: &[&str]) -> tokio::task::JoinHandle<Run> {
         let (addr, args): (String, Vec<String>) = (self.addr.clone(), args.iter().map(|s| s.to_string()).collect());
         tokio::task::spawn_blocking(move || ctl(&addr, &args.iter().map(String::as_str).collect::<Vec<_>>()))
     }

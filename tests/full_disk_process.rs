@@ -12,9 +12,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::process::FekvProcess;
+use common::wait::eventually;
 use common::{delete, get, put, Reply};
 use hyper::StatusCode;
 
@@ -97,21 +98,17 @@ async fn check_after_kill9(node: FekvProcess, data_dir: &Path, acked: &Acked, de
 
 /// PUTs `key` until it is acknowledged (at most 20 s), recording it; a 507 meanwhile is waited out.
 async fn put_when_room(node: &FekvProcess, acked: &mut Acked, key: String, value: Vec<u8>) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let reply = put(&node.url(&format!("/fekv/{key}")), value.clone()).await;
+    let url = node.url(&format!("/fekv/{key}"));
+    let reply = eventually(Duration::from_secs(20), &format!("room for {key}"), || async {
+        let reply = put(&url, value.clone()).await;
         match reply.status {
-            StatusCode::OK => {
-                acked.insert(key, (value, etag(&reply)));
-                return;
-            }
-            StatusCode::INSUFFICIENT_STORAGE => {
-                assert!(Instant::now() < deadline, "still no room for {key}: {}", reply.text());
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            StatusCode::OK => Ok(reply),
+            StatusCode::INSUFFICIENT_STORAGE => Err(reply.text()),
             other => panic!("{key}: {other}: {}", reply.text()),
         }
-    }
+    })
+    .await;
+    acked.insert(key, (value, etag(&reply)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,9 +5,10 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::process::{ctl_output, FekvProcess};
+use common::process::{ctl, ctl_json, run_fekv, FekvProcess};
+use common::process_cluster::ProcessCluster;
 use common::{get, put, request};
 use hyper::{Method, StatusCode};
 
@@ -27,18 +28,6 @@ fn flip_stored_key(data_dir: &Path, key: &[u8], revision: u64, value: &[u8], mas
     }
     assert!(flipped >= 1, "record of {} not found in data.mdb", String::from_utf8_lossy(key));
     std::fs::write(&path, &file).unwrap();
-}
-
-async fn wait_for_log(node: &FekvProcess, what: &str, accept: impl Fn(&str) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let lines = node.stderr_lines();
-        if lines.iter().any(|l| accept(l)) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "no {what} log line: {lines:#?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,8 +69,9 @@ async fn a_damaged_key_byte_is_reported_by_reads_and_the_check_not_served_as_ano
         assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR, "{scan}: {}", reply.text());
         assert!(reply.text().contains("oey162"), "{scan}: {}", reply.text());
     }
-    wait_for_log(&node, "error", |l| l.contains("ERROR") && l.contains("checksum mismatch") && l.contains("key162"))
-        .await;
+    node.wait_stderr(Duration::from_secs(5), "the checksum error's log line", |lines| {
+        lines.iter().any(|l| l.contains("ERROR") && l.contains("checksum mismatch") && l.contains("key162"))
+    });
 
     // The check finds it without any read asking.
     let checked = request(Method::POST, &node.url("/scrub"), "", &[]).await;
@@ -106,14 +96,16 @@ async fn a_damaged_key_byte_is_reported_by_reads_and_the_check_not_served_as_ano
     assert!(value("fekv_storage_scrub_records_checked_total") >= 25.0, "{metrics}");
     assert!(value("fekv_storage_scrub_last_run_timestamp_seconds") > 0.0, "{metrics}");
     assert!(value("fekv_storage_checksum_failures_total") >= 1.0, "{metrics}");
-    wait_for_log(&node, "scrub", |l| l.contains("ERROR") && l.contains("scrub") && l.contains("oey162")).await;
+    node.wait_stderr(Duration::from_secs(5), "the scrub's log line", |lines| {
+        lines.iter().any(|l| l.contains("ERROR") && l.contains("scrub") && l.contains("oey162"))
+    });
     // So does `fekv ctl check`, which fails and says what to do.
-    let output = ctl_output("127.0.0.1:1", &["check", "--node", &node.addr]).unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(!output.status.success(), "{stdout}");
+    let run = tokio::task::block_in_place(|| ctl("127.0.0.1:1", &["check", "--node", &node.addr]));
+    let stdout = &run.stdout;
+    assert!(!run.success, "{stdout}");
     assert!(stdout.contains("store 1 at") && stdout.contains("problem(s)") && stdout.contains("oey162"), "{stdout}");
     assert!(stdout.contains("remove-peer"), "{stdout}");
-    assert!(String::from_utf8_lossy(&output.stderr).contains("1 of 1 nodes found damage"), "{output:?}");
+    assert!(run.stderr.contains("1 of 1 nodes found damage"), "{run:?}");
 
     // Writing the key again serves it again (the damaged copy stays until the replica is rebuilt).
     assert_eq!(put(&node.url("/fekv/key162"), "new").await.status, StatusCode::OK);
@@ -136,13 +128,8 @@ async fn a_clean_store_checks_clean() {
 
 #[test]
 fn ctl_check_asks_every_store_placement_knows() {
-    let placement_dir = tempfile::tempdir().unwrap();
-    let placement = FekvProcess::start_placement(placement_dir.path(), 1);
-    let dir = tempfile::tempdir().unwrap();
-    let _node = FekvProcess::start_node(dir.path(), &placement.addr);
-    let output = ctl_output(&placement.addr, &["-o", "json", "check"]).unwrap();
-    assert!(output.status.success(), "{output:?}");
-    let nodes: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let cluster = ProcessCluster::start(1, 1, &[], &[]);
+    let nodes = ctl_json(cluster.placement(), &["check"]).unwrap();
     assert_eq!(nodes.as_array().map(Vec::len), Some(1), "{nodes}");
     assert_eq!(nodes[0]["report"]["damaged"], 0, "{nodes}");
     assert_eq!(nodes[0]["report"]["complete"], true, "{nodes}");
@@ -164,13 +151,12 @@ async fn a_data_directory_of_the_first_format_is_refused_with_what_to_do() {
         txn.commit().unwrap();
         env.prepare_for_closing().wait();
     }
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fekv"))
-        .args(["--http-addr", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let data_dir = dir.path().display().to_string();
+    let run = tokio::task::block_in_place(|| {
+        run_fekv(&["--http-addr", "127.0.0.1:0", "--data-dir", &data_dir], Duration::from_secs(10))
+    });
+    assert!(!run.success);
+    let stderr = &run.stderr;
     assert!(stderr.contains("has format version 1; this fekv reads version 2 only"), "{stderr}");
     assert!(stderr.contains(&dir.path().display().to_string()), "{stderr}");
 }

@@ -4,9 +4,8 @@
 mod common;
 
 use std::convert::Infallible;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use clap::Parser;
@@ -159,6 +158,7 @@ async fn mixed_half_splits_reads_and_writes_evenly() {
 struct TinyServer {
     base: String,
     seen: Arc<Mutex<Vec<(String, String, usize)>>>,
+    _watchdog: common::wait::Watchdog,
 }
 
 impl TinyServer {
@@ -187,7 +187,7 @@ impl TinyServer {
                 );
             }
         });
-        TinyServer { base, seen }
+        TinyServer { base, seen, _watchdog: common::wait::Watchdog::default() }
     }
 
     /// A server that answers every request `200 OK`.
@@ -323,7 +323,9 @@ fn bad_arguments_are_refused_with_the_reason() {
     assert!(matches!(invalid(&["--duration", "0s"]), BenchError::InvalidArgument { flag: "duration", .. }));
     assert!(matches!(invalid(&["--timeout", "0s"]), BenchError::InvalidArgument { flag: "timeout", .. }));
     let err = invalid(&["--endpoints", "https://127.0.0.1:3000"]);
-    assert!(err.to_string().contains("only http://"), "{err}");
+    assert!(err.to_string().contains("--cacert"), "https:// needs the CA: {err}");
+    let err = invalid(&["--endpoints", "ftp://127.0.0.1:3000"]);
+    assert!(err.to_string().contains("only http:// and https://"), "{err}");
     assert!(matches!(
         invalid(&["--key-prefix", &"p".repeat(600)]),
         BenchError::InvalidArgument { flag: "key-prefix", .. }
@@ -345,27 +347,10 @@ async fn an_unreadable_server_pid_is_a_usage_error() {
 
 /// Runs the built `fekv` binary with `args`; fails the test if it runs for more than 10 s.
 fn run_binary(args: &[&str]) -> (std::process::ExitStatus, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fekv"))
-        .args(args)
-        .env_remove("RUST_BACKTRACE")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("fekv {args:?} still running after 10s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    (status, stderr)
+    let run = common::process::run_fekv_with(args, Duration::from_secs(10), |command| {
+        command.env_remove("RUST_BACKTRACE");
+    });
+    (run.status, run.stderr)
 }
 
 #[test]

@@ -2,6 +2,10 @@
 //! apply → LMDB) and through a `BTreeMap`, with `Reopen` steps that stop the node and open its data
 //! directory again. After every step, every key's value and revision must agree with the model.
 
+#[allow(dead_code)] // this binary waits, it starts no fixture
+#[path = "common/wait.rs"]
+mod wait;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -10,6 +14,7 @@ use fekv::node::Node;
 use fekv::proto::{request::Cmd, DeleteRequest, Precondition, PutRequest, Request};
 use fekv::raftstore::Error;
 use proptest::prelude::*;
+use wait::eventually;
 
 const KEYS: u8 = 6;
 
@@ -56,6 +61,7 @@ struct Harness {
     config: Config,
     node: Option<Node>,
     runtime: tokio::runtime::Runtime,
+    _watchdog: wait::Watchdog,
 }
 
 impl Harness {
@@ -69,7 +75,7 @@ impl Harness {
         };
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let node = Some(Node::start(&config).unwrap());
-        Harness { config, node, runtime }
+        Harness { config, node, runtime, _watchdog: wait::Watchdog::default() }
     }
 
     fn node(&self) -> &Node {
@@ -83,35 +89,25 @@ impl Harness {
 
     fn write(&self, cmd: Cmd) -> Result<u64, Error> {
         let router = self.node().router().clone();
-        self.runtime.block_on(async move {
-            // A freshly (re)started node elects itself at once, but give raft a bounded moment.
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-            loop {
-                match router.write(1, vec![Request { cmd: Some(cmd.clone()) }]).await {
-                    Err(Error::NotLeader { .. }) if tokio::time::Instant::now() < deadline => {
-                        tokio::time::sleep(Duration::from_millis(5)).await
-                    }
-                    other => return other.map(|w| w.revision),
-                }
+        // A freshly (re)started node elects itself at once, but give raft a bounded moment.
+        self.runtime.block_on(eventually(Duration::from_secs(5), "a leader to take the write", || async {
+            match router.write(1, vec![Request { cmd: Some(cmd.clone()) }]).await {
+                Err(err @ Error::NotLeader { .. }) => Err(err),
+                other => Ok(other.map(|w| w.revision)),
             }
-        })
+        }))
     }
 
     /// A linearizable read, as the REST handler does it.
     fn read(&self, key: &[u8]) -> Option<(Vec<u8>, u64)> {
         let router = self.node().router().clone();
-        self.runtime.block_on(async move {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-            loop {
-                match router.read_index(1).await {
-                    Ok(()) => break,
-                    Err(Error::NotLeader { .. }) if tokio::time::Instant::now() < deadline => {
-                        tokio::time::sleep(Duration::from_millis(5)).await
-                    }
-                    Err(err) => panic!("read index: {err}"),
-                }
+        self.runtime.block_on(eventually(Duration::from_secs(5), "a leader to read from", || async {
+            match router.read_index(1).await {
+                Ok(()) => Ok(()),
+                Err(err @ Error::NotLeader { .. }) => Err(err),
+                Err(err) => panic!("read index: {err}"),
             }
-        });
+        }));
         let engine = self.node().engine();
         let txn = engine.read_txn().unwrap();
         engine.get_data(&txn, key).unwrap().map(|r| (r.value.to_vec(), r.revision))

@@ -5,32 +5,25 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Parser;
-use common::process::FekvProcess;
+use common::process_cluster::ProcessCluster;
+use common::wait::eventually;
 use common::{request_following, try_request};
 use fekv::loadgen::BenchArgs;
 use hyper::{Method, StatusCode};
 
+/// PUTs through `base`, following redirects, until it is acknowledged (at most 20 s).
 async fn put_via(base: &str, key: &str, value: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually(Duration::from_secs(20), &format!("put {key} via {base}"), || async {
         match request_following(Method::PUT, &format!("{base}/fekv/{key}"), value.to_string(), &[]).await {
-            Ok((reply, _)) if reply.status == StatusCode::OK => return,
-            other => assert!(Instant::now() < deadline, "put {key} via {base}: {other:?}"),
+            Ok((reply, _)) if reply.status == StatusCode::OK => Ok(()),
+            Ok((reply, _)) => Err(format!("{}: {}", reply.status, reply.text())),
+            Err(err) => Err(err),
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn ctl_regions(placement: &str) -> Vec<serde_json::Value> {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fekv"))
-        .args(["ctl", "--placement", placement, "-o", "json", "region", "list"])
-        .output()
-        .expect("run fekv ctl");
-    assert!(output.status.success(), "fekv ctl failed: {}", String::from_utf8_lossy(&output.stderr));
-    serde_json::from_slice::<Vec<serde_json::Value>>(&output.stdout).expect("region list -o json is a JSON array")
+    })
+    .await
 }
 
 /// Whether the regions, sorted by start key, cover the keyspace without gaps or overlaps.
@@ -48,18 +41,8 @@ fn contiguous(regions: &[serde_json::Value]) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_load_splits_the_keyspace_and_every_node_still_serves_every_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let placement = FekvProcess::start_placement(&dir.path().join("placement"), 3);
-    let nodes: Vec<FekvProcess> = (0..3)
-        .map(|i| {
-            FekvProcess::start_node_with(
-                &dir.path().join(format!("node-{i}")),
-                &placement.addr,
-                &["--region-max-size", "1KiB"],
-            )
-        })
-        .collect();
-    let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
+    let mut cluster = ProcessCluster::start(3, 3, &[], &["--region-max-size", "1KiB"]);
+    let bases = cluster.bases();
     // 600 keys of ~40 bytes: about 24 KiB, far past 1 KiB regions.
     let keys: Vec<String> = (0..600).map(|i| format!("user{:05}", (i * 7919) % 100_000)).collect();
     for (i, key) in keys.iter().enumerate() {
@@ -67,9 +50,8 @@ async fn a_write_load_splits_the_keyspace_and_every_node_still_serves_every_key(
     }
     // Wait for the splits to settle in placement's view: at least 8 contiguous regions, each with its
     // three replicas caught up (the first region started on the first node alone).
-    let at = placement.addr.clone();
-    let regions = tokio::task::spawn_blocking(move || {
-        common::process::wait_regions(&at, Duration::from_secs(60), "8 contiguous replicated regions", |regions| {
+    let regions = cluster
+        .regions_when(Duration::from_secs(60), "8 contiguous replicated regions", |regions| {
             regions.len() >= 8
                 && contiguous(regions)
                 && regions.iter().all(|r| {
@@ -77,9 +59,7 @@ async fn a_write_load_splits_the_keyspace_and_every_node_still_serves_every_key(
                         && r["pending_peers"].as_array().is_some_and(|p| p.is_empty())
                 })
         })
-    })
-    .await
-    .unwrap();
+        .await;
     eprintln!("{} regions", regions.len());
     for region in &regions {
         assert_eq!(region["peers"].as_array().unwrap().len(), 3, "{region}");
@@ -121,30 +101,30 @@ async fn a_write_load_splits_the_keyspace_and_every_node_still_serves_every_key(
     // are switched off so none moves to it), yet answers for every key by redirecting to its
     // region's leader, as placement reported it.
     for scheduler in ["balance-region", "balance-leader"] {
-        common::process::ctl_json(&placement.addr, &["scheduler", "disable", scheduler]).unwrap();
+        cluster.ctl(&["scheduler", "disable", scheduler]).await;
     }
-    let fourth =
-        FekvProcess::start_node_with(&dir.path().join("node-3"), &placement.addr, &["--region-max-size", "1KiB"]);
+    let fourth = cluster.add_node();
+    let fourth = cluster.node(fourth);
     for key in keys.iter().step_by(37) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let (reply, hops) =
-                request_following(Method::GET, &fourth.url(&format!("/fekv/{key}")), "", &[]).await.unwrap();
+        // Until its first heartbeat it knows no region: 503, then it routes.
+        let url = fourth.url(&format!("/fekv/{key}"));
+        let (value, hops) = eventually(Duration::from_secs(10), &format!("{key} via the fourth node"), || async {
+            let (reply, hops) = request_following(Method::GET, &url, "", &[]).await.unwrap();
             if reply.status == StatusCode::OK {
-                assert_eq!(reply.text(), format!("value-of-{key}"));
-                assert!(hops >= 1, "the fourth node holds no region, it must redirect");
-                break;
+                Ok((reply.text(), hops))
+            } else {
+                Err(format!("{} {}", reply.status, reply.text()))
             }
-            // Until its first heartbeat it knows no region: 503, then it routes.
-            assert!(Instant::now() < deadline, "{key} via the fourth node: {} {}", reply.status, reply.text());
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await;
+        assert_eq!(value, format!("value-of-{key}"));
+        assert!(hops >= 1, "the fourth node holds no region, it must redirect");
     }
 
     // `fekv bench` against every node: it learns each region's leader from the nodes' `/status` and
     // sends each key straight there, so a run over many regions pays no redirect per request and no
     // reconnect per leader switch. Keys `user` + 8 digits, uniform over 10^8, spread over all regions.
-    let endpoints = bases.iter().chain([&fourth.base]).cloned().collect::<Vec<_>>().join(",");
+    let endpoints = cluster.bases().join(",");
     let flags = ["--endpoints", &endpoints, "--workload", "get", "--requests", "2000", "--connections", "8"];
     let args = BenchArgs::try_parse_from(["bench"].iter().chain(&flags).chain(&[
         "--key-prefix",
@@ -163,20 +143,12 @@ async fn a_write_load_splits_the_keyspace_and_every_node_still_serves_every_key(
     assert!(report.connects <= 8 * 4, "at most a connection per worker and node: {text}");
 
     // `fekv ctl region split` by hand: placement hands the operator to the leader, which splits.
-    let first = &ctl_regions(&placement.addr)[0];
-    let split = std::process::Command::new(env!("CARGO_BIN_EXE_fekv"))
-        .args(["ctl", "--placement", &placement.addr, "region", "split", &first["region_id"].to_string(), "--wait"])
-        .output()
-        .unwrap();
-    assert!(
-        split.status.success(),
-        "ctl region split: {}{}",
-        String::from_utf8_lossy(&split.stdout),
-        String::from_utf8_lossy(&split.stderr)
-    );
+    let first = cluster.ctl(&["region", "list"]).await[0]["region_id"].to_string();
+    let split = cluster.ctl(&["region", "split", &first, "--wait"]).await;
+    assert!(split["regions"].as_array().is_some_and(|halves| halves.len() == 2), "ctl region split: {split}");
 
     // With placement down, the cluster keeps serving reads and writes from what it knows.
-    placement.kill9();
+    cluster.kill_placement();
     put_via(&bases[1], "after-placement-died", "still here").await;
     for base in &bases {
         let (reply, _) =

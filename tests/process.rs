@@ -3,12 +3,10 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::process::FekvProcess;
+use common::process::{run_fekv, run_to_end, FekvProcess};
+use common::writers::{Load, Writers};
 use common::{get, put, try_request};
 use hyper::{Method, StatusCode};
 
@@ -18,48 +16,11 @@ fn seed_transcript_output_is_byte_for_byte_the_original() {
     let node = FekvProcess::start(dir.path(), &[]);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/seed/example.sh");
     // One pipe for stdout and stderr, as on a terminal: curl's error lines land in order.
-    let output = std::process::Command::new("bash")
-        .args(["-c", "bash \"$0\" 2>&1", script])
-        .env("FEKV_URL", &node.base)
-        .output()
-        .expect("run example.sh (needs bash and curl)");
+    let mut bash = std::process::Command::new("bash");
+    bash.args(["-c", "bash \"$0\" 2>&1", script]).env("FEKV_URL", &node.base);
+    let output = run_to_end(bash, Duration::from_secs(60));
     let expected = include_str!("seed/expected.txt").replace("http://localhost:3000", &node.base);
-    assert_eq!(String::from_utf8_lossy(&output.stdout), expected);
-}
-
-/// Writers that keep going until the node dies, recording every acknowledged write (key → value).
-/// Returns once at least `min_acks` writes are acknowledged; the writers go on in the background.
-async fn start_writers(
-    base: &str,
-    writers: usize,
-    min_acks: usize,
-) -> (Vec<tokio::task::JoinHandle<()>>, Arc<parking_lot::Mutex<BTreeMap<String, String>>>) {
-    let acked = Arc::new(parking_lot::Mutex::new(BTreeMap::new()));
-    let count = Arc::new(AtomicUsize::new(0));
-    let tasks = (0..writers)
-        .map(|w| {
-            let (base, acked, count) = (base.to_string(), acked.clone(), count.clone());
-            tokio::spawn(async move {
-                for i in 0.. {
-                    let key = format!("w{w}-{i:06}");
-                    let value = format!("value of {key}");
-                    match try_request(Method::PUT, &format!("{base}/fekv/{key}"), value.clone(), &[]).await {
-                        Ok(reply) if reply.status == StatusCode::OK => {
-                            acked.lock().insert(key, value);
-                            count.fetch_add(1, Ordering::Relaxed);
-                        }
-                        _ => return, // the node is gone
-                    }
-                }
-            })
-        })
-        .collect();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while count.load(Ordering::Relaxed) < min_acks {
-        assert!(Instant::now() < deadline, "only {} writes acknowledged in 60s", count.load(Ordering::Relaxed));
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    (tasks, acked)
+    assert_eq!(output.stdout, expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,12 +28,11 @@ async fn kill_9_during_writes_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
     let node = FekvProcess::start(dir.path(), &[]);
     // 8 writers, 1000+ acknowledged writes; the kill lands while more are in flight.
-    let (writers, acked) = start_writers(&node.base, 8, 1000).await;
+    let load = Load { writers: 8, until_first_failure: true, ..Load::default() };
+    let writers = Writers::start(std::sync::Arc::new(vec![node.base.clone()].into()), load);
+    writers.wait_count(1000).await;
     node.kill9();
-    for writer in writers {
-        tokio::time::timeout(Duration::from_secs(20), writer).await.expect("writers notice the kill").unwrap();
-    }
-    let acked = acked.lock().clone();
+    let acked = writers.join().await;
     assert!(acked.len() >= 1000);
     let node = FekvProcess::start(dir.path(), &[]);
     let mut missing = Vec::new();
@@ -151,15 +111,9 @@ async fn a_damaged_record_is_reported_never_returned() {
         metrics.lines().any(|l| l.starts_with("fekv_storage_checksum_failures_total ") && !l.ends_with(" 0")),
         "{metrics}"
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let lines = node.stderr_lines();
-        if lines.iter().any(|l| l.contains("ERROR") && l.contains("checksum mismatch") && l.contains("victim")) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no error log line: {lines:#?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    node.wait_stderr(Duration::from_secs(5), "the checksum error's log line", |lines| {
+        lines.iter().any(|l| l.contains("ERROR") && l.contains("checksum mismatch") && l.contains("victim"))
+    });
     // Overwriting the damaged key repairs it.
     assert_eq!(put(&node.url("/fekv/victim"), "new").await.status, StatusCode::OK);
     assert_eq!(get(&node.url("/fekv/victim")).await.text(), "new");
@@ -185,8 +139,7 @@ async fn info_level_logs_nothing_per_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_raftstore_dies_exits_and_says_why() {
     let dir = tempfile::tempdir().unwrap();
-    let failpoint = [("FEKV_FAILPOINT", "raftstore_panic_on_write")];
-    let mut node = FekvProcess::start_with_env(dir.path(), &[], &failpoint);
+    let mut node = FekvProcess::start_with_env(dir.path(), &[], &[("FEKV_FAILPOINT", "raftstore_panic_on_write")]);
     assert_eq!(get(&node.url("/health")).await.status, StatusCode::OK);
     // The write that kills it gets an answer (503), or the connection closes as the node exits.
     if let Ok(reply) = try_request(Method::PUT, &node.url("/fekv/k"), "v", &[]).await {
@@ -195,45 +148,14 @@ async fn a_node_whose_raftstore_dies_exits_and_says_why() {
     let status = tokio::task::block_in_place(|| node.wait_exit(Duration::from_secs(20)));
     assert_eq!(status.code(), Some(1), "{status}");
     // The log's last line (once the pipe has drained) names the panic and where it happened.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let lines = node.stderr_lines();
-        let last = lines.last().cloned().unwrap_or_default();
-        if last.contains("raftstore thread died") {
-            assert!(last.contains("failpoint raftstore_panic_on_write"), "{last}");
-            assert!(last.contains("src/raftstore/store.rs:"), "the last line does not say where: {last}");
-            let panic_logged = lines.iter().any(|l| l.contains("ERROR") && l.contains("panic: failpoint"));
-            assert!(panic_logged, "the panic did not reach the log: {lines:#?}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "the last line does not say why the node exited: {lines:#?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Runs `fekv args...` and waits (at most `within`) for it to exit; kills it and says so if not.
-fn run_until_exit(args: &[&str], within: Duration) -> Result<std::process::Output, String> {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fekv"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("spawn fekv: {e}"))?;
-    let deadline = Instant::now() + within;
-    while child.try_wait().map_err(|e| e.to_string())?.is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let output = child.wait_with_output().map_err(|e| e.to_string())?;
-            return Err(format!(
-                "fekv {args:?} still running after {within:?}: {}",
-                String::from_utf8_lossy(&output.stderr)
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().map_err(|e| e.to_string())
+    let lines = node.wait_stderr(Duration::from_secs(5), "a last line saying why the node exited", |lines| {
+        lines.last().is_some_and(|last| last.contains("raftstore thread died"))
+    });
+    let last = lines.last().unwrap();
+    assert!(last.contains("failpoint raftstore_panic_on_write"), "{last}");
+    assert!(last.contains("src/raftstore/store.rs:"), "the last line does not say where: {last}");
+    let panic_logged = lines.iter().any(|l| l.contains("ERROR") && l.contains("panic: failpoint"));
+    assert!(panic_logged, "the panic did not reach the log: {lines:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,13 +166,12 @@ async fn a_second_node_on_a_data_dir_in_use_refuses_at_once_naming_the_holder() 
     let data_dir = dir.path().display().to_string();
     let dir_arg = data_dir.clone();
     let second = tokio::task::spawn_blocking(move || {
-        run_until_exit(&["--http-addr", "127.0.0.1:0", "--data-dir", &dir_arg], Duration::from_secs(10))
+        run_fekv(&["--http-addr", "127.0.0.1:0", "--data-dir", &dir_arg], Duration::from_secs(10))
     })
     .await
-    .unwrap()
     .unwrap();
-    let stderr = String::from_utf8_lossy(&second.stderr);
-    assert!(!second.status.success(), "{stderr}");
+    let stderr = &second.stderr;
+    assert!(!second.success, "{stderr}");
     assert!(stderr.contains(&data_dir) && stderr.contains(&format!("pid {}", first.pid())), "{stderr}");
     // The first keeps running with its data, and takes writes.
     assert_eq!(get(&first.url("/fekv/mine")).await.text(), "first");
@@ -267,9 +188,9 @@ fn a_second_placement_on_a_data_dir_in_use_refuses_at_once_naming_the_holder() {
     let first = FekvProcess::start_placement(dir.path(), 1);
     let data_dir = dir.path().display().to_string();
     let args = ["placement", "--addr", "127.0.0.1:0", "--data-dir", data_dir.as_str()];
-    let second = run_until_exit(&args, Duration::from_secs(10)).unwrap();
-    let stderr = String::from_utf8_lossy(&second.stderr);
-    assert!(!second.status.success(), "{stderr}");
+    let second = run_fekv(&args, Duration::from_secs(10));
+    let stderr = &second.stderr;
+    assert!(!second.success, "{stderr}");
     assert!(stderr.contains(&data_dir) && stderr.contains(&format!("pid {}", first.pid())), "{stderr}");
     first.kill9();
     let again = FekvProcess::start_placement(dir.path(), 1);
@@ -304,9 +225,9 @@ fn a_log_level_that_is_no_level_is_an_error_at_start() {
     let node = ["--log-level", "nonsense", "--http-addr", "127.0.0.1:0", "--data-dir", &data_dir];
     let placement = ["placement", "--log-level", "nonsense", "--addr", "127.0.0.1:0", "--data-dir", &data_dir];
     for args in [&node[..], &placement[..]] {
-        let output = run_until_exit(args, Duration::from_secs(10)).unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{args:?}: {stderr}");
+        let output = run_fekv(args, Duration::from_secs(10));
+        let stderr = &output.stderr;
+        assert!(!output.success, "{args:?}: {stderr}");
         assert!(stderr.contains("log") && stderr.contains("\"nonsense\" is not a level"), "{args:?}: {stderr}");
     }
 }

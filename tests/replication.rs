@@ -3,7 +3,11 @@
 
 mod common;
 
-use common::cluster::{seed, snapshot_envelope, Cluster};
+use std::time::Duration;
+
+use common::cluster::{seed, Cluster};
+use common::envelopes::snapshot_envelope;
+use common::wait::eventually;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_is_replicated_to_every_store() {
@@ -79,21 +83,11 @@ async fn every_acknowledged_write_survives_crashing_all_stores() {
 /// TestTransferLeader3B: leadership moves to each store in turn, and writes go on through it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_transfer_leader_3b() {
-    use std::time::{Duration, Instant};
     let cluster = Cluster::start(5, seed(), |_| {});
     cluster.must_put(b"k", b"0").await;
     for target in cluster.store_ids() {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let leader = cluster.wait_leader().await;
-            if leader == target {
-                break;
-            }
-            // Ask whoever leads now; a transfer that times out (the target was behind) is asked again.
-            let _ = cluster.router(leader).transfer_leader(1, target).await;
-            assert!(Instant::now() < deadline, "leadership never reached store {target}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        // Asks whoever leads now; a transfer that times out (the target was behind) is asked again.
+        cluster.must_transfer_leader(1, target).await;
         cluster.must_put(b"k", format!("{target}").as_bytes()).await;
         assert_eq!(cluster.must_get(b"k").await, Some(format!("{target}").into_bytes()));
     }
@@ -117,11 +111,7 @@ async fn a_peer_removed_while_cut_off_destroys_itself_when_it_returns() {
     assert!(cluster.read_local(3, b"k").is_some());
     cluster.network.heal();
     cluster.wait_local(3, b"k", None).await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !cluster.all_statuses().await[&3].is_empty() {
-        assert!(std::time::Instant::now() < deadline, "store 3 still holds its removed peer");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    cluster.wait_no_peer(3, 1).await;
     assert!(cluster.metrics(3).render().contains("fekv_raft_peers_destroyed_total 1"));
     // The rest of the region goes on.
     cluster.must_put(b"k3", b"v3").await;
@@ -150,11 +140,15 @@ async fn a_snapshot_overlapping_a_held_region_is_refused() {
         let envelope = snapshot_envelope(region, from_peer, to_peer, 100, 9);
         inbox.send(fekv::raftstore::msg::StoreMsg::Raft(Box::new(envelope))).unwrap();
     }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while !cluster.metrics(1).render().contains("fekv_raft_snapshots_total{event=\"rejected\"} 2") {
-        assert!(std::time::Instant::now() < deadline, "{}", cluster.metrics(1).render());
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    eventually(Duration::from_secs(5), "both snapshots rejected", || async {
+        let metrics = cluster.metrics(1).render();
+        if metrics.contains("fekv_raft_snapshots_total{event=\"rejected\"} 2") {
+            Ok(())
+        } else {
+            Err(metrics)
+        }
+    })
+    .await;
     let held: Vec<u64> = cluster.all_statuses().await[&1].iter().map(|p| p.region.region_id).collect();
     assert_eq!(held, vec![1], "a refused snapshot must not create a peer");
     assert_eq!(cluster.must_get(b"k").await.as_deref(), Some(&b"v"[..]));
@@ -165,7 +159,6 @@ async fn a_snapshot_overlapping_a_held_region_is_refused() {
 /// election timeout), the leader takes writes again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proposals_during_a_leader_transfer_get_a_retryable_answer() {
-    use std::time::{Duration, Instant};
     let cluster = Cluster::start(3, seed(), |_| {});
     cluster.must_transfer_leader(1, 1).await;
     cluster.must_put(b"k", b"before").await;
@@ -181,16 +174,14 @@ async fn proposals_during_a_leader_transfer_get_a_retryable_answer() {
     };
     let during = router.write(1, vec![put.clone()]).await;
     assert!(matches!(during, Err(fekv::raftstore::Error::ProposalDropped { .. })), "{during:?}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually(Duration::from_secs(10), "the leader to take writes again", || async {
         match router.write(1, vec![put.clone()]).await {
-            Ok(_) => break,
-            Err(fekv::raftstore::Error::ProposalDropped { .. }) => {}
+            Ok(_) => Ok(()),
+            Err(err @ fekv::raftstore::Error::ProposalDropped { .. }) => Err(err),
             Err(err) => panic!("unexpected answer after the transfer was abandoned: {err}"),
         }
-        assert!(Instant::now() < deadline, "the leader never took writes again");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
     assert_eq!(cluster.must_get(b"k").await.as_deref(), Some(&b"during"[..]));
 }
 
@@ -231,7 +222,7 @@ async fn a_node_tells_its_owner_that_its_raftstore_died() {
     let exited = node.raftstore_exited();
     let region = Region { region_id: 77, epoch: Some(RegionEpoch { conf_ver: 3, version: 1 }), ..Default::default() };
     let (from, to) = (Peer { peer_id: 70, store_id: 2 }, Peer { peer_id: 71, store_id: node.store_id() });
-    let heartbeat = common::cluster::heartbeat_envelope(&region, from, to, 5, 10);
+    let heartbeat = common::envelopes::heartbeat_envelope(&region, from, to, 5, 10);
     node.router().store_inbox().send(fekv::raftstore::msg::StoreMsg::Raft(Box::new(heartbeat))).unwrap();
     let exit = tokio::time::timeout(std::time::Duration::from_secs(10), exited).await.expect("the death is told");
     let RaftstoreExit::Panicked(report) = exit else { panic!("the raftstore ended without a panic: {exit:?}") };

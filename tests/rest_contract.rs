@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use bytesize::ByteSize;
+use common::wait::eventually;
 use common::{delete, get, put, request, TestNode};
 use hyper::{Method, StatusCode};
 
@@ -254,8 +255,17 @@ async fn status_shows_the_node_its_region_and_storage() {
     assert_eq!(region["leader_store_id"], 1);
     assert!(region["term"].as_u64().unwrap() > 0);
     assert_eq!(region["commit_index"], region["applied_index"]);
-    assert_eq!(region["keys"], 10);
-    assert!(region["bytes"].as_u64().unwrap() >= 10 * ("key0".len() + "value".len()) as u64);
+    // By default no key is walked: the leader's approximate measure (if it measured yet) and no counts.
+    assert_eq!(status["counts"], "approximate");
+    assert!(region.get("keys").is_none() && region.get("bytes").is_none(), "{region}");
+    assert!(region["approximate_size"].is_u64() || region["approximate_size"].is_null(), "{region}");
+    // Counted on request.
+    let exact = get(&node.url("/status?counts=exact")).await.json();
+    assert_eq!(exact["counts"], "exact");
+    let counted = &exact["regions"][0];
+    assert_eq!(counted["keys"], 10);
+    assert!(counted["bytes"].as_u64().unwrap() >= 10 * ("key0".len() + "value".len()) as u64);
+    assert_eq!(get(&node.url("/status?counts=some")).await.status, StatusCode::BAD_REQUEST);
     let storage = &status["storage"];
     assert_eq!(storage["map_size"], node.config.map_size.as_u64());
     assert!(storage["used_bytes"].as_u64().unwrap() > 0);
@@ -335,23 +345,26 @@ async fn writes_queued_during_a_commit_share_the_next_one() {
         let url = node.url("/fekv/first");
         async move { put(&url, "v").await.status }
     });
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !(router.inbox_len() == 0
-        && metric(&get(&node.url("/metrics")).await.text(), "fekv_raftstore_proposals_total") >= 1.0)
-    {
-        assert!(std::time::Instant::now() < deadline, "the first write never reached the raftstore");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually(Duration::from_secs(10), "the first write to reach the raftstore", || async {
+        router.inbox_len() == 0
+            && metric(&get(&node.url("/metrics")).await.text(), "fekv_raftstore_proposals_total") >= 1.0
+    })
+    .await;
     let writes: Vec<_> = (0..64)
         .map(|i| {
             let url = node.url(&format!("/fekv/g{i}"));
             tokio::spawn(async move { put(&url, "v").await.status })
         })
         .collect();
-    while router.inbox_len() < 64 {
-        assert!(std::time::Instant::now() < deadline, "writes did not queue: {}", router.inbox_len());
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually(Duration::from_secs(10), "64 writes queued", || async {
+        let queued = router.inbox_len();
+        if queued >= 64 {
+            Ok(())
+        } else {
+            Err(format!("{queued} queued"))
+        }
+    })
+    .await;
     release_tx.send(()).unwrap();
     assert_eq!(first.await.unwrap(), StatusCode::OK);
     for write in writes {
@@ -394,16 +407,16 @@ async fn a_stuck_raftstore_answers_504_for_writes_and_reads_do_not_wait_behind_i
     release_tx.send(()).unwrap();
     lock_holder.join().unwrap();
     // The timed-out write was proposed; once the store moves, it is applied.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    let slow = eventually(Duration::from_secs(10), "the timed-out write applied", || async {
         let reply = get(&node.url("/fekv/slow")).await;
         if reply.status == StatusCode::OK {
-            assert_eq!(reply.text(), "v");
-            break;
+            Ok(reply.text())
+        } else {
+            Err(reply.text())
         }
-        assert!(std::time::Instant::now() < deadline, "{}", reply.text());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
+    assert_eq!(slow, "v");
     node.stop().await;
 }
 
@@ -449,17 +462,16 @@ async fn a_full_map_is_507_and_reads_keep_working() {
     for key in &stored {
         assert_eq!(delete(&node.url(&format!("/fekv/{key}"))).await.status, StatusCode::OK);
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually(Duration::from_secs(10), "room after deleting everything", || async {
         let reply = put(&node.url("/fekv/after"), Bytes::from(value.clone())).await;
         if reply.status == StatusCode::OK {
-            break;
+            return Ok(());
         }
-        assert!(std::time::Instant::now() < deadline, "no room after deleting everything: {}", reply.text());
         // Log compaction (a tick away) frees the log's copies of the deleted values.
         put(&node.url("/fekv/tick"), "t").await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        Err(reply.text())
+    })
+    .await;
     node.stop().await;
 }
 
@@ -472,17 +484,17 @@ async fn writes_survive_a_restart_and_the_log_is_compacted() {
     assert_eq!(delete(&node.url("/fekv/r7")).await.status, StatusCode::OK);
     let tag = get(&node.url("/fekv/r99")).await.header("etag").unwrap().to_string();
     // Idle, the leader compacts the log to within the threshold of what is applied.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually(Duration::from_secs(10), "the log compacted", || async {
         let region = get(&node.url("/status")).await.json()["regions"][0].clone();
         let (applied, truncated) =
             (region["applied_index"].as_u64().unwrap(), region["truncated_index"].as_u64().unwrap());
         if applied - truncated <= 16 && truncated > 5 {
-            break;
+            Ok(())
+        } else {
+            Err(format!("applied {applied}, truncated {truncated}"))
         }
-        assert!(std::time::Instant::now() < deadline, "log not compacted: applied {applied}, truncated {truncated}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
     let node = node.restart().await;
     for i in 0..100 {
         let reply = get(&node.url(&format!("/fekv/r{i}"))).await;

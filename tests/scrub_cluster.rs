@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::cluster::{seed, Cluster};
+use common::wait::eventually;
 use fekv::storage::scrub::{scrub, ScrubOptions, ScrubReport};
 
 /// Scrubs every running store until `stop`; returns every report.
@@ -118,19 +119,19 @@ async fn churn_store_3(cluster: Arc<Cluster>, stop: Arc<AtomicBool>, seed: u64) 
 /// Gives store 3 a peer of every region that lacks one (a region that split while store 3 was out
 /// of it has none), as placement's replica checker would, and waits until store 3 holds `keys`.
 async fn replicate_to_store_3(cluster: &Cluster, keys: std::ops::Range<u32>) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually(Duration::from_secs(20), "every region with a peer on store 3", || async {
         let regions = cluster.regions().await;
         let lacking: Vec<u64> =
             regions.iter().filter(|r| !r.peers.iter().any(|p| p.store_id == 3)).map(|r| r.region_id).collect();
         if lacking.is_empty() && regions.windows(2).all(|w| w[0].end_key == w[1].start_key) {
-            break;
+            return Ok(());
         }
-        assert!(std::time::Instant::now() < deadline, "regions without a peer on store 3: {lacking:?}");
-        for region_id in lacking {
-            cluster.must_add_peer(region_id, 3).await;
+        for region_id in &lacking {
+            cluster.must_add_peer(*region_id, 3).await;
         }
-    }
+        Err(format!("regions without a peer on store 3: {lacking:?}; {regions:?}"))
+    })
+    .await;
     for i in keys {
         let key = format!("key-{i:05}");
         cluster.wait_local(3, key.as_bytes(), Some(format!("value of key {i} ........").as_bytes())).await;

@@ -2,6 +2,8 @@
 //! receiver keeps (total length, concurrent streams, stalled streams, memory), and that a sender
 //! refused by them tells raft its snapshot failed.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +20,8 @@ use raft::eraftpb::{self, MessageType};
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
+use common::wait::{eventually, eventually_sync, Watchdog};
+
 const MIB: usize = 1 << 20;
 
 struct ReceivingStore {
@@ -25,6 +29,7 @@ struct ReceivingStore {
     inbox: Receiver<StoreMsg>,
     spill_dir: std::path::PathBuf,
     _dir: tempfile::TempDir,
+    _watchdog: Watchdog,
 }
 
 /// A store's raft transport service on an ephemeral port, with these limits.
@@ -38,7 +43,7 @@ async fn serve(max_size: u64, max_receiving: usize, idle_timeout: Duration) -> R
     let addr = listener.local_addr().unwrap().to_string();
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     tokio::spawn(tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming));
-    ReceivingStore { addr, inbox, spill_dir, _dir: dir }
+    ReceivingStore { addr, inbox, spill_dir, _dir: dir, _watchdog: Watchdog::default() }
 }
 
 /// A snapshot message of region 7 for peer 2 on store 2, carrying `size` bytes of snapshot data.
@@ -161,17 +166,16 @@ async fn receives_beyond_the_limit_are_refused_and_their_sender_reports_a_failed
     // One stream under way holds the only slot.
     let (held, held_call) = open_stream(&store.addr).await;
     held.send(chunks(&vec![5u8; 2 * MIB])[0].clone()).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let refused = loop {
+    let refused = eventually(Duration::from_secs(10), "a second stream refused", || async {
         let (tx, call) = open_stream(&store.addr).await;
         tx.send(chunks(&[6u8; 10])[0].clone()).await.unwrap();
         match outcome(call).await {
-            Err(status) if status.code() == tonic::Code::ResourceExhausted => break status,
+            Err(status) if status.code() == tonic::Code::ResourceExhausted => Ok(status),
             // The held stream's first chunk may not have reached the service yet.
-            other => assert!(Instant::now() < deadline, "a second stream was not refused: {other:?}"),
+            other => Err(format!("{other:?}")),
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    })
+    .await;
     assert!(refused.message().contains("snapshot_max_receiving"), "{refused}");
 
     // A store sending a snapshot there hears that it failed, and tells raft.
@@ -190,18 +194,20 @@ async fn receives_beyond_the_limit_are_refused_and_their_sender_reports_a_failed
     // Once the held stream ends, the slot is free and the same send succeeds.
     drop(held);
     assert!(outcome(held_call).await.is_err());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        sender.send(snapshot_envelope(1000)).unwrap();
-        let status = wait_inbox(&own_inbox, "snapshot status", |msg| match msg {
-            StoreMsg::SnapshotStatus { status, .. } => Some(status),
-            _ => None,
-        });
-        if status == raft::SnapshotStatus::Finish {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the snapshot never got through");
-    }
+    tokio::task::block_in_place(|| {
+        eventually_sync(Duration::from_secs(10), "the snapshot to get through", || {
+            sender.send(snapshot_envelope(1000)).unwrap();
+            let status = wait_inbox(&own_inbox, "snapshot status", |msg| match msg {
+                StoreMsg::SnapshotStatus { status, .. } => Some(status),
+                _ => None,
+            });
+            if status == raft::SnapshotStatus::Finish {
+                Ok(())
+            } else {
+                Err(format!("{status:?}"))
+            }
+        })
+    });
     wait_inbox(&store.inbox, "delivered snapshot", |msg| matches!(msg, StoreMsg::Raft(_)).then_some(()));
 }
 
@@ -219,11 +225,15 @@ async fn a_big_snapshot_is_spilled_to_disk_while_it_streams_and_arrives_whole() 
     // Everything past the memory cap is on disk, not in the receiver's memory, while the stream is
     // incomplete.
     let beyond_cap = (encoded.len() - last.data.len() - SNAPSHOT_MEMORY_CAP) as u64;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while dir_bytes(&store.spill_dir) < beyond_cap {
-        assert!(Instant::now() < deadline, "only {} bytes spilled", dir_bytes(&store.spill_dir));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(Duration::from_secs(10), &format!("{beyond_cap} bytes spilled"), || async {
+        let spilled = dir_bytes(&store.spill_dir);
+        if spilled >= beyond_cap {
+            Ok(())
+        } else {
+            Err(format!("{spilled} bytes spilled"))
+        }
+    })
+    .await;
     tx.send(last).await.unwrap();
     outcome(call).await.unwrap();
     let delivered = wait_inbox(&store.inbox, "delivered snapshot", |msg| match msg {

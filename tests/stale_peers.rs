@@ -9,11 +9,11 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::cluster::{
-    eventually, heartbeat_envelope, raft_envelope, seed, snapshot_envelope, snapshot_envelope_with, Cluster,
-};
+use common::cluster::{seed, Cluster};
+use common::envelopes::{heartbeat_envelope, raft_envelope, snapshot_envelope, snapshot_envelope_with};
+use common::wait::eventually;
 use fekv::metrics::Metrics;
 use fekv::node::engine_options;
 use fekv::proto::{Peer, RegionEpoch, RegionLocalState};
@@ -157,8 +157,7 @@ async fn a_late_split_does_not_replace_a_newer_peer_of_the_new_region() {
 
     // Region 1 reaches the late store again, which applies the split.
     cluster.network.heal();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
+    eventually(Duration::from_secs(15), "the late store to catch up", || async {
         let peers = cluster.router(late).status().await.expect("the late store's raftstore is alive");
         let right_peer = peers.iter().find(|p| p.region.region_id == right.region_id);
         if let Some(peer) = right_peer {
@@ -166,24 +165,22 @@ async fn a_late_split_does_not_replace_a_newer_peer_of_the_new_region() {
         }
         let split_applied = peers.iter().any(|p| p.region.region_id == 1 && p.region.end_key == b"m");
         if split_applied && right_peer.is_some_and(|p| p.initialized) {
-            break;
+            Ok(())
+        } else {
+            Err(format!("{peers:?}"))
         }
-        assert!(Instant::now() < deadline, "the late store never caught up: {peers:?}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    })
+    .await;
     cluster.wait_local(late, b"z", Some(b"right")).await;
     cluster.wait_local(late, b"a", Some(b"left")).await;
 }
 
 async fn eventually_region_from(cluster: &Cluster, start_key: &[u8]) -> fekv::proto::Region {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(region) = cluster.regions().await.into_iter().find(|r| r.start_key == start_key) {
-            return region;
-        }
-        assert!(Instant::now() < deadline, "no region starts at {start_key:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(Duration::from_secs(15), &format!("a region starting at {start_key:?}"), || async {
+        let regions = cluster.regions().await;
+        regions.iter().find(|r| r.start_key == start_key).cloned().ok_or_else(|| format!("{regions:?}"))
+    })
+    .await
 }
 
 /// Placement's word that a peer was removed is acted on only if it names that very peer and carries

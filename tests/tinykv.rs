@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{seed, Cluster};
 use common::linearizability::{self, Event};
+use common::wait::eventually;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -262,8 +263,7 @@ async fn run_generic_test(spec: Spec) -> Vec<Vec<Event>> {
 async fn wait_log_compacted(cluster: &Cluster, limit: u64, everywhere: bool) {
     // A write makes the leader tick over its compaction check with everything applied.
     cluster.must_put(b"gc-nudge", b"x").await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually(Duration::from_secs(10), &format!("raft logs within 2 × {limit}"), || async {
         let statuses = cluster.statuses().await;
         let over: Vec<_> = cluster
             .all_statuses()
@@ -274,11 +274,12 @@ async fn wait_log_compacted(cluster: &Cluster, limit: u64, everywhere: bool) {
             .map(|(store_id, s)| (store_id, s.region.region_id, s.applied_index, s.truncated_index))
             .collect();
         if over.is_empty() && (!everywhere || statuses.len() == cluster.store_ids().len()) {
-            return;
+            Ok(())
+        } else {
+            Err(format!("(store, region, applied, truncated) over: {over:?}; {} stores hold region 1", statuses.len()))
         }
-        assert!(Instant::now() < deadline, "raft logs over 2 × {limit}: (store, region, applied, truncated) {over:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
 }
 
 macro_rules! generic {
@@ -319,6 +320,11 @@ generic!(
 async fn test_one_partition_2b() {
     let cluster = Cluster::start(5, seed(), |_| {});
     cluster.must_put(b"k1", b"v1").await;
+    // Answered once committed on a majority: wait until every store has applied it, so the minority
+    // cut off next holds it.
+    for store_id in cluster.store_ids() {
+        cluster.wait_local(store_id, b"k1", Some(b"v1")).await;
+    }
     let leader = cluster.wait_leader().await;
     let others: Vec<u64> = cluster.store_ids().into_iter().filter(|s| *s != leader).collect();
     // The leader with a majority of three: writes go on, the two cut off lag behind.
@@ -374,17 +380,16 @@ async fn test_one_snapshot_2c() {
     cluster.must_delete(b"k2").await;
     cluster.must_put(b"k100", b"v100").await;
     // The others compact their logs past what the isolated store has.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually(Duration::from_secs(10), "the logs compacted past the isolated store", || async {
         let statuses = cluster.statuses().await;
         let behind = statuses[&isolated].applied_index;
         if statuses.iter().filter(|(s, _)| **s != isolated).all(|(_, st)| st.truncated_index > behind) {
-            break;
+            return Ok(());
         }
-        assert!(Instant::now() < deadline, "logs not compacted past the isolated store: {statuses:?}");
         cluster.must_put(b"nudge", b"x").await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        Err(format!("{statuses:?}"))
+    })
+    .await;
     cluster.network.heal();
     cluster.wait_local(isolated, b"k100", Some(b"v100")).await;
     cluster.wait_local(isolated, b"k1", Some(b"v1")).await;
@@ -424,15 +429,15 @@ async fn test_one_split_3b() {
     for i in 100..200 {
         before_split = cluster.must_put(format!("k{i}").as_bytes(), b"some value to fill the region").await;
     }
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let regions = loop {
+    let regions = eventually(Duration::from_secs(15), "a split", || async {
         let regions = cluster.regions().await;
         if regions.len() >= 2 {
-            break regions;
+            Ok(regions)
+        } else {
+            Err(format!("{regions:?}"))
         }
-        assert!(Instant::now() < deadline, "no split within 15s: {regions:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     // Adjacent ranges covering everything.
     assert!(regions[0].start_key.is_empty() && regions.last().unwrap().end_key.is_empty(), "{regions:?}");
     for pair in regions.windows(2) {

@@ -5,12 +5,15 @@
 
 #[path = "common/certs.rs"]
 mod certs;
+#[allow(dead_code)] // this binary waits, it starts no fixture
+#[path = "common/wait.rs"]
+mod wait;
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use certs::{CertFiles, TestPki};
@@ -28,6 +31,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_stream::StreamExt;
+use wait::eventually;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -49,15 +53,8 @@ impl Handshakes {
 
     /// Waits until `event` has been seen `at_least` times.
     async fn wait_for(&self, event: HandshakeEvent, at_least: u64) {
-        eventually(|| self.count(event) >= at_least, &format!("{at_least} handshake(s) {}", event.as_str())).await;
-    }
-}
-
-async fn eventually(condition: impl Fn() -> bool, what: &str) {
-    let started = Instant::now();
-    while !condition() {
-        assert!(started.elapsed() < DEADLINE, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        let what = format!("{at_least} handshake(s) {}", event.as_str());
+        eventually(DEADLINE, &what, || async { self.count(event) >= at_least }).await;
     }
 }
 
@@ -299,11 +296,10 @@ async fn a_changed_certificate_is_served_to_new_connections_and_open_ones_keep_w
 
     let rotated = pki.ca.issue("rotated server");
     rotated.write_to(&pki.server_files);
-    let started = Instant::now();
-    while presented_certificate(&client, addr).await != rotated.der {
-        assert!(started.elapsed() < DEADLINE, "the watcher never served the new certificate");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(DEADLINE, "the watcher to serve the new certificate", || async {
+        presented_certificate(&client, addr).await == rotated.der
+    })
+    .await;
     assert_eq!(tls.generation(), 2);
     let request = Request::get("/").header("host", "127.0.0.1").body(Empty::new()).unwrap();
     assert_eq!(open.send_request(request).await.expect("the open connection still works").status(), StatusCode::OK);

@@ -290,6 +290,8 @@ pub struct Operators {
     timeout_ms: u64,
     /// When an administrator's operator last ended, by region (see [`Self::admin_ended_within`]).
     admin_ended: BTreeMap<u64, u64>,
+    /// Counts every change a scheduling round could see (see [`Self::generation`]).
+    generation: u64,
 }
 
 impl Operators {
@@ -300,7 +302,15 @@ impl Operators {
             next_operator_id: 1,
             timeout_ms: timeout.as_millis() as u64,
             admin_ended: BTreeMap::new(),
+            generation: 0,
         }
+    }
+
+    /// Grows whenever an operator starts, moves to its next step or ends, or an administrator's
+    /// operator is forgotten: a scheduling round over the same regions and the same generation
+    /// decides the same, so it can be skipped.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     pub fn get(&self, region_id: u64) -> Option<&RegionOperator> {
@@ -374,6 +384,7 @@ impl Operators {
         );
         let info = op.info();
         self.running.insert(region_id, op);
+        self.generation += 1;
         Ok(info)
     }
 
@@ -382,7 +393,12 @@ impl Operators {
     pub fn on_heartbeat(&mut self, state: &RegionState, now_ms: u64) -> Option<Operator> {
         let region_id = state.region.region_id;
         let op = self.running.get_mut(&region_id)?;
-        if let Some(note) = op.advance(state, now_ms) {
+        let step = op.current;
+        let stop = op.advance(state, now_ms);
+        if op.current != step {
+            self.generation += 1;
+        }
+        if let Some(note) = stop {
             self.finish(region_id, OperatorState::Cancelled, note, now_ms);
             return None;
         }
@@ -447,11 +463,16 @@ impl Operators {
     /// Forgets the administrators' operators that ended before `within` ago.
     pub fn forget_admin_ended(&mut self, within: Duration, now_ms: u64) {
         let within = within.as_millis() as u64;
+        let before = self.admin_ended.len();
         self.admin_ended.retain(|_, ended| now_ms.saturating_sub(*ended) < within);
+        if self.admin_ended.len() != before {
+            self.generation += 1;
+        }
     }
 
     fn finish(&mut self, region_id: u64, state: OperatorState, note: String, now_ms: u64) {
         let Some(mut op) = self.running.remove(&region_id) else { return };
+        self.generation += 1;
         if op.priority == Priority::Admin {
             self.admin_ended.insert(region_id, now_ms);
         }

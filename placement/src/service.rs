@@ -13,11 +13,15 @@ mod auth;
 pub mod guard;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tonic::{Request, Response, Status};
+use tokio_stream::Stream;
+use tonic::transport::server::Connected;
+use tonic::{Extensions, Request, Response, Status};
 
 use self::guard::{Guard, Need};
 use crate::proto::placement_auth_server::PlacementAuthServer;
@@ -38,6 +42,8 @@ fn status(err: PlacementError) -> Status {
         | PlacementError::Write(_)
         | PlacementError::Corrupt(_)
         | PlacementError::KeyGeneration(_) => Status::internal(err.to_string()),
+        PlacementError::StoreUnauthenticated { .. } => Status::unauthenticated(err.to_string()),
+        PlacementError::WrongCluster { .. } => Status::permission_denied(err.to_string()),
     }
 }
 
@@ -50,6 +56,31 @@ async fn durable<T: Send + 'static>(
     match tokio::task::spawn_blocking(move || call(&placement)).await {
         Ok(result) => result.map_err(status),
         Err(err) => Err(Status::internal(format!("placement call failed: {err}"))),
+    }
+}
+
+/// Finds the caller's address in a request's extensions (where tonic puts the connection's info).
+pub type PeerAddrOf = fn(&Extensions) -> Option<SocketAddr>;
+
+/// The caller's address as the interceptor of [`serve_incoming`] recorded it.
+#[derive(Debug, Clone, Copy)]
+struct CallerAddr(SocketAddr);
+
+/// The caller's address: the one the interceptor recorded, else tonic's own.
+fn caller_addr<T>(req: &Request<T>) -> Option<SocketAddr> {
+    req.extensions().get::<CallerAddr>().map(|caller| caller.0).or_else(|| req.remote_addr())
+}
+
+fn caller<T>(req: &Request<T>) -> String {
+    caller_addr(req).map_or_else(|| "unknown".to_string(), |addr| addr.to_string())
+}
+
+/// Logs a refused store identity (someone tried to speak for a store) at `warn`.
+fn log_refusal(result: &Result<impl Sized, Status>, rpc: &str, store_id: u64, peer: &str) {
+    if let Err(status) = result {
+        if matches!(status.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied) {
+            tracing::warn!(rpc, store_id, peer, reason = status.message(), "refused a store's claim");
+        }
     }
 }
 
@@ -73,13 +104,16 @@ impl PlacementRpc for PlacementService {
         &self,
         req: Request<RegisterStoreRequest>,
     ) -> Result<Response<RegisterStoreResponse>, Status> {
+        let peer = caller(&req);
         let req = req.into_inner();
-        let (raft_addr, http_addr) = (req.raft_addr.clone(), req.http_addr.clone());
+        let (claimed, raft_addr, http_addr) = (req.store_id, req.raft_addr.clone(), req.http_addr.clone());
         let auth_revision = req.auth_revision;
-        let (store_id, cluster_id) = self.durable(move |p| p.register_store(&req)).await?;
-        tracing::info!(store_id, %raft_addr, %http_addr, "store registered");
+        let registered = self.durable(move |p| p.register_store(&req)).await;
+        log_refusal(&registered, "RegisterStore", claimed, &peer);
+        let registered = registered?;
+        tracing::info!(store_id = registered.store_id, %raft_addr, %http_addr, %peer, "store registered");
         let auth = self.placement.auth_newer_than(auth_revision);
-        Ok(Response::new(RegisterStoreResponse { store_id, cluster_id, auth }))
+        Ok(Response::new(RegisterStoreResponse { auth, ..registered }))
     }
 
     async fn get_stores(&self, req: Request<GetStoresRequest>) -> Result<Response<GetStoresResponse>, Status> {
@@ -89,19 +123,34 @@ impl PlacementRpc for PlacementService {
 
     async fn get_regions(&self, req: Request<GetRegionsRequest>) -> Result<Response<GetRegionsResponse>, Status> {
         self.guard.check(&req, Need::Member).await?;
-        Ok(Response::new(GetRegionsResponse { regions: self.placement.regions() }))
+        Ok(Response::new(self.placement.regions_since(req.get_ref())))
     }
 
     async fn store_heartbeat(
         &self,
         req: Request<StoreHeartbeatRequest>,
     ) -> Result<Response<StoreHeartbeatResponse>, Status> {
+        let peer = caller(&req);
         let req = req.into_inner();
+        let authenticated =
+            self.placement.authenticate_store(req.store_id, &req.store_secret).map_err(status);
+        log_refusal(&authenticated, "StoreHeartbeat", req.store_id, &peer);
+        authenticated?;
         let auth_revision = req.auth_revision;
-        let (operators, stale_peers) =
-            self.durable(move |p| Ok((p.store_heartbeat(&req)?, p.stale_peers(&req)))).await?;
+        let reply = self
+            .durable(move |p| {
+                let operators = p.store_heartbeat(&req)?;
+                let send_full_report = p.wants_full_report(req.store_id);
+                Ok(StoreHeartbeatResponse {
+                    operators,
+                    stale_peers: p.stale_peers(&req),
+                    send_full_report,
+                    auth: None,
+                })
+            })
+            .await?;
         let auth = self.placement.auth_newer_than(auth_revision);
-        Ok(Response::new(StoreHeartbeatResponse { operators, stale_peers, auth }))
+        Ok(Response::new(StoreHeartbeatResponse { auth, ..reply }))
     }
 
     async fn alloc_id(&self, req: Request<AllocIdRequest>) -> Result<Response<AllocIdResponse>, Status> {
@@ -210,18 +259,43 @@ pub enum ServeError {
     Auth(#[from] crate::auth::PasswordError),
 }
 
-/// Serves the placement service (and its auth service) on `listener` until `shutdown` resolves.
+/// Serves the placement service (and its auth service) on `listener` (plain TCP) until `shutdown`
+/// resolves.
 pub async fn serve(
     listener: TcpListener,
     placement: Arc<Placement>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    serve_incoming(incoming, placement, |_| None, shutdown).await
+}
+
+/// Serves the placement service (and its auth service) on the connections of `incoming` until
+/// `shutdown` resolves; `peer_addr_of` finds a caller's address for the logs (and the login
+/// limits) where tonic's own `remote_addr` cannot.
+pub async fn serve_incoming<I, IO, IE>(
+    incoming: I,
+    placement: Arc<Placement>,
+    peer_addr_of: PeerAddrOf,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError>
+where
+    I: Stream<Item = Result<IO, IE>>,
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    IO::ConnectInfo: Clone + Send + Sync + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let record_caller = move |mut req: Request<()>| {
+        if let Some(addr) = peer_addr_of(req.extensions()) {
+            req.extensions_mut().insert(CallerAddr(addr));
+        }
+        Ok(req)
+    };
     let guard = Arc::new(Guard::new(&placement.auth_state(), placement.options().password_cost)?);
     let auth = auth::AuthService { placement: placement.clone(), guard: guard.clone() };
     tonic::transport::Server::builder()
-        .add_service(PlacementServer::new(PlacementService { placement, guard }))
-        .add_service(PlacementAuthServer::new(auth))
+        .add_service(PlacementServer::with_interceptor(PlacementService { placement, guard }, record_caller))
+        .add_service(PlacementAuthServer::with_interceptor(auth, record_caller))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())

@@ -9,13 +9,14 @@
 //!
 //! One type, [`Placement`], its concerns in submodules of one `impl`:
 //! - this file: the options, the errors, the in-memory state behind the lock, ids and listings;
-//! - `heartbeat`: what stores say (registration, heartbeats with their leaders' region reports);
+//! - `heartbeat`: what stores say (registration, heartbeats with the region reports that changed);
+//! - `region_log`: which region records changed, for the nodes' region caches;
 //! - `admin`: what administrators ask for (splits, transfers, peer changes, drains, switches);
 //! - `scheduling`: the scheduling round that repairs and balances the cluster;
 //! - `auth`: users, roles and the auth switch (`fekv ctl user|role|auth`), and handing the state on;
 //! - `persist`: how the state reaches LMDB.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -25,7 +26,7 @@ use parking_lot::Mutex;
 
 use crate::operators::{OpStep, Operators, Priority, RegionState, StoreHealth};
 use crate::proto::{
-    Operator, OperatorInfo, Peer, PeerReport, PlacementState, Region, RegionEpoch, RegionInfo, RegisterStoreRequest,
+    Operator, OperatorInfo, Peer, PeerReport, PlacementState, Region, RegionEpoch, RegionInfo, RegisterStoreRequest, RegisterStoreResponse,
     SchedulerInfo, StalePeer, StoreHeartbeatRequest, StoreInfo, StoreState,
 };
 use crate::region_tree::{HeartbeatOutcome, RegionReport, RegionTree};
@@ -34,12 +35,16 @@ use crate::schedulers::{self, Plan, RegionView, Step};
 mod admin;
 mod auth;
 mod heartbeat;
+mod identity;
 mod persist;
+mod region_log;
 mod scheduling;
 #[cfg(test)]
 mod testing;
 
 use persist::{Dirty, Writer};
+use region_log::RegionLog;
+use scheduling::RoundState;
 
 #[derive(Debug, Clone)]
 pub struct PlacementOptions {
@@ -100,6 +105,11 @@ pub enum PlacementError {
     Auth(#[from] crate::auth::AuthAdminError),
     #[error("cannot generate the cluster's token key: {0}")]
     KeyGeneration(String),
+    /// A registration or heartbeat for a store id without that store's secret.
+    #[error("refused to act as store {store_id}: {reason}")]
+    StoreUnauthenticated { store_id: u64, reason: &'static str },
+    #[error("this store belongs to cluster {theirs}, and this placement service runs cluster {ours}")]
+    WrongCluster { theirs: u64, ours: u64 },
 }
 
 /// What the lock guards: the in-memory form of [`PlacementState`], and the operators.
@@ -119,6 +129,12 @@ struct Inner {
     auth: crate::auth::AuthState,
     /// Records changed since they were last handed to the writer.
     dirty: Dirty,
+    /// Region records changed, in order, for the nodes' region caches.
+    region_log: RegionLog,
+    /// Stores that sent a full report since this process opened the state: the others are asked to.
+    full_reported: HashSet<u64>,
+    /// What the last scheduling round saw, to skip the next one when nothing changed.
+    round: RoundState,
 }
 
 impl Inner {
@@ -141,6 +157,9 @@ impl Inner {
             operators: Operators::new(operator_timeout),
             auth,
             dirty: Dirty { auth: auth_is_new, ..Dirty::default() },
+            region_log: RegionLog::new(),
+            full_reported: HashSet::new(),
+            round: RoundState::default(),
         })
     }
 
@@ -178,6 +197,8 @@ impl Inner {
                     state: state as i32,
                     region_count: counts.region_count,
                     leader_count: counts.leader_count,
+                    // Placement's to keep; no listing shows it.
+                    secret_sha256: Vec::new(),
                     ..store.clone()
                 }
             })
@@ -263,5 +284,11 @@ impl Placement {
     /// Every region, in key order, with its pending peers.
     pub fn regions(&self) -> Vec<RegionInfo> {
         self.inner.lock().region_infos()
+    }
+
+    /// Every region, or only the regions whose record changed since the version the request names
+    /// (see `region_log`).
+    pub fn regions_since(&self, req: &crate::proto::GetRegionsRequest) -> crate::proto::GetRegionsResponse {
+        self.inner.lock().regions_since(req)
     }
 }

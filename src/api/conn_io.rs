@@ -44,8 +44,9 @@ const MAX_URI_LEN: usize = u16::MAX as usize - 1;
 /// The most a request head may take in hyper's read buffer (its default `max_buf_size`).
 const MAX_HEAD_LEN: usize = 8192 + 4096 * 100;
 
-pub struct ConnIo {
-    inner: TcpStream,
+/// Over any byte stream: a `TcpStream`, or a TLS connection of the HTTPS listener.
+pub struct ConnIo<S = TcpStream> {
+    inner: S,
     activity: Arc<Activity>,
     limits: Limits,
     metrics: Arc<Metrics>,
@@ -62,8 +63,8 @@ pub struct ConnIo {
     frames: Frames,
 }
 
-impl ConnIo {
-    pub fn new(inner: TcpStream, activity: Arc<Activity>, limits: Limits, metrics: Arc<Metrics>) -> ConnIo {
+impl<S: AsyncRead + AsyncWrite + Unpin> ConnIo<S> {
+    pub fn new(inner: S, activity: Arc<Activity>, limits: Limits, metrics: Arc<Metrics>) -> ConnIo<S> {
         let timer = Box::pin(tokio::time::sleep_until(Instant::now() + limits.idle_timeout));
         let write_timer = Box::pin(tokio::time::sleep_until(Instant::now() + limits.body_timeout));
         ConnIo {
@@ -148,7 +149,7 @@ struct Outgoing {
     written: usize,
 }
 
-impl AsyncRead for ConnIo {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ConnIo<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if this.read_done {
@@ -199,7 +200,7 @@ impl AsyncRead for ConnIo {
     }
 }
 
-impl AsyncWrite for ConnIo {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ConnIo<S> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         self.poll_write_vectored(cx, &[IoSlice::new(buf)])
     }

@@ -53,7 +53,7 @@ pub enum ApiError {
     #[error("no region on this node holds the key; retry shortly")]
     NoRegion,
     #[error("this node does not lead the key's region; its leader is store {leader_store_id} at {location}")]
-    Redirect { location: String, leader_store_id: u64, leader_http_addr: String },
+    Redirect { location: String, leader_store_id: u64, leader_url: String },
     #[error(
         "not redirecting again after {hops} redirects: the cluster's view of the leader is changing; retry shortly"
     )]
@@ -182,13 +182,13 @@ impl ApiError {
             ApiError::MethodNotAllowed { allow, .. } => {
                 headers.insert(ALLOW, HeaderValue::from_static(allow));
             }
-            ApiError::Redirect { location, leader_store_id, leader_http_addr } => {
+            ApiError::Redirect { location, leader_store_id, leader_url } => {
                 // Addresses come from placement's address book and paths from the request line, so
                 // they are valid header values; if one is not, the client gets the JSON body alone.
                 if let Ok(value) = HeaderValue::from_str(location) {
                     headers.insert(hyper::header::LOCATION, value);
                 }
-                if let Ok(value) = HeaderValue::from_str(&format!("http://{leader_http_addr}")) {
+                if let Ok(value) = HeaderValue::from_str(leader_url) {
                     headers.insert("x-fekv-leader", value);
                 }
                 headers.insert("x-fekv-leader-store", HeaderValue::from(*leader_store_id));

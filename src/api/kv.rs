@@ -96,8 +96,10 @@ fn redirect_to(state: &ApiState, path: &str, query: &Query, store_id: u64) -> Op
     if query.hops >= MAX_HOPS {
         return Some(ApiError::RedirectLoop { hops: query.hops });
     }
-    let location = format!("http://{}{path}?{}", leader.http_addr, query.for_redirect());
-    Some(ApiError::Redirect { location, leader_store_id: store_id, leader_http_addr: leader.http_addr })
+    // The scheme of this node's own listener: a cluster's client listeners are all HTTPS or all plain.
+    let leader_url = format!("{}://{}", state.url_scheme, leader.http_addr);
+    let location = format!("{leader_url}{path}?{}", query.for_redirect());
+    Some(ApiError::Redirect { location, leader_store_id: store_id, leader_url })
 }
 
 /// The local region holding `key`; for a key no local peer holds, a redirect to the leader of its
@@ -118,8 +120,8 @@ pub(super) fn locate(
 /// Waits until reading `region`'s data from this node's LMDB is linearizable: a ReadIndex through
 /// the raftstore, except where the region's only member is this store's peer. Then nothing can be
 /// committed, let alone acknowledged, anywhere else, and every acknowledged write is already in LMDB
-/// (writes are answered only after they are applied and committed), so there is nothing to wait
-/// for. A removed peer cannot lead such a region either: its messages get tombstone replies and never
+/// (such a region's writes are answered only after they are applied and committed, never at commit:
+/// see `raftstore::peer::deferred`), so there is nothing to wait for. A removed peer cannot lead such a region either: its messages get tombstone replies and never
 /// reach raft here.
 pub(super) async fn read_barrier(
     state: &ApiState,

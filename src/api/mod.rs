@@ -31,7 +31,7 @@ use hyper::{Method, Request, Response};
 pub use connections::Limits;
 pub use error::ApiError;
 pub use metrics_listener::serve_metrics;
-pub use server::serve;
+pub use server::{serve, Acceptor};
 pub use status::{display_key, region_json};
 
 use crate::metrics::Metrics;
@@ -50,6 +50,8 @@ pub struct ApiState {
     pub store_id: u64,
     /// The address this node's REST API is reached at (advertised, else bound).
     pub http_addr: String,
+    /// `https` when the REST API listens with TLS, else `http`: the scheme of redirects.
+    pub url_scheme: &'static str,
     pub started: Instant,
     /// The other stores' addresses (cluster mode), for redirecting to a leader.
     pub addresses: Option<Arc<crate::transport::grpc::AddressBook>>,
@@ -139,7 +141,7 @@ async fn operational<B>(state: &ApiState, req: &Request<B>, route: &str) -> Resu
         return Err(ApiError::MethodNotAllowed { method: req.method().to_string(), allow: "GET, HEAD" });
     }
     match route {
-        "status" => status::status(state).await,
+        "status" => status::status(state, req.uri().query()).await,
         "health" => Ok(status::health(state).await),
         "ready" => Ok(status::ready(state).await),
         "metrics" => Ok(status::metrics(state)),

@@ -1,5 +1,7 @@
 //! The server loop: accept, admit under the connection cap, serve each connection with hyper over
-//! [`ConnIo`] (deadlines, JSON error bodies), and drain on shutdown.
+//! [`ConnIo`] (deadlines, JSON error bodies), and drain on shutdown. The listener is an [`Acceptor`]:
+//! a `TcpListener` (plain HTTP) or a [`TlsIncoming`] (HTTPS: connections arrive once their
+//! handshake is done, so the cap counts only clients that got through it).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -11,9 +13,12 @@ use hyper::body::Body as _;
 use hyper::service::service_fn;
 use hyper::{Method, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
+use tokio_stream::StreamExt as _;
+
+use crate::security::tls::{TlsConn, TlsIncoming};
 
 use super::auth::ClientIp;
 use super::conn_io::{encode_response, ConnIo};
@@ -29,21 +34,62 @@ const REFUSE_LINGER: Duration = Duration::from_secs(1);
 /// Refused connections lingering at once, at most.
 const MAX_REFUSING: usize = 64;
 
+/// Where client connections come from.
+pub trait Acceptor: Send {
+    type Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// The next connection, ready for HTTP.
+    fn next_conn(&mut self) -> impl Future<Output = std::io::Result<Self::Conn>> + Send;
+    /// Where a connection comes from (for the login limits per address), if known.
+    fn peer_addr(conn: &Self::Conn) -> Option<std::net::SocketAddr>;
+}
+
+impl Acceptor for TcpListener {
+    type Conn = TcpStream;
+
+    async fn next_conn(&mut self) -> std::io::Result<TcpStream> {
+        let (stream, _) = self.accept().await?;
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    fn peer_addr(conn: &TcpStream) -> Option<std::net::SocketAddr> {
+        conn.peer_addr().ok()
+    }
+}
+
+impl Acceptor for TlsIncoming {
+    type Conn = TlsConn;
+
+    async fn next_conn(&mut self) -> std::io::Result<TlsConn> {
+        match self.next().await {
+            Some(Ok(conn)) => Ok(conn),
+            Some(Err(never)) => match never {},
+            None => Err(std::io::Error::other("the TLS acceptor stopped")),
+        }
+    }
+
+    fn peer_addr(conn: &TlsConn) -> Option<std::net::SocketAddr> {
+        Some(tonic::transport::server::Connected::connect_info(conn).remote_addr)
+    }
+}
+
 /// Serves HTTP on `listener` until `shutdown` resolves, then lets in-flight requests finish (for at
 /// most a few seconds).
-pub async fn serve(listener: TcpListener, state: Arc<ApiState>, shutdown: impl Future<Output = ()>) {
+pub async fn serve<A: Acceptor>(mut listener: A, state: Arc<ApiState>, shutdown: impl Future<Output = ()>) {
     let connections = Connections::new(state.http.max_connections);
     let mut cap_warned: Option<Instant> = None;
     let refusing = Arc::new(AtomicUsize::new(0));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => match connections.admit(Instant::now()) {
-                    Admission::Admitted(registration) => spawn_connection(stream, &state, registration),
+            accepted = listener.next_conn() => match accepted {
+                Ok(stream) => match connections.admit(Instant::now()) {
+                    Admission::Admitted(registration) => {
+                        spawn_connection(stream, A::peer_addr, &state, registration)
+                    }
                     Admission::AdmittedByEvicting(registration) => {
                         state.metrics.http_connections_closed.with_label_values(&["evicted"]).inc();
-                        spawn_connection(stream, &state, registration);
+                        spawn_connection(stream, A::peer_addr, &state, registration);
                     }
                     Admission::Full => {
                         state.metrics.http_connections_closed.with_label_values(&["over_cap"]).inc();
@@ -72,15 +118,24 @@ pub async fn serve(listener: TcpListener, state: Arc<ApiState>, shutdown: impl F
     let _ = tokio::time::timeout(DRAIN, connections.all_ended()).await;
 }
 
-fn spawn_connection(stream: TcpStream, state: &Arc<ApiState>, registration: Registration) {
-    let _ = stream.set_nodelay(true);
+fn spawn_connection<C>(
+    stream: C,
+    peer_addr: fn(&C) -> Option<std::net::SocketAddr>,
+    state: &Arc<ApiState>,
+    registration: Registration,
+) where
+    C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     state.metrics.http_connections.inc();
-    tokio::spawn(serve_connection(stream, state.clone(), registration));
+    let client_ip = peer_addr(&stream).map(|addr| ClientIp(addr.ip()));
+    tokio::spawn(serve_connection(stream, client_ip, state.clone(), registration));
 }
 
-async fn serve_connection(stream: TcpStream, state: Arc<ApiState>, registration: Registration) {
+async fn serve_connection<C>(stream: C, client_ip: Option<ClientIp>, state: Arc<ApiState>, registration: Registration)
+where
+    C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let activity = registration.activity.clone();
-    let client_ip = stream.peer_addr().map(|addr| ClientIp(addr.ip())).ok();
     let io = ConnIo::new(stream, activity.clone(), state.http, state.metrics.clone());
     let service_state = state.clone();
     let service_activity = activity.clone();
@@ -132,7 +187,10 @@ fn wire_body_len(head_only: bool, status: StatusCode, body: &http_body_util::Ful
 /// closing a socket with unread bytes resets it, and a reset can destroy the answer before the
 /// client reads it. At most [`MAX_REFUSING`] refusals linger at once (they hold descriptors too,
 /// from the reserve); past that a connection is closed at once.
-fn refuse(stream: TcpStream, max_connections: usize, refusing: &Arc<AtomicUsize>) {
+fn refuse<C>(stream: C, max_connections: usize, refusing: &Arc<AtomicUsize>)
+where
+    C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     if refusing.fetch_add(1, Ordering::Relaxed) >= MAX_REFUSING {
         refusing.fetch_sub(1, Ordering::Relaxed);
         return;

@@ -1,4 +1,5 @@
-//! Operational endpoints: `/status` (JSON: what this node is and holds), `/health` (liveness),
+//! Operational endpoints: `/status` (JSON: what this node is and holds; `?counts=exact` also counts
+//! each region's keys and bytes by walking them), `/health` (liveness),
 //! `/ready` (readiness, 503 with reasons), `/metrics` (Prometheus text).
 
 use bytes::Bytes;
@@ -37,32 +38,47 @@ pub fn region_json(region: &Region) -> Value {
     })
 }
 
-pub async fn status(state: &ApiState) -> Result<Response<Full<Bytes>>, ApiError> {
+/// `counts=exact` walks every key of every region to count them; by default (`approximate`) a
+/// region shows what its leader's split checker last measured, which costs nothing.
+fn exact_counts(raw_query: Option<&str>) -> Result<bool, ApiError> {
+    match super::query::Query::parse(raw_query)?.get("counts") {
+        None | Some(b"approximate") => Ok(false),
+        Some(b"exact") => Ok(true),
+        Some(other) => Err(ApiError::BadQuery {
+            name: "counts",
+            reason: format!("{} is neither exact nor approximate", String::from_utf8_lossy(other)),
+        }),
+    }
+}
+
+pub async fn status(state: &ApiState, raw_query: Option<&str>) -> Result<Response<Full<Bytes>>, ApiError> {
+    let exact = exact_counts(raw_query)?;
     let peers = state.router.status().await?;
     let engine = state.engine.clone();
-    // Counting keys walks each region's range: do it off the async workers.
+    // Counting keys walks each region's range, and the storage stats ask the disk: off the async workers.
     let counted = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
-        let txn = engine.read_txn()?;
-        let mut counts = Vec::with_capacity(peers.len());
-        for peer in &peers {
-            // An empty peer (waiting for its first snapshot) has no range yet.
-            let stats = if peer.initialized {
-                engine.range_stats(&txn, &peer.region.start_key, &peer.region.end_key)?
-            } else {
-                Default::default()
-            };
-            counts.push(stats);
+        let mut counts = Vec::new();
+        if exact {
+            let txn = engine.read_txn()?;
+            for peer in &peers {
+                // An empty peer (waiting for its first snapshot) has no range yet.
+                let stats = if peer.initialized {
+                    engine.range_stats(&txn, &peer.region.start_key, &peer.region.end_key)?
+                } else {
+                    Default::default()
+                };
+                counts.push(stats);
+            }
         }
-        drop(txn);
         Ok((peers, counts, engine.stats()?))
     })
     .await
     .map_err(|e| ApiError::BodyRead(format!("status task failed: {e}")))?;
     let (peers, counts, storage) = counted?;
+    let mut counts = counts.into_iter();
     let regions: Vec<Value> = peers
         .iter()
-        .zip(counts)
-        .map(|(peer, (keys, bytes))| {
+        .map(|peer| {
             let mut region = region_json(&peer.region);
             let extra = json!({
                 "peer_id": peer.peer_id,
@@ -76,15 +92,21 @@ pub async fn status(state: &ApiState) -> Result<Response<Full<Bytes>>, ApiError>
                 "truncated_index": peer.truncated_index,
                 "last_index": peer.last_index,
                 "pending_proposals": peer.pending_proposals,
-                "keys": keys,
-                "bytes": bytes,
+                // The leader's last measure; null on a follower and before the first measure.
+                "approximate_size": peer.approximate_size,
+                "approximate_keys": peer.approximate_size.map(|_| peer.approximate_keys),
             });
-            region.as_object_mut().expect("object").extend(extra.as_object().expect("object").clone());
+            let object = region.as_object_mut().expect("object");
+            object.extend(extra.as_object().expect("object").clone());
+            if let Some((keys, bytes)) = counts.next() {
+                object.extend([("keys".to_string(), json!(keys)), ("bytes".to_string(), json!(bytes))]);
+            }
             region
         })
         .collect();
     let body = json!({
         "store_id": state.store_id,
+        "counts": if exact { "exact" } else { "approximate" },
         "version": crate::VERSION,
         "uptime_seconds": state.started.elapsed().as_secs_f64(),
         "data_dir": state.engine.path().display().to_string(),

@@ -232,13 +232,13 @@ async fn wait_healthy(url: &str, process: &mut Process) -> Result<Option<String>
 /// Polls placement until every region has `replicas` peers, none still catching up, and a leader (at
 /// most 30 s); fails at once if a process exits.
 async fn wait_replicated(placement_addr: &str, replicas: u16, processes: &mut [Process]) -> Result<bool, ClusterError> {
-    let Ok(mut client) = crate::cluster_link::client(placement_addr) else { return Ok(false) };
+    let Ok(mut client) = crate::cluster_link::client(placement_addr, None) else { return Ok(false) };
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         for process in processes.iter_mut() {
             process.check_alive()?;
         }
-        if let Ok(reply) = client.get_regions(crate::proto::GetRegionsRequest {}).await {
+        if let Ok(reply) = client.get_regions(crate::proto::GetRegionsRequest::default()).await {
             let regions = reply.into_inner().regions;
             let replicated = |info: &crate::proto::RegionInfo| {
                 info.region.as_ref().is_some_and(|r| r.peers.len() == replicas as usize)

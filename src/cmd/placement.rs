@@ -7,6 +7,10 @@ use std::time::Duration;
 
 use fekv_placement::{Placement, PlacementOptions};
 
+use crate::security::config::PlacementTlsArgs;
+use crate::security::runtime::TlsSet;
+use crate::security::tls::{AcceptorOptions, AppProtocol, PeerInfo, TlsError, TlsIncoming};
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct PlacementArgs {
     /// gRPC listen address of the placement service
@@ -36,6 +40,8 @@ pub struct PlacementArgs {
     /// only: cheap to guess)
     #[arg(long, env = "FEKV_PASSWORD_COST", default_value = "interactive", value_parser = crate::security::node_auth::parse_password_cost)]
     pub password_cost: fekv_placement::auth::PasswordCost,
+    #[command(flatten)]
+    pub tls: PlacementTlsArgs,
 }
 
 fn log_filter(text: &str) -> Result<String, String> {
@@ -52,6 +58,8 @@ pub enum PlacementCmdError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("placement service failed: {0}")]
     Serve(#[from] fekv_placement::service::ServeError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 pub async fn run(
@@ -69,6 +77,9 @@ pub async fn run(
         operator_timeout: args.operator_timeout,
         password_cost: args.password_cost,
     };
+    // Certificates are read before anything listens: a bad file stops placement, naming it.
+    let mut tls_set = TlsSet::default();
+    let tls = args.tls.settings()?.map(|settings| tls_set.server(settings, AppProtocol::Grpc)).transpose()?;
     // One placement process per data directory, held until this function returns.
     let _dir_lock = crate::dir_lock::DirLock::acquire(&args.data_dir)?;
     let placement = Arc::new(Placement::open(&args.data_dir, options)?);
@@ -83,14 +94,26 @@ pub async fn run(
         max_store_down_time = ?args.max_store_down_time,
         operator_timeout = ?args.operator_timeout,
         data_dir = %args.data_dir.display(),
+        tls = tls.is_some(),
+        mutual_tls = args.tls.trusted_ca_file.is_some(),
         "placement service serving"
     );
+    let (stop_tls, tls_stopped) = tokio::sync::watch::channel(false);
+    tls_set.keep_fresh(tls_stopped);
     let (stop_schedulers, schedulers_stopped) = tokio::sync::oneshot::channel::<()>();
     let schedulers =
         tokio::spawn(fekv_placement::service::run_schedulers(placement.clone(), args.schedule_interval, async {
             let _ = schedulers_stopped.await;
         }));
-    let served = fekv_placement::service::serve(listener, placement, shutdown).await;
+    let served = match tls {
+        None => fekv_placement::service::serve(listener, placement, shutdown).await,
+        Some(tls) => {
+            let incoming = TlsIncoming::new(listener, tls, AcceptorOptions::default());
+            let peer_addr_of = |ext: &tonic::Extensions| ext.get::<PeerInfo>().map(|peer| peer.remote_addr);
+            fekv_placement::service::serve_incoming(incoming, placement, peer_addr_of, shutdown).await
+        }
+    };
+    let _ = stop_tls.send(true);
     let _ = stop_schedulers.send(());
     let _ = schedulers.await;
     served?;

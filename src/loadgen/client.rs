@@ -23,21 +23,25 @@ use hyper_util::rt::TokioIo;
 use parking_lot::RwLock;
 use tokio::net::TcpStream;
 
+use crate::security::tls::TlsConnector;
+
 /// Redirects followed for one request before it counts as an error.
 pub const MAX_REDIRECTS: u32 = 3;
 
-/// A node's base URL, `http://host:port`. Two endpoints are the same node when their authorities
-/// (`host:port`) are equal.
+/// A node's base URL, `http://host:port` or `https://host:port`. Two endpoints are the same node
+/// when their authorities (`host:port`) and schemes are equal.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Endpoint {
     authority: String,
+    /// `https://`: connections are TLS, verified with `--cacert`.
+    secure: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EndpointError {
     #[error("'{0}' is not a URL")]
     NotAUrl(String),
-    #[error("'{0}': only http:// is supported")]
+    #[error("'{0}': only http:// and https:// are supported")]
     Scheme(String),
     #[error("'{0}' has no host")]
     NoHost(String),
@@ -59,13 +63,28 @@ impl Endpoint {
 
     /// The node an absolute URL points at (its path is the caller's business).
     fn from_uri(uri: &Uri, text: &str) -> Result<Endpoint, EndpointError> {
-        match uri.scheme_str() {
-            Some("http") => {}
+        let secure = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
             Some(_) => return Err(EndpointError::Scheme(text.into())),
             None => return Err(EndpointError::NotAUrl(text.into())),
-        }
+        };
         let host = uri.host().filter(|h| !h.is_empty()).ok_or_else(|| EndpointError::NoHost(text.into()))?;
-        Ok(Endpoint { authority: format!("{host}:{}", uri.port_u16().unwrap_or(80)) })
+        let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+        Ok(Endpoint { authority: format!("{host}:{port}"), secure })
+    }
+
+    /// An `https://` endpoint.
+    pub fn is_secure(&self) -> bool {
+        self.secure
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.secure {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// `host:port`, as connected to and sent in `Host`.
@@ -73,15 +92,15 @@ impl Endpoint {
         &self.authority
     }
 
-    /// `http://host:port`
+    /// `http://host:port` (or `https://`)
     pub fn url(&self) -> String {
-        format!("http://{}", self.authority)
+        format!("{}://{}", self.scheme(), self.authority)
     }
 }
 
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "http://{}", self.authority)
+        write!(f, "{}://{}", self.scheme(), self.authority)
     }
 }
 
@@ -99,6 +118,8 @@ pub struct LeaderMap {
     last_refresh: parking_lot::Mutex<Option<Instant>>,
     /// The `Authorization` every request carries (`fekv bench --user`), resent after redirects.
     authorization: Option<HeaderValue>,
+    /// How `https://` nodes are connected to (`--cacert`, `--cert`, `--key`).
+    tls: Option<TlsConnector>,
 }
 
 /// A region's start key → its end key (empty: unbounded) and the node that leads it.
@@ -112,13 +133,20 @@ impl LeaderMap {
         Arc::new(LeaderMap::default())
     }
 
-    /// A map whose clients send `authorization` with every request.
-    pub fn with_authorization(authorization: Option<HeaderValue>) -> Arc<LeaderMap> {
-        Arc::new(LeaderMap { authorization, ..LeaderMap::default() })
+    /// A map whose clients reach `https://` nodes with `tls` and send `authorization` with every
+    /// request.
+    pub fn with(tls: Option<TlsConnector>, authorization: Option<HeaderValue>) -> Arc<LeaderMap> {
+        Arc::new(LeaderMap { tls, authorization, ..LeaderMap::default() })
     }
 
     pub fn authorization(&self) -> Option<&HeaderValue> {
         self.authorization.as_ref()
+    }
+
+    /// An empty map that connects (and authenticates) as this one does, for a request that must not
+    /// be redirected.
+    pub fn fresh(&self) -> Arc<LeaderMap> {
+        LeaderMap::with(self.tls.clone(), self.authorization.clone())
     }
 
     /// Where a request for `key` (if it has one) sent to `home` should go now. All locks here are
@@ -180,8 +208,7 @@ impl LeaderMap {
         let mut ranges = Vec::new();
         for node in nodes {
             // A map of its own: /status is per node and must not be redirected elsewhere.
-            let mut client =
-                Client::new(node.clone(), LeaderMap::with_authorization(self.authorization.clone()), timeout);
+            let mut client = Client::new(node.clone(), self.fresh(), timeout);
             let Ok(reply) = client.send(&Method::GET, "/status", &Bytes::new()).await.result else { continue };
             if let Ok(status) = serde_json::from_slice::<serde_json::Value>(&reply.body) {
                 ranges.extend(led_ranges(&status, &node));
@@ -343,7 +370,7 @@ impl Client {
         let failed = |reason: String| RequestError::Connection { endpoint: target.clone(), reason };
         if self.connections.get(target).is_none_or(SendRequest::is_closed) {
             self.connections.remove(target);
-            let sender = connect(target).await.map_err(failed)?;
+            let sender = connect(target, self.leaders.tls.as_ref()).await.map_err(failed)?;
             self.connections.insert(target.clone(), sender);
             self.connects += 1;
         }
@@ -377,12 +404,26 @@ impl Client {
     }
 }
 
-async fn connect(endpoint: &Endpoint) -> Result<SendRequest<Full<Bytes>>, String> {
+async fn connect(endpoint: &Endpoint, tls: Option<&TlsConnector>) -> Result<SendRequest<Full<Bytes>>, String> {
+    if endpoint.secure {
+        let tls = tls.ok_or_else(|| format!("{endpoint}: https:// needs --cacert"))?;
+        let (host, port) = endpoint.authority.rsplit_once(':').ok_or_else(|| format!("{endpoint} has no port"))?;
+        let port = port.parse().map_err(|_| format!("{endpoint} has no valid port"))?;
+        // The connector sets no-delay on its socket as below.
+        let io = tls.connect(host, port).await.map_err(|err| err.to_string())?;
+        return handshake(io).await;
+    }
     let stream = TcpStream::connect(endpoint.authority()).await.map_err(|err| err.to_string())?;
     // Requests are small and answered one at a time: Nagle would hold each back for a round trip.
     let _ = stream.set_nodelay(true);
-    let (sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|err| err.to_string())?;
+    handshake(TokioIo::new(stream)).await
+}
+
+async fn handshake<IO>(io: IO) -> Result<SendRequest<Full<Bytes>>, String>
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http1::handshake(io).await.map_err(|err| err.to_string())?;
     // The connection task ends when the sender is dropped or the server hangs up.
     tokio::spawn(async move {
         let _ = connection.await;
@@ -404,7 +445,9 @@ mod tests {
 
     #[test]
     fn endpoints_that_cannot_be_served_are_refused() {
-        assert!(matches!(Endpoint::parse("https://127.0.0.1:3000"), Err(EndpointError::Scheme(_))));
+        assert!(Endpoint::parse("https://127.0.0.1:3000").unwrap().is_secure());
+        assert_eq!(Endpoint::parse("https://node1").unwrap().url(), "https://node1:443");
+        assert!(matches!(Endpoint::parse("ftp://127.0.0.1:3000"), Err(EndpointError::Scheme(_))));
         assert!(matches!(Endpoint::parse("http://127.0.0.1:3000/fekv"), Err(EndpointError::Path(_))));
         assert!(matches!(Endpoint::parse("http://"), Err(EndpointError::NotAUrl(_) | EndpointError::NoHost(_))));
         assert!(Endpoint::parse("not a url").is_err());

@@ -57,9 +57,12 @@ const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
         and, when the endpoints' /metrics are reachable, the server's proposals per LMDB commit."
 )]
 pub struct BenchArgs {
-    /// Base URLs of the nodes; connections are spread over them round-robin
+    /// Base URLs of the nodes (http:// or https://); connections are spread over them round-robin
     #[arg(long, value_name = "URL[,URL...]", value_delimiter = ',', default_value = "http://127.0.0.1:3000")]
     pub endpoints: Vec<String>,
+    /// TLS to https:// endpoints (etcdctl's names)
+    #[command(flatten)]
+    pub tls: crate::security::config::ClientTlsArgs,
     /// Workers, each with one request in flight over keep-alive HTTP/1.1 (one connection per node it
     /// sends to: the leaders of the keys' regions)
     #[arg(long, short = 'c', value_name = "N", default_value_t = 64)]
@@ -172,6 +175,9 @@ impl BenchArgs {
                 Err(err) => return invalid("endpoints", err.to_string()),
             }
         }
+        if endpoints.iter().any(Endpoint::is_secure) && self.tls.cacert.is_none() {
+            return invalid("cacert", "https:// endpoints need --cacert (the CA that signed the nodes' certificates)".into());
+        }
         if self.connections == 0 {
             return invalid("connections", "must be at least 1".into());
         }
@@ -236,6 +242,15 @@ impl BenchArgs {
     }
 }
 
+/// The connector for `https://` endpoints, from `--cacert`, `--cert`, `--key`.
+fn tls_connector(args: &BenchArgs) -> Result<Option<crate::security::tls::TlsConnector>, BenchError> {
+    use crate::security::tls::{AppProtocol, ClientTls, TlsConnector};
+    let invalid = |err: crate::security::tls::TlsError| BenchError::InvalidArgument { flag: "cacert", reason: err.to_string() };
+    let Some(settings) = args.tls.settings().map_err(invalid)? else { return Ok(None) };
+    let tls = ClientTls::load(settings, AppProtocol::Http1).map_err(invalid)?;
+    Ok(Some(TlsConnector::new(Arc::new(tls))))
+}
+
 /// `fekv bench`: runs on a runtime of its own and prints the report on stdout.
 pub fn run_cli(args: BenchArgs) -> Result<(), BenchError> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(BenchError::Runtime)?;
@@ -254,20 +269,20 @@ pub async fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<Report, BenchE
         server::cpu_time(&plan.server_pids)
             .map_err(|reason| BenchError::InvalidArgument { flag: "server-pid", reason })?;
     }
-    let leaders = LeaderMap::with_authorization(plan.authorization.clone());
+    let leaders = LeaderMap::with(tls_connector(args)?, plan.authorization.clone());
     leaders.add_nodes(&plan.endpoints);
     leaders.refresh(plan.timeout).await;
     if plan.prefill {
         prefill(&plan, &leaders).await?;
     }
-    let counters_before = server::scrape(&plan.endpoints, plan.authorization.as_ref(), plan.timeout).await;
+    let counters_before = server::scrape(&plan.endpoints, &leaders, plan.timeout).await;
     // Read after the scrape so the scrape's own CPU is not billed to the measured requests.
     let cpu_before = (!plan.server_pids.is_empty()).then(|| server::cpu_time(&plan.server_pids));
 
     let (stats, elapsed) = measure(&plan, &leaders).await;
 
     let cpu_after = cpu_before.as_ref().map(|_| server::cpu_time(&plan.server_pids));
-    let counters_after = server::scrape(&plan.endpoints, plan.authorization.as_ref(), plan.timeout).await;
+    let counters_after = server::scrape(&plan.endpoints, &leaders, plan.timeout).await;
     let requests = stats.total().requests;
     let mut server = ServerReport { pids: plan.server_pids.clone(), ..ServerReport::default() };
     match (counters_before, counters_after) {

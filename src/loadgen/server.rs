@@ -22,15 +22,11 @@ pub struct Counters {
 }
 
 /// Reads the counters from every endpoint's `/metrics`.
-pub async fn scrape(
-    endpoints: &[Endpoint],
-    authorization: Option<&hyper::header::HeaderValue>,
-    timeout: Duration,
-) -> Result<Counters, String> {
+pub async fn scrape(endpoints: &[Endpoint], leaders: &LeaderMap, timeout: Duration) -> Result<Counters, String> {
     let mut total = Counters { proposals: 0, commits: 0 };
     for endpoint in endpoints {
         // A leader map of its own: /metrics is per node and must not be redirected elsewhere.
-        let mut client = Client::new(endpoint.clone(), LeaderMap::with_authorization(authorization.cloned()), timeout);
+        let mut client = Client::new(endpoint.clone(), leaders.fresh(), timeout);
         let reply = client
             .send(&Method::GET, "/metrics", &Bytes::new())
             .await

@@ -259,6 +259,45 @@ fn apply_conf_change(
     Ok(Ok(WriteResponse { revision: 0 }))
 }
 
+/// The outcome applying `entry` will have, if it is already fixed now, without looking at any data:
+/// a plain write (puts and deletes without preconditions) under the current epoch whose keys all
+/// lie in `region` succeeds with the entry's index as its revision, whatever the keys hold. This is
+/// what lets a write be answered once its entry is committed (see DESIGN.md, the write path).
+///
+/// `region` must be the region as it will be when `entry` applies: the caller checks that no entry
+/// between the applied index and this one can change it ([`may_change_region`]). Every check here
+/// is one [`apply_entries`] makes, on the same inputs, so the answer cannot differ from the apply.
+pub fn outcome_at_commit(region: &Region, entry: &Entry) -> Option<WriteResponse> {
+    if entry.get_entry_type() != EntryType::EntryNormal || entry.data.is_empty() {
+        return None;
+    }
+    let cmd = RaftCmdRequest::decode(entry.data.as_ref()).ok()?;
+    if cmd.admin.is_some() || cmd.requests.is_empty() || check_data_epoch(region, &cmd).is_err() {
+        return None;
+    }
+    let plain = cmd.requests.iter().all(|req| match &req.cmd {
+        Some(request::Cmd::Put(put)) => put.precondition.is_none() && region_contains(region, &put.key),
+        Some(request::Cmd::Delete(delete)) => delete.precondition.is_none() && region_contains(region, &delete.key),
+        None => true,
+    });
+    plain.then_some(WriteResponse { revision: entry.index })
+}
+
+/// Whether applying `entry` may change the region (its range, epoch or members) and with it the
+/// outcome of the entries after it: a membership change, or an admin command other than a log
+/// compaction. Raft's empty entries and data commands never do; an entry that does not decode is
+/// counted as one that may (it is skipped at apply, but costs nothing to be careful about).
+pub fn may_change_region(entry: &Entry) -> bool {
+    match entry.get_entry_type() {
+        EntryType::EntryNormal if entry.data.is_empty() => false,
+        EntryType::EntryNormal => match RaftCmdRequest::decode(entry.data.as_ref()) {
+            Ok(cmd) => cmd.admin.is_some_and(|a| !matches!(a.cmd, Some(admin_request::Cmd::CompactLog(_)) | None)),
+            Err(_) => true,
+        },
+        EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => true,
+    }
+}
+
 /// HTTP conditional-request semantics (RFC 9110 §13) on the key's current revision.
 pub fn precondition_holds(p: &Precondition, current: Option<u64>) -> bool {
     if p.if_exists && current.is_none() {
@@ -425,6 +464,74 @@ mod tests {
 
     fn p() -> Precondition {
         Precondition::default()
+    }
+
+    fn region() -> Region {
+        Region {
+            region_id: 1,
+            start_key: b"b".to_vec(),
+            end_key: b"m".to_vec(),
+            epoch: Some(RegionEpoch { conf_ver: 1, version: 3 }),
+            peers: vec![Peer { peer_id: 1, store_id: 1 }],
+        }
+    }
+
+    fn entry(index: u64, version: u64, requests: Vec<crate::proto::Request>, admin: Option<AdminRequest>) -> Entry {
+        let cmd = RaftCmdRequest {
+            header: Some(crate::proto::CmdHeader {
+                region_id: 1,
+                peer_id: 1,
+                epoch: Some(RegionEpoch { conf_ver: 1, version }),
+            }),
+            requests,
+            admin,
+        };
+        Entry { index, term: 2, data: cmd.encode_to_vec().into(), ..Default::default() }
+    }
+
+    fn put(key: &[u8], precondition: Option<Precondition>) -> crate::proto::Request {
+        let put = crate::proto::PutRequest { key: key.to_vec(), value: b"v".to_vec(), precondition };
+        crate::proto::Request { cmd: Some(request::Cmd::Put(put)) }
+    }
+
+    fn delete(key: &[u8]) -> crate::proto::Request {
+        let delete = crate::proto::DeleteRequest { key: key.to_vec(), precondition: None };
+        crate::proto::Request { cmd: Some(request::Cmd::Delete(delete)) }
+    }
+
+    #[test]
+    fn only_plain_writes_under_the_current_epoch_are_decided_at_commit() {
+        let r = region();
+        let plain = entry(9, 3, vec![put(b"c", None), delete(b"d")], None);
+        assert_eq!(outcome_at_commit(&r, &plain), Some(WriteResponse { revision: 9 }));
+        // A precondition depends on the data; a stale epoch or a key outside fails at apply.
+        assert_eq!(outcome_at_commit(&r, &entry(9, 3, vec![put(b"c", Some(p()))], None)), None);
+        assert_eq!(outcome_at_commit(&r, &entry(9, 2, vec![put(b"c", None)], None)), None);
+        assert_eq!(outcome_at_commit(&r, &entry(9, 3, vec![put(b"c", None), put(b"x", None)], None)), None);
+        assert_eq!(outcome_at_commit(&r, &Entry { index: 9, ..Default::default() }), None);
+        let compact = AdminRequest {
+            cmd: Some(admin_request::Cmd::CompactLog(crate::proto::CompactLogRequest {
+                compact_index: 5,
+                compact_term: 1,
+            })),
+        };
+        assert_eq!(outcome_at_commit(&r, &entry(9, 3, vec![], Some(compact.clone()))), None);
+        // Log compactions, empty entries and data leave the region as it is; splits and
+        // membership changes do not.
+        assert!(!may_change_region(&plain));
+        assert!(!may_change_region(&Entry::default()));
+        assert!(!may_change_region(&entry(9, 3, vec![], Some(compact))));
+        let split = AdminRequest {
+            cmd: Some(admin_request::Cmd::Split(crate::proto::SplitRequest {
+                split_key: b"f".to_vec(),
+                new_region_id: 2,
+                new_peer_ids: vec![2],
+            })),
+        };
+        assert!(may_change_region(&entry(9, 3, vec![], Some(split))));
+        let mut cc = Entry::default();
+        cc.set_entry_type(EntryType::EntryConfChange);
+        assert!(may_change_region(&cc));
     }
 
     #[test]

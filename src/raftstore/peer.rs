@@ -4,26 +4,33 @@
 //! The store loop drives it in two halves around the round's single LMDB commit:
 //! [`Peer::collect_ready`] adds its log writes and applied data to the shared transaction, and
 //! [`Peer::post_commit`] finishes the ready once that transaction is durable.
+//!
+//! This file holds the peer's state, construction, ticks and status; its parts live beside it:
+//! `propose` (writes, membership changes, splits, leader transfers), `read` (ReadIndex batches) and
+//! `ready` (the two halves of the round, and recovery after a failed commit).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use heed::RwTxn;
 use prost::Message as _;
-use raft::eraftpb::{Entry, EntryType, Message, MessageType};
-use raft::{RawNode, ReadState, Ready, SnapshotStatus, StateRole};
+use raft::eraftpb::{Entry, Message, MessageType};
+use raft::{RawNode, Ready, SnapshotStatus};
 
-use super::apply::{self, Applied, ApplyEffects, LocalStore};
+use super::apply::Applied;
 use super::msg::Callback;
 use super::peer_storage::PeerStorage;
 use super::{Error, PeerStatus, WriteResponse};
 use crate::metrics::Metrics;
 use crate::proto::{
-    admin_request, AdminRequest, ChangePeerRequest, CmdHeader, CompactLogRequest, ConfChangeType, RaftApplyState,
-    RaftCmdRequest, RaftLocalState, Region, Request,
+    admin_request, AdminRequest, CmdHeader, CompactLogRequest, RaftApplyState, RaftCmdRequest, RaftLocalState, Region,
 };
 use crate::storage::{Engine, StorageError};
 use crate::transport::RaftEnvelope;
+
+mod deferred;
+mod propose;
+mod read;
+mod ready;
 
 /// Raft settings the store applies to every peer.
 #[derive(Debug, Clone)]
@@ -38,6 +45,8 @@ struct Proposal {
     index: u64,
     term: u64,
     callback: ProposalCallback,
+    /// A plain write (no precondition): it may be answered once its entry is committed.
+    at_commit: bool,
 }
 
 enum ProposalCallback {
@@ -122,8 +131,13 @@ pub struct Peer {
     new_reads: Vec<Callback<()>>,
     read_batches: VecDeque<ReadBatch>,
     next_read_id: u64,
-    /// Committed, durable entries raft handed out after the last commit; applied next round.
+    /// Committed, durable entries raft handed out and not yet applied, in order from the applied
+    /// index on; applied with the next round that commits (see [`deferred`]).
     pending_apply: Vec<Entry>,
+    /// The first pending entry that may change the region (a split, a membership change).
+    pending_region_change: Option<u64>,
+    /// Indexes of the writes answered at commit and not yet applied, to check their apply.
+    answered_at_commit: VecDeque<u64>,
     leader_id: u64,
     ticks: u64,
     /// Index of the last CompactLog proposal, so one is not proposed every tick while it applies.
@@ -205,6 +219,8 @@ impl Peer {
             read_batches: VecDeque::new(),
             next_read_id: 1,
             pending_apply: Vec::new(),
+            pending_region_change: None,
+            answered_at_commit: VecDeque::new(),
             leader_id: 0,
             ticks: 0,
             compact_proposed_index: 0,
@@ -267,303 +283,6 @@ impl Peer {
         if self.region().epoch == Some(epoch) {
             self.approximate_size = Some(size);
             self.approximate_keys = keys;
-        }
-    }
-
-    /// Starts handing leadership to the peer on `to_store_id`: raft catches it up, then tells it to
-    /// campaign at once. Only the leader can; a transfer to itself is a no-op.
-    pub fn transfer_leader(&mut self, to_store_id: u64) -> Result<(), Error> {
-        if !self.is_leader() {
-            return Err(self.not_leader());
-        }
-        let region = self.region();
-        let Some(target) = region.peers.iter().find(|p| p.store_id == to_store_id) else {
-            return Err(Error::RegionNotFound { region_id: region.region_id });
-        };
-        if target.peer_id != self.peer_id {
-            tracing::info!(
-                region_id = region.region_id,
-                to_peer_id = target.peer_id,
-                to_store_id,
-                "transferring leadership"
-            );
-            let to_peer_id = target.peer_id;
-            self.raw.transfer_leader(to_peer_id);
-        }
-        Ok(())
-    }
-
-    /// Proposes adding or removing one peer; answered once the change is applied. A change already
-    /// made is answered at once. Refused (retryable) while another change is in flight; refused for
-    /// good when it cannot be made safely.
-    pub fn on_change_peer(&mut self, change: ChangePeerRequest, callback: Callback<()>) {
-        match self.check_change_peer(&change) {
-            Ok(true) => {}
-            Ok(false) => {
-                let _ = callback.send(Ok(()));
-                return;
-            }
-            Err(err) => {
-                let _ = callback.send(Err(err));
-                return;
-            }
-        }
-        let peer = change.peer.expect("checked");
-        let (region_id, epoch) = (self.region_id(), self.region().epoch);
-        let cmd = RaftCmdRequest {
-            header: Some(CmdHeader { region_id, peer_id: self.peer_id, epoch }),
-            requests: Vec::new(),
-            admin: Some(AdminRequest { cmd: Some(admin_request::Cmd::ChangePeer(change)) }),
-        };
-        let mut cc = raft::eraftpb::ConfChange {
-            node_id: peer.peer_id,
-            context: cmd.encode_to_vec().into(),
-            ..Default::default()
-        };
-        cc.set_change_type(if change.change_type == ConfChangeType::AddNode as i32 {
-            raft::eraftpb::ConfChangeType::AddNode
-        } else {
-            raft::eraftpb::ConfChangeType::RemoveNode
-        });
-        let last_before = self.raw.raft.raft_log.last_index();
-        let proposed = self.raw.propose_conf_change(Vec::new(), cc);
-        match self.appended(last_before, proposed, EntryType::EntryConfChange) {
-            Ok((index, term)) => {
-                tracing::info!(region_id, ?change, index, "proposed a membership change");
-                self.proposals.push_back(Proposal { index, term, callback: ProposalCallback::ChangePeer(callback) });
-            }
-            Err(err) => {
-                let _ = callback.send(Err(err));
-            }
-        }
-    }
-
-    /// Whether `change` must be proposed (`Ok(false)`: it is already in effect).
-    fn check_change_peer(&self, change: &ChangePeerRequest) -> Result<bool, Error> {
-        let invalid = |reason: String| Err(Error::InvalidChange { reason });
-        if !self.is_leader() {
-            return Err(self.not_leader());
-        }
-        let Some(peer) = change.peer else {
-            return invalid("no peer given".into());
-        };
-        if peer.peer_id == 0 || peer.store_id == 0 {
-            return invalid("the peer needs a peer id and a store id".into());
-        }
-        let region = self.region();
-        let on_store = region.peers.iter().find(|p| p.store_id == peer.store_id);
-        let with_id = region.peers.iter().find(|p| p.peer_id == peer.peer_id);
-        let adding = match ConfChangeType::try_from(change.change_type) {
-            Ok(ConfChangeType::AddNode) => true,
-            Ok(ConfChangeType::RemoveNode) => false,
-            Err(_) => return invalid(format!("unknown change type {}", change.change_type)),
-        };
-        if adding {
-            match (on_store, with_id) {
-                (Some(p), _) if *p == peer => return Ok(false),
-                (Some(p), _) => {
-                    return invalid(format!("store {} already holds peer {} of the region", p.store_id, p.peer_id))
-                }
-                (None, Some(p)) => return invalid(format!("peer id {} is taken by store {}", p.peer_id, p.store_id)),
-                (None, None) => {}
-            }
-        } else {
-            match with_id {
-                None => return Ok(false),
-                Some(p) if p.store_id != peer.store_id => {
-                    return invalid(format!("peer {} is on store {}, not {}", p.peer_id, p.store_id, peer.store_id))
-                }
-                Some(_) if region.peers.len() == 1 => return invalid("cannot remove the region's last peer".into()),
-                // The leader leaving a 2-peer group could leave the other peer unable to learn that the
-                // change committed, and unable to win an election without the leader's vote.
-                Some(_) if peer.peer_id == self.peer_id && region.peers.len() == 2 => {
-                    return invalid(
-                        "the leader of a 2-peer region cannot remove itself; transfer leadership first".into(),
-                    )
-                }
-                Some(_) => {}
-            }
-        }
-        if self.raw.raft.has_pending_conf() {
-            return Err(Error::ProposalDropped { reason: "another membership change is in progress" });
-        }
-        Ok(true)
-    }
-
-    /// Proposes splitting this region at `split_key` into itself and a new region with the given ids.
-    /// Refused unless this peer leads the region, the epoch is the one the split was decided for, and
-    /// the key lies strictly inside the range.
-    pub fn propose_split(
-        &mut self,
-        epoch: crate::proto::RegionEpoch,
-        split_key: Vec<u8>,
-        new_region_id: u64,
-        new_peer_ids: Vec<u64>,
-    ) -> Result<(), Error> {
-        if !self.is_leader() {
-            return Err(self.not_leader());
-        }
-        let region = self.region();
-        if region.epoch != Some(epoch) {
-            return Err(Error::EpochNotMatch { current_regions: vec![region.clone()] });
-        }
-        let inside = split_key.as_slice() > region.start_key.as_slice()
-            && (region.end_key.is_empty() || split_key.as_slice() < region.end_key.as_slice());
-        if !inside || new_peer_ids.len() != region.peers.len() {
-            return Err(Error::KeyNotInRegion { key: split_key, region_id: region.region_id });
-        }
-        let cmd = RaftCmdRequest {
-            header: Some(CmdHeader { region_id: region.region_id, peer_id: self.peer_id, epoch: Some(epoch) }),
-            requests: Vec::new(),
-            admin: Some(AdminRequest {
-                cmd: Some(admin_request::Cmd::Split(crate::proto::SplitRequest {
-                    split_key,
-                    new_region_id,
-                    new_peer_ids,
-                })),
-            }),
-        };
-        self.propose(cmd.encode_to_vec()).map(drop)
-    }
-
-    pub fn region_id(&self) -> u64 {
-        self.region().region_id
-    }
-
-    pub(crate) fn is_leader(&self) -> bool {
-        self.raw.raft.state == StateRole::Leader
-    }
-
-    fn leader_store_id(&self) -> Option<u64> {
-        self.region().peers.iter().find(|p| p.peer_id == self.leader_id).map(|p| p.store_id)
-    }
-
-    /// `NotLeader`, with the leader this peer knows of (for the client to go to).
-    pub(crate) fn not_leader(&self) -> Error {
-        Error::NotLeader { region_id: self.region_id(), leader_store_id: self.leader_store_id() }
-    }
-
-    // ---- events ----
-
-    /// A client write: checked, then proposed as one entry. Answered after apply.
-    pub fn on_write(&mut self, requests: Vec<Request>, callback: Callback<WriteResponse>) {
-        if let Err(err) = self.check_write(&requests) {
-            let _ = callback.send(Err(err));
-            return;
-        }
-        let region = self.region();
-        let cmd = RaftCmdRequest {
-            header: Some(CmdHeader { region_id: region.region_id, peer_id: self.peer_id, epoch: region.epoch }),
-            requests,
-            admin: None,
-        };
-        match self.propose(cmd.encode_to_vec()) {
-            Ok((index, term)) => {
-                self.proposals.push_back(Proposal { index, term, callback: ProposalCallback::Write(callback) })
-            }
-            Err(err) => {
-                let _ = callback.send(Err(err));
-            }
-        }
-    }
-
-    fn check_write(&self, requests: &[Request]) -> Result<(), Error> {
-        if !self.is_leader() {
-            return Err(self.not_leader());
-        }
-        let region = self.region();
-        for req in requests {
-            let key = match &req.cmd {
-                Some(crate::proto::request::Cmd::Put(put)) => &put.key,
-                Some(crate::proto::request::Cmd::Delete(delete)) => &delete.key,
-                None => continue,
-            };
-            if !super::region_map::region_contains(region, key) {
-                return Err(Error::KeyNotInRegion { key: key.clone(), region_id: region.region_id });
-            }
-        }
-        Ok(())
-    }
-
-    /// Proposes `data` and returns the (index, term) its entry got. raft-rs reports some drops as
-    /// `Ok`, so the log's growth is what proves the entry exists.
-    fn propose(&mut self, data: Vec<u8>) -> Result<(u64, u64), Error> {
-        let last_before = self.raw.raft.raft_log.last_index();
-        let proposed = self.raw.propose(Vec::new(), data);
-        self.appended(last_before, proposed, EntryType::EntryNormal)
-    }
-
-    /// The (index, term) of the entry a proposal just appended, or why there is none. raft-rs reports
-    /// some drops as `Ok`, and turns a conf change it will not take into an empty normal entry: only a
-    /// new last entry of the `expected` type proves the proposal is in the log.
-    fn appended(&self, last_before: u64, proposed: raft::Result<()>, expected: EntryType) -> Result<(u64, u64), Error> {
-        match proposed {
-            Err(raft::Error::ProposalDropped) => {
-                return Err(Error::ProposalDropped { reason: "leadership is being transferred" })
-            }
-            Err(err) => {
-                tracing::warn!(region_id = self.region_id(), error = %err, "proposal failed");
-                return Err(Error::ProposalDropped { reason: "raft refused the proposal" });
-            }
-            Ok(()) => {}
-        }
-        let index = self.raw.raft.raft_log.last_index();
-        // A new entry is not persisted yet, so it is still in raft's unstable part.
-        let last = self.raw.raft.raft_log.unstable.entries.last();
-        if index == last_before || last.is_none_or(|e| e.index != index || e.get_entry_type() != expected) {
-            return Err(Error::ProposalDropped { reason: "raft did not append the entry" });
-        }
-        Ok((index, self.raw.raft.term))
-    }
-
-    /// A linearizable-read barrier; batched with the other reads of this round.
-    pub fn on_read_index(&mut self, callback: Callback<()>) {
-        if !self.is_leader() {
-            let _ = callback.send(Err(self.not_leader()));
-            return;
-        }
-        self.new_reads.push(callback);
-    }
-
-    /// Issues one ReadIndex for the reads that arrived this round. raft-rs silently drops a ReadIndex
-    /// until the leader has committed an entry of its own term, so the batch waits for that here.
-    pub fn issue_reads(&mut self) {
-        if self.new_reads.is_empty() || !self.is_leader() || !self.raw.raft.commit_to_current_term() {
-            return;
-        }
-        let id = self.next_read_id;
-        self.next_read_id += 1;
-        self.raw.read_index(id.to_be_bytes().to_vec());
-        let callbacks = std::mem::take(&mut self.new_reads);
-        self.read_batches.push_back(ReadBatch { id, callbacks, read_index: None, asked_at_tick: self.ticks });
-    }
-
-    fn on_read_state(&mut self, state: ReadState) {
-        let Ok(id) = <[u8; 8]>::try_from(state.request_ctx.as_slice()).map(u64::from_be_bytes) else {
-            return;
-        };
-        if let Some(batch) = self.read_batches.iter_mut().find(|b| b.id == id) {
-            batch.read_index = Some(state.index);
-        }
-    }
-
-    /// Answers the reads whose read index has been applied.
-    fn release_reads(&mut self) {
-        let applied = self.raw.store().apply_state().applied_index;
-        self.read_batches.retain_mut(|batch| match batch.read_index {
-            Some(index) if index <= applied => {
-                for callback in batch.callbacks.drain(..) {
-                    let _ = callback.send(Ok(()));
-                }
-                false
-            }
-            _ => true,
-        });
-    }
-
-    fn fail_reads(&mut self, err: &Error) {
-        for callback in self.new_reads.drain(..).chain(self.read_batches.drain(..).flat_map(|b| b.callbacks)) {
-            let _ = callback.send(Err(err.clone()));
         }
     }
 
@@ -730,210 +449,5 @@ impl Peer {
             proposal.callback.send(Err(Error::OutcomeUnknown { region_id }));
         }
         self.fail_reads(&Error::RegionNotFound { region_id });
-    }
-
-    // ---- the ready, around the round's commit ----
-
-    /// Whether this peer has anything for the round's transaction.
-    pub fn has_ready(&self) -> bool {
-        self.raw.has_ready() || !self.pending_apply.is_empty()
-    }
-
-    /// First half of ready handling, before the commit. Order (an invariant, see DESIGN.md §3):
-    /// queue the leader's messages → snapshot → entries + hard state → apply committed entries, all
-    /// into the round's one transaction. The store sends the queued messages before it commits.
-    pub fn collect_ready(&mut self, txn: &mut RwTxn<'_>, local: &LocalStore<'_>) -> Result<PendingReady, StorageError> {
-        let mut ready = self.raw.ready();
-        if let Some(ss) = ready.ss() {
-            self.on_soft_state(ss.leader_id, ss.raft_state);
-        }
-        // 1. A leader's messages may go out before its own log is durable (raft thesis §10.2.1).
-        self.queue_messages(ready.take_messages());
-        for state in ready.take_read_states() {
-            self.on_read_state(state);
-        }
-        let storage = self.raw.store();
-        let engine = storage.engine();
-        // 2. A snapshot replaces the data, the log and the states before anything else is written.
-        let (base_raft_state, mut apply_state, region) = if ready.snapshot().is_empty() {
-            (*storage.raft_state(), *storage.apply_state(), None)
-        } else {
-            let (raft_state, apply_state, region) = storage.apply_snapshot(txn, ready.snapshot())?;
-            tracing::info!(region_id = region.region_id, index = apply_state.applied_index, "applying a snapshot");
-            (raft_state, apply_state, Some(region))
-        };
-        let snapshot_applied = region.is_some();
-        let mut region_now = region.unwrap_or_else(|| storage.region().clone());
-        // 3. Entries and hard state, in the same transaction.
-        let raft_state = storage.append(txn, base_raft_state, ready.entries(), ready.hs())?;
-        // 4. Apply what is committed: first what was handed out after the last commit, then this
-        //    ready's committed entries (both already durable in the log).
-        let before_apply = apply_state;
-        let mut effects = ApplyEffects::default();
-        let committed = ready.take_committed_entries();
-        for entries in [std::mem::take(&mut self.pending_apply).as_slice(), committed.as_slice()] {
-            apply::apply_entries(engine, txn, local, &mut region_now, &mut apply_state, entries, &mut effects)?;
-        }
-        // 5. A leader that is the region's only voter commits an entry the moment it is durable, and
-        //    it becomes durable in this very transaction; applying it here too saves a second commit
-        //    (and a second fsync) per write. If the transaction fails, neither happens.
-        if self.is_sole_voter_leader() {
-            let early = self.early_appliable(ready.entries(), apply_state.applied_index);
-            apply::apply_entries(engine, txn, local, &mut region_now, &mut apply_state, early, &mut effects)?;
-        }
-        if apply_state != before_apply {
-            engine.put_apply_state(txn, region_now.region_id, &apply_state)?;
-        }
-        if effects.log_compacted {
-            self.metrics.raft_log_compactions.inc();
-        }
-        // raft-rs restarts only if the durable commit index covers what is applied. A commit learnt
-        // after the last write (a light ready's, or a sole voter's append) is recorded here, in the
-        // transaction that applies it.
-        let mut raft_state = raft_state;
-        let mut wrote =
-            snapshot_applied || !ready.entries().is_empty() || ready.hs().is_some() || apply_state != before_apply;
-        if raft_state.commit < apply_state.applied_index {
-            wrote = true;
-            raft_state.commit = apply_state.applied_index;
-            engine.put_raft_state(txn, region_now.region_id, &raft_state)?;
-        }
-        let proposals_persisted = ready.entries().iter().filter(|e| !e.data.is_empty()).count();
-        let entries_persisted = ready.entries().len();
-        let region_changed = snapshot_applied || region_now != *storage.region();
-        Ok(PendingReady {
-            ready,
-            raft_state,
-            apply_state,
-            applied: std::mem::take(&mut effects.applied),
-            proposals_persisted,
-            entries_persisted,
-            wrote,
-            region: region_changed.then_some(region_now),
-            new_regions: effects.new_regions,
-            conf_changes: effects.conf_changes,
-            bytes_written: effects.bytes_written,
-            snapshot_applied,
-            removed_self: effects.removed_self,
-        })
-    }
-
-    fn is_sole_voter_leader(&self) -> bool {
-        let voters = self.raw.raft.prs().conf().voters().ids();
-        self.is_leader() && voters.len() == 1 && voters.contains(self.peer_id)
-    }
-
-    /// The prefix of `entries` that can be applied along with being persisted: contiguous with what is
-    /// applied, of the leader's current term, and plain commands (a conf change must go through raft's
-    /// own commit path, as it changes who counts for the quorum).
-    fn early_appliable<'e>(&self, entries: &'e [Entry], applied: u64) -> &'e [Entry] {
-        let term = self.raw.raft.term;
-        let Some(first) = entries.first() else {
-            return &[];
-        };
-        if first.index != applied + 1 {
-            return &[];
-        }
-        let len = entries.iter().take_while(|e| e.term == term && e.get_entry_type() == EntryType::EntryNormal).count();
-        &entries[..len]
-    }
-
-    /// Second half, after the round's transaction is durable: install the new state, queue the
-    /// messages that had to wait for it, advance raft, answer the applied proposals and the reads.
-    pub fn post_commit(&mut self, pending: PendingReady) -> Committed {
-        let PendingReady { mut ready, raft_state, apply_state, applied, region, new_regions, conf_changes, .. } =
-            pending;
-        let applied_index = apply_state.applied_index;
-        let region_changed = region.is_some();
-        if pending.snapshot_applied || !new_regions.is_empty() {
-            // A new range: its size is unknown until the next check.
-            self.approximate_size = None;
-        } else if let Some(size) = &mut self.approximate_size {
-            *size += pending.bytes_written;
-        }
-        if let Some(region) = region {
-            self.raw.mut_store().set_region(region);
-        }
-        self.raw.mut_store().set_persisted(raft_state, apply_state);
-        // Votes and a follower's acks promise durability: only now may they leave.
-        self.queue_messages(ready.take_persisted_messages());
-        let mut light = self.raw.advance_append(ready);
-        self.queue_messages(light.take_messages());
-        // Entries this advance committed are durable; they are applied in the next round's transaction
-        // unless they already were (a sole voter applies them with the append).
-        self.pending_apply.extend(light.take_committed_entries().into_iter().filter(|e| e.index > applied_index));
-        self.raw.advance_apply_to(applied_index);
-        // Raft counts the new membership from here on (the region's state already has it). After
-        // the advances: a leader that removed itself is no longer in its own progress table.
-        for cc in &conf_changes {
-            if let Err(err) = self.raw.apply_conf_change(cc) {
-                tracing::error!(region_id = self.region_id(), error = %err, "raft refused an applied membership change");
-            }
-        }
-        let answered = applied.len();
-        for outcome in applied {
-            self.answer(outcome);
-        }
-        self.release_reads();
-        Committed { applied: answered, region_changed, new_regions, removed_self: pending.removed_self }
-    }
-
-    /// Matches an applied entry to the proposal waiting on its index. Proposals at lower indexes lost
-    /// their slot (a new leader overwrote it), as does one whose term differs.
-    fn answer(&mut self, applied: Applied) {
-        while let Some(front) = self.proposals.front() {
-            if front.index > applied.index {
-                break;
-            }
-            let proposal = self.proposals.pop_front().expect("front exists");
-            let result = match (&applied.result, proposal.index == applied.index && proposal.term == applied.term) {
-                (Some(result), true) => result.clone(),
-                _ => Err(Error::StaleCommand),
-            };
-            proposal.callback.send(result);
-        }
-    }
-
-    fn on_soft_state(&mut self, leader_id: u64, role: StateRole) {
-        if leader_id != self.leader_id {
-            self.leader_id = leader_id;
-            self.metrics.raft_leader_changes.inc();
-            tracing::info!(region_id = self.region_id(), peer_id = self.peer_id, leader_id, role = ?role, term = self.raw.raft.term, "leader changed");
-        }
-        if role != StateRole::Leader {
-            let err = self.not_leader();
-            self.fail_reads(&err);
-        }
-    }
-
-    /// The round's transaction failed (the map is full, or LMDB failed): nothing of it is durable, so
-    /// this peer's raft state in memory is ahead of the disk. Rebuild it from the disk, as a restart
-    /// would, and fail the requests whose entries were lost.
-    pub fn recover_after_failed_write(&mut self, error: &Error, logger: &slog::Logger) {
-        let region = self.region().clone();
-        let engine = self.raw.store().engine().clone();
-        let storage = if self.is_initialized() {
-            PeerStorage::load(engine, region)
-        } else {
-            PeerStorage::uninitialized(engine, region.region_id)
-        };
-        let storage = storage.unwrap_or_else(|e| {
-            panic!("region {}: cannot reload raft state after a failed write: {e}", self.region_id())
-        });
-        let durable_last_index = storage.raft_state().last_index;
-        self.raw = Self::raw_node(self.peer_id, storage, &self.cfg, logger);
-        self.pending_apply.clear();
-        let lost: Vec<_> = std::mem::take(&mut self.proposals).into_iter().collect();
-        for proposal in lost {
-            // Durable entries will still apply after the new election; only lost ones fail here.
-            if proposal.index > durable_last_index {
-                proposal.callback.send(Err(error.clone()));
-            } else {
-                self.proposals.push_back(proposal);
-            }
-        }
-        self.fail_reads(error);
-        self.leader_id = 0;
-        self.campaign_if_alone();
     }
 }

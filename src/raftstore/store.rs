@@ -4,7 +4,8 @@
 //! messages and hand each to its peer; then, for every peer with work, add its log writes and its
 //! applied data to **one** write transaction, commit it **once** (one fsync for all regions and all
 //! clients of the round), and finish each peer's ready. This group commit is what makes fekv fast:
-//! `fekv_storage_proposals_per_commit` shows it working.
+//! `fekv_storage_proposals_per_commit` shows it working. A round that only applies committed
+//! entries does not commit at all if it can wait: see [`durability`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,17 +17,19 @@ use std::panic::AssertUnwindSafe;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use raft::eraftpb::MessageType;
 
+mod durability;
 mod empty_peers;
 mod lifecycle;
+mod round;
 
-use super::apply::LocalStore;
 use super::batch_gate::{self, BatchGate};
 use super::exit::{RaftstoreExit, RaftstoreHandle};
 
+use durability::ApplyDeferral;
 use lifecycle::{is_stale_sender, may_create_peer};
 
 use super::msg::StoreMsg;
-use super::peer::{Peer, PeerConfig, PendingReady};
+use super::peer::{Peer, PeerConfig};
 use super::region_map::RegionMap;
 use super::split_check::{IdAllocator, SplitCheckTask};
 use super::{Error, Router};
@@ -53,6 +56,8 @@ pub struct StoreConfig {
     pub region_max_size: u64,
     /// Ticks between a leader's split checks.
     pub split_check_ticks: u64,
+    /// How long applies may wait for a durable round (see [`durability`]).
+    pub apply_delay: Duration,
 }
 
 pub struct Store {
@@ -85,6 +90,11 @@ pub struct Store {
     batch_gate: BatchGate,
     /// Test hook (debug builds only, see [`super::failpoint`]): the first write panics the loop.
     panic_on_write: bool,
+    /// How long the peers' committed entries may wait to be applied (see [`durability`]).
+    deferral: ApplyDeferral,
+    /// A peer's pending applies are awaited (a read, a conditional write): the next round commits
+    /// them without waiting for the deferral's deadline.
+    apply_wanted: bool,
 }
 
 /// The store's inbox: bounded, so a store that falls behind refuses requests (`Busy`) instead of
@@ -126,6 +136,7 @@ pub fn start(
         peers.insert(peer.region_id(), peer);
     }
     let split_results = tx.clone();
+    let cfg_apply_delay = cfg.apply_delay;
     let router = Router::new(tx, regions.clone(), cfg.request_timeout);
     let (used_bytes, disk_room) = engine.stats().map_or((0, u64::MAX), |s| (s.used_bytes, s.disk_room()));
     let (split_checker, split_worker) = super::split_check::start(engine.clone(), ids, split_results);
@@ -148,6 +159,8 @@ pub fn start(
         empty_peers_heard: BTreeMap::new(),
         batch_gate: BatchGate::default(),
         panic_on_write: super::failpoint::enabled("raftstore_panic_on_write"),
+        deferral: ApplyDeferral::new(cfg_apply_delay),
+        apply_wanted: false,
     };
     for (region, peer_id) in removed_while_down {
         store.write_tombstone(&region, true, peer_id)?;
@@ -187,9 +200,11 @@ impl Store {
         let mut batch = Vec::with_capacity(self.cfg.max_batch);
         let mut stopping = false;
         while !stopping {
-            // Work left from the last round (entries to apply) means: do not sleep.
-            let busy = self.peers.values().any(Peer::has_ready);
-            let wait = if busy { Duration::ZERO } else { next_tick.saturating_duration_since(Instant::now()) };
+            // Work left from the last round (raft's, or applies someone waits for) means: do not
+            // sleep. Deferred applies wake the loop when they are due.
+            let busy = self.apply_wanted || self.peers.values().any(Peer::has_ready);
+            let wake = self.deferral.deadline().map_or(next_tick, |due| due.min(next_tick));
+            let wait = if busy { Duration::ZERO } else { wake.saturating_duration_since(Instant::now()) };
             match self.inbox.recv_timeout(wait) {
                 Ok(msg) => batch.push(msg),
                 Err(RecvTimeoutError::Timeout) => {}
@@ -217,6 +232,12 @@ impl Store {
                 next_tick = (next_tick + self.cfg.tick_interval).max(now);
             }
             self.handle_round();
+        }
+        // Applies still deferred are not committed: like after a crash, they are applied again at
+        // the next start (their entries are in the synced log). An apply-only commit's meta page
+        // is flushed here, so a stop leaves nothing a power loss could undo.
+        if let Err(err) = self.engine.force_sync() {
+            tracing::warn!(store_id = self.cfg.store_id, error = %err, "final LMDB sync failed");
         }
         tracing::info!(store_id = self.cfg.store_id, "raftstore stopped");
     }
@@ -458,105 +479,7 @@ impl Store {
         self.transport.flush();
     }
 
-    /// One round's ready handling across every peer, with a single LMDB commit.
-    fn handle_round(&mut self) {
-        self.metrics.raftstore_rounds.inc();
-        // Every snapshot let in this round is applied below (or lost with a failed transaction, and
-        // then sent again): from here on `regions` is what the next round's checks go by.
-        self.snapshots_accepted.clear();
-        for peer in self.peers.values_mut() {
-            peer.issue_reads();
-        }
-        if !self.peers.values().any(Peer::has_ready) {
-            if !self.control_outbox.is_empty() {
-                self.send_outboxes();
-            }
-            return;
-        }
-        let engine = self.engine.clone();
-        let mut pending: Vec<(u64, PendingReady)> = Vec::new();
-        // A split applied this round must not start a peer this store has replaced already.
-        let empty_peers: BTreeMap<u64, u64> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| !p.is_initialized())
-            .map(|(region_id, p)| (*region_id, p.peer_id()))
-            .collect();
-        let local = LocalStore { store_id: self.cfg.store_id, empty_peers: &empty_peers };
-        let result = (|| {
-            let mut txn = engine.write_txn()?;
-            for (region_id, peer) in self.peers.iter_mut().filter(|(_, p)| p.has_ready()) {
-                pending.push((*region_id, peer.collect_ready(&mut txn, &local)?));
-            }
-            // Leaders' appends and heartbeats leave now, so followers write while we fsync.
-            self.send_outboxes();
-            if !pending.iter().any(|(_, p)| p.wrote) {
-                // Only reads and messages this round: nothing to make durable, no fsync.
-                drop(txn);
-                return Ok(None);
-            }
-            let started = Instant::now();
-            engine.commit(txn)?;
-            let took = started.elapsed();
-            self.metrics.storage_commit_duration.observe(took.as_secs_f64());
-            Ok::<_, crate::storage::StorageError>(Some(took))
-        })();
-        match result {
-            Ok(committed) => {
-                let proposals: usize = pending.iter().map(|(_, p)| p.proposals_persisted).sum();
-                if let Some(took) = committed {
-                    self.batch_gate.on_commit(proposals, took);
-                    let entries: usize = pending.iter().map(|(_, p)| p.entries_persisted).sum();
-                    self.metrics.storage_commits.inc();
-                    self.metrics.storage_entries_per_commit.observe(entries as f64);
-                    self.refresh_usage();
-                }
-                let mut removed = Vec::new();
-                let mut split_off = Vec::new();
-                if proposals > 0 {
-                    self.metrics.storage_proposals_per_commit.observe(proposals as f64);
-                }
-                for (region_id, ready) in pending {
-                    let peer = self.peers.get_mut(&region_id).expect("peer of a pending ready");
-                    let committed = peer.post_commit(ready);
-                    self.metrics.raft_applied_entries.inc_by(committed.applied as u64);
-                    if committed.region_changed {
-                        self.regions.insert(peer.region().clone());
-                    }
-                    if committed.removed_self {
-                        removed.push(region_id);
-                    }
-                    let led_parent = peer.is_leader();
-                    split_off.extend(committed.new_regions.into_iter().map(|region| (region, led_parent)));
-                }
-                // After every peer finished its ready: starting a split-off region may replace a peer
-                // (an empty one created by an early message) whose ready was in this round.
-                for (region, led_parent) in split_off {
-                    self.start_split_peer(region, led_parent);
-                }
-                // Messages first: a leader removing itself still tells the others what committed.
-                self.send_outboxes();
-                for region_id in removed {
-                    tracing::info!(store_id = self.cfg.store_id, region_id, "this peer was removed from its region");
-                    self.destroy_peer(region_id);
-                }
-            }
-            Err(err) => {
-                self.metrics.storage_commit_failures.inc();
-                tracing::error!(store_id = self.cfg.store_id, error = %err, "the round's LMDB transaction failed; rebuilding raft state from disk");
-                let error = Error::from(err);
-                let region_ids: Vec<u64> = pending.iter().map(|(id, _)| *id).collect();
-                drop(pending);
-                for region_id in region_ids {
-                    let peer = self.peers.get_mut(&region_id).expect("peer of a pending ready");
-                    peer.recover_after_failed_write(&error, &self.logger);
-                }
-                self.refresh_usage();
-            }
-        }
-    }
-
-    fn refresh_usage(&mut self) {
+    pub(super) fn refresh_usage(&mut self) {
         if let Ok(stats) = self.engine.stats() {
             self.used_bytes = stats.used_bytes;
             self.disk_room = stats.disk_room();

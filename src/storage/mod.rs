@@ -211,6 +211,36 @@ impl Engine {
         txn.commit().map_err(|e| self.err(e))
     }
 
+    /// Commits `txn` with one flush instead of two: the data pages are synced, the meta page that
+    /// points at them is written but not synced (LMDB's `MDB_NOMETASYNC`, for this commit only).
+    ///
+    /// What that promises: after a process crash (kill -9) the transaction is there, as with
+    /// [`Self::commit`] (the page cache has it). After a system crash it may be undone, and only
+    /// it: the database stays intact, and the next synced commit (or [`Self::force_sync`]) makes it
+    /// durable too. Never `MDB_NOSYNC`: unsynced data pages under a later synced meta page can be
+    /// torn by a system crash.
+    ///
+    /// The caller must write nothing here whose loss a system crash may not undo: fekv uses it for
+    /// transactions that only apply committed raft entries (their log is synced, so they are
+    /// applied again after a restart), never for log entries, hard state or votes.
+    pub fn commit_without_meta_sync(&self, txn: RwTxn<'_>) -> Result<()> {
+        // SAFETY: LMDB requires that one thread at a time changes the flags; only the thread that
+        // holds the environment's one write transaction (`txn`, the raftstore thread) calls this, and
+        // LMDB reads the flag only while committing, which happens on this thread below.
+        unsafe { self.env.set_flags(heed::EnvFlags::NO_META_SYNC, heed::FlagSetMode::Enable) }
+            .map_err(|e| self.err(e))?;
+        let committed = txn.commit().map_err(|e| self.err(e));
+        // SAFETY: as above. Restored whatever the commit did: every other commit syncs its meta page.
+        let restored = unsafe { self.env.set_flags(heed::EnvFlags::NO_META_SYNC, heed::FlagSetMode::Disable) };
+        committed?;
+        restored.map_err(|e| self.err(e))
+    }
+
+    /// Flushes everything committed so far, meta page included.
+    pub fn force_sync(&self) -> Result<()> {
+        self.env.force_sync().map_err(|e| self.err(e))
+    }
+
     fn err(&self, e: heed::Error) -> StorageError {
         StorageError::lmdb(e, self.map_size, &self.path)
     }
@@ -270,6 +300,31 @@ mod tests {
         assert!(matches!(mapped(heed::Error::Mdb(heed::MdbError::MapFull)), StorageError::Full { .. }));
         let denied = mapped(heed::Error::Io(std::io::Error::from_raw_os_error(libc::EACCES)));
         assert!(matches!(denied, StorageError::Lmdb(_)), "{denied}");
+    }
+
+    #[test]
+    fn a_commit_without_meta_sync_is_kept_and_leaves_the_flag_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = EngineOptions {
+            checksum_failures: prometheus::IntCounter::new("c", "c").unwrap(),
+            map_size: 1 << 24,
+            max_readers: 8,
+        };
+        let engine = Engine::open(dir.path(), &options).unwrap();
+        let mut txn = engine.write_txn().unwrap();
+        engine.put_data(&mut txn, b"k", 7, b"v").unwrap();
+        engine.commit_without_meta_sync(txn).unwrap();
+        let flags = engine.env.get_flags().unwrap();
+        assert_eq!(flags & heed::EnvFlags::NO_META_SYNC.bits(), 0, "flags {flags:#x}");
+        // The next commit syncs as usual, and both survive closing and reopening.
+        let mut txn = engine.write_txn().unwrap();
+        engine.put_data(&mut txn, b"l", 8, b"w").unwrap();
+        engine.commit(txn).unwrap();
+        engine.close();
+        let engine = Engine::open(dir.path(), &options).unwrap();
+        let txn = engine.read_txn().unwrap();
+        assert_eq!(engine.get_data(&txn, b"k").unwrap().map(|r| r.revision), Some(7));
+        assert_eq!(engine.get_data(&txn, b"l").unwrap().map(|r| r.revision), Some(8));
     }
 
     #[test]

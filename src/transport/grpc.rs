@@ -6,9 +6,11 @@
 //! task that (re)connects as needed. Messages that cannot be delivered are reported back to the
 //! store (`PeerUnreachable`, `SnapshotStatus`), which tells raft.
 //!
-//! Trust boundary: this listens for any store of the cluster and authenticates nothing; expose the
-//! raft address only to the cluster's own machines. What a snapshot sender can make the receiver
-//! hold is bounded all the same ([`receive`]).
+//! Trust boundary: without peer TLS this listens for any store of the cluster and authenticates
+//! nothing; expose the raft address only to the cluster's own machines. With it (`--peer-*` flags),
+//! the listener takes only connections with a certificate of the cluster's CA and connections go out
+//! over the same mutual TLS ([`GrpcTransport::with_tls`]). What a snapshot sender can make the
+//! receiver hold is bounded all the same ([`receive`]).
 
 mod receive;
 
@@ -29,6 +31,7 @@ use crate::proto::raft_transport_client::RaftTransportClient;
 use crate::proto::raft_transport_server::{RaftTransport, RaftTransportServer};
 use crate::proto::{Done, RaftMessage, RaftMessageBatch, SnapshotChunk, StoreInfo};
 use crate::raftstore::msg::StoreMsg;
+use crate::security::tls::{self, ClientTls};
 pub use receive::{SnapshotLimits, SnapshotReceiver, MEMORY_CAP as SNAPSHOT_MEMORY_CAP};
 
 /// Bytes of snapshot per chunk.
@@ -69,6 +72,8 @@ pub struct GrpcTransport {
     streams: HashMap<u64, mpsc::Sender<RaftMessageBatch>>,
     pending: HashMap<u64, Vec<RaftMessage>>,
     metrics: Arc<crate::metrics::Metrics>,
+    /// Peer TLS for the connections to other stores; `None`: plain gRPC.
+    tls: Option<Arc<ClientTls>>,
 }
 
 impl GrpcTransport {
@@ -78,7 +83,20 @@ impl GrpcTransport {
         own_inbox: StoreInbox<StoreMsg>,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> GrpcTransport {
-        GrpcTransport { runtime, addresses, own_inbox, streams: HashMap::new(), pending: HashMap::new(), metrics }
+        GrpcTransport {
+            runtime,
+            addresses,
+            own_inbox,
+            streams: HashMap::new(),
+            pending: HashMap::new(),
+            metrics,
+            tls: None,
+        }
+    }
+
+    /// Connects to other stores over mutual TLS with this configuration.
+    pub fn with_tls(self, tls: Option<Arc<ClientTls>>) -> GrpcTransport {
+        GrpcTransport { tls, ..self }
     }
 }
 
@@ -90,7 +108,7 @@ impl Transport for GrpcTransport {
         };
         if msg.message.get_msg_type() == MessageType::MsgSnapshot {
             let inbox = self.own_inbox.clone();
-            self.runtime.spawn(send_snapshot(store.raft_addr, msg, inbox));
+            self.runtime.spawn(send_snapshot(store.raft_addr, msg, inbox, self.tls.clone()));
             return Ok(());
         }
         self.pending.entry(to_store).or_default().push(msg.to_proto());
@@ -106,7 +124,8 @@ impl Transport for GrpcTransport {
             self.metrics.transport_batch_bytes.observe(msgs.iter().map(|m| m.encoded_len()).sum::<usize>() as f64);
             let stream = self.streams.entry(store_id).or_insert_with(|| {
                 let (tx, rx) = mpsc::channel(STREAM_QUEUE);
-                self.runtime.spawn(run_stream(store_id, self.addresses.clone(), rx, self.own_inbox.clone()));
+                let tls = self.tls.clone();
+                self.runtime.spawn(run_stream(store_id, self.addresses.clone(), rx, self.own_inbox.clone(), tls));
                 tx
             });
             if let Err(err) = stream.try_send(RaftMessageBatch { msgs }) {
@@ -139,6 +158,7 @@ async fn run_stream(
     addresses: Arc<AddressBook>,
     mut batches: mpsc::Receiver<RaftMessageBatch>,
     own_inbox: StoreInbox<StoreMsg>,
+    tls: Option<Arc<ClientTls>>,
 ) {
     let mut backoff = Duration::from_millis(50);
     loop {
@@ -148,7 +168,7 @@ async fn run_stream(
             report_unreachable(&own_inbox, &first);
             continue;
         };
-        let mut client = match RaftTransportClient::connect(format!("http://{addr}")).await {
+        let mut client = match connect(&addr, tls.as_ref()).await {
             Ok(client) => client,
             Err(err) => {
                 tracing::debug!(store_id, %addr, error = %err, "cannot connect to store");
@@ -187,8 +207,17 @@ async fn run_stream(
     }
 }
 
+/// A client of the raft transport at `addr`, plain or over peer TLS.
+async fn connect(
+    addr: &str,
+    tls: Option<&Arc<ClientTls>>,
+) -> Result<RaftTransportClient<tonic::transport::Channel>, tonic::transport::Error> {
+    let endpoint = tls::grpc::endpoint(addr, tls)?;
+    Ok(RaftTransportClient::new(tls::grpc::connect(&endpoint, tls).await?))
+}
+
 /// Sends one snapshot on its own stream and reports the outcome to raft.
-async fn send_snapshot(addr: String, msg: RaftEnvelope, own_inbox: StoreInbox<StoreMsg>) {
+async fn send_snapshot(addr: String, msg: RaftEnvelope, own_inbox: StoreInbox<StoreMsg>, tls: Option<Arc<ClientTls>>) {
     let (region_id, to_peer_id) = (msg.region_id, msg.to_peer.peer_id);
     let bytes = msg.to_proto().encode_to_vec();
     let total_crc = crc32c::crc32c(&bytes);
@@ -208,7 +237,7 @@ async fn send_snapshot(addr: String, msg: RaftEnvelope, own_inbox: StoreInbox<St
         })
         .collect();
     let result = tokio::time::timeout(Duration::from_secs(120), async {
-        let mut client = RaftTransportClient::connect(format!("http://{addr}")).await.map_err(|e| e.to_string())?;
+        let mut client = connect(&addr, tls.as_ref()).await.map_err(|e| e.to_string())?;
         client.snapshot(tokio_stream::iter(chunks)).await.map_err(|e| e.to_string())
     })
     .await;

@@ -16,7 +16,8 @@ use fekv::proto::{request::Cmd, DeleteRequest, Peer, PutRequest, Region, RegionE
 use fekv::raftstore::{store, Error, PeerStatus, RaftstoreExit, RaftstoreHandle, Router};
 use fekv::storage::Engine;
 use fekv::transport::sim::SimNetwork;
-use fekv::transport::RaftEnvelope;
+
+use super::wait::{eventually, eventually_sync, Watchdog};
 
 pub const REGION_ID: u64 = 1;
 
@@ -42,6 +43,7 @@ pub struct Cluster {
     /// The store that last answered as leader, tried first.
     leader_hint: parking_lot::Mutex<Option<u64>>,
     ids: Arc<SharedIds>,
+    _watchdog: Watchdog,
 }
 
 /// Ids for splits, unique across the cluster's stores (placement's job in a real cluster).
@@ -86,6 +88,7 @@ impl Cluster {
             running: BTreeMap::new(),
             leader_hint: Default::default(),
             ids: Arc::new(SharedIds(std::sync::atomic::AtomicU64::new(1000))),
+            _watchdog: Watchdog::default(),
         };
         for store_id in 1..=count {
             let dir = tempfile::tempdir().unwrap();
@@ -124,16 +127,10 @@ impl Cluster {
         let metrics = Arc::new(Metrics::new());
         // The environment closes when its last handle drops; a snapshot being generated may still
         // hold one for a moment after a crash.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let engine = loop {
-            match Engine::open(&dir, &engine_options(&self.config, &metrics)) {
-                Ok(engine) => break engine,
-                Err(err) => {
-                    assert!(Instant::now() < deadline, "cannot reopen store {store_id}: {err}");
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-            }
-        };
+        let what = format!("store {store_id} to reopen");
+        let engine = eventually_sync(Duration::from_secs(10), &what, || {
+            Engine::open(&dir, &engine_options(&self.config, &metrics))
+        });
         let transport = Box::new(self.network.transport(store_id));
         let cfg = store_config(&self.config, store_id);
         let inbox = store::inbox(&cfg);
@@ -268,36 +265,29 @@ impl Cluster {
         new_peer: Peer,
     ) -> Peer {
         let adding = change == fekv::proto::ConfChangeType::AddNode;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut last = String::new();
-        loop {
-            assert!(Instant::now() < deadline, "{change:?} on store {store_id} of region {region_id}: {last}");
+        let what = format!("{change:?} on store {store_id} of region {region_id}");
+        eventually(Duration::from_secs(30), &what, || async {
             let Some((leader, status)) = self.region_leader(region_id).await else {
-                last = "no leader".into();
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
+                return Err("no leader".to_string());
             };
             let member = status.region.peers.iter().find(|p| p.store_id == store_id).copied();
             let peer = match (adding, member) {
-                (true, Some(peer)) => return peer,
-                (false, None) => return new_peer,
+                (true, Some(peer)) => return Ok(peer),
+                (false, None) => return Ok(new_peer),
                 (true, None) => new_peer,
                 (false, Some(peer)) => peer,
             };
             if !adding && leader == store_id && status.region.peers.len() == 2 {
                 let other = status.region.peers.iter().find(|p| p.store_id != store_id).unwrap().store_id;
                 let _ = self.router(leader).transfer_leader(region_id, other).await;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
+                return Err(format!("store {store_id} leads a 2-peer region: handing over to {other}"));
             }
             match self.router(leader).change_peer(region_id, change, peer).await {
-                Ok(()) => {}
-                Err(err) => {
-                    last = err.to_string();
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
+                Ok(()) => Err("applied on the leader; waiting to see it".to_string()),
+                Err(err) => Err(err.to_string()),
             }
-        }
+        })
+        .await
     }
 
     /// Placement's word on stale peers, as one heartbeat round of every store would bring it: a peer
@@ -365,31 +355,28 @@ impl Cluster {
 
     /// Makes `store_id`'s peer the leader of `region_id` (at most 15 s).
     pub async fn must_transfer_leader(&self, region_id: u64, store_id: u64) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
+        let what = format!("store {store_id} to lead region {region_id}");
+        eventually(Duration::from_secs(15), &what, || async {
             match self.region_leader(region_id).await {
-                Some((leader, _)) if leader == store_id => return,
+                Some((leader, _)) if leader == store_id => Ok(()),
                 Some((leader, _)) => {
                     let _ = self.router(leader).transfer_leader(region_id, store_id).await;
+                    Err(format!("store {leader} leads"))
                 }
-                None => {}
+                None => Err("no leader".to_string()),
             }
-            assert!(Instant::now() < deadline, "store {store_id} did not become leader of region {region_id}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await;
     }
 
     /// The store whose peer of region 1 is leader, waiting for one (at most 10 s).
     pub async fn wait_leader(&self) -> u64 {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
+        eventually(Duration::from_secs(10), "a leader of region 1", || async {
             let statuses = self.statuses().await;
-            if let Some((store_id, _)) = statuses.iter().find(|(_, s)| s.role == "leader") {
-                return *store_id;
-            }
-            assert!(Instant::now() < deadline, "no leader within 10s: {statuses:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            let leader = statuses.iter().find(|(_, s)| s.role == "leader").map(|(store_id, _)| *store_id);
+            leader.ok_or_else(|| format!("{statuses:?}"))
+        })
+        .await
     }
 
     /// The stores to try, the last known leader first.
@@ -576,82 +563,20 @@ impl Cluster {
 
     /// Waits until `store_id` holds `value` for `key` locally (at most 10 s).
     pub async fn wait_local(&self, store_id: u64, key: &[u8], value: Option<&[u8]>) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
+        let what = format!(
+            "store {store_id} to hold {:?} for {}",
+            value.map(String::from_utf8_lossy),
+            String::from_utf8_lossy(key)
+        );
+        eventually(Duration::from_secs(10), &what, || async {
             let local = self.read_local(store_id, key);
             if local.as_ref().map(|(v, _)| v.as_slice()) == value {
-                return;
+                Ok(())
+            } else {
+                Err(format!("{:?}", local.map(|(v, _)| String::from_utf8_lossy(&v).into_owned())))
             }
-            assert!(
-                Instant::now() < deadline,
-                "store {store_id} has {:?} for {}, want {:?}",
-                local.map(|(v, _)| String::from_utf8_lossy(&v).into_owned()),
-                String::from_utf8_lossy(key),
-                value.map(String::from_utf8_lossy)
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
-
-/// A raft message of `region` as a peer would send it: from `from` to `to`, under `region`'s epoch.
-pub fn raft_envelope(region: &Region, from: Peer, to: Peer, message: raft::eraftpb::Message) -> RaftEnvelope {
-    RaftEnvelope {
-        region_id: region.region_id,
-        from_peer: from,
-        to_peer: to,
-        region_epoch: region.epoch.unwrap_or_default(),
-        message,
-        is_tombstone: false,
-    }
-}
-
-/// A leader's snapshot of `region` (no keys) at (`index`, `term`), from `from` to `to`.
-pub fn snapshot_envelope(region: Region, from: Peer, to: Peer, index: u64, term: u64) -> RaftEnvelope {
-    snapshot_envelope_with(region, from, to, (index, term), Vec::new())
-}
-
-/// A leader's snapshot of `region` holding `kvs`, at `(index, term)`, from `from` to `to`.
-pub fn snapshot_envelope_with(
-    region: Region,
-    from: Peer,
-    to: Peer,
-    (index, term): (u64, u64),
-    kvs: Vec<fekv::proto::SnapshotKv>,
-) -> RaftEnvelope {
-    use prost::Message as _;
-    let voters = region.peers.iter().map(|p| p.peer_id).collect();
-    let checksum = fekv::raftstore::peer_storage::snapshot_checksum(&kvs);
-    let data = fekv::proto::SnapshotData { region: Some(region.clone()), kvs, checksum };
-    let mut snapshot = raft::eraftpb::Snapshot { data: data.encode_to_vec().into(), ..Default::default() };
-    snapshot.mut_metadata().index = index;
-    snapshot.mut_metadata().term = term;
-    snapshot.mut_metadata().mut_conf_state().voters = voters;
-    let mut message = raft::eraftpb::Message::default();
-    message.set_msg_type(raft::eraftpb::MessageType::MsgSnapshot);
-    (message.from, message.to, message.term) = (from.peer_id, to.peer_id, term);
-    message.set_snapshot(snapshot);
-    raft_envelope(&region, from, to, message)
-}
-
-/// A leader's heartbeat of `region` in `term`, carrying `commit`, from `from` to `to`.
-pub fn heartbeat_envelope(region: &Region, from: Peer, to: Peer, term: u64, commit: u64) -> RaftEnvelope {
-    let mut message = raft::eraftpb::Message::default();
-    message.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeat);
-    (message.from, message.to, message.term, message.commit) = (from.peer_id, to.peer_id, term, commit);
-    raft_envelope(region, from, to, message)
-}
-
-/// Polls `condition` every 20 ms until it holds; panics naming `what` was awaited after `within`.
-pub async fn eventually<F, Fut>(within: Duration, what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !condition().await {
-        assert!(Instant::now() < deadline, "waited {within:?} for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        })
+        .await;
     }
 }
 

@@ -1,12 +1,19 @@
 //! Test helpers: a real fekv node served in-process on `127.0.0.1:0`, and a small HTTP client.
+//! The submodules hold the rest: waiting ([`wait`]), the in-process raft cluster ([`cluster`]), the
+//! real binary as a process ([`process`]) and a cluster of them ([`process_cluster`]), background
+//! writers ([`writers`]), hand-built raft messages ([`envelopes`]) and the linearizability checker.
 #![allow(dead_code)] // each test binary uses its own part of this module
 
 pub mod cluster;
+pub mod envelopes;
 pub mod linearizability;
 pub mod process;
+pub mod process_cluster;
+pub mod wait;
+pub mod writers;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use fekv::config::Config;
@@ -17,6 +24,7 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::oneshot;
+use wait::{eventually, try_eventually, Watchdog};
 
 /// A node serving HTTP on an ephemeral port, with its data in a temporary directory.
 pub struct TestNode {
@@ -26,6 +34,7 @@ pub struct TestNode {
     stop_serving: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
     dir: Option<tempfile::TempDir>,
+    _watchdog: Watchdog,
 }
 
 /// A config for tests: fast raft ticks, data in `dir`.
@@ -67,6 +76,7 @@ impl TestNode {
             stop_serving: Some(stop_serving),
             server: Some(server),
             dir,
+            _watchdog: Watchdog::default(),
         };
         test_node.wait_ready().await;
         test_node
@@ -86,16 +96,12 @@ impl TestNode {
 
     /// Polls `/ready` until it answers 200 (every region has a leader), for at most 10 s.
     pub async fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(reply) = try_request(Method::GET, &self.url("/ready"), Bytes::new(), &[]).await {
-                if reply.status == StatusCode::OK {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "node at {} not ready within 10s", self.base);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let url = self.url("/ready");
+        eventually(Duration::from_secs(10), &format!("node at {} to be ready", self.base), || async {
+            try_request(Method::GET, &url, Bytes::new(), &[]).await.map(|reply| reply.status == StatusCode::OK)
+                == Ok(true)
+        })
+        .await;
     }
 
     /// Stops serving and stops the node; the LMDB environment is closed once every handle is gone.
@@ -124,16 +130,8 @@ impl TestNode {
 /// Starts a node, retrying for a while if its data directory is still open: the LMDB environment
 /// closes when its last handle drops, and a stopped server's tasks may still be letting go of theirs.
 async fn start_node(config: &Config) -> Node {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match Node::start(config) {
-            Ok(node) => return node,
-            Err(err) => {
-                assert!(Instant::now() < deadline, "cannot open {}: {err}", config.data_dir.display());
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    }
+    let what = format!("{} to open", config.data_dir.display());
+    eventually(Duration::from_secs(10), &what, || async { Node::start(config).map_err(|e| e.to_string()) }).await
 }
 
 /// A response, fully read.
@@ -223,9 +221,8 @@ pub async fn request_following(
 /// PUTs through any of `bases` (node base URLs), following redirects, until one acknowledges it or
 /// `timeout` passes; the error is the last answer seen.
 pub async fn put_anywhere(bases: &[String], key: &str, value: &str, timeout: Duration) -> Result<(), String> {
-    let deadline = Instant::now() + timeout;
-    let mut last = String::new();
-    while Instant::now() < deadline {
+    try_eventually(timeout, || async {
+        let mut last = String::from("no node to ask");
         for base in bases {
             match request_following(Method::PUT, &format!("{base}/fekv/{key}"), value.to_string(), &[]).await {
                 Ok((reply, _)) if reply.status == StatusCode::OK => return Ok(()),
@@ -233,7 +230,7 @@ pub async fn put_anywhere(bases: &[String], key: &str, value: &str, timeout: Dur
                 Err(err) => last = err,
             }
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Err(last)
+        Err(last)
+    })
+    .await
 }

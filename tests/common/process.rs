@@ -1,19 +1,69 @@
-//! The real `fekv` binary as a child process on a 127.0.0.1 port, with its stderr captured.
+//! The real `fekv` binary as a child process: a server on a 127.0.0.1 port with its stderr captured
+//! ([`FekvProcess`]), or a command run to completion ([`run_fekv`], [`ctl`]). Every child is killed
+//! when its handle drops, and by the [`Watchdog`](super::wait::Watchdog) when a test hangs.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::wait::{eventually_sync, forget_child, watch_child, Watchdog};
+
+/// A child that is killed and reaped when dropped (also when a test panics).
+struct Reaped(Child);
+
+impl Reaped {
+    fn spawn(command: &mut Command) -> Reaped {
+        let child = command.spawn().unwrap_or_else(|e| panic!("spawn {command:?}: {e}"));
+        watch_child(child.id());
+        Reaped(child)
+    }
+
+    /// Waits (at most `within`) for the child to exit on its own; `what` names it in the panic.
+    fn wait_exit(&mut self, within: Duration, what: impl Fn() -> String) -> ExitStatus {
+        let child = &mut self.0;
+        eventually_sync(within, &what(), || match child.try_wait() {
+            Ok(Some(status)) => Ok(status),
+            Ok(None) => Err("still running".to_string()),
+            Err(err) => Err(err.to_string()),
+        })
+    }
+
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        forget_child(self.0.id());
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Reads a pipe to its end on a thread, line by line into `lines`, so the child never blocks on it.
+pub fn collect_lines(pipe: impl Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    lines
+}
+
 pub struct FekvProcess {
-    child: Child,
+    child: Reaped,
     pub base: String,
     /// host:port it listens on (HTTP for a node, gRPC for placement).
     pub addr: String,
     pub data_dir: PathBuf,
     /// Every line the process wrote to stderr so far.
     pub stderr: Arc<Mutex<Vec<String>>>,
+    _watchdog: Watchdog,
 }
 
 impl FekvProcess {
@@ -85,35 +135,48 @@ impl FekvProcess {
         field: &str,
         prepare: impl FnOnce(&mut Command),
     ) -> FekvProcess {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_fekv"));
-        command.args(args).env_remove("RUST_LOG").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-        prepare(&mut command);
-        let mut child = command.spawn().expect("spawn fekv");
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let lines = stderr.clone();
-        let pipe = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let addr = loop {
-            let found = stderr.lock().unwrap().iter().find_map(|line| {
+        let mut process = Self::launch_with(args, data_dir, prepare);
+        let addr = eventually_sync(Duration::from_secs(20), &format!("fekv {args:?} to serve"), || {
+            let lines = process.stderr.lock().unwrap();
+            let found = lines.iter().find_map(|line| {
                 line.contains(ready)
                     .then(|| line.split(field).nth(1)?.split_whitespace().next().map(str::to_string))
                     .flatten()
             });
-            if let Some(addr) = found {
-                break addr;
+            if let Ok(Some(status)) = process.child.0.try_wait() {
+                panic!("fekv exited with {status}: {lines:#?}");
             }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("fekv exited with {status}: {:#?}", stderr.lock().unwrap());
-            }
-            assert!(Instant::now() < deadline, "fekv did not start within 20s: {:#?}", stderr.lock().unwrap());
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        FekvProcess { child, base: format!("http://{addr}"), addr, data_dir: data_dir.to_path_buf(), stderr }
+            found.ok_or_else(|| format!("{lines:#?}"))
+        });
+        process.base = format!("http://{addr}");
+        process.addr = addr;
+        process
+    }
+
+    /// Starts `fekv args...` without waiting for it to serve (a node that retries placement, or one
+    /// that is to fail at start): `addr` and `base` stay empty.
+    pub fn launch(args: &[&str], data_dir: &Path) -> FekvProcess {
+        Self::launch_with(args, data_dir, |_| {})
+    }
+
+    fn launch_with(
+        args: &[impl AsRef<std::ffi::OsStr>],
+        data_dir: &Path,
+        prepare: impl FnOnce(&mut Command),
+    ) -> FekvProcess {
+        let mut command = fekv_command(args);
+        command.stdout(Stdio::null()).stderr(Stdio::piped());
+        prepare(&mut command);
+        let mut child = Reaped::spawn(&mut command);
+        let stderr = collect_lines(child.0.stderr.take().expect("stderr is piped"));
+        FekvProcess {
+            child,
+            base: String::new(),
+            addr: String::new(),
+            data_dir: data_dir.to_path_buf(),
+            stderr,
+            _watchdog: Watchdog::default(),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -121,71 +184,123 @@ impl FekvProcess {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.0.id()
     }
 
     /// `kill -9`: no chance to flush or clean up anything.
     pub fn kill9(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reap");
+        self.child.kill();
     }
 
     /// Sends `signal` (e.g. "INT", "TERM") and waits for a clean exit (at most 15 s).
-    pub fn stop_with(mut self, signal: &str) -> std::process::ExitStatus {
-        let sent = Command::new("kill").args([&format!("-{signal}"), &self.child.id().to_string()]).status().unwrap();
+    pub fn stop_with(mut self, signal: &str) -> ExitStatus {
+        let sent = Command::new("kill").args([&format!("-{signal}"), &self.pid().to_string()]).status().unwrap();
         assert!(sent.success());
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "fekv ignored SIG{signal} for 15s");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.child.wait_exit(Duration::from_secs(15), || format!("fekv to stop on SIG{signal}"))
     }
 
     /// Waits (at most `within`) for the process to exit on its own.
-    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "fekv still running after {within:?}: {:#?}", self.stderr_lines());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let stderr = self.stderr.clone();
+        self.child.wait_exit(within, || format!("fekv to exit: {:#?}", stderr.lock().unwrap()))
     }
 
     pub fn stderr_lines(&self) -> Vec<String> {
         self.stderr.lock().unwrap().clone()
     }
-}
 
-impl Drop for FekvProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    /// Waits (at most `within`) until the stderr lines so far satisfy `accept`; returns them.
+    pub fn wait_stderr(&self, within: Duration, what: &str, accept: impl Fn(&[String]) -> bool) -> Vec<String> {
+        eventually_sync(within, what, || {
+            let lines = self.stderr_lines();
+            if accept(&lines) {
+                Ok(lines)
+            } else {
+                Err(format!("{lines:#?}"))
+            }
+        })
     }
 }
 
-/// Runs `fekv ctl --placement <placement> <args>` to completion.
-pub fn ctl_output(placement: &str, args: &[&str]) -> Result<std::process::Output, String> {
-    Command::new(env!("CARGO_BIN_EXE_fekv"))
-        .args(["ctl", "--placement", placement])
-        .args(args)
-        .env_remove("FEKV_PLACEMENT")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("spawn fekv ctl: {e}"))
+/// `fekv args...` with no stdin and none of the caller's `RUST_LOG` or `FEKV_PLACEMENT`.
+fn fekv_command(args: &[impl AsRef<std::ffi::OsStr>]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fekv"));
+    command.args(args).env_remove("RUST_LOG").env_remove("FEKV_PLACEMENT").stdin(Stdio::null());
+    command
+}
+
+/// One finished run of the `fekv` binary.
+#[derive(Debug)]
+pub struct Run {
+    pub status: ExitStatus,
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+    pub took: Duration,
+}
+
+impl Run {
+    /// Its stdout as JSON; panics if it is none.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
+    }
+}
+
+/// Runs `fekv args...` to completion, at most `within` (then kills it and panics).
+pub fn run_fekv(args: &[&str], within: Duration) -> Run {
+    run_fekv_with(args, within, |_| {})
+}
+
+/// [`run_fekv`] with `prepare` applied to the command (environment, ...).
+pub fn run_fekv_with(args: &[&str], within: Duration, prepare: impl FnOnce(&mut Command)) -> Run {
+    let mut command = fekv_command(args);
+    prepare(&mut command);
+    run_to_end(command, within)
+}
+
+/// Runs `command` to completion with its output captured, at most `within` (then kills it and
+/// panics).
+pub fn run_to_end(mut command: Command, within: Duration) -> Run {
+    let started = Instant::now();
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = Reaped::spawn(&mut command);
+    // Read both pipes to their end on threads, so a large output never blocks the child.
+    let read_all = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            pipe.read_to_string(&mut text).map(|_| text).unwrap_or_else(|e| format!("<unreadable: {e}>"))
+        })
+    };
+    let stdout = read_all(Box::new(child.0.stdout.take().expect("piped")));
+    let stderr = read_all(Box::new(child.0.stderr.take().expect("piped")));
+    let status = child.wait_exit(within, || format!("{command:?} to finish"));
+    let (stdout, stderr) = (stdout.join().expect("reads stdout"), stderr.join().expect("reads stderr"));
+    Run { status, success: status.success(), stdout, stderr, took: started.elapsed() }
+}
+
+/// Runs `fekv ctl --placement <placement> <args>` to completion (at most 20 s: ctl's own deadlines are
+/// 3 s per call, 10 s for `--wait`).
+pub fn ctl(placement: &str, args: &[&str]) -> Run {
+    run_fekv(&[&["ctl", "--placement", placement], args].concat(), Duration::from_secs(20))
+}
+
+/// A placement service (3 replicas) and `count` nodes started with `extra` flags, in `dir`'s
+/// `placement` and `node-N` subdirectories.
+pub fn start_cluster(dir: &Path, count: usize, extra: &[&str]) -> (FekvProcess, Vec<FekvProcess>) {
+    let placement = FekvProcess::start_placement(&dir.join("placement"), 3);
+    let nodes = (0..count)
+        .map(|i| FekvProcess::start_node_with(&dir.join(format!("node-{i}")), &placement.addr, extra))
+        .collect();
+    (placement, nodes)
 }
 
 /// `fekv ctl --placement <placement> -o json <args>`: its stdout as JSON, or why not.
 pub fn ctl_json(placement: &str, args: &[&str]) -> Result<serde_json::Value, String> {
-    let output = ctl_output(placement, &[&["-o", "json"], args].concat())?;
-    if !output.status.success() {
-        return Err(format!("fekv ctl {args:?}: {}", String::from_utf8_lossy(&output.stderr)));
+    let run = ctl(placement, &[&["-o", "json"], args].concat());
+    if !run.success {
+        return Err(format!("fekv ctl {args:?}: {}", run.stderr));
     }
-    serde_json::from_slice(&output.stdout).map_err(|e| format!("fekv ctl {args:?} printed no JSON: {e}"))
+    serde_json::from_str(&run.stdout).map_err(|e| format!("fekv ctl {args:?} printed no JSON: {e}"))
 }
 
 /// Polls `fekv ctl region list` until every region has exactly `replicas` peers, none of them still
@@ -215,14 +330,9 @@ pub fn wait_regions(
     what: &str,
     done: impl Fn(&[serde_json::Value]) -> bool,
 ) -> Vec<serde_json::Value> {
-    let deadline = Instant::now() + within;
-    loop {
-        let last = match ctl_json(placement, &["region", "list"]) {
-            Ok(serde_json::Value::Array(regions)) if done(&regions) => return regions,
-            Ok(other) => other.to_string(),
-            Err(err) => err,
-        };
-        assert!(Instant::now() < deadline, "no {what} within {within:?}; last seen: {last}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    eventually_sync(within, what, || match ctl_json(placement, &["region", "list"]) {
+        Ok(serde_json::Value::Array(regions)) if done(&regions) => Ok(regions),
+        Ok(other) => Err(other.to_string()),
+        Err(err) => Err(err),
+    })
 }

@@ -58,7 +58,7 @@ impl Guard {
                     .map_err(|err| Status::unauthenticated(err.to_string()))?,
             ),
         };
-        let ip = request.remote_addr().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |addr| addr.ip());
+        let ip = super::caller_addr(request).map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |addr| addr.ip());
         let authenticator = self.authenticator.clone();
         let now = crate::auth::Now::current();
         let principal = match credentials {

@@ -151,7 +151,7 @@ async fn a_token_from_the_cluster_key_works_and_root_can_disable_auth() {
     let alice = password("alice", "alicepw").unwrap();
     let token = node.issue_token(&alice, "127.0.0.1".parse().unwrap(), crate::auth::Now::current()).unwrap();
     let by_token = Some(Credentials::Token(token.token));
-    assert_eq!(code(server.placement.get_regions(with(GetRegionsRequest {}, &by_token)).await), Code::Ok);
+    assert_eq!(code(server.placement.get_regions(with(GetRegionsRequest::default(), &by_token)).await), Code::Ok);
     // A user may change their own password, not another's.
     let own = UserChangePasswordRequest { name: "alice".into(), password: "new".into() };
     assert_eq!(code(server.auth.user_change_password(with(own, &Some(alice.clone()))).await), Code::Ok);

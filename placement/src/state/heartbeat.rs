@@ -1,13 +1,20 @@
 //! The stores' side: registration (and bootstrapping the first region), store heartbeats with their
-//! leaders' region reports, and the peers a store reports that their regions no longer have.
+//! region reports, and the peers a store reports that their regions no longer have.
+//!
+//! A store reports a region when something about it changed since it last reported it, plus a slow
+//! rotation of all of them (see the node's `cluster_link::reports`), so a heartbeat costs what
+//! changed, not what exists: a report that changes nothing writes nothing and wakes no scheduling
+//! round, and operators are found by the regions they run on, not by the reports. A store that has
+//! not sent a full report since this process opened the state is asked for one
+//! ([`Placement::wants_full_report`]): after a restart, sizes and pending peers are unknown.
 
 use super::*;
 
 impl Placement {
     /// Registers a new store (store_id 0) or updates a known one's addresses. The first store to
     /// register bootstraps the first region, with one peer on it: the replica checker grows it to
-    /// `replicas` as more stores join. Returns (store_id, cluster_id).
-    pub fn register_store(&self, req: &RegisterStoreRequest) -> Result<(u64, u64), PlacementError> {
+    /// `replicas` as more stores join. A known store id must come with its secret (see `identity`).
+    pub fn register_store(&self, req: &RegisterStoreRequest) -> Result<RegisterStoreResponse, PlacementError> {
         if req.raft_addr.is_empty() || req.http_addr.is_empty() {
             return Err(PlacementError::Invalid("a store needs a raft and an HTTP address".into()));
         }
@@ -17,6 +24,8 @@ impl Placement {
             if known.is_some_and(|s| s.state == StoreState::Removed as i32) {
                 return Err(PlacementError::StoreRemoved(store_id));
             }
+            let admitted = identity::admit(inner, store_id, req)?;
+            let known = inner.stores.get(&store_id);
             let used_bytes = known.map_or(0, |s| s.used_bytes);
             // A draining store stays offline across restarts.
             let state = known.map_or(StoreState::Up as i32, |s| s.state);
@@ -28,6 +37,7 @@ impl Placement {
                 state,
                 version: req.version.clone(),
                 used_bytes,
+                secret_sha256: admitted.secret_sha256,
                 ..Default::default()
             };
             inner.stores.insert(store_id, info);
@@ -48,14 +58,20 @@ impl Placement {
                 inner.bootstrapped = true;
                 inner.dirty.meta = true;
             }
-            Ok((store_id, inner.cluster_id))
+            Ok(RegisterStoreResponse {
+                store_id,
+                cluster_id: inner.cluster_id,
+                store_secret: admitted.new_secret,
+                // The service adds the auth state (see `auth_newer_than`).
+                auth: None,
+            })
         })
     }
 
-    /// A store is alive and reports its peers. Each report of a leader is a region heartbeat for the
-    /// region tree (stale ones are ignored; see `region_tree`); so is a follower's report of a region
-    /// placement does not know yet. Returns, for each region this store leads, the current step of
-    /// its operator.
+    /// A store is alive and reports the peers that changed. Each report of a leader is a region
+    /// heartbeat for the region tree (stale ones are ignored; see `region_tree`); so is a follower's
+    /// report of a region placement does not know yet. Returns, for each region placement records
+    /// this store leading, the current step of its operator.
     pub fn store_heartbeat(&self, req: &StoreHeartbeatRequest) -> Result<Vec<Operator>, PlacementError> {
         let now = now_ms();
         self.change(|inner| self.on_store_heartbeat(inner, req, now))
@@ -74,6 +90,9 @@ impl Placement {
         }
         store.last_heartbeat_ms = now;
         store.used_bytes = req.used_bytes;
+        if req.full_report {
+            inner.full_reported.insert(store_id);
+        }
         // A split's leader reports both halves at once (PD's ReportSplit): the left one as their
         // leader, the right one as a peer still electing its leader, unknown to placement. Unknown
         // regions go first: the right half takes its part of the parent's range before the left half
@@ -103,7 +122,9 @@ impl Placement {
                     tracing::debug!(region_id, store_id, epoch = ?region.epoch, "stale region heartbeat ignored");
                     continue;
                 }
-                HeartbeatOutcome::Unchanged | HeartbeatOutcome::StatsOnly => {}
+                HeartbeatOutcome::Unchanged => {}
+                // Sizes weigh in the region balancer (a node reports them only when they moved enough).
+                HeartbeatOutcome::StatsOnly => inner.round.changed(),
                 HeartbeatOutcome::Updated { touched } => {
                     tracing::debug!(region_id, store_id, epoch = ?region.epoch, ?touched, "region updated");
                     for gone in touched.iter().filter(|&&r| inner.regions.get(r).is_none()) {
@@ -113,24 +134,35 @@ impl Placement {
                     inner.dirty.regions.insert(region_id);
                 }
             }
-            if peer.is_leader {
+            if peer.is_leader && inner.pending.get(&region_id) != Some(&peer.pending_peers) {
                 inner.pending.insert(region_id, peer.pending_peers.clone());
+                inner.round.changed();
             }
         }
         // Move each operator of a region this store leads (as recorded now) along, and hand over
-        // its current step.
+        // its current step: every heartbeat, whether the region was reported or not (it is reported
+        // when it changes, and an operator's step is judged against what placement knows of it).
+        let led: Vec<u64> = inner
+            .operators
+            .running()
+            .map(|op| op.region_id)
+            .filter(|&region_id| inner.regions.get(region_id).is_some_and(|info| info.leader_store_id == store_id))
+            .collect();
         let mut operators = Vec::new();
-        for report in req.peers.iter().filter(|p| p.is_leader) {
-            let Some(region_id) = report.region.as_ref().map(|r| r.region_id) else { continue };
-            let Some(info) = inner.regions.get(region_id).filter(|info| info.leader_store_id == store_id) else {
-                continue;
-            };
-            let Some(region) = &info.region else { continue };
+        for region_id in led {
+            let Some(region) = inner.regions.get(region_id).and_then(|info| info.region.as_ref()) else { continue };
             let pending = inner.pending.get(&region_id).map_or(&[][..], Vec::as_slice);
             let state = RegionState { region, leader_store_id: store_id, pending_peers: pending };
             operators.extend(inner.operators.on_heartbeat(&state, now));
         }
         Ok(operators)
+    }
+
+    /// Whether placement wants `store_id`'s next heartbeat to report every peer it holds: it has not
+    /// had a full report from it since it opened its state (a restart forgets sizes and pending
+    /// peers, and misses what changed while it was down).
+    pub fn wants_full_report(&self, store_id: u64) -> bool {
+        !self.inner.lock().full_reported.contains(&store_id)
     }
 
     /// The peers in a store's report that their regions no longer have: placement's record of the
@@ -196,8 +228,17 @@ mod tests {
     fn re_registering_updates_addresses_without_a_new_id() {
         let dir = tempfile::tempdir().unwrap();
         let p = Placement::open(dir.path(), PlacementOptions::default()).unwrap();
-        let id = register(&p, 0, 20160);
-        assert_eq!(register(&p, id, 30000), id);
+        let at = |store_id, port: u16, store_secret: Vec<u8>| RegisterStoreRequest {
+            store_id,
+            raft_addr: format!("127.0.0.1:{port}"),
+            http_addr: format!("127.0.0.1:{}", port + 1000),
+            store_secret,
+            ..Default::default()
+        };
+        let first = p.register_store(&at(0, 20160, Vec::new())).unwrap();
+        // As a restarted node does: with the secret its first registration got.
+        let again = p.register_store(&at(first.store_id, 30000, first.store_secret)).unwrap();
+        assert_eq!(again.store_id, first.store_id);
         let stores = p.stores();
         assert_eq!(stores.len(), 1);
         assert_eq!(stores[0].raft_addr, "127.0.0.1:30000");
@@ -331,13 +372,8 @@ mod tests {
                         if n == t * 5 {
                             peers.push(leader_report(region, store_id, 2));
                         }
-                        p.store_heartbeat(&StoreHeartbeatRequest {
-                            store_id,
-                            peers,
-                            used_bytes: t as u64,
-                            ..Default::default()
-                        })
-                        .unwrap();
+                        let req = StoreHeartbeatRequest { store_id, peers, used_bytes: t as u64, ..Default::default() };
+                        p.store_heartbeat(&req).unwrap();
                         p.inner.lock().regions.check_invariants();
                     }
                 });
@@ -349,6 +385,40 @@ mod tests {
         assert!(listed.iter().all(|s| s.region_count == 64));
         assert_eq!(listed.iter().map(|s| s.leader_count).sum::<u64>(), 64);
         assert_eq!(stored(&p).regions.len(), 64);
+    }
+
+    /// Issue 15, item 5: after a restart placement knows the regions' ranges, peers and leaders but
+    /// not their sizes or pending peers, nor what changed while it was down: every store is asked
+    /// for a full report once, and only until it sends one.
+    #[test]
+    fn a_full_report_is_asked_of_every_store_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (stores, region) = {
+            let (p, stores, region) = three_stores(dir.path());
+            assert!(stores.iter().all(|&s| p.wants_full_report(s)), "a new placement has no full view");
+            let full = |store_id| StoreHeartbeatRequest { store_id, full_report: true, ..Default::default() };
+            for &store_id in &stores {
+                p.store_heartbeat(&full(store_id)).unwrap();
+            }
+            assert!(!stores.iter().any(|&s| p.wants_full_report(s)));
+            (stores, region)
+        };
+        let p = Placement::open(dir.path(), PlacementOptions::default()).unwrap();
+        assert!(stores.iter().all(|&s| p.wants_full_report(s)), "a restarted placement asks again");
+        // A heartbeat reporting only what changed does not count.
+        beat(&p, stores[0], vec![leader_report(&region, stores[0], 1)]);
+        assert!(p.wants_full_report(stores[0]));
+        let mut measured = leader_report(&region, stores[0], 1);
+        measured.approximate_size = Some(1 << 20);
+        let full = StoreHeartbeatRequest {
+            store_id: stores[0],
+            peers: vec![measured],
+            full_report: true,
+            ..Default::default()
+        };
+        p.store_heartbeat(&full).unwrap();
+        assert!(!p.wants_full_report(stores[0]) && p.wants_full_report(stores[1]));
+        assert_eq!(p.region(region.region_id).unwrap().approximate_size, 1 << 20);
     }
 
     #[test]

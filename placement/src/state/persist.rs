@@ -101,6 +101,7 @@ impl Inner {
             writes.push((record_key(STORE_PREFIX, store_id), store));
         }
         for region_id in dirty.regions {
+            self.region_log.touch(region_id);
             let region = self.regions.get(region_id).map(frame);
             writes.push((record_key(REGION_PREFIX, region_id), region));
         }
@@ -348,7 +349,13 @@ impl Placement {
             let mut inner = self.inner.lock();
             // Queued even when the change failed halfway: what it did to the memory must reach the disk.
             let result = change(&mut inner);
-            let writes = if inner.dirty.is_empty() { Vec::new() } else { inner.take_writes() };
+            let writes = if inner.dirty.is_empty() {
+                Vec::new()
+            } else {
+                // Anything worth a record is worth a scheduling round.
+                inner.round.changed();
+                inner.take_writes()
+            };
             (result, self.writer.queue(writes))
         };
         self.writer.wait(seq)?;

@@ -1,6 +1,12 @@
 //! The scheduling round: ends the operators that cannot finish, runs the replica checker and the
 //! balancers over the current view (with running operators foreseen as done), and turns their plans
 //! into operators: a plan of a higher priority replaces a running operator of a lower one.
+//!
+//! A round looks at every region, so it runs only when something it looks at changed since the last
+//! one ([`RoundState`]): a record, a size, a pending peer, an operator, or a store's health (time
+//! passing makes a silent store silent, then down, and ends operators that take too long; both are
+//! checked every round, at the cost of the stores and the running operators only). With stable
+//! regions, a round costs nothing that grows with them.
 
 use super::*;
 
@@ -23,6 +29,33 @@ fn health(stores: &[StoreInfo], store_id: u64, now: u64, silent_after: Duration)
         Ok(StoreState::Removed) => StoreHealth::Removed,
         _ if now.saturating_sub(store.last_heartbeat_ms) > silent_after.as_millis() as u64 => StoreHealth::Silent,
         _ => StoreHealth::Up,
+    }
+}
+
+/// What a round decides from, besides the regions themselves: equal inputs, equal decisions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RoundInputs {
+    changes: u64,
+    operators: u64,
+    health: Vec<(u64, StoreHealth)>,
+}
+
+/// The scheduling rounds' bookkeeping.
+#[derive(Debug, Default)]
+pub(super) struct RoundState {
+    /// Counts the changes to what rounds look at that [`RoundInputs::operators`] does not count.
+    changes: u64,
+    /// The inputs of the last round, if it decided nothing (a round that started operators runs
+    /// again: its new operators may let it decide more).
+    settled: Option<RoundInputs>,
+    run: u64,
+    skipped: u64,
+}
+
+impl RoundState {
+    /// Something a round looks at changed: the next one runs.
+    pub(super) fn changed(&mut self) {
+        self.changes += 1;
     }
 }
 
@@ -76,8 +109,13 @@ impl Placement {
         self.change(|inner| Ok(self.schedule_round(inner, now)))
     }
 
+    /// Scheduling rounds (run, skipped because nothing they look at changed) since the state opened.
+    pub fn scheduling_rounds(&self) -> (u64, u64) {
+        let inner = self.inner.lock();
+        (inner.round.run, inner.round.skipped)
+    }
+
     fn schedule_round(&self, inner: &mut Inner, now: u64) -> Vec<OperatorInfo> {
-        let replicas = self.options.replicas;
         let down_after = self.options.store_down_after;
         let silent_after = STORE_SILENT_AFTER.min(down_after);
         let stores = inner.store_infos(now, down_after);
@@ -87,8 +125,28 @@ impl Placement {
             inner.operators.check(|region_id| regions.get(region_id).is_some(), health, now);
             inner.operators.forget_admin_ended(ADMIN_HOLD, now);
         }
+        let inputs = RoundInputs {
+            changes: inner.round.changes,
+            operators: inner.operators.generation(),
+            health: stores.iter().map(|s| (s.store_id, health(&stores, s.store_id, now, silent_after))).collect(),
+        };
+        if inner.round.settled.as_ref() == Some(&inputs) {
+            inner.round.skipped += 1;
+            return Vec::new();
+        }
+        inner.round.run += 1;
+        let created = self.decide(inner, &stores, now);
+        inner.round.settled = created.is_empty().then_some(inputs);
+        created
+    }
+
+    /// The round itself (steps 2 to 4 of [`Self::schedule`]).
+    fn decide(&self, inner: &mut Inner, stores: &[StoreInfo], now: u64) -> Vec<OperatorInfo> {
+        let replicas = self.options.replicas;
+        let down_after = self.options.store_down_after;
+        let silent_after = STORE_SILENT_AFTER.min(down_after);
         let (store_views, mut views) = schedulers::views_from(
-            &stores,
+            stores,
             &inner.region_infos(),
             now,
             down_after.as_millis() as u64,
@@ -148,7 +206,7 @@ impl Placement {
             }
         }
         // A drained store leaves the cluster for good.
-        for store in &stores {
+        for store in stores {
             if store.state == StoreState::Offline as i32 && store.region_count == 0 {
                 if let Some(stored) = inner.stores.get_mut(&store.store_id) {
                     stored.state = StoreState::Removed as i32;

@@ -13,7 +13,7 @@ pub(super) fn register(p: &Placement, store_id: u64, port: u16) -> u64 {
         version: "test".into(),
         ..Default::default()
     };
-    p.register_store(&req).unwrap().0
+    p.register_store(&req).unwrap().store_id
 }
 
 /// A placement with three registered stores and the bootstrapped region grown to a peer on each

@@ -1,7 +1,8 @@
 //! `fekv ctl user|role|auth`, and the credentials every `ctl` call carries: `--user NAME --password P`
 //! or `--user NAME:P` (etcdctl's forms), sent to placement as `authorization` metadata and to the
-//! nodes as the HTTP header. A password is never prompted for: `user add` and `user passwd` read it
-//! from `--password` or, without it, from the first line of stdin.
+//! nodes as the HTTP header. A password is never prompted for: `user add` and `user passwd` read the
+//! new password from `--new-password` or, without it, from the first line of stdin (`--password` is
+//! the caller's own).
 
 use serde_json::{json, Value};
 use tonic::metadata::{Ascii, MetadataValue};
@@ -63,7 +64,7 @@ pub(super) type Intercepted = tonic::service::interceptor::InterceptedService<Ch
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum UserCommand {
-    /// Add a user (its password from --password, else the first line of stdin)
+    /// Add a user (its password from --new-password, else the first line of stdin)
     Add {
         name: String,
         /// The new user's password [default: read from stdin]

@@ -7,12 +7,10 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 
+use super::http::NodeHttp;
 use super::{CtlError, Output};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -40,18 +38,17 @@ impl NodeCheck {
 }
 
 /// Runs the check on `nodes` (store id, 0 if unknown, and HTTP address) and prints the result.
-pub async fn run(
+pub(super) async fn run(
+    client: &NodeHttp,
     nodes: Vec<(u64, String)>,
     args: &CheckArgs,
     output: Output,
-    authorization: Option<&str>,
 ) -> Result<(), CtlError> {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let mut tasks = tokio::task::JoinSet::new();
     for (i, (store_id, http_addr)) in nodes.iter().cloned().enumerate() {
-        let (client, timeout, authorization) = (client.clone(), args.timeout, authorization.map(str::to_string));
+        let (client, timeout) = (client.clone(), args.timeout);
         tasks.spawn(async move {
-            let checked = check_node(&client, &http_addr, authorization.as_deref());
+            let checked = check_node(&client, &http_addr);
             let (store_id, report) = match tokio::time::timeout(timeout, checked).await {
                 // A node given by address says which store it is.
                 Ok(Ok((answered_id, report))) => (answered_id, Ok(report)),
@@ -78,17 +75,10 @@ pub async fn run(
     }
 }
 
-async fn check_node(
-    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
-    http_addr: &str,
-    authorization: Option<&str>,
-) -> Result<(u64, Value), String> {
-    let addr = http_addr.strip_prefix("http://").unwrap_or(http_addr).trim_end_matches('/');
-    let mut request = hyper::Request::post(format!("http://{addr}/scrub"));
-    if let Some(value) = authorization {
-        request = request.header(hyper::header::AUTHORIZATION, value);
-    }
-    let request = request.body(Empty::new()).map_err(|e| format!("invalid address {http_addr}: {e}"))?;
+async fn check_node(client: &NodeHttp, http_addr: &str) -> Result<(u64, Value), String> {
+    let request = hyper::Request::post(client.url(http_addr, "/scrub"))
+        .body(Empty::new())
+        .map_err(|e| format!("invalid address {http_addr}: {e}"))?;
     let response = client.request(request).await.map_err(|e| super::probe::error_chain(&e))?;
     let status = response.status();
     let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();

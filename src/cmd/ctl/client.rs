@@ -13,19 +13,24 @@ pub(super) struct PlacementConn {
 }
 
 impl PlacementConn {
+    /// Placement at `addr` (`host:port`, or an `http://` or `https://` URL), over TLS with `tls`;
     /// `authorization`: the `Authorization` value every call carries, if any.
-    pub(super) fn new(addr: &str, authorization: Option<&str>) -> Result<PlacementConn, CtlError> {
+    pub(super) fn new(
+        addr: &str,
+        tls: Option<std::sync::Arc<crate::security::tls::ClientTls>>,
+        authorization: Option<&str>,
+    ) -> Result<PlacementConn, CtlError> {
         let invalid = |reason: String| CtlError::Address { addr: addr.to_string(), reason };
         // Take a URL too, as people paste them.
-        let addr = addr.strip_prefix("http://").unwrap_or(addr).trim_end_matches('/');
+        let (addr, _) = crate::security::config::endpoint_scheme(addr, tls.is_some()).map_err(invalid)?;
         if addr.is_empty() || addr.contains('/') {
             return Err(invalid("expected host:port".into()));
         }
-        let channel = Channel::from_shared(format!("http://{addr}"))
+        let endpoint = crate::security::tls::grpc::endpoint(addr, tls.as_ref())
             .map_err(|e| invalid(e.to_string()))?
             .connect_timeout(CALL_TIMEOUT)
-            .timeout(CALL_TIMEOUT)
-            .connect_lazy();
+            .timeout(CALL_TIMEOUT);
+        let channel = crate::security::tls::grpc::lazy_channel(&endpoint, tls.as_ref());
         let value = authorization
             .map(|value| value.parse())
             .transpose()
@@ -108,7 +113,7 @@ impl PlacementConn {
     }
 
     pub(super) async fn regions(&self) -> Result<Vec<RegionInfo>, CtlError> {
-        Ok(self.call(self.client.clone().get_regions(GetRegionsRequest {})).await?.regions)
+        Ok(self.call(self.client.clone().get_regions(GetRegionsRequest::default())).await?.regions)
     }
 
     pub(super) async fn region(&self, region_id: u64) -> Result<Option<RegionInfo>, CtlError> {

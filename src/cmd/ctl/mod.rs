@@ -12,7 +12,7 @@
 //! - `client`: the placement service, every call bounded;
 //! - `actions`: the commands that change something, and their `--wait`;
 //! - `auth`: users, roles and the auth switch, and the credentials every call carries;
-//! - `probe`: the nodes, asked directly;
+//! - `probe`: the nodes, asked directly (`http`: over HTTP or HTTPS);
 //! - `render`: tables and JSON.
 
 use std::future::Future;
@@ -20,8 +20,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 use tonic::transport::Channel;
 
@@ -29,12 +27,14 @@ mod actions;
 mod auth;
 mod check;
 mod client;
+mod http;
 mod probe;
 mod render;
 
 use actions::{finish_operator, remove_store, split, transfer_leader};
 pub use auth::{AuthCommand, CredentialArgs, RoleCommand, UserCommand};
 use client::PlacementConn;
+use http::NodeHttp;
 use probe::{fail_if_any, probe_all, NodeProbe};
 use render::*;
 
@@ -59,6 +59,9 @@ pub struct CtlArgs {
     pub output: Output,
     #[command(flatten)]
     pub credentials: CredentialArgs,
+    /// TLS to placement and the nodes (https://); mutual with --cert and --key
+    #[command(flatten)]
+    pub tls: crate::security::config::ClientTlsArgs,
     #[command(subcommand)]
     pub command: CtlCommand,
 }
@@ -257,12 +260,18 @@ pub enum CtlError {
     Output(#[from] std::io::Error),
     #[error("{0}")]
     Credentials(String),
+    #[error(transparent)]
+    Tls(#[from] crate::security::tls::TlsError),
 }
 
 /// Runs one `fekv ctl` command, printing its result on stdout.
 pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
+    use crate::security::tls::{AppProtocol, ClientTls};
     let authorization = args.credentials.authorization()?;
-    let placement = PlacementConn::new(&args.placement, authorization.as_deref())?;
+    let settings = args.tls.settings()?;
+    let load = |protocol| settings.clone().map(|s| ClientTls::load(s, protocol).map(std::sync::Arc::new)).transpose();
+    let placement = PlacementConn::new(&args.placement, load(AppProtocol::Grpc)?, authorization.as_deref())?;
+    let nodes_http = NodeHttp::new(load(AppProtocol::Http1)?, authorization.as_deref())?;
     let output = args.output;
     match args.command {
         CtlCommand::User(command) => auth::user(&placement, command, output).await,
@@ -313,7 +322,7 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
         }
         CtlCommand::Cluster(ClusterCommand::Status) => {
             let stores = placement.live_stores().await?;
-            let nodes = probe_all(&stores, NodeProbe::Status, authorization.as_deref()).await;
+            let nodes = probe_all(&nodes_http, &stores, NodeProbe::Status).await;
             print(&render_cluster_status(&nodes, output))?;
             fail_if_any(&nodes, "did not answer")
         }
@@ -322,11 +331,11 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
                 true => placement.live_stores().await?.into_iter().map(|s| (s.store_id, s.http_addr)).collect(),
                 false => check.nodes.iter().map(|addr| (0, addr.clone())).collect(),
             };
-            check::run(nodes, &check, output, authorization.as_deref()).await
+            check::run(&nodes_http, nodes, &check, output).await
         }
         CtlCommand::Cluster(ClusterCommand::Health) => {
             let stores = placement.live_stores().await?;
-            let nodes = probe_all(&stores, NodeProbe::Health, authorization.as_deref()).await;
+            let nodes = probe_all(&nodes_http, &stores, NodeProbe::Health).await;
             print(&render_cluster_health(&nodes, output))?;
             fail_if_any(&nodes, "are unhealthy")
         }

@@ -40,15 +40,11 @@ impl NodeReport {
 }
 
 /// Asks every store's node at once; the reports come back in the stores' order.
-/// `authorization`: the caller's credentials, sent to every node (auth on: `/status` needs them).
-pub(super) async fn probe_all(stores: &[StoreInfo], probe: NodeProbe, authorization: Option<&str>) -> Vec<NodeReport> {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+pub(super) async fn probe_all(client: &NodeHttp, stores: &[StoreInfo], probe: NodeProbe) -> Vec<NodeReport> {
     let mut tasks = tokio::task::JoinSet::new();
     for (i, store) in stores.iter().enumerate() {
         let (client, store_id, http_addr) = (client.clone(), store.store_id, store.http_addr.clone());
-        let authorization = authorization.map(str::to_string);
-        tasks
-            .spawn(async move { (i, probe_node(&client, store_id, http_addr, probe, authorization.as_deref()).await) });
+        tasks.spawn(async move { (i, probe_node(&client, store_id, http_addr, probe).await) });
     }
     let mut reports = vec![NodeReport::default(); stores.len()];
     while let Some(done) = tasks.join_next().await {
@@ -60,19 +56,17 @@ pub(super) async fn probe_all(stores: &[StoreInfo], probe: NodeProbe, authorizat
 }
 
 pub(super) async fn probe_node(
-    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
+    client: &NodeHttp,
     store_id: u64,
     http_addr: String,
     probe: NodeProbe,
-    authorization: Option<&str>,
 ) -> NodeReport {
     let path = match probe {
         NodeProbe::Status => "/status",
         NodeProbe::Health => "/health",
     };
     let started = Instant::now();
-    let answer =
-        tokio::time::timeout(CALL_TIMEOUT, http_get(client, &format!("http://{http_addr}{path}"), authorization)).await;
+    let answer = tokio::time::timeout(CALL_TIMEOUT, http_get(client, &client.url(&http_addr, path))).await;
     let report = NodeReport { store_id, http_addr, took: started.elapsed(), ..Default::default() };
     let (status, body) = match answer {
         Err(_) => return NodeReport { error: Some(format!("no answer within {CALL_TIMEOUT:?}")), ..report },
@@ -93,15 +87,11 @@ pub(super) async fn probe_node(
 }
 
 pub(super) async fn http_get(
-    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
+    client: &NodeHttp,
     url: &str,
-    authorization: Option<&str>,
 ) -> Result<(hyper::StatusCode, Bytes), String> {
-    let mut request = hyper::Request::get(url);
-    if let Some(value) = authorization {
-        request = request.header(hyper::header::AUTHORIZATION, value);
-    }
-    let request = request.body(Empty::new()).map_err(|e| format!("invalid address {url}: {e}"))?;
+    let request =
+        hyper::Request::get(url).body(Empty::new()).map_err(|e| format!("invalid address {url}: {e}"))?;
     let response = client.request(request).await.map_err(|e| error_chain(&e))?;
     let status = response.status();
     let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();

@@ -459,6 +459,7 @@ mod tests {
             used_bytes: 4096,
             region_count: 2,
             leader_count: 1,
+            ..Default::default()
         };
         let json: Value = serde_json::from_str(&render_stores(&[store], 10_400, Output::Json)).unwrap();
         assert_eq!(

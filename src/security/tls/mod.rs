@@ -6,7 +6,8 @@
 //!   demand ([`Reloadable::reload`], for SIGHUP) or when the files change ([`Reloadable::watch`]);
 //! - [`acceptor`]: [`TlsIncoming`], a `TcpListener` as a stream of TLS streams for hyper and tonic;
 //! - [`connector`]: [`TlsConnector`], outgoing TLS (mutual when a client certificate is set) for
-//!   tonic's `Endpoint::connect_with_connector` and hyper-util's client.
+//!   tonic's `Endpoint::connect_with_connector` and hyper-util's client;
+//! - [`grpc`]: tonic channels over plain TCP or that connector, for every gRPC client.
 //!
 //! How a listener is meant to use it (the node's REST API, its raft port, placement):
 //! ```ignore
@@ -23,6 +24,7 @@
 
 pub mod acceptor;
 pub mod connector;
+pub mod grpc;
 mod load;
 pub mod reload;
 pub mod settings;

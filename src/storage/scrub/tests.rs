@@ -30,10 +30,15 @@ fn entry(index: u64, term: u64) -> Entry {
 fn healthy(dir: &std::path::Path) -> Engine {
     let engine = open(dir);
     let mut txn = engine.write_txn().unwrap();
-    engine.put_store_ident(&mut txn, &StoreIdent { cluster_id: 1, store_id: 1, format_version: 2 }).unwrap();
+    engine.put_store_ident(&mut txn, &StoreIdent { cluster_id: 1, store_id: 1, format_version: 2, ..Default::default() }).unwrap();
     engine.put_format_version(&mut txn, 2).unwrap();
     for (r, last, last_term, applied) in [(region(1, b"", b"m"), 8, 6, 8), (region(2, b"m", b""), 5, 5, 5)] {
-        engine.put_region_state(&mut txn, &RegionLocalState { region: Some(r.clone()), state: PeerState::Normal as i32, ..Default::default() }).unwrap();
+        engine
+            .put_region_state(
+                &mut txn,
+                &RegionLocalState { region: Some(r.clone()), state: PeerState::Normal as i32, ..Default::default() },
+            )
+            .unwrap();
         let raft_state = RaftLocalState { term: 6, vote: 1, commit: applied, last_index: last, last_term };
         engine.put_raft_state(&mut txn, r.region_id, &raft_state).unwrap();
         let apply_state = RaftApplyState { applied_index: applied, truncated_index: 5, truncated_term: 5 };
@@ -138,7 +143,11 @@ fn data_outside_every_held_region_and_a_destroyed_peers_leftovers_are_found() {
     let dir = tempfile::tempdir().unwrap();
     let engine = healthy(dir.path());
     let mut txn = engine.write_txn().unwrap();
-    let tombstone = RegionLocalState { region: Some(region(1, b"", b"m")), state: PeerState::Tombstone as i32, ..Default::default() };
+    let tombstone = RegionLocalState {
+        region: Some(region(1, b"", b"m")),
+        state: PeerState::Tombstone as i32,
+        ..Default::default()
+    };
     engine.put_region_state(&mut txn, &tombstone).unwrap();
     engine.commit(txn).unwrap();
     let report = check(&engine);

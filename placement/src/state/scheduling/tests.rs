@@ -266,7 +266,10 @@ fn balance_region_moves_each_region_at_most_once_while_a_new_store_fills() {
             }
             // A leader that just took over measures its region by the next round.
             *measured = true;
-            for op in beat(&p, *leader, vec![report]) {
+            // The reply carries the operators of every region the store leads; this loop carries
+            // out the reported region's (the others' come again with their own reports).
+            let region_id = region.region_id;
+            for op in beat(&p, *leader, vec![report]).into_iter().filter(|op| op.region_id == region_id) {
                 match op.kind.unwrap() {
                     operator::Kind::AddPeer(add) => *region = with_peer(region, add.peer.unwrap()),
                     operator::Kind::RemovePeer(remove) => *region = without(region, remove.peer.unwrap().store_id),
@@ -324,4 +327,61 @@ fn a_leader_transfer_to_a_peer_that_fell_behind_is_cancelled() {
     let ended = p.operators().1.into_iter().find(|op| op.operator_id == transfer.operator_id).expect("ended");
     assert_eq!(ended.state, OperatorState::Cancelled as i32);
     assert!(ended.note.contains("catching up"), "{}", ended.note);
+}
+
+/// Issue 15, item 5: with stable regions a round costs nothing that grows with them. Heartbeats that
+/// repeat what placement knows write nothing and leave the next rounds skipped; a size that moved,
+/// a new leader, or a store falling silent (time alone) makes the next round run.
+#[test]
+fn a_round_runs_only_when_something_it_looks_at_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, stores, region) = three_stores(dir.path());
+    p.set_scheduler(BALANCE_LEADER, false).unwrap();
+    let regions = split_in_three(&p, &region, stores[0]);
+    let settle = |p: &Placement| {
+        while !p.schedule().unwrap().is_empty() {}
+    };
+    settle(&p);
+    let rounds = p.scheduling_rounds();
+    let records = stored(&p);
+    let reports = || regions.iter().map(|r| leader_report(r, stores[0], 1)).collect::<Vec<_>>();
+    for _ in 0..5 {
+        beat(&p, stores[0], reports());
+        assert!(p.schedule().unwrap().is_empty());
+    }
+    assert_eq!(p.scheduling_rounds(), (rounds.0, rounds.1 + 5), "unchanged reports re-ran the round");
+    assert_eq!(stored(&p), records, "unchanged reports wrote records");
+    // A size that moved: one round, then skipped again.
+    let mut measured = leader_report(&regions[1], stores[0], 1);
+    measured.approximate_size = Some(4 << 20);
+    beat(&p, stores[0], vec![measured.clone()]);
+    p.schedule().unwrap();
+    beat(&p, stores[0], vec![measured]);
+    p.schedule().unwrap();
+    assert_eq!(p.scheduling_rounds(), (rounds.0 + 1, rounds.1 + 6));
+    // A new leader is a record changed: the round runs.
+    beat(&p, stores[1], vec![leader_report(&regions[2], stores[1], 2)]);
+    p.schedule().unwrap();
+    assert_eq!(p.scheduling_rounds().0, rounds.0 + 2);
+    // Time alone: a store silent past the down time is down, and the round looks again (with no
+    // fourth store its peers have nowhere to go).
+    p.schedule().unwrap();
+    silence(&p, stores[2]);
+    p.schedule().unwrap();
+    assert_eq!(p.scheduling_rounds(), (rounds.0 + 3, rounds.1 + 7));
+}
+
+/// Operators reach the leader's store with every heartbeat, whether it reports the region or not:
+/// a store reports a region only when the region changed.
+#[test]
+fn an_operator_reaches_its_leader_in_a_heartbeat_that_does_not_report_its_region() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, stores, region) = three_stores(dir.path());
+    p.transfer_leader(region.region_id, stores[1]).unwrap();
+    let ops = beat(&p, stores[0], Vec::new());
+    assert!(matches!(&ops[..], [op] if op.region_id == region.region_id), "{ops:?}");
+    assert!(beat(&p, stores[1], Vec::new()).is_empty(), "only the leader's store gets it");
+    // The new leader's report ends it.
+    assert!(beat(&p, stores[1], vec![leader_report(&region, stores[1], 2)]).is_empty());
+    assert!(p.operators().0.is_empty());
 }

@@ -1,0 +1,154 @@
+//! A peer's committed entries waiting to be applied, and the writes answered before their apply.
+//!
+//! Committed entries are not applied in the round raft hands them out unless that round commits a
+//! transaction anyway (see `store::durability`): they wait here, in order, from the entry after the
+//! durable applied index on. Meanwhile a plain write among them is answered as soon as its entry is
+//! committed, when nothing before it can change its outcome ([`Peer::answer_at_commit`]), and the
+//! peer says when someone waits on the apply itself ([`Peer::apply_urgent`]).
+
+use raft::eraftpb::Entry;
+use raft::Ready;
+
+use super::{Peer, PendingReady};
+use crate::raftstore::apply::{self, Applied};
+
+/// Entries pending beyond this many are applied without waiting: the wait saves fsyncs, not memory.
+const MAX_PENDING: usize = 4096;
+
+impl Peer {
+    /// Takes raft's ready for this round, before anything is written: queues the leader's messages
+    /// (they may leave before our own log is durable, raft thesis §10.2.1), notes leader changes and
+    /// read states, and adds the newly committed entries to those pending. The store looks at
+    /// `must_sync` of every ready to decide how the round commits, then calls `collect_ready`.
+    pub fn take_ready(&mut self) -> Ready {
+        let mut ready = self.raw.ready();
+        if let Some(ss) = ready.ss() {
+            self.on_soft_state(ss.leader_id, ss.raft_state);
+        }
+        self.queue_messages(ready.take_messages());
+        for state in ready.take_read_states() {
+            self.on_read_state(state);
+        }
+        let committed = ready.take_committed_entries();
+        self.defer_entries(committed);
+        ready
+    }
+
+    /// What a round that commits nothing makes of `ready`: no writes, the durable states as they
+    /// are (a hard state that only moved the commit index is not recorded: the disk lags, raft knows).
+    pub(super) fn unwritten(&self, ready: Ready) -> PendingReady {
+        let storage = self.raw.store();
+        PendingReady {
+            ready,
+            raft_state: *storage.raft_state(),
+            apply_state: *storage.apply_state(),
+            applied: Vec::new(),
+            proposals_persisted: 0,
+            entries_persisted: 0,
+            wrote: false,
+            region: None,
+            new_regions: Vec::new(),
+            conf_changes: Vec::new(),
+            bytes_written: 0,
+            snapshot_applied: false,
+            removed_self: false,
+        }
+    }
+
+    /// Committed entries to apply, waiting for a round that commits.
+    pub fn has_pending_apply(&self) -> bool {
+        !self.pending_apply.is_empty()
+    }
+
+    /// Adds committed entries (in log order) to those waiting for their apply.
+    pub(super) fn defer_entries(&mut self, entries: Vec<Entry>) {
+        if self.pending_region_change.is_none() {
+            self.pending_region_change = entries.iter().find(|e| apply::may_change_region(e)).map(|e| e.index);
+        }
+        self.pending_apply.extend(entries);
+    }
+
+    /// The pending entries, now applied in the round's transaction.
+    pub(super) fn take_pending_apply(&mut self) -> Vec<Entry> {
+        self.pending_region_change = None;
+        std::mem::take(&mut self.pending_apply)
+    }
+
+    /// Whether someone waits for this peer's pending entries to be applied and visible, so the round
+    /// must commit them now rather than wait for a durable round:
+    /// - a linearizable read whose read index is not applied yet;
+    /// - a proposal answered only from its apply (a conditional write, a membership change, a write
+    ///   whose outcome a split before it may change) whose entry is committed;
+    /// - an entry that changes the region (a split or a membership change): the region's range,
+    ///   members and the outcome of every write after it wait for it;
+    /// - a leader that is its region's only voter: its writes are applied with their append, and a
+    ///   read there trusts LMDB to hold every acknowledged write (see `api::kv::read_barrier`);
+    /// - too many entries pending.
+    pub fn apply_urgent(&self) -> bool {
+        let Some(last) = self.pending_apply.last() else { return false };
+        let applied = self.raw.store().apply_state().applied_index;
+        self.pending_region_change.is_some()
+            || self.pending_apply.len() >= MAX_PENDING
+            || self.is_sole_voter_leader()
+            || self.read_batches.iter().any(|b| b.read_index.is_some_and(|index| index > applied))
+            || self.proposals.iter().any(|p| p.index <= last.index && !p.at_commit)
+    }
+
+    /// Answers the plain writes whose entries are committed (pending here, at the term they were
+    /// proposed in) and whose outcome is fixed: no entry between the applied index and theirs may
+    /// change the region, and [`apply::outcome_at_commit`] finds they will succeed. The entry is in a
+    /// quorum's synced log, so it will be applied, here and on every replica, with that outcome —
+    /// again after a crash, since the applied index on disk is below it.
+    ///
+    /// Not on a region whose only member is this peer: those writes are applied with their append
+    /// anyway, and a read there skips the ReadIndex on the promise that LMDB holds every answered
+    /// write.
+    pub(super) fn answer_at_commit(&mut self) {
+        let Some(first) = self.pending_apply.first() else { return };
+        if self.region().peers.len() <= 1 || self.is_sole_voter_leader() {
+            return;
+        }
+        let (first_index, last_index) = (first.index, self.pending_apply.last().map_or(0, |e| e.index));
+        if first_index != self.raw.store().apply_state().applied_index + 1 {
+            return; // not contiguous with the applied index (cannot happen): leave it to the apply
+        }
+        // Writes from the first entry that may change the region on wait for their apply.
+        let fixed_below = self.pending_region_change.unwrap_or(u64::MAX);
+        let region = self.raw.store().region();
+        let mut i = 0;
+        // Proposals are in log order.
+        while let Some(proposal) = self.proposals.get(i) {
+            if proposal.index >= fixed_below || proposal.index > last_index {
+                break;
+            }
+            let entry = proposal.index.checked_sub(first_index).and_then(|at| self.pending_apply.get(at as usize));
+            // An entry of another term took the proposal's slot: the apply answers StaleCommand.
+            let outcome = entry
+                .filter(|entry| proposal.at_commit && entry.index == proposal.index && entry.term == proposal.term)
+                .and_then(|entry| apply::outcome_at_commit(region, entry));
+            let Some(outcome) = outcome else {
+                i += 1;
+                continue;
+            };
+            let proposal = self.proposals.remove(i).expect("the proposal at i");
+            self.answered_at_commit.push_back(proposal.index);
+            self.metrics.raft_answered_at_commit.inc();
+            proposal.callback.send(Ok(outcome));
+        }
+    }
+
+    /// A write answered at commit must apply as answered (`apply::outcome_at_commit` makes the checks
+    /// apply makes): one that did not is a bug, loud in debug builds.
+    pub(super) fn check_answered_at_commit(&mut self, applied: &Applied) {
+        while self.answered_at_commit.front().is_some_and(|&index| index <= applied.index) {
+            let index = self.answered_at_commit.pop_front().expect("front exists");
+            // An index below this one was applied by a snapshot: nothing to compare.
+            let agrees = index != applied.index
+                || matches!(&applied.result, Some(Ok(response)) if response.revision == applied.index);
+            if !agrees {
+                tracing::error!(region_id = self.region_id(), index, result = ?applied.result, "a write answered at commit applied otherwise");
+                debug_assert!(agrees, "a write answered at commit applied otherwise: {:?}", applied.result);
+            }
+        }
+    }
+}

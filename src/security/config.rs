@@ -1,0 +1,224 @@
+//! The TLS settings of each fekv command as the operator writes them, with etcd's names:
+//!
+//! - the node: [`TlsConfig`], the `[tls]` table of its TOML file, and [`NodeTlsArgs`], the same
+//!   settings as flags and `FEKV_*` variables (`--cert-file`, `--key-file`, `--trusted-ca-file`,
+//!   `--client-cert-auth` for the REST API; `--peer-cert-file`, `--peer-key-file`,
+//!   `--peer-trusted-ca-file` for the raft port and the node's connections to other stores and to
+//!   placement);
+//! - placement: [`PlacementTlsArgs`] (`--cert-file`, `--key-file`, `--trusted-ca-file`; a CA makes
+//!   it mutual);
+//! - `fekv ctl` and `fekv bench`: [`ClientTlsArgs`] (etcdctl's `--cacert`, `--cert`, `--key`).
+//!
+//! Nothing set means no TLS, as before. The files are read by [`super::runtime`] at start.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::security::tls::{ClientTlsSettings, PeerTlsSettings, ServerTlsSettings, TlsError};
+
+/// The node's `[tls]` table. Every field is optional; none set means plain TCP everywhere.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The REST API's certificate chain (PEM): with `key_file`, the API speaks HTTPS.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// CA that client certificates of the REST API are verified against.
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Require a client certificate signed by `trusted_ca_file` on the REST API.
+    pub client_cert_auth: bool,
+    /// The certificate this node presents to other stores and placement and serves on its raft port.
+    pub peer_cert_file: Option<PathBuf>,
+    pub peer_key_file: Option<PathBuf>,
+    /// The CA every peer's and placement's certificate must be signed by.
+    pub peer_trusted_ca_file: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// Nothing set (the default): kept out of the printed configuration.
+    pub fn is_empty(&self) -> bool {
+        *self == TlsConfig::default()
+    }
+
+    /// The REST API's listener settings, `None` for plain HTTP.
+    pub fn client_listener(&self) -> Result<Option<ServerTlsSettings>, TlsError> {
+        ServerTlsSettings::from_flags(
+            self.cert_file.clone(),
+            self.key_file.clone(),
+            self.trusted_ca_file.clone(),
+            self.client_cert_auth,
+        )
+    }
+
+    /// The peer side (raft port, connections to stores and placement), `None` for plain gRPC.
+    pub fn peer(&self) -> Result<Option<PeerTlsSettings>, TlsError> {
+        PeerTlsSettings::from_flags(
+            self.peer_cert_file.clone(),
+            self.peer_key_file.clone(),
+            self.peer_trusted_ca_file.clone(),
+        )
+    }
+
+    /// Checks the combination of settings (not the files: those are loaded at start).
+    pub fn validate(&self) -> Result<(), TlsError> {
+        self.client_listener()?;
+        self.peer()?;
+        Ok(())
+    }
+}
+
+/// The node's TLS flags; each one set replaces the file's.
+#[derive(Debug, Clone, Default, clap::Args)]
+#[command(next_help_heading = "TLS (etcd's names; none set: plain HTTP and gRPC)")]
+pub struct NodeTlsArgs {
+    /// Certificate chain (PEM) of the REST API: with --key-file it serves HTTPS
+    #[arg(long, env = "FEKV_CERT_FILE", value_name = "FILE")]
+    pub cert_file: Option<PathBuf>,
+    /// Private key (PEM) of --cert-file
+    #[arg(long, env = "FEKV_KEY_FILE", value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// CA (PEM) that REST clients' certificates are verified against
+    #[arg(long, env = "FEKV_TRUSTED_CA_FILE", value_name = "FILE")]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Require REST clients to present a certificate signed by --trusted-ca-file
+    #[arg(long, env = "FEKV_CLIENT_CERT_AUTH")]
+    pub client_cert_auth: bool,
+    /// Certificate (PEM) of the raft port and of this node's connections to stores and placement
+    #[arg(long, env = "FEKV_PEER_CERT_FILE", value_name = "FILE")]
+    pub peer_cert_file: Option<PathBuf>,
+    /// Private key (PEM) of --peer-cert-file
+    #[arg(long, env = "FEKV_PEER_KEY_FILE", value_name = "FILE")]
+    pub peer_key_file: Option<PathBuf>,
+    /// CA (PEM) that signs every store's and placement's certificate (mutual TLS)
+    #[arg(long, env = "FEKV_PEER_TRUSTED_CA_FILE", value_name = "FILE")]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+}
+
+impl NodeTlsArgs {
+    /// Lays the flags given over the file's settings.
+    pub fn overlay(&self, config: &mut TlsConfig) {
+        for (flag, setting) in [
+            (&self.cert_file, &mut config.cert_file),
+            (&self.key_file, &mut config.key_file),
+            (&self.trusted_ca_file, &mut config.trusted_ca_file),
+            (&self.peer_cert_file, &mut config.peer_cert_file),
+            (&self.peer_key_file, &mut config.peer_key_file),
+            (&self.peer_trusted_ca_file, &mut config.peer_trusted_ca_file),
+        ] {
+            if flag.is_some() {
+                *setting = flag.clone();
+            }
+        }
+        config.client_cert_auth |= self.client_cert_auth;
+    }
+}
+
+/// Placement's TLS flags: a certificate makes its gRPC port TLS; a CA makes it mutual (nodes and
+/// `fekv ctl` then need a certificate that CA signed).
+#[derive(Debug, Clone, Default, clap::Args)]
+#[command(next_help_heading = "TLS (etcd's names; none set: plain gRPC)")]
+pub struct PlacementTlsArgs {
+    /// Certificate chain (PEM) of the placement service
+    #[arg(long, env = "FEKV_CERT_FILE", value_name = "FILE")]
+    pub cert_file: Option<PathBuf>,
+    /// Private key (PEM) of --cert-file
+    #[arg(long, env = "FEKV_KEY_FILE", value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// CA (PEM) that nodes' and clients' certificates must be signed by (mutual TLS)
+    #[arg(long, env = "FEKV_TRUSTED_CA_FILE", value_name = "FILE")]
+    pub trusted_ca_file: Option<PathBuf>,
+}
+
+impl PlacementTlsArgs {
+    pub fn settings(&self) -> Result<Option<ServerTlsSettings>, TlsError> {
+        let mutual = self.trusted_ca_file.is_some();
+        ServerTlsSettings::from_flags(
+            self.cert_file.clone(),
+            self.key_file.clone(),
+            self.trusted_ca_file.clone(),
+            mutual,
+        )
+    }
+}
+
+/// A client's TLS flags (`fekv ctl`, `fekv bench`), etcdctl's names.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ClientTlsArgs {
+    /// CA (PEM) that servers' certificates are verified against; turns TLS on (https://)
+    // Ids of their own, and not global: `fekv ctl region split --key` is the split key, so the TLS
+    // flags go before the subcommand (`fekv ctl --cacert ca.crt --key k.pem region list`).
+    #[arg(id = "tls_cacert", long = "cacert", env = "FEKV_CACERT", value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+    /// Client certificate (PEM), for servers that require one
+    #[arg(id = "tls_cert", long = "cert", env = "FEKV_CERT", value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert
+    #[arg(id = "tls_key", long = "key", env = "FEKV_KEY", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+}
+
+impl ClientTlsArgs {
+    pub fn settings(&self) -> Result<Option<ClientTlsSettings>, TlsError> {
+        ClientTlsSettings::from_flags(self.cacert.clone(), self.cert.clone(), self.key.clone())
+    }
+}
+
+/// Splits an address a person gave (`host:port`, `http://host:port`, `https://host:port`) into
+/// `host:port` and whether it asks for TLS; `tls_configured` says whether TLS flags were given.
+/// A bare `host:port` follows the flags; `https://` needs them and `http://` refuses them, so a
+/// typo never silently sends credentials or data in clear text.
+pub fn endpoint_scheme(addr: &str, tls_configured: bool) -> Result<(&str, bool), String> {
+    let (rest, tls) = match (addr.strip_prefix("https://"), addr.strip_prefix("http://")) {
+        (Some(_), _) if !tls_configured => {
+            return Err(format!("{addr}: https:// needs --cacert (the CA that signed the server's certificate)"))
+        }
+        (Some(rest), _) => (rest, true),
+        (None, Some(_)) if tls_configured => {
+            return Err(format!("{addr}: http:// with TLS flags given; write https:// or drop the flags"))
+        }
+        (None, Some(rest)) => (rest, false),
+        (None, None) => (addr, tls_configured),
+    };
+    Ok((rest.trim_end_matches('/'), tls))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_toml_tls_table_and_flags_combine() {
+        let config: TlsConfig =
+            toml::from_str("cert_file = \"a.crt\"\nkey_file = \"a.key\"\npeer_cert_file = \"p.crt\"").unwrap();
+        let mut merged = config.clone();
+        NodeTlsArgs { key_file: Some("b.key".into()), client_cert_auth: true, ..Default::default() }
+            .overlay(&mut merged);
+        assert_eq!(merged.cert_file, Some(PathBuf::from("a.crt")));
+        assert_eq!(merged.key_file, Some(PathBuf::from("b.key")));
+        assert!(merged.client_cert_auth);
+        assert!(merged.peer().unwrap_err().to_string().contains("mutual"), "one peer file of three");
+        assert!(TlsConfig::default().is_empty() && TlsConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn schemes_follow_the_flags() {
+        assert_eq!(endpoint_scheme("127.0.0.1:2379", false).unwrap(), ("127.0.0.1:2379", false));
+        assert_eq!(endpoint_scheme("127.0.0.1:2379", true).unwrap(), ("127.0.0.1:2379", true));
+        assert_eq!(endpoint_scheme("https://h:1/", true).unwrap(), ("h:1", true));
+        assert_eq!(endpoint_scheme("http://h:1", false).unwrap(), ("h:1", false));
+        assert!(endpoint_scheme("https://h:1", false).unwrap_err().contains("--cacert"));
+        assert!(endpoint_scheme("http://h:1", true).is_err());
+    }
+
+    #[test]
+    fn placement_with_a_ca_is_mutual() {
+        let args = PlacementTlsArgs {
+            cert_file: Some("p.crt".into()),
+            key_file: Some("p.key".into()),
+            trusted_ca_file: Some("ca.crt".into()),
+        };
+        assert!(args.settings().unwrap().unwrap().client_cert_auth);
+        assert_eq!(PlacementTlsArgs::default().settings().unwrap(), None);
+    }
+}
