@@ -344,13 +344,16 @@ fn open_engine(config: &Config, metrics: &Metrics) -> Result<(DirLock, Engine), 
 
 /// The node's auth state as it last received it (see [`crate::security::node_auth`]).
 fn open_auth(config: &Config, engine: &Engine, metrics: &Arc<Metrics>) -> Result<Arc<NodeAuth>, NodeError> {
+    Ok(Arc::new(NodeAuth::open(engine.clone(), auth_options(config)?, metrics)?))
+}
+
+fn auth_options(config: &Config) -> Result<NodeAuthOptions, NodeError> {
     let password_cost = node_auth::parse_password_cost(&config.auth_password_cost)
         .map_err(|reason| ConfigError::Invalid { name: "auth_password_cost", reason })?;
     // The REST API listens with TLS exactly when these settings exist (`NodeTls::load`): without
     // them auth warns that passwords and tokens cross the network in the clear.
     let client_tls = config.tls.client_listener()?.is_some();
-    let options = NodeAuthOptions { token_ttl: config.auth_token_ttl, password_cost, client_tls };
-    Ok(Arc::new(NodeAuth::open(engine.clone(), options, metrics)?))
+    Ok(NodeAuthOptions { token_ttl: config.auth_token_ttl, password_cost, client_tls })
 }
 
 /// What the raft transport accepts from snapshot senders, from the node's configuration.
@@ -554,5 +557,24 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
             message: format!("stopping the raftstore failed: {join_error}"),
             location: None,
         })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_knows_whether_the_client_listener_is_tls() {
+        let mut config = Config::default();
+        assert!(!auth_options(&config).unwrap().client_tls, "no [tls]: plain HTTP");
+        // Only the peer side: the REST API is still plain.
+        config.tls.peer_cert_file = Some("peer.pem".into());
+        config.tls.peer_key_file = Some("peer-key.pem".into());
+        config.tls.peer_trusted_ca_file = Some("ca.pem".into());
+        assert!(!auth_options(&config).unwrap().client_tls, "peer TLS only");
+        config.tls.cert_file = Some("server.pem".into());
+        config.tls.key_file = Some("server-key.pem".into());
+        assert!(auth_options(&config).unwrap().client_tls, "cert_file and key_file: HTTPS");
     }
 }

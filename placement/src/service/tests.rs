@@ -60,10 +60,11 @@ fn code<T: std::fmt::Debug>(result: Result<T, tonic::Status>) -> Code {
 
 /// A registered store, a root user, a reader `alice`, and auth enabled (all done without
 /// credentials while auth is still off).
-async fn cluster_with_auth(server: &mut Server) -> u64 {
+/// A registered store (its id and secret), and auth set up and enabled.
+async fn cluster_with_auth(server: &mut Server) -> (u64, Vec<u8>) {
     let register =
         RegisterStoreRequest { raft_addr: "127.0.0.1:1".into(), http_addr: "127.0.0.1:2".into(), ..Default::default() };
-    let store_id = server.placement.register_store(register).await.unwrap().into_inner().store_id;
+    let registered = server.placement.register_store(register).await.unwrap().into_inner();
     let none = None;
     let auth = &mut server.auth;
     auth.user_add(with(UserAddRequest { name: "root".into(), password: "rootpw".into() }, &none)).await.unwrap();
@@ -75,7 +76,7 @@ async fn cluster_with_auth(server: &mut Server) -> u64 {
     auth.user_grant_role(with(UserRoleRequest { user: "alice".into(), role: "reader".into() }, &none)).await.unwrap();
     let enabled = auth.auth_enable(with(AuthListRequest {}, &none)).await.unwrap().into_inner();
     assert!(enabled.enabled);
-    store_id
+    (registered.store_id, registered.store_secret)
 }
 
 /// What each kind of caller gets from one listing and the six changing calls.
@@ -133,9 +134,9 @@ async fn once_enabled_changes_need_root_and_listings_a_user() {
 #[tokio::test]
 async fn a_token_from_the_cluster_key_works_and_root_can_disable_auth() {
     let mut server = start().await;
-    let store_id = cluster_with_auth(&mut server).await;
+    let (store_id, store_secret) = cluster_with_auth(&mut server).await;
     // What a node holds: the state from its heartbeat reply, and tokens made with its key.
-    let beat = StoreHeartbeatRequest { store_id, ..Default::default() };
+    let beat = StoreHeartbeatRequest { store_id, store_secret, ..Default::default() };
     let reply = server.placement.store_heartbeat(beat.clone()).await.unwrap().into_inner();
     let state = AuthState::from_proto(&reply.auth.expect("a node with no state is sent it")).unwrap();
     let revision = state.revision();
