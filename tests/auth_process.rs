@@ -97,6 +97,10 @@ async fn users_roles_and_tokens_guard_the_client_api_and_the_admin_rpcs() {
     // The node hears of it with its next heartbeat reply.
     let key = node.url("/fekv/app%2Fa");
     let refused = wait_status(&key, None, StatusCode::UNAUTHORIZED, "auth enabled").await;
+    // Its client listener is plain HTTP: it says so.
+    node.wait_stderr(Duration::from_secs(10), "the plain-HTTP warning", |lines| {
+        lines.iter().any(|l| l.contains("WARN") && l.contains("client API is plain HTTP"))
+    });
     assert_eq!(refused.header("www-authenticate"), Some("Basic realm=\"fekv\""));
     assert_eq!(refused.json()["error"], "unauthenticated");
     let elsewhere = other.url("/fekv/app%2Fa");
