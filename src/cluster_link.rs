@@ -29,6 +29,7 @@ use crate::proto::{
     GetRegionsRequest, GetStoresRequest, PeerReport, RegisterStoreRequest, StoreHeartbeatRequest, StoreInfo,
 };
 use crate::raftstore::Router;
+use crate::security::node_auth::NodeAuth;
 
 pub mod reports;
 
@@ -104,13 +105,14 @@ impl std::fmt::Debug for StoreIdentity {
 
 /// Registers this store (`known.store_id` 0 = a new one), retrying while placement is unreachable
 /// for up to `wait`. Returns the store's identity: placement's secret replaces the known one when it
-/// sends one (a first registration, or the first since secrets existed).
+/// sends one (a first registration, or the first since secrets existed). The reply's auth state, if
+/// newer than `auth`'s, is installed before any replica can arrive.
 pub async fn register(
     client: &mut PlacementClient<Channel>,
     addr: &str,
     known: &StoreIdentity,
-    raft_addr: &str,
-    http_addr: &str,
+    (raft_addr, http_addr): (&str, &str),
+    auth: &Arc<NodeAuth>,
     wait: Duration,
 ) -> Result<StoreIdentity, LinkError> {
     let started = Instant::now();
@@ -122,11 +124,13 @@ pub async fn register(
         version: crate::VERSION.to_string(),
         cluster_id: known.cluster_id,
         store_secret: known.secret.clone(),
+        auth_revision: auth.revision(),
     };
     loop {
         match client.register_store(request.clone()).await {
             Ok(reply) => {
                 let reply = reply.into_inner();
+                receive_auth(auth, reply.auth).await;
                 let secret = if reply.store_secret.is_empty() { known.secret.clone() } else { reply.store_secret };
                 return Ok(StoreIdentity { store_id: reply.store_id, cluster_id: reply.cluster_id, secret });
             }
@@ -163,6 +167,27 @@ pub async fn register(
             }
         }
     }
+}
+
+/// Stores and installs an auth state placement sent (an LMDB write: on the blocking pool). A state
+/// that cannot be used is logged; the node keeps the one it has, and placement sends it again.
+async fn receive_auth(auth: &Arc<NodeAuth>, state: Option<crate::proto::AuthState>) {
+    let Some(state) = state else { return };
+    let auth = auth.clone();
+    match tokio::task::spawn_blocking(move || auth.receive(&state)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(err)) => tracing::error!(error = %err, "cannot install the auth state placement sent"),
+        Err(err) => tracing::error!(error = %err, "installing the auth state failed"),
+    }
+}
+
+/// A call to one of placement's listings, with the store token it needs while auth is on.
+fn as_member<T>(message: T, auth: &NodeAuth, store_id: u64) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(value) = auth.store_authorization(store_id).and_then(|value| value.parse().ok()) {
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
 }
 
 /// The cluster's regions as placement last reported them: where to send a request for a key no local
@@ -223,6 +248,7 @@ impl RegionCache {
 
 /// Runs until `shutdown` is set: every heartbeat interval, refresh the address book, create the
 /// peers of regions placement assigned to this store, and report this store's leaders.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     mut client: PlacementClient<Channel>,
     identity: StoreIdentity,
@@ -230,6 +256,7 @@ pub async fn run(
     addresses: Arc<AddressBook>,
     regions: Arc<RegionCache>,
     engine: crate::storage::Engine,
+    auth: Arc<NodeAuth>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut ticker = tokio::time::interval(HEARTBEAT_INTERVAL);
@@ -246,7 +273,14 @@ pub async fn run(
             _ = router.regions_changed() => {}
             _ = shutdown.changed() => return,
         }
-        let link = Link { identity: &identity, router: &router, addresses: &addresses, cache: &regions, engine: &engine };
+        let link = Link {
+            identity: &identity,
+            router: &router,
+            addresses: &addresses,
+            cache: &regions,
+            engine: &engine,
+            auth: &auth,
+        };
         match beat(&mut client, &link, &mut reports, &changing).await {
             Ok(()) => refused = false,
             Err(status) if matches!(status.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied) => {
@@ -295,6 +329,7 @@ struct Link<'a> {
     addresses: &'a AddressBook,
     cache: &'a RegionCache,
     engine: &'a crate::storage::Engine,
+    auth: &'a Arc<NodeAuth>,
 }
 
 async fn beat(
@@ -303,10 +338,25 @@ async fn beat(
     reports: &mut reports::Reports,
     changing: &Changing,
 ) -> Result<(), tonic::Status> {
-    let Link { identity, router, addresses, cache, engine } = *link;
+    let Link { identity, router, addresses, cache, engine, auth } = *link;
     let store_id = identity.store_id;
-    addresses.update(client.get_stores(GetStoresRequest {}).await?.into_inner().stores);
-    cache.apply(client.get_regions(cache.request()).await?.into_inner());
+    let listed = async {
+        let stores = client.get_stores(as_member(GetStoresRequest {}, auth, store_id)).await?.into_inner().stores;
+        let regions = client.get_regions(as_member(cache.request(), auth, store_id)).await?.into_inner();
+        Ok::<_, tonic::Status>((stores, regions))
+    };
+    match listed.await {
+        Ok((stores, regions)) => {
+            addresses.update(stores);
+            cache.apply(regions);
+        }
+        // Auth was enabled after this node's last state: the heartbeat below brings the new one
+        // (and its key for the store token); the listings wait for the next round.
+        Err(status) if status.code() == tonic::Code::Unauthenticated => {
+            tracing::debug!(store_id, %status, "placement's listings need a newer auth state; heartbeating for it");
+        }
+        Err(status) => return Err(status),
+    }
     if router.regions().is_empty() {
         // A new store waits for the first region; later regions arrive by splits and raft messages.
         for info in cache.regions() {
@@ -339,7 +389,13 @@ async fn beat(
     // Only what changed (or is due in the rotation); confirmed once placement answered, so a report
     // a failed heartbeat carried goes again with the next one.
     let mut batch = current.map(|current| reports.select(current));
-    let mut request = StoreHeartbeatRequest { store_id, used_bytes, store_secret: identity.secret.clone(), ..Default::default() };
+    let mut request = StoreHeartbeatRequest {
+        store_id,
+        used_bytes,
+        store_secret: identity.secret.clone(),
+        auth_revision: auth.revision(),
+        ..Default::default()
+    };
     if let Some(batch) = &mut batch {
         (request.peers, request.full_report) = (std::mem::take(&mut batch.peers), batch.full);
     }
@@ -355,6 +411,7 @@ async fn beat(
     if let Some(batch) = batch {
         reports.confirm(batch);
     }
+    receive_auth(auth, reply.auth).await;
     if reply.send_full_report {
         tracing::debug!(store_id, "placement asks for a full report");
         reports.want_full();

@@ -91,6 +91,15 @@ pub struct Config {
     /// for the node's own files and raft connections. At the cap, a new connection closes the
     /// longest-idle one, or is answered `503` if none is idle.
     pub http_max_connections: usize,
+    /// How long a token from `POST /auth/token` is valid (auth, issue 12).
+    #[serde(with = "humantime_serde")]
+    pub auth_token_ttl: Duration,
+    /// The argon2id cost the node checks unknown user names at, matching placement's
+    /// `--password-cost`: `interactive`, or `minimal` for tests only.
+    pub auth_password_cost: String,
+    /// A second listener serving `/metrics`, `/status`, `/health` and `/ready` without credentials
+    /// (etcd's `--listen-metrics-urls`); keep it on loopback. Unset: none.
+    pub metrics_addr: Option<SocketAddr>,
     /// TLS on the REST API and the peer side (the `[tls]` table); empty: none, as before.
     #[serde(skip_serializing_if = "TlsConfig::is_empty")]
     pub tls: TlsConfig,
@@ -126,6 +135,9 @@ impl Default for Config {
             http_body_timeout: Duration::from_secs(30),
             http_idle_timeout: Duration::from_secs(60),
             http_max_connections: 0,
+            auth_token_ttl: Duration::from_secs(300),
+            auth_password_cost: "interactive".into(),
+            metrics_addr: None,
             tls: TlsConfig::default(),
         }
     }
@@ -196,6 +208,12 @@ impl Config {
         }
         if self.request_timeout < self.raft_tick_interval {
             return invalid("request_timeout", "must be at least one raft_tick_interval");
+        }
+        if self.auth_token_ttl.is_zero() {
+            return invalid("auth_token_ttl", "must be positive");
+        }
+        if let Err(reason) = crate::security::node_auth::parse_password_cost(&self.auth_password_cost) {
+            return invalid("auth_password_cost", &reason);
         }
         for (name, timeout) in [
             ("http_header_timeout", self.http_header_timeout),
@@ -368,6 +386,15 @@ pub struct ServeArgs {
     /// Most client connections at once; 0 = the open-file limit less a reserve [default: 0]
     #[arg(long, env = "FEKV_HTTP_MAX_CONNECTIONS", value_name = "N")]
     pub http_max_connections: Option<usize>,
+    /// Validity of the tokens POST /auth/token issues [default: 5m]
+    #[arg(long, env = "FEKV_AUTH_TOKEN_TTL", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub auth_token_ttl: Option<Duration>,
+    /// argon2id cost of password checks, as placement's --password-cost: interactive, or minimal (tests only) [default: interactive]
+    #[arg(long, env = "FEKV_AUTH_PASSWORD_COST", value_name = "COST")]
+    pub auth_password_cost: Option<String>,
+    /// Listener serving /metrics, /status, /health, /ready without credentials; keep it on loopback [default: none]
+    #[arg(long, env = "FEKV_METRICS_ADDR", value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
     #[command(flatten)]
     pub tls: NodeTlsArgs,
 }
@@ -397,6 +424,9 @@ impl ServeArgs {
                 *setting = flag.clone();
             }
         }
+        if self.metrics_addr.is_some() {
+            config.metrics_addr = self.metrics_addr;
+        }
         overlay!(
             http_addr,
             data_dir,
@@ -421,7 +451,9 @@ impl ServeArgs {
             http_header_timeout,
             http_body_timeout,
             http_idle_timeout,
-            http_max_connections
+            http_max_connections,
+            auth_token_ttl,
+            auth_password_cost
         );
         self.tls.overlay(&mut config.tls);
         config.validate()?;
@@ -509,7 +541,7 @@ mod tests {
         let mut argv = vec!["fekv".to_string()];
         for arg in Cli::command().get_arguments() {
             let (Some(long), Some(help)) = (arg.get_long(), arg.get_help()) else { continue };
-            if ["config", "placement", "advertise-http-addr", "advertise-raft-addr"].contains(&long) {
+            if ["config", "placement", "advertise-http-addr", "advertise-raft-addr", "metrics-addr"].contains(&long) {
                 continue; // no default: a file, an address that turns on cluster mode, addresses to register
             }
             if TLS_FLAGS.contains(&long) {

@@ -44,6 +44,7 @@ pub struct Metrics {
     pub storage_used_bytes: IntGauge,
     pub storage_map_size_bytes: IntGauge,
     pub storage_scrub: crate::storage::scrub::background::ScrubMetrics,
+    pub auth_logins: IntCounterVec,
     pub tls_handshakes: IntCounterVec,
 }
 
@@ -146,6 +147,13 @@ impl Metrics {
                  send_timeout (the client read nothing), malformed_request, evicted (the longest-idle one, for a new client at the cap), over_cap \
                  (refused with 503: every connection in a request)",
                 &["reason"],
+            ),
+            auth_logins: counter_vec(
+                &registry,
+                "fekv_auth_logins_total",
+                "Password checks on the client API while auth is enabled, by outcome: succeeded, failed, throttled \
+                 (refused unchecked after too many failures)",
+                &["outcome"],
             ),
             raft_proposals: counter(&registry, "fekv_raftstore_proposals_total", "Client commands proposed to raft"),
             raft_proposals_rejected,

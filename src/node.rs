@@ -27,6 +27,7 @@ use crate::raftstore::peer::PeerConfig;
 use crate::raftstore::peer_storage::PeerStorage;
 use crate::raftstore::store::{self, StoreConfig};
 use crate::raftstore::{RaftstoreExit, RaftstoreHandle, Router};
+use crate::security::node_auth::{self, NodeAuth, NodeAuthError, NodeAuthOptions};
 use crate::storage::scrub::background::{ScrubSchedule, Scrubber};
 use crate::storage::{Engine, EngineOptions, StorageError};
 use crate::security::runtime::TlsSet;
@@ -64,6 +65,8 @@ pub enum NodeError {
     Placement(#[from] LinkError),
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Auth(#[from] NodeAuthError),
     #[error("the raftstore thread died ({0}); exiting so that a supervisor can restart the node")]
     RaftstoreDied(PanicReport),
     #[error(transparent)]
@@ -179,6 +182,7 @@ impl Node {
     pub fn start(config: &Config) -> Result<Node, NodeError> {
         let metrics = Arc::new(Metrics::new());
         let (dir_lock, engine) = open_engine(config, &metrics)?;
+        let auth = open_auth(config, &engine, &metrics)?;
         let ident = check_format(config, bootstrap_if_needed(&engine)?)?;
         let store_cfg = store_config(config, ident.store_id);
         let inbox = store::inbox(&store_cfg);
@@ -191,7 +195,7 @@ impl Node {
         let (router, handle) =
             store::start(store_cfg, engine.clone(), metrics.clone(), transport, inbox, Arc::new(ids))?;
         let http_addr = config.advertise_http_addr.clone().unwrap_or_else(|| config.http_addr.to_string());
-        Ok(Node::assemble(config, ident.store_id, (router, handle), engine, dir_lock, metrics, None, http_addr))
+        Ok(Node::assemble(config, ident.store_id, (router, handle), (engine, auth), dir_lock, metrics, None, http_addr))
     }
 
     /// Opens storage and starts the raftstore of a cluster member: registers with the placement
@@ -207,6 +211,7 @@ impl Node {
     ) -> Result<(Node, PlacementClient<Channel>, StoreIdentity), NodeError> {
         let metrics = Arc::new(Metrics::new());
         let (dir_lock, engine) = open_engine(config, &metrics)?;
+        let auth = open_auth(config, &engine, &metrics)?;
         let mut client = cluster_link::client(placement, peer_tls.as_ref())?;
         let txn = engine.read_txn()?;
         let known = engine.store_ident(&txn)?.map_or_else(StoreIdentity::default, |ident| StoreIdentity {
@@ -215,9 +220,15 @@ impl Node {
             secret: ident.store_secret,
         });
         drop(txn);
-        let identity =
-            cluster_link::register(&mut client, placement, &known, raft_addr, http_addr, Duration::from_secs(60))
-                .await?;
+        let identity = cluster_link::register(
+            &mut client,
+            placement,
+            &known,
+            (raft_addr, http_addr),
+            &auth,
+            Duration::from_secs(60),
+        )
+        .await?;
         // A store bootstraps only its identity; its first region comes from placement.
         let ident = bootstrap_store(&engine, identity.cluster_id, identity.store_id, None)?;
         let ident = check_format(config, save_store_secret(&engine, ident, &identity.secret)?)?;
@@ -234,7 +245,7 @@ impl Node {
             config,
             ident.store_id,
             (router, handle),
-            engine,
+            (engine, auth),
             dir_lock,
             metrics,
             Some(addresses),
@@ -250,7 +261,7 @@ impl Node {
         config: &Config,
         store_id: u64,
         (router, handle): (Router, RaftstoreHandle),
-        engine: Engine,
+        (engine, auth): (Engine, Arc<NodeAuth>),
         dir_lock: DirLock,
         metrics: Arc<Metrics>,
         addresses: Option<Arc<AddressBook>>,
@@ -271,6 +282,7 @@ impl Node {
             region_cache: None,
             request_timeout: config.request_timeout,
             http: http_limits(config),
+            auth,
         });
         Node { state, raftstore: handle, _dir_lock: dir_lock }
     }
@@ -328,6 +340,20 @@ fn open_engine(config: &Config, metrics: &Metrics) -> Result<(DirLock, Engine), 
         }
         _ => Ok((lock, engine)),
     }
+}
+
+/// The node's auth state as it last received it (see [`crate::security::node_auth`]).
+fn open_auth(config: &Config, engine: &Engine, metrics: &Arc<Metrics>) -> Result<Arc<NodeAuth>, NodeError> {
+    Ok(Arc::new(NodeAuth::open(engine.clone(), auth_options(config)?, metrics)?))
+}
+
+fn auth_options(config: &Config) -> Result<NodeAuthOptions, NodeError> {
+    let password_cost = node_auth::parse_password_cost(&config.auth_password_cost)
+        .map_err(|reason| ConfigError::Invalid { name: "auth_password_cost", reason })?;
+    // The REST API listens with TLS exactly when these settings exist (`NodeTls::load`): without
+    // them auth warns that passwords and tokens cross the network in the clear.
+    let client_tls = config.tls.client_listener()?.is_some();
+    Ok(NodeAuthOptions { token_ttl: config.auth_token_ttl, password_cost, client_tls })
 }
 
 /// What the raft transport accepts from snapshot senders, from the node's configuration.
@@ -476,6 +502,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
                 addresses,
                 regions,
                 engine,
+                node.state.auth.clone(),
                 stop_rx.clone(),
             ));
             tracing::info!(
@@ -495,6 +522,12 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
             let _ = raftstore_died.send(());
         }
     });
+    if let Some(addr) = config.metrics_addr {
+        let listener = bind(addr).await?;
+        let bound = listener.local_addr().map_err(|source| NodeError::Listen { addr, source })?;
+        tokio::spawn(api::serve_metrics(listener, node.api_state(), stopped(stop_rx.clone())));
+        tracing::info!(%bound, "metrics listener serving /metrics, /status, /health and /ready without credentials");
+    }
     // Tests and scripts that ask for port 0 read the real address from this line.
     let limits = node.state.http;
     tracing::info!(
@@ -541,5 +574,19 @@ mod tests {
             Err(other) => panic!("reported as {other:?}"),
             Ok(_) => panic!("a damaged id file was accepted"),
         }
+    }
+
+    #[test]
+    fn auth_knows_whether_the_client_listener_is_tls() {
+        let mut config = Config::default();
+        assert!(!auth_options(&config).unwrap().client_tls, "no [tls]: plain HTTP");
+        // Only the peer side: the REST API is still plain.
+        config.tls.peer_cert_file = Some("peer.pem".into());
+        config.tls.peer_key_file = Some("peer-key.pem".into());
+        config.tls.peer_trusted_ca_file = Some("ca.pem".into());
+        assert!(!auth_options(&config).unwrap().client_tls, "peer TLS only");
+        config.tls.cert_file = Some("server.pem".into());
+        config.tls.key_file = Some("server-key.pem".into());
+        assert!(auth_options(&config).unwrap().client_tls, "cert_file and key_file: HTTPS");
     }
 }

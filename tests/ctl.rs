@@ -226,7 +226,7 @@ struct FakeLeader {
     region: fekv::proto::Region,
     addr: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    server: tokio::task::JoinHandle<Result<(), fekv_placement::service::ServeError>>,
     _dir: tempfile::TempDir,
     _watchdog: Watchdog,
 }

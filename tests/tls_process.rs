@@ -40,13 +40,18 @@ fn path(p: &Path) -> String {
 
 impl TlsCluster {
     fn start() -> TlsCluster {
+        TlsCluster::start_with(&[], &[])
+    }
+
+    /// [`TlsCluster::start`] with more flags for placement and for every node.
+    fn start_with(placement_extra: &[&str], node_extra: &[&str]) -> TlsCluster {
         let pki = TestPki::new();
         let dir = tempfile::tempdir().unwrap();
         let (cert, key, ca) = (path(&pki.server_files.cert), path(&pki.server_files.key), path(&pki.ca_file));
         let placement = FekvProcess::start_placement_with(
             &dir.path().join("placement"),
             3,
-            &["--cert-file", &cert, "--key-file", &key, "--trusted-ca-file", &ca],
+            &[&["--cert-file", &cert, "--key-file", &key, "--trusted-ca-file", &ca], placement_extra].concat(),
         );
         let node_flags = [
             "--cert-file",
@@ -60,6 +65,7 @@ impl TlsCluster {
             "--peer-trusted-ca-file",
             &ca,
         ];
+        let node_flags = [&node_flags[..], node_extra].concat();
         let nodes = (0..3)
             .map(|i| FekvProcess::start_node_with(&dir.path().join(format!("node-{i}")), &placement.addr, &node_flags))
             .collect();
@@ -336,4 +342,37 @@ async fn a_cluster_with_tls_everywhere_serves_https_and_refuses_every_unauthenti
     .await;
     let health = format!("{}/health", cluster.https_base(0));
     assert_eq!(send(&https, Method::GET, &health, "").await.unwrap().0, StatusCode::OK);
+}
+
+/// Auth over TLS: `fekv ctl` sends its TLS flags and its credentials together (to placement and to
+/// the nodes' HTTPS `/status`), and a node whose client listener is HTTPS does not warn that
+/// passwords cross the network in clear text (a plain one does: `tests/auth_process.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_over_tls_takes_credentials_over_https_and_does_not_warn_of_plain_http() {
+    let cluster = TlsCluster::start_with(&["--password-cost", "minimal"], &["--auth-password-cost", "minimal"]);
+    cluster.ctl(&["user", "add", "root", "--new-password", "rootpw"]).unwrap();
+    cluster.ctl(&["user", "grant-role", "root", "root"]).unwrap();
+    cluster.ctl(&["auth", "enable"]).unwrap();
+
+    let https = cluster.https();
+    for i in 0..3 {
+        let status = format!("{}/status", cluster.https_base(i));
+        eventually(Duration::from_secs(20), "every node enforces auth", || async {
+            (send(&https, Method::GET, &status, "").await.ok()?.0 == StatusCode::UNAUTHORIZED).then_some(())
+        })
+        .await;
+    }
+    // Without --user, placement's listings are refused.
+    assert!(cluster.ctl(&["store", "list"]).is_err());
+    let nodes = cluster.ctl(&["--user", "root:rootpw", "cluster", "status"]).unwrap();
+    let nodes = nodes.as_array().unwrap();
+    assert_eq!(nodes.len(), 3, "{nodes:?}");
+    assert!(nodes.iter().all(|n| n["state"] == "up" && n["error"].is_null()), "over HTTPS with credentials: {nodes:?}");
+
+    for node in &cluster.nodes {
+        let logged = node.wait_stderr(Duration::from_secs(10), "the enabled auth state installed", |lines| {
+            lines.iter().any(|l| l.contains("auth state updated") && l.contains("enabled=true"))
+        });
+        assert!(!logged.iter().any(|l| l.contains("client API is plain HTTP")), "{logged:#?}");
+    }
 }

@@ -4,6 +4,13 @@
 //! A call that changes placement's state returns once the change is durable (an fsync, see
 //! `state/persist.rs`): it runs on tokio's blocking pool, never on an async worker. Listings only
 //! read memory under a short lock and answer on the worker.
+//!
+//! Once auth is enabled, the calls that change the cluster need the root role and the listings an
+//! authenticated user or store ([`guard`]); users, roles and the switch are the `PlacementAuth`
+//! service ([`auth`]), on the same server.
+
+mod auth;
+pub mod guard;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,6 +23,8 @@ use tokio_stream::Stream;
 use tonic::transport::server::Connected;
 use tonic::{Extensions, Request, Response, Status};
 
+use self::guard::{Guard, Need};
+use crate::proto::placement_auth_server::PlacementAuthServer;
 use crate::proto::placement_server::{Placement as PlacementRpc, PlacementServer};
 use crate::proto::*;
 use crate::state::{Placement, PlacementError};
@@ -28,11 +37,25 @@ fn status(err: PlacementError) -> Status {
         PlacementError::Invalid(_) => Status::invalid_argument(err.to_string()),
         // A removed store must not come back as if nothing happened: its node sees this and stops.
         PlacementError::StoreRemoved(_) => Status::failed_precondition(err.to_string()),
-        PlacementError::Storage(_) | PlacementError::Write(_) | PlacementError::Corrupt(_) => {
-            Status::internal(err.to_string())
-        }
+        PlacementError::Auth(err) => auth::admin_status(&err),
+        PlacementError::Storage(_)
+        | PlacementError::Write(_)
+        | PlacementError::Corrupt(_)
+        | PlacementError::KeyGeneration(_) => Status::internal(err.to_string()),
         PlacementError::StoreUnauthenticated { .. } => Status::unauthenticated(err.to_string()),
         PlacementError::WrongCluster { .. } => Status::permission_denied(err.to_string()),
+    }
+}
+
+/// Runs a call that may wait for the disk on the blocking pool.
+async fn durable<T: Send + 'static>(
+    placement: &Arc<Placement>,
+    call: impl FnOnce(&Placement) -> Result<T, PlacementError> + Send + 'static,
+) -> Result<T, Status> {
+    let placement = placement.clone();
+    match tokio::task::spawn_blocking(move || call(&placement)).await {
+        Ok(result) => result.map_err(status),
+        Err(err) => Err(Status::internal(format!("placement call failed: {err}"))),
     }
 }
 
@@ -43,12 +66,13 @@ pub type PeerAddrOf = fn(&Extensions) -> Option<SocketAddr>;
 #[derive(Debug, Clone, Copy)]
 struct CallerAddr(SocketAddr);
 
+/// The caller's address: the one the interceptor recorded, else tonic's own.
+fn caller_addr<T>(req: &Request<T>) -> Option<SocketAddr> {
+    req.extensions().get::<CallerAddr>().map(|caller| caller.0).or_else(|| req.remote_addr())
+}
+
 fn caller<T>(req: &Request<T>) -> String {
-    req.extensions()
-        .get::<CallerAddr>()
-        .map(|caller| caller.0)
-        .or_else(|| req.remote_addr())
-        .map_or_else(|| "unknown".to_string(), |addr| addr.to_string())
+    caller_addr(req).map_or_else(|| "unknown".to_string(), |addr| addr.to_string())
 }
 
 /// Logs a refused store identity (someone tried to speak for a store) at `warn`.
@@ -62,19 +86,15 @@ fn log_refusal(result: &Result<impl Sized, Status>, rpc: &str, store_id: u64, pe
 
 pub struct PlacementService {
     placement: Arc<Placement>,
+    guard: Arc<Guard>,
 }
 
 impl PlacementService {
-    /// Runs a call that may wait for the disk on the blocking pool.
     async fn durable<T: Send + 'static>(
         &self,
         call: impl FnOnce(&Placement) -> Result<T, PlacementError> + Send + 'static,
     ) -> Result<T, Status> {
-        let placement = self.placement.clone();
-        match tokio::task::spawn_blocking(move || call(&placement)).await {
-            Ok(result) => result.map_err(status),
-            Err(err) => Err(Status::internal(format!("placement call failed: {err}"))),
-        }
+        durable(&self.placement, call).await
     }
 }
 
@@ -87,18 +107,22 @@ impl PlacementRpc for PlacementService {
         let peer = caller(&req);
         let req = req.into_inner();
         let (claimed, raft_addr, http_addr) = (req.store_id, req.raft_addr.clone(), req.http_addr.clone());
+        let auth_revision = req.auth_revision;
         let registered = self.durable(move |p| p.register_store(&req)).await;
         log_refusal(&registered, "RegisterStore", claimed, &peer);
         let registered = registered?;
         tracing::info!(store_id = registered.store_id, %raft_addr, %http_addr, %peer, "store registered");
-        Ok(Response::new(registered))
+        let auth = self.placement.auth_newer_than(auth_revision);
+        Ok(Response::new(RegisterStoreResponse { auth, ..registered }))
     }
 
-    async fn get_stores(&self, _: Request<GetStoresRequest>) -> Result<Response<GetStoresResponse>, Status> {
+    async fn get_stores(&self, req: Request<GetStoresRequest>) -> Result<Response<GetStoresResponse>, Status> {
+        self.guard.check(&req, Need::Member).await?;
         Ok(Response::new(GetStoresResponse { stores: self.placement.stores() }))
     }
 
     async fn get_regions(&self, req: Request<GetRegionsRequest>) -> Result<Response<GetRegionsResponse>, Status> {
+        self.guard.check(&req, Need::Member).await?;
         Ok(Response::new(self.placement.regions_since(req.get_ref())))
     }
 
@@ -112,14 +136,21 @@ impl PlacementRpc for PlacementService {
             self.placement.authenticate_store(req.store_id, &req.store_secret).map_err(status);
         log_refusal(&authenticated, "StoreHeartbeat", req.store_id, &peer);
         authenticated?;
+        let auth_revision = req.auth_revision;
         let reply = self
             .durable(move |p| {
                 let operators = p.store_heartbeat(&req)?;
                 let send_full_report = p.wants_full_report(req.store_id);
-                Ok(StoreHeartbeatResponse { operators, stale_peers: p.stale_peers(&req), send_full_report })
+                Ok(StoreHeartbeatResponse {
+                    operators,
+                    stale_peers: p.stale_peers(&req),
+                    send_full_report,
+                    auth: None,
+                })
             })
             .await?;
-        Ok(Response::new(reply))
+        let auth = self.placement.auth_newer_than(auth_revision);
+        Ok(Response::new(StoreHeartbeatResponse { auth, ..reply }))
     }
 
     async fn alloc_id(&self, req: Request<AllocIdRequest>) -> Result<Response<AllocIdResponse>, Status> {
@@ -132,6 +163,7 @@ impl PlacementRpc for PlacementService {
         &self,
         req: Request<GetRegionByKeyRequest>,
     ) -> Result<Response<GetRegionByKeyResponse>, Status> {
+        self.guard.check(&req, Need::Member).await?;
         Ok(Response::new(GetRegionByKeyResponse { region: self.placement.region_by_key(&req.get_ref().key) }))
     }
 
@@ -139,35 +171,41 @@ impl PlacementRpc for PlacementService {
         &self,
         req: Request<TransferLeaderRequest>,
     ) -> Result<Response<TransferLeaderResponse>, Status> {
+        self.guard.check(&req, Need::Admin).await?;
         let req = req.into_inner();
         let operator = self.durable(move |p| p.transfer_leader(req.region_id, req.to_store_id)).await?;
         Ok(Response::new(TransferLeaderResponse { operator: Some(operator) }))
     }
 
     async fn split_region(&self, req: Request<SplitRegionRequest>) -> Result<Response<SplitRegionResponse>, Status> {
+        self.guard.check(&req, Need::Admin).await?;
         let req = req.into_inner();
         let operator = self.durable(move |p| p.split_region(req.region_id, req.split_key)).await?;
         Ok(Response::new(SplitRegionResponse { operator: Some(operator) }))
     }
 
     async fn add_peer(&self, req: Request<AddPeerRequest>) -> Result<Response<OperatorResponse>, Status> {
+        self.guard.check(&req, Need::Admin).await?;
         let req = req.into_inner();
         let operator = self.durable(move |p| p.add_peer(req.region_id, req.store_id)).await?;
         Ok(Response::new(OperatorResponse { operator: Some(operator) }))
     }
 
     async fn remove_peer(&self, req: Request<RemovePeerRequest>) -> Result<Response<OperatorResponse>, Status> {
+        self.guard.check(&req, Need::Admin).await?;
         let req = req.into_inner();
         let operator = self.durable(move |p| p.remove_peer(req.region_id, req.store_id)).await?;
         Ok(Response::new(OperatorResponse { operator: Some(operator) }))
     }
 
-    async fn get_operators(&self, _: Request<GetOperatorsRequest>) -> Result<Response<GetOperatorsResponse>, Status> {
+    async fn get_operators(&self, req: Request<GetOperatorsRequest>) -> Result<Response<GetOperatorsResponse>, Status> {
+        self.guard.check(&req, Need::Member).await?;
         let (running, history) = self.placement.operators();
         Ok(Response::new(GetOperatorsResponse { running, history }))
     }
 
     async fn remove_store(&self, req: Request<RemoveStoreRequest>) -> Result<Response<RemoveStoreResponse>, Status> {
+        self.guard.check(&req, Need::Admin).await?;
         let store_id = req.get_ref().store_id;
         let store = self.durable(move |p| p.remove_store(store_id)).await?;
         Ok(Response::new(RemoveStoreResponse { store: Some(store) }))
@@ -175,8 +213,9 @@ impl PlacementRpc for PlacementService {
 
     async fn get_schedulers(
         &self,
-        _: Request<GetSchedulersRequest>,
+        req: Request<GetSchedulersRequest>,
     ) -> Result<Response<GetSchedulersResponse>, Status> {
+        self.guard.check(&req, Need::Member).await?;
         Ok(Response::new(GetSchedulersResponse { schedulers: self.placement.schedulers() }))
     }
 
@@ -184,6 +223,7 @@ impl PlacementRpc for PlacementService {
         &self,
         req: Request<SetSchedulerRequest>,
     ) -> Result<Response<GetSchedulersResponse>, Status> {
+        self.guard.check(&req, Need::Admin).await?;
         let req = req.into_inner();
         let schedulers = self.durable(move |p| p.set_scheduler(&req.name, req.enabled)).await?;
         Ok(Response::new(GetSchedulersResponse { schedulers }))
@@ -211,24 +251,34 @@ pub async fn run_schedulers(placement: Arc<Placement>, interval: Duration, shutd
     }
 }
 
-/// Serves the placement service on `listener` (plain TCP) until `shutdown` resolves.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Transport(#[from] tonic::transport::Error),
+    #[error("cannot prepare the login checks: {0}")]
+    Auth(#[from] crate::auth::PasswordError),
+}
+
+/// Serves the placement service (and its auth service) on `listener` (plain TCP) until `shutdown`
+/// resolves.
 pub async fn serve(
     listener: TcpListener,
     placement: Arc<Placement>,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), tonic::transport::Error> {
+) -> Result<(), ServeError> {
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     serve_incoming(incoming, placement, |_| None, shutdown).await
 }
 
-/// Serves the placement service on the connections of `incoming` until `shutdown` resolves;
-/// `peer_addr_of` finds a caller's address for the logs where tonic's own `remote_addr` cannot.
+/// Serves the placement service (and its auth service) on the connections of `incoming` until
+/// `shutdown` resolves; `peer_addr_of` finds a caller's address for the logs (and the login
+/// limits) where tonic's own `remote_addr` cannot.
 pub async fn serve_incoming<I, IO, IE>(
     incoming: I,
     placement: Arc<Placement>,
     peer_addr_of: PeerAddrOf,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), tonic::transport::Error>
+) -> Result<(), ServeError>
 where
     I: Stream<Item = Result<IO, IE>>,
     IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
@@ -241,8 +291,15 @@ where
         }
         Ok(req)
     };
+    let guard = Arc::new(Guard::new(&placement.auth_state(), placement.options().password_cost)?);
+    let auth = auth::AuthService { placement: placement.clone(), guard: guard.clone() };
     tonic::transport::Server::builder()
-        .add_service(PlacementServer::with_interceptor(PlacementService { placement }, record_caller))
+        .add_service(PlacementServer::with_interceptor(PlacementService { placement, guard }, record_caller))
+        .add_service(PlacementAuthServer::with_interceptor(auth, record_caller))
         .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
+        .await?;
+    Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -13,6 +13,7 @@
 //! - `region_log`: which region records changed, for the nodes' region caches;
 //! - `admin`: what administrators ask for (splits, transfers, peer changes, drains, switches);
 //! - `scheduling`: the scheduling round that repairs and balances the cluster;
+//! - `auth`: users, roles and the auth switch (`fekv ctl user|role|auth`), and handing the state on;
 //! - `persist`: how the state reaches LMDB.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -32,6 +33,7 @@ use crate::region_tree::{HeartbeatOutcome, RegionReport, RegionTree};
 use crate::schedulers::{self, Plan, RegionView, Step};
 
 mod admin;
+mod auth;
 mod heartbeat;
 mod identity;
 mod persist;
@@ -52,6 +54,8 @@ pub struct PlacementOptions {
     pub store_down_after: Duration,
     /// An operator whose current step makes no progress for this long ends as `timeout`.
     pub operator_timeout: Duration,
+    /// The cost of the argon2id hash of every password `user add` sets (tests: `Minimal`).
+    pub password_cost: crate::auth::PasswordCost,
 }
 
 impl Default for PlacementOptions {
@@ -60,6 +64,7 @@ impl Default for PlacementOptions {
             replicas: 3,
             store_down_after: Duration::from_secs(10),
             operator_timeout: Duration::from_secs(180),
+            password_cost: crate::auth::PasswordCost::Interactive,
         }
     }
 }
@@ -96,6 +101,10 @@ pub enum PlacementError {
     UnknownScheduler(String),
     #[error("invalid request: {0}")]
     Invalid(String),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthAdminError),
+    #[error("cannot generate the cluster's token key: {0}")]
+    KeyGeneration(String),
     /// A registration or heartbeat for a store id without that store's secret.
     #[error("refused to act as store {store_id}: {reason}")]
     StoreUnauthenticated { store_id: u64, reason: &'static str },
@@ -116,6 +125,8 @@ struct Inner {
     /// Each region's pending peers, from its leader's last heartbeat.
     pending: HashMap<u64, Vec<Peer>>,
     operators: Operators,
+    /// Users, roles, grants and the token key; replaced whole by each change (see `auth`).
+    auth: crate::auth::AuthState,
     /// Records changed since they were last handed to the writer.
     dirty: Dirty,
     /// Region records changed, in order, for the nodes' region caches.
@@ -127,12 +138,15 @@ struct Inner {
 }
 
 impl Inner {
-    fn from_state(state: PlacementState, operator_timeout: Duration) -> Inner {
+    /// The in-memory state; a state without auth (a new cluster, or one from before auth) gets a
+    /// fresh one, marked to be written.
+    fn from_state(state: PlacementState, operator_timeout: Duration) -> Result<Inner, PlacementError> {
+        let (auth, auth_is_new) = auth::from_stored(state.auth.as_ref())?;
         let mut regions = RegionTree::new();
         for info in state.regions.into_iter().filter(|info| info.region.is_some()) {
             regions.insert(info);
         }
-        Inner {
+        Ok(Inner {
             cluster_id: state.cluster_id,
             next_id: state.next_id,
             bootstrapped: state.bootstrapped,
@@ -141,11 +155,12 @@ impl Inner {
             disabled_schedulers: state.disabled_schedulers.into_iter().collect(),
             pending: HashMap::new(),
             operators: Operators::new(operator_timeout),
-            dirty: Dirty::default(),
+            auth,
+            dirty: Dirty { auth: auth_is_new, ..Dirty::default() },
             region_log: RegionLog::new(),
             full_reported: HashSet::new(),
             round: RoundState::default(),
-        }
+        })
     }
 
     fn alloc(&mut self) -> u64 {

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{HeaderMap, HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, ETAG, RETRY_AFTER};
+use hyper::header::{HeaderMap, HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, ETAG, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::{Response, StatusCode};
 
 use crate::raftstore;
+use crate::security::auth::{AuthenticationError, CredentialsError, TokenError};
 use crate::storage::StorageError;
 
 #[derive(Debug, thiserror::Error)]
@@ -57,15 +58,21 @@ pub enum ApiError {
         "not redirecting again after {hops} redirects: the cluster's view of the leader is changing; retry shortly"
     )]
     RedirectLoop { hops: u32 },
-    /// A fault of this node, not of the request (a task it ran died).
-    #[error("internal error: {0}")]
-    Internal(String),
     #[error(transparent)]
     Raft(#[from] raftstore::Error),
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error(transparent)]
     Scrub(#[from] crate::storage::scrub::background::ScrubError),
+    #[error("{0}")]
+    Unauthenticated(#[from] AuthenticationError),
+    #[error("invalid Authorization header: {0}")]
+    BadCredentials(#[from] CredentialsError),
+    #[error("{who} may not {action} {what}")]
+    Forbidden { who: String, action: &'static str, what: String },
+    /// A fault of this node, not of the request (a task it ran died, a check it ran failed).
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl ApiError {
@@ -92,7 +99,6 @@ impl ApiError {
             ApiError::NoRegion => (StatusCode::SERVICE_UNAVAILABLE, "no_region"),
             ApiError::Redirect { .. } => (StatusCode::TEMPORARY_REDIRECT, "not_leader"),
             ApiError::RedirectLoop { .. } => (StatusCode::SERVICE_UNAVAILABLE, "redirect_loop"),
-            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             ApiError::Raft(err) => match err {
                 R::PreconditionFailed { .. } => (StatusCode::PRECONDITION_FAILED, "precondition_failed"),
                 R::StorageFull { .. } | R::DiskFull { .. } => (StatusCode::INSUFFICIENT_STORAGE, "storage_full"),
@@ -111,6 +117,16 @@ impl ApiError {
             },
             ApiError::Storage(err) => storage_class(err),
             ApiError::Scrub(err) => scrub_class(err),
+            ApiError::Unauthenticated(err) => match err {
+                AuthenticationError::Throttled(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_failed_logins"),
+                AuthenticationError::StateBehind => (StatusCode::SERVICE_UNAVAILABLE, "auth_state_behind"),
+                AuthenticationError::NotEnabled => (StatusCode::CONFLICT, "auth_not_enabled"),
+                AuthenticationError::Token(TokenError::Expired(_)) => (StatusCode::UNAUTHORIZED, "token_expired"),
+                _ => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            },
+            ApiError::BadCredentials(_) => (StatusCode::BAD_REQUEST, "bad_credentials"),
+            ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
 
@@ -181,7 +197,14 @@ impl ApiError {
             ApiError::Raft(raftstore::Error::PreconditionFailed { current_revision: Some(rev) }) => {
                 headers.insert(ETAG, super::etag(*rev));
             }
+            ApiError::Unauthenticated(AuthenticationError::Throttled(throttled)) => {
+                let secs = throttled.retry_after.as_secs_f64().ceil().max(1.0) as u64;
+                headers.insert(RETRY_AFTER, HeaderValue::from(secs));
+            }
             _ => {}
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"fekv\""));
         }
         (status, headers, Bytes::from(text))
     }
@@ -209,13 +232,44 @@ fn storage_class(err: &StorageError) -> (StatusCode, &'static str) {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::security::auth::Throttled;
+
+    fn parts(err: ApiError) -> (StatusCode, HeaderMap, serde_json::Value) {
+        let (status, headers, body) = err.into_parts();
+        (status, headers, serde_json::from_slice(&body).unwrap())
+    }
 
     #[test]
     fn a_fault_of_the_node_is_500_not_400() {
-        let (status, _, body) = ApiError::Internal("status task failed".into()).into_parts();
+        let (status, _, body) = parts(ApiError::Internal("status task failed".into()));
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
-        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body["error"], "internal");
+    }
+
+    #[test]
+    fn auth_failures_map_to_401_403_429_with_the_headers_clients_act_on() {
+        let (status, headers, body) = parts(AuthenticationError::Missing.into());
+        assert_eq!((status, body["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthenticated")));
+        assert_eq!(headers.get(WWW_AUTHENTICATE).unwrap(), "Basic realm=\"fekv\"");
+        let expired = AuthenticationError::Token(TokenError::Expired(Duration::from_secs(3)));
+        let (status, headers, body) = parts(expired.into());
+        assert_eq!((status, body["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("token_expired")));
+        assert!(headers.contains_key(WWW_AUTHENTICATE));
+        let throttled = AuthenticationError::Throttled(Throttled { retry_after: Duration::from_millis(1200) });
+        let (status, headers, _) = parts(throttled.into());
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(headers.get(RETRY_AFTER).unwrap(), "2", "rounded up to whole seconds");
+        let forbidden = ApiError::Forbidden { who: "user \"alice\"".into(), action: "write", what: "key a".into() };
+        let (status, headers, body) = parts(forbidden);
+        assert_eq!(
+            (status, body["message"].as_str()),
+            (StatusCode::FORBIDDEN, Some("user \"alice\" may not write key a"))
+        );
+        assert!(!headers.contains_key(WWW_AUTHENTICATE), "a 403 asks for no other credentials");
+        let (status, _, _) = parts(AuthenticationError::StateBehind.into());
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     }
 }

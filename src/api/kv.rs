@@ -20,6 +20,7 @@ use super::request::{decode_key, not_modified, read_body, write_precondition};
 use super::{etag, ApiState};
 use crate::config::MAX_KEY_SIZE;
 use crate::proto::{self, request::Cmd};
+use crate::security::auth::Principal;
 
 pub const ALLOW: &str = "GET, HEAD, PUT, POST, DELETE";
 
@@ -51,12 +52,14 @@ pub async fn handle(
     state: &ApiState,
     req: Request<Incoming>,
     raw_key: &str,
+    principal: &Principal,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let method = req.method().clone();
     if !matches!(method, Method::GET | Method::HEAD | Method::PUT | Method::POST | Method::DELETE) {
         return Err(ApiError::MethodNotAllowed { method: method.to_string(), allow: ALLOW });
     }
     let key = decode_key(raw_key, MAX_KEY_SIZE)?;
+    super::auth::allow(state, principal, &key, !matches!(method, Method::GET | Method::HEAD))?;
     let ctx = RequestCtx { state, path: req.uri().path().to_string(), query: Query::parse(req.uri().query())? };
     match method {
         Method::GET | Method::HEAD => get(&ctx, &req, key, method == Method::HEAD).await,

@@ -6,10 +6,12 @@
 //! capped and their reads bounded in time (`connections`, `conn_io`), so no client can hold the
 //! node's descriptors or a connection forever.
 
+pub mod auth;
 mod conn_io;
 pub mod connections;
 pub mod error;
 mod kv;
+mod metrics_listener;
 mod query;
 pub mod request;
 mod scan;
@@ -28,11 +30,13 @@ use hyper::{Method, Request, Response};
 
 pub use connections::Limits;
 pub use error::ApiError;
+pub use metrics_listener::serve_metrics;
 pub use server::{serve, Acceptor};
 pub use status::region_json;
 
 use crate::metrics::Metrics;
 use crate::raftstore::Router;
+use crate::security::auth as security_auth;
 use crate::storage::Engine;
 
 /// What the handlers share.
@@ -56,6 +60,8 @@ pub struct ApiState {
     pub request_timeout: Duration,
     /// Connection cap and read deadlines.
     pub http: Limits,
+    /// Users and roles: what requests are checked against (auth off until placement says otherwise).
+    pub auth: Arc<crate::security::node_auth::NodeAuth>,
 }
 
 /// The ETag of a revision: the raft index of the entry that wrote the value, quoted.
@@ -85,35 +91,60 @@ async fn handle(state: &ApiState, req: Request<Incoming>) -> Response<Full<Bytes
     response
 }
 
+/// The route's label, for metrics.
+fn route_name(path: &str) -> &'static str {
+    match path {
+        _ if path.starts_with("/fekv/") => "kv",
+        "/fekv" => "scan",
+        "/scrub" => "scrub",
+        "/auth/token" => "auth_token",
+        "/status" => "status",
+        "/health" => "health",
+        "/ready" => "ready",
+        "/metrics" => "metrics",
+        _ => "unknown",
+    }
+}
+
 async fn route(
     state: &ApiState,
     req: Request<Incoming>,
     path: &str,
 ) -> (&'static str, Result<Response<Full<Bytes>>, ApiError>) {
-    if let Some(raw_key) = path.strip_prefix("/fekv/") {
-        return ("kv", kv::handle(state, req, raw_key).await);
-    }
-    if path == "/fekv" {
-        return ("scan", scan::handle(state, req).await);
-    }
-    if path == "/scrub" {
-        return ("scrub", scrub::handle(state, req).await);
-    }
-    let route = match path {
-        "/status" => "status",
-        "/health" => "health",
-        "/ready" => "ready",
-        "/metrics" => "metrics",
-        _ => return ("unknown", Err(ApiError::NoRoute { path: path.to_string() })),
+    let route = route_name(path);
+    // Liveness and readiness stay open (load balancers and supervisors ask them); a token request
+    // authenticates itself.
+    let principal = match route {
+        "health" | "ready" => security_auth::Principal::Unchecked,
+        "auth_token" => return (route, auth::token(state, req).await),
+        _ => match auth::principal(state, &req).await {
+            Ok(principal) => principal,
+            Err(err) => return (route, Err(err)),
+        },
     };
+    let result = match route {
+        "kv" => kv::handle(state, req, &path["/fekv/".len()..], &principal).await,
+        "scan" => scan::handle(state, req, &principal).await,
+        "scrub" => match auth::allow_admin(state, &principal, "/scrub") {
+            Ok(()) => scrub::handle(state, req).await,
+            Err(err) => Err(err),
+        },
+        "unknown" => Err(ApiError::NoRoute { path: path.to_string() }),
+        _ => operational(state, &req, route).await,
+    };
+    (route, result)
+}
+
+/// `/status`, `/health`, `/ready`, `/metrics` (GET or HEAD); also what the metrics listener serves.
+async fn operational<B>(state: &ApiState, req: &Request<B>, route: &str) -> Result<Response<Full<Bytes>>, ApiError> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return (route, Err(ApiError::MethodNotAllowed { method: req.method().to_string(), allow: "GET, HEAD" }));
+        return Err(ApiError::MethodNotAllowed { method: req.method().to_string(), allow: "GET, HEAD" });
     }
-    let response = match route {
+    match route {
         "status" => status::status(state, req.uri().query()).await,
         "health" => Ok(status::health(state).await),
         "ready" => Ok(status::ready(state).await),
-        _ => Ok(status::metrics(state)),
-    };
-    (route, response)
+        "metrics" => Ok(status::metrics(state)),
+        _ => Err(ApiError::NoRoute { path: req.uri().path().to_string() }),
+    }
 }

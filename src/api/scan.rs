@@ -6,7 +6,7 @@
 //! same region or in the next). A node that does not lead that region redirects, like for a single
 //! key, so a client walks a scan across regions by following redirects and `next`. Each response is
 //! linearizable for its region (ReadIndex, then one LMDB read transaction); `consistency=stale`
-//! reads the local replica.
+//! reads the local replica. With auth on, a scan returns only the keys its user may read.
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -19,6 +19,7 @@ use super::error::ApiError;
 use super::kv::{on_region, RequestCtx};
 use super::query::Query;
 use super::ApiState;
+use crate::security::auth::{KeyRange, Principal};
 use crate::storage::keys::display as display_key;
 
 pub const DEFAULT_LIMIT: usize = 100;
@@ -68,7 +69,11 @@ fn range(query: &Query) -> Result<(Vec<u8>, Vec<u8>, usize), ApiError> {
     Ok((start, end, limit))
 }
 
-pub async fn handle(state: &ApiState, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, ApiError> {
+pub async fn handle(
+    state: &ApiState,
+    req: Request<Incoming>,
+    principal: &Principal,
+) -> Result<Response<Full<Bytes>>, ApiError> {
     if req.method() != Method::GET {
         return Err(ApiError::MethodNotAllowed { method: req.method().to_string(), allow: "GET" });
     }
@@ -93,10 +98,20 @@ pub async fn handle(state: &ApiState, req: Request<Incoming>) -> Result<Response
     } else {
         region.end_key.clone()
     };
-    let mut records = {
+    // Only what the principal may read (everything while auth is off): each readable part in turn.
+    let readable = KeyRange::from_wire(&start, &upper)
+        .map(|range| state.auth.authenticator().view().readable_ranges(principal, &range))
+        .unwrap_or_default();
+    let mut records = Vec::new();
+    {
         let txn = state.engine.read_txn()?;
-        state.engine.scan_data(&txn, &start, &upper, limit + 1)?
-    };
+        for part in readable {
+            if records.len() > limit {
+                break;
+            }
+            records.extend(state.engine.scan_data(&txn, &part.start, part.end_bytes(), limit + 1 - records.len())?);
+        }
+    }
     // More in this region: continue at the first record not returned. Else, more in the next region.
     let next = if records.len() > limit {
         records.pop().map(|(key, _, _)| key)

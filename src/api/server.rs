@@ -20,6 +20,7 @@ use tokio_stream::StreamExt as _;
 
 use crate::security::tls::{TlsConn, TlsIncoming};
 
+use super::auth::ClientIp;
 use super::conn_io::{encode_response, ConnIo};
 use super::connections::{Admission, Connections, Registration};
 use super::{handle, ApiError, ApiState};
@@ -38,6 +39,8 @@ pub trait Acceptor: Send {
     type Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static;
     /// The next connection, ready for HTTP.
     fn next_conn(&mut self) -> impl Future<Output = std::io::Result<Self::Conn>> + Send;
+    /// Where a connection comes from (for the login limits per address), if known.
+    fn peer_addr(conn: &Self::Conn) -> Option<std::net::SocketAddr>;
 }
 
 impl Acceptor for TcpListener {
@@ -47,6 +50,10 @@ impl Acceptor for TcpListener {
         let (stream, _) = self.accept().await?;
         let _ = stream.set_nodelay(true);
         Ok(stream)
+    }
+
+    fn peer_addr(conn: &TcpStream) -> Option<std::net::SocketAddr> {
+        conn.peer_addr().ok()
     }
 }
 
@@ -59,6 +66,10 @@ impl Acceptor for TlsIncoming {
             Some(Err(never)) => match never {},
             None => Err(std::io::Error::other("the TLS acceptor stopped")),
         }
+    }
+
+    fn peer_addr(conn: &TlsConn) -> Option<std::net::SocketAddr> {
+        Some(tonic::transport::server::Connected::connect_info(conn).remote_addr)
     }
 }
 
@@ -73,10 +84,12 @@ pub async fn serve<A: Acceptor>(mut listener: A, state: Arc<ApiState>, shutdown:
         tokio::select! {
             accepted = listener.next_conn() => match accepted {
                 Ok(stream) => match connections.admit(Instant::now()) {
-                    Admission::Admitted(registration) => spawn_connection(stream, &state, registration),
+                    Admission::Admitted(registration) => {
+                        spawn_connection(stream, A::peer_addr, &state, registration)
+                    }
                     Admission::AdmittedByEvicting(registration) => {
                         state.metrics.http_connections_closed.with_label_values(&["evicted"]).inc();
-                        spawn_connection(stream, &state, registration);
+                        spawn_connection(stream, A::peer_addr, &state, registration);
                     }
                     Admission::Full => {
                         state.metrics.http_connections_closed.with_label_values(&["over_cap"]).inc();
@@ -105,15 +118,20 @@ pub async fn serve<A: Acceptor>(mut listener: A, state: Arc<ApiState>, shutdown:
     let _ = tokio::time::timeout(DRAIN, connections.all_ended()).await;
 }
 
-fn spawn_connection<C>(stream: C, state: &Arc<ApiState>, registration: Registration)
-where
+fn spawn_connection<C>(
+    stream: C,
+    peer_addr: fn(&C) -> Option<std::net::SocketAddr>,
+    state: &Arc<ApiState>,
+    registration: Registration,
+) where
     C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     state.metrics.http_connections.inc();
-    tokio::spawn(serve_connection(stream, state.clone(), registration));
+    let client_ip = peer_addr(&stream).map(|addr| ClientIp(addr.ip()));
+    tokio::spawn(serve_connection(stream, client_ip, state.clone(), registration));
 }
 
-async fn serve_connection<C>(stream: C, state: Arc<ApiState>, registration: Registration)
+async fn serve_connection<C>(stream: C, client_ip: Option<ClientIp>, state: Arc<ApiState>, registration: Registration)
 where
     C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -121,8 +139,11 @@ where
     let io = ConnIo::new(stream, activity.clone(), state.http, state.metrics.clone());
     let service_state = state.clone();
     let service_activity = activity.clone();
-    let service = service_fn(move |req| {
+    let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         let (state, activity) = (service_state.clone(), service_activity.clone());
+        if let Some(ip) = client_ip {
+            req.extensions_mut().insert(ip);
+        }
         async move {
             activity.enter_service();
             let head_only = req.method() == Method::HEAD;

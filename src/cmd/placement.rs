@@ -36,6 +36,10 @@ pub struct PlacementArgs {
     /// Log level, or filter (info,fekv_placement=debug), used when RUST_LOG is unset
     #[arg(long, env = "FEKV_LOG_LEVEL", default_value = "info", value_parser = log_filter)]
     pub log_level: String,
+    /// argon2id cost of the password hashes `fekv ctl user add` stores: interactive, or minimal (for tests
+    /// only: cheap to guess)
+    #[arg(long, env = "FEKV_PASSWORD_COST", default_value = "interactive", value_parser = crate::security::node_auth::parse_password_cost)]
+    pub password_cost: fekv_placement::auth::PasswordCost,
     #[command(flatten)]
     pub tls: PlacementTlsArgs,
 }
@@ -53,7 +57,7 @@ pub enum PlacementCmdError {
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("placement service failed: {0}")]
-    Serve(#[from] tonic::transport::Error),
+    Serve(#[from] fekv_placement::service::ServeError),
     #[error(transparent)]
     Tls(#[from] TlsError),
 }
@@ -71,6 +75,7 @@ pub async fn run(
         replicas: args.replicas,
         store_down_after: args.max_store_down_time,
         operator_timeout: args.operator_timeout,
+        password_cost: args.password_cost,
     };
     // Certificates are read before anything listens: a bad file stops placement, naming it.
     let mut tls_set = TlsSet::default();

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
-use hyper::header::{HeaderMap, HOST, LOCATION};
+use hyper::header::{HeaderMap, HeaderValue, AUTHORIZATION, HOST, LOCATION};
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use parking_lot::RwLock;
@@ -116,6 +116,8 @@ pub struct LeaderMap {
     nodes: RwLock<BTreeSet<Endpoint>>,
     /// When the ranges were last asked for, so a burst of redirects asks once.
     last_refresh: parking_lot::Mutex<Option<Instant>>,
+    /// The `Authorization` every request carries (`fekv bench --user`), resent after redirects.
+    authorization: Option<HeaderValue>,
     /// How `https://` nodes are connected to (`--cacert`, `--cert`, `--key`).
     tls: Option<TlsConnector>,
 }
@@ -131,14 +133,20 @@ impl LeaderMap {
         Arc::new(LeaderMap::default())
     }
 
-    /// A map whose clients reach `https://` nodes with `tls`.
-    pub fn with_tls(tls: Option<TlsConnector>) -> Arc<LeaderMap> {
-        Arc::new(LeaderMap { tls, ..LeaderMap::default() })
+    /// A map whose clients reach `https://` nodes with `tls` and send `authorization` with every
+    /// request.
+    pub fn with(tls: Option<TlsConnector>, authorization: Option<HeaderValue>) -> Arc<LeaderMap> {
+        Arc::new(LeaderMap { tls, authorization, ..LeaderMap::default() })
     }
 
-    /// An empty map that connects as this one does, for a request that must not be redirected.
+    pub fn authorization(&self) -> Option<&HeaderValue> {
+        self.authorization.as_ref()
+    }
+
+    /// An empty map that connects (and authenticates) as this one does, for a request that must not
+    /// be redirected.
     pub fn fresh(&self) -> Arc<LeaderMap> {
-        LeaderMap::with_tls(self.tls.clone())
+        LeaderMap::with(self.tls.clone(), self.authorization.clone())
     }
 
     /// Where a request for `key` (if it has one) sent to `home` should go now. All locks here are
@@ -371,10 +379,11 @@ impl Client {
             self.connections.remove(target);
             return Err(failed(err.to_string()));
         }
-        let request = Request::builder()
-            .method(method.clone())
-            .uri(path)
-            .header(HOST, target.authority())
+        let mut request = Request::builder().method(method.clone()).uri(path).header(HOST, target.authority());
+        if let Some(authorization) = self.leaders.authorization() {
+            request = request.header(AUTHORIZATION, authorization.clone());
+        }
+        let request = request
             .body(Full::new(body.clone()))
             .map_err(|err| RequestError::Build { path: path.into(), reason: err.to_string() })?;
         let response = match sender.send_request(request).await {

@@ -30,7 +30,9 @@ use bytesize::ByteSize;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::config::MAX_KEY_SIZE;
+use crate::security::auth::Credentials;
 use client::{Client, Endpoint, LeaderMap};
+use hyper::header::HeaderValue;
 use report::{Outcome, Report, ServerReport, Settings, Stats};
 use workload::{Generator, KeyDistribution, KeySpace, Op, Workload};
 
@@ -104,6 +106,13 @@ pub struct BenchArgs {
     /// Fail (exit 1, after the report) if more than this fraction of the measured requests failed
     #[arg(long, value_name = "FRACTION", default_value_t = 0.01)]
     pub max_error_rate: f64,
+    /// Credentials sent with every request (HTTP Basic) once auth is enabled: NAME:PASSWORD. Each
+    /// Basic request costs the node a password hash; a token from POST /auth/token avoids it (--token)
+    #[arg(long, value_name = "NAME:PASSWORD", env = "FEKV_USER", hide_env_values = true)]
+    pub user: Option<String>,
+    /// A bearer token from POST /auth/token, sent with every request instead of --user
+    #[arg(long, value_name = "TOKEN", conflicts_with = "user")]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -148,6 +157,8 @@ pub struct Plan {
     pub server_pids: Vec<u32>,
     pub json: bool,
     pub max_error_rate: f64,
+    /// The `Authorization` every request carries.
+    pub authorization: Option<HeaderValue>,
 }
 
 impl BenchArgs {
@@ -198,6 +209,20 @@ impl BenchArgs {
         if !(0.0..=1.0).contains(&self.max_error_rate) {
             return invalid("max-error-rate", format!("{} is not a fraction from 0 to 1", self.max_error_rate));
         }
+        let credentials = match (&self.user, &self.token) {
+            (Some(user), _) => match user.split_once(':') {
+                Some((name, password)) if !name.is_empty() => {
+                    Some(Credentials::Password { user: name.into(), password: password.into() })
+                }
+                _ => return invalid("user", "expected NAME:PASSWORD".into()),
+            },
+            (None, Some(token)) => Some(Credentials::Token(token.clone())),
+            (None, None) => None,
+        };
+        let authorization = credentials
+            .map(|credentials| HeaderValue::from_str(&credentials.to_authorization()))
+            .transpose()
+            .map_err(|_| BenchError::InvalidArgument { flag: "user", reason: "not a valid header value".into() })?;
         Ok(Plan {
             endpoints,
             connections: self.connections,
@@ -212,6 +237,7 @@ impl BenchArgs {
             server_pids: self.server_pid.clone(),
             json: self.json,
             max_error_rate: self.max_error_rate,
+            authorization,
         })
     }
 }
@@ -243,7 +269,7 @@ pub async fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<Report, BenchE
         server::cpu_time(&plan.server_pids)
             .map_err(|reason| BenchError::InvalidArgument { flag: "server-pid", reason })?;
     }
-    let leaders = LeaderMap::with_tls(tls_connector(args)?);
+    let leaders = LeaderMap::with(tls_connector(args)?, plan.authorization.clone());
     leaders.add_nodes(&plan.endpoints);
     leaders.refresh(plan.timeout).await;
     if plan.prefill {

@@ -6,8 +6,10 @@
 //! - [`config`]: each command's TLS flags and the node's `[tls]` table;
 //! - [`runtime`]: a process's loaded configs, watched and reloaded on SIGHUP;
 //! - [`auth`]: the auth state, permission checks, passwords, tokens and credentials. It lives in the
-//!   placement crate, which owns the replicated state, and is re-exported here for the node.
+//!   placement crate, which owns the replicated state, and is re-exported here for the node;
+//! - [`node_auth`]: the node's authenticator, fed and persisted from placement's auth states.
 
+pub mod node_auth;
 pub mod config;
 pub mod runtime;
 pub mod tls;

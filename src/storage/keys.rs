@@ -40,6 +40,9 @@ pub const STORE_IDENT_KEY: &[u8] = b"store_ident";
 /// `meta`: the on-disk format version, a u32 (big-endian). Absent in format 1, which kept it only
 /// inside the store identity.
 pub const FORMAT_VERSION_KEY: &[u8] = b"format_version";
+/// In `meta`: the last auth state placement sent (users, roles, the token key), so a node restarted
+/// while placement is down still checks requests.
+pub const AUTH_STATE_KEY: &[u8] = b"auth_state";
 
 /// A key as text for messages and JSON: printable ASCII as it is, anything else percent-encoded
 /// (the form the key takes in a URL).

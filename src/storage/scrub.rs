@@ -268,6 +268,9 @@ impl Pass<'_> {
             Table::Meta if key == keys::STORE_IDENT_KEY => {
                 StoreIdent::decode(payload).map(drop).map_err(|e| undecodable(&e))
             }
+            Table::Meta if key == keys::AUTH_STATE_KEY => {
+                crate::proto::AuthState::decode(payload).map(drop).map_err(|e| undecodable(&e))
+            }
             Table::Meta if key == keys::FORMAT_VERSION_KEY => match payload.len() {
                 4 => Ok(()),
                 n => Err(format!("does not decode: {n} bytes, not 4")),

@@ -66,6 +66,15 @@ impl Engine {
         self.put_msg(txn, Table::Meta, keys::STORE_IDENT_KEY, ident)
     }
 
+    /// The auth state this node last received from placement (`None`: never; auth is then off).
+    pub fn auth_state(&self, txn: &RoTxn<'_>) -> Result<Option<crate::proto::AuthState>> {
+        self.get_msg(txn, Table::Meta, keys::AUTH_STATE_KEY, || "auth state".into())
+    }
+
+    pub fn put_auth_state(&self, txn: &mut RwTxn<'_>, state: &crate::proto::AuthState) -> Result<()> {
+        self.put_msg(txn, Table::Meta, keys::AUTH_STATE_KEY, state)
+    }
+
     pub fn raft_state(&self, txn: &RoTxn<'_>, region_id: u64) -> Result<Option<RaftLocalState>> {
         self.get_msg(txn, Table::RaftState, &keys::region_key(region_id), || {
             format!("raft state of region {region_id}")

@@ -18,6 +18,11 @@ use crate::auth::state::AuthState;
 use crate::auth::token::TokenError;
 use crate::auth::view::{AuthView, Principal};
 
+/// What a store token's user name starts with.
+const STORE_TOKEN_PREFIX: &str = "store:";
+/// A node makes a fresh store token for every round of calls; this only bounds a leaked one.
+const STORE_TOKEN_TTL: Duration = Duration::from_secs(60);
+
 #[derive(Debug, Clone, Copy)]
 pub struct AuthenticatorOptions {
     /// How long an issued token is valid. etcd's tokens last 5 minutes by default; so do fekv's.
@@ -89,8 +94,10 @@ pub struct Authenticator {
     view: RwLock<Arc<AuthView>>,
     limiter: LoginLimiter,
     token_ttl: Duration,
-    /// Checked in place of an unknown user's hash.
-    stand_in: PasswordHash,
+    password_cost: PasswordCost,
+    /// Checked in place of an unknown user's hash; made on the first such login, not at start (a
+    /// node would pay a whole hash, about a second in a debug build, every time it opens).
+    stand_in: std::sync::OnceLock<Option<PasswordHash>>,
 }
 
 impl Authenticator {
@@ -104,7 +111,8 @@ impl Authenticator {
             view: RwLock::new(Arc::new(AuthView::new(state))),
             limiter: LoginLimiter::new(options.limiter, hook),
             token_ttl: options.token_ttl,
-            stand_in: PasswordHash::new("not a password anyone has", options.password_cost)?,
+            password_cost: options.password_cost,
+            stand_in: std::sync::OnceLock::new(),
         })
     }
 
@@ -182,10 +190,20 @@ impl Authenticator {
         let verified = match known {
             Some(known) => known.password_hash.verify(password).then_some(known.credential_revision),
             None => {
-                self.stand_in.verify(password);
+                let stand_in = self.stand_in.get_or_init(|| {
+                    PasswordHash::new("not a password anyone has", self.password_cost)
+                        .inspect_err(|err| tracing::error!(error = %err, "cannot make the stand-in password hash"))
+                        .ok()
+                });
+                if let Some(stand_in) = stand_in {
+                    stand_in.verify(password);
+                }
                 None
             }
         };
+        if verified.is_some() {
+            self.limiter.record_success();
+        }
         verified.ok_or_else(|| {
             self.limiter.record_failure(bucket, client_ip, now);
             tracing::debug!(user, %client_ip, "failed login");
@@ -193,8 +211,21 @@ impl Authenticator {
         })
     }
 
+    /// A short-lived token saying "store `store_id`", for a node's calls to placement's read RPCs
+    /// while auth is enabled (`None` while it is not). Only a holder of the cluster's token key, that
+    /// is a member that received the auth state, can make one; its name holds a ':', which no user
+    /// name may, so it can never pass for a user.
+    pub fn store_token(&self, store_id: u64, now: SystemTime) -> Option<String> {
+        let view = self.view();
+        view.enabled()
+            .then(|| view.token_key().issue(&format!("{STORE_TOKEN_PREFIX}{store_id}"), 0, now + STORE_TOKEN_TTL))
+    }
+
     fn check_token(&self, view: &AuthView, token: &str, now: SystemTime) -> Result<Principal, AuthenticationError> {
         let claims = view.token_key().verify(token, now)?;
+        if let Some(store_id) = claims.user.strip_prefix(STORE_TOKEN_PREFIX) {
+            return store_id.parse().map(Principal::Store).map_err(|_| TokenError::Malformed.into());
+        }
         if claims.credential_revision > view.revision() {
             return Err(AuthenticationError::StateBehind);
         }

@@ -47,6 +47,8 @@ impl Default for LimiterPolicy {
 /// What the limiter tells the metric hook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoginEvent {
+    /// A password check succeeded.
+    Succeeded,
     /// A password (or token) check failed.
     Failed,
     /// A login was refused without a check, its bucket being empty.
@@ -57,6 +59,7 @@ impl LoginEvent {
     /// A metric label.
     pub fn as_str(self) -> &'static str {
         match self {
+            LoginEvent::Succeeded => "succeeded",
             LoginEvent::Failed => "failed",
             LoginEvent::Throttled => "throttled",
         }
@@ -108,6 +111,11 @@ impl LoginLimiter {
         }
         self.ips.lock().take(&ip, now);
         self.notify(LoginEvent::Failed);
+    }
+
+    /// Tells the hook of a successful password check (the limiter itself forgets nothing for it).
+    pub fn record_success(&self) {
+        self.notify(LoginEvent::Succeeded);
     }
 
     pub fn policy(&self) -> LimiterPolicy {

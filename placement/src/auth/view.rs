@@ -16,12 +16,15 @@ pub enum Principal {
     Unchecked,
     /// An authenticated user.
     User(String),
+    /// A cluster member, by a store token (see [`super::Authenticator::store_token`]): placement's
+    /// read RPCs only, no keys and no administration.
+    Store(u64),
 }
 
 impl Principal {
     pub fn user(&self) -> Option<&str> {
         match self {
-            Principal::Unchecked => None,
+            Principal::Unchecked | Principal::Store(_) => None,
             Principal::User(user) => Some(user),
         }
     }
@@ -120,7 +123,7 @@ impl AuthView {
     fn check(&self, who: &Principal, granted: impl Fn(&UserView) -> bool) -> bool {
         match who {
             _ if !self.enabled => true,
-            Principal::Unchecked => false,
+            Principal::Unchecked | Principal::Store(_) => false,
             Principal::User(name) => self.users.get(name).is_some_and(|user| user.root || granted(user)),
         }
     }

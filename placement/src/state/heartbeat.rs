@@ -58,7 +58,13 @@ impl Placement {
                 inner.bootstrapped = true;
                 inner.dirty.meta = true;
             }
-            Ok(RegisterStoreResponse { store_id, cluster_id: inner.cluster_id, store_secret: admitted.new_secret })
+            Ok(RegisterStoreResponse {
+                store_id,
+                cluster_id: inner.cluster_id,
+                store_secret: admitted.new_secret,
+                // The service adds the auth state (see `auth_newer_than`).
+                auth: None,
+            })
         })
     }
 

@@ -93,6 +93,7 @@ mod tests {
             version: "test".into(),
             cluster_id,
             store_secret: secret.to_vec(),
+            auth_revision: 0,
         }
     }
 

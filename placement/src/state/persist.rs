@@ -1,6 +1,7 @@
 //! Placement's state in its LMDB environment, one record per thing, each framed with its crc32c:
 //! - `meta`: the cluster id, the next id, whether the first region was bootstrapped, the schedulers
 //!   switched off (a [`PlacementState`] without stores or regions);
+//! - `auth`: the [`crate::proto::AuthState`] (users, roles, the token key);
 //! - `store/<store_id>`: a [`StoreInfo`]; `region/<region_id>`: a [`RegionInfo`] (ids big-endian).
 //!
 //! A change writes only the records it touched: callers mark them dirty in [`Inner`] while they hold
@@ -24,6 +25,7 @@ const LEGACY_STATE_KEY: &[u8] = b"state";
 const META_KEY: &[u8] = b"meta";
 const STORE_PREFIX: &[u8] = b"store/";
 const REGION_PREFIX: &[u8] = b"region/";
+const AUTH_KEY: &[u8] = b"auth";
 
 fn record_key(prefix: &[u8], id: u64) -> Vec<u8> {
     [prefix, &id.to_be_bytes()].concat()
@@ -36,11 +38,12 @@ pub(super) struct Dirty {
     pub stores: BTreeSet<u64>,
     /// Written if the region is in the tree, deleted if it is not (replaced by a split's halves).
     pub regions: BTreeSet<u64>,
+    pub auth: bool,
 }
 
 impl Dirty {
     fn is_empty(&self) -> bool {
-        !self.meta && self.stores.is_empty() && self.regions.is_empty()
+        !self.meta && !self.auth && self.stores.is_empty() && self.regions.is_empty()
     }
 }
 
@@ -90,6 +93,9 @@ impl Inner {
             };
             writes.push((META_KEY.to_vec(), Some(frame(&meta))));
         }
+        if dirty.auth {
+            writes.push((AUTH_KEY.to_vec(), Some(frame(&self.auth.to_proto()))));
+        }
         for store_id in dirty.stores {
             let store = self.stores.get(&store_id).map(frame);
             writes.push((record_key(STORE_PREFIX, store_id), store));
@@ -105,6 +111,7 @@ impl Inner {
     /// Marks every record dirty (a new environment, or one converted from the old layout).
     fn mark_all_dirty(&mut self) {
         self.dirty.meta = true;
+        self.dirty.auth = true;
         self.dirty.stores.extend(self.stores.keys().copied());
         self.dirty.regions.extend(self.regions.iter().filter_map(|info| info.region.as_ref().map(|r| r.region_id)));
     }
@@ -117,6 +124,9 @@ pub(super) fn read_records(
 ) -> Result<Option<PlacementState>, PlacementError> {
     let Some(stored) = db.get(txn, META_KEY)? else { return Ok(None) };
     let mut state: PlacementState = unframe(META_KEY, stored)?;
+    if let Some(stored) = db.get(txn, AUTH_KEY)? {
+        state.auth = Some(unframe(AUTH_KEY, stored)?);
+    }
     for entry in db.prefix_iter(txn, STORE_PREFIX)? {
         let (key, value) = entry?;
         state.stores.push(unframe(key, value)?);
@@ -134,16 +144,16 @@ pub(super) fn load(env: &Env, db: Database<Bytes, Bytes>, operator_timeout: Dura
     let mut txn = env.write_txn()?;
     let legacy = db.get(&txn, LEGACY_STATE_KEY)?.map(|stored| unframe::<PlacementState>(LEGACY_STATE_KEY, stored));
     let mut inner = if let Some(state) = legacy {
-        let mut inner = Inner::from_state(state?, operator_timeout);
+        let mut inner = Inner::from_state(state?, operator_timeout)?;
         inner.mark_all_dirty();
         db.delete(&mut txn, LEGACY_STATE_KEY)?;
         tracing::info!("placement state converted to one record per store and region");
         inner
     } else if let Some(state) = read_records(&txn, db)? {
-        Inner::from_state(state, operator_timeout)
+        Inner::from_state(state, operator_timeout)?
     } else {
         let state = PlacementState { cluster_id: rand::random(), next_id: 1, ..Default::default() };
-        let mut inner = Inner::from_state(state, operator_timeout);
+        let mut inner = Inner::from_state(state, operator_timeout)?;
         inner.mark_all_dirty();
         inner
     };
@@ -439,6 +449,7 @@ mod tests {
                     regions: inner.regions.iter().cloned().collect(),
                     bootstrapped: inner.bootstrapped,
                     disabled_schedulers: vec![BALANCE_REGION.to_string()],
+                    auth: None,
                 }
             };
             let (env, db) = p.writer.storage();

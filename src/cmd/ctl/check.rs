@@ -48,7 +48,8 @@ pub(super) async fn run(
     for (i, (store_id, http_addr)) in nodes.iter().cloned().enumerate() {
         let (client, timeout) = (client.clone(), args.timeout);
         tasks.spawn(async move {
-            let (store_id, report) = match tokio::time::timeout(timeout, check_node(&client, &http_addr)).await {
+            let checked = check_node(&client, &http_addr);
+            let (store_id, report) = match tokio::time::timeout(timeout, checked).await {
                 // A node given by address says which store it is.
                 Ok(Ok((answered_id, report))) => (answered_id, Ok(report)),
                 Ok(Err(error)) => (store_id, Err(error)),

@@ -6,14 +6,19 @@ use super::*;
 /// The placement service, every call bounded by [`CALL_TIMEOUT`].
 pub(super) struct PlacementConn {
     addr: String,
-    client: PlacementClient<Channel>,
+    pub(super) channel: Channel,
+    /// The caller's credentials, on every call.
+    pub(super) header: super::auth::AuthHeader,
+    client: PlacementClient<super::auth::Intercepted>,
 }
 
 impl PlacementConn {
-    /// Placement at `addr` (`host:port`, or an `http://` or `https://` URL), over TLS with `tls`.
+    /// Placement at `addr` (`host:port`, or an `http://` or `https://` URL), over TLS with `tls`;
+    /// `authorization`: the `Authorization` value every call carries, if any.
     pub(super) fn new(
         addr: &str,
         tls: Option<std::sync::Arc<crate::security::tls::ClientTls>>,
+        authorization: Option<&str>,
     ) -> Result<PlacementConn, CtlError> {
         let invalid = |reason: String| CtlError::Address { addr: addr.to_string(), reason };
         // Take a URL too, as people paste them.
@@ -26,7 +31,13 @@ impl PlacementConn {
             .connect_timeout(CALL_TIMEOUT)
             .timeout(CALL_TIMEOUT);
         let channel = crate::security::tls::grpc::lazy_channel(&endpoint, tls.as_ref());
-        Ok(PlacementConn { addr: addr.to_string(), client: PlacementClient::new(channel) })
+        let value = authorization
+            .map(|value| value.parse())
+            .transpose()
+            .map_err(|_| CtlError::Credentials("the user name or password cannot be sent (not ASCII?)".into()))?;
+        let header = super::auth::AuthHeader(value);
+        let client = PlacementClient::with_interceptor(channel.clone(), header.clone());
+        Ok(PlacementConn { addr: addr.to_string(), channel, header, client })
     }
 
     /// Awaits one RPC with a deadline; transport failures mean unreachable, anything else is

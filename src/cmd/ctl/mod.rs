@@ -11,6 +11,7 @@
 //! - this file: the command line, the errors, and which command does what;
 //! - `client`: the placement service, every call bounded;
 //! - `actions`: the commands that change something, and their `--wait`;
+//! - `auth`: users, roles and the auth switch, and the credentials every call carries;
 //! - `probe`: the nodes, asked directly (`http`: over HTTP or HTTPS);
 //! - `render`: tables and JSON.
 
@@ -23,6 +24,7 @@ use serde_json::{json, Value};
 use tonic::transport::Channel;
 
 mod actions;
+mod auth;
 mod check;
 mod client;
 mod http;
@@ -30,6 +32,7 @@ mod probe;
 mod render;
 
 use actions::{finish_operator, remove_store, split, transfer_leader};
+pub use auth::{AuthCommand, CredentialArgs, RoleCommand, UserCommand};
 use client::PlacementConn;
 use http::NodeHttp;
 use probe::{fail_if_any, probe_all, NodeProbe};
@@ -54,6 +57,8 @@ pub struct CtlArgs {
     /// Output format
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table, global = true)]
     pub output: Output,
+    #[command(flatten)]
+    pub credentials: CredentialArgs,
     /// TLS to placement and the nodes (https://); mutual with --cert and --key
     #[command(flatten)]
     pub tls: crate::security::config::ClientTlsArgs,
@@ -107,6 +112,15 @@ pub enum CtlCommand {
     Scheduler(SchedulerCommand),
     /// Have every node check its whole store for damage now, and print what they found
     Check(check::CheckArgs),
+    /// Users of the client API (once auth is enabled, every request needs one)
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Roles: which key prefixes their users may read or write
+    #[command(subcommand)]
+    Role(RoleCommand),
+    /// Turn auth on or off, or see whether it is on
+    #[command(subcommand)]
+    Auth(AuthCommand),
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -244,6 +258,8 @@ pub enum CtlError {
     Nodes { failed: usize, total: usize, what: &'static str },
     #[error("cannot write the output: {0}")]
     Output(#[from] std::io::Error),
+    #[error("{0}")]
+    Credentials(String),
     #[error(transparent)]
     Tls(#[from] crate::security::tls::TlsError),
 }
@@ -251,12 +267,16 @@ pub enum CtlError {
 /// Runs one `fekv ctl` command, printing its result on stdout.
 pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
     use crate::security::tls::{AppProtocol, ClientTls};
+    let authorization = args.credentials.authorization()?;
     let settings = args.tls.settings()?;
     let load = |protocol| settings.clone().map(|s| ClientTls::load(s, protocol).map(std::sync::Arc::new)).transpose();
-    let placement = PlacementConn::new(&args.placement, load(AppProtocol::Grpc)?)?;
-    let nodes_http = NodeHttp::new(load(AppProtocol::Http1)?);
+    let placement = PlacementConn::new(&args.placement, load(AppProtocol::Grpc)?, authorization.as_deref())?;
+    let nodes_http = NodeHttp::new(load(AppProtocol::Http1)?, authorization.as_deref())?;
     let output = args.output;
     match args.command {
+        CtlCommand::User(command) => auth::user(&placement, command, output).await,
+        CtlCommand::Role(command) => auth::role(&placement, command, output).await,
+        CtlCommand::Auth(command) => auth::auth(&placement, command, output).await,
         CtlCommand::Store(StoreCommand::List) => {
             let stores = placement.stores().await?;
             print(&render_stores(&stores, now_ms(), output))

@@ -1,0 +1,52 @@
+//! `--metrics-addr`: a second, plain listener that serves only `/metrics`, `/status`, `/health` and
+//! `/ready`, without credentials (etcd's `--listen-metrics-urls`), so a Prometheus on the same host
+//! scrapes the node while the client listener asks for a user. It has no connection cap and no
+//! auth: keep it on loopback.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use super::{operational, route_name, ApiError, ApiState};
+
+/// Serves the operational endpoints on `listener` until `shutdown` resolves.
+pub async fn serve_metrics(listener: TcpListener, state: Arc<ApiState>, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let state = state.clone();
+                    tokio::spawn(async move {
+                        let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                            let state = state.clone();
+                            async move {
+                                let route = route_name(req.uri().path());
+                                let result = match route {
+                                    "status" | "health" | "ready" | "metrics" => operational(&state, &req, route).await,
+                                    _ => Err(ApiError::NoRoute { path: req.uri().path().to_string() }),
+                                };
+                                Ok::<_, Infallible>(result.unwrap_or_else(ApiError::into_response))
+                            }
+                        });
+                        let served =
+                            hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                        if let Err(err) = served {
+                            tracing::debug!(error = %err, "metrics connection ended with an error");
+                        }
+                    });
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "metrics listener: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = &mut shutdown => break,
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! `fekv ctl user|role|auth`, and the credentials every `ctl` call carries: `--user NAME --password P`
+//! or `--user NAME:P` (etcdctl's forms), sent to placement as `authorization` metadata and to the
+//! nodes as the HTTP header. A password is never prompted for: `user add` and `user passwd` read the
+//! new password from `--new-password` or, without it, from the first line of stdin (`--password` is
+//! the caller's own).
+
+use serde_json::{json, Value};
+use tonic::metadata::{Ascii, MetadataValue};
+
+use super::render::{pretty, Table};
+use super::*;
+use crate::proto::placement_auth_client::PlacementAuthClient;
+use crate::proto::{
+    AuthAccess, AuthGrant, AuthListRequest, AuthReply, AuthRole, RoleGrantRequest, RoleRequest, UserAddRequest,
+    UserChangePasswordRequest, UserInfo, UserRequest, UserRoleRequest,
+};
+use crate::security::auth::{Credentials, KeyRange};
+
+/// `--user` and `--password`, global to every `ctl` command.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct CredentialArgs {
+    /// User to authenticate as, once auth is enabled: NAME, or NAME:PASSWORD
+    #[arg(long, env = "FEKV_USER", global = true)]
+    pub user: Option<String>,
+    /// Password of --user (or give it as --user NAME:PASSWORD)
+    #[arg(long = "password", env = "FEKV_PASSWORD", global = true, hide_env_values = true)]
+    pub password: Option<String>,
+}
+
+impl CredentialArgs {
+    /// The `Authorization` value to send, if a user was given.
+    pub fn authorization(&self) -> Result<Option<String>, CtlError> {
+        let Some(user) = &self.user else { return Ok(None) };
+        let (name, password) = match (user.split_once(':'), &self.password) {
+            (Some((name, password)), None) => (name.to_string(), password.to_string()),
+            (None, Some(password)) => (user.clone(), password.clone()),
+            (Some(_), Some(_)) => {
+                return Err(CtlError::Credentials("give the password in --user NAME:P or --password, not both".into()))
+            }
+            (None, None) => {
+                return Err(CtlError::Credentials(format!(
+                    "--user {user} needs a password: --password P or --user {user}:P"
+                )))
+            }
+        };
+        Ok(Some(Credentials::Password { user: name, password }.to_authorization()))
+    }
+}
+
+/// Adds the `authorization` metadata to every call on a channel.
+#[derive(Clone)]
+pub(super) struct AuthHeader(pub Option<MetadataValue<Ascii>>);
+
+impl tonic::service::Interceptor for AuthHeader {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+pub(super) type Intercepted = tonic::service::interceptor::InterceptedService<Channel, AuthHeader>;
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum UserCommand {
+    /// Add a user (its password from --new-password, else the first line of stdin)
+    Add {
+        name: String,
+        /// The new user's password [default: read from stdin]
+        #[arg(long = "new-password")]
+        new_password: Option<String>,
+    },
+    /// Delete a user (its tokens stop working)
+    Delete { name: String },
+    /// Every user and the roles it holds
+    List,
+    /// Set a user's password (from --new-password, else stdin); its older tokens stop working
+    Passwd {
+        name: String,
+        #[arg(long = "new-password")]
+        new_password: Option<String>,
+    },
+    /// Give a user a role (`root` makes it an administrator)
+    GrantRole {
+        // Not `user`: that is the global --user's id.
+        #[arg(value_name = "USER")]
+        username: String,
+        role: String,
+    },
+    /// Take a role from a user
+    RevokeRole {
+        #[arg(value_name = "USER")]
+        username: String,
+        role: String,
+    },
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum RoleCommand {
+    /// Add a role (with no grants yet)
+    Add { name: String },
+    /// Delete a role and take it from every user
+    Delete { name: String },
+    /// Let a role read (or read and write) every key under a prefix
+    Grant {
+        name: String,
+        /// The key prefix, percent-encoded like keys in the REST API's URLs ("" is every key)
+        #[arg(long)]
+        prefix: String,
+        #[arg(long, conflicts_with = "readwrite", required_unless_present = "readwrite")]
+        read: bool,
+        #[arg(long)]
+        readwrite: bool,
+    },
+    /// Take back a role's grant on a prefix
+    Revoke {
+        name: String,
+        #[arg(long)]
+        prefix: String,
+    },
+    /// Every role and its grants
+    List,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum AuthCommand {
+    /// Require credentials on every request (refused without a root user holding the root role)
+    Enable,
+    /// Stop requiring credentials
+    Disable,
+    /// Whether auth is enabled
+    Status,
+}
+
+/// The password given on the command line, or the first line of stdin.
+fn password_from(given: Option<String>) -> Result<String, CtlError> {
+    if let Some(password) = given {
+        return Ok(password);
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\r', '\n']).to_string();
+    if password.is_empty() {
+        return Err(CtlError::Credentials("no password: give --new-password P, or one line on stdin".into()));
+    }
+    Ok(password)
+}
+
+fn prefix_range(prefix: &str) -> Result<KeyRange, CtlError> {
+    let bytes = match prefix {
+        "" => Vec::new(),
+        raw => parse_key(raw)?,
+    };
+    Ok(KeyRange::prefix(&bytes))
+}
+
+fn grant(role: String, range: &KeyRange, access: AuthAccess) -> RoleGrantRequest {
+    let grant = AuthGrant { start: range.start.clone(), end: range.end_bytes().to_vec(), access: access as i32 };
+    RoleGrantRequest { role, grant: Some(grant) }
+}
+
+impl PlacementConn {
+    fn auth_client(&self) -> PlacementAuthClient<Intercepted> {
+        PlacementAuthClient::with_interceptor(self.channel.clone(), self.header.clone())
+    }
+}
+
+pub(super) async fn user(placement: &PlacementConn, command: UserCommand, output: Output) -> Result<(), CtlError> {
+    let mut auth = placement.auth_client();
+    let reply = match command {
+        UserCommand::List => {
+            let users = placement.call(auth.user_list(AuthListRequest {})).await?.users;
+            return print(&render_users(&users, output));
+        }
+        UserCommand::Add { name, new_password } => {
+            let password = password_from(new_password)?;
+            placement.call(auth.user_add(UserAddRequest { name, password })).await?
+        }
+        UserCommand::Passwd { name, new_password } => {
+            let password = password_from(new_password)?;
+            placement.call(auth.user_change_password(UserChangePasswordRequest { name, password })).await?
+        }
+        UserCommand::Delete { name } => placement.call(auth.user_delete(UserRequest { name })).await?,
+        UserCommand::GrantRole { username: user, role } => {
+            placement.call(auth.user_grant_role(UserRoleRequest { user, role })).await?
+        }
+        UserCommand::RevokeRole { username: user, role } => {
+            placement.call(auth.user_revoke_role(UserRoleRequest { user, role })).await?
+        }
+    };
+    print(&render_status(&reply, output))
+}
+
+pub(super) async fn role(placement: &PlacementConn, command: RoleCommand, output: Output) -> Result<(), CtlError> {
+    let mut auth = placement.auth_client();
+    let reply = match command {
+        RoleCommand::List => {
+            let roles = placement.call(auth.role_list(AuthListRequest {})).await?.roles;
+            return print(&render_roles(&roles, output));
+        }
+        RoleCommand::Add { name } => placement.call(auth.role_add(RoleRequest { name })).await?,
+        RoleCommand::Delete { name } => placement.call(auth.role_delete(RoleRequest { name })).await?,
+        RoleCommand::Grant { name, prefix, readwrite, .. } => {
+            let access = if readwrite { AuthAccess::ReadWrite } else { AuthAccess::Read };
+            placement.call(auth.role_grant(grant(name, &prefix_range(&prefix)?, access))).await?
+        }
+        RoleCommand::Revoke { name, prefix } => {
+            placement.call(auth.role_revoke(grant(name, &prefix_range(&prefix)?, AuthAccess::Read))).await?
+        }
+    };
+    print(&render_status(&reply, output))
+}
+
+pub(super) async fn auth(placement: &PlacementConn, command: AuthCommand, output: Output) -> Result<(), CtlError> {
+    let mut auth = placement.auth_client();
+    let reply = match command {
+        AuthCommand::Enable => placement.call(auth.auth_enable(AuthListRequest {})).await?,
+        AuthCommand::Disable => placement.call(auth.auth_disable(AuthListRequest {})).await?,
+        AuthCommand::Status => placement.call(auth.auth_status(AuthListRequest {})).await?,
+    };
+    print(&render_status(&reply, output))
+}
+
+fn render_status(reply: &AuthReply, output: Output) -> String {
+    if output == Output::Json {
+        return pretty(&json!({ "enabled": reply.enabled, "revision": reply.revision }));
+    }
+    format!("auth {} (revision {})\n", if reply.enabled { "enabled" } else { "disabled" }, reply.revision)
+}
+
+fn render_users(users: &[UserInfo], output: Output) -> String {
+    if output == Output::Json {
+        return pretty(&Value::Array(users.iter().map(|u| json!({ "name": u.name, "roles": u.roles })).collect()));
+    }
+    let mut table = Table::new(vec!["USER", "ROLES"]);
+    for user in users {
+        table.row(vec![user.name.clone(), user.roles.join(",")]);
+    }
+    table.render()
+}
+
+fn render_roles(roles: &[AuthRole], output: Output) -> String {
+    let grants = |role: &AuthRole| -> Vec<(String, &'static str)> {
+        role.grants
+            .iter()
+            .map(|g| {
+                let range = KeyRange::from_wire(&g.start, &g.end).map_or_else(|e| e.to_string(), |r| r.to_string());
+                let access = if g.access == AuthAccess::ReadWrite as i32 { "readwrite" } else { "read" };
+                (range, access)
+            })
+            .collect()
+    };
+    if output == Output::Json {
+        let roles = roles.iter().map(|role| {
+            let grants: Vec<Value> =
+                grants(role).into_iter().map(|(range, access)| json!({ "range": range, "access": access })).collect();
+            json!({ "name": role.name, "grants": grants })
+        });
+        return pretty(&Value::Array(roles.collect()));
+    }
+    let mut table = Table::new(vec!["ROLE", "GRANTS"]);
+    for role in roles {
+        let text = match role.name.as_str() {
+            crate::security::auth::ROOT => "everything (built in)".to_string(),
+            _ => grants(role)
+                .into_iter()
+                .map(|(range, access)| format!("{access} {range}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        table.row(vec![role.name.clone(), text]);
+    }
+    table.render()
+}
