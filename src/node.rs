@@ -344,7 +344,7 @@ fn open_engine(config: &Config, metrics: &Metrics) -> Result<(DirLock, Engine), 
 
 /// The node's auth state as it last received it (see [`crate::security::node_auth`]).
 fn open_auth(config: &Config, engine: &Engine, metrics: &Arc<Metrics>) -> Result<Arc<NodeAuth>, NodeError> {
-    Ok(Arc::new(NodeAuth::open(engine.clone(), auth_options(config)?, metrics)?))
+    Ok(Arc::new(NodeAuth::open(engine.clone(), auth_options(config)?, metrics.auth_logins.clone())?))
 }
 
 fn auth_options(config: &Config) -> Result<NodeAuthOptions, NodeError> {

@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::metrics::Metrics;
+use prometheus::IntCounterVec;
+
 use crate::proto;
 use crate::security::auth::{
     AuthAdminError, AuthState, Authenticator, AuthenticatorOptions, LoginHook, PasswordCost, PasswordError,
@@ -47,8 +48,10 @@ pub struct NodeAuth {
 }
 
 impl NodeAuth {
-    /// The state stored in `engine`'s `meta`, or none (auth off) until placement sends one.
-    pub fn open(engine: Engine, options: NodeAuthOptions, metrics: &Arc<Metrics>) -> Result<NodeAuth, NodeAuthError> {
+    /// The state stored in `engine`'s `meta`, or none (auth off) until placement sends one. Each
+    /// login's outcome is counted in `logins` (the node's `fekv_auth_logins_total`), handed in so
+    /// that security needs nothing of the node's metrics.
+    pub fn open(engine: Engine, options: NodeAuthOptions, logins: IntCounterVec) -> Result<NodeAuth, NodeAuthError> {
         let stored = {
             let txn = engine.read_txn()?;
             engine.auth_state(&txn)?
@@ -57,8 +60,7 @@ impl NodeAuth {
             Some(wire) => AuthState::from_proto(wire)?,
             None => none_yet(),
         };
-        let counter = metrics.auth_logins.clone();
-        let hook: LoginHook = Arc::new(move |event| counter.with_label_values(&[event.as_str()]).inc());
+        let hook: LoginHook = Arc::new(move |event| logins.with_label_values(&[event.as_str()]).inc());
         let client_tls = options.client_tls;
         let options = AuthenticatorOptions {
             token_ttl: options.token_ttl,
@@ -160,12 +162,16 @@ mod tests {
     #[test]
     fn a_received_state_is_kept_across_a_restart_and_older_ones_are_ignored() {
         let dir = tempfile::tempdir().unwrap();
-        let metrics = Arc::new(Metrics::new());
-        let engine_options = crate::node::engine_options(&crate::config::Config::default(), &metrics);
+        let engine_options = crate::storage::EngineOptions {
+            checksum_failures: prometheus::IntCounter::new("failures", "test").unwrap(),
+            map_size: 64 << 20,
+            max_readers: 16,
+        };
+        let logins = || IntCounterVec::new(prometheus::Opts::new("logins", "test"), &["outcome"]).unwrap();
         let open = || Engine::open(dir.path(), &engine_options).unwrap();
         let state = enabled_state();
         {
-            let auth = NodeAuth::open(open(), options(), &metrics).unwrap();
+            let auth = NodeAuth::open(open(), options(), logins()).unwrap();
             assert_eq!(auth.revision(), 0);
             assert!(!auth.authenticator().view().enabled());
             assert!(auth.receive(&state.to_proto()).unwrap());
@@ -173,7 +179,7 @@ mod tests {
             assert!(!auth.receive(&older).unwrap(), "an older state is ignored");
             assert!(auth.store_authorization(7).is_some_and(|value| value.starts_with("Bearer fekv1.")));
         }
-        let auth = NodeAuth::open(open(), options(), &metrics).unwrap();
+        let auth = NodeAuth::open(open(), options(), logins()).unwrap();
         assert_eq!(auth.revision(), state.revision());
         assert!(auth.authenticator().view().enabled(), "a restarted node still enforces auth");
     }
