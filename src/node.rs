@@ -28,10 +28,10 @@ use crate::raftstore::peer_storage::PeerStorage;
 use crate::raftstore::store::{self, StoreConfig};
 use crate::raftstore::{RaftstoreExit, RaftstoreHandle, Router};
 use crate::security::node_auth::{self, NodeAuth, NodeAuthError, NodeAuthOptions};
-use crate::storage::scrub::background::{ScrubSchedule, Scrubber};
-use crate::storage::{Engine, EngineOptions, StorageError};
 use crate::security::runtime::TlsSet;
 use crate::security::tls::{AcceptorOptions, AppProtocol, ClientTls, ServerTls, TlsError, TlsIncoming};
+use crate::storage::scrub::background::{ScrubSchedule, Scrubber};
+use crate::storage::{Engine, EngineOptions, StorageError};
 use crate::transport::grpc::{GrpcTransport, RaftTransportService, SnapshotLimits};
 
 /// Bumped when the on-disk layout changes incompatibly. 2: every checksum covers its record's
@@ -460,14 +460,9 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
             // What others are told to connect to; never 0.0.0.0 or ::.
             let advertised_raft = config.advertised_raft_addr(raft_addr)?;
             let advertised_http = config.advertised_http_addr(http_addr)?;
-            let (node, client, identity) = Node::start_clustered(
-                &config,
-                placement,
-                &advertised_raft,
-                &advertised_http,
-                tls.peer_client.clone(),
-            )
-            .await?;
+            let (node, client, identity) =
+                Node::start_clustered(&config, placement, &advertised_raft, &advertised_http, tls.peer_client.clone())
+                    .await?;
             let service = RaftTransportService::new(node.router().store_inbox(), snapshot_limits(&config));
             let raft_stopped = stopped(stop_rx.clone());
             let server = tonic::transport::Server::builder().add_service(service);
@@ -541,8 +536,10 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
     );
     match &tls.api {
         Some(api_tls) => {
-            let options =
-                AcceptorOptions { hook: Some(node.state.metrics.handshake_hook("client")), ..AcceptorOptions::default() };
+            let options = AcceptorOptions {
+                hook: Some(node.state.metrics.handshake_hook("client")),
+                ..AcceptorOptions::default()
+            };
             node.serve(TlsIncoming::new(http_listener, api_tls.clone(), options), stopped(stop_rx)).await
         }
         None => node.serve(http_listener, stopped(stop_rx)).await,

@@ -293,12 +293,8 @@ impl FakeLeader {
                 ..Default::default()
             })
             .collect();
-        let request = fekv::proto::StoreHeartbeatRequest {
-            store_id,
-            peers,
-            store_secret: secret.to_vec(),
-            ..Default::default()
-        };
+        let request =
+            fekv::proto::StoreHeartbeatRequest { store_id, peers, store_secret: secret.to_vec(), ..Default::default() };
         client.store_heartbeat(request).await.unwrap().into_inner().operators
     }
 

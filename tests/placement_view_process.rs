@@ -93,17 +93,34 @@ async fn after_a_split_storm_placement_knows_every_region_and_hears_of_a_new_lea
     let mut client = PlacementClient::connect(format!("http://{}", placement.addr)).await.unwrap();
 
     // Every region, its epoch and its leader, as the nodes' leaders have them.
+    // A leader may change between the nodes' listing and placement's answer (elections on a loaded
+    // machine): the whole comparison is retried until one pass agrees, within a deadline.
     wait_views_agree(&mut client, &nodes, Duration::from_secs(10)).await;
-    let nodes_say = led_by_nodes(&nodes).await;
-    for key in &keys {
-        let request = GetRegionByKeyRequest { key: key.as_bytes().to_vec() };
-        let found = client.get_region_by_key(request).await.unwrap().into_inner().region;
-        let info = found.unwrap_or_else(|| panic!("placement knows no region holding {key}"));
-        let region = info.region.as_ref().unwrap();
-        assert!(fekv::raftstore::region_map::region_contains(region, key.as_bytes()), "{key} not in {region:?}");
-        let (region_id, led) = as_led(&info).unwrap();
-        assert_eq!(nodes_say.get(&region_id), Some(&led), "{key}: region {region_id} as placement has it");
-    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let nodes_say = loop {
+        let nodes_say = led_by_nodes(&nodes).await;
+        let mut differ = None;
+        for key in &keys {
+            let request = GetRegionByKeyRequest { key: key.as_bytes().to_vec() };
+            let found = client.get_region_by_key(request).await.unwrap().into_inner().region;
+            let info = found.unwrap_or_else(|| panic!("placement knows no region holding {key}"));
+            let region = info.region.as_ref().unwrap();
+            assert!(fekv::raftstore::region_map::region_contains(region, key.as_bytes()), "{key} not in {region:?}");
+            let (region_id, led) = as_led(&info).unwrap();
+            if nodes_say.get(&region_id) != Some(&led) {
+                differ = Some(format!(
+                    "{key}: region {region_id} led by {led:?} as placement has it, {:?} as the nodes",
+                    nodes_say.get(&region_id)
+                ));
+                break;
+            }
+        }
+        match differ {
+            None => break nodes_say,
+            Some(what) => assert!(Instant::now() < deadline, "{what}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
 
     // A new leader: placement hears of it within a couple of heartbeats (500 ms each) of the node.
     let (&region_id, &(from, _, _)) = nodes_say.iter().min_by_key(|(id, _)| **id).unwrap();

@@ -19,9 +19,9 @@ use fekv::node::engine_options;
 use fekv::proto::{Peer, RegionEpoch, RegionLocalState};
 use fekv::raftstore::msg::StoreMsg;
 use fekv::raftstore::peer_storage::PeerStorage;
+use fekv::raftstore::transport::RaftEnvelope;
 use fekv::raftstore::PeerStatus;
 use fekv::storage::Engine;
-use fekv::raftstore::transport::RaftEnvelope;
 
 /// Issue 14, fault 1: a follower is cut off (its links hold what is sent to it, as the gRPC
 /// transport's queues do), a peer is added on a free store, the cut-off follower is removed, and

@@ -4,9 +4,9 @@
 //! plain HTTP to the HTTPS listener, raft and placement connections without a certificate or with
 //! one of another CA, a forged `MsgTimeoutNow`, and a registration that claims an existing store.
 
-mod common;
 #[path = "common/certs.rs"]
 mod certs;
+mod common;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -236,8 +236,7 @@ async fn a_cluster_with_tls_everywhere_serves_https_and_refuses_every_unauthenti
         let p = peers.iter().find(|p| p["store_id"] == store_id).unwrap();
         Peer { peer_id: p["peer_id"].as_u64().unwrap(), store_id }
     };
-    let follower_store =
-        peers.iter().map(|p| p["store_id"].as_u64().unwrap()).find(|s| *s != leader_store).unwrap();
+    let follower_store = peers.iter().map(|p| p["store_id"].as_u64().unwrap()).find(|s| *s != leader_store).unwrap();
     let follower_raft = cluster.store(follower_store)["raft_addr"].as_str().unwrap().to_string();
     let mut timeout_now = raft::eraftpb::Message::default();
     timeout_now.set_msg_type(raft::eraftpb::MessageType::MsgTimeoutNow);
@@ -265,7 +264,10 @@ async fn a_cluster_with_tls_everywhere_serves_https_and_refuses_every_unauthenti
     let pki = &cluster.pki;
     for (who, tls) in [
         ("no client certificate", cluster.client_tls(None, &pki.ca_file, AppProtocol::Grpc)),
-        ("another CA's certificate", cluster.client_tls(Some(&pki.other_client_files), &pki.ca_file, AppProtocol::Grpc)),
+        (
+            "another CA's certificate",
+            cluster.client_tls(Some(&pki.other_client_files), &pki.ca_file, AppProtocol::Grpc),
+        ),
     ] {
         let endpoint = fekv::security::tls::grpc::endpoint(&follower_raft, Some(&tls)).unwrap();
         let sent = match fekv::security::tls::grpc::connect(&endpoint, Some(&tls)).await {
@@ -287,16 +289,17 @@ async fn a_cluster_with_tls_everywhere_serves_https_and_refuses_every_unauthenti
     let placement = &cluster.placement.addr;
     for (who, tls) in [
         ("no client certificate", cluster.client_tls(None, &pki.ca_file, AppProtocol::Grpc)),
-        ("another CA's certificate", cluster.client_tls(Some(&pki.other_client_files), &pki.ca_file, AppProtocol::Grpc)),
+        (
+            "another CA's certificate",
+            cluster.client_tls(Some(&pki.other_client_files), &pki.ca_file, AppProtocol::Grpc),
+        ),
     ] {
         let endpoint = fekv::security::tls::grpc::endpoint(placement, Some(&tls)).unwrap();
         let listed = match fekv::security::tls::grpc::connect(&endpoint, Some(&tls)).await {
             Err(_) => Err(()),
-            Ok(channel) => PlacementClient::new(channel)
-                .get_stores(fekv::proto::GetStoresRequest {})
-                .await
-                .map(drop)
-                .map_err(drop),
+            Ok(channel) => {
+                PlacementClient::new(channel).get_stores(fekv::proto::GetStoresRequest {}).await.map(drop).map_err(drop)
+            }
         };
         assert!(listed.is_err(), "placement with {who}: the handshake must fail");
     }

@@ -179,7 +179,9 @@ async fn writes_racing_leader_changes_are_answered_ok_only_as_applied() {
         let router = cluster.router(leader);
         let write = router.write(
             REGION_ID,
-            vec![Request { cmd: Some(Cmd::Put(PutRequest { key: plain.clone(), value: value(i), precondition: None })) }],
+            vec![Request {
+                cmd: Some(Cmd::Put(PutRequest { key: plain.clone(), value: value(i), precondition: None })),
+            }],
         );
         if let Ok(Ok(written)) = tokio::time::timeout(Duration::from_secs(5), write).await {
             acked.insert(plain, (value(i), written.revision));

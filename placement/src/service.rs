@@ -132,8 +132,7 @@ impl PlacementRpc for PlacementService {
     ) -> Result<Response<StoreHeartbeatResponse>, Status> {
         let peer = caller(&req);
         let req = req.into_inner();
-        let authenticated =
-            self.placement.authenticate_store(req.store_id, &req.store_secret).map_err(status);
+        let authenticated = self.placement.authenticate_store(req.store_id, &req.store_secret).map_err(status);
         log_refusal(&authenticated, "StoreHeartbeat", req.store_id, &peer);
         authenticated?;
         let auth_revision = req.auth_revision;
@@ -141,12 +140,7 @@ impl PlacementRpc for PlacementService {
             .durable(move |p| {
                 let operators = p.store_heartbeat(&req)?;
                 let send_full_report = p.wants_full_report(req.store_id);
-                Ok(StoreHeartbeatResponse {
-                    operators,
-                    stale_peers: p.stale_peers(&req),
-                    send_full_report,
-                    auth: None,
-                })
+                Ok(StoreHeartbeatResponse { operators, stale_peers: p.stale_peers(&req), send_full_report, auth: None })
             })
             .await?;
         let auth = self.placement.auth_newer_than(auth_revision);

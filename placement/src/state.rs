@@ -26,8 +26,8 @@ use parking_lot::Mutex;
 
 use crate::operators::{OpStep, Operators, Priority, RegionState, StoreHealth};
 use crate::proto::{
-    Operator, OperatorInfo, Peer, PeerReport, PlacementState, Region, RegionEpoch, RegionInfo, RegisterStoreRequest, RegisterStoreResponse,
-    SchedulerInfo, StalePeer, StoreHeartbeatRequest, StoreInfo, StoreState,
+    Operator, OperatorInfo, Peer, PeerReport, PlacementState, Region, RegionEpoch, RegionInfo, RegisterStoreRequest,
+    RegisterStoreResponse, SchedulerInfo, StalePeer, StoreHeartbeatRequest, StoreInfo, StoreState,
 };
 use crate::region_tree::{HeartbeatOutcome, RegionReport, RegionTree};
 use crate::schedulers::{self, Plan, RegionView, Step};

@@ -176,7 +176,10 @@ impl BenchArgs {
             }
         }
         if endpoints.iter().any(Endpoint::is_secure) && self.tls.cacert.is_none() {
-            return invalid("cacert", "https:// endpoints need --cacert (the CA that signed the nodes' certificates)".into());
+            return invalid(
+                "cacert",
+                "https:// endpoints need --cacert (the CA that signed the nodes' certificates)".into(),
+            );
         }
         if self.connections == 0 {
             return invalid("connections", "must be at least 1".into());
@@ -245,7 +248,8 @@ impl BenchArgs {
 /// The connector for `https://` endpoints, from `--cacert`, `--cert`, `--key`.
 fn tls_connector(args: &BenchArgs) -> Result<Option<crate::security::tls::TlsConnector>, BenchError> {
     use crate::security::tls::{AppProtocol, ClientTls, TlsConnector};
-    let invalid = |err: crate::security::tls::TlsError| BenchError::InvalidArgument { flag: "cacert", reason: err.to_string() };
+    let invalid =
+        |err: crate::security::tls::TlsError| BenchError::InvalidArgument { flag: "cacert", reason: err.to_string() };
     let Some(settings) = args.tls.settings().map_err(invalid)? else { return Ok(None) };
     let tls = ClientTls::load(settings, AppProtocol::Http1).map_err(invalid)?;
     Ok(Some(TlsConnector::new(Arc::new(tls))))

@@ -72,7 +72,12 @@ impl RegionMap {
     /// The regions whose ranges overlap `region`'s, other than `region` itself.
     pub fn overlapping(&self, region: &Region) -> Vec<Region> {
         let table = self.table.read();
-        table.by_start.values().filter(|r| r.region_id != region.region_id && ranges_overlap(r, region)).cloned().collect()
+        table
+            .by_start
+            .values()
+            .filter(|r| r.region_id != region.region_id && ranges_overlap(r, region))
+            .cloned()
+            .collect()
     }
 
     /// Resolves after the next change of a region (or at once if one happened since the last call).

@@ -9,8 +9,8 @@
 //!   placement crate, which owns the replicated state, and is re-exported here for the node;
 //! - [`node_auth`]: the node's authenticator, fed and persisted from placement's auth states.
 
-pub mod node_auth;
 pub mod config;
+pub mod node_auth;
 pub mod runtime;
 pub mod tls;
 

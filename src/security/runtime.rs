@@ -11,8 +11,7 @@ use tokio::sync::watch;
 
 use crate::security::tls::reload::TlsSource;
 use crate::security::tls::{
-    AppProtocol, ClientTls, ClientTlsSettings, Reloadable, ServerTls, ServerTlsSettings, TlsError,
-    DEFAULT_WATCH_PERIOD,
+    AppProtocol, ClientTls, ClientTlsSettings, Reloadable, ServerTls, ServerTlsSettings, TlsError, DEFAULT_WATCH_PERIOD,
 };
 
 type Watcher = Box<dyn FnOnce(watch::Receiver<bool>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;

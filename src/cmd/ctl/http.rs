@@ -44,7 +44,8 @@ impl NodeHttp {
 
     /// The URL of `path` on the node at `http_addr` (`host:port`, or a URL as people paste them).
     pub(super) fn url(&self, http_addr: &str, path: &str) -> String {
-        let addr = http_addr.strip_prefix("https://").or_else(|| http_addr.strip_prefix("http://")).unwrap_or(http_addr);
+        let addr =
+            http_addr.strip_prefix("https://").or_else(|| http_addr.strip_prefix("http://")).unwrap_or(http_addr);
         let scheme = match self.connection {
             Connection::Plain(_) => "http",
             Connection::Tls(_) => "https",

@@ -55,12 +55,7 @@ pub(super) async fn probe_all(client: &NodeHttp, stores: &[StoreInfo], probe: No
     reports
 }
 
-pub(super) async fn probe_node(
-    client: &NodeHttp,
-    store_id: u64,
-    http_addr: String,
-    probe: NodeProbe,
-) -> NodeReport {
+pub(super) async fn probe_node(client: &NodeHttp, store_id: u64, http_addr: String, probe: NodeProbe) -> NodeReport {
     let path = match probe {
         NodeProbe::Status => "/status",
         NodeProbe::Health => "/health",
@@ -86,12 +81,8 @@ pub(super) async fn probe_node(
     }
 }
 
-pub(super) async fn http_get(
-    client: &NodeHttp,
-    url: &str,
-) -> Result<(hyper::StatusCode, Bytes), String> {
-    let request =
-        hyper::Request::get(url).body(Empty::new()).map_err(|e| format!("invalid address {url}: {e}"))?;
+pub(super) async fn http_get(client: &NodeHttp, url: &str) -> Result<(hyper::StatusCode, Bytes), String> {
+    let request = hyper::Request::get(url).body(Empty::new()).map_err(|e| format!("invalid address {url}: {e}"))?;
     let response = client.request(request).await.map_err(|e| error_chain(&e))?;
     let status = response.status();
     let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();

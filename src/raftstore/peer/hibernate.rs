@@ -69,9 +69,10 @@ impl Peer {
         let last = raft.raft_log.last_index();
         raft.raft_log.committed == last
             && self.raw.store().apply_state().applied_index == last
-            && raft.prs().iter().all(|(id, pr)| {
-                *id == self.peer_id || (pr.matched == last && pr.state == ProgressState::Replicate)
-            })
+            && raft
+                .prs()
+                .iter()
+                .all(|(id, pr)| *id == self.peer_id || (pr.matched == last && pr.state == ProgressState::Replicate))
     }
 
     /// Queues the leader's going-to-sleep heartbeat to every follower.

@@ -30,7 +30,9 @@ fn entry(index: u64, term: u64) -> Entry {
 fn healthy(dir: &std::path::Path) -> Engine {
     let engine = open(dir);
     let mut txn = engine.write_txn().unwrap();
-    engine.put_store_ident(&mut txn, &StoreIdent { cluster_id: 1, store_id: 1, format_version: 2, ..Default::default() }).unwrap();
+    engine
+        .put_store_ident(&mut txn, &StoreIdent { cluster_id: 1, store_id: 1, format_version: 2, ..Default::default() })
+        .unwrap();
     engine.put_format_version(&mut txn, 2).unwrap();
     for (r, last, last_term, applied) in [(region(1, b"", b"m"), 8, 6, 8), (region(2, b"m", b""), 5, 5, 5)] {
         engine
