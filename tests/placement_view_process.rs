@@ -80,16 +80,26 @@ async fn after_a_split_storm_placement_knows_every_region_and_hears_of_a_new_lea
         put_anywhere(via, key, &format!("value-of-{key}"), Duration::from_secs(20)).await.unwrap();
     }
     let at = placement.addr.clone();
+    // Split checks run on a tick, after the writes: wait for the storm to have happened (CI once saw
+    // 5 regions when only full replication was awaited), not for the first quiet moment.
+    let split_and_replicated = |regions: &[serde_json::Value]| {
+        regions.len() >= 8
+            && regions.iter().all(|r| {
+                r["peers"].as_array().is_some_and(|p| p.len() == 3)
+                    && r["pending_peers"].as_array().is_some_and(|p| p.is_empty())
+                    && r["leader_store_id"].as_u64().unwrap_or(0) != 0
+            })
+    };
     let regions = tokio::task::spawn_blocking(move || {
-        common::process::wait_replicated(&at, 3, Duration::from_secs(60));
+        let what = "at least 8 regions, each at 3 caught-up replicas with a leader";
+        common::process::wait_regions(&at, Duration::from_secs(60), what, split_and_replicated);
         for scheduler in ["balance-region", "balance-leader"] {
             common::process::ctl_json(&at, &["scheduler", "disable", scheduler]).unwrap();
         }
-        common::process::wait_replicated(&at, 3, Duration::from_secs(30))
+        common::process::wait_regions(&at, Duration::from_secs(30), what, split_and_replicated)
     })
     .await
     .unwrap();
-    assert!(regions.len() >= 8, "the load split the keyspace: {} regions", regions.len());
     let mut client = PlacementClient::connect(format!("http://{}", placement.addr)).await.unwrap();
 
     // Every region, its epoch and its leader, as the nodes' leaders have them.
