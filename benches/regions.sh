@@ -7,7 +7,7 @@
 # Prints one line per measurement. It stops exactly the servers it started and removes their data.
 #
 # Usage (from the repository root, after `cargo build --release`): benches/regions.sh
-# Knobs: BIN ADDR DATA KEYS FILL_SIZE SECS IDLE_SECS
+# Knobs: BIN ADDR DATA KEYS FILL_SIZE SECS IDLE_SECS SPLIT_WAIT
 set -euo pipefail
 BIN=${BIN:-target/release/fekv}
 ADDR=${ADDR:-127.0.0.1:3170}
@@ -58,7 +58,15 @@ stop; rm -rf "$DATA"
 start --region-max-size "$FILL_SIZE"; wait_ready >/dev/null
 t0=$(date +%s)
 "$BIN" bench --endpoints "http://$ADDR" -c 64 -n "$KEYS" --workload put --keys "$KEYS" --json >/dev/null
-echo "filled $KEYS puts in $(( $(date +%s) - t0 )) s: $(regions) regions"
+filled_after=$(( $(date +%s) - t0 ))
+# A region halves at most once per split check: let the splits the fill started run out (the count
+# still for 5 s, at most SPLIT_WAIT seconds) before restarting with the default size, which splits nothing.
+last=-1; still=0
+for _ in $(seq "${SPLIT_WAIT:-300}"); do
+  now=$(regions); if [ "$now" = "$last" ]; then still=$((still + 1)); else still=0; fi
+  [ "$still" -ge 5 ] && break; last=$now; sleep 1
+done
+echo "filled $KEYS puts in $filled_after s; $(regions) regions $(( $(date +%s) - t0 )) s after the fill began"
 stop
 start; echo "restart_to_ready_s $(wait_ready) regions $(regions)"
 idle_cpu
