@@ -3,7 +3,8 @@
 //! cluster repaired and balanced by itself: schedulers decide, operators carry the decisions out
 //! through the region leaders' heartbeats. Its state lives in its own LMDB environment.
 //!
-//! - [`proto`]: the protobuf messages and gRPC services shared by every fekv component;
+//! - [`proto`]: the protobuf messages and gRPC services shared by every fekv component (with
+//!   `PlacementGroup`, the members of a replicated placement);
 //! - [`auth`]: users, roles, tokens and permission checks, shared by placement and the nodes;
 //! - [`region_tree`]: regions by start key, the stale-heartbeat rule, per-store counts;
 //! - [`schedulers`]: pure scheduling decisions (replica check, region and leader balance);
@@ -27,3 +28,7 @@ pub mod proto {
 }
 
 pub use state::{Placement, PlacementError, PlacementOptions};
+
+/// The response metadata key in which a placement follower names the leader's client address
+/// (`host:port`) when it refuses a leader-only call with UNAVAILABLE (`proto/placement_group.proto`).
+pub const LEADER_METADATA: &str = "fekv-placement-leader";
