@@ -324,7 +324,9 @@ impl Driver {
     }
 
     fn publish(&self, stopped: Option<String>) {
-        let recent = self.config.election_timeout() * 3;
+        // Without a leader, a live member is heard from once per (randomized, up to twice the)
+        // election timeout, when it asks for votes.
+        let recent = self.config.election_timeout() * 5 / 2;
         let reachable = 1 + self.heard.values().filter(|at| at.elapsed() < recent).count();
         let raft = &self.raw.raft;
         let mut status = self.shared.status.lock();
