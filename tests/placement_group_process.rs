@@ -2,16 +2,18 @@
 //! members agree on a leader, followers refuse leader-only calls with the leader's address, a
 //! `kill -9` of the leader is survived within seconds with nothing acknowledged lost and no id
 //! handed out twice, a lone member refuses writes with the clear error, and restarted members carry
-//! on.
+//! on. With mutual TLS, the members speak raft to each other with the cluster's certificates.
 
+#[path = "common/certs.rs"]
+mod certs;
 mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::process::FekvProcess;
-use common::wait::eventually;
+use common::process::{ctl, FekvProcess};
+use common::wait::{eventually, eventually_sync};
 use fekv::proto::placement_client::PlacementClient;
 use fekv::proto::placement_group_client::PlacementGroupClient;
 use fekv::proto::{AllocIdRequest, GetMembersRequest, GetRegionsRequest, GetStoresRequest, RegisterStoreRequest};
@@ -186,4 +188,34 @@ fn a_member_whose_address_is_not_in_the_peers_is_refused_at_start() {
         let lines = process.stderr_lines().join("\n");
         assert!(lines.contains(expected), "{lines}");
     }
+}
+
+#[test]
+fn a_placement_group_over_mutual_tls_elects_a_leader_that_serves() {
+    let pki = certs::TestPki::new();
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let addrs = free_addrs();
+    let path = |p: &std::path::PathBuf| p.display().to_string();
+    let (cert, key, ca) = (path(&pki.server_files.cert), path(&pki.server_files.key), path(&pki.ca_file));
+    let tls = ["--cert-file", cert.as_str(), "--key-file", key.as_str(), "--trusted-ca-file", ca.as_str()];
+    let _members: Vec<FekvProcess> = (0..3)
+        .map(|i| start_member(&dir.path().join(format!("placement-{}", i + 1)), &addrs[i], &addrs, &tls))
+        .collect();
+    let (client_cert, client_key) = (path(&pki.client_files.cert), path(&pki.client_files.key));
+    let client = ["--cacert", ca.as_str(), "--cert", client_cert.as_str(), "--key", client_key.as_str()];
+    // A leader exists only if the members reached each other over mutual TLS; it answers, and the
+    // followers refuse with its address.
+    eventually_sync(Duration::from_secs(20), "a leader over mutual TLS", || {
+        let runs: Vec<_> = addrs
+            .iter()
+            .map(|addr| ctl(&format!("https://{addr}"), &[&client[..], &["store", "list"]].concat()))
+            .collect();
+        let served = runs.iter().filter(|run| run.status.success()).count();
+        let followers = runs.iter().filter(|run| run.stderr.contains("is a follower; the leader is member")).count();
+        if served == 1 && followers == 2 {
+            Ok(())
+        } else {
+            Err(format!("{runs:?}"))
+        }
+    });
 }

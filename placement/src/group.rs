@@ -246,6 +246,13 @@ impl Group {
         Ok((storage::applied_in(&txn, *raft_db)?.0, records))
     }
 
+    /// The cluster id in this replica's applied records (0 before the first leader wrote them).
+    pub fn cluster_id(&self) -> u64 {
+        let (env, records_db, _) = &self.storage;
+        let read = env.read_txn().map_err(PlacementError::from);
+        read.and_then(|txn| crate::state::persist::stored_cluster_id(&txn, *records_db)).ok().flatten().unwrap_or(0)
+    }
+
     /// Asks raft to hand leadership to `to` (the caller watches [`Group::status`] for the outcome).
     pub fn transfer_leader(&self, to: u64) -> bool {
         self.inbox.send(Input::Transfer(to))

@@ -36,7 +36,7 @@ mod admin;
 mod auth;
 mod heartbeat;
 mod identity;
-mod persist;
+pub(crate) mod persist;
 mod region_log;
 mod scheduling;
 pub(crate) mod sink;

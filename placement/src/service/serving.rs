@@ -156,7 +156,7 @@ impl PlacementGroup for GroupService {
                     term: status.term,
                     commit_index: status.commit,
                     applied_index: status.applied,
-                    cluster_id: group.live().map_or(0, |live| live.placement.cluster_id()),
+                    cluster_id: group.cluster_id(),
                     healthy,
                     health,
                 }

@@ -123,6 +123,12 @@ impl Inner {
     }
 }
 
+/// The cluster id the meta record of `db` holds (a group's follower reports it).
+pub(crate) fn stored_cluster_id(txn: &heed::RoTxn, db: Database<Bytes, Bytes>) -> Result<Option<u64>, PlacementError> {
+    let Some(stored) = db.get(txn, META_KEY)? else { return Ok(None) };
+    Ok(Some(unframe::<PlacementState>(META_KEY, stored)?.cluster_id))
+}
+
 /// The state the records hold, if there is a meta record.
 pub(super) fn read_records(
     txn: &heed::RoTxn,
