@@ -16,7 +16,10 @@ use common::process::{ctl, FekvProcess};
 use common::wait::{eventually, eventually_sync};
 use fekv::proto::placement_client::PlacementClient;
 use fekv::proto::placement_group_client::PlacementGroupClient;
-use fekv::proto::{AllocIdRequest, GetMembersRequest, GetRegionsRequest, GetStoresRequest, RegisterStoreRequest};
+use fekv::proto::{
+    AllocIdRequest, GetMembersRequest, GetRegionsRequest, GetStoresRequest, RegisterStoreRequest,
+    StoreHeartbeatRequest, TransferPlacementLeaderRequest,
+};
 use tonic::transport::Channel;
 
 /// Three loopback addresses free right now (bound and let go: the members need each other's
@@ -95,12 +98,23 @@ async fn a_placement_group_survives_its_leader_and_refuses_writes_without_a_quor
     let refused = PlacementClient::new(channel(&addrs[follower])).get_regions(GetRegionsRequest::default()).await;
     let status = refused.expect_err("a follower does not answer GetRegions");
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
-    let hint = status.metadata().get(fekv_placement::LEADER_METADATA).map(|v| v.to_str().unwrap_or("").to_string());
-    assert_eq!(hint.as_deref(), Some(addrs[leader].as_str()), "{status:?}");
+    let hint = |status: &tonic::Status| {
+        status.metadata().get(fekv_placement::LEADER_METADATA).map(|v| v.to_str().unwrap_or("").to_string())
+    };
+    assert_eq!(hint(&status).as_deref(), Some(addrs[leader].as_str()), "{status:?}");
+    // So does a store's heartbeat.
+    let beat = StoreHeartbeatRequest { store_id: 1, ..Default::default() };
+    let refused = PlacementClient::new(channel(&addrs[follower])).store_heartbeat(beat).await;
+    let status = refused.expect_err("a follower does not take heartbeats");
+    assert_eq!((status.code(), hint(&status).as_deref()), (tonic::Code::Unavailable, Some(addrs[leader].as_str())));
 
     let mut seen = BTreeSet::new();
     let ids = eventually(Duration::from_secs(10), "the leader to serve AllocId", || alloc(&addrs[leader], 10)).await;
     take(&mut seen, ids);
+    // (after a write: the cluster id is in the records the first leader wrote)
+    let view = PlacementGroupClient::new(channel(&addrs[leader])).get_members(GetMembersRequest {}).await;
+    let view = view.expect("the leader answers GetMembers").into_inner();
+    assert!(view.healthy && view.cluster_id != 0 && view.term > 0, "{view:?}");
     let register = RegisterStoreRequest {
         raft_addr: "127.0.0.1:1".into(),
         http_addr: "127.0.0.1:2".into(),
@@ -170,6 +184,15 @@ async fn a_placement_group_survives_its_leader_and_refuses_writes_without_a_quor
     take(&mut seen, ids);
     let stores = PlacementClient::new(channel(&addrs[leader])).get_stores(GetStoresRequest {}).await;
     assert_eq!(stores.expect("stores").into_inner().stores.len(), 2);
+
+    // Leadership moves by hand, and the call returns once it moved.
+    let to = (leader + 1) % 3;
+    let request = TransferPlacementLeaderRequest { to_member_id: to as u64 + 1 };
+    let moved = PlacementGroupClient::new(channel(&addrs[leader])).transfer_placement_leader(request).await;
+    let moved = moved.expect("the leader transfers leadership").into_inner();
+    assert_eq!((moved.leader_id, moved.leader_addr.as_str()), (to as u64 + 1, addrs[to].as_str()));
+    let ids = eventually(Duration::from_secs(10), "the new leader to serve", || alloc(&addrs[to], 1)).await;
+    take(&mut seen, ids);
 }
 
 #[test]
@@ -188,6 +211,16 @@ fn a_member_whose_address_is_not_in_the_peers_is_refused_at_start() {
         let lines = process.stderr_lines().join("\n");
         assert!(lines.contains(expected), "{lines}");
     }
+    // A single placement's directory cannot become a member: the group would write a new cluster
+    // over part of it.
+    let single = FekvProcess::start_placement(dir.path(), 3);
+    assert!(single.stop_with("TERM").success());
+    let peers = addrs.join(",");
+    let args = ["placement", "--addr", &addrs[0], "--peers", &peers, "--data-dir", &data_dir];
+    let mut process = FekvProcess::launch(&args, dir.path());
+    assert!(!process.wait_exit(Duration::from_secs(20)).success());
+    let lines = process.stderr_lines().join("\n");
+    assert!(lines.contains("holds the state of a single placement"), "{lines}");
 }
 
 #[test]

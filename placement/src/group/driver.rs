@@ -65,6 +65,18 @@ impl Driver {
         txn.commit()?;
         let voters: Vec<u64> = (1..=config.members.len() as u64).collect();
         let store = LogStore::open(env.clone(), raft_db, records, &voters)?;
+        let txn = env.read_txn()?;
+        let single = store.applied().0 == 0 && !records.is_empty(&txn)?;
+        drop(txn);
+        if single {
+            // Records no entry wrote: a single placement's directory. Joining it to a group would
+            // let the group's first leader write a new cluster over part of it.
+            return Err(GroupError::Invalid(format!(
+                "{} holds the state of a single placement (run without --peers); a placement group starts from empty \
+                 data directories, and turning a single placement into a group is not supported",
+                dir.display()
+            )));
+        }
         let raft_config = raft::Config {
             id: config.member_id,
             election_tick: config.election_ticks,
