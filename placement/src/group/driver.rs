@@ -107,6 +107,14 @@ impl Driver {
         })
     }
 
+    pub(super) fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    fn ledger(&self) -> Arc<Ledger> {
+        self.serving.as_ref().map(|s| s.ledger.clone()).unwrap_or_default()
+    }
+
     pub(super) fn storage(&self) -> Storage {
         (self.env.clone(), self.raw.store().records(), self.raw.store().raft_db())
     }
@@ -319,7 +327,7 @@ impl Driver {
         self.serving = Some(Serving { instance, ledger: ledger.clone() });
         let sink = GroupSink::new(instance, propose, ledger);
         match Placement::for_group(&txn, self.raw.store().records(), self.options.clone(), sink) {
-            Ok(placement) => Ok(Live { instance, placement: Arc::new(placement) }),
+            Ok(placement) => Ok(Live { instance, placement: Arc::new(placement), ledger: self.ledger() }),
             Err(err) => {
                 self.serving = None;
                 Err(err.into())
