@@ -130,6 +130,8 @@ pub struct GroupStatus {
     pub applied: u64,
     /// This replica leads and serves (its state is loaded).
     pub serving: bool,
+    /// Snapshots from the leader this replica installed since it started.
+    pub snapshots_installed: u64,
     /// Members heard from recently, this one included.
     pub reachable: usize,
     /// Why the driver stopped, if it did.

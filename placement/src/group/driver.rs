@@ -211,6 +211,7 @@ impl Driver {
         if !ready.snapshot().is_empty() {
             self.raw.mut_store().install(&mut txn, ready.snapshot())?;
             tracing::info!(index = ready.snapshot().get_metadata().index, "placement snapshot installed");
+            self.shared.status.lock().snapshots_installed += 1;
         }
         let mut answered = self.apply(&mut txn, ready.take_committed_entries())?;
         self.raw.mut_store().append(&mut txn, ready.entries())?;

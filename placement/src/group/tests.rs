@@ -233,6 +233,7 @@ fn replicas_agree_through_leader_changes_and_ids_are_never_handed_out_twice() {
             assert!(refusal.contains("no leader") || refusal.contains("follower"), "{refusal}");
         }
         if step == 160 {
+            let isolated = *cluster.net.cut.lock().iter().next().expect("a member is cut off");
             // Heal (the cut-off member catches up, by snapshot: the others compacted), then move
             // leadership by hand.
             cluster.net.cut.lock().clear();
@@ -244,6 +245,11 @@ fn replicas_agree_through_leader_changes_and_ids_are_never_handed_out_twice() {
             });
             (leader, p) = cluster.leader(None);
             assert_eq!(leader, to);
+            // The others compacted their logs past what the cut-off member had: it caught up from a
+            // snapshot of every record.
+            wait_for("the cut-off member to install a snapshot", || {
+                (cluster.group(isolated).status().snapshots_installed > 0).then_some(())
+            });
         }
         if !command(&mut rng, &p, &mut ids, step) {
             (leader, p) = cluster.leader(None);
