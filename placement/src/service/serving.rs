@@ -122,11 +122,15 @@ const TRANSFER_WAIT: Duration = Duration::from_secs(5);
 
 #[tonic::async_trait]
 impl PlacementGroup for GroupService {
-    async fn get_members(&self, _: Request<GetMembersRequest>) -> Result<Response<GetMembersResponse>, Status> {
+    async fn get_members(&self, req: Request<GetMembersRequest>) -> Result<Response<GetMembersResponse>, Status> {
         let response = match &self.serving.source {
             Source::Single(placement) => GetMembersResponse {
                 member_id: 1,
-                members: vec![PlacementMember { member_id: 1, addr: String::new() }],
+                // The address the call reached (known on plain TCP; empty behind TLS's acceptor).
+                members: vec![PlacementMember {
+                    member_id: 1,
+                    addr: req.local_addr().map(|addr| addr.to_string()).unwrap_or_default(),
+                }],
                 leader_id: 1,
                 term: 1,
                 commit_index: 0,
