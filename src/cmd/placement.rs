@@ -95,7 +95,7 @@ pub async fn run(
         operator_timeout = ?args.operator_timeout,
         data_dir = %args.data_dir.display(),
         tls = tls.is_some(),
-        mutual_tls = args.tls.trusted_ca_file.is_some(),
+        mutual_tls = args.tls.mutual(),
         "placement service serving"
     );
     let (stop_tls, tls_stopped) = tokio::sync::watch::channel(false);

@@ -6,7 +6,7 @@
 //!   `--peer-trusted-ca-file` for the raft port and the node's connections to other stores and to
 //!   placement);
 //! - placement: [`PlacementTlsArgs`] (`--cert-file`, `--key-file`, `--trusted-ca-file`; a CA makes
-//!   it mutual);
+//!   it mutual). The listener trio is one [`ServerTlsArgs`], shared with the node's REST API;
 //! - `fekv ctl` and `fekv bench`: [`ClientTlsArgs`] (etcdctl's `--cacert`, `--cert`, `--key`).
 //!
 //! Nothing set means no TLS, as before. The files are read by [`super::runtime`] at start.
@@ -68,19 +68,52 @@ impl TlsConfig {
     }
 }
 
-/// The node's TLS flags; each one set replaces the file's.
+/// Checks the node's security settings (the `[tls]` table, the auth ones) for `Config::validate`:
+/// the name of the first bad setting and why.
+pub fn check(config: &crate::config::Config) -> Result<(), (&'static str, String)> {
+    config.tls.validate().map_err(|err| ("tls", err.to_string()))?;
+    if config.auth_token_ttl.is_zero() {
+        return Err(("auth_token_ttl", "must be positive".into()));
+    }
+    crate::security::node_auth::parse_password_cost(&config.auth_password_cost)
+        .map_err(|reason| ("auth_password_cost", reason))?;
+    Ok(())
+}
+
+/// A TLS listener's flags, the same for the node's REST API and for placement (etcd's names).
 #[derive(Debug, Clone, Default, clap::Args)]
-#[command(next_help_heading = "TLS (etcd's names; none set: plain HTTP and gRPC)")]
-pub struct NodeTlsArgs {
-    /// Certificate chain (PEM) of the REST API: with --key-file it serves HTTPS
+pub struct ServerTlsArgs {
+    /// Certificate chain (PEM) of this listener: with --key-file it serves TLS
     #[arg(long, env = "FEKV_CERT_FILE", value_name = "FILE")]
     pub cert_file: Option<PathBuf>,
     /// Private key (PEM) of --cert-file
     #[arg(long, env = "FEKV_KEY_FILE", value_name = "FILE")]
     pub key_file: Option<PathBuf>,
-    /// CA (PEM) that REST clients' certificates are verified against
+    /// CA (PEM) that clients' certificates are verified against (on placement: required of every
+    /// node and `fekv ctl`, mutual TLS)
     #[arg(long, env = "FEKV_TRUSTED_CA_FILE", value_name = "FILE")]
     pub trusted_ca_file: Option<PathBuf>,
+}
+
+impl ServerTlsArgs {
+    /// The listener these flags describe, `None` without any; `mutual` requires client certificates.
+    pub fn settings(&self, mutual: bool) -> Result<Option<ServerTlsSettings>, TlsError> {
+        ServerTlsSettings::from_flags(
+            self.cert_file.clone(),
+            self.key_file.clone(),
+            self.trusted_ca_file.clone(),
+            mutual,
+        )
+    }
+}
+
+/// The node's TLS flags; each one set replaces the file's.
+#[derive(Debug, Clone, Default, clap::Args)]
+#[command(next_help_heading = "TLS (etcd's names; none set: plain HTTP and gRPC)")]
+pub struct NodeTlsArgs {
+    /// The REST API's listener
+    #[command(flatten)]
+    pub api: ServerTlsArgs,
     /// Require REST clients to present a certificate signed by --trusted-ca-file
     #[arg(long, env = "FEKV_CLIENT_CERT_AUTH")]
     pub client_cert_auth: bool,
@@ -99,9 +132,9 @@ impl NodeTlsArgs {
     /// Lays the flags given over the file's settings.
     pub fn overlay(&self, config: &mut TlsConfig) {
         for (flag, setting) in [
-            (&self.cert_file, &mut config.cert_file),
-            (&self.key_file, &mut config.key_file),
-            (&self.trusted_ca_file, &mut config.trusted_ca_file),
+            (&self.api.cert_file, &mut config.cert_file),
+            (&self.api.key_file, &mut config.key_file),
+            (&self.api.trusted_ca_file, &mut config.trusted_ca_file),
             (&self.peer_cert_file, &mut config.peer_cert_file),
             (&self.peer_key_file, &mut config.peer_key_file),
             (&self.peer_trusted_ca_file, &mut config.peer_trusted_ca_file),
@@ -119,26 +152,18 @@ impl NodeTlsArgs {
 #[derive(Debug, Clone, Default, clap::Args)]
 #[command(next_help_heading = "TLS (etcd's names; none set: plain gRPC)")]
 pub struct PlacementTlsArgs {
-    /// Certificate chain (PEM) of the placement service
-    #[arg(long, env = "FEKV_CERT_FILE", value_name = "FILE")]
-    pub cert_file: Option<PathBuf>,
-    /// Private key (PEM) of --cert-file
-    #[arg(long, env = "FEKV_KEY_FILE", value_name = "FILE")]
-    pub key_file: Option<PathBuf>,
-    /// CA (PEM) that nodes' and clients' certificates must be signed by (mutual TLS)
-    #[arg(long, env = "FEKV_TRUSTED_CA_FILE", value_name = "FILE")]
-    pub trusted_ca_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub server: ServerTlsArgs,
 }
 
 impl PlacementTlsArgs {
     pub fn settings(&self) -> Result<Option<ServerTlsSettings>, TlsError> {
-        let mutual = self.trusted_ca_file.is_some();
-        ServerTlsSettings::from_flags(
-            self.cert_file.clone(),
-            self.key_file.clone(),
-            self.trusted_ca_file.clone(),
-            mutual,
-        )
+        self.server.settings(self.mutual())
+    }
+
+    /// A CA makes placement's TLS mutual.
+    pub fn mutual(&self) -> bool {
+        self.server.trusted_ca_file.is_some()
     }
 }
 
@@ -192,13 +217,32 @@ mod tests {
         let config: TlsConfig =
             toml::from_str("cert_file = \"a.crt\"\nkey_file = \"a.key\"\npeer_cert_file = \"p.crt\"").unwrap();
         let mut merged = config.clone();
-        NodeTlsArgs { key_file: Some("b.key".into()), client_cert_auth: true, ..Default::default() }
-            .overlay(&mut merged);
+        let api = ServerTlsArgs { key_file: Some("b.key".into()), ..Default::default() };
+        NodeTlsArgs { api, client_cert_auth: true, ..Default::default() }.overlay(&mut merged);
         assert_eq!(merged.cert_file, Some(PathBuf::from("a.crt")));
         assert_eq!(merged.key_file, Some(PathBuf::from("b.key")));
         assert!(merged.client_cert_auth);
         assert!(merged.peer().unwrap_err().to_string().contains("mutual"), "one peer file of three");
         assert!(TlsConfig::default().is_empty() && TlsConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn tls_flags_and_the_tls_table_combine_and_incomplete_ones_are_refused() {
+        use crate::config::ServeArgs;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fekv.toml");
+        std::fs::write(&path, "[tls]\ncert_file = \"a.crt\"\n").unwrap();
+        let api = ServerTlsArgs { key_file: Some("a.key".into()), ..Default::default() };
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            tls: NodeTlsArgs { api, ..Default::default() },
+            ..Default::default()
+        };
+        let config = args.load().unwrap();
+        assert_eq!(config.tls.cert_file, Some(PathBuf::from("a.crt")));
+        assert!(toml::to_string(&config).unwrap().contains("[tls]"));
+        let err = ServeArgs { config: Some(path), ..Default::default() }.load().unwrap_err().to_string();
+        assert!(err.contains("tls") && err.contains("key_file"), "{err}");
     }
 
     #[test]
@@ -213,11 +257,12 @@ mod tests {
 
     #[test]
     fn placement_with_a_ca_is_mutual() {
-        let args = PlacementTlsArgs {
+        let server = ServerTlsArgs {
             cert_file: Some("p.crt".into()),
             key_file: Some("p.key".into()),
             trusted_ca_file: Some("ca.crt".into()),
         };
+        let args = PlacementTlsArgs { server };
         assert!(args.settings().unwrap().unwrap().client_cert_auth);
         assert_eq!(PlacementTlsArgs::default().settings().unwrap(), None);
     }
