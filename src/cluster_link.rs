@@ -31,7 +31,10 @@ use crate::proto::{
 use crate::raftstore::Router;
 use crate::security::node_auth::NodeAuth;
 
+pub mod placement_link;
 pub mod reports;
+
+pub use placement_link::{CallError, PlacementLink, Retry};
 
 /// How often a node heartbeats placement and refreshes its address book.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
