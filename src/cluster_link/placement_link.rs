@@ -160,6 +160,11 @@ impl PlacementLink {
         self.addrs().join(",")
     }
 
+    /// How long one call may look for the leader.
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
     /// The member believed to lead.
     pub fn leader(&self) -> String {
         let members = self.members.lock();
