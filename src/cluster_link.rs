@@ -87,6 +87,9 @@ pub fn link(list: &str, tls: Option<&Arc<ClientTls>>) -> Result<PlacementLink, L
 /// fails is only logged, and the next one tries again).
 pub const NODE_CALL_DEADLINE: Duration = Duration::from_secs(5);
 
+/// How long one registration attempt looks for the leader before it is logged and tried again.
+const REGISTER_ATTEMPT: Duration = Duration::from_secs(2);
+
 /// Who this store is to placement: its id, its cluster, and the secret that proves it.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct StoreIdentity {
@@ -134,8 +137,10 @@ pub async fn register(
     // Retried even when the answer was lost: a known store registering again only refreshes its
     // addresses, and a new store whose first registration went unanswered leaves at worst an unused
     // store id in placement's table, the same a restart of this node would leave.
+    // A short deadline per attempt: each failed one is said at warn, so the operator sees it early.
+    let attempts = link.with_deadline(REGISTER_ATTEMPT);
     let call = || {
-        link.call(Retry::Idempotent, |channel| {
+        attempts.call(Retry::Idempotent, |channel| {
             let request = request.clone();
             async move { PlacementClient::new(channel).register_store(request).await }
         })
