@@ -51,7 +51,7 @@ fn ctl_placement_list_shows_a_single_placement_as_a_group_of_one_and_a_dead_memb
     let run = ctl(&both, &["-o", "json", "placement", "list"]);
     show(&run, &format!("--placement {both} -o json placement list"));
     assert!(!run.success);
-    assert!(run.stderr.contains("1 of 2"), "{}", run.stderr);
+    assert!(run.stderr.contains("1 of 2 placement replicas did not answer"), "{}", run.stderr);
     let rows = run.json();
     let dead_row = rows.as_array().unwrap().iter().find(|r| r["addr"] == dead.as_str()).unwrap().clone();
     assert_eq!(dead_row["leader"], false);

@@ -262,6 +262,8 @@ pub enum CtlError {
     DrainTimeout { store_id: u64, region_count: u64, waited: Duration },
     #[error("store {0} is not registered")]
     NoSuchStore(u64),
+    #[error("{failed} of {total} placement replicas did not answer")]
+    PlacementMembers { failed: usize, total: usize },
     #[error("{failed} of {total} nodes {what}")]
     Nodes { failed: usize, total: usize, what: &'static str },
     #[error("cannot write the output: {0}")]

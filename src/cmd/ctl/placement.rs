@@ -43,9 +43,7 @@ pub(super) async fn run(placement: &PlacementConn, command: PlacementCommand, ou
             let failed = rows.iter().filter(|row| row.view.is_err()).count();
             match failed {
                 0 => Ok(()),
-                failed => {
-                    Err(CtlError::Nodes { failed, total: rows.len(), what: "did not answer (placement replicas)" })
-                }
+                failed => Err(CtlError::PlacementMembers { failed, total: rows.len() }),
             }
         }
         PlacementCommand::TransferLeader { to } => {
