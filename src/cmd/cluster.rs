@@ -285,9 +285,12 @@ pub async fn run(args: ClusterArgs, shutdown: impl std::future::Future<Output = 
     }
     // Every process started is in here, so a stop at any moment (even while starting) stops them all.
     let mut processes = Vec::new();
+    // Biased, shutdown first: its first poll installs the signal handlers, before any child starts
+    // (a SIGTERM in between would kill this process with default action and orphan the children).
     let result = tokio::select! {
-        failed = start_and_supervise(&args, &mut processes) => failed,
+        biased;
         _ = shutdown => Ok(()),
+        failed = start_and_supervise(&args, &mut processes) => failed,
     };
     if !processes.is_empty() {
         println!("stopping the cluster");
@@ -348,7 +351,7 @@ async fn start_and_supervise(args: &ClusterArgs, processes: &mut Vec<Process>) -
     }
     let placements = usize::from(args.placement_replicas);
     for (process, addr) in processes.iter().zip(&placement_addrs) {
-        println!("{:<11}pid {:<7} {addr}  log {}", process.name, process.pid(), process.log.display());
+        println!("{:<9}  pid {:<7} {addr}  log {}", process.name, process.pid(), process.log.display());
     }
     println!("{:<7} {:>5} {:>7}  {:<16} {:<16} log", "node", "store", "pid", "http", "raft");
     for (i, (name, http_addr, raft_addr)) in nodes.iter().enumerate() {
