@@ -116,6 +116,22 @@ impl FekvProcess {
         Self::spawn(&args, data_dir, "placement service serving", "addr=")
     }
 
+    /// One member of a placement group (`--peers`), at its fixed `addr` (the members know each other
+    /// by the addresses in `peers`), with extra flags.
+    pub fn start_placement_member(
+        data_dir: &Path,
+        addr: &str,
+        peers: &str,
+        replicas: usize,
+        extra: &[&str],
+    ) -> FekvProcess {
+        let mut args: Vec<String> =
+            ["placement", "--addr", addr, "--peers", peers, "--data-dir"].iter().map(|s| s.to_string()).collect();
+        args.extend([data_dir.display().to_string(), "--replicas".into(), replicas.to_string()]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::spawn(&args, data_dir, "placement service serving", "addr=")
+    }
+
     /// A node started with exactly `args` (no `--http-addr` or `--data-dir` added), with `prepare`
     /// applied to its command (limits in a `pre_exec`, environment), once it says it serves.
     pub fn start_node_as(args: &[String], data_dir: &Path, prepare: impl FnOnce(&mut Command)) -> FekvProcess {
