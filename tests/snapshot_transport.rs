@@ -13,8 +13,8 @@ use fekv::metrics::Metrics;
 use fekv::proto::raft_transport_client::RaftTransportClient;
 use fekv::proto::{Peer, RegionEpoch, SnapshotChunk, StoreInfo};
 use fekv::raftstore::msg::StoreMsg;
+use fekv::raftstore::transport::{RaftEnvelope, Transport};
 use fekv::transport::grpc::{AddressBook, GrpcTransport, RaftTransportService, SnapshotLimits, SNAPSHOT_MEMORY_CAP};
-use fekv::transport::{RaftEnvelope, Transport};
 use prost::Message as _;
 use raft::eraftpb::{self, MessageType};
 use tokio::sync::mpsc;
@@ -50,14 +50,13 @@ async fn serve(max_size: u64, max_receiving: usize, idle_timeout: Duration) -> R
 fn snapshot_envelope(size: usize) -> RaftEnvelope {
     let mut message = eraftpb::Message { msg_type: MessageType::MsgSnapshot, to: 2, from: 1, ..Default::default() };
     message.mut_snapshot().data = (0..size).map(|i| (i % 251) as u8).collect::<Vec<u8>>().into();
-    RaftEnvelope {
-        region_id: 7,
-        from_peer: Peer { peer_id: 1, store_id: 1 },
-        to_peer: Peer { peer_id: 2, store_id: 2 },
-        region_epoch: RegionEpoch { conf_ver: 1, version: 1 },
+    RaftEnvelope::new(
+        7,
+        Peer { peer_id: 1, store_id: 1 },
+        Peer { peer_id: 2, store_id: 2 },
+        RegionEpoch { conf_ver: 1, version: 1 },
         message,
-        is_tombstone: false,
-    }
+    )
 }
 
 /// `bytes` cut into 1 MiB chunks as a sender cuts them (every chunk announces the total length).

@@ -406,14 +406,13 @@ impl Peer {
                 continue;
             };
             let from_peer = crate::proto::Peer { peer_id: self.peer_id, store_id: self.store_id };
-            self.outbox.push(RaftEnvelope {
-                region_id: region.region_id,
+            self.outbox.push(RaftEnvelope::new(
+                region.region_id,
                 from_peer,
                 to_peer,
-                region_epoch: region.epoch.unwrap_or_default(),
+                region.epoch.unwrap_or_default(),
                 message,
-                is_tombstone: false,
-            });
+            ));
         }
     }
 

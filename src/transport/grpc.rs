@@ -24,12 +24,12 @@ use raft::SnapshotStatus;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{RaftEnvelope, Transport, TransportError};
 pub use crate::cluster_link::AddressBook;
 use crate::proto::raft_transport_client::RaftTransportClient;
 use crate::proto::raft_transport_server::{RaftTransport, RaftTransportServer};
 use crate::proto::{Done, RaftMessage, RaftMessageBatch, SnapshotChunk};
 use crate::raftstore::inbox::RaftInbox;
+use crate::raftstore::transport::{RaftEnvelope, Transport, TransportError};
 use crate::security::tls::{self, ClientTls};
 pub use receive::{SnapshotLimits, SnapshotReceiver, MEMORY_CAP as SNAPSHOT_MEMORY_CAP};
 

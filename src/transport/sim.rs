@@ -22,8 +22,8 @@ use raft::SnapshotStatus;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{RaftEnvelope, Transport, TransportError};
 use crate::raftstore::inbox::RaftInbox;
+use crate::raftstore::transport::{RaftEnvelope, Transport, TransportError};
 
 #[derive(Clone)]
 pub struct SimNetwork {
@@ -303,14 +303,13 @@ mod tests {
         let mut message = Message::default();
         message.set_msg_type(msg_type);
         message.index = index;
-        RaftEnvelope {
-            region_id: 1,
-            from_peer: Peer { peer_id: 1, store_id: 1 },
-            to_peer: Peer { peer_id: 2, store_id: 2 },
-            region_epoch: RegionEpoch { conf_ver: 1, version: 1 },
+        RaftEnvelope::new(
+            1,
+            Peer { peer_id: 1, store_id: 1 },
+            Peer { peer_id: 2, store_id: 2 },
+            RegionEpoch { conf_ver: 1, version: 1 },
             message,
-            is_tombstone: false,
-        }
+        )
     }
 
     fn received(inbox: &Receiver<crate::raftstore::msg::StoreMsg>) -> Vec<(MessageType, u64)> {

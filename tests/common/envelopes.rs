@@ -6,14 +6,7 @@ use fekv::raftstore::transport::RaftEnvelope;
 
 /// A raft message of `region` as a peer would send it: from `from` to `to`, under `region`'s epoch.
 pub fn raft_envelope(region: &Region, from: Peer, to: Peer, message: raft::eraftpb::Message) -> RaftEnvelope {
-    RaftEnvelope {
-        region_id: region.region_id,
-        from_peer: from,
-        to_peer: to,
-        region_epoch: region.epoch.unwrap_or_default(),
-        message,
-        is_tombstone: false,
-    }
+    RaftEnvelope::new(region.region_id, from, to, region.epoch.unwrap_or_default(), message)
 }
 
 /// A leader's snapshot of `region` (no keys) at (`index`, `term`), from `from` to `to`.

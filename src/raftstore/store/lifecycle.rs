@@ -349,9 +349,7 @@ mod tests {
     fn message_to(peer_id: u64, conf_ver: u64) -> RaftEnvelope {
         let from = Peer { peer_id: 1, store_id: 1 };
         let to = Peer { peer_id, store_id: 3 };
-        let mut envelope = RaftEnvelope::tombstone(1, from, to, RegionEpoch { conf_ver, version: 1 });
-        envelope.is_tombstone = false;
-        envelope
+        RaftEnvelope::new(1, from, to, RegionEpoch { conf_ver, version: 1 }, raft::eraftpb::Message::default())
     }
 
     #[test]
