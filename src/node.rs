@@ -463,7 +463,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
             let (node, client, identity) =
                 Node::start_clustered(&config, placement, &advertised_raft, &advertised_http, tls.peer_client.clone())
                     .await?;
-            let service = RaftTransportService::new(node.router().store_inbox(), snapshot_limits(&config));
+            let service = RaftTransportService::new(node.router().raft_inbox(), snapshot_limits(&config));
             let raft_stopped = stopped(stop_rx.clone());
             let server = tonic::transport::Server::builder().add_service(service);
             let served = match &tls.peer_server {

@@ -6,6 +6,7 @@
 //! - `batch_gate`: how long a round that holds few writes waits for more before it commits;
 //! - [`peer`]: one region's `RawNode`, proposals and reads, and its half of the round;
 //! - [`peer_storage`]: `raft::Storage` over LMDB;
+//! - [`snapshot`]: a region's snapshot data, encoded by its leader and verified once on arrival;
 //! - [`apply`]: committed entries → user data (never touches the network);
 //! - [`Router`] and [`msg`]: how the rest of the node talks to the loop;
 //! - [`transport`] and [`inbox`]: the ports to the network: what the store hands a transport, and
@@ -26,6 +27,7 @@ pub mod peer;
 pub mod peer_storage;
 pub mod region_map;
 mod router;
+pub mod snapshot;
 pub mod split_check;
 pub mod store;
 pub mod transport;

@@ -9,6 +9,7 @@ use tokio::sync::oneshot;
 
 use super::{Error, PeerStatus};
 use crate::proto::{Region, Request};
+use crate::raftstore::snapshot::VerifiedSnapshot;
 use crate::raftstore::transport::RaftEnvelope;
 
 pub type Callback<T> = oneshot::Sender<Result<T, Error>>;
@@ -39,6 +40,10 @@ pub enum StoreMsg {
     /// A raft message from a peer on another store. Lost on a full inbox, like on a network: raft
     /// retries.
     Raft(Box<RaftEnvelope>),
+    /// A snapshot message from a peer on another store, with its data decoded and checksummed by the
+    /// inbox (the message itself no longer carries the bytes). A `Raft` message holding a snapshot
+    /// did not pass the inbox, and is refused.
+    Snapshot(Box<RaftEnvelope>, Box<VerifiedSnapshot>),
     /// Whether a snapshot this store sent arrived, reported by the transport for every snapshot:
     /// raft keeps a follower paused in snapshot state until it hears the outcome.
     SnapshotStatus { region_id: u64, to_peer_id: u64, status: SnapshotStatus },
@@ -73,7 +78,7 @@ impl StoreMsg {
             | StoreMsg::PeerUnreachable { region_id, .. }
             | StoreMsg::SnapshotStatus { region_id, .. } => Some(*region_id),
             StoreMsg::CreatePeer { region, .. } => Some(region.region_id),
-            StoreMsg::Raft(_) | StoreMsg::Status { .. } | StoreMsg::Shutdown => None,
+            StoreMsg::Raft(_) | StoreMsg::Snapshot(..) | StoreMsg::Status { .. } | StoreMsg::Shutdown => None,
         }
     }
 }

@@ -9,11 +9,11 @@ use std::cell::RefCell;
 use std::sync::mpsc;
 
 use heed::RwTxn;
-use prost::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError as RaftStorageError};
 
-use crate::proto::{RaftApplyState, RaftLocalState, Region, RegionEpoch, RegionLocalState, SnapshotData, SnapshotKv};
+use super::snapshot::{self, VerifiedSnapshot};
+use crate::proto::{RaftApplyState, RaftLocalState, Region, RegionEpoch, RegionLocalState, SnapshotKv};
 use crate::storage::{Engine, StorageError};
 
 /// The log of a new region starts after this index, so the first real entry has index 6, as in TiKV.
@@ -187,23 +187,22 @@ impl PeerStorage {
         Ok(state)
     }
 
-    /// Replaces this peer's data, log and states with a snapshot's, in the round's transaction.
-    /// Returns the durable states and region to install after the commit.
+    /// Replaces this peer's data, log and states with a snapshot's (verified when it arrived), in the
+    /// round's transaction. Returns the durable states and region to install after the commit.
     pub fn apply_snapshot(
         &self,
         txn: &mut RwTxn<'_>,
-        snapshot: &Snapshot,
+        snapshot: &VerifiedSnapshot,
     ) -> Result<(RaftLocalState, RaftApplyState, Region), StorageError> {
         let region_id = self.region.region_id;
-        let data = decode_snapshot_data(snapshot.get_data())?;
-        let region = data.region.clone().unwrap_or_default();
-        let (index, term) = (snapshot.get_metadata().index, snapshot.get_metadata().term);
+        let region = snapshot.region.clone();
+        let (index, term) = (snapshot.index, snapshot.term);
         // The old range first (a peer that was initialized), then the snapshot's range.
         if self.is_initialized() {
             self.engine.delete_data_range(txn, &self.region.start_key, &self.region.end_key)?;
         }
         self.engine.delete_data_range(txn, &region.start_key, &region.end_key)?;
-        for kv in &data.kvs {
+        for kv in &snapshot.kvs {
             self.engine.put_data(txn, &kv.key, kv.revision, &kv.value)?;
         }
         self.engine.delete_entries(txn, region_id, 0, u64::MAX)?;
@@ -370,46 +369,16 @@ pub fn generate_snapshot(engine: &Engine, region_id: u64) -> Result<(Snapshot, R
         .map(|(key, revision, value)| SnapshotKv { key, value, revision })
         .collect();
     drop(txn);
-    let checksum = snapshot_checksum(&kvs);
     let conf_state = conf_state_of(&region);
     let epoch = region.epoch.unwrap_or_default();
-    let data = SnapshotData { region: Some(region), kvs, checksum };
-    let mut snapshot = Snapshot { data: data.encode_to_vec().into(), ..Default::default() };
+    let mut snapshot = Snapshot { data: snapshot::encode(region, kvs).into(), ..Default::default() };
     snapshot.set_metadata(SnapshotMetadata { index, term, conf_state: Some(conf_state).into(), ..Default::default() });
     Ok((snapshot, epoch))
-}
-
-/// crc32c over the snapshot's records, in order.
-pub fn snapshot_checksum(kvs: &[SnapshotKv]) -> u32 {
-    kvs.iter().fold(0, |crc, kv| crc32c::crc32c_append(crc, &kv.encode_to_vec()))
-}
-
-/// Decodes and checks a snapshot's data: a damaged or truncated snapshot is an error, never applied.
-pub fn decode_snapshot_data(bytes: &[u8]) -> Result<SnapshotData, StorageError> {
-    let data = SnapshotData::decode(bytes)
-        .map_err(|e| StorageError::Decode { what: "snapshot".into(), detail: e.to_string() })?;
-    let computed = snapshot_checksum(&data.kvs);
-    if computed != data.checksum || data.region.is_none() {
-        return Err(StorageError::Corruption {
-            what: "snapshot".into(),
-            detail: format!("stored crc32c {:#010x}, computed {computed:#010x}", data.checksum),
-        });
-    }
-    Ok(data)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn data() -> SnapshotData {
-        let kvs = vec![
-            SnapshotKv { key: b"a".to_vec(), value: b"1".to_vec(), revision: 7 },
-            SnapshotKv { key: b"b".to_vec(), value: b"2".to_vec(), revision: 9 },
-        ];
-        let checksum = snapshot_checksum(&kvs);
-        SnapshotData { region: Some(Region { region_id: 1, ..Default::default() }), kvs, checksum }
-    }
 
     /// The snapshot `storage` hands raft for peer `to`, once generated (at most 10 s).
     fn snapshot_for(storage: &PeerStorage, to: u64) -> Snapshot {
@@ -426,7 +395,7 @@ mod tests {
     }
 
     fn region_of(snapshot: &Snapshot) -> Region {
-        decode_snapshot_data(snapshot.get_data()).unwrap().region.unwrap()
+        VerifiedSnapshot::verify(snapshot).unwrap().region
     }
 
     #[test]
@@ -459,25 +428,5 @@ mod tests {
         engine.commit(txn).unwrap();
         storage.set_region(left.clone());
         assert_eq!(region_of(&snapshot_for(&storage, 2)), left);
-    }
-
-    #[test]
-    fn intact_snapshot_data_decodes() {
-        let decoded = decode_snapshot_data(&data().encode_to_vec()).unwrap();
-        assert_eq!(decoded.kvs.len(), 2);
-    }
-
-    #[test]
-    fn damaged_or_truncated_snapshot_data_is_refused() {
-        let mut tampered = data();
-        tampered.kvs[1].value = b"3".to_vec();
-        assert!(matches!(decode_snapshot_data(&tampered.encode_to_vec()), Err(StorageError::Corruption { .. })));
-        let mut dropped = data();
-        dropped.kvs.pop();
-        assert!(decode_snapshot_data(&dropped.encode_to_vec()).is_err());
-        let bytes = data().encode_to_vec();
-        assert!(decode_snapshot_data(&bytes[..bytes.len() - 3]).is_err());
-        let without_region = SnapshotData { region: None, ..data() };
-        assert!(decode_snapshot_data(&without_region.encode_to_vec()).is_err());
     }
 }

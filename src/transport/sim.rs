@@ -68,7 +68,7 @@ impl NetState {
         for pair in pairs {
             let Some(queue) = self.held.remove(&pair) else { continue };
             for msg in queue {
-                let delivered = self.inboxes.get(&pair.1).is_some_and(|inbox| inbox.deliver(msg));
+                let delivered = self.inboxes.get(&pair.1).is_some_and(|inbox| inbox.deliver(msg).is_ok());
                 if delivered {
                     self.delivered += 1;
                 } else {
@@ -228,7 +228,7 @@ impl SimNetwork {
             true
         } else {
             match state.inboxes.get(&to_store) {
-                Some(inbox) => inbox.deliver(msg),
+                Some(inbox) => inbox.deliver(msg).is_ok(),
                 None => false,
             }
         };
@@ -263,7 +263,7 @@ fn run_delay_line(delayed: Receiver<Delayed>, state: std::sync::Weak<Mutex<NetSt
             let Some(state) = state.upgrade() else { return };
             let state = state.lock();
             if let Some(inbox) = state.inboxes.get(&item.to_store) {
-                inbox.deliver(item.msg);
+                let _ = inbox.deliver(item.msg);
             }
         }
     }

@@ -139,7 +139,7 @@ impl Cluster {
         }
         let ids = self.ids.clone();
         let (router, handle) = store::start(cfg, engine.clone(), metrics.clone(), transport, inbox, ids).unwrap();
-        self.network.register(store_id, router.store_inbox());
+        self.network.register(store_id, router.raft_inbox());
         self.running.insert(store_id, RunningStore { router, handle, engine, metrics });
     }
 

@@ -22,11 +22,9 @@ pub fn snapshot_envelope_with(
     (index, term): (u64, u64),
     kvs: Vec<fekv::proto::SnapshotKv>,
 ) -> RaftEnvelope {
-    use prost::Message as _;
     let voters = region.peers.iter().map(|p| p.peer_id).collect();
-    let checksum = fekv::raftstore::peer_storage::snapshot_checksum(&kvs);
-    let data = fekv::proto::SnapshotData { region: Some(region.clone()), kvs, checksum };
-    let mut snapshot = raft::eraftpb::Snapshot { data: data.encode_to_vec().into(), ..Default::default() };
+    let data = fekv::raftstore::snapshot::encode(region.clone(), kvs);
+    let mut snapshot = raft::eraftpb::Snapshot { data: data.into(), ..Default::default() };
     snapshot.mut_metadata().index = index;
     snapshot.mut_metadata().term = term;
     snapshot.mut_metadata().mut_conf_state().voters = voters;
