@@ -54,6 +54,7 @@ impl PeerStorage {
         let raft_state = engine.raft_state(&txn, region_id)?.ok_or_else(|| missing("raft state"))?;
         let apply_state = engine.apply_state(&txn, region_id)?.ok_or_else(|| missing("apply state"))?;
         drop(txn);
+        check_consistent(region_id, &raft_state, &apply_state)?;
         Ok(PeerStorage { engine, region, raft_state, apply_state, snapshot: RefCell::new(SnapshotState::Idle) })
     }
 
@@ -345,6 +346,25 @@ impl raft::Storage for PeerStorage {
     }
 }
 
+/// States that passed their checksums must still hold together: truncated ≤ applied ≤ commit ≤ last
+/// index. raft-rs would otherwise panic deep in its start (naming neither the region nor the record);
+/// this names both, for the node to exit with.
+fn check_consistent(region_id: u64, raft: &RaftLocalState, apply: &RaftApplyState) -> Result<(), StorageError> {
+    let (applied, truncated) = (apply.applied_index, apply.truncated_index);
+    let detail = if applied < truncated {
+        format!("its apply state's applied index {applied} is below its truncated index {truncated}")
+    } else if applied > raft.last_index {
+        format!("its apply state's applied index {applied} is past its last log index {}", raft.last_index)
+    } else if raft.commit > raft.last_index {
+        format!("its raft state's commit index {} is past its last log index {}", raft.commit, raft.last_index)
+    } else if applied > raft.commit {
+        format!("its apply state's applied index {applied} is past its commit index {}", raft.commit)
+    } else {
+        return Ok(());
+    };
+    Err(StorageError::Inconsistent { what: format!("persisted state of region {region_id}"), detail })
+}
+
 /// Builds the snapshot of a region as of the last committed write transaction; returns it with the
 /// epoch of the region it holds.
 pub fn generate_snapshot(engine: &Engine, region_id: u64) -> Result<(Snapshot, RegionEpoch), StorageError> {
@@ -428,5 +448,22 @@ mod tests {
         engine.commit(txn).unwrap();
         storage.set_region(left.clone());
         assert_eq!(region_of(&snapshot_for(&storage, 2)), left);
+    }
+
+    #[test]
+    fn persisted_states_that_do_not_hold_together_are_named() {
+        let raft = RaftLocalState { term: 6, vote: 1, commit: 20, last_index: 25, last_term: 6 };
+        let apply = RaftApplyState { applied_index: 18, truncated_index: 10, truncated_term: 5 };
+        assert!(check_consistent(3, &raft, &apply).is_ok());
+        let cases = [
+            (raft, RaftApplyState { applied_index: 9, ..apply }, "applied index 9 is below its truncated index 10"),
+            (raft, RaftApplyState { applied_index: 26, ..apply }, "applied index 26 is past its last log index 25"),
+            (RaftLocalState { commit: 30, ..raft }, apply, "commit index 30 is past its last log index 25"),
+            (RaftLocalState { commit: 15, ..raft }, apply, "applied index 18 is past its commit index 15"),
+        ];
+        for (raft, apply, says) in cases {
+            let err = check_consistent(3, &raft, &apply).unwrap_err().to_string();
+            assert!(err.contains("region 3") && err.contains(says), "{err}");
+        }
     }
 }
