@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 use fekv::metrics::Metrics;
@@ -100,18 +100,10 @@ fn dir_bytes(dir: &Path) -> u64 {
 
 /// Waits (at most 10 s) for the store inbox to receive a message `accept` takes.
 fn wait_inbox<T>(inbox: &Receiver<StoreMsg>, what: &str, accept: impl Fn(StoreMsg) -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match inbox.recv_timeout(left) {
-            Ok(msg) => {
-                if let Some(found) = accept(msg) {
-                    return found;
-                }
-            }
-            Err(_) => panic!("no {what} within 10s"),
-        }
-    }
+    eventually_sync(Duration::from_secs(10), what, || match inbox.try_recv() {
+        Ok(msg) => accept(msg).ok_or_else(|| "another message".to_string()),
+        Err(err) => Err(err.to_string()),
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -421,12 +421,7 @@ mod tests {
     #[test]
     fn a_cached_snapshot_is_not_offered_after_the_region_split() {
         let dir = tempfile::tempdir().unwrap();
-        let options = crate::storage::EngineOptions {
-            checksum_failures: prometheus::IntCounter::new("failures", "test").unwrap(),
-            map_size: 64 << 20,
-            max_readers: 16,
-        };
-        let engine = Engine::open(dir.path(), &options).unwrap();
+        let engine = Engine::open(dir.path(), &crate::storage::EngineOptions::for_tests()).unwrap();
         let peers =
             vec![crate::proto::Peer { peer_id: 1, store_id: 1 }, crate::proto::Peer { peer_id: 2, store_id: 2 }];
         let epoch = Some(RegionEpoch { conf_ver: 1, version: 1 });

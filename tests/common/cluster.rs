@@ -228,6 +228,13 @@ impl Cluster {
         regions
     }
 
+    /// One of the regions, picked with `rng` (for tests that disturb a random region); `None` while
+    /// no region has a leader.
+    pub async fn random_region(&self, rng: &mut impl rand::Rng) -> Option<Region> {
+        let regions = self.regions().await;
+        (!regions.is_empty()).then(|| regions[rng.gen_range(0..regions.len())].clone())
+    }
+
     /// A fresh id for a peer (placement's job in a real cluster).
     pub fn alloc_id(&self) -> u64 {
         use fekv::raftstore::split_check::IdAllocator;
