@@ -7,7 +7,7 @@
 use raft::SnapshotStatus;
 use tokio::sync::oneshot;
 
-use super::{Error, PeerStatus};
+use super::error::Error;
 use crate::proto::{Region, Request};
 use crate::raftstore::snapshot::VerifiedSnapshot;
 use crate::raftstore::transport::RaftEnvelope;
@@ -27,6 +27,31 @@ pub struct SplitPlan {
     pub split_key: Vec<u8>,
     pub new_region_id: u64,
     pub new_peer_ids: Vec<u64>,
+}
+
+/// One local peer as `/status` shows it.
+#[derive(Debug, Clone)]
+pub struct PeerStatus {
+    pub region: Region,
+    pub peer_id: u64,
+    /// leader, follower, candidate or precandidate
+    pub role: String,
+    pub leader_peer_id: u64,
+    pub leader_store_id: Option<u64>,
+    pub term: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub truncated_index: u64,
+    pub last_index: u64,
+    pub pending_proposals: usize,
+    /// Keys + values in the region, as of the last split check (leaders only).
+    pub approximate_size: Option<u64>,
+    pub approximate_keys: u64,
+    /// Leaders only: peers still catching up (they need a snapshot, or are receiving one).
+    pub pending_peers: Vec<crate::proto::Peer>,
+    /// False for a peer created by a message and still waiting for its first snapshot: it holds no
+    /// data and its region has no range yet.
+    pub initialized: bool,
 }
 
 pub enum StoreMsg {

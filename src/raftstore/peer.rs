@@ -18,10 +18,10 @@ use raft::eraftpb::{Entry, Message, MessageType};
 use raft::{RawNode, Ready, SnapshotStatus};
 
 use super::apply::Applied;
-use super::msg::Callback;
+use super::error::Error;
+use super::msg::{Callback, PeerStatus, WriteResponse};
 use super::peer_storage::PeerStorage;
 use super::snapshot::VerifiedSnapshot;
-use super::{Error, PeerStatus, WriteResponse};
 use crate::metrics::Metrics;
 use crate::proto::{admin_request, CompactLogRequest, RaftApplyState, RaftLocalState, Region};
 use crate::raftstore::transport::RaftEnvelope;

@@ -9,10 +9,10 @@ use crossbeam_channel::{Sender, TrySendError};
 use prometheus::IntCounter;
 use tokio::sync::oneshot;
 
+use super::error::{Error, Result};
 use super::inbox::RaftInbox;
-use super::msg::StoreMsg;
+use super::msg::{PeerStatus, StoreMsg, WriteResponse};
 use super::region_map::RegionMap;
-use super::{Error, PeerStatus, Result, WriteResponse};
 use crate::proto::{Region, Request};
 
 #[derive(Clone)]

@@ -30,12 +30,13 @@ use super::exit::{RaftstoreExit, RaftstoreHandle};
 use durability::ApplyDeferral;
 use lifecycle::{is_stale_sender, may_create_peer};
 
+use super::error::Error;
 use super::msg::StoreMsg;
 use super::peer::{Peer, PeerConfig};
 use super::region_map::RegionMap;
+use super::router::Router;
 use super::snapshot::VerifiedSnapshot;
 use super::split_check::SplitCheckTask;
-use super::{Error, Router};
 use crate::ids::IdAllocator;
 use crate::metrics::Metrics;
 use crate::raftstore::transport::{RaftEnvelope, Transport};

@@ -9,8 +9,8 @@ use raft::{Ready, StateRole};
 
 use super::{Committed, Peer, PendingReady};
 use crate::raftstore::apply::{self, Applied, ApplyEffects, LocalStore};
+use crate::raftstore::error::Error;
 use crate::raftstore::peer_storage::PeerStorage;
-use crate::raftstore::Error;
 use crate::storage::StorageError;
 
 impl Peer {

@@ -6,10 +6,10 @@
 use raft::eraftpb::MessageType;
 
 use super::Store;
+use crate::raftstore::error::Error;
 use crate::raftstore::peer::Peer;
 use crate::raftstore::region_map::ranges_overlap;
 use crate::raftstore::transport::RaftEnvelope;
-use crate::raftstore::Error;
 
 impl Store {
     /// Starts this store's peer of a region split off a local one (its state was written with the
