@@ -108,7 +108,8 @@ pub async fn run(
     let served = match tls {
         None => fekv_placement::service::serve(listener, placement, shutdown).await,
         Some(tls) => {
-            let incoming = TlsIncoming::new(listener, tls, AcceptorOptions::default());
+            let options = AcceptorOptions { allowed: Some(Arc::new(args.tls.allowed())), ..AcceptorOptions::default() };
+            let incoming = TlsIncoming::new(listener, tls, options);
             let peer_addr_of = |ext: &tonic::Extensions| ext.get::<PeerInfo>().map(|peer| peer.remote_addr);
             fekv_placement::service::serve_incoming(incoming, placement, peer_addr_of, shutdown).await
         }
