@@ -17,7 +17,7 @@ use certs::{CertFiles, TestPki};
 use common::process::FekvProcess;
 use fekv::proto::placement_client::PlacementClient;
 use fekv::proto::raft_transport_client::RaftTransportClient;
-use fekv::proto::{Peer, RaftMessage, RaftMessageBatch, RegisterStoreRequest};
+use fekv::proto::{Peer, RaftMessage, RaftMessageBatch, RegisterStoreRequest, StoreHeartbeatRequest};
 use fekv::security::tls::{AppProtocol, ClientTls, ClientTlsSettings, TlsConnector};
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, StatusCode};
@@ -403,6 +403,73 @@ async fn only_allowed_certificate_names_reach_placement_and_the_raft_port() {
         None => status,
     };
     assert!(status.is_success(), "{status}");
+}
+
+/// A store is bound to the certificate identity it first registered with (issue 12, item 2): a caller
+/// with another certificate of the same CA is refused for that store id even with its secret, in
+/// registrations and heartbeats, and logged; the store's own certificate still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_is_bound_to_its_certificate_and_its_secret_alone_does_not_speak_for_it() {
+    let pki = TestPki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, ca) = (path(&pki.server_files.cert), path(&pki.server_files.key), path(&pki.ca_file));
+    let placement = FekvProcess::start_placement_with(
+        &dir.path().join("placement"),
+        1,
+        &["--cert-file", &cert, "--key-file", &key, "--trusted-ca-file", &ca],
+    );
+    let intruder = pki.ca.issue("intruder").write(pki.dir.path(), "intruder");
+    let client = |files: &CertFiles| {
+        let settings = ClientTlsSettings {
+            cacert: pki.ca_file.clone(),
+            cert: Some(files.cert.clone()),
+            key: Some(files.key.clone()),
+        };
+        let tls = Arc::new(ClientTls::load(settings, AppProtocol::Grpc).unwrap());
+        let addr = placement.addr.clone();
+        async move {
+            let endpoint = fekv::security::tls::grpc::endpoint(&addr, Some(&tls)).unwrap();
+            PlacementClient::new(fekv::security::tls::grpc::connect(&endpoint, Some(&tls)).await.unwrap())
+        }
+    };
+    let mut store = client(&pki.client_files).await;
+    let registration = RegisterStoreRequest {
+        raft_addr: "127.0.0.1:1".into(),
+        http_addr: "127.0.0.1:2".into(),
+        version: "test".into(),
+        ..Default::default()
+    };
+    let first = store.register_store(registration.clone()).await.unwrap().into_inner();
+    let claim = RegisterStoreRequest {
+        store_id: first.store_id,
+        cluster_id: first.cluster_id,
+        store_secret: first.store_secret.clone(),
+        ..registration
+    };
+    let heartbeat = StoreHeartbeatRequest {
+        store_id: first.store_id,
+        store_secret: first.store_secret.clone(),
+        ..Default::default()
+    };
+
+    let mut stranger = client(&intruder).await;
+    let refused = stranger.register_store(RegisterStoreRequest { raft_addr: "127.0.0.1:3".into(), ..claim.clone() });
+    let refused = refused.await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    assert!(refused.message().contains("identity"), "{refused:?}");
+    let refused = stranger.store_heartbeat(heartbeat.clone()).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    let logged = placement.wait_stderr(Duration::from_secs(10), "the refusal logged", |lines| {
+        lines.iter().any(|l| l.contains("WARN") && l.contains("another identity") && l.contains("intruder"))
+    });
+    let refusal = logged.iter().find(|l| l.contains("another identity")).unwrap();
+    assert!(refusal.contains("bound") && refusal.contains("fekv client"), "both identities are logged: {refusal}");
+
+    // The store itself, with its certificate, still registers and heartbeats; its address is its own.
+    store.register_store(claim).await.unwrap();
+    store.store_heartbeat(heartbeat).await.unwrap();
+    let stores = store.get_stores(fekv::proto::GetStoresRequest {}).await.unwrap().into_inner().stores;
+    assert_eq!((stores[0].raft_addr.as_str(), stores[0].cert_identity.as_str()), ("127.0.0.1:1", "fekv client"));
 }
 
 /// Auth over TLS: `fekv ctl` sends its TLS flags and its credentials together (to placement and to
