@@ -477,6 +477,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
                 Some(peer_tls) => {
                     let options = AcceptorOptions {
                         hook: Some(node.state.metrics.handshake_hook("peer")),
+                        allowed: Some(Arc::new(config.tls.peer_allowed())),
                         ..AcceptorOptions::default()
                     };
                     let incoming = TlsIncoming::new(raft_listener, peer_tls.clone(), options);

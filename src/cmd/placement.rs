@@ -15,7 +15,7 @@ use fekv_placement::{Placement, PlacementOptions};
 use crate::security::config::PlacementTlsArgs;
 use crate::security::runtime::TlsSet;
 use crate::security::tls::settings::ClientTlsSettings;
-use crate::security::tls::{AcceptorOptions, AppProtocol, PeerInfo, TlsError, TlsIncoming};
+use crate::security::tls::{AcceptorOptions, AppProtocol, CertNames, PeerInfo, TlsError, TlsIncoming};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct PlacementArgs {
@@ -53,6 +53,13 @@ pub struct PlacementArgs {
     pub password_cost: fekv_placement::auth::PasswordCost,
     #[command(flatten)]
     pub tls: PlacementTlsArgs,
+}
+
+/// The identity (CN, else first SAN) of a caller's verified client certificate, which placement binds
+/// a store to; `None` without one (placement without mutual TLS).
+fn cert_identity_of(ext: &tonic::Extensions) -> Option<String> {
+    let certificates = ext.get::<PeerInfo>()?.certificates.clone()?;
+    CertNames::of_leaf(Some(&certificates)).ok()?.identity()
 }
 
 fn log_filter(text: &str) -> Result<String, String> {
@@ -182,9 +189,10 @@ pub async fn run(
     let served = match tls {
         None => fekv_placement::service::serve(listener, source, shutdown).await,
         Some(tls) => {
-            let incoming = TlsIncoming::new(listener, tls, AcceptorOptions::default());
+            let options = AcceptorOptions { allowed: Some(Arc::new(args.tls.allowed())), ..AcceptorOptions::default() };
+            let incoming = TlsIncoming::new(listener, tls, options);
             let peer_addr_of = |ext: &tonic::Extensions| ext.get::<PeerInfo>().map(|peer| peer.remote_addr);
-            fekv_placement::service::serve_incoming(incoming, source, peer_addr_of, shutdown).await
+            fekv_placement::service::serve_incoming(incoming, source, peer_addr_of, cert_identity_of, shutdown).await
         }
     };
     let _ = stop_tls.send(true);

@@ -4,9 +4,11 @@
 //!   settings as flags and `FEKV_*` variables (`--cert-file`, `--key-file`, `--trusted-ca-file`,
 //!   `--client-cert-auth` for the REST API; `--peer-cert-file`, `--peer-key-file`,
 //!   `--peer-trusted-ca-file` for the raft port and the node's connections to other stores and to
-//!   placement);
+//!   placement; `--peer-cert-allowed-cn` and `--peer-cert-allowed-hostname` narrow who may connect to
+//!   the raft port);
 //! - placement: [`PlacementTlsArgs`] (`--cert-file`, `--key-file`, `--trusted-ca-file`; a CA makes
-//!   it mutual). The listener trio is one [`ServerTlsArgs`], shared with the node's REST API;
+//!   it mutual; `--client-cert-allowed-cn` / `--client-cert-allowed-hostname` narrow it). The listener
+//!   trio is one [`ServerTlsArgs`], shared with the node's REST API;
 //! - `fekv ctl` and `fekv bench`: [`ClientTlsArgs`] (etcdctl's `--cacert`, `--cert`, `--key`).
 //!
 //! Nothing set means no TLS, as before. The files are read by [`super::runtime`] at start.
@@ -15,7 +17,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::security::tls::{ClientTlsSettings, PeerTlsSettings, ServerTlsSettings, TlsError};
+use crate::security::tls::{AllowedNames, ClientTlsSettings, PeerTlsSettings, ServerTlsSettings, TlsError};
 
 /// The node's `[tls]` table. Every field is optional; none set means plain TCP everywhere.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +35,13 @@ pub struct TlsConfig {
     pub peer_key_file: Option<PathBuf>,
     /// The CA every peer's and placement's certificate must be signed by.
     pub peer_trusted_ca_file: Option<PathBuf>,
+    /// Common names a peer's certificate must carry one of on the raft port (etcd's
+    /// `--peer-cert-allowed-cn`); empty, with `peer_cert_allowed_hostname`: any the CA signed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub peer_cert_allowed_cn: Vec<String>,
+    /// Host names one of a peer certificate's SANs must cover (etcd's `--peer-cert-allowed-hostname`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub peer_cert_allowed_hostname: Vec<String>,
 }
 
 impl TlsConfig {
@@ -60,10 +69,19 @@ impl TlsConfig {
         )
     }
 
+    /// The names the raft port requires of a peer's certificate (empty: none beyond the CA).
+    pub fn peer_allowed(&self) -> AllowedNames {
+        AllowedNames::new(&self.peer_cert_allowed_cn, &self.peer_cert_allowed_hostname)
+    }
+
     /// Checks the combination of settings (not the files: those are loaded at start).
     pub fn validate(&self) -> Result<(), TlsError> {
         self.client_listener()?;
-        self.peer()?;
+        if self.peer()?.is_none() && !self.peer_allowed().is_empty() {
+            return Err(TlsError::Settings(
+                "peer_cert_allowed_cn and peer_cert_allowed_hostname need peer TLS (peer_cert_file, ...)".into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -126,6 +144,12 @@ pub struct NodeTlsArgs {
     /// CA (PEM) that signs every store's and placement's certificate (mutual TLS)
     #[arg(long, env = "FEKV_PEER_TRUSTED_CA_FILE", value_name = "FILE")]
     pub peer_trusted_ca_file: Option<PathBuf>,
+    /// On the raft port, accept only peer certificates with one of these common names (comma-separated or repeated)
+    #[arg(long, env = "FEKV_PEER_CERT_ALLOWED_CN", value_name = "CN", value_delimiter = ',')]
+    pub peer_cert_allowed_cn: Vec<String>,
+    /// On the raft port, accept only peer certificates whose SANs cover one of these host names
+    #[arg(long, env = "FEKV_PEER_CERT_ALLOWED_HOSTNAME", value_name = "HOST", value_delimiter = ',')]
+    pub peer_cert_allowed_hostname: Vec<String>,
 }
 
 impl NodeTlsArgs {
@@ -144,6 +168,14 @@ impl NodeTlsArgs {
             }
         }
         config.client_cert_auth |= self.client_cert_auth;
+        for (flag, setting) in [
+            (&self.peer_cert_allowed_cn, &mut config.peer_cert_allowed_cn),
+            (&self.peer_cert_allowed_hostname, &mut config.peer_cert_allowed_hostname),
+        ] {
+            if !flag.is_empty() {
+                *setting = flag.clone();
+            }
+        }
     }
 }
 
@@ -154,11 +186,28 @@ impl NodeTlsArgs {
 pub struct PlacementTlsArgs {
     #[command(flatten)]
     pub server: ServerTlsArgs,
+    /// Accept only client certificates (nodes, fekv ctl) with one of these common names (comma-separated or repeated)
+    #[arg(long, env = "FEKV_CLIENT_CERT_ALLOWED_CN", value_name = "CN", value_delimiter = ',')]
+    pub client_cert_allowed_cn: Vec<String>,
+    /// Accept only client certificates whose SANs cover one of these host names
+    #[arg(long, env = "FEKV_CLIENT_CERT_ALLOWED_HOSTNAME", value_name = "HOST", value_delimiter = ',')]
+    pub client_cert_allowed_hostname: Vec<String>,
 }
 
 impl PlacementTlsArgs {
     pub fn settings(&self) -> Result<Option<ServerTlsSettings>, TlsError> {
+        if !self.mutual() && !self.allowed().is_empty() {
+            return Err(TlsError::Settings(
+                "--client-cert-allowed-cn and --client-cert-allowed-hostname need --trusted-ca-file (mutual TLS)"
+                    .into(),
+            ));
+        }
         self.server.settings(self.mutual())
+    }
+
+    /// The names placement requires of a client's certificate (empty: none beyond the CA).
+    pub fn allowed(&self) -> AllowedNames {
+        AllowedNames::new(&self.client_cert_allowed_cn, &self.client_cert_allowed_hostname)
     }
 
     /// A CA makes placement's TLS mutual.
@@ -227,6 +276,28 @@ mod tests {
     }
 
     #[test]
+    fn allowed_peer_names_come_from_the_tls_table_or_the_flags_and_need_peer_tls() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            tls: NodeTlsArgs,
+        }
+        let peer = "peer_cert_file = \"p.crt\"\npeer_key_file = \"p.key\"\npeer_trusted_ca_file = \"ca.crt\"\n";
+        let mut config: TlsConfig = toml::from_str(&format!("{peer}peer_cert_allowed_cn = [\"node-1\"]")).unwrap();
+        assert_eq!(config.peer_allowed().common_names, ["node-1"]);
+        config.validate().unwrap();
+        let cli =
+            Cli::try_parse_from(["fekv", "--peer-cert-allowed-cn=node-2,node-3", "--peer-cert-allowed-hostname", "h"])
+                .unwrap();
+        cli.tls.overlay(&mut config);
+        assert_eq!(config.peer_allowed(), AllowedNames::new(&["node-2".into(), "node-3".into()], &["h".into()]));
+        assert!(toml::to_string(&config).unwrap().contains("peer_cert_allowed_hostname"));
+        let alone: TlsConfig = toml::from_str("peer_cert_allowed_hostname = [\"h\"]").unwrap();
+        assert!(alone.validate().unwrap_err().to_string().contains("peer TLS"));
+    }
+
+    #[test]
     fn tls_flags_and_the_tls_table_combine_and_incomplete_ones_are_refused() {
         use crate::config::ServeArgs;
         let dir = tempfile::tempdir().unwrap();
@@ -262,8 +333,15 @@ mod tests {
             key_file: Some("p.key".into()),
             trusted_ca_file: Some("ca.crt".into()),
         };
-        let args = PlacementTlsArgs { server };
+        let args = PlacementTlsArgs { server: server.clone(), ..Default::default() };
         assert!(args.settings().unwrap().unwrap().client_cert_auth);
         assert_eq!(PlacementTlsArgs::default().settings().unwrap(), None);
+        // Allowed names need client certificates to look at.
+        let allowed = vec!["ctl".to_string()];
+        let args = PlacementTlsArgs { server, client_cert_allowed_cn: allowed.clone(), ..Default::default() };
+        assert_eq!(args.allowed().common_names, allowed);
+        let server = ServerTlsArgs { trusted_ca_file: None, ..args.server.clone() };
+        let err = PlacementTlsArgs { server, ..args }.settings().unwrap_err().to_string();
+        assert!(err.contains("--trusted-ca-file"), "{err}");
     }
 }
