@@ -1,12 +1,13 @@
 //! A real cluster: a placement process and three `fekv serve --placement` processes on 127.0.0.1,
 //! talking gRPC. Redirects to the leader, `kill -9` of the leader under a write load, `kill -9` of
-//! every node, and a lone survivor that answers `503` rather than hanging or serving stale data.
+//! every node, a lone survivor that answers `503` rather than hanging or serving stale data, and a
+//! leader whose idle clients fill its connection cap still replicating.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::process::ctl;
+use common::process::{ctl, idle_connections, open_file_limit, wait_replicated, FekvProcess};
 use common::process_cluster::{local_copy, ProcessCluster};
 use common::wait::eventually;
 use common::writers::{Load, Writers};
@@ -192,4 +193,45 @@ async fn ctl_transfer_leader_moves_leadership_to_the_chosen_store() {
     // Writes now land on it directly.
     let (reply, hops) = request_following(Method::PUT, &follower_node.url("/fekv/moved"), "yes", &[]).await.unwrap();
     assert_eq!((reply.status, hops), (StatusCode::OK, 0));
+}
+
+/// Issue 14, fault 6: the connection cap keeps a reserve of open files for the node's own use. A
+/// node whose open-file limit is 300 (soft and hard, so it cannot be raised) leads the first region
+/// while 400 idle keep-alive clients hold every connection the cap allows; two nodes then join, and
+/// it must still open raft connections to them, send them snapshots and replicate writes (with no
+/// reserve, the clients' connections took every file and the raft connects failed with EMFILE).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_clients_at_the_connection_cap_leave_files_for_raft_connections_and_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let placement = FekvProcess::start_placement(&dir.path().join("placement"), 3);
+    let limited_dir = dir.path().join("limited");
+    let args: Vec<String> = ["--http-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0", "--placement"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([placement.addr.clone(), "--data-dir".into(), limited_dir.display().to_string()])
+        .collect();
+    let limited = FekvProcess::start_node_as(&args, &limited_dir, open_file_limit(300, 300));
+    let at = placement.addr.clone();
+    tokio::task::block_in_place(|| wait_replicated(&at, 1, Duration::from_secs(30)));
+    let bases = [limited.base.clone()];
+    for i in 0..10 {
+        put_anywhere(&bases, &format!("before-{i}"), "v", Duration::from_secs(10)).await.unwrap();
+    }
+
+    let idle = idle_connections(&limited, 400).await;
+    let joined: Vec<FekvProcess> =
+        (0..2).map(|i| FekvProcess::start_node(&dir.path().join(format!("node-{i}")), &placement.addr)).collect();
+    tokio::task::block_in_place(|| wait_replicated(&at, 3, Duration::from_secs(60)));
+    for i in 0..10 {
+        put_anywhere(&bases, &format!("after-{i}"), "v", Duration::from_secs(10)).await.unwrap();
+    }
+    for node in &joined {
+        for key in (0..10).flat_map(|i| [format!("before-{i}"), format!("after-{i}")]) {
+            assert_eq!(local_copy(&node.base, &key, Duration::from_secs(10)).await, "v", "{key} on {}", node.base);
+        }
+    }
+    let lines = limited.stderr_lines();
+    let starved = lines.iter().filter(|l| l.contains("accept failed") || l.contains("Too many open files"));
+    assert_eq!(starved.count(), 0, "{lines:#?}");
+    drop(idle);
 }
