@@ -262,6 +262,6 @@ async fn a_clustered_node_whose_raftstore_dies_exits_and_restarts_healthy() {
     assert!(lines.last().unwrap().contains("failpoint raftstore_panic_on_write"), "{lines:#?}");
     drop(node);
     let node = FekvProcess::start_node(&node_dir, &placement.addr);
-    put_anywhere(&[node.base.clone()], "k", "v", Duration::from_secs(20)).await.unwrap();
+    put_anywhere(std::slice::from_ref(&node.base), "k", "v", Duration::from_secs(20)).await.unwrap();
     assert_eq!(local_copy(&node.base, "k", Duration::from_secs(10)).await, "v");
 }
