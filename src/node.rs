@@ -460,9 +460,17 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
             // What others are told to connect to; never 0.0.0.0 or ::.
             let advertised_raft = config.advertised_raft_addr(raft_addr)?;
             let advertised_http = config.advertised_http_addr(http_addr)?;
-            let (node, client, identity) =
-                Node::start_clustered(&config, placement, &advertised_raft, &advertised_http, tls.peer_client.clone())
-                    .await?;
+            let starting =
+                Node::start_clustered(&config, placement, &advertised_raft, &advertised_http, tls.peer_client.clone());
+            // Registration retries for up to a minute while placement is away; a stop asked
+            // meanwhile is obeyed at once (nothing is started until placement has answered).
+            let (node, client, identity) = tokio::select! {
+                started = starting => started?,
+                () = stopped(stop_rx.clone()) => {
+                    tracing::info!(placement, "stopped before placement answered the registration");
+                    return Ok(());
+                }
+            };
             let service = RaftTransportService::new(node.router().store_inbox(), snapshot_limits(&config));
             let raft_stopped = stopped(stop_rx.clone());
             let server = tonic::transport::Server::builder().add_service(service);
