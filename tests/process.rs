@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::process::{idle_connections, open_file_limit, run_fekv, run_to_end, FekvProcess};
+use common::process::{idle_connections, open_file_limit, run_fekv, run_fekv_with, run_to_end, FekvProcess};
 use common::writers::{Load, Writers};
 use common::{get, put, try_request};
 use hyper::{Method, StatusCode};
@@ -229,6 +229,17 @@ fn a_log_level_that_is_no_level_is_an_error_at_start() {
         let stderr = &output.stderr;
         assert!(!output.success, "{args:?}: {stderr}");
         assert!(stderr.contains("log") && stderr.contains("\"nonsense\" is not a level"), "{args:?}: {stderr}");
+    }
+    // RUST_LOG, which replaces the setting, too: it logged nothing at all, not even a failed start.
+    let node = ["--http-addr", "127.0.0.1:0", "--data-dir", &data_dir];
+    let placement = ["placement", "--addr", "127.0.0.1:0", "--data-dir", &data_dir];
+    for args in [&node[..], &placement[..]] {
+        let output = run_fekv_with(args, Duration::from_secs(10), |command| {
+            command.env("RUST_LOG", "nonsense");
+        });
+        let stderr = &output.stderr;
+        assert!(!output.success, "{args:?}: {stderr}");
+        assert!(stderr.contains("invalid RUST_LOG: \"nonsense\" is not a level"), "{args:?}: {stderr}");
     }
 }
 
