@@ -127,26 +127,29 @@ pub async fn run(
     let member = if args.peers.is_empty() { None } else { Some(member_id(&args.addr, &args.peers)?) };
     // The members speak raft to each other as clients of each other's listener, with its TLS: the
     // same certificate, presented, and the trusted CA to verify theirs.
-    let connect: Connect = match (&args.tls.cert_file, &args.tls.key_file, &args.tls.trusted_ca_file) {
-        (None, None, None) => Arc::new(fekv_placement::group::grpc::plain),
-        _ if member.is_none() => Arc::new(fekv_placement::group::grpc::plain),
-        (Some(cert), Some(key), Some(ca)) => {
-            let settings = ClientTlsSettings { cacert: ca.clone(), cert: Some(cert.clone()), key: Some(key.clone()) };
-            let client = tls_set.client(settings, AppProtocol::Grpc)?;
-            Arc::new(move |addr: &str| {
-                let endpoint = crate::security::tls::grpc::endpoint(addr, Some(&client))
-                    .map_err(|e| e.to_string())?
-                    .connect_timeout(Duration::from_secs(1))
-                    .timeout(Duration::from_secs(5));
-                Ok(crate::security::tls::grpc::lazy_channel(&endpoint, Some(&client)))
-            })
-        }
-        _ => {
-            return Err(PlacementCmdError::Peers(
-                "a placement group over TLS needs --trusted-ca-file too: the members verify each other with it".into(),
-            ))
-        }
-    };
+    let connect: Connect =
+        match (&args.tls.server.cert_file, &args.tls.server.key_file, &args.tls.server.trusted_ca_file) {
+            (None, None, None) => Arc::new(fekv_placement::group::grpc::plain),
+            _ if member.is_none() => Arc::new(fekv_placement::group::grpc::plain),
+            (Some(cert), Some(key), Some(ca)) => {
+                let settings =
+                    ClientTlsSettings { cacert: ca.clone(), cert: Some(cert.clone()), key: Some(key.clone()) };
+                let client = tls_set.client(settings, AppProtocol::Grpc)?;
+                Arc::new(move |addr: &str| {
+                    let endpoint = crate::security::tls::grpc::endpoint(addr, Some(&client))
+                        .map_err(|e| e.to_string())?
+                        .connect_timeout(Duration::from_secs(1))
+                        .timeout(Duration::from_secs(5));
+                    Ok(crate::security::tls::grpc::lazy_channel(&endpoint, Some(&client)))
+                })
+            }
+            _ => {
+                return Err(PlacementCmdError::Peers(
+                    "a placement group over TLS needs --trusted-ca-file too: the members verify each other with it"
+                        .into(),
+                ))
+            }
+        };
     // One placement process per data directory, held until this function returns.
     let _dir_lock = crate::dir_lock::DirLock::acquire(&args.data_dir)?;
     let source: Source = match member {
