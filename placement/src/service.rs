@@ -10,6 +10,7 @@
 //! service ([`auth`]), on the same server.
 
 mod auth;
+pub mod cert;
 pub mod guard;
 mod serving;
 
@@ -127,11 +128,11 @@ impl PlacementRpc for PlacementService {
         req: Request<RegisterStoreRequest>,
     ) -> Result<Response<RegisterStoreResponse>, Status> {
         let leader = self.serving.leader()?;
-        let peer = caller(&req);
+        let (peer, identity) = (caller(&req), cert::identity(&req));
         let req = req.into_inner();
         let (claimed, raft_addr, http_addr) = (req.store_id, req.raft_addr.clone(), req.http_addr.clone());
         let auth_revision = req.auth_revision;
-        let registered = self.durable(&leader.placement, move |p| p.register_store(&req)).await;
+        let registered = self.durable(&leader.placement, move |p| p.register_store_as(&req, identity.as_deref())).await;
         log_refusal(&registered, "RegisterStore", claimed, &peer);
         let registered = registered?;
         tracing::info!(store_id = registered.store_id, %raft_addr, %http_addr, %peer, "store registered");
@@ -156,9 +157,11 @@ impl PlacementRpc for PlacementService {
         req: Request<StoreHeartbeatRequest>,
     ) -> Result<Response<StoreHeartbeatResponse>, Status> {
         let leader = self.serving.leader()?;
-        let peer = caller(&req);
+        let (peer, identity) = (caller(&req), cert::identity(&req));
         let req = req.into_inner();
-        let authenticated = leader.placement.authenticate_store(req.store_id, &req.store_secret).map_err(status);
+        let authenticated = (leader.placement.authenticate_store(req.store_id, &req.store_secret))
+            .and_then(|()| leader.placement.check_store_cert(req.store_id, identity.as_deref()))
+            .map_err(status);
         log_refusal(&authenticated, "StoreHeartbeat", req.store_id, &peer);
         authenticated?;
         let auth_revision = req.auth_revision;
@@ -300,16 +303,18 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    serve_incoming(incoming, placement, |_| None, shutdown).await
+    serve_incoming(incoming, placement, |_| None, |_| None, shutdown).await
 }
 
 /// Serves the placement service (and its auth service) on the connections of `incoming` until
 /// `shutdown` resolves; `peer_addr_of` finds a caller's address for the logs (and the login
-/// limits) where tonic's own `remote_addr` cannot.
+/// limits) where tonic's own `remote_addr` cannot, and `cert_identity_of` the identity of its client
+/// certificate (mutual TLS), which stores are bound to.
 pub async fn serve_incoming<I, IO, IE>(
     incoming: I,
     source: impl Into<Source>,
     peer_addr_of: PeerAddrOf,
+    cert_identity_of: cert::CertIdentityOf,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError>
 where
@@ -322,6 +327,7 @@ where
         if let Some(addr) = peer_addr_of(req.extensions()) {
             req.extensions_mut().insert(CallerAddr(addr));
         }
+        cert::record(&mut req, cert_identity_of);
         Ok(req)
     };
     let source = source.into();

@@ -34,6 +34,7 @@ use crate::schedulers::{self, Plan, RegionView, Step};
 
 mod admin;
 mod auth;
+mod cert_identity;
 mod heartbeat;
 mod identity;
 pub(crate) mod persist;

@@ -15,7 +15,7 @@ use fekv_placement::{Placement, PlacementOptions};
 use crate::security::config::PlacementTlsArgs;
 use crate::security::runtime::TlsSet;
 use crate::security::tls::settings::ClientTlsSettings;
-use crate::security::tls::{AcceptorOptions, AppProtocol, PeerInfo, TlsError, TlsIncoming};
+use crate::security::tls::{AcceptorOptions, AppProtocol, CertNames, PeerInfo, TlsError, TlsIncoming};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct PlacementArgs {
@@ -53,6 +53,13 @@ pub struct PlacementArgs {
     pub password_cost: fekv_placement::auth::PasswordCost,
     #[command(flatten)]
     pub tls: PlacementTlsArgs,
+}
+
+/// The identity (CN, else first SAN) of a caller's verified client certificate, which placement binds
+/// a store to; `None` without one (placement without mutual TLS).
+fn cert_identity_of(ext: &tonic::Extensions) -> Option<String> {
+    let certificates = ext.get::<PeerInfo>()?.certificates.clone()?;
+    CertNames::of_leaf(Some(&certificates)).ok()?.identity()
 }
 
 fn log_filter(text: &str) -> Result<String, String> {
@@ -122,26 +129,29 @@ pub async fn run(
     let member = if args.peers.is_empty() { None } else { Some(member_id(&args.addr, &args.peers)?) };
     // The members speak raft to each other as clients of each other's listener, with its TLS: the
     // same certificate, presented, and the trusted CA to verify theirs.
-    let connect: Connect = match (&args.tls.cert_file, &args.tls.key_file, &args.tls.trusted_ca_file) {
-        (None, None, None) => Arc::new(fekv_placement::group::grpc::plain),
-        _ if member.is_none() => Arc::new(fekv_placement::group::grpc::plain),
-        (Some(cert), Some(key), Some(ca)) => {
-            let settings = ClientTlsSettings { cacert: ca.clone(), cert: Some(cert.clone()), key: Some(key.clone()) };
-            let client = tls_set.client(settings, AppProtocol::Grpc)?;
-            Arc::new(move |addr: &str| {
-                let endpoint = crate::security::tls::grpc::endpoint(addr, Some(&client))
-                    .map_err(|e| e.to_string())?
-                    .connect_timeout(Duration::from_secs(1))
-                    .timeout(Duration::from_secs(5));
-                Ok(crate::security::tls::grpc::lazy_channel(&endpoint, Some(&client)))
-            })
-        }
-        _ => {
-            return Err(PlacementCmdError::Peers(
-                "a placement group over TLS needs --trusted-ca-file too: the members verify each other with it".into(),
-            ))
-        }
-    };
+    let connect: Connect =
+        match (&args.tls.server.cert_file, &args.tls.server.key_file, &args.tls.server.trusted_ca_file) {
+            (None, None, None) => Arc::new(fekv_placement::group::grpc::plain),
+            _ if member.is_none() => Arc::new(fekv_placement::group::grpc::plain),
+            (Some(cert), Some(key), Some(ca)) => {
+                let settings =
+                    ClientTlsSettings { cacert: ca.clone(), cert: Some(cert.clone()), key: Some(key.clone()) };
+                let client = tls_set.client(settings, AppProtocol::Grpc)?;
+                Arc::new(move |addr: &str| {
+                    let endpoint = crate::security::tls::grpc::endpoint(addr, Some(&client))
+                        .map_err(|e| e.to_string())?
+                        .connect_timeout(Duration::from_secs(1))
+                        .timeout(Duration::from_secs(5));
+                    Ok(crate::security::tls::grpc::lazy_channel(&endpoint, Some(&client)))
+                })
+            }
+            _ => {
+                return Err(PlacementCmdError::Peers(
+                    "a placement group over TLS needs --trusted-ca-file too: the members verify each other with it"
+                        .into(),
+                ))
+            }
+        };
     // One placement process per data directory, held until this function returns.
     let _dir_lock = crate::dir_lock::DirLock::acquire(&args.data_dir)?;
     let source: Source = match member {
@@ -171,7 +181,7 @@ pub async fn run(
         operator_timeout = ?args.operator_timeout,
         data_dir = %args.data_dir.display(),
         tls = tls.is_some(),
-        mutual_tls = args.tls.trusted_ca_file.is_some(),
+        mutual_tls = args.tls.mutual(),
         "placement service serving"
     );
     let (stop_tls, tls_stopped) = tokio::sync::watch::channel(false);
@@ -206,9 +216,10 @@ pub async fn run(
     let served = match tls {
         None => fekv_placement::service::serve(listener, source, shutdown).await,
         Some(tls) => {
-            let incoming = TlsIncoming::new(listener, tls, AcceptorOptions::default());
+            let options = AcceptorOptions { allowed: Some(Arc::new(args.tls.allowed())), ..AcceptorOptions::default() };
+            let incoming = TlsIncoming::new(listener, tls, options);
             let peer_addr_of = |ext: &tonic::Extensions| ext.get::<PeerInfo>().map(|peer| peer.remote_addr);
-            fekv_placement::service::serve_incoming(incoming, source, peer_addr_of, shutdown).await
+            fekv_placement::service::serve_incoming(incoming, source, peer_addr_of, cert_identity_of, shutdown).await
         }
     };
     let _ = stop_tls.send(true);
