@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::process::{ctl, FekvProcess};
+use common::process::{ctl, ctl_json, FekvProcess};
 use common::wait::{eventually, eventually_sync};
 use fekv::proto::placement_client::PlacementClient;
 use fekv::proto::placement_group_client::PlacementGroupClient;
@@ -236,19 +236,20 @@ fn a_placement_group_over_mutual_tls_elects_a_leader_that_serves() {
         .collect();
     let (client_cert, client_key) = (path(&pki.client_files.cert), path(&pki.client_files.key));
     let client = ["--cacert", ca.as_str(), "--cert", client_cert.as_str(), "--key", client_key.as_str()];
-    // A leader exists only if the members reached each other over mutual TLS; it answers, and the
-    // followers refuse with its address.
+    // A leader exists only if the members reached each other over mutual TLS: every member, asked
+    // over TLS, names the same one, and it serves.
+    let list = addrs.iter().map(|addr| format!("https://{addr}")).collect::<Vec<_>>().join(",");
     eventually_sync(Duration::from_secs(20), "a leader over mutual TLS", || {
-        let runs: Vec<_> = addrs
-            .iter()
-            .map(|addr| ctl(&format!("https://{addr}"), &[&client[..], &["store", "list"]].concat()))
-            .collect();
-        let served = runs.iter().filter(|run| run.status.success()).count();
-        let followers = runs.iter().filter(|run| run.stderr.contains("is a follower; the leader is member")).count();
-        if served == 1 && followers == 2 {
+        let members = ctl_json(&list, &[&client[..], &["placement", "list"]].concat())?;
+        let rows = members.as_array().cloned().unwrap_or_default();
+        let leaders = rows.iter().filter(|row| row["leader"] == true).count();
+        let healthy = rows.iter().filter(|row| row["healthy"] == true).count();
+        if rows.len() == 3 && leaders == 1 && healthy == 3 {
             Ok(())
         } else {
-            Err(format!("{runs:?}"))
+            Err(format!("{members}"))
         }
     });
+    let stores = ctl(&list, &[&client[..], &["store", "list"]].concat());
+    assert!(stores.success, "{stores:?}");
 }
