@@ -137,7 +137,7 @@ impl PlacementGroup for GroupService {
                 applied_index: 0,
                 cluster_id: placement.cluster_id(),
                 healthy: true,
-                health: "a single placement (no --peers): it always leads".into(),
+                health: "ok".into(),
             },
             Source::Group(group) => {
                 let status = group.status();
@@ -146,13 +146,8 @@ impl PlacementGroup for GroupService {
                     members.map(|(i, addr)| PlacementMember { member_id: i as u64 + 1, addr: addr.clone() }).collect();
                 let leading = status.leader_id == status.member_id;
                 let healthy = status.stopped.is_none() && (status.serving || (!leading && status.leader_id != 0));
-                let health = if status.serving {
-                    "leader, serving".to_string()
-                } else if healthy {
-                    format!("follower of member {}", status.leader_id)
-                } else {
-                    group.refusal()
-                };
+                // Words only for what is wrong (`fekv ctl placement list` shows them as they are).
+                let health = if healthy { "ok".to_string() } else { group.refusal() };
                 GetMembersResponse {
                     member_id: status.member_id,
                     members,

@@ -193,6 +193,7 @@ async fn a_single_placement_is_a_group_of_one_that_always_leads() {
     let mut server = start().await;
     let members = server.group.get_members(GetMembersRequest {}).await.unwrap().into_inner();
     assert_eq!((members.member_id, members.leader_id, members.healthy), (1, 1, true), "{members:?}");
+    assert_eq!(members.health, "ok");
     assert_eq!(members.members, vec![PlacementMember { member_id: 1, addr: server.addr.to_string() }]);
     assert_ne!(members.cluster_id, 0);
     // There is nobody to hand leadership to.
