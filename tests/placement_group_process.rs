@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::process::{ctl, ctl_json, FekvProcess};
+use common::process::{ctl, FekvProcess};
 use common::wait::{eventually, eventually_sync};
 use fekv::proto::placement_client::PlacementClient;
 use fekv::proto::placement_group_client::PlacementGroupClient;
@@ -236,20 +236,28 @@ fn a_placement_group_over_mutual_tls_elects_a_leader_that_serves() {
         .collect();
     let (client_cert, client_key) = (path(&pki.client_files.cert), path(&pki.client_files.key));
     let client = ["--cacert", ca.as_str(), "--cert", client_cert.as_str(), "--key", client_key.as_str()];
-    // A leader exists only if the members reached each other over mutual TLS: every member, asked
-    // over TLS, names the same one, and it serves.
-    let list = addrs.iter().map(|addr| format!("https://{addr}")).collect::<Vec<_>>().join(",");
+    // A leader exists only if the members reached each other over mutual TLS: every member says
+    // who leads (one of them, the same for all), and ctl, given any one member, finds it and is
+    // served by it.
     eventually_sync(Duration::from_secs(20), "a leader over mutual TLS", || {
-        let members = ctl_json(&list, &[&client[..], &["placement", "list"]].concat())?;
-        let rows = members.as_array().cloned().unwrap_or_default();
-        let leaders = rows.iter().filter(|row| row["leader"] == true).count();
-        let healthy = rows.iter().filter(|row| row["healthy"] == true).count();
-        if rows.len() == 3 && leaders == 1 && healthy == 3 {
+        let listed =
+            ctl(&format!("https://{}", addrs[0]), &[&client[..], &["-o", "json", "placement", "list"]].concat());
+        let members: serde_json::Value =
+            serde_json::from_str(&listed.stdout).map_err(|e| format!("{listed:?}: {e}"))?;
+        let members = members.as_array().ok_or_else(|| format!("{listed:?}"))?;
+        let leaders = members.iter().filter(|m| m["leader"] == true).count();
+        let agreed = members.iter().map(|m| m["leader_id"].clone()).collect::<std::collections::HashSet<_>>();
+        if members.len() != 3 || leaders != 1 || agreed.len() != 1 {
+            return Err(format!("{listed:?}"));
+        }
+        let runs: Vec<_> = addrs
+            .iter()
+            .map(|addr| ctl(&format!("https://{addr}"), &[&client[..], &["store", "list"]].concat()))
+            .collect();
+        if runs.iter().all(|run| run.status.success()) {
             Ok(())
         } else {
-            Err(format!("{members}"))
+            Err(format!("{runs:?}"))
         }
     });
-    let stores = ctl(&list, &[&client[..], &["store", "list"]].concat());
-    assert!(stores.success, "{stores:?}");
 }
