@@ -24,7 +24,9 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// Directory of the node's LMDB environment.
     pub data_dir: PathBuf,
-    /// Address of the placement service (`host:port`). Unset: a single node with no peers.
+    /// Addresses of the placement replicas, comma-separated (`host:port`, `http://host:port`,
+    /// `https://host:port`); the file may give an array. Unset: a single node with no peers.
+    #[serde(deserialize_with = "string_or_list")]
     pub placement: Option<String>,
     /// Where other stores reach this one's raft transport (cluster mode).
     pub raft_addr: SocketAddr,
@@ -151,6 +153,21 @@ pub enum ConfigError {
     Parse { path: PathBuf, source: Box<toml::de::Error> },
     #[error("invalid setting {name}: {reason}")]
     Invalid { name: &'static str, reason: String },
+}
+
+/// `placement = "a:1,b:2"` or `placement = ["a:1", "b:2"]`: kept as the one comma-separated form
+/// the flag and the environment give.
+fn string_or_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(Some(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(list) => list,
+        OneOrMany::Many(list) => list.join(","),
+    }))
 }
 
 impl Config {
@@ -304,7 +321,7 @@ pub struct ServeArgs {
     /// Data directory [default: ./fekv-data]
     #[arg(long, env = "FEKV_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Placement service address (host:port); without it the node runs alone [default: none]
+    /// Placement replicas, comma-separated (host:port, http:// or https:// URLs); without it the node runs alone [default: none]
     #[arg(long, env = "FEKV_PLACEMENT", value_name = "ADDR")]
     pub placement: Option<String>,
     /// Raft transport listen address, for the other stores (with --placement) [default: 127.0.0.1:20160]
@@ -569,5 +586,28 @@ mod tests {
         let text = toml::to_string(&Config::default()).unwrap();
         let back: Config = toml::from_str(&text).unwrap();
         assert_eq!(back, Config::default());
+    }
+
+    #[test]
+    fn placement_is_a_list_from_the_file_the_environment_or_the_flag() {
+        let from_file = |text: &str| toml::from_str::<Config>(text).unwrap().placement;
+        assert_eq!(from_file("placement = \"a:1,http://b:2\""), Some("a:1,http://b:2".into()));
+        assert_eq!(from_file("placement = [\"a:1\", \"b:2\", \"c:3\"]"), Some("a:1,b:2,c:3".into()));
+        assert_eq!(from_file(""), None);
+        assert!(toml::from_str::<Config>("placement = 7").is_err());
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let cli = Cli::try_parse_from(["fekv", "--placement", "http://127.0.0.1:2479,127.0.0.1:2480"]).unwrap();
+        assert_eq!(cli.serve.load().unwrap().placement.as_deref(), Some("http://127.0.0.1:2479,127.0.0.1:2480"));
+        let members = crate::cluster_link::placement_link::parse_members(
+            cli.serve.placement.as_deref().unwrap(),
+            false,
+            "peer TLS",
+        );
+        assert_eq!(members.unwrap(), vec!["127.0.0.1:2479", "127.0.0.1:2480"]);
     }
 }

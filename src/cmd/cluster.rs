@@ -28,9 +28,13 @@ pub struct ClusterArgs {
     /// Raft port of the first node; node i listens on this + i - 1
     #[arg(long, default_value_t = 20160)]
     pub raft_port: u16,
-    /// Port of the placement service
+    /// Port of the placement service; replica j of --placement-replicas listens on this + j - 1
     #[arg(long, default_value_t = 2379)]
     pub placement_port: u16,
+    /// Placement replicas to start (1, 3 or 5): more than one agree through raft, and the nodes get
+    /// the list of them
+    #[arg(long, default_value_t = 1, value_parser = placement_replicas)]
+    pub placement_replicas: u16,
     /// Directory for every node's data (node-1, node-2, ...), placement's, and their logs
     #[arg(long, default_value = "./fekv-cluster")]
     pub data_dir: PathBuf,
@@ -237,6 +241,23 @@ async fn wait_healthy(client: &HealthClient, url: &str, process: &mut Process) -
     Ok(None)
 }
 
+/// `--placement-replicas`: an odd group a majority of which survives one (or two) losses.
+fn placement_replicas(value: &str) -> Result<u16, String> {
+    match value.parse::<u16>() {
+        Ok(count @ (1 | 3 | 5)) => Ok(count),
+        _ => Err(format!("{value}: 1, 3 or 5")),
+    }
+}
+
+/// The name (and data directory, log file) of placement replica `j` of `count`.
+fn placement_name(count: u16, j: u16) -> String {
+    if count == 1 {
+        "placement".to_string()
+    } else {
+        format!("placement-{}", j + 1)
+    }
+}
+
 /// Polls placement until every region has `replicas` peers, none still catching up, and a leader (at
 /// most 30 s); fails at once if a process exits.
 async fn wait_replicated(
@@ -245,16 +266,18 @@ async fn wait_replicated(
     replicas: u16,
     processes: &mut [Process],
 ) -> Result<bool, ClusterError> {
-    let Ok(mut client) = crate::cluster_link::client(placement_addr, tls.map(ClusterTls::grpc)) else {
-        return Ok(false);
-    };
+    let Ok(link) = crate::cluster_link::link(placement_addr, tls.map(ClusterTls::grpc)) else { return Ok(false) };
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         for process in processes.iter_mut() {
             process.check_alive()?;
         }
-        if let Ok(reply) = client.get_regions(crate::proto::GetRegionsRequest::default()).await {
-            let regions = reply.into_inner().regions;
+        let listed = link.call(crate::cluster_link::Retry::Idempotent, |channel| async move {
+            let request = crate::proto::GetRegionsRequest::default();
+            crate::proto::placement_client::PlacementClient::new(channel).get_regions(request).await
+        });
+        if let Ok(reply) = listed.await {
+            let regions = reply.regions;
             let replicated = |info: &crate::proto::RegionInfo| {
                 info.region.as_ref().is_some_and(|r| r.peers.len() == replicas as usize)
                     && info.pending_peers.is_empty()
@@ -275,9 +298,12 @@ pub async fn run(args: ClusterArgs, shutdown: impl std::future::Future<Output = 
     }
     // Every process started is in here, so a stop at any moment (even while starting) stops them all.
     let mut processes = Vec::new();
+    // Biased, shutdown first: its first poll installs the signal handlers, before any child starts
+    // (a SIGTERM in between would kill this process with default action and orphan the children).
     let result = tokio::select! {
-        failed = start_and_supervise(&args, &mut processes) => failed,
+        biased;
         _ = shutdown => Ok(()),
+        failed = start_and_supervise(&args, &mut processes) => failed,
     };
     if !processes.is_empty() {
         println!("stopping the cluster");
@@ -290,7 +316,10 @@ pub async fn run(args: ClusterArgs, shutdown: impl std::future::Future<Output = 
 /// on an error.
 async fn start_and_supervise(args: &ClusterArgs, processes: &mut Vec<Process>) -> Result<(), ClusterError> {
     let port = |first: u16, i: u16| first.checked_add(i).ok_or(ClusterError::PortRange { nodes: args.nodes, first });
-    let mut ports = vec![(args.placement_port, "placement".to_string())];
+    let mut ports = Vec::new();
+    for j in 0..args.placement_replicas {
+        ports.push((port(args.placement_port, j)?, placement_name(args.placement_replicas, j)));
+    }
     for i in 0..args.nodes {
         ports.push((port(args.http_port, i)?, format!("node-{}'s HTTP", i + 1)));
         ports.push((port(args.raft_port, i)?, format!("node-{}'s raft", i + 1)));
@@ -299,17 +328,28 @@ async fn start_and_supervise(args: &ClusterArgs, processes: &mut Vec<Process>) -
     std::fs::create_dir_all(&args.data_dir)
         .map_err(|source| ClusterError::Spawn { what: "data dir".into(), source })?;
     let dir = |name: &str| args.data_dir.join(name);
-    let placement_addr = format!("127.0.0.1:{}", args.placement_port);
     let replicas = args.nodes.min(3);
-    let placement_dir = dir("placement").display().to_string();
     let tls = args.tls_dir.as_deref().map(|dir| ClusterTls::prepare(dir, args.nodes)).transpose()?;
-    let placement_args = ["placement", "--addr", &placement_addr, "--data-dir", &placement_dir, "--replicas"]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([replicas.to_string()])
-        .chain(tls.iter().flat_map(ClusterTls::placement_flags))
-        .collect();
-    processes.push(Process::start("placement", placement_args, dir("placement.log"))?);
+    let placement_addrs: Vec<String> = (0..args.placement_replicas)
+        .map(|j| port(args.placement_port, j).map(|p| format!("127.0.0.1:{p}")))
+        .collect::<Result<_, _>>()?;
+    // What the nodes (and ctl) are given: every replica.
+    let placement_addr = placement_addrs.join(",");
+    for (j, addr) in (0..).zip(&placement_addrs) {
+        let name = placement_name(args.placement_replicas, j);
+        let placement_dir = dir(&name).display().to_string();
+        let mut placement_args: Vec<String> = ["placement", "--addr", addr, "--data-dir", &placement_dir, "--replicas"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([replicas.to_string()])
+            .chain(tls.iter().flat_map(ClusterTls::placement_flags))
+            .collect();
+        // One replica runs as a placement of its own (no --peers), as before replication existed.
+        if args.placement_replicas > 1 {
+            placement_args.extend(["--peers".to_string(), placement_addr.clone()]);
+        }
+        processes.push(Process::start(&name, placement_args, dir(&format!("{name}.log")))?);
+    }
     let mut nodes = Vec::new();
     for i in 0..args.nodes {
         let name = format!("node-{}", i + 1);
@@ -325,11 +365,14 @@ async fn start_and_supervise(args: &ClusterArgs, processes: &mut Vec<Process>) -
         processes.push(Process::start(&name, node_args, dir(&format!("{name}.log")))?);
         nodes.push((name, http_addr, raft_addr));
     }
-    println!("placement  pid {:<7} {placement_addr}  log {}", processes[0].pid(), dir("placement.log").display());
+    let placements = usize::from(args.placement_replicas);
+    for (process, addr) in processes.iter().zip(&placement_addrs) {
+        println!("{:<9}  pid {:<7} {addr}  log {}", process.name, process.pid(), process.log.display());
+    }
     println!("{:<7} {:>5} {:>7}  {:<16} {:<16} log", "node", "store", "pid", "http", "raft");
     let health = HealthClient::new(tls.as_ref());
     for (i, (name, http_addr, raft_addr)) in nodes.iter().enumerate() {
-        let process = &mut processes[i + 1];
+        let process = &mut processes[i + placements];
         let log = process.log.display().to_string();
         let status = wait_healthy(&health, &format!("{}://{http_addr}/status", health.scheme()), process)
             .await?
@@ -348,7 +391,7 @@ async fn start_and_supervise(args: &ClusterArgs, processes: &mut Vec<Process>) -
             "cluster is up; try: curl -L -X PUT http://127.0.0.1:{}/fekv/hello -d world   (Ctrl-C stops it)",
             args.http_port
         ),
-        Some(tls) => println!("cluster is up; {}\n(Ctrl-C stops it)", tls.usage(args.http_port, &placement_addr)),
+        Some(tls) => println!("cluster is up; {}\n(Ctrl-C stops it)", tls.usage(args.http_port, &placement_addrs)),
     }
     let mut ticks = tokio::time::interval(SUPERVISE_EVERY);
     loop {

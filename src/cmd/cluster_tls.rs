@@ -108,13 +108,16 @@ impl ClusterTls {
         &self.grpc
     }
 
-    /// What to tell the user: curl and ctl command lines that work with this cluster.
-    pub fn usage(&self, http_port: u16, placement_addr: &str) -> String {
+    /// What to tell the user: curl and ctl command lines that work with this cluster (placement's
+    /// replicas at `placement_addrs`).
+    pub fn usage(&self, http_port: u16, placement_addrs: &[String]) -> String {
         let (ca, cert, key) = (self.file("ca.crt"), self.file("client.crt"), self.file("client.key"));
+        let placement: Vec<String> = placement_addrs.iter().map(|addr| format!("https://{addr}")).collect();
+        let placement = placement.join(",");
         format!(
             "TLS everywhere; certificates in {dir} (CA ca.crt, ca.key; client.crt for tools). Try:\n  \
              curl --cacert {ca} -L -X PUT https://127.0.0.1:{http_port}/fekv/hello -d world\n  \
-             fekv ctl --placement https://{placement_addr} --cacert {ca} --cert {cert} --key {key} store list",
+             fekv ctl --placement {placement} --cacert {ca} --cert {cert} --key {key} store list",
             dir = self.dir.display()
         )
     }
@@ -195,7 +198,7 @@ mod tests {
         }
         assert!(tls.node_flags(2).join(" ").contains("node-2.crt --key-file"));
         assert!(tls.placement_flags().contains(&"--trusted-ca-file".to_string()));
-        assert!(tls.usage(3000, "127.0.0.1:2379").contains("--cacert"));
+        assert!(tls.usage(3000, &["127.0.0.1:2379".to_string()]).contains("--cacert"));
         // Again: the same files.
         ClusterTls::prepare(dir.path(), 2).unwrap();
         assert_eq!(std::fs::read(dir.path().join("ca.crt")).unwrap(), ca);

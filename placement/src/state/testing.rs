@@ -56,7 +56,7 @@ pub(super) fn beat(p: &Placement, store_id: u64, peers: Vec<PeerReport>) -> Vec<
 
 /// What is on disk right now.
 pub(super) fn stored(p: &Placement) -> PlacementState {
-    let (env, db) = p.writer.storage();
+    let (env, db) = p.sink.storage();
     let txn = env.read_txn().unwrap();
     super::persist::read_records(&txn, db).unwrap().unwrap()
 }
