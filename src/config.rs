@@ -176,8 +176,8 @@ impl Config {
         if let Err(reason) = crate::logging::check_filter(&self.log_level) {
             return invalid("log_level", &reason);
         }
-        if let Err(err) = self.tls.validate() {
-            return invalid("tls", &err.to_string());
+        if let Err((name, reason)) = crate::security::config::check(self) {
+            return invalid(name, &reason);
         }
         for (name, addr) in
             [("advertise_http_addr", &self.advertise_http_addr), ("advertise_raft_addr", &self.advertise_raft_addr)]
@@ -225,12 +225,6 @@ impl Config {
         }
         if self.request_timeout < self.raft_tick_interval {
             return invalid("request_timeout", "must be at least one raft_tick_interval");
-        }
-        if self.auth_token_ttl.is_zero() {
-            return invalid("auth_token_ttl", "must be positive");
-        }
-        if let Err(reason) = crate::security::node_auth::parse_password_cost(&self.auth_password_cost) {
-            return invalid("auth_password_cost", &reason);
         }
         for (name, timeout) in [
             ("http_header_timeout", self.http_header_timeout),
@@ -482,33 +476,6 @@ impl ServeArgs {
 mod tests {
     use super::*;
 
-    const TLS_FLAGS: [&str; 7] = [
-        "cert-file",
-        "key-file",
-        "trusted-ca-file",
-        "client-cert-auth",
-        "peer-cert-file",
-        "peer-key-file",
-        "peer-trusted-ca-file",
-    ];
-
-    #[test]
-    fn tls_flags_and_the_tls_table_combine_and_incomplete_ones_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("fekv.toml");
-        std::fs::write(&path, "[tls]\ncert_file = \"a.crt\"\n").unwrap();
-        let args = ServeArgs {
-            config: Some(path.clone()),
-            tls: NodeTlsArgs { key_file: Some("a.key".into()), ..Default::default() },
-            ..Default::default()
-        };
-        let config = args.load().unwrap();
-        assert_eq!(config.tls.cert_file, Some(PathBuf::from("a.crt")));
-        assert!(toml::to_string(&config).unwrap().contains("[tls]"));
-        let err = ServeArgs { config: Some(path), ..Default::default() }.load().unwrap_err().to_string();
-        assert!(err.contains("tls") && err.contains("key_file"), "{err}");
-    }
-
     #[test]
     fn defaults_are_valid() {
         Config::default().validate().unwrap();
@@ -561,7 +528,7 @@ mod tests {
             if ["config", "placement", "advertise-http-addr", "advertise-raft-addr", "metrics-addr"].contains(&long) {
                 continue; // no default: a file, an address that turns on cluster mode, addresses to register
             }
-            if TLS_FLAGS.contains(&long) {
+            if arg.get_help_heading().is_some_and(|heading| heading.starts_with("TLS")) {
                 continue; // off by default, and kept out of the printed configuration while off
             }
             let help = help.to_string();

@@ -185,7 +185,7 @@ impl Node {
         let store_cfg = store_config(config, ident.store_id);
         let inbox = store::inbox(&store_cfg);
         // A single node has no peers to talk to, and allocates its own ids (above the bootstrap's).
-        let transport = Box::new(crate::transport::Unconnected);
+        let transport = Box::new(crate::raftstore::transport::Unconnected);
         let ids =
             FileIdAllocator::open(&config.data_dir, FIRST_PEER_ID.max(FIRST_REGION_ID) + 1).map_err(|source| {
                 NodeError::Io { path: config.data_dir.join(crate::ids::ID_FILE).display().to_string(), source }
@@ -468,7 +468,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
                 }
                 Err(err) => return Err(err),
             };
-            let service = RaftTransportService::new(node.router().store_inbox(), snapshot_limits(&config));
+            let service = RaftTransportService::new(node.router().raft_inbox(), snapshot_limits(&config));
             let raft_stopped = stopped(stop_rx.clone());
             let server = tonic::transport::Server::builder().add_service(service);
             let served = match &tls.peer_server {
@@ -477,6 +477,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
                 Some(peer_tls) => {
                     let options = AcceptorOptions {
                         hook: Some(node.state.metrics.handshake_hook("peer")),
+                        allowed: Some(Arc::new(config.tls.peer_allowed())),
                         ..AcceptorOptions::default()
                     };
                     let incoming = TlsIncoming::new(raft_listener, peer_tls.clone(), options);

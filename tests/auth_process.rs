@@ -6,11 +6,12 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
 use common::process::{FekvProcess, Run};
+use common::wait::eventually;
 use common::{put_anywhere, try_request, Reply};
 use hyper::{Method, StatusCode};
 
@@ -43,15 +44,15 @@ fn ctl_as(placement: &str, user: Option<&str>, args: &[&str]) -> Run {
 
 /// Polls `GET url` (with `authorization`) until it answers `status`; panics with the last answer.
 async fn wait_status(url: &str, authorization: Option<&str>, status: StatusCode, what: &str) -> Reply {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually(Duration::from_secs(20), &format!("{what}: GET {url} to answer {status}"), || async {
         let reply = send(Method::GET, url, "", authorization).await;
         if reply.status == status {
-            return reply;
+            Ok(reply)
+        } else {
+            Err(format!("{}: {}", reply.status, reply.text()))
         }
-        assert!(Instant::now() < deadline, "{what}: GET {url} still answers {}: {}", reply.status, reply.text());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
 fn start_node(dir: &std::path::Path, placement: &str) -> FekvProcess {

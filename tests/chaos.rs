@@ -178,14 +178,10 @@ async fn changer(cluster: Arc<Cluster>, stop: Arc<AtomicBool>, isolated: Arc<Ato
     let mut changes = 0;
     while !stop.load(Ordering::Relaxed) {
         tokio::time::sleep(Duration::from_millis(rng.gen_range(0..200))).await;
-        let regions = cluster.regions().await;
-        if regions.is_empty() {
-            continue;
-        }
-        let region = &regions[rng.gen_range(0..regions.len())];
+        let Some(region) = cluster.random_region(&mut rng).await else { continue };
         let cut_off = isolated.load(Ordering::Relaxed);
         let store_id = if cut_off != NONE && rng.gen_bool(0.5) { cut_off } else { rng.gen_range(1..=STORES) };
-        if cluster.flip_peer(region, store_id, 2).await {
+        if cluster.flip_peer(&region, store_id, 2).await {
             changes += 1;
         }
     }

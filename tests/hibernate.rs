@@ -94,19 +94,18 @@ async fn the_dead_leader_of_a_hibernating_region_is_replaced_by_the_first_reques
 async fn split_into(cluster: &Cluster, n: usize) {
     for i in 1..n {
         let key = format!("k{i:04}").into_bytes();
-        let deadline = Instant::now() + WITHIN;
-        loop {
+        eventually(WITHIN, &format!("a split at {key:?}"), || async {
             let regions = cluster.regions().await;
             if regions.iter().any(|r| r.start_key == key) {
-                break;
+                return Ok(());
             }
             let last = regions.last().expect("a region").clone();
             if let Some((leader, _)) = cluster.region_leader(last.region_id).await {
                 let _ = cluster.router(leader).split_region(last.region_id, Some(key.clone())).await;
             }
-            assert!(Instant::now() < deadline, "region {} was not split at {key:?}", last.region_id);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            Err(format!("region {} not split yet", last.region_id))
+        })
+        .await;
     }
 }
 

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::process::FekvProcess;
+use common::wait::eventually;
 use common::{put_anywhere, try_request};
 use fekv::proto::placement_client::PlacementClient;
 use fekv::proto::{GetRegionByKeyRequest, GetRegionsRequest, RegionInfo, TransferLeaderRequest};
@@ -46,26 +47,20 @@ async fn placement_view(client: &mut PlacementClient<Channel>) -> HashMap<u64, L
 }
 
 /// Polls until placement's regions, epochs and leaders are exactly what the nodes' leaders say.
-async fn wait_views_agree(client: &mut PlacementClient<Channel>, nodes: &[FekvProcess], within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        let (nodes_say, placement_says) = (led_by_nodes(nodes).await, placement_view(client).await);
+async fn wait_views_agree(client: &PlacementClient<Channel>, nodes: &[FekvProcess], within: Duration) {
+    eventually(within, "placement's view to be the nodes'", || async {
+        let (nodes_say, placement_says) = (led_by_nodes(nodes).await, placement_view(&mut client.clone()).await);
         if nodes_say == placement_says {
-            return;
+            return Ok(());
         }
         let differ: Vec<_> = placement_says
             .iter()
             .filter(|(id, led)| nodes_say.get(id) != Some(led))
             .map(|(id, led)| (id, led, nodes_say.get(id)))
             .collect();
-        assert!(
-            Instant::now() < deadline,
-            "placement's view differs from the nodes' after {within:?} ({} vs {} regions): {differ:?}",
-            placement_says.len(),
-            nodes_say.len()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        Err(format!("{} vs {} regions, differing: {differ:?}", placement_says.len(), nodes_say.len()))
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,11 +100,10 @@ async fn after_a_split_storm_placement_knows_every_region_and_hears_of_a_new_lea
     // Every region, its epoch and its leader, as the nodes' leaders have them.
     // A leader may change between the nodes' listing and placement's answer (elections on a loaded
     // machine): the whole comparison is retried until one pass agrees, within a deadline.
-    wait_views_agree(&mut client, &nodes, Duration::from_secs(10)).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let nodes_say = loop {
+    wait_views_agree(&client, &nodes, Duration::from_secs(10)).await;
+    let nodes_say = eventually(Duration::from_secs(20), "placement to place every key as the nodes do", || async {
         let nodes_say = led_by_nodes(&nodes).await;
-        let mut differ = None;
+        let mut client = client.clone();
         for key in &keys {
             let request = GetRegionByKeyRequest { key: key.as_bytes().to_vec() };
             let found = client.get_region_by_key(request).await.unwrap().into_inner().region;
@@ -118,19 +112,15 @@ async fn after_a_split_storm_placement_knows_every_region_and_hears_of_a_new_lea
             assert!(fekv::raftstore::region_map::region_contains(region, key.as_bytes()), "{key} not in {region:?}");
             let (region_id, led) = as_led(&info).unwrap();
             if nodes_say.get(&region_id) != Some(&led) {
-                differ = Some(format!(
+                return Err(format!(
                     "{key}: region {region_id} led by {led:?} as placement has it, {:?} as the nodes",
                     nodes_say.get(&region_id)
                 ));
-                break;
             }
         }
-        match differ {
-            None => break nodes_say,
-            Some(what) => assert!(Instant::now() < deadline, "{what}"),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+        Ok(nodes_say)
+    })
+    .await;
 
     // A new leader: placement hears of it within a couple of heartbeats (500 ms each) of the node.
     let (&region_id, &(from, _, _)) = nodes_say.iter().min_by_key(|(id, _)| **id).unwrap();
@@ -138,24 +128,26 @@ async fn after_a_split_storm_placement_knows_every_region_and_hears_of_a_new_lea
     let to = region["peers"].as_array().unwrap().iter().filter_map(|p| p["store_id"].as_u64()).find(|&s| s != from);
     let to = to.unwrap();
     client.transfer_leader(TransferLeaderRequest { region_id, to_store_id: to }).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while led_by_nodes(&nodes).await.get(&region_id).map(|led| led.0) != Some(to) {
-        assert!(Instant::now() < deadline, "region {region_id}'s leadership did not move to store {to}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let moved = Instant::now();
-    loop {
-        let known = placement_view(&mut client).await.get(&region_id).map(|led| led.0);
-        if known == Some(to) {
-            break;
+    eventually(Duration::from_secs(20), &format!("region {region_id}'s leadership to move to store {to}"), || async {
+        let led = led_by_nodes(&nodes).await.get(&region_id).map(|led| led.0);
+        if led == Some(to) {
+            Ok(())
+        } else {
+            Err(format!("led by {led:?}"))
         }
-        assert!(
-            moved.elapsed() < Duration::from_secs(2),
-            "placement still names store {known:?} as region {region_id}'s leader {:?} after the nodes moved it",
-            moved.elapsed()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
+    let moved = Instant::now();
+    let what = format!("placement to name store {to} as region {region_id}'s leader, after the nodes moved it");
+    eventually(Duration::from_secs(2), &what, || async {
+        let known = placement_view(&mut client.clone()).await.get(&region_id).map(|led| led.0);
+        if known == Some(to) {
+            Ok(())
+        } else {
+            Err(format!("placement names {known:?}"))
+        }
+    })
+    .await;
     eprintln!("placement heard of the new leader {:?} after the node", moved.elapsed());
-    wait_views_agree(&mut client, &nodes, Duration::from_secs(5)).await;
+    wait_views_agree(&client, &nodes, Duration::from_secs(5)).await;
 }

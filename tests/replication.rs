@@ -135,10 +135,9 @@ async fn a_snapshot_overlapping_a_held_region_is_refused() {
         peers: vec![to_peer, from_peer],
     };
     let not_listing_recipient = Region { peers: vec![from_peer], ..overlapping.clone() };
-    let inbox = cluster.router(1).store_inbox();
+    let inbox = cluster.router(1).raft_inbox();
     for region in [overlapping, not_listing_recipient] {
-        let envelope = snapshot_envelope(region, from_peer, to_peer, 100, 9);
-        inbox.send(fekv::raftstore::msg::StoreMsg::Raft(Box::new(envelope))).unwrap();
+        inbox.deliver(snapshot_envelope(region, from_peer, to_peer, 100, 9)).unwrap();
     }
     eventually(Duration::from_secs(5), "both snapshots rejected", || async {
         let metrics = cluster.metrics(1).render();

@@ -44,6 +44,14 @@ async fn write(cluster: &Cluster, range: std::ops::Range<u32>) {
     }
 }
 
+/// Store 2 is down while `missed` is written (and the logs compacted after it), then comes back.
+async fn store_2_misses(cluster: &mut Arc<Cluster>, missed: std::ops::Range<u32>) {
+    let owned = Arc::get_mut(cluster).expect("the scrubber has stopped");
+    owned.crash(2);
+    write(owned, missed).await;
+    owned.restart(2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_cluster_scrubs_clean_through_splits_moves_compactions_and_restarts() {
     let mut cluster = Arc::new(Cluster::start(3, seed(), |c| {
@@ -65,10 +73,7 @@ async fn a_live_cluster_scrubs_clean_through_splits_moves_compactions_and_restar
 
     // A store that was down catches up (through snapshots: its regions' logs were compacted
     // meanwhile), scrubbed all along.
-    let owned = Arc::get_mut(&mut cluster).expect("the scrubber has stopped");
-    owned.crash(2);
-    write(owned, 300..450).await;
-    owned.restart(2);
+    store_2_misses(&mut cluster, 300..450).await;
     let stop = Arc::new(AtomicBool::new(false));
     let scrubber = tokio::spawn(scrub_until(cluster.clone(), stop.clone()));
     write(&cluster, 450..500).await;
@@ -104,11 +109,7 @@ async fn churn_store_3(cluster: Arc<Cluster>, stop: Arc<AtomicBool>, seed: u64) 
     let mut changes = 0;
     while !stop.load(Ordering::Relaxed) {
         tokio::time::sleep(Duration::from_millis(rng.gen_range(0..100))).await;
-        let regions = cluster.regions().await;
-        if regions.is_empty() {
-            continue;
-        }
-        let region = regions[rng.gen_range(0..regions.len())].clone();
+        let Some(region) = cluster.random_region(&mut rng).await else { continue };
         cluster.must_remove_peer(region.region_id, 3).await;
         cluster.must_add_peer(region.region_id, 3).await;
         changes += 2;
@@ -167,10 +168,7 @@ async fn a_live_cluster_scrubs_clean_through_membership_changes_splits_and_resta
 
     // Store 2 misses writes (and the compactions after them), then catches up while store 3's
     // peers move again.
-    let owned = Arc::get_mut(&mut cluster).expect("the scrubber has stopped");
-    owned.crash(2);
-    write(owned, 300..450).await;
-    owned.restart(2);
+    store_2_misses(&mut cluster, 300..450).await;
     let stop = Arc::new(AtomicBool::new(false));
     let scrubber = tokio::spawn(scrub_until(cluster.clone(), stop.clone()));
     let churn = tokio::spawn(churn_store_3(cluster.clone(), stop.clone(), seed ^ 1));

@@ -6,17 +6,18 @@ mod common;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 use fekv::metrics::Metrics;
 use fekv::proto::raft_transport_client::RaftTransportClient;
-use fekv::proto::{Peer, RegionEpoch, SnapshotChunk, StoreInfo};
+use fekv::proto::{Peer, Region, RegionEpoch, SnapshotChunk, SnapshotKv, StoreInfo};
+use fekv::raftstore::inbox::RaftInbox;
 use fekv::raftstore::msg::StoreMsg;
+use fekv::raftstore::snapshot::VerifiedSnapshot;
+use fekv::raftstore::transport::{RaftEnvelope, Transport};
 use fekv::transport::grpc::{AddressBook, GrpcTransport, RaftTransportService, SnapshotLimits, SNAPSHOT_MEMORY_CAP};
-use fekv::transport::{RaftEnvelope, Transport};
 use prost::Message as _;
-use raft::eraftpb::{self, MessageType};
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
@@ -27,6 +28,8 @@ const MIB: usize = 1 << 20;
 struct ReceivingStore {
     addr: String,
     inbox: Receiver<StoreMsg>,
+    /// Damaged snapshots the inbox refused.
+    refused: prometheus::IntCounter,
     spill_dir: std::path::PathBuf,
     _dir: tempfile::TempDir,
     _watchdog: Watchdog,
@@ -38,26 +41,23 @@ async fn serve(max_size: u64, max_receiving: usize, idle_timeout: Duration) -> R
     let spill_dir = dir.path().join("snapshots-incoming");
     let (inbox_tx, inbox) = crossbeam_channel::bounded(64);
     let limits = SnapshotLimits { max_size, max_receiving, idle_timeout, spill_dir: spill_dir.clone() };
-    let service = RaftTransportService::new(inbox_tx, limits);
+    let refused = prometheus::IntCounter::new("refused", "damaged snapshots refused").unwrap();
+    let service = RaftTransportService::new(RaftInbox::counting(inbox_tx, refused.clone()), limits);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     tokio::spawn(tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming));
-    ReceivingStore { addr, inbox, spill_dir, _dir: dir, _watchdog: Watchdog::default() }
+    ReceivingStore { addr, inbox, refused, spill_dir, _dir: dir, _watchdog: Watchdog::default() }
 }
 
-/// A snapshot message of region 7 for peer 2 on store 2, carrying `size` bytes of snapshot data.
+/// A snapshot message of region 7 for peer 2 on store 2, holding one record of `size` bytes.
 fn snapshot_envelope(size: usize) -> RaftEnvelope {
-    let mut message = eraftpb::Message { msg_type: MessageType::MsgSnapshot, to: 2, from: 1, ..Default::default() };
-    message.mut_snapshot().data = (0..size).map(|i| (i % 251) as u8).collect::<Vec<u8>>().into();
-    RaftEnvelope {
-        region_id: 7,
-        from_peer: Peer { peer_id: 1, store_id: 1 },
-        to_peer: Peer { peer_id: 2, store_id: 2 },
-        region_epoch: RegionEpoch { conf_ver: 1, version: 1 },
-        message,
-        is_tombstone: false,
-    }
+    let (from, to) = (Peer { peer_id: 1, store_id: 1 }, Peer { peer_id: 2, store_id: 2 });
+    let epoch = Some(RegionEpoch { conf_ver: 1, version: 1 });
+    let region = Region { region_id: 7, epoch, peers: vec![from, to], ..Default::default() };
+    let value = (0..size).map(|i| (i % 251) as u8).collect();
+    let kv = SnapshotKv { key: b"k".to_vec(), value, revision: 9 };
+    common::envelopes::snapshot_envelope_with(region, from, to, (12, 3), vec![kv])
 }
 
 /// `bytes` cut into 1 MiB chunks as a sender cuts them (every chunk announces the total length).
@@ -100,18 +100,10 @@ fn dir_bytes(dir: &Path) -> u64 {
 
 /// Waits (at most 10 s) for the store inbox to receive a message `accept` takes.
 fn wait_inbox<T>(inbox: &Receiver<StoreMsg>, what: &str, accept: impl Fn(StoreMsg) -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match inbox.recv_timeout(left) {
-            Ok(msg) => {
-                if let Some(found) = accept(msg) {
-                    return found;
-                }
-            }
-            Err(_) => panic!("no {what} within 10s"),
-        }
-    }
+    eventually_sync(Duration::from_secs(10), what, || match inbox.try_recv() {
+        Ok(msg) => accept(msg).ok_or_else(|| "another message".to_string()),
+        Err(err) => Err(err.to_string()),
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,7 +149,7 @@ async fn a_stalled_stream_is_dropped_after_the_idle_timeout() {
         tx.send(chunk).await.unwrap();
     }
     outcome(call).await.unwrap();
-    wait_inbox(&store.inbox, "delivered snapshot", |msg| matches!(msg, StoreMsg::Raft(_)).then_some(()));
+    wait_inbox(&store.inbox, "delivered snapshot", |msg| matches!(msg, StoreMsg::Snapshot(..)).then_some(()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,7 +200,7 @@ async fn receives_beyond_the_limit_are_refused_and_their_sender_reports_a_failed
             }
         })
     });
-    wait_inbox(&store.inbox, "delivered snapshot", |msg| matches!(msg, StoreMsg::Raft(_)).then_some(()));
+    wait_inbox(&store.inbox, "delivered snapshot", |msg| matches!(msg, StoreMsg::Snapshot(..)).then_some(()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -237,9 +229,45 @@ async fn a_big_snapshot_is_spilled_to_disk_while_it_streams_and_arrives_whole() 
     tx.send(last).await.unwrap();
     outcome(call).await.unwrap();
     let delivered = wait_inbox(&store.inbox, "delivered snapshot", |msg| match msg {
-        StoreMsg::Raft(envelope) => Some(envelope),
+        StoreMsg::Snapshot(_, snapshot) => Some(snapshot),
         _ => None,
     });
-    assert!(delivered.message.get_snapshot().data == envelope.message.get_snapshot().data);
+    let sent = VerifiedSnapshot::verify(envelope.message.get_snapshot()).unwrap();
+    assert!(delivered.kvs == sent.kvs, "the snapshot's records arrive whole");
     assert_eq!(dir_bytes(&store.spill_dir), 0, "the spill file is deleted once the snapshot is delivered");
+}
+
+/// A snapshot damaged on the way (it passes the stream's checksums, not its own) is refused where it
+/// is delivered: the store never sees it, the refusal is counted, and the sender hears it failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_snapshot_is_refused_at_the_inbox_and_its_sender_hears_it_failed() {
+    let store = serve(64 * MIB as u64, 4, Duration::from_secs(10)).await;
+    let mut damaged = snapshot_envelope(1000);
+    let mut data = damaged.message.get_snapshot().get_data().to_vec();
+    let middle = data.len() / 2;
+    data[middle] ^= 0x5a;
+    damaged.message.mut_snapshot().data = data.into();
+    let (tx, call) = open_stream(&store.addr).await;
+    for chunk in chunks(&damaged.to_proto().encode_to_vec()) {
+        tx.send(chunk).await.unwrap();
+    }
+    drop(tx);
+    let status = outcome(call).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::DataLoss, "{status}");
+    assert_eq!(store.refused.get(), 1);
+    assert!(store.inbox.try_recv().is_err(), "the store was handed a damaged snapshot");
+
+    // An intact one on the same path reaches the store, verified.
+    let (tx, call) = open_stream(&store.addr).await;
+    for chunk in chunks(&snapshot_envelope(1000).to_proto().encode_to_vec()) {
+        tx.send(chunk).await.unwrap();
+    }
+    drop(tx);
+    outcome(call).await.unwrap();
+    let snapshot = wait_inbox(&store.inbox, "delivered snapshot", |msg| match msg {
+        StoreMsg::Snapshot(_, snapshot) => Some(snapshot),
+        _ => None,
+    });
+    assert_eq!((snapshot.region.region_id, snapshot.index, snapshot.kvs[0].value.len()), (7, 12, 1000));
+    assert_eq!(store.refused.get(), 1);
 }

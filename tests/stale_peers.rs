@@ -17,7 +17,7 @@ use common::wait::eventually;
 use fekv::metrics::Metrics;
 use fekv::node::engine_options;
 use fekv::proto::{Peer, RegionEpoch, RegionLocalState};
-use fekv::raftstore::msg::StoreMsg;
+use fekv::raftstore::inbox::store_msg;
 use fekv::raftstore::peer_storage::PeerStorage;
 use fekv::raftstore::transport::RaftEnvelope;
 use fekv::raftstore::PeerStatus;
@@ -93,7 +93,7 @@ fn received_messages(cluster: &Cluster, store_id: u64) -> u64 {
 async fn deliver(cluster: &Cluster, envelope: RaftEnvelope) -> Vec<PeerStatus> {
     let store_id = envelope.to_peer.store_id;
     let router = cluster.router(store_id);
-    router.store_inbox().send(StoreMsg::Raft(Box::new(envelope))).expect("the store's inbox is open");
+    router.raft_inbox().deliver(envelope).expect("the store's inbox takes the message");
     router.status().await.expect("the store's raftstore is alive")
 }
 
@@ -356,7 +356,7 @@ async fn overlapping_snapshots_in_one_round_are_not_both_applied() {
     let parent_snapshot = parent.snapshot(10, (b"u", b"old", 9));
     let child_snapshot = || child.snapshot(30, (b"u", b"new", 25));
     cluster.crash(4);
-    let both = vec![StoreMsg::Raft(Box::new(parent_snapshot)), StoreMsg::Raft(Box::new(child_snapshot()))];
+    let both = vec![store_msg(parent_snapshot).unwrap(), store_msg(child_snapshot()).unwrap()];
     cluster.start_store_with(4, both);
     wait_peer(&cluster, parent.region.region_id, "the parent's snapshot to be applied", |p| p.initialized).await;
     let peers = cluster.router(4).status().await.unwrap();

@@ -41,13 +41,9 @@ async fn confchanger(cluster: Arc<Cluster>, stop: Arc<AtomicBool>, seed: u64) ->
     let mut changes = 0;
     while !stop.load(Ordering::Relaxed) {
         tokio::time::sleep(Duration::from_millis(rng.gen_range(0..200))).await;
-        let regions = cluster.regions().await;
-        if regions.is_empty() {
-            continue;
-        }
-        let region = &regions[rng.gen_range(0..regions.len())];
+        let Some(region) = cluster.random_region(&mut rng).await else { continue };
         let store_id = stores[rng.gen_range(0..stores.len())];
-        if cluster.flip_peer(region, store_id, 1).await {
+        if cluster.flip_peer(&region, store_id, 1).await {
             changes += 1;
         }
     }

@@ -17,7 +17,7 @@ use certs::{CertFiles, TestPki};
 use common::process::FekvProcess;
 use fekv::proto::placement_client::PlacementClient;
 use fekv::proto::raft_transport_client::RaftTransportClient;
-use fekv::proto::{Peer, RaftMessage, RaftMessageBatch, RegisterStoreRequest};
+use fekv::proto::{Peer, RaftMessage, RaftMessageBatch, RegisterStoreRequest, StoreHeartbeatRequest};
 use fekv::security::tls::{AppProtocol, ClientTls, ClientTlsSettings, TlsConnector};
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, StatusCode};
@@ -76,11 +76,15 @@ impl TlsCluster {
 
     /// `fekv ctl -o json` over mutual TLS with the test client's certificate.
     fn ctl(&self, args: &[&str]) -> Result<Value, String> {
-        let pki = &self.pki;
+        self.ctl_as(&self.pki.client_files, args)
+    }
+
+    /// `fekv ctl -o json` over mutual TLS with the certificate `client`.
+    fn ctl_as(&self, client: &CertFiles, args: &[&str]) -> Result<Value, String> {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_fekv"))
             .args(["ctl", "--placement", &format!("https://{}", self.placement.addr), "-o", "json"])
-            .args(["--cacert", &path(&pki.ca_file)])
-            .args(["--cert", &path(&pki.client_files.cert), "--key", &path(&pki.client_files.key)])
+            .args(["--cacert", &path(&self.pki.ca_file)])
+            .args(["--cert", &path(&client.cert), "--key", &path(&client.key)])
             .args(args)
             .env_remove("FEKV_PLACEMENT")
             .output()
@@ -345,6 +349,127 @@ async fn a_cluster_with_tls_everywhere_serves_https_and_refuses_every_unauthenti
     .await;
     let health = format!("{}/health", cluster.https_base(0));
     assert_eq!(send(&https, Method::GET, &health, "").await.unwrap().0, StatusCode::OK);
+}
+
+/// etcd's `--peer-cert-allowed-cn` on the raft port and `--client-cert-allowed-cn` on placement: the
+/// cluster runs with the allowed names (the nodes' "fekv server", ctl's "fekv client"), and a
+/// certificate of the same CA with another name is refused at both, logged at warn with its subject.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_allowed_certificate_names_reach_placement_and_the_raft_port() {
+    let cluster = TlsCluster::start_with(
+        &["--client-cert-allowed-cn", "fekv server,fekv client"],
+        &["--peer-cert-allowed-cn", "fekv server"],
+    );
+    let pki = &cluster.pki;
+    let intruder = pki.ca.issue("intruder").write(pki.dir.path(), "intruder");
+
+    // Placement: ctl with the intruder's certificate gets nothing; with an allowed one it works.
+    let refused = cluster.ctl_as(&intruder, &["store", "list"]);
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(cluster.ctl(&["store", "list"]).unwrap().as_array().map(Vec::len), Some(3));
+    let logged = cluster.placement.wait_stderr(Duration::from_secs(10), "the refusal logged", |lines| {
+        lines.iter().any(|l| l.contains("WARN") && l.contains("refused a client certificate") && l.contains("intruder"))
+    });
+    let refusal = logged.iter().find(|l| l.contains("refused a client certificate")).unwrap();
+    assert!(refusal.contains("peer=127.0.0.1:"), "the remote address is logged: {refusal}");
+
+    // The raft port: ctl's certificate is allowed on placement, not between stores.
+    let raft_addr =
+        cluster.store(cluster.region()["leader_store_id"].as_u64().unwrap())["raft_addr"].as_str().unwrap().to_string();
+    let tls = cluster.client_tls(Some(&pki.client_files), &pki.ca_file, AppProtocol::Grpc);
+    let endpoint = fekv::security::tls::grpc::endpoint(&raft_addr, Some(&tls)).unwrap();
+    let sent = match fekv::security::tls::grpc::connect(&endpoint, Some(&tls)).await {
+        Err(_) => Err(()),
+        Ok(channel) => {
+            let batch = RaftMessageBatch { msgs: vec![] };
+            RaftTransportClient::new(channel).raft(tokio_stream::iter(vec![batch])).await.map(drop).map_err(drop)
+        }
+    };
+    assert!(sent.is_err(), "a raft connection with CN \"fekv client\" must be refused");
+    let logged = eventually(Duration::from_secs(10), "a node logs the refused raft peer", || async {
+        cluster.nodes.iter().find_map(|node| {
+            let lines = node.stderr_lines();
+            lines.iter().any(|l| l.contains("WARN") && l.contains("refused a client certificate")).then_some(lines)
+        })
+    })
+    .await;
+    assert!(logged.iter().any(|l| l.contains("CN=fekv client")), "{logged:#?}");
+    // Writes still replicate between the allowed stores.
+    let https = cluster.https();
+    let url = format!("{}/fekv/allowed", cluster.https_base(0));
+    let (status, headers, _) = send(&https, Method::PUT, &url, "yes").await.unwrap();
+    let status = match headers.get("location") {
+        Some(location) => send(&https, Method::PUT, location.to_str().unwrap(), "yes").await.unwrap().0,
+        None => status,
+    };
+    assert!(status.is_success(), "{status}");
+}
+
+/// A store is bound to the certificate identity it first registered with (issue 12, item 2): a caller
+/// with another certificate of the same CA is refused for that store id even with its secret, in
+/// registrations and heartbeats, and logged; the store's own certificate still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_is_bound_to_its_certificate_and_its_secret_alone_does_not_speak_for_it() {
+    let pki = TestPki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, ca) = (path(&pki.server_files.cert), path(&pki.server_files.key), path(&pki.ca_file));
+    let placement = FekvProcess::start_placement_with(
+        &dir.path().join("placement"),
+        1,
+        &["--cert-file", &cert, "--key-file", &key, "--trusted-ca-file", &ca],
+    );
+    let intruder = pki.ca.issue("intruder").write(pki.dir.path(), "intruder");
+    let client = |files: &CertFiles| {
+        let settings = ClientTlsSettings {
+            cacert: pki.ca_file.clone(),
+            cert: Some(files.cert.clone()),
+            key: Some(files.key.clone()),
+        };
+        let tls = Arc::new(ClientTls::load(settings, AppProtocol::Grpc).unwrap());
+        let addr = placement.addr.clone();
+        async move {
+            let endpoint = fekv::security::tls::grpc::endpoint(&addr, Some(&tls)).unwrap();
+            PlacementClient::new(fekv::security::tls::grpc::connect(&endpoint, Some(&tls)).await.unwrap())
+        }
+    };
+    let mut store = client(&pki.client_files).await;
+    let registration = RegisterStoreRequest {
+        raft_addr: "127.0.0.1:1".into(),
+        http_addr: "127.0.0.1:2".into(),
+        version: "test".into(),
+        ..Default::default()
+    };
+    let first = store.register_store(registration.clone()).await.unwrap().into_inner();
+    let claim = RegisterStoreRequest {
+        store_id: first.store_id,
+        cluster_id: first.cluster_id,
+        store_secret: first.store_secret.clone(),
+        ..registration
+    };
+    let heartbeat = StoreHeartbeatRequest {
+        store_id: first.store_id,
+        store_secret: first.store_secret.clone(),
+        ..Default::default()
+    };
+
+    let mut stranger = client(&intruder).await;
+    let refused = stranger.register_store(RegisterStoreRequest { raft_addr: "127.0.0.1:3".into(), ..claim.clone() });
+    let refused = refused.await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    assert!(refused.message().contains("identity"), "{refused:?}");
+    let refused = stranger.store_heartbeat(heartbeat.clone()).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    let logged = placement.wait_stderr(Duration::from_secs(10), "the refusal logged", |lines| {
+        lines.iter().any(|l| l.contains("WARN") && l.contains("another identity") && l.contains("intruder"))
+    });
+    let refusal = logged.iter().find(|l| l.contains("another identity")).unwrap();
+    assert!(refusal.contains("bound") && refusal.contains("fekv client"), "both identities are logged: {refusal}");
+
+    // The store itself, with its certificate, still registers and heartbeats; its address is its own.
+    store.register_store(claim).await.unwrap();
+    store.store_heartbeat(heartbeat).await.unwrap();
+    let stores = store.get_stores(fekv::proto::GetStoresRequest {}).await.unwrap().into_inner().stores;
+    assert_eq!((stores[0].raft_addr.as_str(), stores[0].cert_identity.as_str()), ("127.0.0.1:1", "fekv client"));
 }
 
 /// Auth over TLS: `fekv ctl` sends its TLS flags and its credentials together (to placement and to

@@ -110,6 +110,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ConnIo<S> {
     }
 
     /// Writes out `self.own`, if any.
+    /// Our own answer goes out before the inner stream is flushed or shut (`op`), both under the
+    /// write deadline.
+    fn poll_after_own(
+        &mut self,
+        cx: &mut Context<'_>,
+        op: impl FnOnce(Pin<&mut S>, &mut Context<'_>) -> Poll<io::Result<()>>,
+    ) -> Poll<io::Result<()>> {
+        let own = self.poll_own(cx);
+        ready!(self.write_deadline(cx, own, |_| false))?;
+        let done = op(Pin::new(&mut self.inner), cx);
+        self.write_deadline(cx, done, |_| false)
+    }
+
     fn poll_own(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while let Some(out) = &mut self.own {
             if out.written == out.bytes.len() {
@@ -234,19 +247,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ConnIo<S> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let own = this.poll_own(cx);
-        ready!(this.write_deadline(cx, own, |_| false))?;
-        let flushed = Pin::new(&mut this.inner).poll_flush(cx);
-        this.write_deadline(cx, flushed, |_| false)
+        self.get_mut().poll_after_own(cx, |inner, cx| inner.poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let own = this.poll_own(cx);
-        ready!(this.write_deadline(cx, own, |_| false))?;
-        let shut = Pin::new(&mut this.inner).poll_shutdown(cx);
-        this.write_deadline(cx, shut, |_| false)
+        self.get_mut().poll_after_own(cx, |inner, cx| inner.poll_shutdown(cx))
     }
 }
 

@@ -14,8 +14,9 @@ use heed::RwTxn;
 use prost::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeType as RaftChangeType, Entry, EntryType};
 
+use super::error::Error;
+use super::msg::WriteResponse;
 use super::region_map::region_contains;
-use super::{Error, WriteResponse};
 use crate::proto::{
     admin_request, request, AdminRequest, ConfChangeType, Peer, Precondition, RaftApplyState, RaftCmdRequest, Region,
     RegionEpoch, RegionLocalState,

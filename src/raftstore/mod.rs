@@ -6,6 +6,7 @@
 //! - `batch_gate`: how long a round that holds few writes waits for more before it commits;
 //! - [`peer`]: one region's `RawNode`, proposals and reads, and its half of the round;
 //! - [`peer_storage`]: `raft::Storage` over LMDB;
+//! - [`snapshot`]: a region's snapshot data, encoded by its leader and verified once on arrival;
 //! - [`apply`]: committed entries → user data (never touches the network);
 //! - [`Router`] and [`msg`]: how the rest of the node talks to the loop;
 //! - [`transport`] and [`inbox`]: the ports to the network: what the store hands a transport, and
@@ -26,38 +27,12 @@ pub mod peer;
 pub mod peer_storage;
 pub mod region_map;
 mod router;
+pub mod snapshot;
 pub mod split_check;
 pub mod store;
 pub mod transport;
 
 pub use error::{Error, Result};
 pub use exit::{RaftstoreExit, RaftstoreHandle};
-pub use msg::WriteResponse;
+pub use msg::{PeerStatus, WriteResponse};
 pub use router::Router;
-
-use crate::proto::Region;
-
-/// One local peer as `/status` shows it.
-#[derive(Debug, Clone)]
-pub struct PeerStatus {
-    pub region: Region,
-    pub peer_id: u64,
-    /// leader, follower, candidate or precandidate
-    pub role: String,
-    pub leader_peer_id: u64,
-    pub leader_store_id: Option<u64>,
-    pub term: u64,
-    pub commit_index: u64,
-    pub applied_index: u64,
-    pub truncated_index: u64,
-    pub last_index: u64,
-    pub pending_proposals: usize,
-    /// Keys + values in the region, as of the last split check (leaders only).
-    pub approximate_size: Option<u64>,
-    pub approximate_keys: u64,
-    /// Leaders only: peers still catching up (they need a snapshot, or are receiving one).
-    pub pending_peers: Vec<crate::proto::Peer>,
-    /// False for a peer created by a message and still waiting for its first snapshot: it holds no
-    /// data and its region has no range yet.
-    pub initialized: bool,
-}

@@ -7,8 +7,9 @@
 use raft::SnapshotStatus;
 use tokio::sync::oneshot;
 
-use super::{Error, PeerStatus};
+use super::error::Error;
 use crate::proto::{Region, Request};
+use crate::raftstore::snapshot::VerifiedSnapshot;
 use crate::raftstore::transport::RaftEnvelope;
 
 pub type Callback<T> = oneshot::Sender<Result<T, Error>>;
@@ -28,6 +29,31 @@ pub struct SplitPlan {
     pub new_peer_ids: Vec<u64>,
 }
 
+/// One local peer as `/status` shows it.
+#[derive(Debug, Clone)]
+pub struct PeerStatus {
+    pub region: Region,
+    pub peer_id: u64,
+    /// leader, follower, candidate or precandidate
+    pub role: String,
+    pub leader_peer_id: u64,
+    pub leader_store_id: Option<u64>,
+    pub term: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub truncated_index: u64,
+    pub last_index: u64,
+    pub pending_proposals: usize,
+    /// Keys + values in the region, as of the last split check (leaders only).
+    pub approximate_size: Option<u64>,
+    pub approximate_keys: u64,
+    /// Leaders only: peers still catching up (they need a snapshot, or are receiving one).
+    pub pending_peers: Vec<crate::proto::Peer>,
+    /// False for a peer created by a message and still waiting for its first snapshot: it holds no
+    /// data and its region has no range yet.
+    pub initialized: bool,
+}
+
 pub enum StoreMsg {
     /// Client writes to propose as one raft entry. Answered once the entry is applied (or fails).
     Write { region_id: u64, requests: Vec<Request>, callback: Callback<WriteResponse> },
@@ -39,6 +65,10 @@ pub enum StoreMsg {
     /// A raft message from a peer on another store. Lost on a full inbox, like on a network: raft
     /// retries.
     Raft(Box<RaftEnvelope>),
+    /// A snapshot message from a peer on another store, with its data decoded and checksummed by the
+    /// inbox (the message itself no longer carries the bytes). A `Raft` message holding a snapshot
+    /// did not pass the inbox, and is refused.
+    Snapshot(Box<RaftEnvelope>, Box<VerifiedSnapshot>),
     /// Whether a snapshot this store sent arrived, reported by the transport for every snapshot:
     /// raft keeps a follower paused in snapshot state until it hears the outcome.
     SnapshotStatus { region_id: u64, to_peer_id: u64, status: SnapshotStatus },
@@ -73,7 +103,7 @@ impl StoreMsg {
             | StoreMsg::PeerUnreachable { region_id, .. }
             | StoreMsg::SnapshotStatus { region_id, .. } => Some(*region_id),
             StoreMsg::CreatePeer { region, .. } => Some(region.region_id),
-            StoreMsg::Raft(_) | StoreMsg::Status { .. } | StoreMsg::Shutdown => None,
+            StoreMsg::Raft(_) | StoreMsg::Snapshot(..) | StoreMsg::Status { .. } | StoreMsg::Shutdown => None,
         }
     }
 }

@@ -18,9 +18,10 @@ use raft::eraftpb::{Entry, Message, MessageType};
 use raft::{RawNode, Ready, SnapshotStatus};
 
 use super::apply::Applied;
-use super::msg::Callback;
+use super::error::Error;
+use super::msg::{Callback, PeerStatus, WriteResponse};
 use super::peer_storage::PeerStorage;
-use super::{Error, PeerStatus, WriteResponse};
+use super::snapshot::VerifiedSnapshot;
 use crate::metrics::Metrics;
 use crate::proto::{admin_request, CompactLogRequest, RaftApplyState, RaftLocalState, Region};
 use crate::raftstore::transport::RaftEnvelope;
@@ -145,6 +146,9 @@ pub struct Peer {
     metrics: Arc<Metrics>,
     /// Messages for other stores, taken by the store loop (which owns the transport).
     outbox: Vec<RaftEnvelope>,
+    /// The records of the snapshot raft accepted and has not applied yet (raft keeps at most one),
+    /// as the inbox verified them: raft hands back only the snapshot's metadata in a ready.
+    incoming_snapshot: Option<Box<VerifiedSnapshot>>,
 }
 
 fn raft_config(peer_id: u64, applied: u64, cfg: &PeerConfig) -> raft::Config {
@@ -226,6 +230,7 @@ impl Peer {
             compact_proposed_index: 0,
             metrics,
             outbox: Vec::new(),
+            incoming_snapshot: None,
         };
         peer.campaign_if_alone();
         Ok(peer)
@@ -367,8 +372,8 @@ impl Peer {
 
     // ---- raft messages ----
 
-    /// A message from another peer of this region.
-    pub fn on_raft_message(&mut self, envelope: RaftEnvelope) {
+    /// A message from another peer of this region; a snapshot comes with its verified records.
+    pub fn on_raft_message(&mut self, envelope: RaftEnvelope, snapshot: Option<Box<VerifiedSnapshot>>) {
         // Only peers the region does not list yet are worth remembering (on every message: keep it cheap).
         if !self.region().peers.contains(&envelope.from_peer) {
             self.peer_cache.insert(envelope.from_peer.peer_id, envelope.from_peer);
@@ -376,6 +381,12 @@ impl Peer {
         let msg_type = envelope.message.get_msg_type();
         if let Err(err) = self.raw.step(envelope.message) {
             tracing::debug!(region_id = self.region_id(), ?msg_type, error = %err, "raft refused a message");
+        }
+        // Kept only if raft took it as its pending snapshot (it ignores one it is already past).
+        if let Some(snapshot) = snapshot {
+            if self.raw.raft.raft_log.unstable.snapshot.as_ref().is_some_and(|pending| snapshot.is_of(pending)) {
+                self.incoming_snapshot = Some(snapshot);
+            }
         }
     }
 
@@ -406,14 +417,13 @@ impl Peer {
                 continue;
             };
             let from_peer = crate::proto::Peer { peer_id: self.peer_id, store_id: self.store_id };
-            self.outbox.push(RaftEnvelope {
-                region_id: region.region_id,
+            self.outbox.push(RaftEnvelope::new(
+                region.region_id,
                 from_peer,
                 to_peer,
-                region_epoch: region.epoch.unwrap_or_default(),
+                region.epoch.unwrap_or_default(),
                 message,
-                is_tombstone: false,
-            });
+            ));
         }
     }
 

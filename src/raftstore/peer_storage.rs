@@ -9,11 +9,11 @@ use std::cell::RefCell;
 use std::sync::mpsc;
 
 use heed::RwTxn;
-use prost::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError as RaftStorageError};
 
-use crate::proto::{RaftApplyState, RaftLocalState, Region, RegionEpoch, RegionLocalState, SnapshotData, SnapshotKv};
+use super::snapshot::{self, VerifiedSnapshot};
+use crate::proto::{RaftApplyState, RaftLocalState, Region, RegionEpoch, RegionLocalState, SnapshotKv};
 use crate::storage::{Engine, StorageError};
 
 /// The log of a new region starts after this index, so the first real entry has index 6, as in TiKV.
@@ -54,6 +54,7 @@ impl PeerStorage {
         let raft_state = engine.raft_state(&txn, region_id)?.ok_or_else(|| missing("raft state"))?;
         let apply_state = engine.apply_state(&txn, region_id)?.ok_or_else(|| missing("apply state"))?;
         drop(txn);
+        check_consistent(region_id, &raft_state, &apply_state)?;
         Ok(PeerStorage { engine, region, raft_state, apply_state, snapshot: RefCell::new(SnapshotState::Idle) })
     }
 
@@ -187,23 +188,22 @@ impl PeerStorage {
         Ok(state)
     }
 
-    /// Replaces this peer's data, log and states with a snapshot's, in the round's transaction.
-    /// Returns the durable states and region to install after the commit.
+    /// Replaces this peer's data, log and states with a snapshot's (verified when it arrived), in the
+    /// round's transaction. Returns the durable states and region to install after the commit.
     pub fn apply_snapshot(
         &self,
         txn: &mut RwTxn<'_>,
-        snapshot: &Snapshot,
+        snapshot: &VerifiedSnapshot,
     ) -> Result<(RaftLocalState, RaftApplyState, Region), StorageError> {
         let region_id = self.region.region_id;
-        let data = decode_snapshot_data(snapshot.get_data())?;
-        let region = data.region.clone().unwrap_or_default();
-        let (index, term) = (snapshot.get_metadata().index, snapshot.get_metadata().term);
+        let region = snapshot.region.clone();
+        let (index, term) = (snapshot.index, snapshot.term);
         // The old range first (a peer that was initialized), then the snapshot's range.
         if self.is_initialized() {
             self.engine.delete_data_range(txn, &self.region.start_key, &self.region.end_key)?;
         }
         self.engine.delete_data_range(txn, &region.start_key, &region.end_key)?;
-        for kv in &data.kvs {
+        for kv in &snapshot.kvs {
             self.engine.put_data(txn, &kv.key, kv.revision, &kv.value)?;
         }
         self.engine.delete_entries(txn, region_id, 0, u64::MAX)?;
@@ -346,6 +346,25 @@ impl raft::Storage for PeerStorage {
     }
 }
 
+/// States that passed their checksums must still hold together: truncated ≤ applied ≤ commit ≤ last
+/// index. raft-rs would otherwise panic deep in its start (naming neither the region nor the record);
+/// this names both, for the node to exit with.
+fn check_consistent(region_id: u64, raft: &RaftLocalState, apply: &RaftApplyState) -> Result<(), StorageError> {
+    let (applied, truncated) = (apply.applied_index, apply.truncated_index);
+    let detail = if applied < truncated {
+        format!("its apply state's applied index {applied} is below its truncated index {truncated}")
+    } else if applied > raft.last_index {
+        format!("its apply state's applied index {applied} is past its last log index {}", raft.last_index)
+    } else if raft.commit > raft.last_index {
+        format!("its raft state's commit index {} is past its last log index {}", raft.commit, raft.last_index)
+    } else if applied > raft.commit {
+        format!("its apply state's applied index {applied} is past its commit index {}", raft.commit)
+    } else {
+        return Ok(());
+    };
+    Err(StorageError::Inconsistent { what: format!("persisted state of region {region_id}"), detail })
+}
+
 /// Builds the snapshot of a region as of the last committed write transaction; returns it with the
 /// epoch of the region it holds.
 pub fn generate_snapshot(engine: &Engine, region_id: u64) -> Result<(Snapshot, RegionEpoch), StorageError> {
@@ -370,46 +389,16 @@ pub fn generate_snapshot(engine: &Engine, region_id: u64) -> Result<(Snapshot, R
         .map(|(key, revision, value)| SnapshotKv { key, value, revision })
         .collect();
     drop(txn);
-    let checksum = snapshot_checksum(&kvs);
     let conf_state = conf_state_of(&region);
     let epoch = region.epoch.unwrap_or_default();
-    let data = SnapshotData { region: Some(region), kvs, checksum };
-    let mut snapshot = Snapshot { data: data.encode_to_vec().into(), ..Default::default() };
+    let mut snapshot = Snapshot { data: snapshot::encode(region, kvs).into(), ..Default::default() };
     snapshot.set_metadata(SnapshotMetadata { index, term, conf_state: Some(conf_state).into(), ..Default::default() });
     Ok((snapshot, epoch))
-}
-
-/// crc32c over the snapshot's records, in order.
-pub fn snapshot_checksum(kvs: &[SnapshotKv]) -> u32 {
-    kvs.iter().fold(0, |crc, kv| crc32c::crc32c_append(crc, &kv.encode_to_vec()))
-}
-
-/// Decodes and checks a snapshot's data: a damaged or truncated snapshot is an error, never applied.
-pub fn decode_snapshot_data(bytes: &[u8]) -> Result<SnapshotData, StorageError> {
-    let data = SnapshotData::decode(bytes)
-        .map_err(|e| StorageError::Decode { what: "snapshot".into(), detail: e.to_string() })?;
-    let computed = snapshot_checksum(&data.kvs);
-    if computed != data.checksum || data.region.is_none() {
-        return Err(StorageError::Corruption {
-            what: "snapshot".into(),
-            detail: format!("stored crc32c {:#010x}, computed {computed:#010x}", data.checksum),
-        });
-    }
-    Ok(data)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn data() -> SnapshotData {
-        let kvs = vec![
-            SnapshotKv { key: b"a".to_vec(), value: b"1".to_vec(), revision: 7 },
-            SnapshotKv { key: b"b".to_vec(), value: b"2".to_vec(), revision: 9 },
-        ];
-        let checksum = snapshot_checksum(&kvs);
-        SnapshotData { region: Some(Region { region_id: 1, ..Default::default() }), kvs, checksum }
-    }
 
     /// The snapshot `storage` hands raft for peer `to`, once generated (at most 10 s).
     fn snapshot_for(storage: &PeerStorage, to: u64) -> Snapshot {
@@ -426,18 +415,13 @@ mod tests {
     }
 
     fn region_of(snapshot: &Snapshot) -> Region {
-        decode_snapshot_data(snapshot.get_data()).unwrap().region.unwrap()
+        VerifiedSnapshot::verify(snapshot).unwrap().region
     }
 
     #[test]
     fn a_cached_snapshot_is_not_offered_after_the_region_split() {
         let dir = tempfile::tempdir().unwrap();
-        let options = crate::storage::EngineOptions {
-            checksum_failures: prometheus::IntCounter::new("failures", "test").unwrap(),
-            map_size: 64 << 20,
-            max_readers: 16,
-        };
-        let engine = Engine::open(dir.path(), &options).unwrap();
+        let engine = Engine::open(dir.path(), &crate::storage::EngineOptions::for_tests()).unwrap();
         let peers =
             vec![crate::proto::Peer { peer_id: 1, store_id: 1 }, crate::proto::Peer { peer_id: 2, store_id: 2 }];
         let epoch = Some(RegionEpoch { conf_ver: 1, version: 1 });
@@ -462,22 +446,19 @@ mod tests {
     }
 
     #[test]
-    fn intact_snapshot_data_decodes() {
-        let decoded = decode_snapshot_data(&data().encode_to_vec()).unwrap();
-        assert_eq!(decoded.kvs.len(), 2);
-    }
-
-    #[test]
-    fn damaged_or_truncated_snapshot_data_is_refused() {
-        let mut tampered = data();
-        tampered.kvs[1].value = b"3".to_vec();
-        assert!(matches!(decode_snapshot_data(&tampered.encode_to_vec()), Err(StorageError::Corruption { .. })));
-        let mut dropped = data();
-        dropped.kvs.pop();
-        assert!(decode_snapshot_data(&dropped.encode_to_vec()).is_err());
-        let bytes = data().encode_to_vec();
-        assert!(decode_snapshot_data(&bytes[..bytes.len() - 3]).is_err());
-        let without_region = SnapshotData { region: None, ..data() };
-        assert!(decode_snapshot_data(&without_region.encode_to_vec()).is_err());
+    fn persisted_states_that_do_not_hold_together_are_named() {
+        let raft = RaftLocalState { term: 6, vote: 1, commit: 20, last_index: 25, last_term: 6 };
+        let apply = RaftApplyState { applied_index: 18, truncated_index: 10, truncated_term: 5 };
+        assert!(check_consistent(3, &raft, &apply).is_ok());
+        let cases = [
+            (raft, RaftApplyState { applied_index: 9, ..apply }, "applied index 9 is below its truncated index 10"),
+            (raft, RaftApplyState { applied_index: 26, ..apply }, "applied index 26 is past its last log index 25"),
+            (RaftLocalState { commit: 30, ..raft }, apply, "commit index 30 is past its last log index 25"),
+            (RaftLocalState { commit: 15, ..raft }, apply, "applied index 18 is past its commit index 15"),
+        ];
+        for (raft, apply, says) in cases {
+            let err = check_consistent(3, &raft, &apply).unwrap_err().to_string();
+            assert!(err.contains("region 3") && err.contains(says), "{err}");
+        }
     }
 }

@@ -6,11 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::{Sender, TrySendError};
+use prometheus::IntCounter;
 use tokio::sync::oneshot;
 
-use super::msg::StoreMsg;
+use super::error::{Error, Result};
+use super::inbox::RaftInbox;
+use super::msg::{PeerStatus, StoreMsg, WriteResponse};
 use super::region_map::RegionMap;
-use super::{Error, PeerStatus, Result, WriteResponse};
 use crate::proto::{Region, Request};
 
 #[derive(Clone)]
@@ -18,11 +20,18 @@ pub struct Router {
     inbox: Sender<StoreMsg>,
     regions: Arc<RegionMap>,
     timeout: Duration,
+    /// Where the store's [`RaftInbox`] counts the damaged snapshots it refuses.
+    damaged_snapshots: IntCounter,
 }
 
 impl Router {
-    pub(super) fn new(inbox: Sender<StoreMsg>, regions: Arc<RegionMap>, timeout: Duration) -> Router {
-        Router { inbox, regions, timeout }
+    pub(super) fn new(
+        inbox: Sender<StoreMsg>,
+        regions: Arc<RegionMap>,
+        timeout: Duration,
+        damaged_snapshots: IntCounter,
+    ) -> Router {
+        Router { inbox, regions, timeout, damaged_snapshots }
     }
 
     /// The local region whose range holds `key`.
@@ -83,9 +92,15 @@ impl Router {
         self.call(false, |callback| StoreMsg::Status { callback }).await
     }
 
-    /// The store's inbox, for a transport to deliver incoming raft messages to.
+    /// The store's inbox, for the store's own messages (and tests that play the store's peers).
     pub fn store_inbox(&self) -> Sender<StoreMsg> {
         self.inbox.clone()
+    }
+
+    /// The store's inbox as a transport sees it: where incoming raft messages go, snapshots verified
+    /// on the way (the damaged ones counted in the node's metrics).
+    pub fn raft_inbox(&self) -> RaftInbox {
+        RaftInbox::counting(self.inbox.clone(), self.damaged_snapshots.clone())
     }
 
     /// Messages waiting in the store's inbox.

@@ -30,11 +30,13 @@ use super::exit::{RaftstoreExit, RaftstoreHandle};
 use durability::ApplyDeferral;
 use lifecycle::{is_stale_sender, may_create_peer};
 
+use super::error::Error;
 use super::msg::StoreMsg;
 use super::peer::{Peer, PeerConfig};
 use super::region_map::RegionMap;
+use super::router::Router;
+use super::snapshot::VerifiedSnapshot;
 use super::split_check::SplitCheckTask;
-use super::{Error, Router};
 use crate::ids::IdAllocator;
 use crate::metrics::Metrics;
 use crate::raftstore::transport::{RaftEnvelope, Transport};
@@ -147,7 +149,8 @@ pub fn start(
     }
     let split_results = tx.clone();
     let cfg_apply_delay = cfg.apply_delay;
-    let router = Router::new(tx, regions.clone(), cfg.request_timeout);
+    let damaged_snapshots = metrics.raft_snapshots.with_label_values(&["rejected"]);
+    let router = Router::new(tx, regions.clone(), cfg.request_timeout, damaged_snapshots);
     let (used_bytes, disk_room) = engine.stats().map_or((0, u64::MAX), |s| (s.used_bytes, s.disk_room()));
     let (split_checker, split_worker) = super::split_check::start(engine.clone(), ids, split_results)
         .map_err(|e| crate::storage::StorageError::Io { what: "spawning the split-check thread".into(), source: e })?;
@@ -367,7 +370,8 @@ impl Store {
             StoreMsg::Status { callback } => {
                 let _ = callback.send(Ok(self.peers.values().map(Peer::status).collect()));
             }
-            StoreMsg::Raft(envelope) => self.on_raft_message(*envelope),
+            StoreMsg::Raft(envelope) => self.on_raft_message(*envelope, None),
+            StoreMsg::Snapshot(envelope, snapshot) => self.on_raft_message(*envelope, Some(snapshot)),
             StoreMsg::SplitCheckResult { region_id, epoch, size, keys, plan } => {
                 let Some(peer) = self.peers.get_mut(&region_id) else { return };
                 peer.on_split_check(epoch, size, keys);
@@ -423,7 +427,8 @@ impl Store {
         }
     }
 
-    fn on_raft_message(&mut self, envelope: RaftEnvelope) {
+    /// A message from a peer on another store; a snapshot comes with its data, verified by the inbox.
+    fn on_raft_message(&mut self, envelope: RaftEnvelope, snapshot: Option<Box<VerifiedSnapshot>>) {
         let msg_type = envelope.message.get_msg_type();
         self.metrics.raft_messages_received.with_label_values(&[msg_type_label(msg_type)]).inc();
         if envelope.to_peer.store_id != self.cfg.store_id {
@@ -434,15 +439,19 @@ impl Store {
             );
             return;
         }
-        // A damaged snapshot is refused before raft sees it; the leader will send another.
-        if msg_type == MessageType::MsgSnapshot {
-            if let Err(err) = super::peer_storage::decode_snapshot_data(envelope.message.get_snapshot().get_data()) {
+        // The inbox refused damaged snapshots already; one that did not come through it is unverified.
+        let snapshot = match (msg_type == MessageType::MsgSnapshot, snapshot) {
+            (true, None) => {
                 self.metrics.raft_snapshots.with_label_values(&["rejected"]).inc();
-                tracing::error!(region_id = envelope.region_id, error = %err, "refusing a damaged snapshot");
+                tracing::error!(region_id = envelope.region_id, "refusing a snapshot that did not pass the inbox");
                 return;
             }
-            self.metrics.raft_snapshots.with_label_values(&["received"]).inc();
-        }
+            (true, Some(snapshot)) => {
+                self.metrics.raft_snapshots.with_label_values(&["received"]).inc();
+                Some(snapshot)
+            }
+            (false, _) => None,
+        };
         if envelope.is_tombstone {
             self.on_tombstone_message(&envelope);
             return;
@@ -469,7 +478,7 @@ impl Store {
                 return;
             }
         }
-        if msg_type == MessageType::MsgSnapshot && !self.snapshot_fits(&envelope) {
+        if snapshot.as_ref().is_some_and(|snapshot| !self.snapshot_fits(&envelope, &snapshot.region)) {
             self.metrics.raft_snapshots.with_label_values(&["rejected"]).inc();
             return;
         }
@@ -486,7 +495,7 @@ impl Store {
             self.note_message_for_empty_peer(&envelope);
         }
         if self.peers.contains_key(&region_id) {
-            self.step_raft_message(envelope);
+            self.step_raft_message(envelope, snapshot);
         }
     }
 

@@ -52,15 +52,22 @@ impl Transport for Unconnected {
 }
 
 impl RaftEnvelope {
+    /// `message` of region `region_id` from `from_peer` to `to_peer`, under `region_epoch`.
+    pub fn new(
+        region_id: u64,
+        from_peer: Peer,
+        to_peer: Peer,
+        region_epoch: RegionEpoch,
+        message: eraftpb::Message,
+    ) -> RaftEnvelope {
+        RaftEnvelope { region_id, from_peer, to_peer, region_epoch, message, is_tombstone: false }
+    }
+
     /// A message telling `to_peer` it is no longer a member of `region_id`, as of `region_epoch`.
     pub fn tombstone(region_id: u64, from_peer: Peer, to_peer: Peer, region_epoch: RegionEpoch) -> RaftEnvelope {
         RaftEnvelope {
-            region_id,
-            from_peer,
-            to_peer,
-            region_epoch,
-            message: eraftpb::Message::default(),
             is_tombstone: true,
+            ..RaftEnvelope::new(region_id, from_peer, to_peer, region_epoch, eraftpb::Message::default())
         }
     }
 
@@ -102,14 +109,13 @@ mod tests {
         message.term = 7;
         message.entries =
             vec![eraftpb::Entry { index: 9, term: 7, data: b"cmd".to_vec().into(), ..Default::default() }].into();
-        let envelope = RaftEnvelope {
-            region_id: 3,
-            from_peer: Peer { peer_id: 1, store_id: 1 },
-            to_peer: Peer { peer_id: 2, store_id: 2 },
-            region_epoch: RegionEpoch { conf_ver: 1, version: 2 },
+        let envelope = RaftEnvelope::new(
+            3,
+            Peer { peer_id: 1, store_id: 1 },
+            Peer { peer_id: 2, store_id: 2 },
+            RegionEpoch { conf_ver: 1, version: 2 },
             message,
-            is_tombstone: false,
-        };
+        );
         let back =
             RaftEnvelope::from_proto(RaftMessage::decode(envelope.to_proto().encode_to_vec().as_slice()).unwrap())
                 .unwrap();

@@ -80,6 +80,18 @@ pub struct EngineOptions {
     pub max_readers: u32,
 }
 
+#[cfg(test)]
+impl EngineOptions {
+    /// A unit test's environment: 64 MiB, 16 readers, checksum failures counted on a counter of its own.
+    pub(crate) fn for_tests() -> EngineOptions {
+        EngineOptions {
+            checksum_failures: prometheus::IntCounter::new("checksum_failures", "test").expect("a valid metric name"),
+            map_size: 64 << 20,
+            max_readers: 16,
+        }
+    }
+}
+
 /// The named databases. See DESIGN.md §4.
 #[derive(Clone, Copy)]
 struct Databases {
@@ -311,12 +323,7 @@ mod tests {
     #[test]
     fn a_commit_without_meta_sync_is_kept_and_leaves_the_flag_off() {
         let dir = tempfile::tempdir().unwrap();
-        let options = EngineOptions {
-            checksum_failures: prometheus::IntCounter::new("c", "c").unwrap(),
-            map_size: 1 << 24,
-            max_readers: 8,
-        };
-        let engine = Engine::open(dir.path(), &options).unwrap();
+        let engine = Engine::open(dir.path(), &EngineOptions::for_tests()).unwrap();
         let mut txn = engine.write_txn().unwrap();
         engine.put_data(&mut txn, b"k", 7, b"v").unwrap();
         engine.commit_without_meta_sync(txn).unwrap();
@@ -327,7 +334,7 @@ mod tests {
         engine.put_data(&mut txn, b"l", 8, b"w").unwrap();
         engine.commit(txn).unwrap();
         engine.close();
-        let engine = Engine::open(dir.path(), &options).unwrap();
+        let engine = Engine::open(dir.path(), &EngineOptions::for_tests()).unwrap();
         let txn = engine.read_txn().unwrap();
         assert_eq!(engine.get_data(&txn, b"k").unwrap().map(|r| r.revision), Some(7));
         assert_eq!(engine.get_data(&txn, b"l").unwrap().map(|r| r.revision), Some(8));

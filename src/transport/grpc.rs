@@ -24,12 +24,12 @@ use raft::SnapshotStatus;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{RaftEnvelope, Transport, TransportError};
 pub use crate::cluster_link::AddressBook;
 use crate::proto::raft_transport_client::RaftTransportClient;
 use crate::proto::raft_transport_server::{RaftTransport, RaftTransportServer};
 use crate::proto::{Done, RaftMessage, RaftMessageBatch, SnapshotChunk};
-use crate::raftstore::inbox::RaftInbox;
+use crate::raftstore::inbox::{RaftInbox, Refused};
+use crate::raftstore::transport::{RaftEnvelope, Transport, TransportError};
 use crate::security::tls::{self, ClientTls};
 pub use receive::{SnapshotLimits, SnapshotReceiver, MEMORY_CAP as SNAPSHOT_MEMORY_CAP};
 
@@ -240,14 +240,19 @@ impl RaftTransportService {
         let service = RaftTransportService { inbox: inbox.into(), snapshots: SnapshotReceiver::new(limits) };
         RaftTransportServer::new(service).max_decoding_message_size(64 << 20)
     }
+}
 
-    fn deliver(&self, msg: RaftMessage) {
-        match RaftEnvelope::from_proto(msg) {
-            // A full inbox drops the message, as a congested network would; raft resends.
-            Ok(envelope) => drop(self.inbox.deliver(envelope)),
-            Err(err) => tracing::warn!(error = %err, "dropping a malformed raft message"),
-        }
-    }
+/// Hands `msg` to the store. A full inbox drops it, as a congested network would (raft resends); the
+/// error says why it did not arrive, for a snapshot's sender.
+fn deliver(inbox: &RaftInbox, msg: RaftMessage) -> Result<(), Status> {
+    let envelope = RaftEnvelope::from_proto(msg).map_err(|err| {
+        tracing::warn!(error = %err, "dropping a malformed raft message");
+        Status::invalid_argument(err.to_string())
+    })?;
+    inbox.deliver(envelope).map_err(|refused| match refused {
+        Refused::Full => Status::unavailable(refused.to_string()),
+        Refused::DamagedSnapshot { .. } => Status::data_loss(refused.to_string()),
+    })
 }
 
 #[tonic::async_trait]
@@ -256,7 +261,8 @@ impl RaftTransport for RaftTransportService {
         let mut stream = request.into_inner();
         while let Some(batch) = stream.message().await? {
             for msg in batch.msgs {
-                self.deliver(msg);
+                // Best effort, as on a network: what is lost here, raft sends again.
+                let _ = deliver(&self.inbox, msg);
             }
         }
         Ok(Response::new(Done {}))
@@ -264,7 +270,11 @@ impl RaftTransport for RaftTransportService {
 
     async fn snapshot(&self, request: Request<Streaming<SnapshotChunk>>) -> Result<Response<Done>, Status> {
         let msg = self.snapshots.receive(&mut request.into_inner()).await?;
-        self.deliver(msg);
+        // Verifying a large snapshot takes a while: off the async workers. The sender hears whether
+        // it arrived intact, and tells its raft.
+        let inbox = self.inbox.clone();
+        let delivered = tokio::task::spawn_blocking(move || deliver(&inbox, msg));
+        delivered.await.map_err(|err| Status::internal(format!("snapshot delivery failed: {err}")))??;
         Ok(Response::new(Done {}))
     }
 }

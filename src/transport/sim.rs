@@ -22,8 +22,8 @@ use raft::SnapshotStatus;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{RaftEnvelope, Transport, TransportError};
 use crate::raftstore::inbox::RaftInbox;
+use crate::raftstore::transport::{RaftEnvelope, Transport, TransportError};
 
 #[derive(Clone)]
 pub struct SimNetwork {
@@ -68,7 +68,7 @@ impl NetState {
         for pair in pairs {
             let Some(queue) = self.held.remove(&pair) else { continue };
             for msg in queue {
-                let delivered = self.inboxes.get(&pair.1).is_some_and(|inbox| inbox.deliver(msg));
+                let delivered = self.inboxes.get(&pair.1).is_some_and(|inbox| inbox.deliver(msg).is_ok());
                 if delivered {
                     self.delivered += 1;
                 } else {
@@ -228,7 +228,7 @@ impl SimNetwork {
             true
         } else {
             match state.inboxes.get(&to_store) {
-                Some(inbox) => inbox.deliver(msg),
+                Some(inbox) => inbox.deliver(msg).is_ok(),
                 None => false,
             }
         };
@@ -263,7 +263,7 @@ fn run_delay_line(delayed: Receiver<Delayed>, state: std::sync::Weak<Mutex<NetSt
             let Some(state) = state.upgrade() else { return };
             let state = state.lock();
             if let Some(inbox) = state.inboxes.get(&item.to_store) {
-                inbox.deliver(item.msg);
+                let _ = inbox.deliver(item.msg);
             }
         }
     }
@@ -303,14 +303,13 @@ mod tests {
         let mut message = Message::default();
         message.set_msg_type(msg_type);
         message.index = index;
-        RaftEnvelope {
-            region_id: 1,
-            from_peer: Peer { peer_id: 1, store_id: 1 },
-            to_peer: Peer { peer_id: 2, store_id: 2 },
-            region_epoch: RegionEpoch { conf_ver: 1, version: 1 },
+        RaftEnvelope::new(
+            1,
+            Peer { peer_id: 1, store_id: 1 },
+            Peer { peer_id: 2, store_id: 2 },
+            RegionEpoch { conf_ver: 1, version: 1 },
             message,
-            is_tombstone: false,
-        }
+        )
     }
 
     fn received(inbox: &Receiver<crate::raftstore::msg::StoreMsg>) -> Vec<(MessageType, u64)> {

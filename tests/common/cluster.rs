@@ -139,7 +139,7 @@ impl Cluster {
         }
         let ids = self.ids.clone();
         let (router, handle) = store::start(cfg, engine.clone(), metrics.clone(), transport, inbox, ids).unwrap();
-        self.network.register(store_id, router.store_inbox());
+        self.network.register(store_id, router.raft_inbox());
         self.running.insert(store_id, RunningStore { router, handle, engine, metrics });
     }
 
@@ -226,6 +226,13 @@ impl Cluster {
         let mut regions: Vec<Region> = regions.into_values().collect();
         regions.sort_by(|a, b| a.start_key.cmp(&b.start_key));
         regions
+    }
+
+    /// One of the regions, picked with `rng` (for tests that disturb a random region); `None` while
+    /// no region has a leader.
+    pub async fn random_region(&self, rng: &mut impl rand::Rng) -> Option<Region> {
+        let regions = self.regions().await;
+        (!regions.is_empty()).then(|| regions[rng.gen_range(0..regions.len())].clone())
     }
 
     /// A fresh id for a peer (placement's job in a real cluster).

@@ -6,14 +6,7 @@ use fekv::raftstore::transport::RaftEnvelope;
 
 /// A raft message of `region` as a peer would send it: from `from` to `to`, under `region`'s epoch.
 pub fn raft_envelope(region: &Region, from: Peer, to: Peer, message: raft::eraftpb::Message) -> RaftEnvelope {
-    RaftEnvelope {
-        region_id: region.region_id,
-        from_peer: from,
-        to_peer: to,
-        region_epoch: region.epoch.unwrap_or_default(),
-        message,
-        is_tombstone: false,
-    }
+    RaftEnvelope::new(region.region_id, from, to, region.epoch.unwrap_or_default(), message)
 }
 
 /// A leader's snapshot of `region` (no keys) at (`index`, `term`), from `from` to `to`.
@@ -29,11 +22,9 @@ pub fn snapshot_envelope_with(
     (index, term): (u64, u64),
     kvs: Vec<fekv::proto::SnapshotKv>,
 ) -> RaftEnvelope {
-    use prost::Message as _;
     let voters = region.peers.iter().map(|p| p.peer_id).collect();
-    let checksum = fekv::raftstore::peer_storage::snapshot_checksum(&kvs);
-    let data = fekv::proto::SnapshotData { region: Some(region.clone()), kvs, checksum };
-    let mut snapshot = raft::eraftpb::Snapshot { data: data.encode_to_vec().into(), ..Default::default() };
+    let data = fekv::raftstore::snapshot::encode(region.clone(), kvs);
+    let mut snapshot = raft::eraftpb::Snapshot { data: data.into(), ..Default::default() };
     snapshot.mut_metadata().index = index;
     snapshot.mut_metadata().term = term;
     snapshot.mut_metadata().mut_conf_state().voters = voters;

@@ -42,6 +42,25 @@ impl Table {
     }
 }
 
+/// A list for people or for scripts: a table of `row`'s cells under `header`, or a JSON array of
+/// `json`'s objects.
+fn render_list<T>(
+    items: &[T],
+    output: Output,
+    header: &[&'static str],
+    json: impl Fn(&T) -> Value,
+    row: impl Fn(&T) -> Vec<String>,
+) -> String {
+    if output == Output::Json {
+        return pretty(&Value::Array(items.iter().map(json).collect()));
+    }
+    let mut table = Table::new(header.to_vec());
+    for item in items {
+        table.row(row(item));
+    }
+    table.render()
+}
+
 pub(super) fn pretty(value: &Value) -> String {
     format!("{}\n", serde_json::to_string_pretty(value).expect("JSON values serialize"))
 }
@@ -89,13 +108,9 @@ pub(super) fn store_json(s: &StoreInfo, now_ms: u64) -> Value {
 }
 
 pub(super) fn render_stores(stores: &[StoreInfo], now_ms: u64, output: Output) -> String {
-    if output == Output::Json {
-        return pretty(&Value::Array(stores.iter().map(|s| store_json(s, now_ms)).collect()));
-    }
-    let mut table =
-        Table::new(vec!["STORE", "RAFT ADDR", "HTTP ADDR", "STATE", "LAST HEARTBEAT", "REGIONS", "LEADERS", "USED"]);
-    for s in stores {
-        table.row(vec![
+    let header = ["STORE", "RAFT ADDR", "HTTP ADDR", "STATE", "LAST HEARTBEAT", "REGIONS", "LEADERS", "USED"];
+    let row = |s: &StoreInfo| {
+        vec![
             s.store_id.to_string(),
             s.raft_addr.clone(),
             s.http_addr.clone(),
@@ -104,9 +119,9 @@ pub(super) fn render_stores(stores: &[StoreInfo], now_ms: u64, output: Output) -
             s.region_count.to_string(),
             s.leader_count.to_string(),
             bytes(s.used_bytes),
-        ]);
-    }
-    table.render()
+        ]
+    };
+    render_list(stores, output, &header, |s| store_json(s, now_ms), row)
 }
 
 pub(super) fn region_json(info: &RegionInfo) -> Value {
@@ -161,14 +176,7 @@ pub(super) const REGION_HEADER: [&str; 7] =
     ["REGION", "START", "END", "EPOCH (CONF_VER/VERSION)", "PEERS (PEER@STORE)", "LEADER STORE", "SIZE"];
 
 pub(super) fn render_regions(regions: &[RegionInfo], output: Output) -> String {
-    if output == Output::Json {
-        return pretty(&Value::Array(regions.iter().map(region_json).collect()));
-    }
-    let mut table = Table::new(REGION_HEADER.to_vec());
-    for info in regions {
-        table.row(region_row(info));
-    }
-    table.render()
+    render_list(regions, output, &REGION_HEADER, region_json, region_row)
 }
 
 pub(super) fn render_region(info: &RegionInfo, output: Output) -> String {
@@ -224,10 +232,15 @@ pub(super) fn steps_text(op: &OperatorInfo) -> String {
         .join(" → ")
 }
 
+/// Milliseconds the operator ran (so far, while it runs).
+fn took_ms(op: &OperatorInfo, now_ms: u64) -> u64 {
+    let end = if op.finished_ms == 0 { now_ms } else { op.finished_ms };
+    end.saturating_sub(op.created_ms)
+}
+
 /// How long the operator ran (so far, while it runs).
 pub(super) fn took(op: &OperatorInfo, now_ms: u64) -> String {
-    let end = if op.finished_ms == 0 { now_ms } else { op.finished_ms };
-    let ms = end.saturating_sub(op.created_ms);
+    let ms = took_ms(op, now_ms);
     if ms < 1000 {
         format!("{ms}ms")
     } else {
@@ -236,7 +249,6 @@ pub(super) fn took(op: &OperatorInfo, now_ms: u64) -> String {
 }
 
 pub(super) fn operator_json(op: &OperatorInfo, now_ms: u64) -> Value {
-    let end = if op.finished_ms == 0 { now_ms } else { op.finished_ms };
     json!({
         "operator_id": op.operator_id,
         "region_id": op.region_id,
@@ -257,7 +269,7 @@ pub(super) fn operator_json(op: &OperatorInfo, now_ms: u64) -> Value {
         "current_step": op.current_step,
         "created_ms": op.created_ms,
         "finished_ms": (op.finished_ms != 0).then_some(op.finished_ms),
-        "took_ms": end.saturating_sub(op.created_ms),
+        "took_ms": took_ms(op, now_ms),
         "note": op.note,
     })
 }
@@ -291,24 +303,16 @@ pub(super) fn render_operators(
 }
 
 pub(super) fn render_schedulers(schedulers: &[SchedulerInfo], output: Output) -> String {
-    if output == Output::Json {
-        return pretty(&Value::Array(
-            schedulers
-                .iter()
-                .map(|s| json!({ "name": s.name, "enabled": s.enabled, "can_disable": s.can_disable }))
-                .collect(),
-        ));
-    }
-    let mut table = Table::new(vec!["SCHEDULER", "STATE"]);
-    for s in schedulers {
+    let json = |s: &SchedulerInfo| json!({ "name": s.name, "enabled": s.enabled, "can_disable": s.can_disable });
+    let row = |s: &SchedulerInfo| {
         let state = match (s.enabled, s.can_disable) {
             (true, false) => "enabled (always)",
             (true, true) => "enabled",
             (false, _) => "disabled",
         };
-        table.row(vec![s.name.clone(), state.into()]);
-    }
-    table.render()
+        vec![s.name.clone(), state.into()]
+    };
+    render_list(schedulers, output, &["SCHEDULER", "STATE"], json, row)
 }
 
 pub(super) fn up_or_down(ok: bool) -> &'static str {
@@ -320,40 +324,22 @@ pub(super) fn up_or_down(ok: bool) -> &'static str {
 }
 
 pub(super) fn render_cluster_status(nodes: &[NodeReport], output: Output) -> String {
-    if output == Output::Json {
-        return pretty(&Value::Array(
-            nodes
-                .iter()
-                .map(|n| {
-                    json!({
-                        "store_id": n.store_id,
-                        "http_addr": n.http_addr,
-                        "state": up_or_down(n.ok),
-                        "version": n.version,
-                        "region_count": n.region_count,
-                        "leader_count": n.leader_count,
-                        "applied_index": n.applied_index,
-                        "used_bytes": n.used_bytes,
-                        "error": n.error,
-                    })
-                })
-                .collect(),
-        ));
-    }
-    let mut table = Table::new(vec![
-        "STORE",
-        "ADDRESS",
-        "VERSION",
-        "REGIONS",
-        "LEADERS",
-        "APPLIED INDEX",
-        "DB SIZE",
-        "STATE",
-        "ERROR",
-    ]);
-    for n in nodes {
+    let json = |n: &NodeReport| {
+        json!({
+            "store_id": n.store_id,
+            "http_addr": n.http_addr,
+            "state": up_or_down(n.ok),
+            "version": n.version,
+            "region_count": n.region_count,
+            "leader_count": n.leader_count,
+            "applied_index": n.applied_index,
+            "used_bytes": n.used_bytes,
+            "error": n.error,
+        })
+    };
+    let row = |n: &NodeReport| {
         let known = |value: String| if n.ok { value } else { "-".into() };
-        table.row(vec![
+        vec![
             n.store_id.to_string(),
             n.http_addr.clone(),
             known(n.version.clone()),
@@ -363,210 +349,33 @@ pub(super) fn render_cluster_status(nodes: &[NodeReport], output: Output) -> Str
             known(bytes(n.used_bytes)),
             up_or_down(n.ok).into(),
             n.error.clone().unwrap_or_default(),
-        ]);
-    }
-    table.render()
+        ]
+    };
+    let header = ["STORE", "ADDRESS", "VERSION", "REGIONS", "LEADERS", "APPLIED INDEX", "DB SIZE", "STATE", "ERROR"];
+    render_list(nodes, output, &header, json, row)
 }
 
 pub(super) fn render_cluster_health(nodes: &[NodeReport], output: Output) -> String {
-    if output == Output::Json {
-        return pretty(&Value::Array(
-            nodes
-                .iter()
-                .map(|n| {
-                    json!({
-                        "store_id": n.store_id,
-                        "http_addr": n.http_addr,
-                        "healthy": n.ok,
-                        "took_ms": n.took.as_secs_f64() * 1000.0,
-                        "error": n.error,
-                    })
-                })
-                .collect(),
-        ));
-    }
-    let mut table = Table::new(vec!["STORE", "ADDRESS", "HEALTH", "TOOK", "ERROR"]);
-    for n in nodes {
-        table.row(vec![
+    let json = |n: &NodeReport| {
+        json!({
+            "store_id": n.store_id,
+            "http_addr": n.http_addr,
+            "healthy": n.ok,
+            "took_ms": n.took.as_secs_f64() * 1000.0,
+            "error": n.error,
+        })
+    };
+    let row = |n: &NodeReport| {
+        vec![
             n.store_id.to_string(),
             n.http_addr.clone(),
             if n.ok { "healthy" } else { "unhealthy" }.into(),
             format!("{:.1}ms", n.took.as_secs_f64() * 1000.0),
             n.error.clone().unwrap_or_default(),
-        ]);
-    }
-    table.render()
+        ]
+    };
+    render_list(nodes, output, &["STORE", "ADDRESS", "HEALTH", "TOOK", "ERROR"], json, row)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::proto::{Peer, Region, RegionEpoch};
-
-    fn info() -> RegionInfo {
-        RegionInfo {
-            region: Some(Region {
-                region_id: 2,
-                start_key: b"a\x00".to_vec(),
-                end_key: Vec::new(),
-                epoch: Some(RegionEpoch { conf_ver: 1, version: 3 }),
-                peers: vec![Peer { peer_id: 4, store_id: 1 }, Peer { peer_id: 5, store_id: 7 }],
-            }),
-            leader_store_id: 7,
-            leader_peer_id: 5,
-            term: 6,
-            approximate_size: 2048,
-            approximate_keys: 9,
-            pending_peers: vec![Peer { peer_id: 5, store_id: 7 }],
-        }
-    }
-
-    #[test]
-    fn region_json_has_the_documented_fields_and_percent_encodes_keys() {
-        let json: Value = serde_json::from_str(&render_regions(&[info()], Output::Json)).unwrap();
-        let region = &json[0];
-        assert_eq!(region["region_id"], 2);
-        assert_eq!(region["start_key"], "a%00");
-        assert_eq!(region["end_key"], "");
-        assert_eq!(region["epoch"], json!({ "conf_ver": 1, "version": 3 }));
-        assert_eq!(region["peers"], json!([{ "peer_id": 4, "store_id": 1 }, { "peer_id": 5, "store_id": 7 }]));
-        assert_eq!(region["leader_store_id"], 7);
-        assert_eq!(region["approximate_size"], 2048);
-        assert_eq!(region["pending_peers"], json!([{ "peer_id": 5, "store_id": 7 }]));
-        let single: Value = serde_json::from_str(&render_region(&info(), Output::Json)).unwrap();
-        assert_eq!(&single, region);
-    }
-
-    #[test]
-    fn region_table_shows_unbounded_ends_and_peers_with_their_stores() {
-        let text = render_regions(&[info()], Output::Table);
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 2);
-        assert!(lines[0].starts_with("REGION  START  END"), "{text}");
-        let cells: Vec<&str> = lines[1].split_whitespace().collect();
-        assert_eq!(&cells[..6], ["2", "a%00", "+inf", "1/3", "4@1,5@7(pending)", "7"]);
-    }
-
-    #[test]
-    fn store_json_has_the_documented_fields() {
-        let store = StoreInfo {
-            store_id: 3,
-            raft_addr: "127.0.0.1:20160".into(),
-            http_addr: "127.0.0.1:3000".into(),
-            last_heartbeat_ms: 10_000,
-            state: StoreState::Down as i32,
-            version: "0.1.0".into(),
-            used_bytes: 4096,
-            region_count: 2,
-            leader_count: 1,
-            ..Default::default()
-        };
-        let json: Value = serde_json::from_str(&render_stores(&[store], 10_400, Output::Json)).unwrap();
-        assert_eq!(
-            json[0],
-            json!({
-                "store_id": 3, "raft_addr": "127.0.0.1:20160", "http_addr": "127.0.0.1:3000", "state": "down",
-                "version": "0.1.0", "last_heartbeat_ms": 10_000, "last_heartbeat_age_ms": 400,
-                "region_count": 2, "leader_count": 1, "used_bytes": 4096,
-            })
-        );
-    }
-
-    #[test]
-    fn tables_are_aligned_without_trailing_spaces() {
-        let mut table = Table::new(vec!["A", "LONG HEADER", "C"]);
-        table.row(vec!["wide cell".into(), "x".into(), "".into()]);
-        assert_eq!(table.render(), "A          LONG HEADER  C\nwide cell  x\n");
-    }
-
-    #[test]
-    fn heartbeat_ages_read_naturally() {
-        assert_eq!(age(0, 5_000), "never");
-        assert_eq!(age(4_650, 5_000), "350ms ago");
-        assert_eq!(age(1_000, 5_200), "4.2s ago");
-        assert_eq!(age(1_000, 193_000), "3m 12s ago");
-    }
-
-    fn move_operator(state: OperatorState, current_step: u32) -> OperatorInfo {
-        use crate::proto::OperatorStep;
-        OperatorInfo {
-            operator_id: 12,
-            region_id: 2,
-            source: "replica-check".into(),
-            reason: "replica-check: replace a peer on a down store".into(),
-            steps: vec![
-                OperatorStep { kind: StepKind::AddPeer as i32, store_id: 4, peer_id: 14, ..Default::default() },
-                OperatorStep { kind: StepKind::TransferLeader as i32, store_id: 2, ..Default::default() },
-                OperatorStep { kind: StepKind::RemovePeer as i32, store_id: 1, ..Default::default() },
-            ],
-            current_step,
-            state: state as i32,
-            created_ms: 10_000,
-            finished_ms: if state == OperatorState::Running { 0 } else { 12_500 },
-            note: if state == OperatorState::Timeout { "no progress for 3m".into() } else { String::new() },
-        }
-    }
-
-    #[test]
-    fn operator_json_has_the_documented_fields() {
-        let running = move_operator(OperatorState::Running, 1);
-        let done = move_operator(OperatorState::Timeout, 2);
-        let json: Value = serde_json::from_str(&render_operators(&[running], &[done], 11_000, Output::Json)).unwrap();
-        assert_eq!(
-            json["running"][0],
-            json!({
-                "operator_id": 12, "region_id": 2, "source": "replica-check",
-                "reason": "replica-check: replace a peer on a down store", "state": "running",
-                "steps": [
-                    { "kind": "add-peer", "store_id": 4, "peer_id": 14 },
-                    { "kind": "transfer-leader", "store_id": 2 },
-                    { "kind": "remove-peer", "store_id": 1 },
-                ],
-                "current_step": 1, "created_ms": 10_000, "finished_ms": null, "took_ms": 1000, "note": "",
-            })
-        );
-        assert_eq!(json["history"][0]["state"], "timeout");
-        assert_eq!(json["history"][0]["took_ms"], 2500);
-        assert_eq!(json["history"][0]["note"], "no progress for 3m");
-    }
-
-    #[test]
-    fn operator_table_marks_the_step_under_way_and_lists_running_first() {
-        let running = move_operator(OperatorState::Running, 1);
-        let mut older = move_operator(OperatorState::Success, 3);
-        older.operator_id = 3;
-        let mut newer = move_operator(OperatorState::Timeout, 2);
-        newer.operator_id = 9;
-        let text = render_operators(&[running], &[older, newer], 11_000, Output::Table);
-        let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[0].starts_with("ID  REGION  SOURCE"), "{text}");
-        assert!(lines[1].starts_with("12 ") && lines[1].contains("running"), "{text}");
-        assert!(
-            lines[1].contains("add peer 14 on store 4 → [transfer leader to store 2] → remove peer on store 1"),
-            "{text}"
-        );
-        assert!(lines[2].starts_with("9 ") && lines[2].contains("timeout") && lines[2].ends_with("no progress for 3m"));
-        assert!(lines[3].starts_with("3 ") && lines[3].contains("success") && !lines[3].contains('['), "{text}");
-    }
-
-    #[test]
-    fn store_states_and_schedulers_read_plainly() {
-        let store = |state: StoreState| StoreInfo { state: state as i32, ..Default::default() };
-        let names: Vec<&str> = [StoreState::Up, StoreState::Down, StoreState::Offline, StoreState::Removed]
-            .map(store)
-            .iter()
-            .map(state_name)
-            .collect();
-        assert_eq!(names, ["up", "down", "offline", "removed"]);
-        let schedulers = vec![
-            SchedulerInfo { name: "replica-check".into(), enabled: true, can_disable: false },
-            SchedulerInfo { name: "balance-leader".into(), enabled: false, can_disable: true },
-        ];
-        assert_eq!(
-            render_schedulers(&schedulers, Output::Table),
-            "SCHEDULER       STATE\nreplica-check   enabled (always)\nbalance-leader  disabled\n"
-        );
-        let json: Value = serde_json::from_str(&render_schedulers(&schedulers, Output::Json)).unwrap();
-        assert_eq!(json[1], json!({ "name": "balance-leader", "enabled": false, "can_disable": true }));
-    }
-}
+mod tests;

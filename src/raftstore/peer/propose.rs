@@ -9,8 +9,9 @@ use super::{Peer, Proposal, ProposalCallback};
 use crate::proto::{
     admin_request, AdminRequest, ChangePeerRequest, CmdHeader, ConfChangeType, RaftCmdRequest, Request,
 };
+use crate::raftstore::error::Error;
 use crate::raftstore::msg::Callback;
-use crate::raftstore::{Error, WriteResponse};
+use crate::raftstore::msg::WriteResponse;
 
 impl Peer {
     /// Starts handing leadership to the peer on `to_store_id`: raft catches it up, then tells it to

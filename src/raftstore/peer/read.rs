@@ -4,8 +4,8 @@
 use raft::ReadState;
 
 use super::{Peer, ReadBatch};
+use crate::raftstore::error::Error;
 use crate::raftstore::msg::Callback;
-use crate::raftstore::Error;
 
 impl Peer {
     /// A linearizable-read barrier; batched with the other reads of this round.

@@ -9,8 +9,8 @@ use raft::{Ready, StateRole};
 
 use super::{Committed, Peer, PendingReady};
 use crate::raftstore::apply::{self, Applied, ApplyEffects, LocalStore};
+use crate::raftstore::error::Error;
 use crate::raftstore::peer_storage::PeerStorage;
-use crate::raftstore::Error;
 use crate::storage::StorageError;
 
 impl Peer {
@@ -48,7 +48,17 @@ impl Peer {
         let (base_raft_state, mut apply_state, region) = if ready.snapshot().is_empty() {
             (*storage.raft_state(), *storage.apply_state(), None)
         } else {
-            let (raft_state, apply_state, region) = storage.apply_snapshot(txn, ready.snapshot())?;
+            let snapshot =
+                self.incoming_snapshot.as_deref().filter(|s| s.is_of(ready.snapshot())).ok_or_else(|| {
+                    StorageError::Inconsistent {
+                        what: format!("snapshot of region {}", storage.region().region_id),
+                        detail: format!(
+                            "raft applies one at index {} that no inbox verified",
+                            ready.snapshot().get_metadata().index
+                        ),
+                    }
+                })?;
+            let (raft_state, apply_state, region) = storage.apply_snapshot(txn, snapshot)?;
             tracing::info!(region_id = region.region_id, index = apply_state.applied_index, "applying a snapshot");
             (raft_state, apply_state, Some(region))
         };
@@ -142,6 +152,9 @@ impl Peer {
         }
         if let Some(region) = region {
             self.raw.mut_store().set_region(region);
+        }
+        if pending.snapshot_applied {
+            self.incoming_snapshot = None;
         }
         self.raw.mut_store().set_persisted(raft_state, apply_state);
         // Votes and a follower's acks promise durability: only now may they leave.

@@ -91,14 +91,7 @@ impl Store {
                 let mut message = raft::eraftpb::Message::default();
                 message.set_msg_type(MessageType::MsgCheckQuorum);
                 (message.from, message.to) = (from_peer.peer_id, to_peer.peer_id);
-                self.control_outbox.push(RaftEnvelope {
-                    region_id: *region_id,
-                    from_peer,
-                    to_peer: *to_peer,
-                    region_epoch: heard.epoch,
-                    message,
-                    is_tombstone: false,
-                });
+                self.control_outbox.push(RaftEnvelope::new(*region_id, from_peer, *to_peer, heard.epoch, message));
             }
         }
     }

@@ -20,6 +20,7 @@ use std::collections::HashMap;
 
 use super::Store;
 use crate::raftstore::peer::hibernate::{signal_of, Signal};
+use crate::raftstore::snapshot::VerifiedSnapshot;
 use crate::raftstore::transport::RaftEnvelope;
 
 /// Election timeouts a leader must stay idle before its region sleeps: long enough that its followers
@@ -67,7 +68,7 @@ impl Store {
     }
 
     /// Hands a raft message to its (existing) peer, applying what it means for hibernation.
-    pub(super) fn step_raft_message(&mut self, envelope: RaftEnvelope) {
+    pub(super) fn step_raft_message(&mut self, envelope: RaftEnvelope, snapshot: Option<Box<VerifiedSnapshot>>) {
         let region_id = envelope.region_id;
         self.activity.touch(region_id);
         match signal_of(&envelope.message) {
@@ -80,7 +81,7 @@ impl Store {
             Signal::Hibernate => {
                 let hibernate = envelope.message.clone();
                 let Some(peer) = self.peers.get_mut(&region_id) else { return };
-                peer.on_raft_message(envelope);
+                peer.on_raft_message(envelope, None);
                 if peer.may_sleep_after(&hibernate) {
                     self.activity.sleep(region_id);
                 } else {
@@ -93,7 +94,7 @@ impl Store {
             }
         }
         if let Some(peer) = self.peers.get_mut(&region_id) {
-            peer.on_raft_message(envelope);
+            peer.on_raft_message(envelope, snapshot);
         }
     }
 }

@@ -6,10 +6,10 @@
 use raft::eraftpb::MessageType;
 
 use super::Store;
+use crate::raftstore::error::Error;
 use crate::raftstore::peer::Peer;
 use crate::raftstore::region_map::ranges_overlap;
 use crate::raftstore::transport::RaftEnvelope;
-use crate::raftstore::Error;
 
 impl Store {
     /// Starts this store's peer of a region split off a local one (its state was written with the
@@ -101,17 +101,12 @@ impl Store {
     /// own log over the new region's keys and, at the split, write the new region's initial state
     /// over the state its snapshot gave it (a raft state behind the applied index: raft-rs refuses
     /// to restart on it).
-    pub(super) fn snapshot_fits(&mut self, envelope: &RaftEnvelope) -> bool {
-        let Ok(data) = crate::raftstore::peer_storage::decode_snapshot_data(envelope.message.get_snapshot().get_data())
-        else {
-            return false;
-        };
-        let region = data.region.unwrap_or_default();
+    pub(super) fn snapshot_fits(&mut self, envelope: &RaftEnvelope, region: &crate::proto::Region) -> bool {
         if !region.peers.iter().any(|p| p.peer_id == envelope.to_peer.peer_id) {
             tracing::info!(region_id = region.region_id, "refusing a snapshot that does not list its recipient");
             return false;
         }
-        let overlapping = self.regions.overlapping(&region);
+        let overlapping = self.regions.overlapping(region);
         if !overlapping.is_empty() {
             tracing::info!(
                 region_id = region.region_id,
@@ -120,7 +115,7 @@ impl Store {
             );
             return false;
         }
-        let accepted = |r: &&crate::proto::Region| r.region_id != region.region_id && ranges_overlap(r, &region);
+        let accepted = |r: &&crate::proto::Region| r.region_id != region.region_id && ranges_overlap(r, region);
         if let Some(other) = self.snapshots_accepted.iter().find(accepted) {
             tracing::info!(
                 region_id = region.region_id,
@@ -129,7 +124,7 @@ impl Store {
             );
             return false;
         }
-        self.snapshots_accepted.push(region);
+        self.snapshots_accepted.push(region.clone());
         true
     }
 
@@ -349,9 +344,7 @@ mod tests {
     fn message_to(peer_id: u64, conf_ver: u64) -> RaftEnvelope {
         let from = Peer { peer_id: 1, store_id: 1 };
         let to = Peer { peer_id, store_id: 3 };
-        let mut envelope = RaftEnvelope::tombstone(1, from, to, RegionEpoch { conf_ver, version: 1 });
-        envelope.is_tombstone = false;
-        envelope
+        RaftEnvelope::new(1, from, to, RegionEpoch { conf_ver, version: 1 }, raft::eraftpb::Message::default())
     }
 
     #[test]

@@ -12,8 +12,8 @@ use std::time::Instant;
 use super::durability::RoundKind;
 use super::Store;
 use crate::raftstore::apply::LocalStore;
+use crate::raftstore::error::Error;
 use crate::raftstore::peer::{Peer, PendingReady};
-use crate::raftstore::Error;
 
 impl Store {
     /// One round's ready handling across the peers with work, with a single LMDB commit, or none

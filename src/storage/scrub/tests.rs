@@ -9,12 +9,7 @@ use crate::storage::codec::{self, Table};
 use crate::storage::{keys, Engine, EngineOptions, StorageError};
 
 fn open(dir: &std::path::Path) -> Engine {
-    let options = EngineOptions {
-        checksum_failures: prometheus::IntCounter::new("failures", "test").unwrap(),
-        map_size: 64 << 20,
-        max_readers: 16,
-    };
-    Engine::open(dir, &options).unwrap()
+    Engine::open(dir, &EngineOptions::for_tests()).unwrap()
 }
 
 fn region(region_id: u64, start: &[u8], end: &[u8]) -> Region {

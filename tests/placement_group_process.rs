@@ -1,0 +1,254 @@
+//! Three placement replicas as real processes (`fekv placement --peers A,B,C`, issue 13): the
+//! members agree on a leader, followers refuse leader-only calls with the leader's address, a
+//! `kill -9` of the leader is survived within seconds with nothing acknowledged lost and no id
+//! handed out twice, a lone member refuses writes with the clear error, and restarted members carry
+//! on. With mutual TLS, the members speak raft to each other with the cluster's certificates.
+
+#[path = "common/certs.rs"]
+mod certs;
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::process::{ctl, FekvProcess};
+use common::wait::{eventually, eventually_sync};
+use fekv::proto::placement_client::PlacementClient;
+use fekv::proto::placement_group_client::PlacementGroupClient;
+use fekv::proto::{
+    AllocIdRequest, GetMembersRequest, GetRegionsRequest, GetStoresRequest, RegisterStoreRequest,
+    StoreHeartbeatRequest, TransferPlacementLeaderRequest,
+};
+use tonic::transport::Channel;
+
+/// Three loopback addresses free right now (bound and let go: the members need each other's
+/// addresses before any of them listens).
+fn free_addrs() -> Vec<String> {
+    let listeners: Vec<std::net::TcpListener> =
+        (0..3).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port")).collect();
+    listeners.iter().map(|l| l.local_addr().expect("bound").to_string()).collect()
+}
+
+fn start_member(dir: &Path, addr: &str, peers: &[String], extra: &[&str]) -> FekvProcess {
+    let data_dir = dir.display().to_string();
+    let peers = peers.join(",");
+    let mut args = vec!["placement", "--addr", addr, "--peers", &peers, "--data-dir", &data_dir, "--replicas", "3"];
+    args.extend_from_slice(extra);
+    let mut member = FekvProcess::launch(&args, dir);
+    member.wait_stderr(Duration::from_secs(20), "the placement member to listen", |lines| {
+        lines.iter().any(|l| l.contains("placement service serving"))
+    });
+    member.addr = addr.to_string();
+    member
+}
+
+fn channel(addr: &str) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("an address")
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(3))
+        .connect_lazy()
+}
+
+/// The leader every answering member names (they must agree), by its index in `addrs`.
+async fn agreed_leader(addrs: &[String], alive: &[usize]) -> Result<usize, String> {
+    let mut named = BTreeSet::new();
+    for &i in alive {
+        let reply = PlacementGroupClient::new(channel(&addrs[i])).get_members(GetMembersRequest {}).await;
+        let reply = reply.map_err(|s| format!("member {}: {}", i + 1, s.message()))?.into_inner();
+        if reply.members.len() != 3 || reply.member_id != i as u64 + 1 {
+            return Err(format!("member {} says {reply:?}", i + 1));
+        }
+        named.insert(reply.leader_id);
+    }
+    match named.into_iter().collect::<Vec<_>>()[..] {
+        [leader] if leader != 0 => Ok(leader as usize - 1),
+        ref other => Err(format!("members name leaders {other:?}")),
+    }
+}
+
+/// Ids from `addr`, once it serves writes.
+async fn alloc(addr: &str, count: u32) -> Result<Vec<u64>, tonic::Status> {
+    let reply = PlacementClient::new(channel(addr)).alloc_id(AllocIdRequest { count }).await?;
+    Ok(reply.into_inner().ids)
+}
+
+/// Each id is new.
+fn take(seen: &mut BTreeSet<u64>, ids: Vec<u64>) {
+    for id in ids {
+        assert!(seen.insert(id), "id {id} handed out twice");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_placement_group_survives_its_leader_and_refuses_writes_without_a_quorum() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let addrs = free_addrs();
+    let dirs: Vec<_> = (1..=3).map(|i| dir.path().join(format!("placement-{i}"))).collect();
+    let mut members: Vec<Option<FekvProcess>> =
+        dirs.iter().zip(&addrs).map(|(d, a)| Some(start_member(d, a, &addrs, &[]))).collect();
+    let everyone = [0, 1, 2];
+    let leader =
+        eventually(Duration::from_secs(10), "the members to agree on a leader", || agreed_leader(&addrs, &everyone))
+            .await;
+
+    // A follower refuses a leader-only call and names the leader's address.
+    let follower = (leader + 1) % 3;
+    let refused = PlacementClient::new(channel(&addrs[follower])).get_regions(GetRegionsRequest::default()).await;
+    let status = refused.expect_err("a follower does not answer GetRegions");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    let hint = |status: &tonic::Status| {
+        status.metadata().get(fekv_placement::LEADER_METADATA).map(|v| v.to_str().unwrap_or("").to_string())
+    };
+    assert_eq!(hint(&status).as_deref(), Some(addrs[leader].as_str()), "{status:?}");
+    // So does a store's heartbeat.
+    let beat = StoreHeartbeatRequest { store_id: 1, ..Default::default() };
+    let refused = PlacementClient::new(channel(&addrs[follower])).store_heartbeat(beat).await;
+    let status = refused.expect_err("a follower does not take heartbeats");
+    assert_eq!((status.code(), hint(&status).as_deref()), (tonic::Code::Unavailable, Some(addrs[leader].as_str())));
+
+    let mut seen = BTreeSet::new();
+    let ids = eventually(Duration::from_secs(10), "the leader to serve AllocId", || alloc(&addrs[leader], 10)).await;
+    take(&mut seen, ids);
+    // (after a write: the cluster id is in the records the first leader wrote)
+    let view = PlacementGroupClient::new(channel(&addrs[leader])).get_members(GetMembersRequest {}).await;
+    let view = view.expect("the leader answers GetMembers").into_inner();
+    assert!(view.healthy && view.cluster_id != 0 && view.term > 0, "{view:?}");
+    let register = RegisterStoreRequest {
+        raft_addr: "127.0.0.1:1".into(),
+        http_addr: "127.0.0.1:2".into(),
+        version: "test".into(),
+        ..Default::default()
+    };
+    let store = PlacementClient::new(channel(&addrs[leader])).register_store(register.clone()).await;
+    let store_id = store.expect("the leader registers a store").into_inner().store_id;
+    take(&mut seen, vec![store_id]);
+
+    // kill -9 the leader: another member serves reads and writes within seconds.
+    members[leader].take().expect("running").kill9();
+    let killed_at = Instant::now();
+    let alive: Vec<usize> = everyone.into_iter().filter(|&i| i != leader).collect();
+    let second = eventually(Duration::from_secs(10), "a new leader after the kill", || async {
+        for &i in &alive {
+            let regions = PlacementClient::new(channel(&addrs[i])).get_regions(GetRegionsRequest::default()).await;
+            if regions.is_ok() {
+                if let Ok(ids) = alloc(&addrs[i], 5).await {
+                    return Ok((i, ids));
+                }
+            }
+        }
+        Err("no surviving member serves yet")
+    })
+    .await;
+    let failover = killed_at.elapsed();
+    eprintln!("failover: kill -9 of the leader to GetRegions + AllocId on member {}: {failover:?}", second.0 + 1);
+    assert!(failover < Duration::from_secs(5), "failover took {failover:?}");
+    let (second, ids) = second;
+    take(&mut seen, ids);
+    assert!(*seen.first().unwrap_or(&0) > 0);
+    // Nothing acknowledged is lost: the store registered with the old leader is there.
+    let stores = PlacementClient::new(channel(&addrs[second])).get_stores(GetStoresRequest {}).await;
+    let stores = stores.expect("the new leader lists stores").into_inner().stores;
+    assert!(stores.iter().any(|s| s.store_id == store_id), "store {store_id} lost: {stores:?}");
+    let again = PlacementClient::new(channel(&addrs[second])).register_store(register.clone()).await;
+    take(&mut seen, vec![again.expect("the new leader registers a store").into_inner().store_id]);
+
+    // Two of three down: the last one refuses writes with the clear error.
+    members[second].take().expect("running").kill9();
+    let last = alive.into_iter().find(|&i| i != second).expect("a third member");
+    let status = eventually(Duration::from_secs(10), "the lone member to refuse for want of a quorum", || async {
+        match alloc(&addrs[last], 1).await {
+            // Members it heard from lately count as reachable for a few election timeouts.
+            Err(status) if status.message().contains("placement has no leader: 1 of 3 members reachable") => Ok(status),
+            Err(status) => Err(format!("{status:?}")),
+            Ok(ids) => {
+                // It may still have led for an election timeout: those ids count too.
+                Err(format!("it still handed out {ids:?}"))
+            }
+        }
+    })
+    .await;
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert!(status.message().contains("writes are refused until a quorum is back"), "{}", status.message());
+
+    // Restart both: the group carries on, ids above every one handed out before.
+    for i in [leader, second] {
+        members[i] = Some(start_member(&dirs[i], &addrs[i], &addrs, &[]));
+    }
+    let leader =
+        eventually(Duration::from_secs(10), "a leader after the restarts", || agreed_leader(&addrs, &everyone)).await;
+    let ids =
+        eventually(Duration::from_secs(10), "the group to serve AllocId again", || alloc(&addrs[leader], 10)).await;
+    assert!(ids[0] > *seen.last().unwrap_or(&0), "ids {ids:?} after the restart; handed out before up to {seen:?}");
+    take(&mut seen, ids);
+    let stores = PlacementClient::new(channel(&addrs[leader])).get_stores(GetStoresRequest {}).await;
+    assert_eq!(stores.expect("stores").into_inner().stores.len(), 2);
+
+    // Leadership moves by hand, and the call returns once it moved.
+    let to = (leader + 1) % 3;
+    let request = TransferPlacementLeaderRequest { to_member_id: to as u64 + 1 };
+    let moved = PlacementGroupClient::new(channel(&addrs[leader])).transfer_placement_leader(request).await;
+    let moved = moved.expect("the leader transfers leadership").into_inner();
+    assert_eq!((moved.leader_id, moved.leader_addr.as_str()), (to as u64 + 1, addrs[to].as_str()));
+    let ids = eventually(Duration::from_secs(10), "the new leader to serve", || alloc(&addrs[to], 1)).await;
+    take(&mut seen, ids);
+}
+
+#[test]
+fn a_member_whose_address_is_not_in_the_peers_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let addrs = free_addrs();
+    let data_dir = dir.path().display().to_string();
+    for (peers, expected) in [
+        (format!("{},{}", addrs[1], addrs[2]), "is not in the list"),
+        (format!("{},{},{}", addrs[0], addrs[1], addrs[1]), "listed twice"),
+    ] {
+        let args = ["placement", "--addr", &addrs[0], "--peers", &peers, "--data-dir", &data_dir];
+        let mut process = FekvProcess::launch(&args, dir.path());
+        let status = process.wait_exit(Duration::from_secs(20));
+        assert!(!status.success());
+        let lines = process.stderr_lines().join("\n");
+        assert!(lines.contains(expected), "{lines}");
+    }
+    // A single placement's directory cannot become a member: the group would write a new cluster
+    // over part of it.
+    let single = FekvProcess::start_placement(dir.path(), 3);
+    assert!(single.stop_with("TERM").success());
+    let peers = addrs.join(",");
+    let args = ["placement", "--addr", &addrs[0], "--peers", &peers, "--data-dir", &data_dir];
+    let mut process = FekvProcess::launch(&args, dir.path());
+    assert!(!process.wait_exit(Duration::from_secs(20)).success());
+    let lines = process.stderr_lines().join("\n");
+    assert!(lines.contains("holds the state of a single placement"), "{lines}");
+}
+
+#[test]
+fn a_placement_group_over_mutual_tls_elects_a_leader_that_serves() {
+    let pki = certs::TestPki::new();
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let addrs = free_addrs();
+    let path = |p: &std::path::PathBuf| p.display().to_string();
+    let (cert, key, ca) = (path(&pki.server_files.cert), path(&pki.server_files.key), path(&pki.ca_file));
+    let tls = ["--cert-file", cert.as_str(), "--key-file", key.as_str(), "--trusted-ca-file", ca.as_str()];
+    let _members: Vec<FekvProcess> = (0..3)
+        .map(|i| start_member(&dir.path().join(format!("placement-{}", i + 1)), &addrs[i], &addrs, &tls))
+        .collect();
+    let (client_cert, client_key) = (path(&pki.client_files.cert), path(&pki.client_files.key));
+    let client = ["--cacert", ca.as_str(), "--cert", client_cert.as_str(), "--key", client_key.as_str()];
+    // A leader exists only if the members reached each other over mutual TLS; it answers, and the
+    // followers refuse with its address.
+    eventually_sync(Duration::from_secs(20), "a leader over mutual TLS", || {
+        let runs: Vec<_> = addrs
+            .iter()
+            .map(|addr| ctl(&format!("https://{addr}"), &[&client[..], &["store", "list"]].concat()))
+            .collect();
+        let served = runs.iter().filter(|run| run.status.success()).count();
+        let followers = runs.iter().filter(|run| run.stderr.contains("is a follower; the leader is member")).count();
+        if served == 1 && followers == 2 {
+            Ok(())
+        } else {
+            Err(format!("{runs:?}"))
+        }
+    });
+}
