@@ -236,19 +236,24 @@ fn a_placement_group_over_mutual_tls_elects_a_leader_that_serves() {
         .collect();
     let (client_cert, client_key) = (path(&pki.client_files.cert), path(&pki.client_files.key));
     let client = ["--cacert", ca.as_str(), "--cert", client_cert.as_str(), "--key", client_key.as_str()];
-    // A leader exists only if the members reached each other over mutual TLS; it answers, and the
-    // followers refuse with its address.
+    // A leader exists only if the members reached each other over mutual TLS; the followers name
+    // it, and ctl given any one member follows that hint to the leader (over TLS too).
+    let list: Vec<String> = addrs.iter().map(|addr| format!("https://{addr}")).collect();
     eventually_sync(Duration::from_secs(20), "a leader over mutual TLS", || {
-        let runs: Vec<_> = addrs
-            .iter()
-            .map(|addr| ctl(&format!("https://{addr}"), &[&client[..], &["store", "list"]].concat()))
-            .collect();
-        let served = runs.iter().filter(|run| run.status.success()).count();
-        let followers = runs.iter().filter(|run| run.stderr.contains("is a follower; the leader is member")).count();
-        if served == 1 && followers == 2 {
+        let run = ctl(&list.join(","), &[&client[..], &["-o", "json", "placement", "list"]].concat());
+        let rows: serde_json::Value = serde_json::from_str(&run.stdout).map_err(|e| format!("{e}: {run:?}"))?;
+        let rows = rows.as_array().cloned().unwrap_or_default();
+        let leaders = rows.iter().filter(|r| r["leader"] == true).count();
+        let followers =
+            rows.iter().filter(|r| r["health"].as_str().is_some_and(|h| h.starts_with("follower of"))).count();
+        if run.status.success() && leaders == 1 && followers == 2 {
             Ok(())
         } else {
-            Err(format!("{runs:?}"))
+            Err(format!("{run:?}"))
         }
     });
+    for member in &list {
+        let run = ctl(member, &[&client[..], &["store", "list"]].concat());
+        assert!(run.status.success(), "ctl --placement {member}: {run:?}");
+    }
 }
