@@ -279,6 +279,8 @@ pub async fn run(
     let mut reports = reports::Reports::new();
     // A refusal is said at warn once, then at debug until a heartbeat is accepted again.
     let mut refused = false;
+    // Since when no placement member has served a heartbeat.
+    let mut unreachable_since: Option<std::time::Instant> = None;
     loop {
         // Every interval, and right after a local region changed (a split's leader reports both
         // halves at once, so routers learn of the new region without waiting).
@@ -296,7 +298,13 @@ pub async fn run(
             auth: &auth,
         };
         match beat(&link, &local, &mut reports, &changing).await {
-            Ok(()) => refused = false,
+            Ok(()) => {
+                refused = false;
+                if let Some(since) = unreachable_since.take() {
+                    let store_id = identity.store_id;
+                    tracing::info!(store_id, leader = %link.leader(), down_for = ?since.elapsed(), "placement answers heartbeats again");
+                }
+            }
             Err(status) if matches!(status.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied) => {
                 let status = status.message();
                 let store_id = identity.store_id;
@@ -306,9 +314,16 @@ pub async fn run(
                     tracing::debug!(store_id, %status, "placement refused this store's heartbeat");
                 }
             }
+            // Said at warn once (placement lost its quorum, or every replica is down), then at debug
+            // until it answers again.
             Err(error) => {
                 let store_id = identity.store_id;
-                tracing::debug!(store_id, %error, "placement heartbeat failed; serving from what we know");
+                if unreachable_since.is_none() {
+                    unreachable_since = Some(std::time::Instant::now());
+                    tracing::warn!(store_id, placement = %link.addrs_text(), %error, "placement heartbeat failed; serving from what we know");
+                } else {
+                    tracing::debug!(store_id, %error, "placement heartbeat failed; serving from what we know");
+                }
             }
         }
     }

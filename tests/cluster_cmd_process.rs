@@ -205,3 +205,46 @@ fn a_stop_while_the_cluster_starts_stops_every_child() {
     // SAFETY: kill(2) with signal 0 only asks whether the process exists.
     assert_ne!(unsafe { libc::kill(placement_pid, 0) }, 0, "placement outlived the cluster:\n{}", cluster.output());
 }
+
+#[test]
+fn placement_replicas_3_starts_a_placement_group_and_gives_the_node_the_list() {
+    // The replicas take --placement-port and the two after it: three free ports in a row, apart
+    // from the node's.
+    let ports = try_eventually_sync(Duration::from_secs(5), || {
+        let [http, raft, _] = free_ports::<3>();
+        let first = std::net::TcpListener::bind("127.0.0.1:0").ok()?;
+        let placement = first.local_addr().ok()?.port();
+        let taken = |p: u16| p == http || p == raft;
+        let row: Vec<_> = (1..3).map(|i| placement.checked_add(i).filter(|p| !taken(*p))).collect::<Option<_>>()?;
+        let held: Vec<_> =
+            row.iter().map(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).ok()).collect::<Option<_>>()?;
+        drop((first, held));
+        Some([http, raft, placement])
+    })
+    .expect("three free ports in a row");
+    let mut cluster = ClusterCmd::start(ports, &["--placement-replicas", "3"]);
+    cluster.wait_line(Duration::from_secs(60), |l| l.starts_with("cluster is up"));
+    let members: Vec<String> = (0..3).map(|j| format!("127.0.0.1:{}", ports[2] + j)).collect();
+    let mut pids = Vec::new();
+    for (j, addr) in members.iter().enumerate() {
+        let line = cluster.wait_line(Duration::from_secs(1), |l| l.starts_with(&format!("placement-{} ", j + 1)));
+        assert!(line.contains(addr.as_str()), "{line}");
+        pids.push(line.split_whitespace().nth(2).and_then(|p| p.parse::<i32>().ok()).unwrap());
+    }
+    let list = members.join(",");
+    let run = common::process::ctl(&list, &["-o", "json", "placement", "list"]);
+    assert!(run.success, "{}{}", run.stdout, run.stderr);
+    let rows = run.json();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert_eq!(rows.iter().filter(|r| r["leader"] == true).count(), 1, "{rows:?}");
+    let stores = common::process::ctl_json(&list, &["store", "list"]).unwrap();
+    assert_eq!(stores.as_array().unwrap().len(), 1, "{stores}");
+    cluster.signal(cluster.child.id(), libc::SIGTERM);
+    let status = cluster.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "{status}:\n{}", cluster.output());
+    for pid in pids {
+        // SAFETY: kill(2) with signal 0 only asks whether the process exists.
+        assert_ne!(unsafe { libc::kill(pid, 0) }, 0, "placement {pid} outlived the cluster");
+    }
+}

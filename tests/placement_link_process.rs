@@ -140,3 +140,14 @@ fn a_node_waits_for_placement_to_come_up_and_stops_on_sigterm_meanwhile() {
         lines.iter().any(|l| l.contains("fekv node serving"))
     });
 }
+
+#[test]
+fn a_node_given_https_without_peer_tls_fails_at_start_saying_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().display().to_string();
+    let args = ["--placement", "https://127.0.0.1:1", "--data-dir", &data_dir, "--http-addr", "127.0.0.1:0"];
+    let run =
+        common::process::run_fekv(&[&args[..], &["--raft-addr", "127.0.0.1:0"]].concat(), Duration::from_secs(10));
+    assert!(!run.success);
+    assert!(run.stderr.contains("https:// needs TLS to placement"), "{}", run.stderr);
+}

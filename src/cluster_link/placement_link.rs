@@ -190,8 +190,11 @@ impl PlacementLink {
         let started = Instant::now();
         let mut tried: Vec<(String, String)> = Vec::new();
         let mut backoff = Duration::from_millis(50);
-        // Members tried since the last backoff: once every one failed, wait a little.
-        let mut round = 0usize;
+        // This round's members that could not serve it (a hint naming one of them is not followed:
+        // a follower may name a dead leader until it notices), and the attempts made: once every
+        // member failed, or hints went round in circles, wait a little and start a new round.
+        let mut failed: Vec<String> = Vec::new();
+        let mut attempts = 0usize;
         loop {
             let left = self.deadline.saturating_sub(started.elapsed());
             if left.is_zero() {
@@ -214,22 +217,30 @@ impl PlacementLink {
             match outcome {
                 Outcome::Final(status) => return Err(CallError::Answered { addr, status }),
                 Outcome::Uncertain(status) => return Err(CallError::Uncertain { addr, status }),
-                Outcome::Follow(hint) => {
+                Outcome::Follow(hint) if !failed.contains(&hint) => {
                     tracing::debug!(from = %addr, leader = %hint, "placement follower named the leader");
                     note(&mut tried, &addr, format!("follower; leader is {hint}"));
                     if self.follow(index, &hint).is_err() {
-                        self.skip(index);
+                        failed.push(addr);
+                        self.skip(index, &failed);
                     }
+                }
+                Outcome::Follow(hint) => {
+                    note(&mut tried, &addr, format!("follower; its leader {hint} did not answer"));
+                    failed.push(addr);
+                    self.skip(index, &failed);
                 }
                 Outcome::Next(why) => {
                     tracing::debug!(placement = %addr, %why, "placement member did not serve the call; trying the next");
                     note(&mut tried, &addr, why);
-                    self.skip(index);
+                    failed.push(addr);
+                    self.skip(index, &failed);
                 }
             }
-            round += 1;
-            if round >= self.members.lock().list.len() {
-                round = 0;
+            attempts += 1;
+            let members = self.members.lock().list.len();
+            if failed.len() >= members || attempts >= 2 * members {
+                (failed, attempts) = (Vec::new(), 0);
                 let left = self.deadline.saturating_sub(started.elapsed());
                 tokio::time::sleep(backoff.min(left)).await;
                 backoff = (backoff * 2).min(Duration::from_millis(500));
@@ -255,11 +266,16 @@ impl PlacementLink {
         Ok(())
     }
 
-    fn skip(&self, from: usize) {
+    /// Moves on from `from` (unless another call already did) to the next member not in `failed`
+    /// (or simply the next, when all are).
+    fn skip(&self, from: usize, failed: &[String]) {
         let mut members = self.members.lock();
-        if members.leader == from {
-            members.leader = (from + 1) % members.list.len();
+        if members.leader != from {
+            return;
         }
+        let count = members.list.len();
+        let next = (1..=count).map(|step| (from + step) % count).find(|&i| !failed.contains(&members.list[i].addr));
+        members.leader = next.unwrap_or((from + 1) % count);
     }
 }
 

@@ -106,6 +106,19 @@ async fn a_hint_outside_the_list_is_followed_and_added() {
 }
 
 #[tokio::test]
+async fn a_hint_naming_a_dead_leader_is_given_up_for_the_other_members() {
+    // A follower that has not noticed yet that its leader died, and the member elected since.
+    let dead = dead_addr().await;
+    let (stale, _) = member(Role::Follower(dead.clone())).await;
+    let (leader, _) = member(Role::Leader(3)).await;
+    let link = PlacementLink::new(&[stale, leader.clone()], None, Duration::from_secs(3)).unwrap();
+    let started = Instant::now();
+    assert_eq!(get_members(&link, Retry::Once).await.unwrap().member_id, 3);
+    assert_eq!(link.leader(), leader);
+    assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+}
+
+#[tokio::test]
 async fn a_dead_first_address_moves_the_call_to_the_next() {
     let dead = dead_addr().await;
     let (leader, _) = member(Role::Leader(1)).await;
