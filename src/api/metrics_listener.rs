@@ -12,7 +12,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use super::{operational, route_name, ApiError, ApiState};
+use super::error::ApiError;
+use super::routes::{operational, route_name};
+use super::state::ApiState;
 
 /// Serves the operational endpoints on `listener` until `shutdown` resolves.
 pub async fn serve_metrics(listener: TcpListener, state: Arc<ApiState>, shutdown: impl Future<Output = ()>) {

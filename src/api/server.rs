@@ -23,7 +23,9 @@ use crate::security::tls::{TlsConn, TlsIncoming};
 use super::auth::ClientIp;
 use super::conn_io::{encode_response, ConnIo};
 use super::connections::{Admission, Connections, Registration};
-use super::{handle, ApiError, ApiState};
+use super::error::ApiError;
+use super::routes::handle;
+use super::state::ApiState;
 
 /// How long a stopping server lets in-flight requests finish.
 const DRAIN: Duration = Duration::from_secs(5);
