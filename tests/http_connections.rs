@@ -407,3 +407,30 @@ async fn a_client_that_stops_reading_is_disconnected_after_the_body_timeout() {
     assert!(read < 8 * (8 << 20), "read all {read} bytes");
     node.stop().await;
 }
+
+/// A client that shuts its write side once its request is sent (`nc -N`, `shutdown(SHUT_WR)`) still
+/// gets its answers, pipelined ones too, and its write is applied; a half-close inside a request is
+/// the end of that request (a body cut short is `400`). hyper's default dropped the whole
+/// connection unanswered at the end of the stream, the write with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_half_closes_after_its_requests_still_gets_the_answers() {
+    let node = TestNode::start(|_| {}).await;
+    let mut conn = Conn::open(&node).await;
+    conn.send(b"PUT /fekv/k HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello").await;
+    conn.send(b"GET /fekv/k HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    conn.stream.shutdown().await.unwrap();
+    let written = conn.reply(false).await.unwrap();
+    assert_eq!(written.status, 200, "{written:?}");
+    let read = conn.reply(false).await.unwrap();
+    assert_eq!((read.status, &read.body[..]), (200, &b"hello"[..]), "{read:?}");
+    conn.closed().await.unwrap();
+    assert_eq!(get(&node.url("/fekv/k")).await.text(), "hello");
+
+    let mut cut = Conn::open(&node).await;
+    cut.send(b"PUT /fekv/k HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc").await;
+    cut.stream.shutdown().await.unwrap();
+    cut.reply(false).await.unwrap().assert_json_error(400, "bad_body");
+    cut.closed().await.unwrap();
+    assert_eq!(get(&node.url("/fekv/k")).await.text(), "hello");
+    node.stop().await;
+}
