@@ -244,9 +244,10 @@ fn a_placement_group_over_mutual_tls_elects_a_leader_that_serves() {
         let rows: serde_json::Value = serde_json::from_str(&run.stdout).map_err(|e| format!("{e}: {run:?}"))?;
         let rows = rows.as_array().cloned().unwrap_or_default();
         let leaders = rows.iter().filter(|r| r["leader"] == true).count();
-        let followers =
-            rows.iter().filter(|r| r["health"].as_str().is_some_and(|h| h.starts_with("follower of"))).count();
-        if run.status.success() && leaders == 1 && followers == 2 {
+        // Followers that know the leader, and agree on it.
+        let leader_ids = rows.iter().map(|r| r["leader_id"].clone()).collect::<std::collections::HashSet<_>>();
+        let followers = rows.iter().filter(|r| r["leader"] == false && r["healthy"] == true).count();
+        if run.status.success() && leaders == 1 && followers == 2 && leader_ids.len() == 1 {
             Ok(())
         } else {
             Err(format!("{run:?}"))
