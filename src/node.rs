@@ -30,7 +30,7 @@ use crate::security::runtime::TlsSet;
 use crate::security::tls::{AcceptorOptions, AppProtocol, ClientTls, ServerTls, TlsError, TlsIncoming};
 use crate::storage::scrub::background::{ScrubSchedule, Scrubber};
 use crate::storage::{Engine, EngineOptions, StorageError};
-use crate::transport::grpc::{GrpcTransport, RaftTransportService, SnapshotLimits};
+use crate::transport::grpc::{GrpcTransport, RaftTransportService, SnapshotLimits, FIRST_BYTE_TIMEOUT};
 
 /// Bumped when the on-disk layout changes incompatibly. 2: every checksum covers its record's
 /// table and key too (1 covered the value only).
@@ -484,7 +484,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
                     tokio::spawn(server.serve_with_incoming_shutdown(incoming, raft_stopped))
                 }
                 None => {
-                    let incoming = tokio_stream::wrappers::TcpListenerStream::new(raft_listener);
+                    let incoming = crate::transport::grpc::incoming(raft_listener, FIRST_BYTE_TIMEOUT);
                     tokio::spawn(server.serve_with_incoming_shutdown(incoming, raft_stopped))
                 }
             };

@@ -120,6 +120,38 @@ fn a_taken_port_fails_at_once_naming_it() {
     std::net::TcpListener::bind(("127.0.0.1", ports[2])).expect("placement never started");
 }
 
+/// `fekv cluster --tls-dir`: TLS everywhere, with certificates made into the directory; the curl and
+/// ctl command lines it prints work as printed, and plain HTTP gets nothing from the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_cluster_prints_curl_and_ctl_lines_that_work() {
+    let ports = free_ports::<3>();
+    let tls_dir = tempfile::tempdir().unwrap();
+    let tls_path = tls_dir.path().display().to_string();
+    let cluster = ClusterCmd::start(ports, &["--tls-dir", &tls_path]);
+    cluster.wait_line(Duration::from_secs(60), |l| l.starts_with("cluster is up"));
+    let curl = cluster.wait_line(Duration::from_secs(1), |l| l.starts_with("  curl "));
+    let ctl = cluster.wait_line(Duration::from_secs(1), |l| l.starts_with("  fekv ctl "));
+    let run = |line: &str, program: &str| {
+        let mut words = line.split_whitespace().skip(1);
+        let output = Command::new(program).args(&mut words).output().unwrap();
+        assert!(output.status.success(), "{line}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    run(&curl, "curl");
+    let ca = tls_dir.path().join("ca.crt");
+    let read = Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(&ca)
+        .arg(format!("https://127.0.0.1:{}/fekv/hello", ports[0]))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&read.stdout), "world", "{}", String::from_utf8_lossy(&read.stderr));
+    let stores = run(&ctl, env!("CARGO_BIN_EXE_fekv"));
+    assert!(stores.contains(&format!("127.0.0.1:{}", ports[1])), "ctl lists the node's raft address: {stores}");
+    // Plain HTTP to the node's HTTPS port gets no HTTP answer.
+    assert_eq!(health(ports[0]).await, None);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_dies_is_reported_with_its_log_and_restarted() {
     let ports = free_ports::<3>();

@@ -16,7 +16,7 @@ use common::envelopes::{heartbeat_envelope, raft_envelope, snapshot_envelope, sn
 use common::wait::eventually;
 use fekv::metrics::Metrics;
 use fekv::node::engine_options;
-use fekv::proto::{Peer, RegionEpoch, RegionLocalState};
+use fekv::proto::{Peer, PeerState, RegionEpoch, RegionLocalState};
 use fekv::raftstore::inbox::store_msg;
 use fekv::raftstore::peer_storage::PeerStorage;
 use fekv::raftstore::transport::RaftEnvelope;
@@ -231,7 +231,11 @@ async fn a_removal_applied_just_before_a_stop_is_remembered_at_restart() {
     removed.epoch.as_mut().unwrap().conf_ver += 1;
     let engine = Engine::open(cluster.data_dir(3), &engine_options(&cluster.config, &Metrics::new())).unwrap();
     let mut txn = engine.write_txn().unwrap();
-    let state = RegionLocalState { region: Some(removed.clone()), state: 0, removed_peer_id: own.peer_id };
+    let state = RegionLocalState {
+        region: Some(removed.clone()),
+        state: PeerState::Normal as i32,
+        removed_peer_id: own.peer_id,
+    };
     engine.put_region_state(&mut txn, &state).unwrap();
     engine.commit(txn).unwrap();
     engine.close();

@@ -130,6 +130,8 @@ pub struct GroupStatus {
     pub applied: u64,
     /// This replica leads and serves (its state is loaded).
     pub serving: bool,
+    /// Snapshots from the leader this replica installed since it started.
+    pub snapshots_installed: u64,
     /// Members heard from recently, this one included.
     pub reachable: usize,
     /// Why the driver stopped, if it did.
@@ -141,6 +143,8 @@ pub struct GroupStatus {
 pub struct Live {
     pub instance: u64,
     pub placement: Arc<Placement>,
+    /// Where its callers wait for their changes (closed if the driver dies under them).
+    ledger: Arc<crate::state::sink::Ledger>,
 }
 
 struct Shared {
@@ -181,7 +185,25 @@ impl Group {
         let transport = transport(inbox.clone());
         let thread = std::thread::Builder::new()
             .name(format!("placement-raft-{}", config.member_id))
-            .spawn(move || driver.run(inputs, transport))
+            .spawn(move || {
+                let shared = driver.shared();
+                let run = std::panic::AssertUnwindSafe(move || driver.run(inputs, transport));
+                if let Err(panic) = std::panic::catch_unwind(run) {
+                    // Nobody may wait on a dead driver: the callers fail, and the replica says why.
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    let reason = format!("the placement raft driver panicked: {message}");
+                    if let Some(live) = shared.live.write().take() {
+                        live.ledger.close(crate::state::sink::Failure::Unavailable(reason.clone()));
+                    }
+                    let mut status = shared.status.lock();
+                    status.serving = false;
+                    status.stopped = Some(reason);
+                }
+            })
             .map_err(GroupError::Thread)?;
         Ok(Group { config, storage, inbox, shared, driver: Some(thread), stop })
     }

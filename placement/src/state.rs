@@ -265,7 +265,14 @@ impl Placement {
         options: PlacementOptions,
         sink: sink::GroupSink,
     ) -> Result<Placement, PlacementError> {
-        let inner = persist::read_inner(txn, db, options.operator_timeout)?;
+        let mut inner = persist::read_inner(txn, db, options.operator_timeout)?;
+        // A new leader has heard from no store yet, and the times in the records are whenever each
+        // record was last written: each store gets the down time from now to be heard from, as if
+        // it had just beaten, instead of looking down at once and having its replicas moved.
+        let now = now_ms();
+        for store in inner.stores.values_mut() {
+            store.last_heartbeat_ms = store.last_heartbeat_ms.max(now);
+        }
         let placement = Placement { inner: Mutex::new(inner), sink: Sink::Group(sink), options };
         placement.queue_unwritten();
         Ok(placement)

@@ -15,7 +15,7 @@ use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, Response};
 
 use super::error::ApiError;
-use super::ApiState;
+use super::state::ApiState;
 use crate::security::auth::{AuthenticationError, Credentials, Now, Principal};
 
 /// The client's address, put in each request's extensions by the server loop (the failed-login

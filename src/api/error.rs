@@ -195,7 +195,7 @@ impl ApiError {
                 headers.insert("x-fekv-leader-store", HeaderValue::from(*leader_store_id));
             }
             ApiError::Raft(raftstore::Error::PreconditionFailed { current_revision: Some(rev) }) => {
-                headers.insert(ETAG, super::etag(*rev));
+                headers.insert(ETAG, super::state::etag(*rev));
             }
             ApiError::Unauthenticated(AuthenticationError::Throttled(throttled)) => {
                 let secs = throttled.retry_after.as_secs_f64().ceil().max(1.0) as u64;

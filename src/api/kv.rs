@@ -17,7 +17,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use super::error::ApiError;
 use super::query::Query;
 use super::request::{decode_key, not_modified, read_body, write_precondition};
-use super::{etag, ApiState};
+use super::state::{etag, ApiState};
 use crate::config::MAX_KEY_SIZE;
 use crate::proto::{self, request::Cmd};
 use crate::security::auth::Principal;

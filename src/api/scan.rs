@@ -18,7 +18,7 @@ use hyper::{Method, Request, Response};
 use super::error::ApiError;
 use super::kv::{on_region, RequestCtx};
 use super::query::Query;
-use super::ApiState;
+use super::state::ApiState;
 use crate::security::auth::{KeyRange, Principal};
 use crate::storage::keys::display as display_key;
 

@@ -10,7 +10,7 @@ use hyper::{Method, Request, Response};
 use serde_json::json;
 
 use super::error::ApiError;
-use super::ApiState;
+use super::state::ApiState;
 
 pub async fn handle(state: &ApiState, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, ApiError> {
     let report = match *req.method() {

@@ -9,7 +9,7 @@ use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::ApiState;
+use super::state::ApiState;
 use crate::proto::Region;
 use crate::raftstore::PeerStatus;
 

@@ -6,12 +6,16 @@
 //! directory, its log appended to) after a backoff that doubles from 1 s up to 10 s. A child that has
 //! exited more than `--max-restarts` times stops the whole cluster with an error. Before starting
 //! anything, every port is checked: one already taken fails at once, naming the port and its user.
+//! With `--tls-dir`, every listener and connection is TLS, with certificates made for the occasion
+//! (`cluster_tls`).
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+use super::cluster_tls::{ClusterTls, HealthClient};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ClusterArgs {
@@ -38,6 +42,10 @@ pub struct ClusterArgs {
     /// at the first exit)
     #[arg(long, default_value_t = 5)]
     pub max_restarts: u32,
+    /// TLS everywhere: make a CA and certificates for placement, every node and the tools into DIR
+    /// (reused if complete), and print the curl and ctl flags to use
+    #[arg(long, value_name = "DIR")]
+    pub tls_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +66,8 @@ pub enum ClusterError {
     NotHealthy { what: String, log: String },
     #[error("the regions did not reach {replicas} replicas within 30s (see the logs in {dir})")]
     NotReplicated { replicas: u16, dir: String },
+    #[error(transparent)]
+    Tls(#[from] super::cluster_tls::ClusterTlsError),
     #[error("{what} exited {exits} times (--max-restarts {max_restarts}); stopped the cluster (see {log})")]
     TooManyRestarts { what: String, exits: u32, max_restarts: u32, log: String },
 }
@@ -213,9 +223,7 @@ fn check_ports(ports: &[(u16, String)]) -> Result<(), ClusterError> {
 }
 
 /// Polls `url` until it answers 200 (at most 30 s); fails at once if the process exits.
-async fn wait_healthy(url: &str, process: &mut Process) -> Result<Option<String>, ClusterError> {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+async fn wait_healthy(client: &HealthClient, url: &str, process: &mut Process) -> Result<Option<String>, ClusterError> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         process.check_alive()?;
@@ -252,8 +260,13 @@ fn placement_name(count: u16, j: u16) -> String {
 
 /// Polls placement until every region has `replicas` peers, none still catching up, and a leader (at
 /// most 30 s); fails at once if a process exits.
-async fn wait_replicated(placement_addr: &str, replicas: u16, processes: &mut [Process]) -> Result<bool, ClusterError> {
-    let Ok(link) = crate::cluster_link::link(placement_addr, None) else { return Ok(false) };
+async fn wait_replicated(
+    placement_addr: &str,
+    tls: Option<&ClusterTls>,
+    replicas: u16,
+    processes: &mut [Process],
+) -> Result<bool, ClusterError> {
+    let Ok(link) = crate::cluster_link::link(placement_addr, tls.map(ClusterTls::grpc)) else { return Ok(false) };
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         for process in processes.iter_mut() {
@@ -316,6 +329,7 @@ async fn start_and_supervise(args: &ClusterArgs, processes: &mut Vec<Process>) -
         .map_err(|source| ClusterError::Spawn { what: "data dir".into(), source })?;
     let dir = |name: &str| args.data_dir.join(name);
     let replicas = args.nodes.min(3);
+    let tls = args.tls_dir.as_deref().map(|dir| ClusterTls::prepare(dir, args.nodes)).transpose()?;
     let placement_addrs: Vec<String> = (0..args.placement_replicas)
         .map(|j| port(args.placement_port, j).map(|p| format!("127.0.0.1:{p}")))
         .collect::<Result<_, _>>()?;
@@ -328,6 +342,7 @@ async fn start_and_supervise(args: &ClusterArgs, processes: &mut Vec<Process>) -
             .iter()
             .map(|s| s.to_string())
             .chain([replicas.to_string()])
+            .chain(tls.iter().flat_map(ClusterTls::placement_flags))
             .collect();
         // One replica runs as a placement of its own (no --peers), as before replication existed.
         if args.placement_replicas > 1 {
@@ -345,6 +360,7 @@ async fn start_and_supervise(args: &ClusterArgs, processes: &mut Vec<Process>) -
             .iter()
             .chain(&["--raft-addr", &raft_addr, "--data-dir", &data_dir])
             .map(|s| s.to_string())
+            .chain(tls.iter().flat_map(|tls| tls.node_flags(i + 1)))
             .collect();
         processes.push(Process::start(&name, node_args, dir(&format!("{name}.log")))?);
         nodes.push((name, http_addr, raft_addr));
@@ -354,10 +370,11 @@ async fn start_and_supervise(args: &ClusterArgs, processes: &mut Vec<Process>) -
         println!("{:<9}  pid {:<7} {addr}  log {}", process.name, process.pid(), process.log.display());
     }
     println!("{:<7} {:>5} {:>7}  {:<16} {:<16} log", "node", "store", "pid", "http", "raft");
+    let health = HealthClient::new(tls.as_ref());
     for (i, (name, http_addr, raft_addr)) in nodes.iter().enumerate() {
         let process = &mut processes[i + placements];
         let log = process.log.display().to_string();
-        let status = wait_healthy(&format!("http://{http_addr}/status"), process)
+        let status = wait_healthy(&health, &format!("{}://{http_addr}/status", health.scheme()), process)
             .await?
             .ok_or_else(|| ClusterError::NotHealthy { what: name.clone(), log: log.clone() })?;
         let store_id =
@@ -366,13 +383,16 @@ async fn start_and_supervise(args: &ClusterArgs, processes: &mut Vec<Process>) -
     }
     // The first region starts with one peer on the first store to register; the replica checker adds
     // the others within seconds. "Up" means replicated.
-    if !wait_replicated(&placement_addr, replicas, processes).await? {
+    if !wait_replicated(&placement_addr, tls.as_ref(), replicas, processes).await? {
         return Err(ClusterError::NotReplicated { replicas, dir: args.data_dir.display().to_string() });
     }
-    println!(
-        "cluster is up; try: curl -L -X PUT http://127.0.0.1:{}/fekv/hello -d world   (Ctrl-C stops it)",
-        args.http_port
-    );
+    match &tls {
+        None => println!(
+            "cluster is up; try: curl -L -X PUT http://127.0.0.1:{}/fekv/hello -d world   (Ctrl-C stops it)",
+            args.http_port
+        ),
+        Some(tls) => println!("cluster is up; {}\n(Ctrl-C stops it)", tls.usage(args.http_port, &placement_addrs)),
+    }
     let mut ticks = tokio::time::interval(SUPERVISE_EVERY);
     loop {
         ticks.tick().await;

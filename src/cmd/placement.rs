@@ -82,6 +82,8 @@ pub enum PlacementCmdError {
     Peers(String),
     #[error(transparent)]
     Group(#[from] fekv_placement::group::GroupError),
+    #[error("placement replica stopped: {0}")]
+    Driver(String),
 }
 
 /// This member's id: its 1-based position in `peers`, which must name `addr` once and no address
@@ -189,6 +191,28 @@ pub async fn run(
         tokio::spawn(fekv_placement::service::run_schedulers(source.clone(), args.schedule_interval, async {
             let _ = schedulers_stopped.await;
         }));
+    // A replica whose raft driver died must not look alive: it stops, and its process fails.
+    let died = Arc::new(parking_lot::Mutex::new(None::<String>));
+    let group = match &source {
+        Source::Group(group) => Some(group.clone()),
+        Source::Single(_) => None,
+    };
+    let watch = died.clone();
+    let shutdown = async move {
+        let driver_stopped = async {
+            let Some(group) = group else { return std::future::pending().await };
+            loop {
+                if let Some(reason) = group.status().stopped {
+                    return reason;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        };
+        tokio::select! {
+            _ = shutdown => {}
+            reason = driver_stopped => *watch.lock() = Some(reason),
+        }
+    };
     let served = match tls {
         None => fekv_placement::service::serve(listener, source, shutdown).await,
         Some(tls) => {
@@ -202,6 +226,9 @@ pub async fn run(
     let _ = stop_schedulers.send(());
     let _ = schedulers.await;
     served?;
+    if let Some(reason) = died.lock().take() {
+        return Err(PlacementCmdError::Driver(reason));
+    }
     tracing::info!("placement service stopped");
     Ok(())
 }

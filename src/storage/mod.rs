@@ -18,8 +18,6 @@ use std::path::{Path, PathBuf};
 use heed::types::Bytes;
 use heed::{Database, Env, EnvOpenOptions, RoTxn, RwTxn, WithoutTls};
 
-pub use codec::Record;
-
 /// A read transaction that may be used from any thread.
 pub type ReadTxn<'e> = RoTxn<'e, WithoutTls>;
 

@@ -107,6 +107,14 @@ impl Driver {
         })
     }
 
+    pub(super) fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    fn ledger(&self) -> Arc<Ledger> {
+        self.serving.as_ref().map(|s| s.ledger.clone()).unwrap_or_default()
+    }
+
     pub(super) fn storage(&self) -> Storage {
         (self.env.clone(), self.raw.store().records(), self.raw.store().raft_db())
     }
@@ -203,6 +211,7 @@ impl Driver {
         if !ready.snapshot().is_empty() {
             self.raw.mut_store().install(&mut txn, ready.snapshot())?;
             tracing::info!(index = ready.snapshot().get_metadata().index, "placement snapshot installed");
+            self.shared.status.lock().snapshots_installed += 1;
         }
         let mut answered = self.apply(&mut txn, ready.take_committed_entries())?;
         self.raw.mut_store().append(&mut txn, ready.entries())?;
@@ -319,7 +328,7 @@ impl Driver {
         self.serving = Some(Serving { instance, ledger: ledger.clone() });
         let sink = GroupSink::new(instance, propose, ledger);
         match Placement::for_group(&txn, self.raw.store().records(), self.options.clone(), sink) {
-            Ok(placement) => Ok(Live { instance, placement: Arc::new(placement) }),
+            Ok(placement) => Ok(Live { instance, placement: Arc::new(placement), ledger: self.ledger() }),
             Err(err) => {
                 self.serving = None;
                 Err(err.into())

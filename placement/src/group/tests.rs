@@ -233,6 +233,7 @@ fn replicas_agree_through_leader_changes_and_ids_are_never_handed_out_twice() {
             assert!(refusal.contains("no leader") || refusal.contains("follower"), "{refusal}");
         }
         if step == 160 {
+            let isolated = *cluster.net.cut.lock().iter().next().expect("a member is cut off");
             // Heal (the cut-off member catches up, by snapshot: the others compacted), then move
             // leadership by hand.
             cluster.net.cut.lock().clear();
@@ -244,6 +245,11 @@ fn replicas_agree_through_leader_changes_and_ids_are_never_handed_out_twice() {
             });
             (leader, p) = cluster.leader(None);
             assert_eq!(leader, to);
+            // The others compacted their logs past what the cut-off member had: it caught up from a
+            // snapshot of every record.
+            wait_for("the cut-off member to install a snapshot", || {
+                (cluster.group(isolated).status().snapshots_installed > 0).then_some(())
+            });
         }
         if !command(&mut rng, &p, &mut ids, step) {
             (leader, p) = cluster.leader(None);
@@ -304,4 +310,39 @@ fn a_member_without_a_quorum_refuses_and_names_the_reachable_count() {
     cluster.net.cut.lock().clear();
     let (_, p) = cluster.leader(None);
     p.alloc_id().unwrap();
+}
+
+#[test]
+fn a_new_leader_gives_every_store_the_down_time_to_be_heard_from() {
+    let down_after = Duration::from_secs(2);
+    let net: Arc<Net> = Arc::default();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let groups: Vec<Group> = (1..=3u64)
+        .map(|id| {
+            let mut config = config(id);
+            config.options.store_down_after = down_after;
+            let net = net.clone();
+            Group::start(dirs[id as usize - 1].path(), config, logger(), |inbox| {
+                net.inboxes.lock().insert(id, inbox);
+                MemTransport { from: id, net: net.clone() }
+            })
+            .unwrap()
+        })
+        .collect();
+    let serving = || groups.iter().enumerate().find_map(|(i, g)| g.live().map(|l| (i as u64 + 1, l.placement)));
+    let (leader, p) = wait_for("a leader", serving);
+    let req =
+        RegisterStoreRequest { raft_addr: "10.0.0.1:1".into(), http_addr: "10.0.0.1:2".into(), ..Default::default() };
+    p.register_store(&req).unwrap();
+    let down = |p: &Placement| p.stores().iter().all(|s| s.state == crate::proto::StoreState::Down as i32);
+    // Silent for the down time: down, on the leader that saw it register.
+    wait_for("the silent store to be down", || down(&p).then_some(()));
+    let to = leader % 3 + 1;
+    let p = wait_for("the leader transfer", || {
+        groups[leader as usize - 1].transfer_leader(to);
+        std::thread::sleep(Duration::from_millis(50));
+        groups[to as usize - 1].live().map(|l| l.placement)
+    });
+    // The new leader has heard from nobody yet: it waits the down time before it calls anyone down.
+    assert!(!down(&p), "{:?}", p.stores());
 }

@@ -122,18 +122,22 @@ const TRANSFER_WAIT: Duration = Duration::from_secs(5);
 
 #[tonic::async_trait]
 impl PlacementGroup for GroupService {
-    async fn get_members(&self, _: Request<GetMembersRequest>) -> Result<Response<GetMembersResponse>, Status> {
+    async fn get_members(&self, req: Request<GetMembersRequest>) -> Result<Response<GetMembersResponse>, Status> {
         let response = match &self.serving.source {
             Source::Single(placement) => GetMembersResponse {
                 member_id: 1,
-                members: vec![PlacementMember { member_id: 1, addr: String::new() }],
+                // The address the call reached (known on plain TCP; empty behind TLS's acceptor).
+                members: vec![PlacementMember {
+                    member_id: 1,
+                    addr: req.local_addr().map(|addr| addr.to_string()).unwrap_or_default(),
+                }],
                 leader_id: 1,
                 term: 1,
                 commit_index: 0,
                 applied_index: 0,
                 cluster_id: placement.cluster_id(),
                 healthy: true,
-                health: "a single placement (no --peers): it always leads".into(),
+                health: "ok".into(),
             },
             Source::Group(group) => {
                 let status = group.status();
@@ -142,13 +146,8 @@ impl PlacementGroup for GroupService {
                     members.map(|(i, addr)| PlacementMember { member_id: i as u64 + 1, addr: addr.clone() }).collect();
                 let leading = status.leader_id == status.member_id;
                 let healthy = status.stopped.is_none() && (status.serving || (!leading && status.leader_id != 0));
-                let health = if status.serving {
-                    "leader, serving".to_string()
-                } else if healthy {
-                    format!("follower of member {}", status.leader_id)
-                } else {
-                    group.refusal()
-                };
+                // Words only for what is wrong (`fekv ctl placement list` shows them as they are).
+                let health = if healthy { "ok".to_string() } else { group.refusal() };
                 GetMembersResponse {
                     member_id: status.member_id,
                     members,

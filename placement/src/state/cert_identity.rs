@@ -14,23 +14,14 @@ use super::*;
 
 impl Placement {
     /// Registers a store as [`Placement::register_store`] does, from a caller whose certificate has
-    /// `identity`: a known store must come with the identity it is bound to, and a store not bound
-    /// yet is bound to it once registered (its secret checked).
+    /// `identity`: a known store must come with the identity it is bound to (after its secret is
+    /// checked), and a store not bound yet is bound to it, in the registration's own write.
     pub fn register_store_as(
         &self,
         req: &RegisterStoreRequest,
         identity: Option<&str>,
     ) -> Result<RegisterStoreResponse, PlacementError> {
-        if req.store_id != 0 {
-            // The secret first (as a heartbeat is checked), so a claim without it says so.
-            self.authenticate_store(req.store_id, &req.store_secret)?;
-            self.check_store_cert(req.store_id, identity)?;
-        }
-        let registered = self.register_store(req)?;
-        if let Some(identity) = identity {
-            self.bind_store_cert(registered.store_id, identity)?;
-        }
-        Ok(registered)
+        self.register_store_bound(req, identity)
     }
 
     /// Refuses a call for `store_id` whose certificate identity is not the one the store is bound to.
@@ -43,20 +34,20 @@ impl Placement {
             _ => Ok(()),
         }
     }
+}
 
-    /// Binds `store_id` to `identity` if it is bound to none yet (durably); refuses another one.
-    fn bind_store_cert(&self, store_id: u64, identity: &str) -> Result<(), PlacementError> {
-        self.change(|inner| {
-            let Some(store) = inner.stores.get_mut(&store_id) else { return Ok(()) };
-            if !store.cert_identity.is_empty() {
-                // Bound by a registration that raced this one: the same check as before it.
-                return check(store_id, &store.cert_identity, identity);
-            }
+/// Decides, under placement's lock and after the secret passed, the identity to record for a store
+/// registering with `identity`: the one it is bound to (which `identity` must be), else `identity`
+/// (empty without one).
+pub(super) fn admit(inner: &Inner, store_id: u64, identity: Option<&str>) -> Result<String, PlacementError> {
+    let bound = inner.stores.get(&store_id).map_or("", |store| store.cert_identity.as_str());
+    match identity {
+        Some(identity) if !bound.is_empty() => check(store_id, bound, identity).map(|()| bound.to_string()),
+        Some(identity) => {
             tracing::info!(store_id, identity, "store bound to its certificate identity");
-            store.cert_identity = identity.to_string();
-            inner.dirty.stores.insert(store_id);
-            Ok(())
-        })
+            Ok(identity.to_string())
+        }
+        None => Ok(bound.to_string()),
     }
 }
 

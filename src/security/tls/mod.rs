@@ -8,7 +8,8 @@
 //! - [`connector`]: [`TlsConnector`], outgoing TLS (mutual when a client certificate is set) for
 //!   tonic's `Endpoint::connect_with_connector` and hyper-util's client;
 //! - [`grpc`]: tonic channels over plain TCP or that connector, for every gRPC client;
-//! - [`names`]: the names a certificate carries, and the allowed ones a listener may require.
+//! - [`names`]: the names a certificate carries, and the allowed ones a listener may require;
+//! - [`local_ca`]: a CA made on the spot (`fekv cluster --tls-dir`, tests).
 //!
 //! How a listener is meant to use it (the node's REST API, its raft port, placement):
 //! ```ignore
@@ -27,6 +28,7 @@ pub mod acceptor;
 pub mod connector;
 pub mod grpc;
 mod load;
+pub mod local_ca;
 pub mod names;
 pub mod reload;
 pub mod settings;
