@@ -243,10 +243,9 @@ fn a_placement_group_over_mutual_tls_elects_a_leader_that_serves() {
         let run = ctl(&list.join(","), &[&client[..], &["-o", "json", "placement", "list"]].concat());
         let rows: serde_json::Value = serde_json::from_str(&run.stdout).map_err(|e| format!("{e}: {run:?}"))?;
         let rows = rows.as_array().cloned().unwrap_or_default();
-        let leaders = rows.iter().filter(|r| r["leader"] == true).count();
-        let followers =
-            rows.iter().filter(|r| r["health"].as_str().is_some_and(|h| h.starts_with("follower of"))).count();
-        if run.status.success() && leaders == 1 && followers == 2 {
+        let leaders: Vec<&serde_json::Value> = rows.iter().filter(|r| r["leader"] == true).collect();
+        let naming = |r: &&serde_json::Value| r["leader"] == false && r["leader_id"] == leaders[0]["member_id"];
+        if run.status.success() && leaders.len() == 1 && rows.iter().filter(naming).count() == 2 {
             Ok(())
         } else {
             Err(format!("{run:?}"))
