@@ -243,11 +243,9 @@ fn a_placement_group_over_mutual_tls_elects_a_leader_that_serves() {
         let run = ctl(&list.join(","), &[&client[..], &["-o", "json", "placement", "list"]].concat());
         let rows: serde_json::Value = serde_json::from_str(&run.stdout).map_err(|e| format!("{e}: {run:?}"))?;
         let rows = rows.as_array().cloned().unwrap_or_default();
-        let leaders = rows.iter().filter(|r| r["leader"] == true).count();
-        // Followers that know the leader, and agree on it.
-        let leader_ids = rows.iter().map(|r| r["leader_id"].clone()).collect::<std::collections::HashSet<_>>();
-        let followers = rows.iter().filter(|r| r["leader"] == false && r["healthy"] == true).count();
-        if run.status.success() && leaders == 1 && followers == 2 && leader_ids.len() == 1 {
+        let leaders: Vec<&serde_json::Value> = rows.iter().filter(|r| r["leader"] == true).collect();
+        let naming = |r: &&serde_json::Value| r["leader"] == false && r["leader_id"] == leaders[0]["member_id"];
+        if run.status.success() && leaders.len() == 1 && rows.iter().filter(naming).count() == 2 {
             Ok(())
         } else {
             Err(format!("{run:?}"))

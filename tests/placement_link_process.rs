@@ -34,7 +34,11 @@ fn ctl_placement_list_shows_a_single_placement_as_a_group_of_one_and_a_dead_memb
     for column in ["ADDR", "MEMBER ID", "LEADER", "TERM", "APPLIED", "HEALTH"] {
         assert!(lines[0].contains(column), "{}", lines[0]);
     }
-    assert!(lines[1].starts_with(at) && lines[1].contains(" yes ") && lines[1].contains("ok"), "{}", lines[1]);
+    assert!(
+        lines[1].starts_with(at) && lines[1].contains(" yes ") && !lines[1].contains("unreachable"),
+        "{}",
+        lines[1]
+    );
 
     let rows = ctl_json(at, &["placement", "list"]).unwrap();
     let rows = rows.as_array().unwrap();
@@ -43,7 +47,8 @@ fn ctl_placement_list_shows_a_single_placement_as_a_group_of_one_and_a_dead_memb
     assert_eq!(rows[0]["member_id"], 1);
     assert_eq!(rows[0]["leader"], true);
     assert!(rows[0]["term"].is_u64() && rows[0]["applied_index"].is_u64(), "{rows:?}");
-    assert!(rows[0]["health"].as_str().unwrap().starts_with("ok"), "{rows:?}");
+    assert_eq!(rows[0]["healthy"], true, "{rows:?}");
+    assert!(!rows[0]["health"].as_str().unwrap().starts_with("unreachable"), "{rows:?}");
 
     // A second, dead address: listed as unreachable, the exit says one did not answer.
     let dead = dead_addr();

@@ -79,6 +79,8 @@ async fn list(placement: &PlacementConn) -> Result<Vec<Row>, CtlError> {
         .iter()
         .filter_map(|(_, view)| view.as_ref().ok())
         .flat_map(|view| view.members.iter().map(|m| (m.addr.clone(), m.member_id)))
+        // A single placement lists itself without an address: it is the one asked.
+        .filter(|(addr, _)| !addr.is_empty())
         .collect();
     // Members one of them lists that were not given on the command line are asked too.
     let mut more: Vec<String> = listed.iter().map(|(addr, _)| addr.clone()).filter(|a| !given.contains(a)).collect();
