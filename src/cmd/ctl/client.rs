@@ -1,15 +1,26 @@
 //! The placement service as `fekv ctl` calls it: every call bounded by [`CALL_TIMEOUT`], its
 //! failures told apart (unreachable, or refused with placement's reason).
 
-use super::*;
+use std::future::Future;
+
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::Channel;
+
+use super::shared::{CtlError, CALL_TIMEOUT};
+use crate::proto::placement_client::PlacementClient;
+use crate::proto::{
+    AddPeerRequest, GetOperatorsRequest, GetRegionByKeyRequest, GetRegionsRequest, GetSchedulersRequest,
+    GetStoresRequest, OperatorInfo, RegionInfo, RemovePeerRequest, RemoveStoreRequest, SchedulerInfo,
+    SetSchedulerRequest, SplitRegionRequest, StoreInfo, StoreState,
+};
 
 /// The placement service, every call bounded by [`CALL_TIMEOUT`].
 pub(super) struct PlacementConn {
     addr: String,
     pub(super) channel: Channel,
     /// The caller's credentials, on every call.
-    pub(super) header: super::auth::AuthHeader,
-    client: PlacementClient<super::auth::Intercepted>,
+    pub(super) header: AuthHeader,
+    client: PlacementClient<Intercepted>,
 }
 
 impl PlacementConn {
@@ -35,7 +46,7 @@ impl PlacementConn {
             .map(|value| value.parse())
             .transpose()
             .map_err(|_| CtlError::Credentials("the user name or password cannot be sent (not ASCII?)".into()))?;
-        let header = super::auth::AuthHeader(value);
+        let header = AuthHeader(value);
         let client = PlacementClient::with_interceptor(channel.clone(), header.clone());
         Ok(PlacementConn { addr: addr.to_string(), channel, header, client })
     }
@@ -152,3 +163,18 @@ pub(super) fn describe(status: &tonic::Status) -> String {
         text
     }
 }
+
+/// Adds the `authorization` metadata to every call on a channel.
+#[derive(Clone)]
+pub(super) struct AuthHeader(pub Option<MetadataValue<Ascii>>);
+
+impl tonic::service::Interceptor for AuthHeader {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+pub(super) type Intercepted = tonic::service::interceptor::InterceptedService<Channel, AuthHeader>;
