@@ -1,26 +1,15 @@
 //! The placement service as `fekv ctl` calls it: every call bounded by [`CALL_TIMEOUT`], its
 //! failures told apart (unreachable, or refused with placement's reason).
 
-use std::future::Future;
-
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::Channel;
-
-use super::shared::{CtlError, CALL_TIMEOUT};
-use crate::proto::placement_client::PlacementClient;
-use crate::proto::{
-    AddPeerRequest, GetOperatorsRequest, GetRegionByKeyRequest, GetRegionsRequest, GetSchedulersRequest,
-    GetStoresRequest, OperatorInfo, RegionInfo, RemovePeerRequest, RemoveStoreRequest, SchedulerInfo,
-    SetSchedulerRequest, SplitRegionRequest, StoreInfo, StoreState,
-};
+use super::*;
 
 /// The placement service, every call bounded by [`CALL_TIMEOUT`].
 pub(super) struct PlacementConn {
     addr: String,
     pub(super) channel: Channel,
     /// The caller's credentials, on every call.
-    pub(super) header: AuthHeader,
-    client: PlacementClient<Intercepted>,
+    pub(super) header: super::auth::AuthHeader,
+    client: PlacementClient<super::auth::Intercepted>,
 }
 
 impl PlacementConn {
@@ -46,7 +35,7 @@ impl PlacementConn {
             .map(|value| value.parse())
             .transpose()
             .map_err(|_| CtlError::Credentials("the user name or password cannot be sent (not ASCII?)".into()))?;
-        let header = AuthHeader(value);
+        let header = super::auth::AuthHeader(value);
         let client = PlacementClient::with_interceptor(channel.clone(), header.clone());
         Ok(PlacementConn { addr: addr.to_string(), channel, header, client })
     }
@@ -163,18 +152,3 @@ pub(super) fn describe(status: &tonic::Status) -> String {
         text
     }
 }
-
-/// Adds the `authorization` metadata to every call on a channel.
-#[derive(Clone)]
-pub(super) struct AuthHeader(pub Option<MetadataValue<Ascii>>);
-
-impl tonic::service::Interceptor for AuthHeader {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(value) = &self.0 {
-            request.metadata_mut().insert("authorization", value.clone());
-        }
-        Ok(request)
-    }
-}
-
-pub(super) type Intercepted = tonic::service::interceptor::InterceptedService<Channel, AuthHeader>;
