@@ -16,13 +16,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 
-use tonic::transport::Channel;
-
-use crate::security::tls::{self, ClientTls};
+use crate::security::tls::ClientTls;
 
 use crate::proto::placement_client::PlacementClient;
 use crate::proto::{
@@ -31,7 +29,10 @@ use crate::proto::{
 use crate::raftstore::Router;
 use crate::security::node_auth::NodeAuth;
 
+pub mod placement_link;
 pub mod reports;
+
+pub use placement_link::{CallError, PlacementLink, Retry};
 
 /// How often a node heartbeats placement and refreshes its address book.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
@@ -65,21 +66,29 @@ impl AddressBook {
 pub enum LinkError {
     #[error("invalid placement address {addr}: {reason}")]
     Address { addr: String, reason: String },
-    #[error("placement service at {addr} did not answer within {waited:?}: {status}")]
-    Unavailable { addr: String, waited: Duration, status: String },
     #[error("placement service at {addr} refused this store: {message}")]
     Refused { addr: String, message: String },
+    /// Shutdown was asked for before the store could register.
+    #[error("stopped before registering with the placement service")]
+    Stopped,
 }
 
-/// A client of the placement service at `addr` (`host:port`), over TLS when `tls` is given;
-/// connects on first use.
-pub fn client(addr: &str, tls: Option<&Arc<ClientTls>>) -> Result<PlacementClient<Channel>, LinkError> {
-    let endpoint = tls::grpc::endpoint(addr, tls)
-        .map_err(|e| LinkError::Address { addr: addr.to_string(), reason: e.to_string() })?
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(5));
-    Ok(PlacementClient::new(tls::grpc::lazy_channel(&endpoint, tls)))
+/// The placement group at `list` (comma-separated `host:port`, `http://` or `https://` URLs), over
+/// TLS when `tls` is given (the node's peer certificate); every call retried within
+/// [`NODE_CALL_DEADLINE`]. Connects on first use.
+pub fn link(list: &str, tls: Option<&Arc<ClientTls>>) -> Result<PlacementLink, LinkError> {
+    let flags = "peer_cert_file, peer_key_file and peer_trusted_ca_file in [tls]";
+    let members = placement_link::parse_members(list, tls.is_some(), flags)
+        .map_err(|reason| LinkError::Address { addr: list.to_string(), reason })?;
+    PlacementLink::new(&members, tls.cloned(), NODE_CALL_DEADLINE)
 }
+
+/// How long a node's call to placement may look for the leader before it fails (a heartbeat that
+/// fails is only logged, and the next one tries again).
+pub const NODE_CALL_DEADLINE: Duration = Duration::from_secs(5);
+
+/// How long one registration attempt looks for the leader before it is logged and tried again.
+const REGISTER_ATTEMPT: Duration = Duration::from_secs(2);
 
 /// Who this store is to placement: its id, its cluster, and the secret that proves it.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -103,19 +112,18 @@ impl std::fmt::Debug for StoreIdentity {
     }
 }
 
-/// Registers this store (`known.store_id` 0 = a new one), retrying while placement is unreachable
-/// for up to `wait`. Returns the store's identity: placement's secret replaces the known one when it
-/// sends one (a first registration, or the first since secrets existed). The reply's auth state, if
-/// newer than `auth`'s, is installed before any replica can arrive.
+/// Registers this store (`known.store_id` 0 = a new one) with the placement leader, retrying while
+/// no member serves it, until `shutdown` is set. Returns the store's identity: placement's secret
+/// replaces the known one when it sends one (a first registration, or the first since secrets
+/// existed). The reply's auth state, if newer than `auth`'s, is installed before any replica can
+/// arrive.
 pub async fn register(
-    client: &mut PlacementClient<Channel>,
-    addr: &str,
+    link: &PlacementLink,
     known: &StoreIdentity,
     (raft_addr, http_addr): (&str, &str),
     auth: &Arc<NodeAuth>,
-    wait: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<StoreIdentity, LinkError> {
-    let started = Instant::now();
     let mut retry_in = Duration::from_millis(200);
     let request = RegisterStoreRequest {
         store_id: known.store_id,
@@ -126,17 +134,31 @@ pub async fn register(
         store_secret: known.secret.clone(),
         auth_revision: auth.revision(),
     };
+    // Retried even when the answer was lost: a known store registering again only refreshes its
+    // addresses, and a new store whose first registration went unanswered leaves at worst an unused
+    // store id in placement's table, the same a restart of this node would leave.
+    // A short deadline per attempt: each failed one is said at warn, so the operator sees it early.
+    let attempts = link.with_deadline(REGISTER_ATTEMPT);
+    let call = || {
+        attempts.call(Retry::Idempotent, |channel| {
+            let request = request.clone();
+            async move { PlacementClient::new(channel).register_store(request).await }
+        })
+    };
     loop {
-        match client.register_store(request.clone()).await {
+        let result = tokio::select! {
+            result = call() => result,
+            _ = shutdown.wait_for(|stop| *stop) => return Err(LinkError::Stopped),
+        };
+        match result {
             Ok(reply) => {
-                let reply = reply.into_inner();
                 receive_auth(auth, reply.auth).await;
                 let secret = if reply.store_secret.is_empty() { known.secret.clone() } else { reply.store_secret };
                 return Ok(StoreIdentity { store_id: reply.store_id, cluster_id: reply.cluster_id, secret });
             }
             // An answer, and a no (a store removed from the cluster may not come back, a store
             // without its secret or of another cluster is not let in): waiting will not change it.
-            Err(status)
+            Err(CallError::Answered { addr, status })
                 if matches!(
                     status.code(),
                     tonic::Code::FailedPrecondition
@@ -145,25 +167,17 @@ pub async fn register(
                         | tonic::Code::PermissionDenied
                 ) =>
             {
-                return Err(LinkError::Refused { addr: addr.to_string(), message: status.message().to_string() })
+                return Err(LinkError::Refused { addr, message: status.message().to_string() })
             }
             // Said at warn each time: a node that cannot register serves nothing, and the operator
-            // should see at once which address it is trying.
-            Err(status) if started.elapsed() < wait => {
-                let left = wait.saturating_sub(started.elapsed());
-                tracing::warn!(
-                    placement = addr,
-                    code = ?status.code(),
-                    error = status.message(),
-                    ?retry_in,
-                    ?left,
-                    "cannot register with the placement service; retrying"
-                );
-                tokio::time::sleep(retry_in.min(left)).await;
+            // should see at once which addresses it is trying.
+            Err(err) => {
+                tracing::warn!(placement = %link.addrs_text(), error = %err, ?retry_in, "cannot register with the placement service; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(retry_in) => {}
+                    _ = shutdown.wait_for(|stop| *stop) => return Err(LinkError::Stopped),
+                }
                 retry_in = (retry_in * 2).min(Duration::from_secs(2));
-            }
-            Err(status) => {
-                return Err(LinkError::Unavailable { addr: addr.to_string(), waited: wait, status: status.to_string() })
             }
         }
     }
@@ -250,7 +264,7 @@ impl RegionCache {
 /// peers of regions placement assigned to this store, and report this store's leaders.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
-    mut client: PlacementClient<Channel>,
+    link: PlacementLink,
     identity: StoreIdentity,
     router: Router,
     addresses: Arc<AddressBook>,
@@ -265,6 +279,8 @@ pub async fn run(
     let mut reports = reports::Reports::new();
     // A refusal is said at warn once, then at debug until a heartbeat is accepted again.
     let mut refused = false;
+    // Since when no placement member has served a heartbeat.
+    let mut unreachable_since: Option<std::time::Instant> = None;
     loop {
         // Every interval, and right after a local region changed (a split's leader reports both
         // halves at once, so routers learn of the new region without waiting).
@@ -273,7 +289,7 @@ pub async fn run(
             _ = router.regions_changed() => {}
             _ = shutdown.changed() => return,
         }
-        let link = Link {
+        let local = Local {
             identity: &identity,
             router: &router,
             addresses: &addresses,
@@ -281,9 +297,16 @@ pub async fn run(
             engine: &engine,
             auth: &auth,
         };
-        match beat(&mut client, &link, &mut reports, &changing).await {
-            Ok(()) => refused = false,
+        match beat(&link, &local, &mut reports, &changing).await {
+            Ok(()) => {
+                refused = false;
+                if let Some(since) = unreachable_since.take() {
+                    let store_id = identity.store_id;
+                    tracing::info!(store_id, leader = %link.leader(), down_for = ?since.elapsed(), "placement answers heartbeats again");
+                }
+            }
             Err(status) if matches!(status.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied) => {
+                let status = status.message();
                 let store_id = identity.store_id;
                 if !std::mem::replace(&mut refused, true) {
                     tracing::warn!(store_id, %status, "placement refused this store's heartbeat");
@@ -291,9 +314,16 @@ pub async fn run(
                     tracing::debug!(store_id, %status, "placement refused this store's heartbeat");
                 }
             }
-            Err(status) => {
+            // Said at warn once (placement lost its quorum, or every replica is down), then at debug
+            // until it answers again.
+            Err(error) => {
                 let store_id = identity.store_id;
-                tracing::debug!(store_id, %status, "placement heartbeat failed; serving from what we know");
+                if unreachable_since.is_none() {
+                    unreachable_since = Some(std::time::Instant::now());
+                    tracing::warn!(store_id, placement = %link.addrs_text(), %error, "placement heartbeat failed; serving from what we know");
+                } else {
+                    tracing::debug!(store_id, %error, "placement heartbeat failed; serving from what we know");
+                }
             }
         }
     }
@@ -323,7 +353,7 @@ impl Changing {
 const BOOTSTRAP_EPOCH: crate::proto::RegionEpoch = crate::proto::RegionEpoch { conf_ver: 1, version: 1 };
 
 /// What a heartbeat reads and updates on this node.
-struct Link<'a> {
+struct Local<'a> {
     identity: &'a StoreIdentity,
     router: &'a Router,
     addresses: &'a AddressBook,
@@ -332,18 +362,29 @@ struct Link<'a> {
     auth: &'a Arc<NodeAuth>,
 }
 
+/// One heartbeat. Every call in it is retried within the link's deadline: listings change nothing,
+/// and a heartbeat sent twice only reports the same state twice.
 async fn beat(
-    client: &mut PlacementClient<Channel>,
-    link: &Link<'_>,
+    link: &PlacementLink,
+    local: &Local<'_>,
     reports: &mut reports::Reports,
     changing: &Changing,
-) -> Result<(), tonic::Status> {
-    let Link { identity, router, addresses, cache, engine, auth } = *link;
+) -> Result<(), CallError> {
+    let Local { identity, router, addresses, cache, engine, auth } = *local;
     let store_id = identity.store_id;
     let listed = async {
-        let stores = client.get_stores(as_member(GetStoresRequest {}, auth, store_id)).await?.into_inner().stores;
-        let regions = client.get_regions(as_member(cache.request(), auth, store_id)).await?.into_inner();
-        Ok::<_, tonic::Status>((stores, regions))
+        let stores = link
+            .call(Retry::Idempotent, |channel| async move {
+                PlacementClient::new(channel).get_stores(as_member(GetStoresRequest {}, auth, store_id)).await
+            })
+            .await?
+            .stores;
+        let regions = link
+            .call(Retry::Idempotent, |channel| async move {
+                PlacementClient::new(channel).get_regions(as_member(cache.request(), auth, store_id)).await
+            })
+            .await?;
+        Ok::<_, CallError>((stores, regions))
     };
     match listed.await {
         Ok((stores, regions)) => {
@@ -352,10 +393,10 @@ async fn beat(
         }
         // Auth was enabled after this node's last state: the heartbeat below brings the new one
         // (and its key for the store token); the listings wait for the next round.
-        Err(status) if status.code() == tonic::Code::Unauthenticated => {
-            tracing::debug!(store_id, %status, "placement's listings need a newer auth state; heartbeating for it");
+        Err(error) if error.code() == tonic::Code::Unauthenticated => {
+            tracing::debug!(store_id, %error, "placement's listings need a newer auth state; heartbeating for it");
         }
-        Err(status) => return Err(status),
+        Err(error) => return Err(error),
     }
     if router.regions().is_empty() {
         // A new store waits for the first region; later regions arrive by splits and raft messages.
@@ -399,8 +440,12 @@ async fn beat(
     if let Some(batch) = &mut batch {
         (request.peers, request.full_report) = (std::mem::take(&mut batch.peers), batch.full);
     }
-    let reply = match client.store_heartbeat(request).await {
-        Ok(reply) => reply.into_inner(),
+    let sent = link.call(Retry::Idempotent, |channel| {
+        let request = request.clone();
+        async move { PlacementClient::new(channel).store_heartbeat(request).await }
+    });
+    let reply = match sent.await {
+        Ok(reply) => reply,
         Err(status) => {
             if let Some(batch) = batch {
                 reports.failed(batch);

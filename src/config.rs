@@ -24,7 +24,9 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// Directory of the node's LMDB environment.
     pub data_dir: PathBuf,
-    /// Address of the placement service (`host:port`). Unset: a single node with no peers.
+    /// Addresses of the placement replicas, comma-separated (`host:port`, `http://host:port`,
+    /// `https://host:port`); the file may give an array. Unset: a single node with no peers.
+    #[serde(deserialize_with = "string_or_list")]
     pub placement: Option<String>,
     /// Where other stores reach this one's raft transport (cluster mode).
     pub raft_addr: SocketAddr,
@@ -153,14 +155,29 @@ pub enum ConfigError {
     Invalid { name: &'static str, reason: String },
 }
 
+/// `placement = "a:1,b:2"` or `placement = ["a:1", "b:2"]`: kept as the one comma-separated form
+/// the flag and the environment give.
+fn string_or_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(Some(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(list) => list,
+        OneOrMany::Many(list) => list.join(","),
+    }))
+}
+
 impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |name, reason: &str| Err(ConfigError::Invalid { name, reason: reason.into() });
         if let Err(reason) = crate::logging::check_filter(&self.log_level) {
             return invalid("log_level", &reason);
         }
-        if let Err(err) = self.tls.validate() {
-            return invalid("tls", &err.to_string());
+        if let Err((name, reason)) = crate::security::config::check(self) {
+            return invalid(name, &reason);
         }
         for (name, addr) in
             [("advertise_http_addr", &self.advertise_http_addr), ("advertise_raft_addr", &self.advertise_raft_addr)]
@@ -208,12 +225,6 @@ impl Config {
         }
         if self.request_timeout < self.raft_tick_interval {
             return invalid("request_timeout", "must be at least one raft_tick_interval");
-        }
-        if self.auth_token_ttl.is_zero() {
-            return invalid("auth_token_ttl", "must be positive");
-        }
-        if let Err(reason) = crate::security::node_auth::parse_password_cost(&self.auth_password_cost) {
-            return invalid("auth_password_cost", &reason);
         }
         for (name, timeout) in [
             ("http_header_timeout", self.http_header_timeout),
@@ -310,7 +321,7 @@ pub struct ServeArgs {
     /// Data directory [default: ./fekv-data]
     #[arg(long, env = "FEKV_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Placement service address (host:port); without it the node runs alone [default: none]
+    /// Placement replicas, comma-separated (host:port, http:// or https:// URLs); without it the node runs alone [default: none]
     #[arg(long, env = "FEKV_PLACEMENT", value_name = "ADDR")]
     pub placement: Option<String>,
     /// Raft transport listen address, for the other stores (with --placement) [default: 127.0.0.1:20160]
@@ -465,33 +476,6 @@ impl ServeArgs {
 mod tests {
     use super::*;
 
-    const TLS_FLAGS: [&str; 7] = [
-        "cert-file",
-        "key-file",
-        "trusted-ca-file",
-        "client-cert-auth",
-        "peer-cert-file",
-        "peer-key-file",
-        "peer-trusted-ca-file",
-    ];
-
-    #[test]
-    fn tls_flags_and_the_tls_table_combine_and_incomplete_ones_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("fekv.toml");
-        std::fs::write(&path, "[tls]\ncert_file = \"a.crt\"\n").unwrap();
-        let args = ServeArgs {
-            config: Some(path.clone()),
-            tls: NodeTlsArgs { key_file: Some("a.key".into()), ..Default::default() },
-            ..Default::default()
-        };
-        let config = args.load().unwrap();
-        assert_eq!(config.tls.cert_file, Some(PathBuf::from("a.crt")));
-        assert!(toml::to_string(&config).unwrap().contains("[tls]"));
-        let err = ServeArgs { config: Some(path), ..Default::default() }.load().unwrap_err().to_string();
-        assert!(err.contains("tls") && err.contains("key_file"), "{err}");
-    }
-
     #[test]
     fn defaults_are_valid() {
         Config::default().validate().unwrap();
@@ -544,7 +528,7 @@ mod tests {
             if ["config", "placement", "advertise-http-addr", "advertise-raft-addr", "metrics-addr"].contains(&long) {
                 continue; // no default: a file, an address that turns on cluster mode, addresses to register
             }
-            if TLS_FLAGS.contains(&long) {
+            if arg.get_help_heading().is_some_and(|heading| heading.starts_with("TLS")) {
                 continue; // off by default, and kept out of the printed configuration while off
             }
             let help = help.to_string();
@@ -602,5 +586,28 @@ mod tests {
         let text = toml::to_string(&Config::default()).unwrap();
         let back: Config = toml::from_str(&text).unwrap();
         assert_eq!(back, Config::default());
+    }
+
+    #[test]
+    fn placement_is_a_list_from_the_file_the_environment_or_the_flag() {
+        let from_file = |text: &str| toml::from_str::<Config>(text).unwrap().placement;
+        assert_eq!(from_file("placement = \"a:1,http://b:2\""), Some("a:1,http://b:2".into()));
+        assert_eq!(from_file("placement = [\"a:1\", \"b:2\", \"c:3\"]"), Some("a:1,b:2,c:3".into()));
+        assert_eq!(from_file(""), None);
+        assert!(toml::from_str::<Config>("placement = 7").is_err());
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let cli = Cli::try_parse_from(["fekv", "--placement", "http://127.0.0.1:2479,127.0.0.1:2480"]).unwrap();
+        assert_eq!(cli.serve.load().unwrap().placement.as_deref(), Some("http://127.0.0.1:2479,127.0.0.1:2480"));
+        let members = crate::cluster_link::placement_link::parse_members(
+            cli.serve.placement.as_deref().unwrap(),
+            false,
+            "peer TLS",
+        );
+        assert_eq!(members.unwrap(), vec!["127.0.0.1:2479", "127.0.0.1:2480"]);
     }
 }

@@ -23,6 +23,10 @@ pub enum LockError {
         holder.map_or("pid unknown".to_string(), |pid| format!("pid {pid}"))
     )]
     InUse { dir: PathBuf, holder: Option<u32> },
+    #[error(
+        "the data directory {dir} is a file, not a directory; give --data-dir a directory (it is created if missing)"
+    )]
+    NotADirectory { dir: PathBuf },
     #[error("cannot lock the data directory {dir}: {source}")]
     Io { dir: PathBuf, source: std::io::Error },
 }
@@ -39,6 +43,10 @@ impl DirLock {
     /// process (or by another `DirLock` in this one) is an error naming the holder's pid.
     pub fn acquire(dir: &Path) -> Result<DirLock, LockError> {
         let io = |source| LockError::Io { dir: dir.to_path_buf(), source };
+        // create_dir_all's own error for a file in the way is EEXIST, "File exists": say what it is.
+        if std::fs::metadata(dir).is_ok_and(|meta| !meta.is_dir()) {
+            return Err(LockError::NotADirectory { dir: dir.to_path_buf() });
+        }
         std::fs::create_dir_all(dir).map_err(io)?;
         let path = dir.join(LOCK_FILE);
         // Not truncated on open: the holder's pid must survive a failed attempt to read it.
@@ -70,6 +78,17 @@ fn read_pid(file: &mut File) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_in_the_way_is_named_as_not_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("data");
+        std::fs::write(&file, "not a directory").unwrap();
+        let err = DirLock::acquire(&file).unwrap_err();
+        assert!(matches!(&err, LockError::NotADirectory { dir } if *dir == file), "{err}");
+        assert!(err.to_string().contains("is a file, not a directory"), "{err}");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "not a directory", "the file was touched");
+    }
 
     #[test]
     fn a_held_directory_is_refused_with_the_holders_pid_until_released() {

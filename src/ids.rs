@@ -5,10 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use parking_lot::Mutex;
-use tonic::transport::Channel;
-
+use crate::cluster_link::{PlacementLink, Retry};
 use crate::proto::placement_client::PlacementClient;
+use parking_lot::Mutex;
 
 /// Hands out ids (regions and peers share the space) that are never handed out again.
 pub trait IdAllocator: Send + Sync {
@@ -78,22 +77,24 @@ impl IdAllocator for FileIdAllocator {
 /// Ids from the placement service, for splits. Called from the split-check thread (not a tokio
 /// worker), so it may block on the call.
 pub struct PlacementIds {
-    client: PlacementClient<Channel>,
+    link: PlacementLink,
     runtime: tokio::runtime::Handle,
 }
 
 impl PlacementIds {
-    pub fn new(client: PlacementClient<Channel>, runtime: tokio::runtime::Handle) -> PlacementIds {
-        PlacementIds { client, runtime }
+    pub fn new(link: PlacementLink, runtime: tokio::runtime::Handle) -> PlacementIds {
+        PlacementIds { link, runtime }
     }
 }
 
 impl IdAllocator for PlacementIds {
     fn alloc(&self, count: usize) -> Result<Vec<u64>, String> {
-        let mut client = self.client.clone();
         let request = crate::proto::AllocIdRequest { count: count as u32 };
-        let reply = self.runtime.block_on(async move { client.alloc_id(request).await }).map_err(|s| s.to_string())?;
-        let ids = reply.into_inner().ids;
+        // Retried on a lost answer too: ids placement handed out in it are only a gap, never reused.
+        let call = self
+            .link
+            .call(Retry::Idempotent, |channel| async move { PlacementClient::new(channel).alloc_id(request).await });
+        let ids = self.runtime.block_on(call).map_err(|err| err.to_string())?.ids;
         if ids.len() != count {
             return Err(format!("placement returned {} ids for {count}", ids.len()));
         }

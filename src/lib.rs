@@ -17,6 +17,10 @@
 //! - [`dir_lock`], [`fd_limit`]: what a node asks of the OS: its data directory to itself, and file descriptors;
 //! - [`loadgen`]: `fekv bench`, a closed-loop HTTP load generator; a client of the REST API only.
 
+// The crate's own name for itself, so that `tests/common/certs.rs` (also compiled into the unit
+// tests, through `#[path]`) names fekv's items the same way in both places.
+extern crate self as fekv;
+
 pub mod api;
 pub mod cluster_link;
 pub mod cmd;

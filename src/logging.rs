@@ -1,7 +1,8 @@
 //! Logging through `tracing`, with raft-rs's slog output bridged in.
 //!
-//! The filter is `RUST_LOG` if set, else the configured `log_level` (default `info`). Nothing on the
-//! request path logs at `info`, so load tests are not slowed by the console.
+//! The filter is `RUST_LOG` if set, else the configured `log_level` (default `info`); either is
+//! checked ([`check_filter`]) and refused at start if it is no filter. Nothing on the request path
+//! logs at `info`, so load tests are not slowed by the console.
 //!
 //! raft-rs's own records arrive under the target `raft`, one level down: its `info` (a peer's role
 //! changes, elections, configuration switches, for every region at every start) is `debug` here,
@@ -14,11 +15,21 @@ use tracing_subscriber::EnvFilter;
 /// The levels a filter directive may name.
 const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
 
-/// Installs the global subscriber. Safe to call more than once (later calls are no-ops).
-pub fn init(default_filter: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+/// Installs the global subscriber: `RUST_LOG` if set, else `default_filter`. Safe to call more than
+/// once (later calls are no-ops). A `RUST_LOG` that [`check_filter`] refuses is an error, not a
+/// silent filter: `RUST_LOG=nonsense` logged nothing at all, not even why a node exited.
+pub fn init(default_filter: &str) -> Result<(), String> {
+    let from_env = std::env::var("RUST_LOG").ok().filter(|f| !f.trim().is_empty());
+    let filter = match &from_env {
+        Some(filter) => {
+            check_filter(filter).map_err(|reason| format!("invalid RUST_LOG: {reason}"))?;
+            EnvFilter::new(filter)
+        }
+        None => EnvFilter::new(default_filter),
+    };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
+    Ok(())
 }
 
 /// Checks a log filter: comma-separated directives, each a level (`info`) or `target=level`

@@ -54,18 +54,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Bench(args)) => return Ok(fekv::loadgen::run_cli(args)?),
         None => cli.serve,
         Some(Command::Placement(args)) => {
-            fekv::logging::init(&args.log_level);
+            fekv::logging::init(&args.log_level).map_err(anyhow::Error::msg)?;
             fekv::panics::install_hook();
             return Ok(runtime.block_on(fekv::cmd::placement::run(args, shutdown_signal()))?);
         }
         Some(Command::Ctl(args)) => return Ok(runtime.block_on(fekv::cmd::ctl::run(args))?),
         Some(Command::Cluster(args)) => {
-            fekv::logging::init("warn");
+            fekv::logging::init("warn").map_err(anyhow::Error::msg)?;
             return Ok(runtime.block_on(fekv::cmd::cluster::run(args, shutdown_signal()))?);
         }
     };
     let config = args.load()?;
-    fekv::logging::init(&config.log_level);
+    fekv::logging::init(&config.log_level).map_err(anyhow::Error::msg)?;
     // A panic's message and place reach the log; a node whose raftstore dies exits with an error
     // that repeats them (`node::run`), so a supervisor restarts it.
     fekv::panics::install_hook();

@@ -8,20 +8,18 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::net::TcpListener;
-use tonic::transport::Channel;
 
 use crate::api::connections::{default_max_connections, fd_reserve};
 use crate::api::{self, ApiState};
-use crate::cluster_link::{self, AddressBook, LinkError, StoreIdentity};
+use crate::cluster_link::{self, AddressBook, LinkError, PlacementLink, StoreIdentity};
 use crate::config::{Config, ConfigError};
 use crate::dir_lock::{DirLock, LockError};
 use crate::ids::FileIdAllocator;
 use crate::metrics::Metrics;
 use crate::panics::PanicReport;
-use crate::proto::placement_client::PlacementClient;
 use crate::proto::{Peer, Region, RegionEpoch, StoreIdent};
 use crate::raftstore::peer::PeerConfig;
 use crate::raftstore::peer_storage::PeerStorage;
@@ -32,7 +30,7 @@ use crate::security::runtime::TlsSet;
 use crate::security::tls::{AcceptorOptions, AppProtocol, ClientTls, ServerTls, TlsError, TlsIncoming};
 use crate::storage::scrub::background::{ScrubSchedule, Scrubber};
 use crate::storage::{Engine, EngineOptions, StorageError};
-use crate::transport::grpc::{GrpcTransport, RaftTransportService, SnapshotLimits};
+use crate::transport::grpc::{GrpcTransport, RaftTransportService, SnapshotLimits, FIRST_BYTE_TIMEOUT};
 
 /// Bumped when the on-disk layout changes incompatibly. 2: every checksum covers its record's
 /// table and key too (1 covered the value only).
@@ -204,15 +202,15 @@ impl Node {
     /// reach this one: registered with placement, and where other nodes redirect to.
     pub async fn start_clustered(
         config: &Config,
-        placement: &str,
+        link: &PlacementLink,
         raft_addr: &str,
         http_addr: &str,
         peer_tls: Option<Arc<ClientTls>>,
-    ) -> Result<(Node, PlacementClient<Channel>, StoreIdentity), NodeError> {
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(Node, StoreIdentity), NodeError> {
         let metrics = Arc::new(Metrics::new());
         let (dir_lock, engine) = open_engine(config, &metrics)?;
         let auth = open_auth(config, &engine, &metrics)?;
-        let mut client = cluster_link::client(placement, peer_tls.as_ref())?;
         let txn = engine.read_txn()?;
         let known = engine.store_ident(&txn)?.map_or_else(StoreIdentity::default, |ident| StoreIdentity {
             store_id: ident.store_id,
@@ -220,15 +218,7 @@ impl Node {
             secret: ident.store_secret,
         });
         drop(txn);
-        let identity = cluster_link::register(
-            &mut client,
-            placement,
-            &known,
-            (raft_addr, http_addr),
-            &auth,
-            Duration::from_secs(60),
-        )
-        .await?;
+        let identity = cluster_link::register(link, &known, (raft_addr, http_addr), &auth, shutdown).await?;
         // A store bootstraps only its identity; its first region comes from placement.
         let ident = bootstrap_store(&engine, identity.cluster_id, identity.store_id, None)?;
         let ident = check_format(config, save_store_secret(&engine, ident, &identity.secret)?)?;
@@ -239,7 +229,7 @@ impl Node {
             GrpcTransport::new(tokio::runtime::Handle::current(), addresses.clone(), inbox.0.clone(), metrics.clone())
                 .with_tls(peer_tls),
         );
-        let ids = Arc::new(crate::ids::PlacementIds::new(client.clone(), tokio::runtime::Handle::current()));
+        let ids = Arc::new(crate::ids::PlacementIds::new(link.clone(), tokio::runtime::Handle::current()));
         let (router, handle) = store::start(store_cfg, engine.clone(), metrics.clone(), transport, inbox, ids)?;
         let mut node = Node::assemble(
             config,
@@ -253,7 +243,7 @@ impl Node {
         );
         Arc::get_mut(&mut node.state).expect("not shared yet").region_cache =
             Some(Arc::new(cluster_link::RegionCache::default()));
-        Ok((node, client, identity))
+        Ok((node, identity))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -460,9 +450,24 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
             // What others are told to connect to; never 0.0.0.0 or ::.
             let advertised_raft = config.advertised_raft_addr(raft_addr)?;
             let advertised_http = config.advertised_http_addr(http_addr)?;
-            let (node, client, identity) =
-                Node::start_clustered(&config, placement, &advertised_raft, &advertised_http, tls.peer_client.clone())
-                    .await?;
+            let link = cluster_link::link(placement, tls.peer_client.as_ref())?;
+            let started = Node::start_clustered(
+                &config,
+                &link,
+                &advertised_raft,
+                &advertised_http,
+                tls.peer_client.clone(),
+                stop_rx.clone(),
+            );
+            let (node, identity) = match started.await {
+                Ok(started) => started,
+                // Ctrl-C or SIGTERM while placement could not be reached: a clean stop.
+                Err(NodeError::Placement(LinkError::Stopped)) => {
+                    tracing::info!(placement = %link.addrs_text(), "stopped before registering with placement");
+                    return Ok(());
+                }
+                Err(err) => return Err(err),
+            };
             let service = RaftTransportService::new(node.router().raft_inbox(), snapshot_limits(&config));
             let raft_stopped = stopped(stop_rx.clone());
             let server = tonic::transport::Server::builder().add_service(service);
@@ -472,13 +477,14 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
                 Some(peer_tls) => {
                     let options = AcceptorOptions {
                         hook: Some(node.state.metrics.handshake_hook("peer")),
+                        allowed: Some(Arc::new(config.tls.peer_allowed())),
                         ..AcceptorOptions::default()
                     };
                     let incoming = TlsIncoming::new(raft_listener, peer_tls.clone(), options);
                     tokio::spawn(server.serve_with_incoming_shutdown(incoming, raft_stopped))
                 }
                 None => {
-                    let incoming = tokio_stream::wrappers::TcpListenerStream::new(raft_listener);
+                    let incoming = crate::transport::grpc::incoming(raft_listener, FIRST_BYTE_TIMEOUT);
                     tokio::spawn(server.serve_with_incoming_shutdown(incoming, raft_stopped))
                 }
             };
@@ -491,7 +497,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
             let regions = node.state.region_cache.clone().expect("a clustered node has a region cache");
             let engine = node.engine().clone();
             tokio::spawn(cluster_link::run(
-                client,
+                link.clone(),
                 identity,
                 node.router().clone(),
                 addresses,
@@ -504,7 +510,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
                 %raft_addr,
                 advertised = %advertised_raft,
                 store_id = node.store_id(),
-                placement,
+                placement = %link.addrs_text(),
                 peer_tls = tls.peer_server.is_some(),
                 "raft transport listening"
             );

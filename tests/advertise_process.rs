@@ -1,7 +1,7 @@
 //! A node's addresses as the cluster sees them, with real processes: a node bound to every
 //! interface registers the host names it is told to advertise (and redirects go there), refuses to
 //! register `0.0.0.0` without one, and says at `warn`, with the address, that it cannot reach
-//! placement while it retries.
+//! placement while it retries (and stops at once when told to meanwhile).
 
 mod common;
 
@@ -113,4 +113,9 @@ fn a_node_that_cannot_reach_placement_says_so_at_warn_with_the_address() {
     node.wait_stderr(Duration::from_secs(10), &format!("two warnings naming {nowhere}"), |lines| {
         lines.iter().filter(|l| l.contains("WARN") && l.contains(&nowhere)).count() >= 2
     });
+    // A stop asked while it retries is obeyed at once, not after the minute of retries.
+    let asked = std::time::Instant::now();
+    let status = node.stop_with("TERM");
+    assert!(status.success(), "{status}");
+    assert!(asked.elapsed() < Duration::from_secs(5), "stopped {:?} after SIGTERM", asked.elapsed());
 }

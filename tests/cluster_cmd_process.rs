@@ -120,6 +120,38 @@ fn a_taken_port_fails_at_once_naming_it() {
     std::net::TcpListener::bind(("127.0.0.1", ports[2])).expect("placement never started");
 }
 
+/// `fekv cluster --tls-dir`: TLS everywhere, with certificates made into the directory; the curl and
+/// ctl command lines it prints work as printed, and plain HTTP gets nothing from the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_cluster_prints_curl_and_ctl_lines_that_work() {
+    let ports = free_ports::<3>();
+    let tls_dir = tempfile::tempdir().unwrap();
+    let tls_path = tls_dir.path().display().to_string();
+    let cluster = ClusterCmd::start(ports, &["--tls-dir", &tls_path]);
+    cluster.wait_line(Duration::from_secs(60), |l| l.starts_with("cluster is up"));
+    let curl = cluster.wait_line(Duration::from_secs(1), |l| l.starts_with("  curl "));
+    let ctl = cluster.wait_line(Duration::from_secs(1), |l| l.starts_with("  fekv ctl "));
+    let run = |line: &str, program: &str| {
+        let mut words = line.split_whitespace().skip(1);
+        let output = Command::new(program).args(&mut words).output().unwrap();
+        assert!(output.status.success(), "{line}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    run(&curl, "curl");
+    let ca = tls_dir.path().join("ca.crt");
+    let read = Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(&ca)
+        .arg(format!("https://127.0.0.1:{}/fekv/hello", ports[0]))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&read.stdout), "world", "{}", String::from_utf8_lossy(&read.stderr));
+    let stores = run(&ctl, env!("CARGO_BIN_EXE_fekv"));
+    assert!(stores.contains(&format!("127.0.0.1:{}", ports[1])), "ctl lists the node's raft address: {stores}");
+    // Plain HTTP to the node's HTTPS port gets no HTTP answer.
+    assert_eq!(health(ports[0]).await, None);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_dies_is_reported_with_its_log_and_restarted() {
     let ports = free_ports::<3>();
@@ -172,4 +204,47 @@ fn a_stop_while_the_cluster_starts_stops_every_child() {
     assert!(status.success(), "{status}:\n{}", cluster.output());
     // SAFETY: kill(2) with signal 0 only asks whether the process exists.
     assert_ne!(unsafe { libc::kill(placement_pid, 0) }, 0, "placement outlived the cluster:\n{}", cluster.output());
+}
+
+#[test]
+fn placement_replicas_3_starts_a_placement_group_and_gives_the_node_the_list() {
+    // The replicas take --placement-port and the two after it: three free ports in a row, apart
+    // from the node's.
+    let ports = try_eventually_sync(Duration::from_secs(5), || {
+        let [http, raft, _] = free_ports::<3>();
+        let first = std::net::TcpListener::bind("127.0.0.1:0").ok()?;
+        let placement = first.local_addr().ok()?.port();
+        let taken = |p: u16| p == http || p == raft;
+        let row: Vec<_> = (1..3).map(|i| placement.checked_add(i).filter(|p| !taken(*p))).collect::<Option<_>>()?;
+        let held: Vec<_> =
+            row.iter().map(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).ok()).collect::<Option<_>>()?;
+        drop((first, held));
+        Some([http, raft, placement])
+    })
+    .expect("three free ports in a row");
+    let mut cluster = ClusterCmd::start(ports, &["--placement-replicas", "3"]);
+    cluster.wait_line(Duration::from_secs(60), |l| l.starts_with("cluster is up"));
+    let members: Vec<String> = (0..3).map(|j| format!("127.0.0.1:{}", ports[2] + j)).collect();
+    let mut pids = Vec::new();
+    for (j, addr) in members.iter().enumerate() {
+        let line = cluster.wait_line(Duration::from_secs(1), |l| l.starts_with(&format!("placement-{} ", j + 1)));
+        assert!(line.contains(addr.as_str()), "{line}");
+        pids.push(line.split_whitespace().nth(2).and_then(|p| p.parse::<i32>().ok()).unwrap());
+    }
+    let list = members.join(",");
+    let run = common::process::ctl(&list, &["-o", "json", "placement", "list"]);
+    assert!(run.success, "{}{}", run.stdout, run.stderr);
+    let rows = run.json();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert_eq!(rows.iter().filter(|r| r["leader"] == true).count(), 1, "{rows:?}");
+    let stores = common::process::ctl_json(&list, &["store", "list"]).unwrap();
+    assert_eq!(stores.as_array().unwrap().len(), 1, "{stores}");
+    cluster.signal(cluster.child.id(), libc::SIGTERM);
+    let status = cluster.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "{status}:\n{}", cluster.output());
+    for pid in pids {
+        // SAFETY: kill(2) with signal 0 only asks whether the process exists.
+        assert_ne!(unsafe { libc::kill(pid, 0) }, 0, "placement {pid} outlived the cluster");
+    }
 }

@@ -1,12 +1,14 @@
 //! A real cluster: a placement process and three `fekv serve --placement` processes on 127.0.0.1,
 //! talking gRPC. Redirects to the leader, `kill -9` of the leader under a write load, `kill -9` of
-//! every node, and a lone survivor that answers `503` rather than hanging or serving stale data.
+//! every node, a lone survivor that answers `503` rather than hanging or serving stale data, and a
+//! leader whose idle clients fill its connection cap still replicating, and a node whose raftstore
+//! dies exiting instead of lingering registered and half alive.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::process::ctl;
+use common::process::{ctl, idle_connections, open_file_limit, wait_replicated, FekvProcess};
 use common::process_cluster::{local_copy, ProcessCluster};
 use common::wait::eventually;
 use common::writers::{Load, Writers};
@@ -192,4 +194,74 @@ async fn ctl_transfer_leader_moves_leadership_to_the_chosen_store() {
     // Writes now land on it directly.
     let (reply, hops) = request_following(Method::PUT, &follower_node.url("/fekv/moved"), "yes", &[]).await.unwrap();
     assert_eq!((reply.status, hops), (StatusCode::OK, 0));
+}
+
+/// Issue 14, fault 6: the connection cap keeps a reserve of open files for the node's own use. A
+/// node whose open-file limit is 300 (soft and hard, so it cannot be raised) leads the first region
+/// while 400 idle keep-alive clients hold every connection the cap allows; two nodes then join, and
+/// it must still open raft connections to them, send them snapshots and replicate writes (with no
+/// reserve, the clients' connections took every file and the raft connects failed with EMFILE).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_clients_at_the_connection_cap_leave_files_for_raft_connections_and_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let placement = FekvProcess::start_placement(&dir.path().join("placement"), 3);
+    let limited_dir = dir.path().join("limited");
+    let args: Vec<String> = ["--http-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0", "--placement"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([placement.addr.clone(), "--data-dir".into(), limited_dir.display().to_string()])
+        .collect();
+    let limited = FekvProcess::start_node_as(&args, &limited_dir, open_file_limit(300, 300));
+    let at = placement.addr.clone();
+    tokio::task::block_in_place(|| wait_replicated(&at, 1, Duration::from_secs(30)));
+    let bases = [limited.base.clone()];
+    for i in 0..10 {
+        put_anywhere(&bases, &format!("before-{i}"), "v", Duration::from_secs(10)).await.unwrap();
+    }
+
+    let idle = idle_connections(&limited, 400).await;
+    let joined: Vec<FekvProcess> =
+        (0..2).map(|i| FekvProcess::start_node(&dir.path().join(format!("node-{i}")), &placement.addr)).collect();
+    tokio::task::block_in_place(|| wait_replicated(&at, 3, Duration::from_secs(60)));
+    for i in 0..10 {
+        put_anywhere(&bases, &format!("after-{i}"), "v", Duration::from_secs(10)).await.unwrap();
+    }
+    for node in &joined {
+        for key in (0..10).flat_map(|i| [format!("before-{i}"), format!("after-{i}")]) {
+            assert_eq!(local_copy(&node.base, &key, Duration::from_secs(10)).await, "v", "{key} on {}", node.base);
+        }
+    }
+    let lines = limited.stderr_lines();
+    let starved = lines.iter().filter(|l| l.contains("accept failed") || l.contains("Too many open files"));
+    assert_eq!(starved.count(), 0, "{lines:#?}");
+    drop(idle);
+}
+
+/// Issue 14, fault 1's second half, in cluster mode (where it was seen): a node whose raftstore
+/// dies does not stay registered and half alive, answering `503 the raftstore has stopped`; it
+/// exits 1 with the reason as its last log line, and comes back healthy when restarted. The death
+/// is a debug build's failpoint (the raftstore panics on the first write).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clustered_node_whose_raftstore_dies_exits_and_restarts_healthy() {
+    let dir = tempfile::tempdir().unwrap();
+    let placement = FekvProcess::start_placement(&dir.path().join("placement"), 3);
+    let node_dir = dir.path().join("node");
+    let flags = ["--placement", placement.addr.as_str(), "--raft-addr", "127.0.0.1:0"];
+    let mut node = FekvProcess::start_with_env(&node_dir, &flags, &[("FEKV_FAILPOINT", "raftstore_panic_on_write")]);
+    let at = placement.addr.clone();
+    tokio::task::block_in_place(|| wait_replicated(&at, 1, Duration::from_secs(30)));
+    // The write that kills it gets a 503, or the connection closes as the node exits.
+    if let Ok(reply) = try_request(Method::PUT, &node.url("/fekv/k"), "v", &[]).await {
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{}", reply.text());
+    }
+    let status = tokio::task::block_in_place(|| node.wait_exit(Duration::from_secs(20)));
+    assert_eq!(status.code(), Some(1), "{status}");
+    let lines = node.wait_stderr(Duration::from_secs(5), "a last line saying why the node exited", |lines| {
+        lines.last().is_some_and(|last| last.contains("raftstore thread died"))
+    });
+    assert!(lines.last().unwrap().contains("failpoint raftstore_panic_on_write"), "{lines:#?}");
+    drop(node);
+    let node = FekvProcess::start_node(&node_dir, &placement.addr);
+    put_anywhere(std::slice::from_ref(&node.base), "k", "v", Duration::from_secs(20)).await.unwrap();
+    assert_eq!(local_copy(&node.base, "k", Duration::from_secs(10)).await, "v");
 }

@@ -52,7 +52,11 @@ struct Conn {
 
 impl Conn {
     async fn open(node: &TestNode) -> Conn {
-        Conn { stream: TcpStream::connect(node.config.http_addr).await.unwrap(), buf: Vec::new() }
+        Conn::open_at(node.config.http_addr).await
+    }
+
+    async fn open_at(addr: std::net::SocketAddr) -> Conn {
+        Conn { stream: TcpStream::connect(addr).await.unwrap(), buf: Vec::new() }
     }
 
     async fn send(&mut self, bytes: &[u8]) {
@@ -405,5 +409,63 @@ async fn a_client_that_stops_reading_is_disconnected_after_the_body_timeout() {
         read += n;
     }
     assert!(read < 8 * (8 << 20), "read all {read} bytes");
+    node.stop().await;
+}
+
+/// A client that shuts its write side once its request is sent (`nc -N`, `shutdown(SHUT_WR)`) still
+/// gets its answers, pipelined ones too, and its write is applied; a half-close inside a request is
+/// the end of that request (a body cut short is `400`). hyper's default dropped the whole
+/// connection unanswered at the end of the stream, the write with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_half_closes_after_its_requests_still_gets_the_answers() {
+    let node = TestNode::start(|_| {}).await;
+    let mut conn = Conn::open(&node).await;
+    conn.send(b"PUT /fekv/k HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello").await;
+    conn.send(b"GET /fekv/k HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    conn.stream.shutdown().await.unwrap();
+    let written = conn.reply(false).await.unwrap();
+    assert_eq!(written.status, 200, "{written:?}");
+    let read = conn.reply(false).await.unwrap();
+    assert_eq!((read.status, &read.body[..]), (200, &b"hello"[..]), "{read:?}");
+    conn.closed().await.unwrap();
+    assert_eq!(get(&node.url("/fekv/k")).await.text(), "hello");
+
+    let mut cut = Conn::open(&node).await;
+    cut.send(b"PUT /fekv/k HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc").await;
+    cut.stream.shutdown().await.unwrap();
+    cut.reply(false).await.unwrap().assert_json_error(400, "bad_body");
+    cut.closed().await.unwrap();
+    assert_eq!(get(&node.url("/fekv/k")).await.text(), "hello");
+    node.stop().await;
+}
+
+/// The `--metrics-addr` listener, which has no connection cap, still closes connections that hold
+/// a descriptor without sending a request: a silent one, one whose headers never end, and a
+/// keep-alive one gone idle, each at the header timeout (they stayed open forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_listener_closes_silent_slow_and_idle_connections_at_the_header_timeout() {
+    let node = TestNode::start(|c| c.http_header_timeout = Duration::from_secs(1)).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(fekv::api::serve_metrics(listener, node.node().api_state(), async {
+        let _ = stopped.await;
+    }));
+    let mut silent = Conn::open_at(addr).await;
+    let mut slow = Conn::open_at(addr).await;
+    slow.send(b"GET /metrics HTTP/1.1\r\nHost: t\r\n").await;
+    let mut idle = Conn::open_at(addr).await;
+    idle.send(HEALTH).await;
+    assert_eq!(idle.reply(false).await.unwrap().status, 200);
+    for (what, conn) in [("silent", &mut silent), ("slow", &mut slow), ("idle", &mut idle)] {
+        let closed = conn.closed().await.unwrap_or_else(|e| panic!("the {what} connection: {e}"));
+        assert!(closed < Duration::from_secs(5), "the {what} connection closed after {closed:?}");
+    }
+    // Closed, not refused: the listener keeps serving.
+    let mut fresh = Conn::open_at(addr).await;
+    fresh.send(HEALTH).await;
+    assert_eq!(fresh.reply(false).await.unwrap().status, 200);
+    let _ = stop.send(());
+    served.await.unwrap();
     node.stop().await;
 }

@@ -1,7 +1,8 @@
 //! Multi-raft with real processes: a placement service and three nodes with tiny regions. A write
 //! load splits the keyspace into many regions; every key stays readable through every node, a scan
 //! walks all regions (following redirects and `next`), `fekv ctl` lists contiguous regions
-//! covering the keyspace, and `fekv bench` against every node sends each key to its region's leader.
+//! covering the keyspace, `fekv bench` against every node sends each key to its region's leader,
+//! and none of raft-rs's own log reaches the nodes' `info` output.
 
 mod common;
 
@@ -146,6 +147,17 @@ async fn a_write_load_splits_the_keyspace_and_every_node_still_serves_every_key(
     let first = cluster.ctl(&["region", "list"]).await[0]["region_id"].to_string();
     let split = cluster.ctl(&["region", "split", &first, "--wait"]).await;
     assert!(split["regions"].as_array().is_some_and(|halves| halves.len() == 2), "ctl region split: {split}");
+
+    // After elections, membership changes and splits in every region, raft-rs's own log is still
+    // not at info (it printed slog lines with the cargo registry's source paths at every start).
+    for node in cluster.running() {
+        let lines = node.stderr_lines();
+        let raft_rs: Vec<&String> = lines
+            .iter()
+            .filter(|l| l.contains("slog") || l.contains(".cargo/registry") || l.contains("INFO raft:"))
+            .collect();
+        assert!(raft_rs.is_empty(), "raft-rs's log at info on {}: {raft_rs:#?}", node.base);
+    }
 
     // With placement down, the cluster keeps serving reads and writes from what it knows.
     cluster.kill_placement();

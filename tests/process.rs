@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::process::{run_fekv, run_to_end, FekvProcess};
+use common::process::{idle_connections, open_file_limit, run_fekv, run_fekv_with, run_to_end, FekvProcess};
 use common::writers::{Load, Writers};
 use common::{get, put, try_request};
 use hyper::{Method, StatusCode};
@@ -230,50 +230,31 @@ fn a_log_level_that_is_no_level_is_an_error_at_start() {
         assert!(!output.success, "{args:?}: {stderr}");
         assert!(stderr.contains("log") && stderr.contains("\"nonsense\" is not a level"), "{args:?}: {stderr}");
     }
+    // RUST_LOG, which replaces the setting, too: it logged nothing at all, not even a failed start.
+    let node = ["--http-addr", "127.0.0.1:0", "--data-dir", &data_dir];
+    let placement = ["placement", "--addr", "127.0.0.1:0", "--data-dir", &data_dir];
+    for args in [&node[..], &placement[..]] {
+        let output = run_fekv_with(args, Duration::from_secs(10), |command| {
+            command.env("RUST_LOG", "nonsense");
+        });
+        let stderr = &output.stderr;
+        assert!(!output.success, "{args:?}: {stderr}");
+        assert!(stderr.contains("invalid RUST_LOG: \"nonsense\" is not a level"), "{args:?}: {stderr}");
+    }
 }
 
 /// Runs a node whose open-file limit starts at `soft` (hard: `hard`), opens `idle` keep-alive
 /// connections to it that stay open, then checks that new clients are still served and writes
 /// still work (the node's own files are not starved).
 async fn serves_new_clients_past_many_idle_connections(soft: u64, hard: u64, idle: usize) {
-    use std::os::unix::process::CommandExt;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().unwrap();
     let args: Vec<String> = ["--http-addr", "127.0.0.1:0", "--data-dir"]
         .iter()
         .map(|s| s.to_string())
         .chain([dir.path().display().to_string()])
         .collect();
-    let node = FekvProcess::start_node_as(&args, dir.path(), |command| {
-        let limit = libc::rlimit { rlim_cur: soft as libc::rlim_t, rlim_max: hard as libc::rlim_t };
-        // SAFETY: setrlimit is async-signal-safe and touches only the struct it is given.
-        unsafe {
-            command.pre_exec(move || match libc::setrlimit(libc::RLIMIT_NOFILE, &limit) {
-                0 => Ok(()),
-                _ => Err(std::io::Error::last_os_error()),
-            });
-        }
-    });
-    let addr = node.addr.clone();
-    let mut connections = Vec::new();
-    for i in 0..idle {
-        let opened = tokio::time::timeout(Duration::from_secs(10), async {
-            let mut stream = tokio::net::TcpStream::connect(&addr).await.map_err(|e| e.to_string())?;
-            stream.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n").await.map_err(|e| e.to_string())?;
-            let mut answer = [0u8; 256];
-            let n = stream.read(&mut answer).await.map_err(|e| e.to_string())?;
-            if !answer[..n].starts_with(b"HTTP/1.1 200") {
-                return Err(format!("answered {:?}", String::from_utf8_lossy(&answer[..n])));
-            }
-            Ok::<_, String>(stream)
-        })
-        .await;
-        match opened {
-            Ok(Ok(stream)) => connections.push(stream),
-            Ok(Err(err)) => panic!("connection {i} of {idle}: {err}: {:#?}", node.stderr_lines()),
-            Err(_) => panic!("connection {i} of {idle} not answered within 10 s: {:#?}", node.stderr_lines()),
-        }
-    }
+    let node = FekvProcess::start_node_as(&args, dir.path(), open_file_limit(soft, hard));
+    let connections = idle_connections(&node, idle).await;
     for i in 0..20 {
         let reply = put(&node.url(&format!("/fekv/after-{i}")), "v").await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());

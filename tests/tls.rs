@@ -21,8 +21,8 @@ use fekv::proto::raft_transport_client::RaftTransportClient;
 use fekv::proto::raft_transport_server::{RaftTransport, RaftTransportServer};
 use fekv::proto::{Done, RaftMessage, RaftMessageBatch, SnapshotChunk};
 use fekv::security::tls::{
-    AcceptorOptions, AppProtocol, ClientTls, ClientTlsSettings, HandshakeEvent, HandshakeHook, PeerInfo, ServerTls,
-    ServerTlsSettings, TlsConnector, TlsIncoming,
+    AcceptorOptions, AllowedNames, AppProtocol, ClientTls, ClientTlsSettings, HandshakeEvent, HandshakeHook, PeerInfo,
+    ServerTls, ServerTlsSettings, TlsConnector, TlsIncoming,
 };
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::{Request, Response, StatusCode};
@@ -37,7 +37,7 @@ const DEADLINE: Duration = Duration::from_secs(20);
 
 /// Handshake outcomes seen by a listener's hook.
 #[derive(Default)]
-struct Handshakes([AtomicU64; 3]);
+struct Handshakes([AtomicU64; 4]);
 
 impl Handshakes {
     fn hook(self: &Arc<Self>) -> HandshakeHook {
@@ -208,6 +208,37 @@ async fn a_client_without_a_certificate_or_with_another_cas_fails_the_handshake_
     // A proper client still gets in.
     let client = connector(&pki.ca_file, Some(&pki.client_files), AppProtocol::Http1);
     assert_eq!(get(&client, addr).await.map(|(status, _)| status), Ok(StatusCode::OK));
+}
+
+/// etcd's `--peer-cert-allowed-cn` / `--peer-cert-allowed-hostname`: a certificate the CA signed is
+/// not enough when the listener names who may connect; the others are refused after the handshake,
+/// before the first request.
+#[tokio::test]
+async fn with_allowed_names_only_a_certificate_carrying_one_gets_in() {
+    let pki = TestPki::new();
+    let dir = pki.dir.path();
+    let node = pki.ca.issue_for("node-1", &["127.0.0.1", "node-1.fekv.internal"]).write(dir, "node-1");
+    let intruder = pki.ca.issue_for("intruder", &["127.0.0.1", "intruder.fekv.internal"]).write(dir, "intruder");
+    for allowed in [
+        AllowedNames::new(&["node-1".into(), "node-2".into()], &[]),
+        AllowedNames::new(&[], &["node-1.fekv.internal".into()]),
+    ] {
+        let handshakes = Arc::new(Handshakes::default());
+        let tls = server_tls(&pki.server_files, Some(&pki.ca_file), true, AppProtocol::Http1);
+        let options = AcceptorOptions {
+            hook: Some(handshakes.hook()),
+            allowed: Some(Arc::new(allowed.clone())),
+            ..AcceptorOptions::default()
+        };
+        let (addr, seen) = https_server(tls, options).await;
+        let refused = get(&connector(&pki.ca_file, Some(&intruder), AppProtocol::Http1), addr).await;
+        assert!(refused.is_err(), "{allowed:?}: a certificate of the same CA without an allowed name: {refused:?}");
+        handshakes.wait_for(HandshakeEvent::Refused, 1).await;
+        assert!(seen.lock().is_empty(), "{allowed:?}: the refused connection never reached the server");
+        let admitted = get(&connector(&pki.ca_file, Some(&node), AppProtocol::Http1), addr).await;
+        assert_eq!(admitted.map(|(status, _)| status), Ok(StatusCode::OK), "{allowed:?}");
+        assert_eq!(handshakes.count(HandshakeEvent::Refused), 1);
+    }
 }
 
 #[tokio::test]

@@ -10,9 +10,11 @@
 //! - [`schedulers`]: pure scheduling decisions (replica check, region and leader balance);
 //! - [`operators`]: one region's change as steps, judged against its leader's heartbeats;
 //! - [`state`]: the placement state machine and its persistence (no networking);
+//! - [`group`]: N replicas of that state agreeing through raft (`--peers`), only the leader serving;
 //! - [`service`]: the gRPC face of it, and the scheduling loop ([`service::run_schedulers`]).
 
 pub mod auth;
+pub mod group;
 pub mod operators;
 pub mod region_tree;
 pub mod schedulers;

@@ -34,17 +34,20 @@ use crate::schedulers::{self, Plan, RegionView, Step};
 
 mod admin;
 mod auth;
+mod cert_identity;
 mod heartbeat;
 mod identity;
-mod persist;
+pub(crate) mod persist;
 mod region_log;
 mod scheduling;
+pub(crate) mod sink;
 #[cfg(test)]
 mod testing;
 
 use persist::{Dirty, Writer};
 use region_log::RegionLog;
 use scheduling::RoundState;
+use sink::Sink;
 
 #[derive(Debug, Clone)]
 pub struct PlacementOptions {
@@ -77,6 +80,8 @@ pub const BALANCE_LEADER: &str = "balance-leader";
 pub const BALANCE_REGION: &str = "balance-region";
 /// Every scheduler, in the order a round runs them.
 pub const SCHEDULERS: [&str; 3] = [REPLICA_CHECK, BALANCE_LEADER, BALANCE_REGION];
+/// How many ids one meta write reserves.
+pub const ID_BATCH: u64 = 1_000;
 /// Operators made by an administrator's request.
 pub const ADMIN: &str = "admin";
 /// How long the schedulers leave a region alone after an administrator's operator on it ends.
@@ -89,6 +94,10 @@ pub enum PlacementError {
     /// The writer thread could not commit a change (it is retried with the next one).
     #[error("placement storage: cannot write the state: {0}")]
     Write(String),
+    /// This replica of the placement group is not (or no longer) its leader: the change was not
+    /// applied, or its outcome is unknown.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("placement state is damaged: {0}")]
     Corrupt(String),
     #[error("store {0} is not registered")]
@@ -116,6 +125,9 @@ pub enum PlacementError {
 struct Inner {
     cluster_id: u64,
     next_id: u64,
+    /// Ids below this are reserved by the meta record on disk (or in the group's log): `alloc` hands
+    /// them out without a write, and writes a new mark before it hands out the first id past it.
+    id_mark: u64,
     bootstrapped: bool,
     /// By store id, so listings come out in id order. `state` holds what is persisted: up, offline or
     /// removed (down is computed from the last heartbeat when listed).
@@ -149,6 +161,7 @@ impl Inner {
         Ok(Inner {
             cluster_id: state.cluster_id,
             next_id: state.next_id,
+            id_mark: state.next_id,
             bootstrapped: state.bootstrapped,
             stores: state.stores.into_iter().map(|s| (s.store_id, s)).collect(),
             regions,
@@ -166,7 +179,12 @@ impl Inner {
     fn alloc(&mut self) -> u64 {
         let id = self.next_id.max(1);
         self.next_id = id + 1;
-        self.dirty.meta = true;
+        if id >= self.id_mark {
+            // The caller returns only once this mark is safe, so no id of the batch is handed out
+            // before it: after a crash (or a leader change) the next ids start above it.
+            self.id_mark = id + ID_BATCH;
+            self.dirty.meta = true;
+        }
         id
     }
 
@@ -212,8 +230,9 @@ impl Inner {
 
 pub struct Placement {
     inner: Mutex<Inner>,
-    /// Owns the LMDB environment: dropping it finishes the queued writes and closes it.
-    writer: Writer,
+    /// Where changes go: the writer thread (which owns the LMDB environment of a single placement:
+    /// dropping it finishes the queued writes and closes it), or the group's raft.
+    sink: Sink,
     options: PlacementOptions,
 }
 
@@ -235,7 +254,37 @@ impl Placement {
         txn.commit()?;
         let inner = persist::load(&env, db, options.operator_timeout)?;
         let writer = Writer::start(env, db)?;
-        Ok(Placement { inner: Mutex::new(inner), writer, options })
+        Ok(Placement { inner: Mutex::new(inner), sink: Sink::Local(writer), options })
+    }
+
+    /// The state a group's new leader serves: what the applied records hold (or a new cluster's,
+    /// or the old single record's, proposed at once). Its changes go to raft through `sink`.
+    pub(crate) fn for_group(
+        txn: &heed::RoTxn,
+        db: Database<Bytes, Bytes>,
+        options: PlacementOptions,
+        sink: sink::GroupSink,
+    ) -> Result<Placement, PlacementError> {
+        let mut inner = persist::read_inner(txn, db, options.operator_timeout)?;
+        // A new leader has heard from no store yet, and the times in the records are whenever each
+        // record was last written: each store gets the down time from now to be heard from, as if
+        // it had just beaten, instead of looking down at once and having its replicas moved.
+        let now = now_ms();
+        for store in inner.stores.values_mut() {
+            store.last_heartbeat_ms = store.last_heartbeat_ms.max(now);
+        }
+        let placement = Placement { inner: Mutex::new(inner), sink: Sink::Group(sink), options };
+        placement.queue_unwritten();
+        Ok(placement)
+    }
+
+    /// Queues what the state holds and the records lack, without waiting for it.
+    fn queue_unwritten(&self) {
+        let mut inner = self.inner.lock();
+        if !inner.dirty.is_empty() {
+            let writes = inner.take_writes();
+            self.sink.queue(writes);
+        }
     }
 
     pub fn options(&self) -> &PlacementOptions {

@@ -1,7 +1,9 @@
 //! `--metrics-addr`: a second, plain listener that serves only `/metrics`, `/status`, `/health` and
 //! `/ready`, without credentials (etcd's `--listen-metrics-urls`), so a Prometheus on the same host
 //! scrapes the node while the client listener asks for a user. It has no connection cap and no
-//! auth: keep it on loopback.
+//! auth: keep it on loopback. A connection that sends no complete request head within
+//! `http_header_timeout` (a silent or slowloris one, or a keep-alive one idle that long) is closed,
+//! so one cannot hold the node's descriptors forever.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -9,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use super::error::ApiError;
@@ -24,6 +26,7 @@ pub async fn serve_metrics(listener: TcpListener, state: Arc<ApiState>, shutdown
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let state = state.clone();
+                    let header_timeout = state.http.header_timeout;
                     tokio::spawn(async move {
                         let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                             let state = state.clone();
@@ -36,8 +39,14 @@ pub async fn serve_metrics(listener: TcpListener, state: Arc<ApiState>, shutdown
                                 Ok::<_, Infallible>(result.unwrap_or_else(ApiError::into_response))
                             }
                         });
-                        let served =
-                            hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                        // hyper's own header timer is enough here: no 408 to write (a scraper
+                        // never needs one), only the connection to close.
+                        let served = hyper::server::conn::http1::Builder::new()
+                            .timer(TokioTimer::new())
+                            .header_read_timeout(header_timeout)
+                            .half_close(true)
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
                         if let Err(err) = served {
                             tracing::debug!(error = %err, "metrics connection ended with an error");
                         }

@@ -154,9 +154,12 @@ where
             Ok::<_, Infallible>(response)
         }
     });
-    // No hyper timer: the header and idle deadlines are ConnIo's (see there why).
+    // No hyper timer: the header and idle deadlines are ConnIo's (see there why). Half-close: a
+    // client that shuts its write side after its requests still gets their answers (hyper's
+    // default dropped the connection unanswered at the end of the stream, a write with it).
     let conn = hyper::server::conn::http1::Builder::new()
         .header_read_timeout(None)
+        .half_close(true)
         .serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     let served = tokio::select! {

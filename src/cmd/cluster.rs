@@ -6,12 +6,16 @@
 //! directory, its log appended to) after a backoff that doubles from 1 s up to 10 s. A child that has
 //! exited more than `--max-restarts` times stops the whole cluster with an error. Before starting
 //! anything, every port is checked: one already taken fails at once, naming the port and its user.
+//! With `--tls-dir`, every listener and connection is TLS, with certificates made for the occasion
+//! (`cluster_tls`).
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+use super::cluster_tls::{ClusterTls, HealthClient};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ClusterArgs {
@@ -24,9 +28,13 @@ pub struct ClusterArgs {
     /// Raft port of the first node; node i listens on this + i - 1
     #[arg(long, default_value_t = 20160)]
     pub raft_port: u16,
-    /// Port of the placement service
+    /// Port of the placement service; replica j of --placement-replicas listens on this + j - 1
     #[arg(long, default_value_t = 2379)]
     pub placement_port: u16,
+    /// Placement replicas to start (1, 3 or 5): more than one agree through raft, and the nodes get
+    /// the list of them
+    #[arg(long, default_value_t = 1, value_parser = placement_replicas)]
+    pub placement_replicas: u16,
     /// Directory for every node's data (node-1, node-2, ...), placement's, and their logs
     #[arg(long, default_value = "./fekv-cluster")]
     pub data_dir: PathBuf,
@@ -34,6 +42,10 @@ pub struct ClusterArgs {
     /// at the first exit)
     #[arg(long, default_value_t = 5)]
     pub max_restarts: u32,
+    /// TLS everywhere: make a CA and certificates for placement, every node and the tools into DIR
+    /// (reused if complete), and print the curl and ctl flags to use
+    #[arg(long, value_name = "DIR")]
+    pub tls_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +66,8 @@ pub enum ClusterError {
     NotHealthy { what: String, log: String },
     #[error("the regions did not reach {replicas} replicas within 30s (see the logs in {dir})")]
     NotReplicated { replicas: u16, dir: String },
+    #[error(transparent)]
+    Tls(#[from] super::cluster_tls::ClusterTlsError),
     #[error("{what} exited {exits} times (--max-restarts {max_restarts}); stopped the cluster (see {log})")]
     TooManyRestarts { what: String, exits: u32, max_restarts: u32, log: String },
 }
@@ -209,9 +223,7 @@ fn check_ports(ports: &[(u16, String)]) -> Result<(), ClusterError> {
 }
 
 /// Polls `url` until it answers 200 (at most 30 s); fails at once if the process exits.
-async fn wait_healthy(url: &str, process: &mut Process) -> Result<Option<String>, ClusterError> {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+async fn wait_healthy(client: &HealthClient, url: &str, process: &mut Process) -> Result<Option<String>, ClusterError> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         process.check_alive()?;
@@ -229,17 +241,43 @@ async fn wait_healthy(url: &str, process: &mut Process) -> Result<Option<String>
     Ok(None)
 }
 
+/// `--placement-replicas`: an odd group a majority of which survives one (or two) losses.
+fn placement_replicas(value: &str) -> Result<u16, String> {
+    match value.parse::<u16>() {
+        Ok(count @ (1 | 3 | 5)) => Ok(count),
+        _ => Err(format!("{value}: 1, 3 or 5")),
+    }
+}
+
+/// The name (and data directory, log file) of placement replica `j` of `count`.
+fn placement_name(count: u16, j: u16) -> String {
+    if count == 1 {
+        "placement".to_string()
+    } else {
+        format!("placement-{}", j + 1)
+    }
+}
+
 /// Polls placement until every region has `replicas` peers, none still catching up, and a leader (at
 /// most 30 s); fails at once if a process exits.
-async fn wait_replicated(placement_addr: &str, replicas: u16, processes: &mut [Process]) -> Result<bool, ClusterError> {
-    let Ok(mut client) = crate::cluster_link::client(placement_addr, None) else { return Ok(false) };
+async fn wait_replicated(
+    placement_addr: &str,
+    tls: Option<&ClusterTls>,
+    replicas: u16,
+    processes: &mut [Process],
+) -> Result<bool, ClusterError> {
+    let Ok(link) = crate::cluster_link::link(placement_addr, tls.map(ClusterTls::grpc)) else { return Ok(false) };
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         for process in processes.iter_mut() {
             process.check_alive()?;
         }
-        if let Ok(reply) = client.get_regions(crate::proto::GetRegionsRequest::default()).await {
-            let regions = reply.into_inner().regions;
+        let listed = link.call(crate::cluster_link::Retry::Idempotent, |channel| async move {
+            let request = crate::proto::GetRegionsRequest::default();
+            crate::proto::placement_client::PlacementClient::new(channel).get_regions(request).await
+        });
+        if let Ok(reply) = listed.await {
+            let regions = reply.regions;
             let replicated = |info: &crate::proto::RegionInfo| {
                 info.region.as_ref().is_some_and(|r| r.peers.len() == replicas as usize)
                     && info.pending_peers.is_empty()
@@ -260,9 +298,12 @@ pub async fn run(args: ClusterArgs, shutdown: impl std::future::Future<Output = 
     }
     // Every process started is in here, so a stop at any moment (even while starting) stops them all.
     let mut processes = Vec::new();
+    // Biased, shutdown first: its first poll installs the signal handlers, before any child starts
+    // (a SIGTERM in between would kill this process with default action and orphan the children).
     let result = tokio::select! {
-        failed = start_and_supervise(&args, &mut processes) => failed,
+        biased;
         _ = shutdown => Ok(()),
+        failed = start_and_supervise(&args, &mut processes) => failed,
     };
     if !processes.is_empty() {
         println!("stopping the cluster");
@@ -275,7 +316,10 @@ pub async fn run(args: ClusterArgs, shutdown: impl std::future::Future<Output = 
 /// on an error.
 async fn start_and_supervise(args: &ClusterArgs, processes: &mut Vec<Process>) -> Result<(), ClusterError> {
     let port = |first: u16, i: u16| first.checked_add(i).ok_or(ClusterError::PortRange { nodes: args.nodes, first });
-    let mut ports = vec![(args.placement_port, "placement".to_string())];
+    let mut ports = Vec::new();
+    for j in 0..args.placement_replicas {
+        ports.push((port(args.placement_port, j)?, placement_name(args.placement_replicas, j)));
+    }
     for i in 0..args.nodes {
         ports.push((port(args.http_port, i)?, format!("node-{}'s HTTP", i + 1)));
         ports.push((port(args.raft_port, i)?, format!("node-{}'s raft", i + 1)));
@@ -284,15 +328,28 @@ async fn start_and_supervise(args: &ClusterArgs, processes: &mut Vec<Process>) -
     std::fs::create_dir_all(&args.data_dir)
         .map_err(|source| ClusterError::Spawn { what: "data dir".into(), source })?;
     let dir = |name: &str| args.data_dir.join(name);
-    let placement_addr = format!("127.0.0.1:{}", args.placement_port);
     let replicas = args.nodes.min(3);
-    let placement_dir = dir("placement").display().to_string();
-    let placement_args = ["placement", "--addr", &placement_addr, "--data-dir", &placement_dir, "--replicas"]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([replicas.to_string()])
-        .collect();
-    processes.push(Process::start("placement", placement_args, dir("placement.log"))?);
+    let tls = args.tls_dir.as_deref().map(|dir| ClusterTls::prepare(dir, args.nodes)).transpose()?;
+    let placement_addrs: Vec<String> = (0..args.placement_replicas)
+        .map(|j| port(args.placement_port, j).map(|p| format!("127.0.0.1:{p}")))
+        .collect::<Result<_, _>>()?;
+    // What the nodes (and ctl) are given: every replica.
+    let placement_addr = placement_addrs.join(",");
+    for (j, addr) in (0..).zip(&placement_addrs) {
+        let name = placement_name(args.placement_replicas, j);
+        let placement_dir = dir(&name).display().to_string();
+        let mut placement_args: Vec<String> = ["placement", "--addr", addr, "--data-dir", &placement_dir, "--replicas"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([replicas.to_string()])
+            .chain(tls.iter().flat_map(ClusterTls::placement_flags))
+            .collect();
+        // One replica runs as a placement of its own (no --peers), as before replication existed.
+        if args.placement_replicas > 1 {
+            placement_args.extend(["--peers".to_string(), placement_addr.clone()]);
+        }
+        processes.push(Process::start(&name, placement_args, dir(&format!("{name}.log")))?);
+    }
     let mut nodes = Vec::new();
     for i in 0..args.nodes {
         let name = format!("node-{}", i + 1);
@@ -303,16 +360,21 @@ async fn start_and_supervise(args: &ClusterArgs, processes: &mut Vec<Process>) -
             .iter()
             .chain(&["--raft-addr", &raft_addr, "--data-dir", &data_dir])
             .map(|s| s.to_string())
+            .chain(tls.iter().flat_map(|tls| tls.node_flags(i + 1)))
             .collect();
         processes.push(Process::start(&name, node_args, dir(&format!("{name}.log")))?);
         nodes.push((name, http_addr, raft_addr));
     }
-    println!("placement  pid {:<7} {placement_addr}  log {}", processes[0].pid(), dir("placement.log").display());
+    let placements = usize::from(args.placement_replicas);
+    for (process, addr) in processes.iter().zip(&placement_addrs) {
+        println!("{:<9}  pid {:<7} {addr}  log {}", process.name, process.pid(), process.log.display());
+    }
     println!("{:<7} {:>5} {:>7}  {:<16} {:<16} log", "node", "store", "pid", "http", "raft");
+    let health = HealthClient::new(tls.as_ref());
     for (i, (name, http_addr, raft_addr)) in nodes.iter().enumerate() {
-        let process = &mut processes[i + 1];
+        let process = &mut processes[i + placements];
         let log = process.log.display().to_string();
-        let status = wait_healthy(&format!("http://{http_addr}/status"), process)
+        let status = wait_healthy(&health, &format!("{}://{http_addr}/status", health.scheme()), process)
             .await?
             .ok_or_else(|| ClusterError::NotHealthy { what: name.clone(), log: log.clone() })?;
         let store_id =
@@ -321,13 +383,16 @@ async fn start_and_supervise(args: &ClusterArgs, processes: &mut Vec<Process>) -
     }
     // The first region starts with one peer on the first store to register; the replica checker adds
     // the others within seconds. "Up" means replicated.
-    if !wait_replicated(&placement_addr, replicas, processes).await? {
+    if !wait_replicated(&placement_addr, tls.as_ref(), replicas, processes).await? {
         return Err(ClusterError::NotReplicated { replicas, dir: args.data_dir.display().to_string() });
     }
-    println!(
-        "cluster is up; try: curl -L -X PUT http://127.0.0.1:{}/fekv/hello -d world   (Ctrl-C stops it)",
-        args.http_port
-    );
+    match &tls {
+        None => println!(
+            "cluster is up; try: curl -L -X PUT http://127.0.0.1:{}/fekv/hello -d world   (Ctrl-C stops it)",
+            args.http_port
+        ),
+        Some(tls) => println!("cluster is up; {}\n(Ctrl-C stops it)", tls.usage(args.http_port, &placement_addrs)),
+    }
     let mut ticks = tokio::time::interval(SUPERVISE_EVERY);
     loop {
         ticks.tick().await;

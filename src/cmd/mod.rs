@@ -2,5 +2,6 @@
 //! cluster on loopback for trying replication on one machine) and `ctl` (the admin CLI).
 
 pub mod cluster;
+pub mod cluster_tls;
 pub mod ctl;
 pub mod placement;

@@ -1,21 +1,32 @@
-//! `fekv placement`: runs the placement service.
+//! `fekv placement`: runs the placement service, alone (`--addr`) or as one replica of a group
+//! (`--peers A,B,C`: raft between the members over the same gRPC listener, see
+//! `fekv_placement::group`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fekv_placement::group::grpc::{Connect, GrpcTransport};
+use fekv_placement::group::{Group, GroupConfig};
+use fekv_placement::service::Source;
 use fekv_placement::{Placement, PlacementOptions};
 
 use crate::security::config::PlacementTlsArgs;
 use crate::security::runtime::TlsSet;
-use crate::security::tls::{AcceptorOptions, AppProtocol, PeerInfo, TlsError, TlsIncoming};
+use crate::security::tls::settings::ClientTlsSettings;
+use crate::security::tls::{AcceptorOptions, AppProtocol, CertNames, PeerInfo, TlsError, TlsIncoming};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct PlacementArgs {
     /// gRPC listen address of the placement service
     #[arg(long, env = "FEKV_PLACEMENT_ADDR", default_value = "127.0.0.1:2379")]
     pub addr: SocketAddr,
+    /// Every member of the placement group, comma-separated host:port (--addr among them, as written
+    /// here); this process is the member at --addr's position. 3 or 5 are recommended; the list is
+    /// fixed at start. Without it, a single placement service
+    #[arg(long, env = "FEKV_PLACEMENT_PEERS", value_delimiter = ',')]
+    pub peers: Vec<String>,
     /// Directory of placement's own LMDB environment
     #[arg(long, env = "FEKV_PLACEMENT_DATA_DIR", default_value = "./fekv-placement")]
     pub data_dir: PathBuf,
@@ -44,6 +55,13 @@ pub struct PlacementArgs {
     pub tls: PlacementTlsArgs,
 }
 
+/// The identity (CN, else first SAN) of a caller's verified client certificate, which placement binds
+/// a store to; `None` without one (placement without mutual TLS).
+fn cert_identity_of(ext: &tonic::Extensions) -> Option<String> {
+    let certificates = ext.get::<PeerInfo>()?.certificates.clone()?;
+    CertNames::of_leaf(Some(&certificates)).ok()?.identity()
+}
+
 fn log_filter(text: &str) -> Result<String, String> {
     crate::logging::check_filter(text).map(|()| text.to_string())
 }
@@ -60,6 +78,34 @@ pub enum PlacementCmdError {
     Serve(#[from] fekv_placement::service::ServeError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("--peers: {0}")]
+    Peers(String),
+    #[error(transparent)]
+    Group(#[from] fekv_placement::group::GroupError),
+    #[error("placement replica stopped: {0}")]
+    Driver(String),
+}
+
+/// This member's id: its 1-based position in `peers`, which must name `addr` once and no address
+/// twice.
+pub fn member_id(addr: &SocketAddr, peers: &[String]) -> Result<u64, PlacementCmdError> {
+    let same = |peer: &str| peer.parse::<SocketAddr>().map_or(peer == addr.to_string(), |p| p == *addr);
+    for (i, peer) in peers.iter().enumerate() {
+        if peer.is_empty() {
+            return Err(PlacementCmdError::Peers("an empty address in the list".into()));
+        }
+        if peers[..i].contains(peer) {
+            return Err(PlacementCmdError::Peers(format!("{peer} is listed twice")));
+        }
+    }
+    let position = peers.iter().position(|peer| same(peer));
+    let Some(position) = position else {
+        return Err(PlacementCmdError::Peers(format!(
+            "--addr {addr} is not in the list ({}): every member runs with the same --peers and its own --addr",
+            peers.join(",")
+        )));
+    };
+    Ok(position as u64 + 1)
 }
 
 pub async fn run(
@@ -80,43 +126,109 @@ pub async fn run(
     // Certificates are read before anything listens: a bad file stops placement, naming it.
     let mut tls_set = TlsSet::default();
     let tls = args.tls.settings()?.map(|settings| tls_set.server(settings, AppProtocol::Grpc)).transpose()?;
+    let member = if args.peers.is_empty() { None } else { Some(member_id(&args.addr, &args.peers)?) };
+    // The members speak raft to each other as clients of each other's listener, with its TLS: the
+    // same certificate, presented, and the trusted CA to verify theirs.
+    let connect: Connect =
+        match (&args.tls.server.cert_file, &args.tls.server.key_file, &args.tls.server.trusted_ca_file) {
+            (None, None, None) => Arc::new(fekv_placement::group::grpc::plain),
+            _ if member.is_none() => Arc::new(fekv_placement::group::grpc::plain),
+            (Some(cert), Some(key), Some(ca)) => {
+                let settings =
+                    ClientTlsSettings { cacert: ca.clone(), cert: Some(cert.clone()), key: Some(key.clone()) };
+                let client = tls_set.client(settings, AppProtocol::Grpc)?;
+                Arc::new(move |addr: &str| {
+                    let endpoint = crate::security::tls::grpc::endpoint(addr, Some(&client))
+                        .map_err(|e| e.to_string())?
+                        .connect_timeout(Duration::from_secs(1))
+                        .timeout(Duration::from_secs(5));
+                    Ok(crate::security::tls::grpc::lazy_channel(&endpoint, Some(&client)))
+                })
+            }
+            _ => {
+                return Err(PlacementCmdError::Peers(
+                    "a placement group over TLS needs --trusted-ca-file too: the members verify each other with it"
+                        .into(),
+                ))
+            }
+        };
     // One placement process per data directory, held until this function returns.
     let _dir_lock = crate::dir_lock::DirLock::acquire(&args.data_dir)?;
-    let placement = Arc::new(Placement::open(&args.data_dir, options)?);
+    let source: Source = match member {
+        None => Arc::new(Placement::open(&args.data_dir, options)?).into(),
+        Some(member_id) => {
+            let config = GroupConfig::new(member_id, args.peers.clone(), options);
+            let runtime = tokio::runtime::Handle::current();
+            let (peers, connect) = (args.peers.clone(), connect.clone());
+            let group = Group::start(&args.data_dir, config, crate::logging::raft_logger(), move |inbox| {
+                GrpcTransport::start(&runtime, member_id, &peers, &connect, inbox)
+            })?;
+            Arc::new(group).into()
+        }
+    };
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .map_err(|source| PlacementCmdError::Listen { addr: args.addr, source })?;
     let addr = listener.local_addr().map_err(|source| PlacementCmdError::Listen { addr: args.addr, source })?;
+    let cluster_id = source.placement().map_or(0, |p| p.cluster_id());
     tracing::info!(
         %addr,
-        cluster_id = placement.cluster_id(),
+        member_id = member.unwrap_or(1),
+        members = args.peers.len().max(1),
+        cluster_id,
         replicas = args.replicas,
         max_store_down_time = ?args.max_store_down_time,
         operator_timeout = ?args.operator_timeout,
         data_dir = %args.data_dir.display(),
         tls = tls.is_some(),
-        mutual_tls = args.tls.trusted_ca_file.is_some(),
+        mutual_tls = args.tls.mutual(),
         "placement service serving"
     );
     let (stop_tls, tls_stopped) = tokio::sync::watch::channel(false);
     tls_set.keep_fresh(tls_stopped);
     let (stop_schedulers, schedulers_stopped) = tokio::sync::oneshot::channel::<()>();
     let schedulers =
-        tokio::spawn(fekv_placement::service::run_schedulers(placement.clone(), args.schedule_interval, async {
+        tokio::spawn(fekv_placement::service::run_schedulers(source.clone(), args.schedule_interval, async {
             let _ = schedulers_stopped.await;
         }));
+    // A replica whose raft driver died must not look alive: it stops, and its process fails.
+    let died = Arc::new(parking_lot::Mutex::new(None::<String>));
+    let group = match &source {
+        Source::Group(group) => Some(group.clone()),
+        Source::Single(_) => None,
+    };
+    let watch = died.clone();
+    let shutdown = async move {
+        let driver_stopped = async {
+            let Some(group) = group else { return std::future::pending().await };
+            loop {
+                if let Some(reason) = group.status().stopped {
+                    return reason;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        };
+        tokio::select! {
+            _ = shutdown => {}
+            reason = driver_stopped => *watch.lock() = Some(reason),
+        }
+    };
     let served = match tls {
-        None => fekv_placement::service::serve(listener, placement, shutdown).await,
+        None => fekv_placement::service::serve(listener, source, shutdown).await,
         Some(tls) => {
-            let incoming = TlsIncoming::new(listener, tls, AcceptorOptions::default());
+            let options = AcceptorOptions { allowed: Some(Arc::new(args.tls.allowed())), ..AcceptorOptions::default() };
+            let incoming = TlsIncoming::new(listener, tls, options);
             let peer_addr_of = |ext: &tonic::Extensions| ext.get::<PeerInfo>().map(|peer| peer.remote_addr);
-            fekv_placement::service::serve_incoming(incoming, placement, peer_addr_of, shutdown).await
+            fekv_placement::service::serve_incoming(incoming, source, peer_addr_of, cert_identity_of, shutdown).await
         }
     };
     let _ = stop_tls.send(true);
     let _ = stop_schedulers.send(());
     let _ = schedulers.await;
     served?;
+    if let Some(reason) = died.lock().take() {
+        return Err(PlacementCmdError::Driver(reason));
+    }
     tracing::info!("placement service stopped");
     Ok(())
 }

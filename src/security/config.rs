@@ -4,9 +4,11 @@
 //!   settings as flags and `FEKV_*` variables (`--cert-file`, `--key-file`, `--trusted-ca-file`,
 //!   `--client-cert-auth` for the REST API; `--peer-cert-file`, `--peer-key-file`,
 //!   `--peer-trusted-ca-file` for the raft port and the node's connections to other stores and to
-//!   placement);
+//!   placement; `--peer-cert-allowed-cn` and `--peer-cert-allowed-hostname` narrow who may connect to
+//!   the raft port);
 //! - placement: [`PlacementTlsArgs`] (`--cert-file`, `--key-file`, `--trusted-ca-file`; a CA makes
-//!   it mutual);
+//!   it mutual; `--client-cert-allowed-cn` / `--client-cert-allowed-hostname` narrow it). The listener
+//!   trio is one [`ServerTlsArgs`], shared with the node's REST API;
 //! - `fekv ctl` and `fekv bench`: [`ClientTlsArgs`] (etcdctl's `--cacert`, `--cert`, `--key`).
 //!
 //! Nothing set means no TLS, as before. The files are read by [`super::runtime`] at start.
@@ -15,7 +17,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::security::tls::{ClientTlsSettings, PeerTlsSettings, ServerTlsSettings, TlsError};
+use crate::security::tls::{AllowedNames, ClientTlsSettings, PeerTlsSettings, ServerTlsSettings, TlsError};
 
 /// The node's `[tls]` table. Every field is optional; none set means plain TCP everywhere.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +35,13 @@ pub struct TlsConfig {
     pub peer_key_file: Option<PathBuf>,
     /// The CA every peer's and placement's certificate must be signed by.
     pub peer_trusted_ca_file: Option<PathBuf>,
+    /// Common names a peer's certificate must carry one of on the raft port (etcd's
+    /// `--peer-cert-allowed-cn`); empty, with `peer_cert_allowed_hostname`: any the CA signed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub peer_cert_allowed_cn: Vec<String>,
+    /// Host names one of a peer certificate's SANs must cover (etcd's `--peer-cert-allowed-hostname`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub peer_cert_allowed_hostname: Vec<String>,
 }
 
 impl TlsConfig {
@@ -60,11 +69,59 @@ impl TlsConfig {
         )
     }
 
+    /// The names the raft port requires of a peer's certificate (empty: none beyond the CA).
+    pub fn peer_allowed(&self) -> AllowedNames {
+        AllowedNames::new(&self.peer_cert_allowed_cn, &self.peer_cert_allowed_hostname)
+    }
+
     /// Checks the combination of settings (not the files: those are loaded at start).
     pub fn validate(&self) -> Result<(), TlsError> {
         self.client_listener()?;
-        self.peer()?;
+        if self.peer()?.is_none() && !self.peer_allowed().is_empty() {
+            return Err(TlsError::Settings(
+                "peer_cert_allowed_cn and peer_cert_allowed_hostname need peer TLS (peer_cert_file, ...)".into(),
+            ));
+        }
         Ok(())
+    }
+}
+
+/// Checks the node's security settings (the `[tls]` table, the auth ones) for `Config::validate`:
+/// the name of the first bad setting and why.
+pub fn check(config: &crate::config::Config) -> Result<(), (&'static str, String)> {
+    config.tls.validate().map_err(|err| ("tls", err.to_string()))?;
+    if config.auth_token_ttl.is_zero() {
+        return Err(("auth_token_ttl", "must be positive".into()));
+    }
+    crate::security::node_auth::parse_password_cost(&config.auth_password_cost)
+        .map_err(|reason| ("auth_password_cost", reason))?;
+    Ok(())
+}
+
+/// A TLS listener's flags, the same for the node's REST API and for placement (etcd's names).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServerTlsArgs {
+    /// Certificate chain (PEM) of this listener: with --key-file it serves TLS
+    #[arg(long, env = "FEKV_CERT_FILE", value_name = "FILE")]
+    pub cert_file: Option<PathBuf>,
+    /// Private key (PEM) of --cert-file
+    #[arg(long, env = "FEKV_KEY_FILE", value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// CA (PEM) that clients' certificates are verified against (on placement: required of every
+    /// node and `fekv ctl`, mutual TLS)
+    #[arg(long, env = "FEKV_TRUSTED_CA_FILE", value_name = "FILE")]
+    pub trusted_ca_file: Option<PathBuf>,
+}
+
+impl ServerTlsArgs {
+    /// The listener these flags describe, `None` without any; `mutual` requires client certificates.
+    pub fn settings(&self, mutual: bool) -> Result<Option<ServerTlsSettings>, TlsError> {
+        ServerTlsSettings::from_flags(
+            self.cert_file.clone(),
+            self.key_file.clone(),
+            self.trusted_ca_file.clone(),
+            mutual,
+        )
     }
 }
 
@@ -72,15 +129,9 @@ impl TlsConfig {
 #[derive(Debug, Clone, Default, clap::Args)]
 #[command(next_help_heading = "TLS (etcd's names; none set: plain HTTP and gRPC)")]
 pub struct NodeTlsArgs {
-    /// Certificate chain (PEM) of the REST API: with --key-file it serves HTTPS
-    #[arg(long, env = "FEKV_CERT_FILE", value_name = "FILE")]
-    pub cert_file: Option<PathBuf>,
-    /// Private key (PEM) of --cert-file
-    #[arg(long, env = "FEKV_KEY_FILE", value_name = "FILE")]
-    pub key_file: Option<PathBuf>,
-    /// CA (PEM) that REST clients' certificates are verified against
-    #[arg(long, env = "FEKV_TRUSTED_CA_FILE", value_name = "FILE")]
-    pub trusted_ca_file: Option<PathBuf>,
+    /// The REST API's listener
+    #[command(flatten)]
+    pub api: ServerTlsArgs,
     /// Require REST clients to present a certificate signed by --trusted-ca-file
     #[arg(long, env = "FEKV_CLIENT_CERT_AUTH")]
     pub client_cert_auth: bool,
@@ -93,15 +144,21 @@ pub struct NodeTlsArgs {
     /// CA (PEM) that signs every store's and placement's certificate (mutual TLS)
     #[arg(long, env = "FEKV_PEER_TRUSTED_CA_FILE", value_name = "FILE")]
     pub peer_trusted_ca_file: Option<PathBuf>,
+    /// On the raft port, accept only peer certificates with one of these common names (comma-separated or repeated)
+    #[arg(long, env = "FEKV_PEER_CERT_ALLOWED_CN", value_name = "CN", value_delimiter = ',')]
+    pub peer_cert_allowed_cn: Vec<String>,
+    /// On the raft port, accept only peer certificates whose SANs cover one of these host names
+    #[arg(long, env = "FEKV_PEER_CERT_ALLOWED_HOSTNAME", value_name = "HOST", value_delimiter = ',')]
+    pub peer_cert_allowed_hostname: Vec<String>,
 }
 
 impl NodeTlsArgs {
     /// Lays the flags given over the file's settings.
     pub fn overlay(&self, config: &mut TlsConfig) {
         for (flag, setting) in [
-            (&self.cert_file, &mut config.cert_file),
-            (&self.key_file, &mut config.key_file),
-            (&self.trusted_ca_file, &mut config.trusted_ca_file),
+            (&self.api.cert_file, &mut config.cert_file),
+            (&self.api.key_file, &mut config.key_file),
+            (&self.api.trusted_ca_file, &mut config.trusted_ca_file),
             (&self.peer_cert_file, &mut config.peer_cert_file),
             (&self.peer_key_file, &mut config.peer_key_file),
             (&self.peer_trusted_ca_file, &mut config.peer_trusted_ca_file),
@@ -111,6 +168,14 @@ impl NodeTlsArgs {
             }
         }
         config.client_cert_auth |= self.client_cert_auth;
+        for (flag, setting) in [
+            (&self.peer_cert_allowed_cn, &mut config.peer_cert_allowed_cn),
+            (&self.peer_cert_allowed_hostname, &mut config.peer_cert_allowed_hostname),
+        ] {
+            if !flag.is_empty() {
+                *setting = flag.clone();
+            }
+        }
     }
 }
 
@@ -119,26 +184,35 @@ impl NodeTlsArgs {
 #[derive(Debug, Clone, Default, clap::Args)]
 #[command(next_help_heading = "TLS (etcd's names; none set: plain gRPC)")]
 pub struct PlacementTlsArgs {
-    /// Certificate chain (PEM) of the placement service
-    #[arg(long, env = "FEKV_CERT_FILE", value_name = "FILE")]
-    pub cert_file: Option<PathBuf>,
-    /// Private key (PEM) of --cert-file
-    #[arg(long, env = "FEKV_KEY_FILE", value_name = "FILE")]
-    pub key_file: Option<PathBuf>,
-    /// CA (PEM) that nodes' and clients' certificates must be signed by (mutual TLS)
-    #[arg(long, env = "FEKV_TRUSTED_CA_FILE", value_name = "FILE")]
-    pub trusted_ca_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub server: ServerTlsArgs,
+    /// Accept only client certificates (nodes, fekv ctl) with one of these common names (comma-separated or repeated)
+    #[arg(long, env = "FEKV_CLIENT_CERT_ALLOWED_CN", value_name = "CN", value_delimiter = ',')]
+    pub client_cert_allowed_cn: Vec<String>,
+    /// Accept only client certificates whose SANs cover one of these host names
+    #[arg(long, env = "FEKV_CLIENT_CERT_ALLOWED_HOSTNAME", value_name = "HOST", value_delimiter = ',')]
+    pub client_cert_allowed_hostname: Vec<String>,
 }
 
 impl PlacementTlsArgs {
     pub fn settings(&self) -> Result<Option<ServerTlsSettings>, TlsError> {
-        let mutual = self.trusted_ca_file.is_some();
-        ServerTlsSettings::from_flags(
-            self.cert_file.clone(),
-            self.key_file.clone(),
-            self.trusted_ca_file.clone(),
-            mutual,
-        )
+        if !self.mutual() && !self.allowed().is_empty() {
+            return Err(TlsError::Settings(
+                "--client-cert-allowed-cn and --client-cert-allowed-hostname need --trusted-ca-file (mutual TLS)"
+                    .into(),
+            ));
+        }
+        self.server.settings(self.mutual())
+    }
+
+    /// The names placement requires of a client's certificate (empty: none beyond the CA).
+    pub fn allowed(&self) -> AllowedNames {
+        AllowedNames::new(&self.client_cert_allowed_cn, &self.client_cert_allowed_hostname)
+    }
+
+    /// A CA makes placement's TLS mutual.
+    pub fn mutual(&self) -> bool {
+        self.server.trusted_ca_file.is_some()
     }
 }
 
@@ -192,13 +266,54 @@ mod tests {
         let config: TlsConfig =
             toml::from_str("cert_file = \"a.crt\"\nkey_file = \"a.key\"\npeer_cert_file = \"p.crt\"").unwrap();
         let mut merged = config.clone();
-        NodeTlsArgs { key_file: Some("b.key".into()), client_cert_auth: true, ..Default::default() }
-            .overlay(&mut merged);
+        let api = ServerTlsArgs { key_file: Some("b.key".into()), ..Default::default() };
+        NodeTlsArgs { api, client_cert_auth: true, ..Default::default() }.overlay(&mut merged);
         assert_eq!(merged.cert_file, Some(PathBuf::from("a.crt")));
         assert_eq!(merged.key_file, Some(PathBuf::from("b.key")));
         assert!(merged.client_cert_auth);
         assert!(merged.peer().unwrap_err().to_string().contains("mutual"), "one peer file of three");
         assert!(TlsConfig::default().is_empty() && TlsConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn allowed_peer_names_come_from_the_tls_table_or_the_flags_and_need_peer_tls() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            tls: NodeTlsArgs,
+        }
+        let peer = "peer_cert_file = \"p.crt\"\npeer_key_file = \"p.key\"\npeer_trusted_ca_file = \"ca.crt\"\n";
+        let mut config: TlsConfig = toml::from_str(&format!("{peer}peer_cert_allowed_cn = [\"node-1\"]")).unwrap();
+        assert_eq!(config.peer_allowed().common_names, ["node-1"]);
+        config.validate().unwrap();
+        let cli =
+            Cli::try_parse_from(["fekv", "--peer-cert-allowed-cn=node-2,node-3", "--peer-cert-allowed-hostname", "h"])
+                .unwrap();
+        cli.tls.overlay(&mut config);
+        assert_eq!(config.peer_allowed(), AllowedNames::new(&["node-2".into(), "node-3".into()], &["h".into()]));
+        assert!(toml::to_string(&config).unwrap().contains("peer_cert_allowed_hostname"));
+        let alone: TlsConfig = toml::from_str("peer_cert_allowed_hostname = [\"h\"]").unwrap();
+        assert!(alone.validate().unwrap_err().to_string().contains("peer TLS"));
+    }
+
+    #[test]
+    fn tls_flags_and_the_tls_table_combine_and_incomplete_ones_are_refused() {
+        use crate::config::ServeArgs;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fekv.toml");
+        std::fs::write(&path, "[tls]\ncert_file = \"a.crt\"\n").unwrap();
+        let api = ServerTlsArgs { key_file: Some("a.key".into()), ..Default::default() };
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            tls: NodeTlsArgs { api, ..Default::default() },
+            ..Default::default()
+        };
+        let config = args.load().unwrap();
+        assert_eq!(config.tls.cert_file, Some(PathBuf::from("a.crt")));
+        assert!(toml::to_string(&config).unwrap().contains("[tls]"));
+        let err = ServeArgs { config: Some(path), ..Default::default() }.load().unwrap_err().to_string();
+        assert!(err.contains("tls") && err.contains("key_file"), "{err}");
     }
 
     #[test]
@@ -213,12 +328,20 @@ mod tests {
 
     #[test]
     fn placement_with_a_ca_is_mutual() {
-        let args = PlacementTlsArgs {
+        let server = ServerTlsArgs {
             cert_file: Some("p.crt".into()),
             key_file: Some("p.key".into()),
             trusted_ca_file: Some("ca.crt".into()),
         };
+        let args = PlacementTlsArgs { server: server.clone(), ..Default::default() };
         assert!(args.settings().unwrap().unwrap().client_cert_auth);
         assert_eq!(PlacementTlsArgs::default().settings().unwrap(), None);
+        // Allowed names need client certificates to look at.
+        let allowed = vec!["ctl".to_string()];
+        let args = PlacementTlsArgs { server, client_cert_allowed_cn: allowed.clone(), ..Default::default() };
+        assert_eq!(args.allowed().common_names, allowed);
+        let server = ServerTlsArgs { trusted_ca_file: None, ..args.server.clone() };
+        let err = PlacementTlsArgs { server, ..args }.settings().unwrap_err().to_string();
+        assert!(err.contains("--trusted-ca-file"), "{err}");
     }
 }

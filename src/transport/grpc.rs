@@ -12,6 +12,7 @@
 //! over the same mutual TLS ([`GrpcTransport::with_tls`]). What a snapshot sender can make the
 //! receiver hold is bounded all the same ([`receive`]).
 
+mod first_byte;
 mod receive;
 
 use std::collections::HashMap;
@@ -31,6 +32,7 @@ use crate::proto::{Done, RaftMessage, RaftMessageBatch, SnapshotChunk};
 use crate::raftstore::inbox::{RaftInbox, Refused};
 use crate::raftstore::transport::{RaftEnvelope, Transport, TransportError};
 use crate::security::tls::{self, ClientTls};
+pub use first_byte::{incoming, FirstByteDeadline, FIRST_BYTE_TIMEOUT};
 pub use receive::{SnapshotLimits, SnapshotReceiver, MEMORY_CAP as SNAPSHOT_MEMORY_CAP};
 
 /// Bytes of snapshot per chunk.

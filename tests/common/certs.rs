@@ -1,19 +1,15 @@
-//! Certificates made at test time with rcgen, never checked in: a CA, and leaf certificates it signs
+//! Certificates made at test time (with rcgen, through `fekv::security::tls::local_ca`), never
+//! checked in: a CA, and leaf certificates it signs
 //! for `127.0.0.1`, `::1` and `localhost`, written as PEM files into a temporary directory. Shared by
 //! the integration tests and, through `#[path]`, by the unit tests of `src/security/tls`.
 #![allow(dead_code)] // each test binary uses its own part of this module
 
 use std::path::{Path, PathBuf};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
+use fekv::security::tls::local_ca::{Issued, LocalCa};
 
 /// A certificate authority that signs test certificates.
-pub struct TestCa {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
+pub struct TestCa(LocalCa);
 
 /// A leaf certificate and its private key, as PEM.
 pub struct IssuedCert {
@@ -32,16 +28,11 @@ pub struct CertFiles {
 
 impl TestCa {
     pub fn new(name: &str) -> TestCa {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let key = KeyPair::generate().expect("CA key");
-        TestCa { issuer: CertifiedIssuer::self_signed(params, key).expect("self-signed CA") }
+        TestCa(LocalCa::new(name).expect("test CA"))
     }
 
     pub fn cert_pem(&self) -> String {
-        self.issuer.pem()
+        self.0.cert_pem()
     }
 
     /// Writes the CA certificate to `dir/name`.
@@ -59,14 +50,8 @@ impl TestCa {
 
     /// A certificate for exactly `names` (IP addresses become IP SANs, the rest DNS SANs).
     pub fn issue_for(&self, common_name: &str, names: &[&str]) -> IssuedCert {
-        let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
-        let mut params = CertificateParams::new(names).expect("leaf parameters");
-        params.distinguished_name.push(DnType::CommonName, common_name);
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        let key = KeyPair::generate().expect("leaf key");
-        let cert = params.signed_by(&key, &self.issuer).expect("signed leaf");
-        IssuedCert { cert_pem: cert.pem(), key_pem: key.serialize_pem(), der: cert.der().to_vec() }
+        let Issued { cert_pem, key_pem, der } = self.0.issue(common_name, names).expect("test certificate");
+        IssuedCert { cert_pem, key_pem, der }
     }
 }
 

@@ -18,8 +18,13 @@ use super::writers::Targets;
 
 pub struct ProcessCluster {
     dir: tempfile::TempDir,
-    /// `None` once [`Self::kill_placement`] ran.
-    placement: Option<FekvProcess>,
+    /// The placement replicas: one, unless started by [`Self::start_group`]; `None` while killed.
+    placements: Vec<Option<FekvProcess>>,
+    /// Each replica's address (a group's are fixed: the members know each other by them).
+    members: Vec<String>,
+    /// How a group's member is started again: replicas per region, and the extra flags.
+    placement_restart: (usize, Vec<String>),
+    /// What nodes and ctl are given: every replica, comma-separated.
     placement_addr: String,
     nodes: Vec<Option<FekvProcess>>,
     node_flags: Vec<String>,
@@ -36,7 +41,9 @@ impl ProcessCluster {
         let mut cluster = ProcessCluster {
             dir,
             placement_addr: placement.addr.clone(),
-            placement: Some(placement),
+            members: vec![placement.addr.clone()],
+            placements: vec![Some(placement)],
+            placement_restart: (replicas, placement_flags.iter().map(|s| s.to_string()).collect()),
             nodes: Vec::new(),
             node_flags: node_flags.iter().map(|s| s.to_string()).collect(),
             targets: Default::default(),
@@ -47,6 +54,61 @@ impl ProcessCluster {
         cluster
     }
 
+    /// Like [`Self::start`], with a placement group of `members` replicas (`fekv placement --peers`)
+    /// on ports picked now; nodes and ctl get the list of all of them.
+    pub fn start_group(
+        members: usize,
+        nodes: usize,
+        replicas: usize,
+        placement_flags: &[&str],
+        node_flags: &[&str],
+    ) -> ProcessCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let listeners: Vec<_> = (0..members).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+        let addrs: Vec<String> = listeners.iter().map(|l| l.local_addr().unwrap().to_string()).collect();
+        drop(listeners);
+        let mut cluster = ProcessCluster {
+            dir,
+            placement_addr: addrs.join(","),
+            placements: addrs.iter().map(|_| None).collect(),
+            members: addrs,
+            placement_restart: (replicas, placement_flags.iter().map(|s| s.to_string()).collect()),
+            nodes: Vec::new(),
+            node_flags: node_flags.iter().map(|s| s.to_string()).collect(),
+            targets: Default::default(),
+        };
+        for j in 0..members {
+            cluster.restart_placement_member(j);
+        }
+        for _ in 0..nodes {
+            cluster.add_node();
+        }
+        cluster
+    }
+
+    /// The address of placement replica `j`.
+    pub fn placement_member(&self, j: usize) -> &str {
+        &self.members[j]
+    }
+
+    /// `kill -9` of placement replica `j` (if it runs).
+    pub fn kill9_placement_member(&mut self, j: usize) {
+        if let Some(member) = self.placements[j].take() {
+            member.kill9();
+        }
+    }
+
+    /// Starts placement replica `j` of a group again on its data (it must be down).
+    pub fn restart_placement_member(&mut self, j: usize) {
+        assert!(self.placements[j].is_none(), "placement member {j} is running");
+        let (replicas, flags) = &self.placement_restart;
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let dir = self.dir.path().join(format!("placement-{}", j + 1));
+        let peers = self.members.join(",");
+        let member = FekvProcess::start_placement_member(&dir, &self.members[j], &peers, *replicas, &flags);
+        self.placements[j] = Some(member);
+    }
+
     /// Three nodes, three replicas, default flags; waits until the first region has its three.
     pub async fn three() -> ProcessCluster {
         let cluster = ProcessCluster::start(3, 3, &[], &[]);
@@ -54,15 +116,16 @@ impl ProcessCluster {
         cluster
     }
 
-    /// The placement service's gRPC address (what `fekv ctl --placement` takes).
+    /// The placement service's gRPC address, or a group's comma-separated list (what `fekv ctl
+    /// --placement` takes).
     pub fn placement(&self) -> &str {
         &self.placement_addr
     }
 
-    /// `kill -9` of the placement service.
+    /// `kill -9` of the placement service (every replica).
     pub fn kill_placement(&mut self) {
-        if let Some(placement) = self.placement.take() {
-            placement.kill9();
+        for j in 0..self.placements.len() {
+            self.kill9_placement_member(j);
         }
     }
 

@@ -15,6 +15,8 @@ use crate::proto::placement_client::PlacementClient;
 use crate::state::PlacementOptions;
 
 struct Server {
+    addr: SocketAddr,
+    group: crate::proto::placement_group_client::PlacementGroupClient<Channel>,
     placement: PlacementClient<Channel>,
     auth: PlacementAuthClient<Channel>,
     _stop: tokio::sync::oneshot::Sender<()>,
@@ -33,6 +35,8 @@ async fn start() -> Server {
     }));
     let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
     Server {
+        addr,
+        group: crate::proto::placement_group_client::PlacementGroupClient::new(channel.clone()),
         placement: PlacementClient::new(channel.clone()),
         auth: PlacementAuthClient::new(channel),
         _stop: stop,
@@ -182,4 +186,17 @@ async fn enable_is_refused_without_a_root_user_and_grants_are_checked() {
     assert_eq!(code(missing), Code::NotFound);
     let roles = server.auth.role_list(with(AuthListRequest {}, &none)).await.unwrap().into_inner().roles;
     assert_eq!(roles.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["root", "r"]);
+}
+
+#[tokio::test]
+async fn a_single_placement_is_a_group_of_one_that_always_leads() {
+    let mut server = start().await;
+    let members = server.group.get_members(GetMembersRequest {}).await.unwrap().into_inner();
+    assert_eq!((members.member_id, members.leader_id, members.healthy), (1, 1, true), "{members:?}");
+    assert_eq!(members.health, "ok");
+    assert_eq!(members.members, vec![PlacementMember { member_id: 1, addr: server.addr.to_string() }]);
+    assert_ne!(members.cluster_id, 0);
+    // There is nobody to hand leadership to.
+    let transfer = server.group.transfer_placement_leader(TransferPlacementLeaderRequest { to_member_id: 2 }).await;
+    assert_eq!(code(transfer), Code::FailedPrecondition);
 }

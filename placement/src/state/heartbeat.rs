@@ -15,6 +15,16 @@ impl Placement {
     /// register bootstraps the first region, with one peer on it: the replica checker grows it to
     /// `replicas` as more stores join. A known store id must come with its secret (see `identity`).
     pub fn register_store(&self, req: &RegisterStoreRequest) -> Result<RegisterStoreResponse, PlacementError> {
+        self.register_store_bound(req, None)
+    }
+
+    /// [`Placement::register_store`] from a caller whose client certificate has `identity` (see
+    /// `cert_identity`): checked against the store's binding, or recorded as it, in the same write.
+    pub(super) fn register_store_bound(
+        &self,
+        req: &RegisterStoreRequest,
+        identity: Option<&str>,
+    ) -> Result<RegisterStoreResponse, PlacementError> {
         if req.raft_addr.is_empty() || req.http_addr.is_empty() {
             return Err(PlacementError::Invalid("a store needs a raft and an HTTP address".into()));
         }
@@ -25,6 +35,7 @@ impl Placement {
                 return Err(PlacementError::StoreRemoved(store_id));
             }
             let admitted = identity::admit(inner, store_id, req)?;
+            let cert_identity = cert_identity::admit(inner, store_id, identity)?;
             let known = inner.stores.get(&store_id);
             let used_bytes = known.map_or(0, |s| s.used_bytes);
             // A draining store stays offline across restarts.
@@ -38,6 +49,7 @@ impl Placement {
                 version: req.version.clone(),
                 used_bytes,
                 secret_sha256: admitted.secret_sha256,
+                cert_identity,
                 ..Default::default()
             };
             inner.stores.insert(store_id, info);

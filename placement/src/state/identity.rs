@@ -83,19 +83,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::claim as request;
     use super::*;
-
-    fn request(store_id: u64, secret: &[u8], cluster_id: u64) -> RegisterStoreRequest {
-        RegisterStoreRequest {
-            store_id,
-            raft_addr: "127.0.0.1:20160".into(),
-            http_addr: "127.0.0.1:3000".into(),
-            version: "test".into(),
-            cluster_id,
-            store_secret: secret.to_vec(),
-            auth_revision: 0,
-        }
-    }
 
     #[test]
     fn a_store_id_is_claimed_only_with_its_secret_and_only_in_its_cluster() {

@@ -16,13 +16,12 @@ use std::collections::BTreeMap;
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
-use parking_lot::Condvar;
-
+use super::sink::{Failure, Ledger};
 use super::*;
 
 /// The single record of the old layout, converted at open.
-const LEGACY_STATE_KEY: &[u8] = b"state";
-const META_KEY: &[u8] = b"meta";
+pub(crate) const LEGACY_STATE_KEY: &[u8] = b"state";
+pub(crate) const META_KEY: &[u8] = b"meta";
 const STORE_PREFIX: &[u8] = b"store/";
 const REGION_PREFIX: &[u8] = b"region/";
 const AUTH_KEY: &[u8] = b"auth";
@@ -39,16 +38,18 @@ pub(super) struct Dirty {
     /// Written if the region is in the tree, deleted if it is not (replaced by a split's halves).
     pub regions: BTreeSet<u64>,
     pub auth: bool,
+    /// The old single record is still there (converted, to be deleted).
+    pub legacy: bool,
 }
 
 impl Dirty {
-    fn is_empty(&self) -> bool {
-        !self.meta && !self.auth && self.stores.is_empty() && self.regions.is_empty()
+    pub(super) fn is_empty(&self) -> bool {
+        !self.meta && !self.auth && !self.legacy && self.stores.is_empty() && self.regions.is_empty()
     }
 }
 
 /// `None` deletes the key.
-type Write = (Vec<u8>, Option<Vec<u8>>);
+pub(crate) type Write = (Vec<u8>, Option<Vec<u8>>);
 
 fn frame(message: &impl prost::Message) -> Vec<u8> {
     let payload = message.encode_to_vec();
@@ -80,13 +81,18 @@ fn unframe<M: prost::Message + Default>(key: &[u8], stored: &[u8]) -> Result<M, 
 
 impl Inner {
     /// The records `dirty` names, as they are now; clears it.
-    fn take_writes(&mut self) -> Vec<Write> {
+    pub(super) fn take_writes(&mut self) -> Vec<Write> {
         let dirty = std::mem::take(&mut self.dirty);
         let mut writes = Vec::new();
+        if dirty.legacy {
+            writes.push((LEGACY_STATE_KEY.to_vec(), None));
+        }
         if dirty.meta {
             let meta = PlacementState {
                 cluster_id: self.cluster_id,
-                next_id: self.next_id,
+                // Every id below the mark may have been handed out: a restart (or the next leader)
+                // starts there.
+                next_id: self.id_mark,
                 bootstrapped: self.bootstrapped,
                 disabled_schedulers: self.disabled_schedulers.iter().cloned().collect(),
                 ..Default::default()
@@ -117,6 +123,12 @@ impl Inner {
     }
 }
 
+/// The cluster id the meta record of `db` holds (a group's follower reports it).
+pub(crate) fn stored_cluster_id(txn: &heed::RoTxn, db: Database<Bytes, Bytes>) -> Result<Option<u64>, PlacementError> {
+    let Some(stored) = db.get(txn, META_KEY)? else { return Ok(None) };
+    Ok(Some(unframe::<PlacementState>(META_KEY, stored)?.cluster_id))
+}
+
 /// The state the records hold, if there is a meta record.
 pub(super) fn read_records(
     txn: &heed::RoTxn,
@@ -142,21 +154,7 @@ pub(super) fn read_records(
 /// new cluster's first meta record, and writes what the disk lacks of it.
 pub(super) fn load(env: &Env, db: Database<Bytes, Bytes>, operator_timeout: Duration) -> Result<Inner, PlacementError> {
     let mut txn = env.write_txn()?;
-    let legacy = db.get(&txn, LEGACY_STATE_KEY)?.map(|stored| unframe::<PlacementState>(LEGACY_STATE_KEY, stored));
-    let mut inner = if let Some(state) = legacy {
-        let mut inner = Inner::from_state(state?, operator_timeout)?;
-        inner.mark_all_dirty();
-        db.delete(&mut txn, LEGACY_STATE_KEY)?;
-        tracing::info!("placement state converted to one record per store and region");
-        inner
-    } else if let Some(state) = read_records(&txn, db)? {
-        Inner::from_state(state, operator_timeout)?
-    } else {
-        let state = PlacementState { cluster_id: rand::random(), next_id: 1, ..Default::default() };
-        let mut inner = Inner::from_state(state, operator_timeout)?;
-        inner.mark_all_dirty();
-        inner
-    };
+    let mut inner = read_inner(&txn, db, operator_timeout)?;
     for (key, value) in inner.take_writes() {
         match value {
             Some(value) => db.put(&mut txn, &key, &value)?,
@@ -169,12 +167,28 @@ pub(super) fn load(env: &Env, db: Database<Bytes, Bytes>, operator_timeout: Dura
     Ok(inner)
 }
 
-/// How far the writer got: every batch up to `durable` is on disk; the last failed commit covered
-/// the batches up to `failed_through` (they are retried with the next commit).
-#[derive(Debug, Default)]
-struct Progress {
-    durable: u64,
-    failed: Option<(u64, String)>,
+/// The state the records of `db` hold, or the old single record's (marked to be converted), or a
+/// new cluster's (marked to be written): what is missing on disk is left dirty.
+pub(super) fn read_inner(
+    txn: &heed::RoTxn,
+    db: Database<Bytes, Bytes>,
+    operator_timeout: Duration,
+) -> Result<Inner, PlacementError> {
+    let legacy = db.get(txn, LEGACY_STATE_KEY)?.map(|stored| unframe::<PlacementState>(LEGACY_STATE_KEY, stored));
+    Ok(if let Some(state) = legacy {
+        let mut inner = Inner::from_state(state?, operator_timeout)?;
+        inner.mark_all_dirty();
+        inner.dirty.legacy = true;
+        tracing::info!("placement state converted to one record per store and region");
+        inner
+    } else if let Some(state) = read_records(txn, db)? {
+        Inner::from_state(state, operator_timeout)?
+    } else {
+        let state = PlacementState { cluster_id: rand::random(), next_id: 1, ..Default::default() };
+        let mut inner = Inner::from_state(state, operator_timeout)?;
+        inner.mark_all_dirty();
+        inner
+    })
 }
 
 struct Batch {
@@ -183,13 +197,13 @@ struct Batch {
 }
 
 /// The writer thread and the way to it.
-pub(super) struct Writer {
+pub(crate) struct Writer {
     /// For tests that look at the records (the thread holds the handle that writes).
     #[cfg(test)]
     storage: (Env, Database<Bytes, Bytes>),
     /// The queue and the last sequence number given out, together so numbers follow queue order.
     queue: Mutex<(Option<mpsc::Sender<Batch>>, u64)>,
-    progress: Arc<(Mutex<Progress>, Condvar)>,
+    ledger: Arc<Ledger>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -198,8 +212,8 @@ impl Writer {
         // Unbounded: every batch is a few records, queued by a caller that then waits for it, so the
         // queue never holds more than one batch per waiting caller.
         let (tx, rx) = mpsc::channel::<Batch>();
-        let progress = Arc::new((Mutex::new(Progress::default()), Condvar::new()));
-        let shared = progress.clone();
+        let ledger = Arc::new(Ledger::default());
+        let shared = ledger.clone();
         #[cfg(test)]
         let storage = (env.clone(), db);
         let thread = std::thread::Builder::new()
@@ -210,7 +224,7 @@ impl Writer {
             #[cfg(test)]
             storage,
             queue: Mutex::new((Some(tx), 0)),
-            progress,
+            ledger,
             thread: Some(thread),
         })
     }
@@ -222,7 +236,7 @@ impl Writer {
 
     /// Queues `writes` (none: nothing new) and returns the sequence number to wait for: the last one
     /// queued, so a caller also waits for earlier changes its answer may depend on.
-    fn queue(&self, writes: Vec<Write>) -> u64 {
+    pub(super) fn queue(&self, writes: Vec<Write>) -> u64 {
         let mut queue = self.queue.lock();
         if writes.is_empty() {
             return queue.1;
@@ -232,27 +246,13 @@ impl Writer {
         let sent = queue.0.as_ref().is_some_and(|tx| tx.send(Batch { seq, writes }).is_ok());
         if !sent {
             // The writer is gone (it only stops when placement is dropped): nothing will be durable.
-            let (lock, _) = &*self.progress;
-            lock.lock().failed = Some((seq, "the placement writer has stopped".into()));
+            self.ledger.fail(seq, Failure::Write("the placement writer has stopped".into()));
         }
         seq
     }
 
-    /// Blocks until every batch up to `seq` is durable, or a commit covering it failed.
-    fn wait(&self, seq: u64) -> Result<(), PlacementError> {
-        let (lock, written) = &*self.progress;
-        let mut progress = lock.lock();
-        loop {
-            if progress.durable >= seq {
-                return Ok(());
-            }
-            if let Some((through, error)) = &progress.failed {
-                if *through >= seq {
-                    return Err(PlacementError::Write(error.clone()));
-                }
-            }
-            written.wait(&mut progress);
-        }
+    pub(super) fn ledger(&self) -> &Ledger {
+        &self.ledger
     }
 }
 
@@ -269,25 +269,17 @@ impl Drop for Writer {
 
 /// Commits the queued batches, as many at once as have arrived. A failed commit keeps its records
 /// and tries them again with the next batch (or at shutdown).
-fn write_loop(
-    env: &Env,
-    db: Database<Bytes, Bytes>,
-    rx: &mpsc::Receiver<Batch>,
-    progress: &(Mutex<Progress>, Condvar),
-) {
+fn write_loop(env: &Env, db: Database<Bytes, Bytes>, rx: &mpsc::Receiver<Batch>, ledger: &Ledger) {
     // However the loop ends (the queue closed, or a panic), nobody may wait for it any more.
-    struct Stopped<'a>(&'a (Mutex<Progress>, Condvar));
+    struct Stopped<'a>(&'a Ledger);
     impl Drop for Stopped<'_> {
         fn drop(&mut self) {
-            let (lock, written) = self.0;
-            let mut state = lock.lock();
-            let durable = state.durable;
-            state.failed =
-                Some((u64::MAX, format!("the placement writer has stopped (durable up to change {durable})")));
-            written.notify_all();
+            let durable = self.0.safe();
+            let message = format!("the placement writer has stopped (durable up to change {durable})");
+            self.0.fail(u64::MAX, Failure::Write(message));
         }
     }
-    let _stopped = Stopped(progress);
+    let _stopped = Stopped(ledger);
     let mut pending: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
     let mut through = 0;
     let mut take = |batch: Batch, pending: &mut BTreeMap<Vec<u8>, Option<Vec<u8>>>| {
@@ -301,20 +293,16 @@ fn write_loop(
         while let Ok(more) = rx.try_recv() {
             upto = take(more, &mut pending);
         }
-        let outcome = commit(env, db, &pending);
-        let (lock, written) = progress;
-        let mut state = lock.lock();
-        match outcome {
+        match commit(env, db, &pending) {
             Ok(()) => {
                 pending.clear();
-                state.durable = upto;
+                ledger.done(upto);
             }
             Err(err) => {
                 tracing::error!(error = %err, records = pending.len(), "placement state not written; retried with the next change");
-                state.failed = Some((upto, err.to_string()));
+                ledger.fail(upto, Failure::Write(err.to_string()));
             }
         }
-        written.notify_all();
     }
     if !pending.is_empty() {
         if let Err(err) = commit(env, db, &pending) {
@@ -356,9 +344,9 @@ impl Placement {
                 inner.round.changed();
                 inner.take_writes()
             };
-            (result, self.writer.queue(writes))
+            (result, self.sink.queue(writes))
         };
-        self.writer.wait(seq)?;
+        self.sink.wait(seq)?;
         result
     }
 }
@@ -410,10 +398,16 @@ mod tests {
         let (left, right) = split(&region, "m", p.alloc_id().unwrap());
         beat(&p, stores[0], vec![leader_report(&left, stores[0], 2), leader_report(&right, stores[0], 2)]);
         let before = records(&p);
-        // An id: the meta record only.
+        // An id of the reserved batch: nothing.
         p.alloc_id().unwrap();
+        assert_eq!(changed(&before, &records(&p)), Vec::<Vec<u8>>::new());
+        // The first id past the batch: the meta record only, with the next mark.
+        let mark = stored(&p).next_id;
+        let past = (mark - p.alloc_id().unwrap()) as usize;
+        p.alloc_ids(past).unwrap();
         let after = records(&p);
         assert_eq!(changed(&before, &after), vec![META_KEY.to_vec()]);
+        assert_eq!(stored(&p).next_id, mark + ID_BATCH);
         // A new leader for the right half: its record only.
         beat(&p, stores[1], vec![leader_report(&right, stores[1], 3)]);
         assert_eq!(changed(&after, &records(&p)), vec![record_key(REGION_PREFIX, right.region_id)]);
@@ -452,7 +446,7 @@ mod tests {
                     auth: None,
                 }
             };
-            let (env, db) = p.writer.storage();
+            let (env, db) = p.sink.storage();
             let mut txn = env.write_txn().unwrap();
             db.clear(&mut txn).unwrap();
             db.put(&mut txn, LEGACY_STATE_KEY, &frame(&state)).unwrap();
@@ -474,7 +468,7 @@ mod tests {
         let region_id = {
             let (p, _, region) = three_stores(dir.path());
             let key = record_key(REGION_PREFIX, region.region_id);
-            let (env, db) = p.writer.storage();
+            let (env, db) = p.sink.storage();
             let mut txn = env.write_txn().unwrap();
             let mut value = db.get(&txn, &key).unwrap().unwrap().to_vec();
             *value.last_mut().unwrap() ^= 0x40;
@@ -489,7 +483,7 @@ mod tests {
 
     /// Every record on disk.
     fn records(p: &Placement) -> BTreeMap<Vec<u8>, Vec<u8>> {
-        let (env, db) = p.writer.storage();
+        let (env, db) = p.sink.storage();
         let txn = env.read_txn().unwrap();
         db.iter(&txn).unwrap().map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec()))).collect::<Result<_, _>>().unwrap()
     }

@@ -16,6 +16,19 @@ pub(super) fn register(p: &Placement, store_id: u64, port: u16) -> u64 {
     p.register_store(&req).unwrap().store_id
 }
 
+/// A registration claiming `store_id` (0: a new store) with `secret`, in `cluster_id` (0: unknown).
+pub(super) fn claim(store_id: u64, secret: &[u8], cluster_id: u64) -> RegisterStoreRequest {
+    RegisterStoreRequest {
+        store_id,
+        raft_addr: "127.0.0.1:20160".into(),
+        http_addr: "127.0.0.1:3000".into(),
+        version: "test".into(),
+        cluster_id,
+        store_secret: secret.to_vec(),
+        auth_revision: 0,
+    }
+}
+
 /// A placement with three registered stores and the bootstrapped region grown to a peer on each
 /// (as the replica checker would have it, reported by store 0 leading at term 1); returns it, the
 /// store ids and the region.
@@ -43,7 +56,7 @@ pub(super) fn beat(p: &Placement, store_id: u64, peers: Vec<PeerReport>) -> Vec<
 
 /// What is on disk right now.
 pub(super) fn stored(p: &Placement) -> PlacementState {
-    let (env, db) = p.writer.storage();
+    let (env, db) = p.sink.storage();
     let txn = env.read_txn().unwrap();
     super::persist::read_records(&txn, db).unwrap().unwrap()
 }

@@ -9,7 +9,7 @@ use tonic::metadata::{Ascii, MetadataValue};
 
 use super::render::{pretty, Table};
 use super::*;
-use crate::proto::placement_auth_client::PlacementAuthClient;
+use crate::cluster_link::Retry;
 use crate::proto::{
     AuthAccess, AuthGrant, AuthListRequest, AuthReply, AuthRole, RoleGrantRequest, RoleRequest, UserAddRequest,
     UserChangePasswordRequest, UserInfo, UserRequest, UserRoleRequest,
@@ -160,64 +160,97 @@ fn grant(role: String, range: &KeyRange, access: AuthAccess) -> RoleGrantRequest
     RoleGrantRequest { role, grant: Some(grant) }
 }
 
-impl PlacementConn {
-    fn auth_client(&self) -> PlacementAuthClient<Intercepted> {
-        PlacementAuthClient::with_interceptor(self.channel.clone(), self.header.clone())
-    }
-}
-
 pub(super) async fn user(placement: &PlacementConn, command: UserCommand, output: Output) -> Result<(), CtlError> {
-    let mut auth = placement.auth_client();
     let reply = match command {
         UserCommand::List => {
-            let users = placement.call(auth.user_list(AuthListRequest {})).await?.users;
+            let users = placement
+                .auth(Retry::Idempotent, AuthListRequest {}, |mut c, r| async move { c.user_list(r).await })
+                .await?
+                .users;
             return print(&render_users(&users, output));
         }
         UserCommand::Add { name, new_password } => {
             let password = password_from(new_password)?;
-            placement.call(auth.user_add(UserAddRequest { name, password })).await?
+            placement
+                .auth(Retry::Once, UserAddRequest { name, password }, |mut c, r| async move { c.user_add(r).await })
+                .await?
         }
         UserCommand::Passwd { name, new_password } => {
             let password = password_from(new_password)?;
-            placement.call(auth.user_change_password(UserChangePasswordRequest { name, password })).await?
+            placement
+                .auth(Retry::Once, UserChangePasswordRequest { name, password }, |mut c, r| async move {
+                    c.user_change_password(r).await
+                })
+                .await?
         }
-        UserCommand::Delete { name } => placement.call(auth.user_delete(UserRequest { name })).await?,
+        UserCommand::Delete { name } => {
+            placement.auth(Retry::Once, UserRequest { name }, |mut c, r| async move { c.user_delete(r).await }).await?
+        }
         UserCommand::GrantRole { username: user, role } => {
-            placement.call(auth.user_grant_role(UserRoleRequest { user, role })).await?
+            placement
+                .auth(Retry::Once, UserRoleRequest { user, role }, |mut c, r| async move { c.user_grant_role(r).await })
+                .await?
         }
         UserCommand::RevokeRole { username: user, role } => {
-            placement.call(auth.user_revoke_role(UserRoleRequest { user, role })).await?
+            placement
+                .auth(
+                    Retry::Once,
+                    UserRoleRequest { user, role },
+                    |mut c, r| async move { c.user_revoke_role(r).await },
+                )
+                .await?
         }
     };
     print(&render_status(&reply, output))
 }
 
 pub(super) async fn role(placement: &PlacementConn, command: RoleCommand, output: Output) -> Result<(), CtlError> {
-    let mut auth = placement.auth_client();
     let reply = match command {
         RoleCommand::List => {
-            let roles = placement.call(auth.role_list(AuthListRequest {})).await?.roles;
+            let roles = placement
+                .auth(Retry::Idempotent, AuthListRequest {}, |mut c, r| async move { c.role_list(r).await })
+                .await?
+                .roles;
             return print(&render_roles(&roles, output));
         }
-        RoleCommand::Add { name } => placement.call(auth.role_add(RoleRequest { name })).await?,
-        RoleCommand::Delete { name } => placement.call(auth.role_delete(RoleRequest { name })).await?,
+        RoleCommand::Add { name } => {
+            placement.auth(Retry::Once, RoleRequest { name }, |mut c, r| async move { c.role_add(r).await }).await?
+        }
+        RoleCommand::Delete { name } => {
+            placement.auth(Retry::Once, RoleRequest { name }, |mut c, r| async move { c.role_delete(r).await }).await?
+        }
         RoleCommand::Grant { name, prefix, readwrite, .. } => {
             let access = if readwrite { AuthAccess::ReadWrite } else { AuthAccess::Read };
-            placement.call(auth.role_grant(grant(name, &prefix_range(&prefix)?, access))).await?
+            placement
+                .auth(Retry::Once, grant(name, &prefix_range(&prefix)?, access), |mut c, r| async move {
+                    c.role_grant(r).await
+                })
+                .await?
         }
         RoleCommand::Revoke { name, prefix } => {
-            placement.call(auth.role_revoke(grant(name, &prefix_range(&prefix)?, AuthAccess::Read))).await?
+            placement
+                .auth(Retry::Once, grant(name, &prefix_range(&prefix)?, AuthAccess::Read), |mut c, r| async move {
+                    c.role_revoke(r).await
+                })
+                .await?
         }
     };
     print(&render_status(&reply, output))
 }
 
 pub(super) async fn auth(placement: &PlacementConn, command: AuthCommand, output: Output) -> Result<(), CtlError> {
-    let mut auth = placement.auth_client();
     let reply = match command {
-        AuthCommand::Enable => placement.call(auth.auth_enable(AuthListRequest {})).await?,
-        AuthCommand::Disable => placement.call(auth.auth_disable(AuthListRequest {})).await?,
-        AuthCommand::Status => placement.call(auth.auth_status(AuthListRequest {})).await?,
+        AuthCommand::Enable => {
+            placement.auth(Retry::Once, AuthListRequest {}, |mut c, r| async move { c.auth_enable(r).await }).await?
+        }
+        AuthCommand::Disable => {
+            placement.auth(Retry::Once, AuthListRequest {}, |mut c, r| async move { c.auth_disable(r).await }).await?
+        }
+        AuthCommand::Status => {
+            placement
+                .auth(Retry::Idempotent, AuthListRequest {}, |mut c, r| async move { c.auth_status(r).await })
+                .await?
+        }
     };
     print(&render_status(&reply, output))
 }

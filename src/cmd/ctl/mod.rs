@@ -12,6 +12,7 @@
 //! - `client`: the placement service, every call bounded;
 //! - `actions`: the commands that change something, and their `--wait`;
 //! - `auth`: users, roles and the auth switch, and the credentials every call carries;
+//! - `placement`: the placement replicas themselves (`placement list|transfer-leader`);
 //! - `probe`: the nodes, asked directly (`http`: over HTTP or HTTPS);
 //! - `render`: tables and JSON.
 
@@ -28,6 +29,7 @@ mod auth;
 mod check;
 mod client;
 mod http;
+mod placement;
 mod probe;
 mod render;
 
@@ -51,9 +53,12 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct CtlArgs {
-    /// Address of the placement service (host:port)
+    /// Placement replicas, comma-separated (host:port, http:// or https:// URLs); ctl finds the leader
     #[arg(long, env = "FEKV_PLACEMENT", default_value = "127.0.0.1:2379", global = true)]
     pub placement: String,
+    /// How long one call may look for the placement leader across the replicas
+    #[arg(long, env = "FEKV_PLACEMENT_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration, global = true)]
+    pub placement_timeout: Duration,
     /// Output format
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table, global = true)]
     pub output: Output,
@@ -121,6 +126,9 @@ pub enum CtlCommand {
     /// Turn auth on or off, or see whether it is on
     #[command(subcommand)]
     Auth(AuthCommand),
+    /// The placement replicas: who leads, their raft progress and health; hand leadership over
+    #[command(subcommand)]
+    Placement(placement::PlacementCommand),
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -254,6 +262,8 @@ pub enum CtlError {
     DrainTimeout { store_id: u64, region_count: u64, waited: Duration },
     #[error("store {0} is not registered")]
     NoSuchStore(u64),
+    #[error("{failed} of {total} placement replicas did not answer")]
+    PlacementMembers { failed: usize, total: usize },
     #[error("{failed} of {total} nodes {what}")]
     Nodes { failed: usize, total: usize, what: &'static str },
     #[error("cannot write the output: {0}")]
@@ -270,13 +280,19 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
     let authorization = args.credentials.authorization()?;
     let settings = args.tls.settings()?;
     let load = |protocol| settings.clone().map(|s| ClientTls::load(s, protocol).map(std::sync::Arc::new)).transpose();
-    let placement = PlacementConn::new(&args.placement, load(AppProtocol::Grpc)?, authorization.as_deref())?;
+    let placement = PlacementConn::new(
+        &args.placement,
+        load(AppProtocol::Grpc)?,
+        authorization.as_deref(),
+        args.placement_timeout,
+    )?;
     let nodes_http = NodeHttp::new(load(AppProtocol::Http1)?, authorization.as_deref())?;
     let output = args.output;
     match args.command {
         CtlCommand::User(command) => auth::user(&placement, command, output).await,
         CtlCommand::Role(command) => auth::role(&placement, command, output).await,
         CtlCommand::Auth(command) => auth::auth(&placement, command, output).await,
+        CtlCommand::Placement(command) => placement::run(&placement, command, output).await,
         CtlCommand::Store(StoreCommand::List) => {
             let stores = placement.stores().await?;
             print(&render_stores(&stores, now_ms(), output))

@@ -7,7 +7,10 @@
 //!
 //! Handshakes run on their own tasks, each bounded by a timeout, at most `max_handshakes` at once, so
 //! a slow or silent client delays nobody else. A failed or timed-out handshake drops that connection
-//! only; it is logged at `debug` and reported to the hook (for a metric). Dropping the stream stops
+//! only; it is logged at `debug` and reported to the hook (for a metric). A client certificate without
+//! any of the [`AllowedNames`] set in the options is refused the same way after its handshake, logged at
+//! `warn` with its subject and address (someone holds a certificate of our CA who should not speak
+//! here). Dropping the stream stops
 //! accepting and closes the listening socket.
 
 use std::convert::Infallible;
@@ -26,7 +29,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::Stream;
 use tonic::transport::server::Connected;
 
-use crate::security::tls::ServerTls;
+use crate::security::tls::{AllowedNames, CertNames, ServerTls};
 
 /// A server-side TLS connection.
 pub type ServerTlsStream = tokio_rustls::server::TlsStream<TcpStream>;
@@ -37,6 +40,8 @@ pub enum HandshakeEvent {
     Completed,
     Failed,
     TimedOut,
+    /// The handshake passed but the certificate lacks every allowed name ([`AllowedNames`]).
+    Refused,
 }
 
 impl HandshakeEvent {
@@ -46,6 +51,7 @@ impl HandshakeEvent {
             HandshakeEvent::Completed => "completed",
             HandshakeEvent::Failed => "failed",
             HandshakeEvent::TimedOut => "timed_out",
+            HandshakeEvent::Refused => "refused",
         }
     }
 }
@@ -61,11 +67,14 @@ pub struct AcceptorOptions {
     /// listener stops accepting while this many are.
     pub max_handshakes: usize,
     pub hook: Option<HandshakeHook>,
+    /// Names a client certificate must carry one of (etcd's `--peer-cert-allowed-cn` and kin);
+    /// `None` or empty: any certificate the CA signed.
+    pub allowed: Option<Arc<AllowedNames>>,
 }
 
 impl Default for AcceptorOptions {
     fn default() -> Self {
-        AcceptorOptions { handshake_timeout: Duration::from_secs(10), max_handshakes: 256, hook: None }
+        AcceptorOptions { handshake_timeout: Duration::from_secs(10), max_handshakes: 256, hook: None, allowed: None }
     }
 }
 
@@ -136,6 +145,16 @@ impl AsyncWrite for TlsConn {
     }
 }
 
+/// `Err(subject)` when `allowed` restricts the names and the leaf of `chain` has none of them.
+fn check_names(allowed: Option<&AllowedNames>, chain: Option<&[CertificateDer<'static>]>) -> Result<(), String> {
+    let Some(allowed) = allowed.filter(|allowed| !allowed.is_empty()) else { return Ok(()) };
+    match CertNames::of_leaf(chain) {
+        Ok(names) if allowed.admits(&names) => Ok(()),
+        Ok(names) => Err(names.subject),
+        Err(reason) => Err(format!("(unreadable: {reason})")),
+    }
+}
+
 /// Established TLS connections, in the order their handshakes finish. Never yields an error: accept
 /// errors (out of file descriptors) are logged and retried after a pause, failed handshakes dropped.
 pub struct TlsIncoming {
@@ -198,7 +217,16 @@ async fn accept_loop(
             let handshake = tokio::time::timeout(options.handshake_timeout, acceptor.accept(tcp)).await;
             let event = match handshake {
                 Ok(Ok(stream)) => {
-                    let certificates = stream.get_ref().1.peer_certificates().map(Arc::from);
+                    let certificates: Option<Arc<[CertificateDer<'static>]>> =
+                        stream.get_ref().1.peer_certificates().map(Arc::from);
+                    if let Err(subject) = check_names(options.allowed.as_deref(), certificates.as_deref()) {
+                        tracing::warn!(%peer, subject, "refused a client certificate: it carries no allowed name");
+                        if let Some(hook) = &options.hook {
+                            hook(HandshakeEvent::Refused);
+                        }
+                        // Dropping the stream closes the connection before a byte of the protocol.
+                        return;
+                    }
                     let conn = TlsConn { stream, peer: PeerInfo { remote_addr: peer, certificates } };
                     // The receiver may be gone (shutting down): the connection just closes.
                     let _ = established.send(conn).await;

@@ -7,7 +7,9 @@
 //! - [`acceptor`]: [`TlsIncoming`], a `TcpListener` as a stream of TLS streams for hyper and tonic;
 //! - [`connector`]: [`TlsConnector`], outgoing TLS (mutual when a client certificate is set) for
 //!   tonic's `Endpoint::connect_with_connector` and hyper-util's client;
-//! - [`grpc`]: tonic channels over plain TCP or that connector, for every gRPC client.
+//! - [`grpc`]: tonic channels over plain TCP or that connector, for every gRPC client;
+//! - [`names`]: the names a certificate carries, and the allowed ones a listener may require;
+//! - [`local_ca`]: a CA made on the spot (`fekv cluster --tls-dir`, tests).
 //!
 //! How a listener is meant to use it (the node's REST API, its raft port, placement):
 //! ```ignore
@@ -26,6 +28,8 @@ pub mod acceptor;
 pub mod connector;
 pub mod grpc;
 mod load;
+pub mod local_ca;
+pub mod names;
 pub mod reload;
 pub mod settings;
 
@@ -34,6 +38,7 @@ use std::path::PathBuf;
 pub use acceptor::{AcceptorOptions, HandshakeEvent, HandshakeHook, PeerInfo, ServerTlsStream, TlsConn, TlsIncoming};
 pub use connector::{ClientTlsStream, TlsConnector, TlsIo};
 pub use load::{provider, FileSet};
+pub use names::{AllowedNames, CertNames};
 pub use reload::{ClientTls, Reloadable, Reloaded, ServerTls, DEFAULT_WATCH_PERIOD};
 pub use settings::{ClientTlsSettings, PeerTlsSettings, ServerTlsSettings};
 

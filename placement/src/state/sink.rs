@@ -1,0 +1,168 @@
+//! Where a change's records go, and how its caller learns they are safe: [`Sink::Local`] hands them
+//! to the writer thread of a single placement (safe = durable in LMDB); [`Sink::Group`] proposes
+//! them to the placement group's raft (safe = committed and applied on this replica, the leader).
+//! Both number the changes in the order they were made under placement's lock, and a caller waits
+//! on a [`Ledger`] until its number (and every earlier one) is safe, or has failed.
+
+use std::sync::Arc;
+
+use parking_lot::{Condvar, Mutex};
+
+use super::persist::{Write, Writer};
+use super::PlacementError;
+use crate::proto::PlacementRecord;
+
+/// Why changes up to some number will never be safe.
+#[derive(Debug, Clone)]
+pub(crate) enum Failure {
+    /// The local writer could not commit them (retried with the next change).
+    Write(String),
+    /// This replica stopped leading before they were applied (or raft dropped the proposal).
+    Unavailable(String),
+}
+
+#[derive(Debug, Default)]
+struct Progress {
+    safe: u64,
+    failed: Option<(u64, Failure)>,
+    /// Set when the state this ledger answers for is dropped: nothing it says is safe any more.
+    closed: Option<Failure>,
+}
+
+/// How far the changes got: every change up to `safe` is safe; the last failure covers the changes
+/// up to its number.
+#[derive(Debug, Default)]
+pub(crate) struct Ledger {
+    progress: Mutex<Progress>,
+    changed: Condvar,
+}
+
+impl Ledger {
+    /// Every change up to `seq` is safe.
+    pub(crate) fn done(&self, seq: u64) {
+        let mut progress = self.progress.lock();
+        progress.safe = progress.safe.max(seq);
+        self.changed.notify_all();
+    }
+
+    /// Every change up to `through` that is not safe yet has failed.
+    pub(crate) fn fail(&self, through: u64, failure: Failure) {
+        let mut progress = self.progress.lock();
+        progress.failed = Some((through, failure));
+        self.changed.notify_all();
+    }
+
+    /// Fails every change, also those already safe: the group's leader drops the state these
+    /// changes were made on, and its answers (an id from a reserved batch) must not be given.
+    pub(crate) fn close(&self, failure: Failure) {
+        let mut progress = self.progress.lock();
+        progress.closed = Some(failure);
+        self.changed.notify_all();
+    }
+
+    pub(crate) fn safe(&self) -> u64 {
+        self.progress.lock().safe
+    }
+
+    /// Blocks until every change up to `seq` is safe, or a failure covers it.
+    pub(crate) fn wait(&self, seq: u64) -> Result<(), PlacementError> {
+        let mut progress = self.progress.lock();
+        let failed = |failure: &Failure| match failure {
+            Failure::Write(message) => PlacementError::Write(message.clone()),
+            Failure::Unavailable(message) => PlacementError::Unavailable(message.clone()),
+        };
+        loop {
+            if let Some(failure) = &progress.closed {
+                return Err(failed(failure));
+            }
+            if progress.safe >= seq {
+                return Ok(());
+            }
+            if let Some((through, failure)) = &progress.failed {
+                if *through >= seq {
+                    return Err(failed(failure));
+                }
+            }
+            self.changed.wait(&mut progress);
+        }
+    }
+}
+
+/// One change of a group's leader, on its way to raft.
+#[derive(Debug)]
+pub struct Proposal {
+    /// The in-memory state that made it (see [`crate::group`]): a later one never answers for it.
+    pub instance: u64,
+    pub seq: u64,
+    pub records: Vec<PlacementRecord>,
+}
+
+/// Hands a proposal to the group's driver; false when the driver is gone.
+pub type Propose = Box<dyn Fn(Proposal) -> bool + Send + Sync>;
+
+pub(crate) struct GroupSink {
+    pub(crate) instance: u64,
+    /// The last sequence number given out, locked while a proposal is handed over so numbers follow
+    /// the order of the proposals.
+    seq: Mutex<u64>,
+    propose: Propose,
+    pub(crate) ledger: Arc<Ledger>,
+}
+
+pub(crate) enum Sink {
+    Local(Writer),
+    Group(GroupSink),
+}
+
+impl GroupSink {
+    pub(crate) fn new(instance: u64, propose: Propose, ledger: Arc<Ledger>) -> GroupSink {
+        GroupSink { instance, seq: Mutex::new(0), propose, ledger }
+    }
+}
+
+impl Sink {
+    /// Queues `writes` (none: nothing new) and returns the number to wait for: the last one queued,
+    /// so a caller also waits for earlier changes its answer may depend on.
+    pub(crate) fn queue(&self, writes: Vec<Write>) -> u64 {
+        match self {
+            Sink::Local(writer) => writer.queue(writes),
+            Sink::Group(group) => {
+                let mut seq = group.seq.lock();
+                if writes.is_empty() {
+                    return *seq;
+                }
+                *seq += 1;
+                let records = writes
+                    .into_iter()
+                    .map(|(key, value)| PlacementRecord {
+                        key,
+                        delete: value.is_none(),
+                        value: value.unwrap_or_default(),
+                    })
+                    .collect();
+                if !(group.propose)(Proposal { instance: group.instance, seq: *seq, records }) {
+                    group.ledger.close(Failure::Unavailable("the placement group has stopped".into()));
+                }
+                *seq
+            }
+        }
+    }
+
+    pub(crate) fn wait(&self, seq: u64) -> Result<(), PlacementError> {
+        match self {
+            Sink::Local(writer) => writer.ledger().wait(seq),
+            Sink::Group(group) => group.ledger.wait(seq),
+        }
+    }
+}
+
+#[cfg(test)]
+impl Sink {
+    /// For tests that look at the records of a single placement.
+    pub(crate) fn storage(&self) -> (&heed::Env, heed::Database<heed::types::Bytes, heed::types::Bytes>) {
+        match self {
+            Sink::Local(writer) => writer.storage(),
+            Sink::Group(_) => unreachable!("tests read a group's records through its own environment"),
+        }
+    }
+}
