@@ -2,7 +2,17 @@
 //! placement until that operator ends, fails unless it succeeded, and then waits for what the
 //! command promises to be visible (a split's two halves).
 
-use super::*;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::client::PlacementConn;
+use super::render::{
+    operator_json, operator_state_name, pretty, region_json, render_regions, steps_text, store_json, took,
+};
+use super::shared::{now_ms, parse_key, print, CtlError, Output};
+use crate::proto::{OperatorInfo, OperatorState, RegionInfo, StoreState};
+use crate::storage::keys::display as display_key;
 
 /// How often `--wait` asks placement again.
 const POLL: Duration = Duration::from_millis(100);

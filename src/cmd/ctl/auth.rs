@@ -5,10 +5,10 @@
 //! the caller's own).
 
 use serde_json::{json, Value};
-use tonic::metadata::{Ascii, MetadataValue};
 
+use super::client::PlacementConn;
 use super::render::{pretty, Table};
-use super::*;
+use super::shared::{parse_key, print, CtlError, Output};
 use crate::cluster_link::Retry;
 use crate::proto::{
     AuthAccess, AuthGrant, AuthListRequest, AuthReply, AuthRole, RoleGrantRequest, RoleRequest, UserAddRequest,
@@ -46,21 +46,6 @@ impl CredentialArgs {
         Ok(Some(Credentials::Password { user: name, password }.to_authorization()))
     }
 }
-
-/// Adds the `authorization` metadata to every call on a channel.
-#[derive(Clone)]
-pub(super) struct AuthHeader(pub Option<MetadataValue<Ascii>>);
-
-impl tonic::service::Interceptor for AuthHeader {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(value) = &self.0 {
-            request.metadata_mut().insert("authorization", value.clone());
-        }
-        Ok(request)
-    }
-}
-
-pub(super) type Intercepted = tonic::service::interceptor::InterceptedService<Channel, AuthHeader>;
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum UserCommand {

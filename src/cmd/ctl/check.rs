@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Empty};
 use serde_json::{json, Value};
 
 use super::http::NodeHttp;
-use super::{CtlError, Output};
+use super::shared::{CtlError, Output};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct CheckArgs {
@@ -67,7 +67,7 @@ pub(super) async fn run(
         Output::Json => format!("{}\n", serde_json::to_string_pretty(&render_json(&checks)).unwrap_or_default()),
         Output::Table => render_table(&checks),
     };
-    super::print(&text)?;
+    super::shared::print(&text)?;
     let failed = checks.iter().filter(|c| c.report.is_err() || c.damaged() > 0).count();
     match failed {
         0 => Ok(()),

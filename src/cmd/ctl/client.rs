@@ -7,15 +7,27 @@
 //! ones that start something (an operator, a drain) or change users and roles: those fail with
 //! "may have taken effect", and the listing shows what happened.
 
-use super::*;
+use std::future::Future;
+use std::time::Duration;
+
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::Channel;
+
+use super::shared::CtlError;
 use crate::cluster_link::{CallError, PlacementLink, Retry};
 use crate::proto::placement_auth_client::PlacementAuthClient;
+use crate::proto::placement_client::PlacementClient;
+use crate::proto::{
+    AddPeerRequest, GetOperatorsRequest, GetRegionByKeyRequest, GetRegionsRequest, GetSchedulersRequest,
+    GetStoresRequest, OperatorInfo, RegionInfo, RemovePeerRequest, RemoveStoreRequest, SchedulerInfo,
+    SetSchedulerRequest, SplitRegionRequest, StoreInfo, StoreState,
+};
 
 /// The placement group, every call bounded by the link's deadline.
 pub(super) struct PlacementConn {
     pub(super) link: PlacementLink,
     /// The caller's credentials, on every call.
-    header: super::auth::AuthHeader,
+    header: AuthHeader,
 }
 
 impl PlacementConn {
@@ -36,7 +48,7 @@ impl PlacementConn {
             .map(|value| value.parse())
             .transpose()
             .map_err(|_| CtlError::Credentials("the user name or password cannot be sent (not ASCII?)".into()))?;
-        Ok(PlacementConn { link, header: super::auth::AuthHeader(value) })
+        Ok(PlacementConn { link, header: AuthHeader(value) })
     }
 
     /// One `Placement` RPC on the leader: `rpc` is called with a client and `request` (again on
@@ -45,7 +57,7 @@ impl PlacementConn {
         &self,
         retry: Retry,
         request: Req,
-        rpc: impl Fn(PlacementClient<super::auth::Intercepted>, Req) -> Fut,
+        rpc: impl Fn(PlacementClient<Intercepted>, Req) -> Fut,
     ) -> Result<T, CtlError>
     where
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -62,7 +74,7 @@ impl PlacementConn {
         &self,
         retry: Retry,
         request: Req,
-        rpc: impl Fn(PlacementAuthClient<super::auth::Intercepted>, Req) -> Fut,
+        rpc: impl Fn(PlacementAuthClient<Intercepted>, Req) -> Fut,
     ) -> Result<T, CtlError>
     where
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -194,3 +206,18 @@ impl PlacementConn {
         Ok(reply.operator.unwrap_or_default())
     }
 }
+
+/// Adds the `authorization` metadata to every call on a channel.
+#[derive(Clone)]
+pub(super) struct AuthHeader(pub Option<MetadataValue<Ascii>>);
+
+impl tonic::service::Interceptor for AuthHeader {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+pub(super) type Intercepted = tonic::service::interceptor::InterceptedService<Channel, AuthHeader>;

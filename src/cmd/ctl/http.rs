@@ -12,7 +12,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use super::CtlError;
+use super::shared::CtlError;
 use crate::security::tls::{ClientTls, TlsConnector};
 
 #[derive(Clone)]

@@ -8,21 +8,17 @@
 //! `--wait` polls placement until the request's operator ends and the change shows, up to
 //! `--wait-timeout`, and fails unless the operator succeeded.
 //!
-//! - this file: the command line, the errors, and which command does what;
-//! - `client`: the placement service, every call bounded;
+//! - this file: the command line, and which command does what;
+//! - `shared`: what every command shares: the error, the output format, a node call's deadline, printing;
+//! - `client`: the placement service, every call bounded and carrying the caller's credentials;
 //! - `actions`: the commands that change something, and their `--wait`;
-//! - `auth`: users, roles and the auth switch, and the credentials every call carries;
+//! - `auth`: users, roles and the auth switch, and the credential flags;
+//! - `check`: `ctl check`, every node checking its whole store;
 //! - `placement`: the placement replicas themselves (`placement list|transfer-leader`);
 //! - `probe`: the nodes, asked directly (`http`: over HTTP or HTTPS);
 //! - `render`: tables and JSON.
 
-use std::future::Future;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use serde_json::{json, Value};
-use tonic::transport::Channel;
+use std::time::Duration;
 
 mod actions;
 mod auth;
@@ -32,6 +28,7 @@ mod http;
 mod placement;
 mod probe;
 mod render;
+mod shared;
 
 use actions::{finish_operator, remove_store, split, transfer_leader};
 pub use auth::{AuthCommand, CredentialArgs, RoleCommand, UserCommand};
@@ -39,17 +36,8 @@ use client::PlacementConn;
 use http::NodeHttp;
 use probe::{fail_if_any, probe_all, NodeProbe};
 use render::*;
-
-use crate::proto::placement_client::PlacementClient;
-use crate::proto::{
-    AddPeerRequest, GetOperatorsRequest, GetRegionByKeyRequest, GetRegionsRequest, GetSchedulersRequest,
-    GetStoresRequest, OperatorInfo, OperatorState, RegionInfo, RemovePeerRequest, RemoveStoreRequest, SchedulerInfo,
-    SetSchedulerRequest, SplitRegionRequest, StepKind, StoreInfo, StoreState,
-};
-use crate::storage::keys::display as display_key;
-
-/// How long one call to placement or to a node may take, connecting included.
-const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+use shared::{now_ms, parse_key, print};
+pub use shared::{CtlError, Output};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct CtlArgs {
@@ -88,14 +76,6 @@ impl Wait {
     fn limit(self) -> Option<Duration> {
         self.wait.then_some(self.wait_timeout)
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Output {
-    /// Aligned columns for people
-    Table,
-    /// JSON with stable field names, for scripts
-    Json,
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -236,44 +216,6 @@ pub enum ClusterCommand {
     Health,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum CtlError {
-    #[error("invalid placement address {addr}: {reason}")]
-    Address { addr: String, reason: String },
-    #[error("cannot reach the placement service at {addr}: {reason}")]
-    PlacementUnreachable { addr: String, reason: String },
-    #[error("the placement service at {addr} refused the request: {message}")]
-    PlacementRefused { addr: String, message: String },
-    #[error("region {0} is not known to placement")]
-    NoSuchRegion(u64),
-    #[error("no known region holds the key {0:?}")]
-    NoRegionForKey(String),
-    #[error("invalid key {key:?}: {reason}")]
-    BadKey { key: String, reason: String },
-    #[error("region {region_id} split, but placement did not learn of its right half within {waited:?} (see `fekv ctl region list`)")]
-    HalfUnknown { region_id: u64, waited: Duration },
-    #[error("operator {operator_id} on region {region_id} ended {state}: {note}")]
-    OperatorFailed { operator_id: u64, region_id: u64, state: String, note: String },
-    #[error("operator {operator_id} on region {region_id} was still running after {waited:?} (see `fekv ctl operator list`)")]
-    OperatorTimeout { operator_id: u64, region_id: u64, waited: Duration },
-    #[error("operator {operator_id} is no longer tracked by placement (restarted?); check `fekv ctl region show {region_id}`")]
-    OperatorLost { operator_id: u64, region_id: u64 },
-    #[error("store {store_id} still held {region_count} regions after {waited:?}; it stays offline and keeps draining (see `fekv ctl operator list`)")]
-    DrainTimeout { store_id: u64, region_count: u64, waited: Duration },
-    #[error("store {0} is not registered")]
-    NoSuchStore(u64),
-    #[error("{failed} of {total} placement replicas did not answer")]
-    PlacementMembers { failed: usize, total: usize },
-    #[error("{failed} of {total} nodes {what}")]
-    Nodes { failed: usize, total: usize, what: &'static str },
-    #[error("cannot write the output: {0}")]
-    Output(#[from] std::io::Error),
-    #[error("{0}")]
-    Credentials(String),
-    #[error(transparent)]
-    Tls(#[from] crate::security::tls::TlsError),
-}
-
 /// Runs one `fekv ctl` command, printing its result on stdout.
 pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
     use crate::security::tls::{AppProtocol, ClientTls};
@@ -355,37 +297,5 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
             print(&render_cluster_health(&nodes, output))?;
             fail_if_any(&nodes, "are unhealthy")
         }
-    }
-}
-
-fn print(text: &str) -> Result<(), CtlError> {
-    use std::io::Write;
-    let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
-        // `fekv ctl ... | head` closing the pipe early is not an error of ours.
-        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => Ok(other?),
-    }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Keys on the command line take the REST API's form: percent-encoded, strictly.
-fn parse_key(raw: &str) -> Result<Vec<u8>, CtlError> {
-    crate::api::request::decode_key(raw, crate::config::MAX_KEY_SIZE)
-        .map_err(|err| CtlError::BadKey { key: raw.to_string(), reason: err.to_string() })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_on_the_command_line_are_percent_decoded_strictly() {
-        assert_eq!(parse_key("a%2Fb%00").unwrap(), b"a/b\0");
-        assert!(matches!(parse_key("bad%zz"), Err(CtlError::BadKey { .. })));
-        assert!(matches!(parse_key(""), Err(CtlError::BadKey { .. })));
     }
 }

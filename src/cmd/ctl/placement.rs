@@ -5,10 +5,14 @@
 //! A placement without the `PlacementGroup` service (a single placement from before replication)
 //! answers UNIMPLEMENTED: it is shown as a group of one, that address, leading.
 
+use std::future::Future;
+use std::time::Duration;
+
 use serde_json::{json, Value};
 
+use super::client::PlacementConn;
 use super::render::{pretty, Table};
-use super::*;
+use super::shared::{print, CtlError, Output};
 use crate::cluster_link::{CallError, Retry};
 use crate::proto::placement_group_client::PlacementGroupClient;
 use crate::proto::{GetMembersRequest, GetMembersResponse, TransferPlacementLeaderRequest};

@@ -1,7 +1,15 @@
 //! Each node asked directly over HTTP (`/status`, `/health`), all at once, each within
 //! [`CALL_TIMEOUT`].
 
-use super::*;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use serde_json::Value;
+
+use super::http::NodeHttp;
+use super::shared::{CtlError, CALL_TIMEOUT};
+use crate::proto::StoreInfo;
 
 #[derive(Debug, Clone, Copy)]
 pub(super) enum NodeProbe {
@@ -111,6 +119,7 @@ pub(super) fn fail_if_any(nodes: &[NodeReport], what: &'static str) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn node_status_is_summarised_as_regions_leaders_and_the_highest_applied_index() {

@@ -1,8 +1,15 @@
 //! Rendering: tables for people, JSON with stable field names for scripts. Pure functions of what
 //! placement and the nodes said, so tests check every field name.
 
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::shared::Output;
+use crate::proto::{OperatorInfo, OperatorState, RegionInfo, SchedulerInfo, StepKind, StoreInfo, StoreState};
+use crate::storage::keys::display as display_key;
+
 use super::probe::NodeReport;
-use super::*;
 
 /// Aligned columns, two spaces apart, no trailing spaces.
 pub(super) struct Table {
