@@ -106,7 +106,12 @@ pub async fn run(
             let _ = schedulers_stopped.await;
         }));
     let served = match tls {
-        None => fekv_placement::service::serve(listener, placement, shutdown).await,
+        None => {
+            // Silent connections are closed, failed accepts retried after a pause, as on a node's
+            // raft port (tonic's own listener keeps the first forever and spins on the second).
+            let incoming = crate::transport::grpc::incoming(listener, crate::transport::grpc::FIRST_BYTE_TIMEOUT);
+            fekv_placement::service::serve_incoming(incoming, placement, |_| None, shutdown).await
+        }
         Some(tls) => {
             let incoming = TlsIncoming::new(listener, tls, AcceptorOptions::default());
             let peer_addr_of = |ext: &tonic::Extensions| ext.get::<PeerInfo>().map(|peer| peer.remote_addr);
