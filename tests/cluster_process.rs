@@ -1,8 +1,9 @@
 //! A real cluster: a placement process and three `fekv serve --placement` processes on 127.0.0.1,
 //! talking gRPC. Redirects to the leader, `kill -9` of the leader under a write load, `kill -9` of
 //! every node, a lone survivor that answers `503` rather than hanging or serving stale data, and a
-//! leader whose idle clients fill its connection cap still replicating, and a node whose raftstore
-//! dies exiting instead of lingering registered and half alive.
+//! leader whose idle clients fill its connection cap still replicating, a node whose raftstore
+//! dies exiting instead of lingering registered and half alive, and a flood of silent connections
+//! on the raft port closed without making the node spin.
 
 mod common;
 
@@ -196,6 +197,21 @@ async fn ctl_transfer_leader_moves_leadership_to_the_chosen_store() {
     assert_eq!((reply.status, hops), (StatusCode::OK, 0));
 }
 
+/// A placement (3 replicas) and one node under an open-file limit of 300 (soft and hard, so it
+/// cannot be raised), in `dir`; returns once the node leads the first region.
+fn placement_and_a_node_at_300_files(dir: &std::path::Path) -> (FekvProcess, FekvProcess) {
+    let placement = FekvProcess::start_placement(&dir.join("placement"), 3);
+    let node_dir = dir.join("limited");
+    let args: Vec<String> = ["--http-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0", "--placement"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([placement.addr.clone(), "--data-dir".into(), node_dir.display().to_string()])
+        .collect();
+    let node = FekvProcess::start_node_as(&args, &node_dir, open_file_limit(300, 300));
+    wait_replicated(&placement.addr, 1, Duration::from_secs(30));
+    (placement, node)
+}
+
 /// Issue 14, fault 6: the connection cap keeps a reserve of open files for the node's own use. A
 /// node whose open-file limit is 300 (soft and hard, so it cannot be raised) leads the first region
 /// while 400 idle keep-alive clients hold every connection the cap allows; two nodes then join, and
@@ -204,16 +220,7 @@ async fn ctl_transfer_leader_moves_leadership_to_the_chosen_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_clients_at_the_connection_cap_leave_files_for_raft_connections_and_snapshots() {
     let dir = tempfile::tempdir().unwrap();
-    let placement = FekvProcess::start_placement(&dir.path().join("placement"), 3);
-    let limited_dir = dir.path().join("limited");
-    let args: Vec<String> = ["--http-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0", "--placement"]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([placement.addr.clone(), "--data-dir".into(), limited_dir.display().to_string()])
-        .collect();
-    let limited = FekvProcess::start_node_as(&args, &limited_dir, open_file_limit(300, 300));
-    let at = placement.addr.clone();
-    tokio::task::block_in_place(|| wait_replicated(&at, 1, Duration::from_secs(30)));
+    let (placement, limited) = tokio::task::block_in_place(|| placement_and_a_node_at_300_files(dir.path()));
     let bases = [limited.base.clone()];
     for i in 0..10 {
         put_anywhere(&bases, &format!("before-{i}"), "v", Duration::from_secs(10)).await.unwrap();
@@ -222,7 +229,7 @@ async fn idle_clients_at_the_connection_cap_leave_files_for_raft_connections_and
     let idle = idle_connections(&limited, 400).await;
     let joined: Vec<FekvProcess> =
         (0..2).map(|i| FekvProcess::start_node(&dir.path().join(format!("node-{i}")), &placement.addr)).collect();
-    tokio::task::block_in_place(|| wait_replicated(&at, 3, Duration::from_secs(60)));
+    tokio::task::block_in_place(|| wait_replicated(&placement.addr, 3, Duration::from_secs(60)));
     for i in 0..10 {
         put_anywhere(&bases, &format!("after-{i}"), "v", Duration::from_secs(10)).await.unwrap();
     }
@@ -264,4 +271,54 @@ async fn a_clustered_node_whose_raftstore_dies_exits_and_restarts_healthy() {
     let node = FekvProcess::start_node(&node_dir, &placement.addr);
     put_anywhere(std::slice::from_ref(&node.base), "k", "v", Duration::from_secs(20)).await.unwrap();
     assert_eq!(local_copy(&node.base, "k", Duration::from_secs(10)).await, "v");
+}
+
+/// CPU seconds (user + system) the process `pid` has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command's closing parenthesis; utime and stime are the 12th and 13th there.
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    // SAFETY: sysconf only reads a constant of the system.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// A flood of silent connections to the raft port of a node held to 300 open files: while they
+/// take every descriptor, a failed accept is logged and retried after a pause (tonic asked again
+/// at once and spun a core on the same error); the node closes them at the first-byte deadline and
+/// serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_flooding_the_raft_port_are_closed_and_never_make_the_node_spin() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_placement, node) = tokio::task::block_in_place(|| placement_and_a_node_at_300_files(dir.path()));
+    let raft_addr = node
+        .stderr_lines()
+        .iter()
+        .find_map(|l| l.split("raft_addr=").nth(1)?.split_whitespace().next().map(str::to_string))
+        .expect("the node logs its raft address");
+
+    let mut flood = Vec::new();
+    for _ in 0..400 {
+        flood.push(tokio::net::TcpStream::connect(&raft_addr).await.unwrap());
+    }
+    node.wait_stderr(Duration::from_secs(10), "a failed accept on the raft port", |lines| {
+        lines.iter().any(|l| l.contains("raft listener: accept failed"))
+    });
+    let (cpu_before, measured) = (cpu_seconds(node.pid()), Instant::now());
+    tokio::time::sleep(Duration::from_secs(2)).await; // not a wait for anything: the span measured
+    let cpu = cpu_seconds(node.pid()) - cpu_before;
+    assert!(
+        cpu < 0.5 * measured.elapsed().as_secs_f64(),
+        "{cpu:.2} s of CPU in {:?} while out of files",
+        measured.elapsed()
+    );
+
+    // Every one of them is closed by the node, the ones accepted late too.
+    for stream in &mut flood {
+        use tokio::io::AsyncReadExt;
+        let mut seen = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut seen)).await;
+        assert!(read.is_ok(), "a silent raft connection still open after 60 s");
+    }
+    put_anywhere(std::slice::from_ref(&node.base), "after-the-flood", "v", Duration::from_secs(20)).await.unwrap();
 }

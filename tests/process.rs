@@ -197,6 +197,25 @@ fn a_second_placement_on_a_data_dir_in_use_refuses_at_once_naming_the_holder() {
     drop(again);
 }
 
+/// Placement closes a connection that sends nothing at the first-byte deadline (10 s), as a node's
+/// raft port does: tonic's own listener kept it open for as long as the client liked. A client
+/// that speaks (`fekv ctl`) is served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placement_closes_a_connection_that_sends_nothing() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let placement = FekvProcess::start_placement(dir.path(), 1);
+    let mut silent = tokio::net::TcpStream::connect(&placement.addr).await.unwrap();
+    let opened = std::time::Instant::now();
+    let addr = placement.addr.clone();
+    let listed = tokio::task::spawn_blocking(move || common::process::ctl(&addr, &["store", "list"])).await.unwrap();
+    assert!(listed.success, "{}", listed.stderr);
+    let mut seen = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), silent.read_to_end(&mut seen)).await;
+    assert!(read.is_ok(), "a silent connection to placement still open after 30 s");
+    assert!(opened.elapsed() >= Duration::from_secs(9), "closed after {:?}, before the deadline", opened.elapsed());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_at_info_prints_none_of_raft_rs_internals() {
     let dir = tempfile::tempdir().unwrap();

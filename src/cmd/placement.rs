@@ -214,7 +214,12 @@ pub async fn run(
         }
     };
     let served = match tls {
-        None => fekv_placement::service::serve(listener, source, shutdown).await,
+        None => {
+            // Silent connections are closed, failed accepts retried after a pause, as on a node's
+            // raft port (tonic's own listener keeps the first forever and spins on the second).
+            let incoming = crate::transport::grpc::incoming(listener, crate::transport::grpc::FIRST_BYTE_TIMEOUT);
+            fekv_placement::service::serve_incoming(incoming, source, |_| None, |_| None, shutdown).await
+        }
         Some(tls) => {
             let options = AcceptorOptions { allowed: Some(Arc::new(args.tls.allowed())), ..AcceptorOptions::default() };
             let incoming = TlsIncoming::new(listener, tls, options);

@@ -16,18 +16,42 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_stream::{Stream, StreamExt};
+use tokio_stream::Stream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 /// How long a plain raft connection may stay silent after it is accepted.
 pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The accepted connections of `listener`, each closed if it sends nothing within `within`: what
-/// `tonic`'s `serve_with_incoming` takes.
+/// `tonic`'s `serve_with_incoming` takes. Never yields an error: a failed accept (out of
+/// descriptors, most likely) is logged and retried after a pause, where tonic would ask again at
+/// once and spin on the same error. The listener closes once the stream is dropped.
 pub fn incoming(listener: TcpListener, within: Duration) -> impl Stream<Item = io::Result<FirstByteDeadline>> {
-    tokio_stream::wrappers::TcpListenerStream::new(listener)
-        .map(move |accepted| accepted.map(|stream| FirstByteDeadline::new(stream, within)))
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = tx.closed() => return,
+            };
+            match accepted {
+                Ok((stream, _)) => {
+                    if tx.send(Ok(FirstByteDeadline::new(stream, within))).await.is_err() {
+                        return;
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "raft listener: accept failed");
+                    tokio::time::sleep(ACCEPT_RETRY).await;
+                }
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
+
+/// The pause after a failed accept.
+const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 
 /// A TCP connection that fails its reads once `within` has passed without a byte read.
 pub struct FirstByteDeadline {
