@@ -531,3 +531,7 @@ pub fn destroy_stale_peer(router: &Router, stale: crate::proto::StalePeer) {
     // Lost on a full inbox like any raft message; placement says it again next heartbeat.
     let _ = router.store_inbox().try_send(crate::raftstore::msg::StoreMsg::Raft(Box::new(envelope)));
 }
+
+#[cfg(test)]
+#[path = "cluster_link/register_tests.rs"]
+mod register_tests;
