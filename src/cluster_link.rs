@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
+use rand::RngCore as _;
 
 use crate::security::tls::ClientTls;
 
@@ -71,6 +72,8 @@ pub enum LinkError {
     /// Shutdown was asked for before the store could register.
     #[error("stopped before registering with the placement service")]
     Stopped,
+    #[error("no randomness for the registration token: {0}")]
+    NoRandomness(String),
 }
 
 /// The placement group at `list` (comma-separated `host:port`, `http://` or `https://` URLs), over
@@ -133,10 +136,13 @@ pub async fn register(
         cluster_id: known.cluster_id,
         store_secret: known.secret.clone(),
         auth_revision: auth.revision(),
+        registration_token: if known.store_id == 0 { registration_token()? } else { Vec::new() },
     };
     // Retried even when the answer was lost: a known store registering again only refreshes its
-    // addresses, and a new store whose first registration went unanswered leaves at worst an unused
-    // store id in placement's table, the same a restart of this node would leave.
+    // addresses, and a new store's attempts all carry one random token, so placement answers a
+    // repeat with the store the first attempt made instead of making another (a ghost store would be
+    // counted and given replicas until declared down). A restart before any reply arrived still
+    // makes a new store: the token lives only as long as this process.
     // A short deadline per attempt: each failed one is said at warn, so the operator sees it early.
     let attempts = link.with_deadline(REGISTER_ATTEMPT);
     let call = || {
@@ -181,6 +187,13 @@ pub async fn register(
             }
         }
     }
+}
+
+/// A new store's registration token: random, one per `register` call (one per process start).
+fn registration_token() -> Result<Vec<u8>, LinkError> {
+    let mut token = vec![0u8; 32];
+    rand::rngs::OsRng.try_fill_bytes(&mut token).map_err(|err| LinkError::NoRandomness(err.to_string()))?;
+    Ok(token)
 }
 
 /// Stores and installs an auth state placement sent (an LMDB write: on the blocking pool). A state
@@ -533,3 +546,7 @@ pub fn destroy_stale_peer(router: &Router, stale: crate::proto::StalePeer) {
     // Lost on a full inbox like any raft message; placement says it again next heartbeat.
     let _ = router.store_inbox().try_send(crate::raftstore::msg::StoreMsg::Raft(Box::new(envelope)));
 }
+
+#[cfg(test)]
+#[path = "cluster_link/register_tests.rs"]
+mod register_tests;

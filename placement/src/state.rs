@@ -217,6 +217,7 @@ impl Inner {
                     leader_count: counts.leader_count,
                     // Placement's to keep; no listing shows it.
                     secret_sha256: Vec::new(),
+                    registration_token_sha256: Vec::new(),
                     ..store.clone()
                 }
             })

@@ -346,3 +346,29 @@ fn a_new_leader_gives_every_store_the_down_time_to_be_heard_from() {
     // The new leader has heard from nobody yet: it waits the down time before it calls anyone down.
     assert!(!down(&p), "{:?}", p.stores());
 }
+
+#[test]
+fn a_first_registration_retried_on_a_new_leader_gets_the_same_store() {
+    let cluster = Cluster::new();
+    let (leader, p) = cluster.leader(None);
+    let req = RegisterStoreRequest {
+        raft_addr: "10.0.0.1:1".into(),
+        http_addr: "10.0.0.1:2".into(),
+        registration_token: vec![9; 32],
+        ..Default::default()
+    };
+    let first = p.register_store(&req).unwrap();
+    // The reply was lost and the leader changed: the retry reaches another member.
+    let to = leader % 3 + 1;
+    let p = wait_for("the leader transfer", || {
+        cluster.group(leader).transfer_leader(to);
+        std::thread::sleep(Duration::from_millis(50));
+        cluster.group(to).live().map(|l| l.placement)
+    });
+    let retry = p.register_store(&req).unwrap();
+    assert_eq!(retry.store_id, first.store_id);
+    assert!(p.authenticate_store(first.store_id, &retry.store_secret).is_ok());
+    let other = p.register_store(&RegisterStoreRequest { registration_token: vec![8; 32], ..req.clone() }).unwrap();
+    assert_ne!(other.store_id, first.store_id);
+    assert_eq!(p.stores().len(), 2, "{:?}", p.stores());
+}

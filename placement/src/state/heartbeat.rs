@@ -29,12 +29,19 @@ impl Placement {
             return Err(PlacementError::Invalid("a store needs a raft and an HTTP address".into()));
         }
         self.change(|inner| {
-            let store_id = if req.store_id == 0 { inner.alloc() } else { req.store_id };
+            // A retry of a first registration whose reply was lost: the store its first attempt made.
+            let retried = identity::earlier_attempt(inner, req);
+            let store_id = match retried {
+                Some(store_id) => store_id,
+                None if req.store_id == 0 => inner.alloc(),
+                None => req.store_id,
+            };
             let known = inner.stores.get(&store_id);
             if known.is_some_and(|s| s.state == StoreState::Removed as i32) {
                 return Err(PlacementError::StoreRemoved(store_id));
             }
-            let admitted = identity::admit(inner, store_id, req)?;
+            let admitted = identity::admit(inner, store_id, req, retried.is_some())?;
+            let registration_token_sha256 = identity::token_sha256(inner, store_id, req);
             let cert_identity = cert_identity::admit(inner, store_id, identity)?;
             let known = inner.stores.get(&store_id);
             let used_bytes = known.map_or(0, |s| s.used_bytes);
@@ -50,6 +57,7 @@ impl Placement {
                 used_bytes,
                 secret_sha256: admitted.secret_sha256,
                 cert_identity,
+                registration_token_sha256,
                 ..Default::default()
             };
             inner.stores.insert(store_id, info);

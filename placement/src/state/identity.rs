@@ -8,6 +8,12 @@
 //! registration is trusted once and handed a secret (trust on first use, logged at `warn`); its
 //! heartbeats are accepted without one until then. A node that loses its data directory registers
 //! as a new store, as before.
+//!
+//! A new store's first registration is idempotent: every attempt carries the same random token, and
+//! placement keeps its SHA-256 in the store record (replicated like the rest of it). An attempt whose
+//! token matches a store gets that store back, with a fresh secret replacing the one the node never
+//! received, so a reply lost to a timeout or a leader change leaves no ghost store for placement to
+//! count and place replicas on.
 
 use rand::RngCore as _;
 use sha2::{Digest as _, Sha256};
@@ -38,18 +44,53 @@ impl Placement {
     }
 }
 
-/// Decides whether `req` may register as the store it names, under placement's lock.
-pub(super) fn admit(inner: &Inner, store_id: u64, req: &RegisterStoreRequest) -> Result<Admitted, PlacementError> {
+/// The store an earlier attempt of this first registration (store_id 0) made, found by its token;
+/// None for a known store id, an attempt without a token, or a token no live store has.
+pub(super) fn earlier_attempt(inner: &Inner, req: &RegisterStoreRequest) -> Option<u64> {
+    if req.store_id != 0 || req.registration_token.is_empty() {
+        return None;
+    }
+    let token_sha256 = Sha256::digest(&req.registration_token);
+    // A scan: registrations are rare and stores few.
+    inner
+        .stores
+        .values()
+        .find(|s| {
+            s.state != StoreState::Removed as i32 && constant_time_eq(&token_sha256, &s.registration_token_sha256)
+        })
+        .map(|s| s.store_id)
+}
+
+/// The token digest to keep in `store_id`'s record: a first registration's own, else the known one.
+pub(super) fn token_sha256(inner: &Inner, store_id: u64, req: &RegisterStoreRequest) -> Vec<u8> {
+    match inner.stores.get(&store_id) {
+        Some(known) => known.registration_token_sha256.clone(),
+        None if req.registration_token.is_empty() => Vec::new(),
+        None => Sha256::digest(&req.registration_token).to_vec(),
+    }
+}
+
+/// Decides whether `req` may register as the store it names, under placement's lock. `retried`: the
+/// store is the one an earlier attempt of this first registration made (see [`earlier_attempt`]);
+/// the node never got that attempt's secret, so it gets a fresh one.
+pub(super) fn admit(
+    inner: &Inner,
+    store_id: u64,
+    req: &RegisterStoreRequest,
+    retried: bool,
+) -> Result<Admitted, PlacementError> {
     if req.cluster_id != 0 && req.cluster_id != inner.cluster_id {
         return Err(PlacementError::WrongCluster { theirs: req.cluster_id, ours: inner.cluster_id });
     }
     match inner.stores.get(&store_id) {
-        Some(known) if !known.secret_sha256.is_empty() => {
+        Some(known) if !known.secret_sha256.is_empty() && !retried => {
             check_secret(store_id, &known.secret_sha256, &req.store_secret)?;
             Ok(Admitted { secret_sha256: known.secret_sha256.clone(), new_secret: Vec::new() })
         }
         known => {
-            if known.is_some() {
+            if retried {
+                tracing::info!(store_id, raft_addr = %req.raft_addr, "a first registration was retried: the same store, a fresh secret");
+            } else if known.is_some() {
                 tracing::warn!(
                     store_id,
                     raft_addr = %req.raft_addr,
@@ -117,6 +158,37 @@ mod tests {
         let p = Placement::open(dir.path(), PlacementOptions::default()).unwrap();
         assert!(p.authenticate_store(store_id, &first.store_secret).is_ok());
         assert!(p.register_store(&request(store_id, &[], cluster_id)).is_err());
+    }
+
+    #[test]
+    fn a_retried_first_registration_gets_the_store_its_first_attempt_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Placement::open(dir.path(), PlacementOptions::default()).unwrap();
+        let with_token =
+            |token: &[u8]| RegisterStoreRequest { registration_token: token.to_vec(), ..request(0, &[], 0) };
+        let first = p.register_store(&with_token(&[1; 32])).unwrap();
+        // Its reply was lost: the retry gets the same store, and a secret the node will hold.
+        let retry = p.register_store(&with_token(&[1; 32])).unwrap();
+        assert_eq!(retry.store_id, first.store_id);
+        assert_eq!(retry.store_secret.len(), SECRET_LEN);
+        assert_ne!(retry.store_secret, first.store_secret);
+        assert!(p.authenticate_store(first.store_id, &retry.store_secret).is_ok());
+        assert!(p.authenticate_store(first.store_id, &first.store_secret).is_err(), "the lost secret is replaced");
+        assert_eq!(p.stores().len(), 1);
+        assert!(p.stores()[0].registration_token_sha256.is_empty(), "never listed");
+        // Another node's token is another store; so is every registration without a token.
+        let other = p.register_store(&with_token(&[2; 32])).unwrap();
+        assert_ne!(other.store_id, first.store_id);
+        let (a, b) = (p.register_store(&request(0, &[], 0)).unwrap(), p.register_store(&request(0, &[], 0)).unwrap());
+        assert_ne!(a.store_id, b.store_id);
+        assert_eq!(p.stores().len(), 4);
+        // The store coming back with its id keeps its token; the token survives a restart of placement.
+        let known = request(first.store_id, &retry.store_secret, first.cluster_id);
+        assert!(p.register_store(&known).unwrap().store_secret.is_empty());
+        drop(p);
+        let p = Placement::open(dir.path(), PlacementOptions::default()).unwrap();
+        assert_eq!(p.register_store(&with_token(&[1; 32])).unwrap().store_id, first.store_id);
+        assert_eq!(p.stores().len(), 4);
     }
 
     #[test]

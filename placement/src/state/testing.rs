@@ -26,6 +26,7 @@ pub(super) fn claim(store_id: u64, secret: &[u8], cluster_id: u64) -> RegisterSt
         cluster_id,
         store_secret: secret.to_vec(),
         auth_revision: 0,
+        registration_token: Vec::new(),
     }
 }
 
