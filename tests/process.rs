@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use common::process::{idle_connections, open_file_limit, run_fekv, run_fekv_with, run_to_end, FekvProcess};
 use common::writers::{Load, Writers};
-use common::{get, put, try_request};
-use hyper::{Method, StatusCode};
+use common::{get, put};
+use hyper::StatusCode;
 
 #[test]
 fn seed_transcript_output_is_byte_for_byte_the_original() {
@@ -141,18 +141,8 @@ async fn a_node_whose_raftstore_dies_exits_and_says_why() {
     let dir = tempfile::tempdir().unwrap();
     let mut node = FekvProcess::start_with_env(dir.path(), &[], &[("FEKV_FAILPOINT", "raftstore_panic_on_write")]);
     assert_eq!(get(&node.url("/health")).await.status, StatusCode::OK);
-    // The write that kills it gets an answer (503), or the connection closes as the node exits.
-    if let Ok(reply) = try_request(Method::PUT, &node.url("/fekv/k"), "v", &[]).await {
-        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{}", reply.text());
-    }
-    let status = tokio::task::block_in_place(|| node.wait_exit(Duration::from_secs(20)));
-    assert_eq!(status.code(), Some(1), "{status}");
-    // The log's last line (once the pipe has drained) names the panic and where it happened.
-    let lines = node.wait_stderr(Duration::from_secs(5), "a last line saying why the node exited", |lines| {
-        lines.last().is_some_and(|last| last.contains("raftstore thread died"))
-    });
+    let lines = node.write_until_the_raftstore_dies().await;
     let last = lines.last().unwrap();
-    assert!(last.contains("failpoint raftstore_panic_on_write"), "{last}");
     assert!(last.contains("src/raftstore/store.rs:"), "the last line does not say where: {last}");
     let panic_logged = lines.iter().any(|l| l.contains("ERROR") && l.contains("panic: failpoint"));
     assert!(panic_logged, "the panic did not reach the log: {lines:#?}");

@@ -236,6 +236,25 @@ impl FekvProcess {
             }
         })
     }
+
+    /// Sends the write that trips the `raftstore_panic_on_write` failpoint the process was started
+    /// with, and checks that the node then exits 1 with a last log line saying its raftstore died of
+    /// that failpoint; returns the log lines.
+    pub async fn write_until_the_raftstore_dies(&mut self) -> Vec<String> {
+        // The write gets an answer (503), or the connection closes as the node exits.
+        if let Ok(reply) = super::try_request(hyper::Method::PUT, &self.url("/fekv/k"), "v", &[]).await {
+            assert_eq!(reply.status, hyper::StatusCode::SERVICE_UNAVAILABLE, "{}", reply.text());
+        }
+        let status = tokio::task::block_in_place(|| self.wait_exit(Duration::from_secs(20)));
+        assert_eq!(status.code(), Some(1), "{status}");
+        // The log's last line (once the pipe has drained) names the panic.
+        let lines = self.wait_stderr(Duration::from_secs(5), "a last line saying why the node exited", |lines| {
+            lines.last().is_some_and(|last| last.contains("raftstore thread died"))
+        });
+        let last = lines.last().unwrap();
+        assert!(last.contains("failpoint raftstore_panic_on_write"), "{last}");
+        lines
+    }
 }
 
 /// `fekv args...` with no stdin and none of the caller's `RUST_LOG` or `FEKV_PLACEMENT`.
