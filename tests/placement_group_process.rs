@@ -25,9 +25,9 @@ use tonic::transport::Channel;
 /// Three loopback addresses free right now (bound and let go: the members need each other's
 /// addresses before any of them listens).
 fn free_addrs() -> Vec<String> {
-    let listeners: Vec<std::net::TcpListener> =
-        (0..3).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port")).collect();
-    listeners.iter().map(|l| l.local_addr().expect("bound").to_string()).collect()
+    // Members restart on their addresses: a port from the ephemeral range could meanwhile be taken
+    // by an outgoing connection (CI saw "Address already in use" at a restart).
+    common::process::fixed_addrs(3)
 }
 
 fn start_member(dir: &Path, addr: &str, peers: &[String], extra: &[&str]) -> FekvProcess {

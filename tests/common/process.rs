@@ -414,3 +414,28 @@ pub async fn idle_connections(node: &FekvProcess, count: usize) -> Vec<tokio::ne
     }
     connections
 }
+
+/// `count` loopback addresses free right now, for processes that must be told each other's
+/// addresses before they start (placement `--peers`) and may be restarted on them. They come from
+/// below the kernel's ephemeral range (32768 up), so no outgoing connection of this or another test
+/// takes one while its process is down; a process-wide counter keeps concurrent tests apart, and
+/// the process id spreads test binaries run at once.
+pub fn fixed_addrs(count: usize) -> Vec<String> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 12_000;
+    const SPAN: u32 = 20_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let offset = std::process::id().wrapping_mul(7_919) % SPAN;
+    let mut addrs = Vec::with_capacity(count);
+    for _ in 0..SPAN {
+        if addrs.len() == count {
+            break;
+        }
+        let port = FIRST + (offset + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN;
+        if std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            addrs.push(format!("127.0.0.1:{port}"));
+        }
+    }
+    assert_eq!(addrs.len(), count, "no {count} free loopback ports below the ephemeral range");
+    addrs
+}

@@ -64,9 +64,8 @@ impl ProcessCluster {
         node_flags: &[&str],
     ) -> ProcessCluster {
         let dir = tempfile::tempdir().unwrap();
-        let listeners: Vec<_> = (0..members).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-        let addrs: Vec<String> = listeners.iter().map(|l| l.local_addr().unwrap().to_string()).collect();
-        drop(listeners);
+        // Members restart on their addresses: below the ephemeral range (see fixed_addrs).
+        let addrs = super::process::fixed_addrs(members);
         let mut cluster = ProcessCluster {
             dir,
             placement_addr: addrs.join(","),
