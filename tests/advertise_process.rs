@@ -12,11 +12,12 @@ use common::try_request;
 use common::wait::eventually;
 use hyper::{Method, StatusCode};
 
-/// A port nothing listens on right now (bound, then released). The advertised addresses must name
-/// their port before the node binds it, so this one test cannot bind `:0`; a parallel test's `:0`
-/// takes the same port in between only by a small chance (the kernel starts its search at random).
+/// A port nothing listens on right now. The advertised addresses must name their port before the
+/// node binds it, so this test cannot bind `:0`; the port comes from below the ephemeral range, so
+/// a parallel test's outgoing connection cannot take it in between (nor a connection to it meet
+/// itself while nothing listens there).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    common::process::fixed_port_runs(1, 1)[0]
 }
 
 #[test]

@@ -11,10 +11,12 @@ use common::process::collect_lines;
 use common::wait::{eventually, eventually_sync, try_eventually_sync, Watchdog};
 use hyper::StatusCode;
 
-/// Ports nothing listens on right now (found by binding them; released before they are used).
-fn free_ports<const N: usize>() -> [u16; N] {
-    let listeners: Vec<_> = (0..N).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    std::array::from_fn(|i| listeners[i].local_addr().unwrap().port())
+/// Ports for node-1's HTTP and raft and for placement, free right now. `fekv cluster` restarts a
+/// child on its port, so they come from below the ephemeral range: one picked by binding `:0` was
+/// once taken meanwhile by a concurrent test's outgoing connection ("Address already in use").
+fn free_ports() -> [u16; 3] {
+    let ports = common::process::fixed_port_runs(3, 1);
+    [ports[0], ports[1], ports[2]]
 }
 
 /// A running `fekv cluster`, its stdout and stderr captured line by line.
@@ -107,7 +109,7 @@ async fn health(port: u16) -> Option<StatusCode> {
 
 #[test]
 fn a_taken_port_fails_at_once_naming_it() {
-    let ports = free_ports::<3>();
+    let ports = free_ports();
     let _taken = std::net::TcpListener::bind(("127.0.0.1", ports[0])).unwrap();
     let started = Instant::now();
     let mut cluster = ClusterCmd::start(ports, &[]);
@@ -124,7 +126,7 @@ fn a_taken_port_fails_at_once_naming_it() {
 /// ctl command lines it prints work as printed, and plain HTTP gets nothing from the node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_cluster_prints_curl_and_ctl_lines_that_work() {
-    let ports = free_ports::<3>();
+    let ports = free_ports();
     let tls_dir = tempfile::tempdir().unwrap();
     let tls_path = tls_dir.path().display().to_string();
     let cluster = ClusterCmd::start(ports, &["--tls-dir", &tls_path]);
@@ -154,7 +156,7 @@ async fn a_tls_cluster_prints_curl_and_ctl_lines_that_work() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_dies_is_reported_with_its_log_and_restarted() {
-    let ports = free_ports::<3>();
+    let ports = free_ports();
     let mut cluster = ClusterCmd::start(ports, &[]);
     cluster.wait_line(Duration::from_secs(60), |l| l.starts_with("cluster is up"));
     let node = cluster.wait_line(Duration::from_secs(1), |l| l.starts_with("node-1 "));
@@ -178,7 +180,7 @@ async fn a_node_that_dies_is_reported_with_its_log_and_restarted() {
 
 #[test]
 fn a_node_that_dies_more_than_max_restarts_stops_the_cluster() {
-    let ports = free_ports::<3>();
+    let ports = free_ports();
     let mut cluster = ClusterCmd::start(ports, &["--max-restarts", "0"]);
     cluster.wait_line(Duration::from_secs(60), |l| l.starts_with("cluster is up"));
     let node = cluster.wait_line(Duration::from_secs(1), |l| l.starts_with("node-1 "));
@@ -195,7 +197,7 @@ fn a_node_that_dies_more_than_max_restarts_stops_the_cluster() {
 
 #[test]
 fn a_stop_while_the_cluster_starts_stops_every_child() {
-    let ports = free_ports::<3>();
+    let ports = free_ports();
     let mut cluster = ClusterCmd::start(ports, &[]);
     let placement = cluster.wait_line(Duration::from_secs(30), |l| l.starts_with("placement  pid "));
     let placement_pid: i32 = placement.split_whitespace().nth(2).unwrap().parse().unwrap();
@@ -208,20 +210,10 @@ fn a_stop_while_the_cluster_starts_stops_every_child() {
 
 #[test]
 fn placement_replicas_3_starts_a_placement_group_and_gives_the_node_the_list() {
-    // The replicas take --placement-port and the two after it: three free ports in a row, apart
+    // The replicas take --placement-port and the two after it: a run of three free ports, apart
     // from the node's.
-    let ports = try_eventually_sync(Duration::from_secs(5), || {
-        let [http, raft, _] = free_ports::<3>();
-        let first = std::net::TcpListener::bind("127.0.0.1:0").ok()?;
-        let placement = first.local_addr().ok()?.port();
-        let taken = |p: u16| p == http || p == raft;
-        let row: Vec<_> = (1..3).map(|i| placement.checked_add(i).filter(|p| !taken(*p))).collect::<Option<_>>()?;
-        let held: Vec<_> =
-            row.iter().map(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).ok()).collect::<Option<_>>()?;
-        drop((first, held));
-        Some([http, raft, placement])
-    })
-    .expect("three free ports in a row");
+    let [http, raft, _] = free_ports();
+    let ports = [http, raft, common::process::fixed_port_runs(1, 3)[0]];
     let mut cluster = ClusterCmd::start(ports, &["--placement-replicas", "3"]);
     cluster.wait_line(Duration::from_secs(60), |l| l.starts_with("cluster is up"));
     let members: Vec<String> = (0..3).map(|j| format!("127.0.0.1:{}", ports[2] + j)).collect();

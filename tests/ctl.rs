@@ -188,10 +188,8 @@ fn ctl_lists_stores_and_regions_and_checks_every_node() {
 #[test]
 fn ctl_fails_clearly_and_quickly_when_placement_is_unreachable() {
     // Nothing listens: the connection is refused.
-    let refused = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().to_string()
-    };
+    // (Below the ephemeral range: a connect to an ephemeral port nothing listens on can meet itself.)
+    let refused = common::process::fixed_addrs(1).remove(0);
     // Something listens but never speaks: only ctl's own deadline ends the wait.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let silent_addr = silent.local_addr().unwrap().to_string();

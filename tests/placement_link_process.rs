@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 use common::process::{ctl, ctl_json, FekvProcess};
 use common::wait::eventually;
 
-/// An address nothing listens on.
+/// An address nothing listens on, below the ephemeral range: a port from it could be taken by an
+/// outgoing connection (placement started on it later would fail to bind), and a retried connect
+/// to it could meet itself (TCP simultaneous open) instead of being refused.
 fn dead_addr() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
+    common::process::fixed_addrs(1).remove(0)
 }
 
 fn show(run: &common::process::Run, args: &str) {
@@ -109,8 +110,8 @@ async fn nodes_take_lists_and_urls_from_the_flag_and_the_environment() {
 #[test]
 fn a_node_waits_for_placement_to_come_up_and_stops_on_sigterm_meanwhile() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let addr = format!("127.0.0.1:{port}");
+    // Placement comes up on this address only after the nodes retried it for a while.
+    let addr = dead_addr();
     let node_args = |data: &str| {
         ["--placement", &addr, "--data-dir", data, "--http-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0"]
             .map(str::to_string)

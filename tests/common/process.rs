@@ -417,25 +417,36 @@ pub async fn idle_connections(node: &FekvProcess, count: usize) -> Vec<tokio::ne
 
 /// `count` loopback addresses free right now, for processes that must be told each other's
 /// addresses before they start (placement `--peers`) and may be restarted on them. They come from
-/// below the kernel's ephemeral range (32768 up), so no outgoing connection of this or another test
-/// takes one while its process is down; a process-wide counter keeps concurrent tests apart, and
-/// the process id spreads test binaries run at once.
+/// below the kernel's ephemeral range (see [`fixed_port_runs`]).
 pub fn fixed_addrs(count: usize) -> Vec<String> {
+    fixed_port_runs(count, 1).into_iter().map(|port| format!("127.0.0.1:{port}")).collect()
+}
+
+/// The first ports of `count` runs of `width` consecutive loopback ports, all free right now and
+/// no two runs overlapping: for schemes that put process `i` on base+`i` (`fekv cluster`) and
+/// restart it there. They come from below the kernel's ephemeral range (32768 up), so no outgoing
+/// connection of this or another test takes one while its process is down (and a connection to
+/// one nothing listens on cannot connect to itself); a process-wide counter keeps concurrent tests
+/// apart, and the process id spreads test binaries run at once.
+pub fn fixed_port_runs(count: usize, width: u16) -> Vec<u16> {
     use std::sync::atomic::{AtomicU32, Ordering};
     const FIRST: u32 = 12_000;
     const SPAN: u32 = 20_000;
     static NEXT: AtomicU32 = AtomicU32::new(0);
+    let width = u32::from(width.max(1));
     let offset = std::process::id().wrapping_mul(7_919) % SPAN;
-    let mut addrs = Vec::with_capacity(count);
-    for _ in 0..SPAN {
-        if addrs.len() == count {
+    let free = |port: u32| std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok();
+    let mut bases = Vec::with_capacity(count);
+    for _ in 0..SPAN / width {
+        if bases.len() == count {
             break;
         }
-        let port = FIRST + (offset + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN;
-        if std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
-            addrs.push(format!("127.0.0.1:{port}"));
+        // A run is taken from the counter whole, so a concurrent test never gets part of it.
+        let start = (offset + NEXT.fetch_add(width, Ordering::Relaxed)) % SPAN;
+        if start + width <= SPAN && (start..start + width).all(|i| free(FIRST + i)) {
+            bases.push((FIRST + start) as u16);
         }
     }
-    assert_eq!(addrs.len(), count, "no {count} free loopback ports below the ephemeral range");
-    addrs
+    assert_eq!(bases.len(), count, "no {count} runs of {width} free loopback ports below the ephemeral range");
+    bases
 }
