@@ -21,6 +21,7 @@
 // tests, through `#[path]`) names fekv's items the same way in both places.
 extern crate self as fekv;
 
+pub mod accept;
 pub mod api;
 pub mod cluster_link;
 pub mod cmd;

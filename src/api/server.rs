@@ -18,6 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_stream::StreamExt as _;
 
+use crate::accept::{accept_retrying, ACCEPT_RETRY};
 use crate::security::tls::{TlsConn, TlsIncoming};
 
 use super::auth::ClientIp;
@@ -49,7 +50,7 @@ impl Acceptor for TcpListener {
     type Conn = TcpStream;
 
     async fn next_conn(&mut self) -> std::io::Result<TcpStream> {
-        let (stream, _) = self.accept().await?;
+        let (stream, _) = accept_retrying(self, "client").await;
         let _ = stream.set_nodelay(true);
         Ok(stream)
     }
@@ -106,10 +107,10 @@ pub async fn serve<A: Acceptor>(mut listener: A, state: Arc<ApiState>, shutdown:
                     }
                 },
                 Err(err) => {
-                    // Out of file descriptors and the like (the cap keeps a reserve, so this is
-                    // something else holding them): back off instead of spinning.
+                    // A plain listener retries its failed accepts itself (see `crate::accept`); this
+                    // is a TLS acceptor that stopped: back off instead of spinning.
                     tracing::warn!(error = %err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(ACCEPT_RETRY).await;
                 }
             },
             _ = &mut shutdown => break,

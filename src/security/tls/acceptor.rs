@@ -29,6 +29,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::Stream;
 use tonic::transport::server::Connected;
 
+use crate::accept::accept_retrying;
 use crate::security::tls::{AllowedNames, CertNames, ServerTls};
 
 /// A server-side TLS connection.
@@ -195,19 +196,10 @@ async fn accept_loop(
     let permits = Arc::new(Semaphore::new(options.max_handshakes.max(1)));
     loop {
         let Ok(permit) = permits.clone().acquire_owned().await else { return };
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+        let (tcp, peer) = tokio::select! {
+            accepted = accept_retrying(&listener, "TLS") => accepted,
             // The stream was dropped: stop accepting (the listener closes with this task).
             _ = established.closed() => return,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(err) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %err, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
         };
         let _ = tcp.set_nodelay(true);
         // Each connection takes the config current at its accept: a reload applies to the next one.

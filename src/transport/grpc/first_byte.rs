@@ -19,6 +19,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::Stream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
+use crate::accept::accept_retrying;
+
 /// How long a plain raft connection may stay silent after it is accepted.
 pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -30,28 +32,17 @@ pub fn incoming(listener: TcpListener, within: Duration) -> impl Stream<Item = i
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(async move {
         loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
+            let (stream, _) = tokio::select! {
+                accepted = accept_retrying(&listener, "raft") => accepted,
                 () = tx.closed() => return,
             };
-            match accepted {
-                Ok((stream, _)) => {
-                    if tx.send(Ok(FirstByteDeadline::new(stream, within))).await.is_err() {
-                        return;
-                    }
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "raft listener: accept failed");
-                    tokio::time::sleep(ACCEPT_RETRY).await;
-                }
+            if tx.send(Ok(FirstByteDeadline::new(stream, within))).await.is_err() {
+                return;
             }
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
-
-/// The pause after a failed accept.
-const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 
 /// A TCP connection that fails its reads once `within` has passed without a byte read.
 pub struct FirstByteDeadline {
