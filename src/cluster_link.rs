@@ -422,9 +422,15 @@ async fn beat(
             }
         }
     }
-    // Without the raftstore's answer (busy), the heartbeat still says the store is alive.
-    let current = router.status().await.ok().map(|peers| {
-        peers
+    // Without the raftstore's answer (busy), the heartbeat still says the store is alive. Only the
+    // statuses of peers that may have changed, or are due, are asked for: building every one of
+    // 10,000 was most of an idle node's CPU.
+    let wanted = reports.wanted();
+    let since = wanted.since;
+    let changed = router.changed_status(since, move |region_id| wanted.includes(region_id)).await.ok();
+    let current = changed.map(|changed| {
+        let reports = changed
+            .peers
             .into_iter()
             .filter(|p| p.initialized)
             .map(|p| PeerReport {
@@ -437,12 +443,13 @@ async fn beat(
                 pending_peers: p.pending_peers,
                 region: Some(p.region),
             })
-            .collect()
+            .collect();
+        (reports, changed.generation)
     });
     let used_bytes = engine.stats().map(|s| s.used_bytes).unwrap_or(0);
     // Only what changed (or is due in the rotation); confirmed once placement answered, so a report
     // a failed heartbeat carried goes again with the next one.
-    let mut batch = current.map(|current| reports.select(current));
+    let mut batch = current.map(|(current, generation)| reports.select_changed(current, generation));
     let mut request = StoreHeartbeatRequest {
         store_id,
         used_bytes,

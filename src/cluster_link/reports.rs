@@ -14,7 +14,7 @@
 //! is sent again with the next one, whatever it says then: placement may have applied the failed
 //! heartbeat (its answer was lost), so what it holds of those regions is unknown.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::proto::{Peer, PeerReport, Region};
 
@@ -92,6 +92,26 @@ pub struct Batch {
     /// Every peer the store holds is in `peers`.
     pub full: bool,
     sent: Vec<(u64, Reported)>,
+    /// The raftstore's generation the statuses were taken at (see [`Wanted`]), if it said.
+    generation: Option<u64>,
+}
+
+/// Which peers' statuses the next [`Reports::select`] needs from the raftstore: those a round
+/// visited after generation `since` (every peer when 0) and those [`Wanted::includes`] names. Any
+/// other peer is unchanged since placement last acknowledged it and not due in the rotation.
+#[derive(Debug, Clone)]
+pub struct Wanted {
+    pub since: u64,
+    slot: u64,
+    /// Regions with an operator under way, and those a failed heartbeat carried.
+    extra: HashSet<u64>,
+}
+
+impl Wanted {
+    /// Whether the next batch needs this peer's status whether it changed or not.
+    pub fn includes(&self, region_id: u64) -> bool {
+        rotation_slot(region_id) == self.slot || self.extra.contains(&region_id)
+    }
 }
 
 /// What placement has acknowledged of this store's peers.
@@ -102,6 +122,11 @@ pub struct Reports {
     beat: u64,
     /// Regions with an operator under way: reported in every heartbeat up to this one.
     operated: HashMap<u64, u64>,
+    /// The raftstore generation of the last acknowledged batch: peers no round visited after it
+    /// are as placement acknowledged them (see [`Wanted`]). 0: none yet.
+    since: u64,
+    /// What a failed heartbeat carried, sent again with the next one.
+    resend: HashSet<u64>,
 }
 
 impl Default for Reports {
@@ -113,7 +138,14 @@ impl Default for Reports {
 impl Reports {
     /// Nothing acknowledged yet: the first batch is a full report.
     pub fn new() -> Reports {
-        Reports { acknowledged: HashMap::new(), full_wanted: true, beat: 0, operated: HashMap::new() }
+        Reports {
+            acknowledged: HashMap::new(),
+            full_wanted: true,
+            beat: 0,
+            operated: HashMap::new(),
+            since: 0,
+            resend: HashSet::new(),
+        }
     }
 
     /// Placement asked for a full report: the next batch holds every peer.
@@ -124,6 +156,23 @@ impl Reports {
     /// Placement sent an operator for `region_id`: report it in the next heartbeats.
     pub fn operator_came(&mut self, region_id: u64) {
         self.operated.insert(region_id, self.beat + OPERATOR_BEATS);
+    }
+
+    /// The statuses the next [`Reports::select_changed`] needs. A full report, and the beat that
+    /// starts a rotation (it forgets the peers the store no longer holds), need every peer.
+    pub fn wanted(&self) -> Wanted {
+        let slot = (self.beat + 1) % ROTATION_BEATS;
+        let since = if self.full_wanted || slot == 0 { 0 } else { self.since };
+        let extra = self.operated.keys().chain(&self.resend).copied().collect();
+        Wanted { since, slot, extra }
+    }
+
+    /// The reports of this heartbeat from the statuses [`Reports::wanted`] asked for, taken at the
+    /// raftstore's `generation`.
+    pub fn select_changed(&mut self, current: Vec<PeerReport>, generation: u64) -> Batch {
+        let mut batch = self.select(current);
+        batch.generation = Some(generation);
+        batch
     }
 
     /// The reports of this heartbeat, from `current`: one report for every peer the store holds.
@@ -139,7 +188,7 @@ impl Reports {
         }
         let beat = self.beat;
         self.operated.retain(|_, until| *until >= beat);
-        let mut batch = Batch { peers: Vec::new(), full, sent: Vec::new() };
+        let mut batch = Batch { peers: Vec::new(), full, sent: Vec::new(), generation: None };
         for report in current {
             let Some(region) = &report.region else { continue };
             let region_id = region.region_id;
@@ -159,6 +208,7 @@ impl Reports {
     pub fn failed(&mut self, batch: Batch) {
         for (region_id, _) in batch.sent {
             self.acknowledged.remove(&region_id);
+            self.resend.insert(region_id);
         }
     }
 
@@ -166,6 +216,12 @@ impl Reports {
     pub fn confirm(&mut self, batch: Batch) {
         if batch.full {
             self.full_wanted = false;
+        }
+        if let Some(generation) = batch.generation {
+            self.since = generation;
+        }
+        for (region_id, _) in &batch.sent {
+            self.resend.remove(region_id);
         }
         self.acknowledged.extend(batch.sent);
     }
@@ -310,5 +366,38 @@ mod tests {
         // Not acknowledged: asked again.
         drop(full);
         assert!(reports.select(current()).full);
+    }
+
+    #[test]
+    fn the_raftstore_is_asked_only_for_what_changed_after_the_last_acknowledged_batch() {
+        let mut reports = Reports::new();
+        assert_eq!(reports.wanted().since, 0, "the first report is full");
+        let first = reports.select_changed(vec![leader(5, 1, Some(1000)), leader(6, 1, Some(1000))], 7);
+        reports.confirm(first);
+        let wanted = reports.wanted();
+        assert_eq!(wanted.since, 7);
+        assert!(!wanted.includes(5) || rotation_slot(5) == (reports.beat + 1) % ROTATION_BEATS);
+        // A batch that fails: the next one asks from the same generation, and for what it carried.
+        let lost = reports.select_changed(vec![leader(5, 2, Some(1000))], 9);
+        reports.failed(lost);
+        let wanted = reports.wanted();
+        assert_eq!(wanted.since, 7);
+        assert!(wanted.includes(5));
+        let again = reports.select_changed(vec![leader(5, 2, Some(1000))], 11);
+        assert_eq!(ids(&again), vec![5]);
+        reports.confirm(again);
+        assert_eq!(reports.wanted().since, 11);
+        assert!(!reports.wanted().extra.contains(&5), "sent again and acknowledged");
+        // An operator's region is asked for whatever changed; placement asking for all, everything.
+        reports.operator_came(6);
+        assert!(reports.wanted().includes(6));
+        reports.want_full();
+        assert_eq!(reports.wanted().since, 0);
+        // The beat that starts a rotation asks for every peer (it forgets those no longer held).
+        let mut rotating = Reports::new();
+        rotating.full_wanted = false;
+        rotating.since = 3;
+        rotating.beat = ROTATION_BEATS - 1;
+        assert_eq!(rotating.wanted().since, 0);
     }
 }

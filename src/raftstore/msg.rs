@@ -54,6 +54,14 @@ pub struct PeerStatus {
     pub initialized: bool,
 }
 
+/// The answer to [`StoreMsg::ChangedStatus`].
+#[derive(Debug, Clone)]
+pub struct ChangedStatus {
+    /// Ask with this as `since` next time for what changed after this answer.
+    pub generation: u64,
+    pub peers: Vec<PeerStatus>,
+}
+
 pub enum StoreMsg {
     /// Client writes to propose as one raft entry. Answered once the entry is applied (or fails).
     Write { region_id: u64, requests: Vec<Request>, callback: Callback<WriteResponse> },
@@ -62,6 +70,9 @@ pub enum StoreMsg {
     ReadIndex { region_id: u64, callback: Callback<()> },
     /// A snapshot of every local peer's raft state, for `/status` and `/ready`.
     Status { callback: Callback<Vec<PeerStatus>> },
+    /// The status of every local peer a round visited after generation `since` (every peer for 0),
+    /// plus those `include` picks: what a heartbeat needs, without building 10,000 statuses.
+    ChangedStatus { since: u64, include: Box<dyn Fn(u64) -> bool + Send>, callback: Callback<ChangedStatus> },
     /// A raft message from a peer on another store. Lost on a full inbox, like on a network: raft
     /// retries.
     Raft(Box<RaftEnvelope>),
@@ -103,7 +114,11 @@ impl StoreMsg {
             | StoreMsg::PeerUnreachable { region_id, .. }
             | StoreMsg::SnapshotStatus { region_id, .. } => Some(*region_id),
             StoreMsg::CreatePeer { region, .. } => Some(region.region_id),
-            StoreMsg::Raft(_) | StoreMsg::Snapshot(..) | StoreMsg::Status { .. } | StoreMsg::Shutdown => None,
+            StoreMsg::Raft(_)
+            | StoreMsg::Snapshot(..)
+            | StoreMsg::Status { .. }
+            | StoreMsg::ChangedStatus { .. }
+            | StoreMsg::Shutdown => None,
         }
     }
 }

@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 
 use super::error::{Error, Result};
 use super::inbox::RaftInbox;
-use super::msg::{PeerStatus, StoreMsg, WriteResponse};
+use super::msg::{ChangedStatus, PeerStatus, StoreMsg, WriteResponse};
 use super::region_map::RegionMap;
 use crate::proto::{Region, Request};
 
@@ -90,6 +90,16 @@ impl Router {
 
     pub async fn status(&self) -> Result<Vec<PeerStatus>> {
         self.call(false, |callback| StoreMsg::Status { callback }).await
+    }
+
+    /// The peers that may have changed after generation `since` (all for 0), plus those `include`
+    /// picks (see [`StoreMsg::ChangedStatus`]).
+    pub async fn changed_status(
+        &self,
+        since: u64,
+        include: impl Fn(u64) -> bool + Send + 'static,
+    ) -> Result<ChangedStatus> {
+        self.call(false, |callback| StoreMsg::ChangedStatus { since, include: Box::new(include), callback }).await
     }
 
     /// The store's inbox, for the store's own messages (and tests that play the store's peers).

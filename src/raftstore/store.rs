@@ -18,6 +18,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use raft::eraftpb::MessageType;
 
 mod active;
+mod changes;
 mod durability;
 mod empty_peers;
 mod hibernate;
@@ -31,7 +32,7 @@ use durability::ApplyDeferral;
 use lifecycle::{is_stale_sender, may_create_peer};
 
 use super::error::Error;
-use super::msg::StoreMsg;
+use super::msg::{ChangedStatus, StoreMsg};
 use super::peer::{Peer, PeerConfig};
 use super::region_map::RegionMap;
 use super::router::Router;
@@ -97,6 +98,8 @@ pub struct Store {
     activity: active::Activity,
     /// Awake leaders' idle ticks, towards hibernation (see [`hibernate`]).
     idle_leaders: hibernate::IdleLeaders,
+    /// Which peers rounds visited, for heartbeats that ask only for what may have changed.
+    status_changes: changes::StatusChanges,
     /// Regions whose peer may be empty (created by a message, waiting for a snapshot): a superset,
     /// cleaned when read, so a round need not scan every peer to find them.
     maybe_empty: std::collections::BTreeSet<u64>,
@@ -175,6 +178,7 @@ pub fn start(
         activity: active::Activity::default(),
         idle_leaders: Default::default(),
         maybe_empty: Default::default(),
+        status_changes: Default::default(),
         panic_on_write: super::failpoint::enabled("raftstore_panic_on_write"),
         deferral: ApplyDeferral::new(cfg_apply_delay),
         apply_wanted: false,
@@ -369,6 +373,16 @@ impl Store {
             },
             StoreMsg::Status { callback } => {
                 let _ = callback.send(Ok(self.peers.values().map(Peer::status).collect()));
+            }
+            StoreMsg::ChangedStatus { since, include, callback } => {
+                let changes = &self.status_changes;
+                let peers = self
+                    .peers
+                    .iter()
+                    .filter(|(region_id, _)| changes.changed_since(**region_id, since) || include(**region_id))
+                    .map(|(_, peer)| peer.status())
+                    .collect();
+                let _ = callback.send(Ok(ChangedStatus { generation: changes.generation(), peers }));
             }
             StoreMsg::Raft(envelope) => self.on_raft_message(*envelope, None),
             StoreMsg::Snapshot(envelope, snapshot) => self.on_raft_message(*envelope, Some(snapshot)),

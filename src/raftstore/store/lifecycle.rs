@@ -23,6 +23,7 @@ impl Store {
             Some(peer) if !peer.is_initialized() => {
                 self.peers.remove(&region_id);
                 self.activity.forget(region_id);
+                self.status_changes.forget(region_id);
                 let repaired = self.engine.write_txn().and_then(|mut txn| {
                     crate::raftstore::peer_storage::PeerStorage::repair_split_state(&self.engine, &mut txn, region_id)?;
                     self.engine.commit(txn)

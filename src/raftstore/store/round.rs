@@ -25,6 +25,7 @@ impl Store {
         // then sent again): from here on `regions` is what the next round's checks go by.
         self.snapshots_accepted.clear();
         let round = self.activity.take_round();
+        self.status_changes.record(round.iter().copied());
         self.metrics.raftstore_peers_per_round.observe(round.len() as f64);
         for region_id in &round {
             if let Some(peer) = self.peers.get_mut(region_id) {
@@ -69,6 +70,8 @@ impl Store {
         let complete = apply || flush;
         // Each of these peers' readies was taken: if the transaction fails, each is rebuilt.
         let region_ids: Vec<u64> = readies.iter().map(|(id, _)| *id).collect();
+        // Peers applying deferred entries were not in the round, and may change (a split, a member).
+        self.status_changes.record(region_ids.iter().copied());
         // Every peer this round visited may have queued messages (a ready's, or hibernation's
         // signals outside one): each one's outbox is sent.
         let visited: Vec<u64> =
