@@ -131,8 +131,8 @@ async fn a_tls_cluster_prints_curl_and_ctl_lines_that_work() {
     let tls_path = tls_dir.path().display().to_string();
     let cluster = ClusterCmd::start(ports, &["--tls-dir", &tls_path]);
     cluster.wait_line(Duration::from_secs(60), |l| l.starts_with("cluster is up"));
-    let curl = cluster.wait_line(Duration::from_secs(1), |l| l.starts_with("  curl "));
-    let ctl = cluster.wait_line(Duration::from_secs(1), |l| l.starts_with("  fekv ctl "));
+    let curl = cluster.wait_line(Duration::from_secs(10), |l| l.starts_with("  curl "));
+    let ctl = cluster.wait_line(Duration::from_secs(10), |l| l.starts_with("  fekv ctl "));
     let run = |line: &str, program: &str| {
         let mut words = line.split_whitespace().skip(1);
         let output = Command::new(program).args(&mut words).output().unwrap();
@@ -159,13 +159,13 @@ async fn a_node_that_dies_is_reported_with_its_log_and_restarted() {
     let ports = free_ports();
     let mut cluster = ClusterCmd::start(ports, &[]);
     cluster.wait_line(Duration::from_secs(60), |l| l.starts_with("cluster is up"));
-    let node = cluster.wait_line(Duration::from_secs(1), |l| l.starts_with("node-1 "));
+    let node = cluster.wait_line(Duration::from_secs(10), |l| l.starts_with("node-1 "));
     let pid = cluster.pid_of(&node);
     cluster.signal(pid, libc::SIGKILL);
     cluster.wait_line(Duration::from_secs(10), |l| l.starts_with("node-1 exited (signal: 9"));
     // The end of its log comes with it: the node's own last lines, indented.
-    cluster.wait_line(Duration::from_secs(1), |l| l.starts_with("  ") && l.contains(" INFO "));
-    cluster.wait_line(Duration::from_secs(1), |l| l.contains("restarting node-1 in 1s (restart 1 of at most 5)"));
+    cluster.wait_line(Duration::from_secs(10), |l| l.starts_with("  ") && l.contains(" INFO "));
+    cluster.wait_line(Duration::from_secs(10), |l| l.contains("restarting node-1 in 1s (restart 1 of at most 5)"));
     let restarted = cluster.wait_line(Duration::from_secs(10), |l| l.starts_with("node-1 restarted, pid "));
     assert!(!restarted.ends_with(&format!(" {pid}")), "{restarted}");
     eventually(Duration::from_secs(30), "node-1 healthy again", || async {
@@ -183,7 +183,7 @@ fn a_node_that_dies_more_than_max_restarts_stops_the_cluster() {
     let ports = free_ports();
     let mut cluster = ClusterCmd::start(ports, &["--max-restarts", "0"]);
     cluster.wait_line(Duration::from_secs(60), |l| l.starts_with("cluster is up"));
-    let node = cluster.wait_line(Duration::from_secs(1), |l| l.starts_with("node-1 "));
+    let node = cluster.wait_line(Duration::from_secs(10), |l| l.starts_with("node-1 "));
     cluster.signal(cluster.pid_of(&node), libc::SIGKILL);
     let status = cluster.wait_exit(Duration::from_secs(20));
     assert!(!status.success(), "{}", cluster.output());
@@ -219,7 +219,7 @@ fn placement_replicas_3_starts_a_placement_group_and_gives_the_node_the_list() {
     let members: Vec<String> = (0..3).map(|j| format!("127.0.0.1:{}", ports[2] + j)).collect();
     let mut pids = Vec::new();
     for (j, addr) in members.iter().enumerate() {
-        let line = cluster.wait_line(Duration::from_secs(1), |l| l.starts_with(&format!("placement-{} ", j + 1)));
+        let line = cluster.wait_line(Duration::from_secs(10), |l| l.starts_with(&format!("placement-{} ", j + 1)));
         assert!(line.contains(addr.as_str()), "{line}");
         pids.push(line.split_whitespace().nth(2).and_then(|p| p.parse::<i32>().ok()).unwrap());
     }

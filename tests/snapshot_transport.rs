@@ -100,6 +100,19 @@ fn dir_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir).map_or(0, |entries| entries.flatten().map(|e| e.metadata().map_or(0, |m| m.len())).sum())
 }
 
+/// Waits (at most 10 s) until receives have spilled at least `bytes` into `dir`.
+async fn wait_spilled(dir: &Path, bytes: u64) {
+    eventually(Duration::from_secs(10), &format!("{bytes} bytes spilled"), || async {
+        let spilled = dir_bytes(dir);
+        if spilled >= bytes {
+            Ok(())
+        } else {
+            Err(format!("{spilled} bytes spilled"))
+        }
+    })
+    .await;
+}
+
 /// Waits (at most 10 s) for the store inbox to receive a message `accept` takes.
 fn wait_inbox<T>(inbox: &Receiver<StoreMsg>, what: &str, accept: impl Fn(StoreMsg) -> Option<T>) -> T {
     eventually_sync(Duration::from_secs(10), what, || match inbox.try_recv() {
@@ -157,21 +170,22 @@ async fn a_stalled_stream_is_dropped_after_the_idle_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receives_beyond_the_limit_are_refused_and_their_sender_reports_a_failed_snapshot() {
     let store = serve(64 * MIB as u64, 1, Duration::from_secs(30)).await;
-    // One stream under way holds the only slot.
+    // One stream under way holds the only slot. Which of two streams takes it is the order their
+    // calls reach the service, not the order they were opened (each has its own connection), so the
+    // second one is opened only once the first is seen receiving: it has spilled past the memory cap.
     let (held, held_call) = open_stream(&store.addr).await;
-    held.send(chunks(&vec![5u8; 2 * MIB])[0].clone()).await.unwrap();
-    let refused = eventually(Duration::from_secs(10), "a second stream refused", || async {
-        let (tx, call) = open_stream(&store.addr).await;
-        // The refusal may come before this chunk is sent, and close the stream it would go on:
-        // the call's outcome says what happened either way.
-        let _ = tx.send(chunks(&[6u8; 10])[0].clone()).await;
-        match outcome(call).await {
-            Err(status) if status.code() == tonic::Code::ResourceExhausted => Ok(status),
-            // The held stream's first chunk may not have reached the service yet.
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    let mut held_chunks = chunks(&vec![5u8; SNAPSHOT_MEMORY_CAP + 2 * MIB]);
+    held_chunks.pop();
+    for chunk in held_chunks {
+        held.send(chunk).await.unwrap();
+    }
+    wait_spilled(&store.spill_dir, 1).await;
+    let (tx, call) = open_stream(&store.addr).await;
+    // The refusal may come before this chunk is sent, and close the stream it would go on: the
+    // call's outcome says what happened either way.
+    let _ = tx.send(chunks(&[6u8; 10])[0].clone()).await;
+    let refused = outcome(call).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused}");
     assert!(refused.message().contains("snapshot_max_receiving"), "{refused}");
 
     // A store sending a snapshot there hears that it failed, and tells raft.
@@ -221,15 +235,7 @@ async fn a_big_snapshot_is_spilled_to_disk_while_it_streams_and_arrives_whole() 
     // Everything past the memory cap is on disk, not in the receiver's memory, while the stream is
     // incomplete.
     let beyond_cap = (encoded.len() - last.data.len() - SNAPSHOT_MEMORY_CAP) as u64;
-    eventually(Duration::from_secs(10), &format!("{beyond_cap} bytes spilled"), || async {
-        let spilled = dir_bytes(&store.spill_dir);
-        if spilled >= beyond_cap {
-            Ok(())
-        } else {
-            Err(format!("{spilled} bytes spilled"))
-        }
-    })
-    .await;
+    wait_spilled(&store.spill_dir, beyond_cap).await;
     tx.send(last).await.unwrap();
     outcome(call).await.unwrap();
     let delivered = wait_inbox(&store.inbox, "delivered snapshot", |msg| match msg {
