@@ -411,7 +411,7 @@ async fn beat(
         }
         Err(error) => return Err(error),
     }
-    if router.regions().is_empty() {
+    if router.holds_no_region() {
         // A new store waits for the first region; later regions arrive by splits and raft messages.
         for info in cache.regions() {
             let Some(region) = info.region else { continue };

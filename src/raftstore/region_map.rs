@@ -88,6 +88,11 @@ impl RegionMap {
     pub fn regions(&self) -> Vec<Region> {
         self.table.read().by_start.values().cloned().collect()
     }
+
+    /// Whether no region is held (without copying the table, as [`Self::regions`] does).
+    pub fn is_empty(&self) -> bool {
+        self.table.read().by_start.is_empty()
+    }
 }
 
 #[cfg(test)]
@@ -137,9 +142,11 @@ mod tests {
     #[test]
     fn reinserting_a_region_replaces_its_old_range() {
         let map = RegionMap::default();
+        assert!(map.is_empty());
         map.insert(region(1, b"", b""));
         map.insert(region(1, b"", b"k"));
         assert_eq!(map.regions().len(), 1);
+        assert!(!map.is_empty());
         assert!(map.locate(b"z").is_none());
         // A region moved to a new start key leaves no entry at its old one.
         map.insert(region(1, b"b", b"k"));
@@ -150,5 +157,7 @@ mod tests {
         map.remove(1);
         assert_eq!(map.locate(b"c").unwrap().region_id, 2);
         assert_eq!(map.regions().len(), 1);
+        map.remove(2);
+        assert!(map.is_empty());
     }
 }

@@ -43,6 +43,11 @@ impl Router {
         self.regions.regions()
     }
 
+    /// Whether this store holds no region yet (cheap: asked by every heartbeat).
+    pub fn holds_no_region(&self) -> bool {
+        self.regions.is_empty()
+    }
+
     /// Resolves when a local region changed (split, snapshot, new peer).
     pub async fn regions_changed(&self) {
         self.regions.changed().await;
