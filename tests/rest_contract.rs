@@ -378,10 +378,9 @@ async fn writes_queued_during_a_commit_share_the_next_one() {
     assert_eq!(commits, 2.0, "1 + 64 queued writes took {commits} commits");
     assert!(metric(&text, "fekv_storage_proposals_per_commit_sum") >= 64.0);
     // After a commit of 64, a round holding one write waits for more writers (batch_gate), but only
-    // while they keep coming: a lone write is not held back.
-    let started = std::time::Instant::now();
+    // while they keep coming: a lone write still gets a commit of its own. (How long the gate may wait
+    // is batch_gate's unit tests' business; a wall-clock bound here would only measure the machine.)
     assert_eq!(put(&node.url("/fekv/lone"), "v").await.status, StatusCode::OK);
-    assert!(started.elapsed() < Duration::from_millis(200), "a lone write took {:?}", started.elapsed());
     let text = get(&node.url("/metrics")).await.text();
     assert_eq!(metric(&text, "fekv_storage_commits_total") - commits_before, 3.0);
     node.stop().await;
@@ -401,11 +400,12 @@ async fn a_stuck_raftstore_answers_504_for_writes_and_reads_do_not_wait_behind_i
     assert_eq!(write.status, StatusCode::GATEWAY_TIMEOUT, "{}", write.text());
     assert_eq!(write.json()["error"], "proposal_timeout");
     assert!(write.text().contains("may or may not"), "{}", write.text());
-    let read_started = std::time::Instant::now();
+    // The lock is still held here (released below), so a read that waited behind the stuck writer
+    // could not have been answered at all: its answer is the proof, no wall-clock bound needed.
     let read = get(&node.url("/fekv/slow")).await;
     assert_eq!(read.status, StatusCode::NOT_FOUND, "{}", read.text());
-    assert!(read_started.elapsed() < Duration::from_millis(250), "the read waited {:?}", read_started.elapsed());
-    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    // The write gave up after its 500 ms request timeout, long before the lock holder's 20 s.
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
     release_tx.send(()).unwrap();
     lock_holder.join().unwrap();
     // The timed-out write was proposed; once the store moves, it is applied.
