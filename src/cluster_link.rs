@@ -30,6 +30,7 @@ use crate::proto::{
 use crate::raftstore::Router;
 use crate::security::node_auth::NodeAuth;
 
+pub mod ids;
 pub mod placement_link;
 pub mod reports;
 

@@ -176,7 +176,9 @@ impl Config {
         if let Err(reason) = crate::logging::check_filter(&self.log_level) {
             return invalid("log_level", &reason);
         }
-        if let Err((name, reason)) = crate::security::config::check(self) {
+        if let Err((name, reason)) =
+            crate::security::config::check(&self.tls, self.auth_token_ttl, &self.auth_password_cost)
+        {
             return invalid(name, &reason);
         }
         for (name, addr) in

@@ -1,12 +1,11 @@
 //! Id allocation: regions and peers share one id space, and an id is never handed out twice, even
 //! across restarts. The raftstore asks through [`IdAllocator`] (a split needs a region id and one
-//! peer id per peer); a node in a cluster asks placement ([`PlacementIds`]), a node alone keeps the
-//! high-water mark in its data directory ([`FileIdAllocator`]).
+//! peer id per peer); a node in a cluster asks placement (`cluster_link::ids::PlacementIds`, an
+//! adapter above the raftstore), a node alone keeps the high-water mark in its data directory
+//! ([`FileIdAllocator`]).
 
 use std::path::{Path, PathBuf};
 
-use crate::cluster_link::{PlacementLink, Retry};
-use crate::proto::placement_client::PlacementClient;
 use parking_lot::Mutex;
 
 /// Hands out ids (regions and peers share the space) that are never handed out again.
@@ -71,34 +70,6 @@ impl IdAllocator for FileIdAllocator {
         }
         state.0 = end;
         Ok((next..end).collect())
-    }
-}
-
-/// Ids from the placement service, for splits. Called from the split-check thread (not a tokio
-/// worker), so it may block on the call.
-pub struct PlacementIds {
-    link: PlacementLink,
-    runtime: tokio::runtime::Handle,
-}
-
-impl PlacementIds {
-    pub fn new(link: PlacementLink, runtime: tokio::runtime::Handle) -> PlacementIds {
-        PlacementIds { link, runtime }
-    }
-}
-
-impl IdAllocator for PlacementIds {
-    fn alloc(&self, count: usize) -> Result<Vec<u64>, String> {
-        let request = crate::proto::AllocIdRequest { count: count as u32 };
-        // Retried on a lost answer too: ids placement handed out in it are only a gap, never reused.
-        let call = self
-            .link
-            .call(Retry::Idempotent, |channel| async move { PlacementClient::new(channel).alloc_id(request).await });
-        let ids = self.runtime.block_on(call).map_err(|err| err.to_string())?.ids;
-        if ids.len() != count {
-            return Err(format!("placement returned {} ids for {count}", ids.len()));
-        }
-        Ok(ids)
     }
 }
 

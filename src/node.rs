@@ -229,7 +229,8 @@ impl Node {
             GrpcTransport::new(tokio::runtime::Handle::current(), addresses.clone(), inbox.0.clone(), metrics.clone())
                 .with_tls(peer_tls),
         );
-        let ids = Arc::new(crate::ids::PlacementIds::new(link.clone(), tokio::runtime::Handle::current()));
+        let ids =
+            Arc::new(crate::cluster_link::ids::PlacementIds::new(link.clone(), tokio::runtime::Handle::current()));
         let (router, handle) = store::start(store_cfg, engine.clone(), metrics.clone(), transport, inbox, ids)?;
         let mut node = Node::assemble(
             config,

@@ -144,7 +144,7 @@ pub struct Live {
     pub instance: u64,
     pub placement: Arc<Placement>,
     /// Where its callers wait for their changes (closed if the driver dies under them).
-    ledger: Arc<crate::state::sink::Ledger>,
+    ledger: Arc<crate::state::ledger::Ledger>,
 }
 
 struct Shared {
@@ -197,7 +197,7 @@ impl Group {
                         .unwrap_or_default();
                     let reason = format!("the placement raft driver panicked: {message}");
                     if let Some(live) = shared.live.write().take() {
-                        live.ledger.close(crate::state::sink::Failure::Unavailable(reason.clone()));
+                        live.ledger.close(crate::state::ledger::Failure::Unavailable(reason.clone()));
                     }
                     let mut status = shared.status.lock();
                     status.serving = false;

@@ -37,6 +37,7 @@ mod auth;
 mod cert_identity;
 mod heartbeat;
 mod identity;
+pub(crate) mod ledger;
 pub(crate) mod persist;
 mod region_log;
 mod scheduling;

@@ -1,4 +1,6 @@
 use super::*;
+use crate::security::config::ServerTlsArgs;
+use std::path::PathBuf;
 
 #[test]
 fn defaults_are_valid() {
@@ -129,4 +131,19 @@ fn placement_is_a_list_from_the_file_the_environment_or_the_flag() {
     let members =
         crate::cluster_link::placement_link::parse_members(cli.serve.placement.as_deref().unwrap(), false, "peer TLS");
     assert_eq!(members.unwrap(), vec!["127.0.0.1:2479", "127.0.0.1:2480"]);
+}
+
+#[test]
+fn tls_flags_and_the_tls_table_combine_and_incomplete_ones_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fekv.toml");
+    std::fs::write(&path, "[tls]\ncert_file = \"a.crt\"\n").unwrap();
+    let api = ServerTlsArgs { key_file: Some("a.key".into()), ..Default::default() };
+    let args =
+        ServeArgs { config: Some(path.clone()), tls: NodeTlsArgs { api, ..Default::default() }, ..Default::default() };
+    let config = args.load().unwrap();
+    assert_eq!(config.tls.cert_file, Some(PathBuf::from("a.crt")));
+    assert!(toml::to_string(&config).unwrap().contains("[tls]"));
+    let err = ServeArgs { config: Some(path), ..Default::default() }.load().unwrap_err().to_string();
+    assert!(err.contains("tls") && err.contains("key_file"), "{err}");
 }

@@ -87,13 +87,18 @@ impl TlsConfig {
 }
 
 /// Checks the node's security settings (the `[tls]` table, the auth ones) for `Config::validate`:
-/// the name of the first bad setting and why.
-pub fn check(config: &crate::config::Config) -> Result<(), (&'static str, String)> {
-    config.tls.validate().map_err(|err| ("tls", err.to_string()))?;
-    if config.auth_token_ttl.is_zero() {
+/// the name of the first bad setting and why. It takes the settings, not the `Config` that holds
+/// them, so that security stays below config (config imports this module, not the other way).
+pub fn check(
+    tls: &TlsConfig,
+    auth_token_ttl: std::time::Duration,
+    auth_password_cost: &str,
+) -> Result<(), (&'static str, String)> {
+    tls.validate().map_err(|err| ("tls", err.to_string()))?;
+    if auth_token_ttl.is_zero() {
         return Err(("auth_token_ttl", "must be positive".into()));
     }
-    crate::security::node_auth::parse_password_cost(&config.auth_password_cost)
+    crate::security::node_auth::parse_password_cost(auth_password_cost)
         .map_err(|reason| ("auth_password_cost", reason))?;
     Ok(())
 }
@@ -295,25 +300,6 @@ mod tests {
         assert!(toml::to_string(&config).unwrap().contains("peer_cert_allowed_hostname"));
         let alone: TlsConfig = toml::from_str("peer_cert_allowed_hostname = [\"h\"]").unwrap();
         assert!(alone.validate().unwrap_err().to_string().contains("peer TLS"));
-    }
-
-    #[test]
-    fn tls_flags_and_the_tls_table_combine_and_incomplete_ones_are_refused() {
-        use crate::config::ServeArgs;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("fekv.toml");
-        std::fs::write(&path, "[tls]\ncert_file = \"a.crt\"\n").unwrap();
-        let api = ServerTlsArgs { key_file: Some("a.key".into()), ..Default::default() };
-        let args = ServeArgs {
-            config: Some(path.clone()),
-            tls: NodeTlsArgs { api, ..Default::default() },
-            ..Default::default()
-        };
-        let config = args.load().unwrap();
-        assert_eq!(config.tls.cert_file, Some(PathBuf::from("a.crt")));
-        assert!(toml::to_string(&config).unwrap().contains("[tls]"));
-        let err = ServeArgs { config: Some(path), ..Default::default() }.load().unwrap_err().to_string();
-        assert!(err.contains("tls") && err.contains("key_file"), "{err}");
     }
 
     #[test]

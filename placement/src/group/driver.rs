@@ -20,7 +20,8 @@ use raft::{RawNode, SnapshotStatus, StateRole};
 use super::storage::LogStore;
 use super::{GroupConfig, GroupError, Inbox, Input, Live, RaftTransport, Shared};
 use crate::proto::PlacementRaftEntry;
-use crate::state::sink::{Failure, GroupSink, Ledger, Proposal, Propose};
+use crate::state::ledger::{Failure, Ledger};
+use crate::state::sink::{GroupSink, Proposal, Propose};
 use crate::state::{Placement, PlacementOptions};
 
 /// The environment, the records and the log.

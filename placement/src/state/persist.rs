@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
-use super::sink::{Failure, Ledger};
+use super::ledger::{Failure, Ledger};
 use super::*;
 
 /// The single record of the old layout, converted at open.
