@@ -171,3 +171,17 @@ async fn many_regions_wake_at_once_without_an_election_storm() {
     // check now and then (it re-elects the same leader).
     assert!(reelected.len() <= REGIONS / 20, "regions whose leader was elected again on waking: {reelected:?}");
 }
+
+/// A region whose only member is its leader has nobody to tell its final commit, so it sleeps at
+/// its first idle tick instead of after two election timeouts. With elections after 5,000 ticks
+/// (100 s), the two-election rule would keep it awake for 200 s; the deadline here is 15 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sole_member_region_sleeps_at_its_first_idle_tick() {
+    let cluster = Cluster::start(1, seed(), |config| config.raft_election_ticks = 5000);
+    cluster.must_put(b"k", b"1").await;
+    wait_all_hibernated(&cluster, 1).await;
+    // A write wakes it, is answered, and it sleeps again.
+    cluster.must_put(b"k", b"2").await;
+    assert_eq!(cluster.must_get(b"k").await.as_deref(), Some(&b"2"[..]));
+    wait_all_hibernated(&cluster, 1).await;
+}

@@ -75,6 +75,12 @@ impl Peer {
                 .all(|(id, pr)| *id == self.peer_id || (pr.matched == last && pr.state == ProgressState::Replicate))
     }
 
+    /// Whether raft tracks no peer but this one (no other voter, no learner): a leader with nobody to
+    /// tell its final commit index may sleep as soon as it is idle.
+    pub fn is_sole_member(&self) -> bool {
+        self.raw.raft.prs().iter().all(|(id, _)| *id == self.peer_id)
+    }
+
     /// Queues the leader's going-to-sleep heartbeat to every follower.
     pub fn send_hibernate(&mut self) {
         let raft = &self.raw.raft;
