@@ -197,6 +197,57 @@ async fn ctl_transfer_leader_moves_leadership_to_the_chosen_store() {
     assert_eq!((reply.status, hops), (StatusCode::OK, 0));
 }
 
+/// While the leader hands its region over, raft refuses proposals; a client's write waits through
+/// the transfer instead of getting a 503 (the balancers move leaders all the time: a splitting load
+/// got 48-110 such 503s in 15 s). Made deterministic by stopping the target (SIGSTOP): the leader
+/// refuses proposals for a whole election timeout (1 s) per attempt, and placement may send the
+/// operator again right after an attempt is abandoned, until the target has been silent for 3 s and
+/// the operator is cancelled; a write waits for as long as its request timeout (5 s) allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_during_a_leader_transfer_waits_for_it_instead_of_failing() {
+    let cluster = ProcessCluster::three().await;
+    let leader = cluster.wait_leader().await;
+    let target = (0..cluster.len()).find(|i| *i != leader).unwrap();
+    let status = try_request(Method::GET, &cluster.node(target).url("/status"), "", &[]).await.unwrap().json();
+    let (store_id, region_id) =
+        (status["store_id"].as_u64().unwrap(), status["regions"][0]["region_id"].as_u64().unwrap());
+    let target_pid = cluster.node(target).pid() as i32;
+    /// Lets the stopped node go on however the test ends (its Drop could not stop it otherwise).
+    struct Resume(i32);
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            unsafe { libc::kill(self.0, libc::SIGCONT) };
+        }
+    }
+    assert_eq!(unsafe { libc::kill(target_pid, libc::SIGSTOP) }, 0);
+    let _resume = Resume(target_pid);
+    let args = ["region", "transfer-leader", &region_id.to_string(), &store_id.to_string()].map(String::from);
+    let placement = cluster.placement().to_string();
+    tokio::task::spawn_blocking(move || {
+        common::wait::eventually_sync(Duration::from_secs(20), "ctl region transfer-leader", || {
+            let run = ctl(&placement, &args.iter().map(String::as_str).collect::<Vec<_>>());
+            if run.success {
+                Ok(())
+            } else {
+                Err(run.stderr)
+            }
+        })
+    })
+    .await
+    .unwrap();
+    let leader_node = cluster.node(leader);
+    let transferring = |lines: &[String]| lines.iter().any(|l| l.contains("transferring leadership"));
+    tokio::task::block_in_place(|| {
+        leader_node.wait_stderr(Duration::from_secs(20), "the leader to start the transfer", transferring)
+    });
+    // The transfer has begun: raft refuses proposals until it gives up on the silent target.
+    for i in 0..5 {
+        let (reply, _) =
+            request_following(Method::PUT, &leader_node.url(&format!("/fekv/during-{i}")), "v", &[]).await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK, "write {i} during the transfer: {}", reply.text());
+    }
+}
+
 /// A placement (3 replicas) and one node under an open-file limit of 300 (soft and hard, so it
 /// cannot be raised), in `dir`; returns once the node leads the first region.
 fn placement_and_a_node_at_300_files(dir: &std::path::Path) -> (FekvProcess, FekvProcess) {

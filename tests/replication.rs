@@ -172,11 +172,11 @@ async fn proposals_during_a_leader_transfer_get_a_retryable_answer() {
         })),
     };
     let during = router.write(1, vec![put.clone()]).await;
-    assert!(matches!(during, Err(fekv::raftstore::Error::ProposalDropped { .. })), "{during:?}");
+    assert!(matches!(during, Err(fekv::raftstore::Error::TransferringLeader)), "{during:?}");
     eventually(Duration::from_secs(10), "the leader to take writes again", || async {
         match router.write(1, vec![put.clone()]).await {
             Ok(_) => Ok(()),
-            Err(err @ fekv::raftstore::Error::ProposalDropped { .. }) => Err(err),
+            Err(err @ fekv::raftstore::Error::TransferringLeader) => Err(err),
             Err(err) => panic!("unexpected answer after the transfer was abandoned: {err}"),
         }
     })

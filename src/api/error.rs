@@ -109,7 +109,9 @@ impl ApiError {
                 R::RegionNotFound { .. } | R::KeyNotInRegion { .. } | R::EpochNotMatch { .. } => {
                     (StatusCode::SERVICE_UNAVAILABLE, "stale_route")
                 }
-                R::StaleCommand | R::ProposalDropped { .. } => (StatusCode::SERVICE_UNAVAILABLE, "retry"),
+                R::StaleCommand | R::ProposalDropped { .. } | R::TransferringLeader => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "retry")
+                }
                 R::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
                 R::InvalidChange { .. } => (StatusCode::BAD_REQUEST, "invalid_change"),
                 R::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "stopping"),

@@ -133,14 +133,18 @@ pub(super) async fn read_barrier(
     state.router.read_index(region.region_id).await
 }
 
-/// Runs `attempt` on the key's region, waiting (bounded) through an election with no leader and
-/// through a split that moved the key.
+/// Runs `attempt` on the key's region, waiting (bounded) through an election with no leader, a
+/// leader transfer under way, and a split that moved the key.
 pub(super) async fn on_region<T, F, Fut>(ctx: &RequestCtx<'_>, key: &[u8], attempt: F) -> Result<T, ApiError>
 where
     F: Fn(crate::proto::Region) -> Fut,
     Fut: std::future::Future<Output = Result<T, crate::raftstore::Error>>,
 {
-    let deadline = Instant::now() + LEADER_WAIT.min(ctx.state.request_timeout);
+    let started = Instant::now();
+    let deadline = started + LEADER_WAIT.min(ctx.state.request_timeout);
+    // A transfer to a peer that does not answer holds proposals back for a whole election timeout,
+    // and a scheduler may start it again right after: wait for it as long as the request may take.
+    let transfer_deadline = started + ctx.state.request_timeout;
     loop {
         let region = match ctx.locate(key) {
             Ok(region) => region,
@@ -156,6 +160,12 @@ where
             Ok(value) => return Ok(value),
             Err(crate::raftstore::Error::NotLeader { leader_store_id: None, .. }) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            // raft refuses proposals while the leader hands over (the balancers do it all the time):
+            // the command never reached the log, so asking again cannot apply it twice. Once the
+            // transfer ends, the next attempt is the write itself or a redirect to the new leader.
+            Err(crate::raftstore::Error::TransferringLeader) if Instant::now() < transfer_deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
             // The local route was stale (a split moved the key): look the key up again. The command
             // was refused before it could apply, so retrying cannot apply it twice.

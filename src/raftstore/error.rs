@@ -22,6 +22,10 @@ pub enum Error {
     StaleCommand,
     #[error("raft dropped the proposal ({reason}); retry")]
     ProposalDropped { reason: &'static str },
+    /// Refused before it reached the log, so a retry cannot apply it twice: the API retries it
+    /// until the transfer ends (then the answer is a redirect to the new leader, or the write).
+    #[error("the region's leadership is being transferred; retry")]
+    TransferringLeader,
     #[error("precondition failed: the key's current revision is {}", current_revision.map_or("absent".to_string(), |r| r.to_string()))]
     PreconditionFailed { current_revision: Option<u64> },
     #[error("storage is nearly full: {used_bytes} of the {map_size}-byte LMDB map is in use; writes are refused until data is deleted or map_size is raised, reads still work")]

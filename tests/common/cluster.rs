@@ -446,6 +446,7 @@ impl Cluster {
                     Err(
                         err @ (Error::StaleCommand
                         | Error::ProposalDropped { .. }
+                        | Error::TransferringLeader
                         | Error::Timeout { .. }
                         | Error::OutcomeUnknown { .. }
                         | Error::Busy

@@ -243,9 +243,8 @@ impl Peer {
         expected: EntryType,
     ) -> Result<(u64, u64), Error> {
         match proposed {
-            Err(raft::Error::ProposalDropped) => {
-                return Err(Error::ProposalDropped { reason: "leadership is being transferred" })
-            }
+            // raft-rs drops proposals only while its leadership is being transferred.
+            Err(raft::Error::ProposalDropped) => return Err(Error::TransferringLeader),
             Err(err) => {
                 tracing::warn!(region_id = self.region_id(), error = %err, "proposal failed");
                 return Err(Error::ProposalDropped { reason: "raft refused the proposal" });
