@@ -7,6 +7,7 @@
 # Usage (from the repository root, after `cargo build --release`): benches/cluster_idle.sh
 # Knobs: BIN DIR FILL REGION_SIZE IDLE_SECS
 set -euo pipefail
+. "$(dirname "$0")/three_nodes.sh"
 BIN=${BIN:-target/release/fekv}
 DIR=${DIR:-/tmp/cluster-idle}
 FILL=${FILL:-90s}
@@ -17,18 +18,7 @@ PIDS=()
 
 trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$DIR"' EXIT
 rm -rf "$DIR"; mkdir -p "$DIR"
-"$BIN" placement --addr "$PLACEMENT" --data-dir "$DIR/placement" --replicas 3 > "$DIR/placement.log" 2>&1 &
-PIDS+=($!)
-ENDPOINTS=
-for i in 1 2 3; do
-  "$BIN" serve --placement "$PLACEMENT" --http-addr "127.0.0.1:318$i" --raft-addr "127.0.0.1:3190$i" \
-    --data-dir "$DIR/node-$i" --region-max-size "$REGION_SIZE" --log-level warn > "$DIR/node-$i.log" 2>&1 &
-  PIDS+=($!)
-  ENDPOINTS+="${ENDPOINTS:+,}http://127.0.0.1:318$i"
-done
-for i in 1 2 3; do
-  for _ in $(seq 600); do curl -sf "http://127.0.0.1:318$i/ready" >/dev/null && break; sleep 0.1; done
-done
+start_three_nodes "$DIR" "$PLACEMENT" 318 3190 "$REGION_SIZE"
 "$BIN" bench --endpoints "$ENDPOINTS" -c 32 -d "$FILL" --workload put --keys 1000000 --json |
   jq -r '"fill req_s \(.throughput_rps|floor) p99_ms \(.latency_ms.p99) errors \(.requests - .successes - .misses)"'
 metric() { curl -sf "$1/metrics" | awk -v m="$2" '$1 == m { print $2 }'; }

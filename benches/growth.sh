@@ -7,6 +7,7 @@
 # Usage (from the repository root, after `cargo build --release`): benches/growth.sh
 # Knobs: BIN DIR DUR ROUNDS SPLIT_SIZE KEYS
 set -euo pipefail
+. "$(dirname "$0")/three_nodes.sh"
 BIN=${BIN:-target/release/fekv}
 DIR=${DIR:-/tmp/fekv-growth}
 DUR=${DUR:-20s}
@@ -20,26 +21,16 @@ stop_all() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait
 trap 'stop_all; rm -rf "$DIR"' EXIT
 
 run() { # name region-max-size
-  local name=$1 size=$2 endpoints=
+  local name=$1 size=$2
   rm -rf "$DIR"; mkdir -p "$DIR"
-  "$BIN" placement --addr "$PLACEMENT" --data-dir "$DIR/placement" --replicas 3 > "$DIR/placement.log" 2>&1 &
-  PIDS+=($!)
-  for i in 1 2 3; do
-    "$BIN" serve --placement "$PLACEMENT" --http-addr "127.0.0.1:338$i" --raft-addr "127.0.0.1:3390$i" \
-      --data-dir "$DIR/node-$i" --region-max-size "$size" --log-level warn > "$DIR/node-$i.log" 2>&1 &
-    PIDS+=($!)
-    endpoints+="${endpoints:+,}http://127.0.0.1:338$i"
-  done
-  for i in 1 2 3; do
-    for _ in $(seq 600); do curl -sf "http://127.0.0.1:338$i/ready" >/dev/null && break; sleep 0.1; done
-  done
+  start_three_nodes "$DIR" "$PLACEMENT" 338 3390 "$size"
   # The first region is replicated to all three before the load starts.
   for _ in $(seq 600); do
     [ "$(curl -sf "http://127.0.0.1:3381/status" | jq '[.regions[] | select(.peers | length == 3)] | length')" -ge 1 ] && break
     sleep 0.1
   done
   # A run with errors exits 1 after its report (--max-error-rate): the report is what counts here.
-  "$BIN" bench --endpoints "$endpoints" -c 64 -d "$DUR" --workload put --keys "$KEYS" --json > "$DIR/bench.json" || true
+  "$BIN" bench --endpoints "$ENDPOINTS" -c 64 -d "$DUR" --workload put --keys "$KEYS" --json > "$DIR/bench.json" || true
   jq -r --arg name "$name" '"\($name) req_s \(.throughput_rps|floor) p99_ms \(.latency_ms.p99) errors \(.requests - .successes - .misses) (5xx \(.server_errors // 0), timeouts \(.timeouts // 0), first: \(.first_error // "none"))"' "$DIR/bench.json" |
     tr '\n' ' '
   echo "regions $(curl -sf "http://127.0.0.1:3381/status" | jq '.regions | length') (on node 1)"
