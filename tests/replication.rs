@@ -258,3 +258,70 @@ async fn creating_a_peer_of_a_region_that_lists_none_on_this_store_is_refused() 
     assert!(matches!(created, Err(fekv::raftstore::Error::InvalidChange { .. })), "{created:?}");
     assert!(cluster.dead_raftstores().is_empty(), "the raftstore died: {:?}", cluster.dead_raftstores());
 }
+
+fn put_request(key: &[u8], value: &[u8]) -> Vec<fekv::proto::Request> {
+    vec![fekv::proto::Request {
+        cmd: Some(fekv::proto::request::Cmd::Put(fekv::proto::PutRequest {
+            key: key.to_vec(),
+            value: value.to_vec(),
+            precondition: None,
+        })),
+    }]
+}
+
+/// A leader cut off with writes it could not commit, which leads again later, proposes its new
+/// writes at indexes below those of the lost ones. Its proposals are then out of index order (they
+/// are in (term, index) order): a new write must be answered as applied, and the lost ones as never
+/// applied. Matching by index alone kept the new write waiting behind a lost one of a higher index,
+/// then answered it "stale command" (a client retries that: it could apply twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_lost_its_writes_answers_the_writes_of_its_next_term() {
+    // Long enough that no caller gives up while its write waits: a caller that gives up takes its
+    // proposal out of the queue, which would hide the ordering.
+    let cluster = Cluster::start(3, seed(), |c| c.request_timeout = Duration::from_secs(60));
+    cluster.must_transfer_leader(1, 1).await;
+    cluster.must_put(b"k", b"before").await;
+    let leader = cluster.router(1);
+    let last_before = cluster.statuses().await[&1].last_index;
+    cluster.network.isolate(1);
+    // Eight writes the cut-off leader appends in its term and can never commit.
+    let lost: Vec<_> = (0..8)
+        .map(|i| {
+            let router = leader.clone();
+            tokio::spawn(async move { router.write(1, put_request(b"k", format!("lost{i}").as_bytes())).await })
+        })
+        .collect();
+    eventually(Duration::from_secs(10), "store 1 to append the 8 writes", || async {
+        let last = cluster.statuses().await[&1].last_index;
+        if last >= last_before + 8 {
+            Ok(())
+        } else {
+            Err(format!("last index {last}"))
+        }
+    })
+    .await;
+    // The other two elect a leader and commit one write of their own, at an index below the lost ones'.
+    let majority_leader = eventually(Duration::from_secs(10), "a leader among stores 2 and 3", || async {
+        let statuses = cluster.statuses().await;
+        [2, 3].into_iter().find(|s| statuses[s].role == "leader").ok_or_else(|| format!("{statuses:?}"))
+    })
+    .await;
+    cluster.router(majority_leader).write(1, put_request(b"k", b"majority")).await.expect("the majority writes");
+    cluster.network.heal();
+    cluster.wait_local(1, b"k", Some(b"majority")).await;
+    cluster.must_transfer_leader(1, 1).await;
+    // Store 1 leads again; its next write lands below the highest lost index.
+    let next = leader.write(1, put_request(b"k", b"next"));
+    let answered = tokio::time::timeout(Duration::from_secs(10), next).await;
+    let revision = answered.expect("the write of the new term is answered").expect("and it succeeded").revision;
+    assert!(revision < last_before + 8, "the write landed at {revision}, above the lost ones");
+    assert_eq!(cluster.must_get(b"k").await.as_deref(), Some(&b"next"[..]));
+    // Every lost write is answered as never applied, so a client may safely retry it.
+    leader.write(1, put_request(b"k", b"after")).await.expect("a later write");
+    for (i, write) in lost.into_iter().enumerate() {
+        let answer = tokio::time::timeout(Duration::from_secs(10), write).await;
+        let result = answer.expect("a lost write is answered").expect("its task");
+        assert!(matches!(result, Err(fekv::raftstore::Error::StaleCommand)), "lost write {i} was answered {result:?}");
+    }
+    assert_eq!(cluster.must_get(b"k").await.as_deref(), Some(&b"after"[..]));
+}

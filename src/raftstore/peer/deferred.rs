@@ -117,10 +117,12 @@ impl Peer {
         let fixed_below = self.pending_region_change.unwrap_or(u64::MAX);
         let region = self.raw.store().region();
         let mut i = 0;
-        // Proposals are in log order.
+        // Proposals are in (term, index) order, not always index order (see `Peer::answer`): each
+        // is looked at.
         while let Some(proposal) = self.proposals.get(i) {
             if proposal.index >= fixed_below || proposal.index > last_index {
-                break;
+                i += 1;
+                continue;
             }
             let entry = proposal.index.checked_sub(first_index).and_then(|at| self.pending_apply.get(at as usize));
             // An entry of another term took the proposal's slot: the apply answers StaleCommand.

@@ -3,11 +3,13 @@
 //! the shared transaction, [`Peer::post_commit`] finishes the ready once that transaction is durable;
 //! and the recovery when the transaction failed.
 
+use std::collections::VecDeque;
+
 use heed::RwTxn;
 use raft::eraftpb::{Entry, EntryType};
 use raft::{Ready, StateRole};
 
-use super::{Committed, Peer, PendingReady};
+use super::{Committed, Peer, PendingReady, Proposal};
 use crate::raftstore::apply::{self, Applied, ApplyEffects, LocalStore};
 use crate::raftstore::error::Error;
 use crate::raftstore::peer_storage::PeerStorage;
@@ -155,6 +157,7 @@ impl Peer {
         }
         if pending.snapshot_applied {
             self.incoming_snapshot = None;
+            self.fail_proposals_covered_by_snapshot(apply_state.applied_index);
         }
         self.raw.mut_store().set_persisted(raft_state, apply_state);
         // Votes and a follower's acks promise durability: only now may they leave.
@@ -183,12 +186,19 @@ impl Peer {
         Committed { applied: answered, region_changed, new_regions, removed_self: pending.removed_self }
     }
 
-    /// Matches an applied entry to the proposal waiting on its index. Proposals at lower indexes lost
-    /// their slot (a new leader overwrote it), as does one whose term differs.
+    /// Matches an applied entry to the proposal waiting on it. Proposals are queued in (term, index)
+    /// order, which is not index order: a leader that lost its uncommitted tail and leads again
+    /// proposes below the indexes of the lost entries. Every proposal before the applied entry in
+    /// that order lost its slot and is answered `StaleCommand` (never applied, safe to retry):
+    /// - an earlier term at an index at or above this entry's: that index now holds an entry of a
+    ///   later term;
+    /// - any lower index: had it applied, its apply would have answered it before this one (a
+    ///   snapshot that covers it answers it as unknown instead, see
+    ///   `fail_proposals_covered_by_snapshot`).
     pub(super) fn answer(&mut self, applied: Applied) {
         self.check_answered_at_commit(&applied);
         while let Some(front) = self.proposals.front() {
-            if front.index > applied.index {
+            if (front.term, front.index) > (applied.term, applied.index) {
                 break;
             }
             let proposal = self.proposals.pop_front().expect("front exists");
@@ -197,6 +207,19 @@ impl Peer {
                 _ => Err(Error::StaleCommand),
             };
             proposal.callback.send(result);
+        }
+    }
+
+    /// A snapshot installed up to `snapshot_index`: the entries it covers were applied elsewhere, so
+    /// this peer cannot tell whether a proposal of its own among them made it. Their outcome is
+    /// unknown (never "retry": that could apply a write twice).
+    fn fail_proposals_covered_by_snapshot(&mut self, snapshot_index: u64) {
+        let region_id = self.region_id();
+        let (covered, rest): (VecDeque<Proposal>, VecDeque<Proposal>) =
+            std::mem::take(&mut self.proposals).into_iter().partition(|p| p.index <= snapshot_index);
+        self.proposals = rest;
+        for proposal in covered {
+            proposal.callback.send(Err(Error::OutcomeUnknown { region_id }));
         }
     }
 
