@@ -17,6 +17,23 @@ use crate::storage::keys::display as display_key;
 /// How often `--wait` asks placement again.
 const POLL: Duration = Duration::from_millis(100);
 
+/// One placement call of a `--wait` poll. It gets only the time left, so `--wait-timeout` bounds
+/// the whole command (alone, each call may look for the placement leader for `--placement-timeout`,
+/// and a poll that began just before the deadline would run that much past it). `Ok(None)`: the
+/// deadline passed, or placement could not be reached, which a wait rides out (its leader may be
+/// changing) by asking again while time is left.
+async fn poll<T>(
+    deadline: Instant,
+    call: impl std::future::Future<Output = Result<T, CtlError>>,
+) -> Result<Option<T>, CtlError> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    match tokio::time::timeout(left, call).await {
+        Ok(Ok(answer)) => Ok(Some(answer)),
+        Ok(Err(CtlError::PlacementUnreachable { .. })) | Err(_) => Ok(None),
+        Ok(Err(err)) => Err(err),
+    }
+}
+
 /// `region transfer-leader`: with a wait, until the operator has seen the store leading the region.
 pub(super) async fn transfer_leader(
     placement: &PlacementConn,
@@ -83,7 +100,7 @@ pub(super) async fn split(
     let deadline = Instant::now() + waited;
     let done = wait_operator(placement, operator, deadline, waited).await?;
     let halves = loop {
-        if let Some(halves) = split_halves(placement, region_id).await? {
+        if let Some(Some(halves)) = poll(deadline, split_halves(placement, region_id)).await? {
             break halves;
         }
         if Instant::now() >= deadline {
@@ -126,12 +143,13 @@ async fn wait_operator(
 ) -> Result<OperatorInfo, CtlError> {
     let (operator_id, region_id) = (operator.operator_id, operator.region_id);
     let done = loop {
-        let (running, history) = placement.operators().await?;
-        if let Some(done) = history.into_iter().rev().find(|op| op.operator_id == operator_id) {
-            break done;
-        }
-        if !running.iter().any(|op| op.operator_id == operator_id) {
-            return Err(CtlError::OperatorLost { operator_id, region_id });
+        if let Some((running, history)) = poll(deadline, placement.operators()).await? {
+            if let Some(done) = history.into_iter().rev().find(|op| op.operator_id == operator_id) {
+                break done;
+            }
+            if !running.iter().any(|op| op.operator_id == operator_id) {
+                return Err(CtlError::OperatorLost { operator_id, region_id });
+            }
         }
         if Instant::now() >= deadline {
             return Err(CtlError::OperatorTimeout { operator_id, region_id, waited });
@@ -196,12 +214,9 @@ pub(super) async fn remove_store(
                 return Err(CtlError::DrainTimeout { store_id, region_count: store.region_count, waited });
             }
             tokio::time::sleep(POLL).await;
-            store = placement
-                .stores()
-                .await?
-                .into_iter()
-                .find(|s| s.store_id == store_id)
-                .ok_or(CtlError::NoSuchStore(store_id))?;
+            if let Some(stores) = poll(deadline, placement.stores()).await? {
+                store = stores.into_iter().find(|s| s.store_id == store_id).ok_or(CtlError::NoSuchStore(store_id))?;
+            }
         }
     }
     print(&match output {
@@ -214,4 +229,30 @@ pub(super) async fn remove_store(
             store.region_count
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A placement call that would run past `--wait-timeout` is cut at it: the wait then ends with
+    /// its own timeout error instead of running `--placement-timeout` longer.
+    #[tokio::test]
+    async fn a_poll_ends_at_the_wait_deadline() {
+        let deadline = Instant::now() + Duration::from_millis(50);
+        let never = std::future::pending::<Result<(), CtlError>>();
+        let polled = tokio::time::timeout(Duration::from_secs(10), poll(deadline, never)).await;
+        assert!(matches!(polled, Ok(Ok(None))), "the poll outlived its deadline");
+    }
+
+    #[tokio::test]
+    async fn a_poll_rides_out_an_unreachable_placement_and_keeps_other_errors() {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let unreachable =
+            async { Err::<(), _>(CtlError::PlacementUnreachable { addr: "a".into(), reason: "down".into() }) };
+        assert!(matches!(poll(deadline, unreachable).await, Ok(None)));
+        let refused = async { Err::<(), _>(CtlError::NoSuchRegion(7)) };
+        assert!(matches!(poll(deadline, refused).await, Err(CtlError::NoSuchRegion(7))));
+        assert!(matches!(poll(deadline, async { Ok::<_, CtlError>(3) }).await, Ok(Some(3))));
+    }
 }
