@@ -126,25 +126,27 @@ pub(super) fn locate(
 pub(super) async fn read_barrier(
     state: &ApiState,
     region: &crate::proto::Region,
+    deadline: Instant,
 ) -> Result<(), crate::raftstore::Error> {
     if matches!(region.peers.as_slice(), [only] if only.store_id == state.store_id) {
         return Ok(());
     }
-    state.router.read_index(region.region_id).await
+    state.router.read_index_by(region.region_id, deadline).await
 }
 
 /// Runs `attempt` on the key's region, waiting (bounded) through an election with no leader, a
-/// leader transfer under way, and a split that moved the key.
+/// leader transfer under way, and a split that moved the key. `attempt` gets the request's deadline:
+/// whatever it waits for, the request as a whole takes at most its timeout.
 pub(super) async fn on_region<T, F, Fut>(ctx: &RequestCtx<'_>, key: &[u8], attempt: F) -> Result<T, ApiError>
 where
-    F: Fn(crate::proto::Region) -> Fut,
+    F: Fn(crate::proto::Region, Instant) -> Fut,
     Fut: std::future::Future<Output = Result<T, crate::raftstore::Error>>,
 {
     let started = Instant::now();
     let deadline = started + LEADER_WAIT.min(ctx.state.request_timeout);
     // A transfer to a peer that does not answer holds proposals back for a whole election timeout,
     // and a scheduler may start it again right after: wait for it as long as the request may take.
-    let transfer_deadline = started + ctx.state.request_timeout;
+    let request_deadline = started + ctx.state.request_timeout;
     loop {
         let region = match ctx.locate(key) {
             Ok(region) => region,
@@ -156,15 +158,19 @@ where
             }
             Err(err) => return Err(err),
         };
-        match attempt(region).await {
+        match attempt(region, request_deadline).await {
             Ok(value) => return Ok(value),
+            // What timed out is the request, however its time was spent.
+            Err(crate::raftstore::Error::Timeout { proposed, .. }) => {
+                return Err(ctx.answer(crate::raftstore::Error::Timeout { waited: started.elapsed(), proposed }))
+            }
             Err(crate::raftstore::Error::NotLeader { leader_store_id: None, .. }) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             // raft refuses proposals while the leader hands over (the balancers do it all the time):
             // the command never reached the log, so asking again cannot apply it twice. Once the
             // transfer ends, the next attempt is the write itself or a redirect to the new leader.
-            Err(crate::raftstore::Error::TransferringLeader) if Instant::now() < transfer_deadline => {
+            Err(crate::raftstore::Error::TransferringLeader) if Instant::now() < request_deadline => {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             // The local route was stale (a split moved the key): look the key up again. The command
@@ -183,9 +189,9 @@ where
 
 async fn write(ctx: &RequestCtx<'_>, cmd: Cmd) -> Result<Response<Full<Bytes>>, ApiError> {
     let key = cmd.key().to_vec();
-    let written = on_region(ctx, &key, |region| {
+    let written = on_region(ctx, &key, |region, deadline| {
         let requests = vec![proto::Request { cmd: Some(cmd.clone()) }];
-        async move { ctx.state.router.write(region.region_id, requests).await }
+        async move { ctx.state.router.write_by(region.region_id, requests, deadline).await }
     })
     .await?;
     let mut response = Response::new(Full::new(Bytes::from_static(b"OK")));
@@ -204,7 +210,7 @@ async fn get(
         // The local replica as it is: possibly behind the leader, never ahead of what was committed.
         ctx.locate(&key)?;
     } else {
-        on_region(ctx, &key, |region| async move { read_barrier(state, &region).await }).await?;
+        on_region(ctx, &key, |region, deadline| async move { read_barrier(state, &region, deadline).await }).await?;
     } // The barrier passed: LMDB now holds every write acknowledged before this request arrived.
     let (value, revision) = {
         let txn = state.engine.read_txn()?;

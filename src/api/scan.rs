@@ -79,20 +79,19 @@ pub async fn handle(
     }
     let ctx = RequestCtx { state, path: req.uri().path().to_string(), query: Query::parse(req.uri().query())? };
     let (start, end, limit) = range(&ctx.query)?;
-    let region =
-        if ctx.query.stale {
-            ctx.locate(&start)?
-        } else {
-            let region = on_region(&ctx, &start, |region| async move {
-                super::kv::read_barrier(state, &region).await.map(|()| region)
-            })
-            .await?;
-            // A split applied while we waited may have moved part of the range to another region.
-            if ctx.locate(&start)?.epoch != region.epoch {
-                return Err(crate::raftstore::Error::EpochNotMatch { current_regions: vec![region] }.into());
-            }
-            region
-        };
+    let region = if ctx.query.stale {
+        ctx.locate(&start)?
+    } else {
+        let region = on_region(&ctx, &start, |region, deadline| async move {
+            super::kv::read_barrier(state, &region, deadline).await.map(|()| region)
+        })
+        .await?;
+        // A split applied while we waited may have moved part of the range to another region.
+        if ctx.locate(&start)?.epoch != region.epoch {
+            return Err(crate::raftstore::Error::EpochNotMatch { current_regions: vec![region] }.into());
+        }
+        region
+    };
     let upper = if region.end_key.is_empty() || (!end.is_empty() && end < region.end_key) {
         end.clone()
     } else {

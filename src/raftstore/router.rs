@@ -3,7 +3,7 @@
 //! worker and never waits forever.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TrySendError};
 use prometheus::IntCounter;
@@ -55,12 +55,23 @@ impl Router {
 
     /// Proposes `requests` as one entry of `region_id` and waits until it is applied.
     pub async fn write(&self, region_id: u64, requests: Vec<Request>) -> Result<WriteResponse> {
-        self.call(true, |callback| StoreMsg::Write { region_id, requests, callback }).await
+        self.write_by(region_id, requests, Instant::now() + self.timeout).await
+    }
+
+    /// [`Router::write`], waiting no later than `deadline` (a request that already waited for
+    /// something else has only what is left of its own timeout).
+    pub async fn write_by(&self, region_id: u64, requests: Vec<Request>, deadline: Instant) -> Result<WriteResponse> {
+        self.call_by(deadline, true, |callback| StoreMsg::Write { region_id, requests, callback }).await
     }
 
     /// Waits until reading `region_id`'s data from LMDB is linearizable.
     pub async fn read_index(&self, region_id: u64) -> Result<()> {
-        self.call(false, |callback| StoreMsg::ReadIndex { region_id, callback }).await
+        self.read_index_by(region_id, Instant::now() + self.timeout).await
+    }
+
+    /// [`Router::read_index`], waiting no later than `deadline`.
+    pub async fn read_index_by(&self, region_id: u64, deadline: Instant) -> Result<()> {
+        self.call_by(deadline, false, |callback| StoreMsg::ReadIndex { region_id, callback }).await
     }
 
     /// Asks the region's leader (this store's peer) to split it, at `split_key` or in the middle. The
@@ -129,6 +140,15 @@ impl Router {
     }
 
     async fn call<T>(&self, proposes: bool, msg: impl FnOnce(super::msg::Callback<T>) -> StoreMsg) -> Result<T> {
+        self.call_by(Instant::now() + self.timeout, proposes, msg).await
+    }
+
+    async fn call_by<T>(
+        &self,
+        deadline: Instant,
+        proposes: bool,
+        msg: impl FnOnce(super::msg::Callback<T>) -> StoreMsg,
+    ) -> Result<T> {
         let (tx, rx) = oneshot::channel();
         match self.inbox.try_send(msg(tx)) {
             Ok(()) => {}
@@ -136,10 +156,32 @@ impl Router {
             Err(TrySendError::Full(_)) => return Err(Error::Busy),
             Err(TrySendError::Disconnected(_)) => return Err(Error::Stopped),
         }
-        match tokio::time::timeout(self.timeout, rx).await {
+        let asked = Instant::now();
+        match tokio::time::timeout_at(deadline.into(), rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(Error::Stopped),
-            Err(_) => Err(Error::Timeout { waited: self.timeout, proposed: proposes }),
+            Err(_) => Err(Error::Timeout { waited: asked.elapsed(), proposed: proposes }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write given the rest of a request's time stops at that deadline, not one whole timeout
+    /// later: a request that first waited out a leader transfer must not then wait a second timeout.
+    #[tokio::test]
+    async fn a_write_by_a_deadline_ends_there() {
+        let (inbox, _nobody_reads) = crossbeam_channel::bounded(8);
+        let counter = IntCounter::new("damaged", "damaged").expect("a counter");
+        let router = Router::new(inbox, Arc::new(RegionMap::default()), Duration::from_secs(3600), counter);
+        let deadline = Instant::now() + Duration::from_millis(50);
+        let written = tokio::time::timeout(Duration::from_secs(30), router.write_by(1, Vec::new(), deadline)).await;
+        assert!(
+            matches!(written, Ok(Err(Error::Timeout { proposed: true, .. }))),
+            "the write outlived its deadline: {:?}",
+            written.map(|r| r.map(|_| ()))
+        );
     }
 }
