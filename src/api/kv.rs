@@ -164,7 +164,12 @@ where
             Err(crate::raftstore::Error::Timeout { proposed, .. }) => {
                 return Err(ctx.answer(crate::raftstore::Error::Timeout { waited: started.elapsed(), proposed }))
             }
-            Err(crate::raftstore::Error::NotLeader { leader_store_id: None, .. }) if Instant::now() < deadline => {
+            // No leader known yet (an election), or only this store's own peer, which just stopped
+            // leading: a redirect needs another store to send the client to.
+            Err(crate::raftstore::Error::NotLeader { leader_store_id, .. })
+                if leader_store_id.is_none_or(|store_id| store_id == ctx.state.store_id)
+                    && Instant::now() < deadline =>
+            {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             // raft refuses proposals while the leader hands over (the balancers do it all the time):

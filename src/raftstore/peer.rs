@@ -32,6 +32,8 @@ pub mod hibernate;
 mod propose;
 mod read;
 mod ready;
+#[cfg(test)]
+mod tests;
 
 /// Raft settings the store applies to every peer.
 #[derive(Debug, Clone)]

@@ -165,8 +165,17 @@ impl Peer {
         self.raw.raft.state == StateRole::Leader
     }
 
+    /// The store of the leader raft knows of now, never this store while this peer does not lead:
+    /// a redirect there would come straight back. Raft's own field, not the one the last ready
+    /// reported: a message stepped earlier in this round may have ended this peer's leadership, and
+    /// a write in the same round must not be told "the leader is on this store" (it was, as a `503`,
+    /// while regions split and balanced under load).
     pub(super) fn leader_store_id(&self) -> Option<u64> {
-        self.region().peers.iter().find(|p| p.peer_id == self.leader_id).map(|p| p.store_id)
+        let leader_id = self.raw.raft.leader_id;
+        if leader_id == self.peer_id && !self.is_leader() {
+            return None;
+        }
+        self.region().peers.iter().find(|p| p.peer_id == leader_id).map(|p| p.store_id)
     }
 
     /// `NotLeader`, with the leader this peer knows of (for the client to go to).
