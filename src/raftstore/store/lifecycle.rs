@@ -56,7 +56,7 @@ impl Store {
         )?;
         self.regions.insert(region);
         self.activity.add(region_id);
-        Ok(self.peers.entry(region_id).or_insert(peer))
+        Ok(self.peers.entry(region_id).or_insert(Box::new(peer)))
     }
 
     /// Writes a new region's initial state and starts its peer, unless this store already has it.
@@ -179,7 +179,7 @@ impl Store {
                     peer_id = envelope.to_peer.peer_id,
                     "created an empty peer; waiting for a snapshot"
                 );
-                self.peers.insert(region_id, peer);
+                self.peers.insert(region_id, Box::new(peer));
                 self.activity.add(region_id);
                 self.maybe_empty.insert(region_id);
                 true

@@ -13,7 +13,7 @@ use super::durability::RoundKind;
 use super::Store;
 use crate::raftstore::apply::LocalStore;
 use crate::raftstore::error::Error;
-use crate::raftstore::peer::{Peer, PendingReady};
+use crate::raftstore::peer::PendingReady;
 
 impl Store {
     /// One round's ready handling across the peers with work, with a single LMDB commit, or none
@@ -178,7 +178,7 @@ impl Store {
         // Work left (a ready raft made meanwhile, or rebuilt after a failed transaction): the next
         // round visits it again. Deferred applies alone are not work: `applying` holds those.
         for region_id in region_ids {
-            if self.peers.get(&region_id).is_some_and(Peer::has_ready) {
+            if self.peers.get(&region_id).is_some_and(|peer| peer.has_ready()) {
                 self.activity.touch(region_id);
             }
         }
