@@ -32,9 +32,9 @@ use crate::storage::scrub::background::{ScrubSchedule, Scrubber};
 use crate::storage::{Engine, EngineOptions, StorageError};
 use crate::transport::grpc::{GrpcTransport, RaftTransportService, SnapshotLimits, FIRST_BYTE_TIMEOUT};
 
-/// Bumped when the on-disk layout changes incompatibly. 2: every checksum covers its record's
-/// table and key too (1 covered the value only).
-pub const FORMAT_VERSION: u32 = 2;
+mod format;
+pub use format::FORMAT_VERSION;
+
 const FIRST_STORE_ID: u64 = 1;
 const FIRST_REGION_ID: u64 = 1;
 const FIRST_PEER_ID: u64 = 1;
@@ -46,7 +46,8 @@ pub enum NodeError {
     #[error("cannot open the data directory {dir}: {source}")]
     Open { dir: String, source: StorageError },
     #[error(
-        "data directory {dir} has format version {found}; this fekv reads version {FORMAT_VERSION} only: run the \
+        "data directory {dir} has format version {found}; this fekv reads version {FORMAT_VERSION} only (it \
+         upgrades version 2 in place): run the \
          fekv that wrote it, or move the directory away and start with an empty one (in a cluster, the store then \
          joins as a new one and its replicas are rebuilt from their peers)"
     )]
@@ -322,14 +323,9 @@ fn open_engine(config: &Config, metrics: &Metrics) -> Result<(DirLock, Engine), 
     let lock = DirLock::acquire(&config.data_dir)?;
     let engine = Engine::open(&config.data_dir, &engine_options(config, metrics))
         .map_err(|source| NodeError::Open { dir: config.data_dir.display().to_string(), source })?;
-    let txn = engine.read_txn()?;
-    let found = engine.format_version(&txn)?;
-    drop(txn);
-    match found {
-        Some(found) if found != FORMAT_VERSION => {
-            Err(NodeError::Format { dir: config.data_dir.display().to_string(), found })
-        }
-        _ => Ok((lock, engine)),
+    match format::upgrade(&engine)? {
+        format::Found::Other(found) => Err(NodeError::Format { dir: config.data_dir.display().to_string(), found }),
+        format::Found::Current => Ok((lock, engine)),
     }
 }
 

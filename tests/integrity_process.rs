@@ -157,6 +157,6 @@ async fn a_data_directory_of_the_first_format_is_refused_with_what_to_do() {
     });
     assert!(!run.success);
     let stderr = &run.stderr;
-    assert!(stderr.contains("has format version 1; this fekv reads version 2 only"), "{stderr}");
+    assert!(stderr.contains("has format version 1; this fekv reads version 3 only"), "{stderr}");
     assert!(stderr.contains(&dir.path().display().to_string()), "{stderr}");
 }

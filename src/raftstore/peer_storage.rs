@@ -44,6 +44,14 @@ pub fn conf_state_of(region: &Region) -> ConfState {
 
 impl PeerStorage {
     /// Loads a region's persisted raft and apply state.
+    ///
+    /// The raft state record is written only when the term or the vote changes (format 3): keeping
+    /// the log's end and the commit index in it cost one more B-tree page per region per round,
+    /// which with thousands of regions was a quarter of every commit's pages. So at load:
+    /// - the log's end is its last entry, or the truncated index when it holds none (every append,
+    ///   conflict truncation and compaction changes the log in the transaction that decides it);
+    /// - the commit index is at least the applied index (only committed entries are applied; raft
+    ///   treats the commit index as volatile, and a new leader tells the rest).
     pub fn load(engine: Engine, region: Region) -> Result<PeerStorage, StorageError> {
         let region_id = region.region_id;
         let txn = engine.read_txn()?;
@@ -51,9 +59,19 @@ impl PeerStorage {
             what: format!("{what} of region {region_id}"),
             detail: "missing".into(),
         };
-        let raft_state = engine.raft_state(&txn, region_id)?.ok_or_else(|| missing("raft state"))?;
+        let recorded = engine.raft_state(&txn, region_id)?.ok_or_else(|| missing("raft state"))?;
         let apply_state = engine.apply_state(&txn, region_id)?.ok_or_else(|| missing("apply state"))?;
+        let (last_index, last_term) = match engine.last_entry(&txn, region_id)? {
+            Some((index, term)) if index > apply_state.truncated_index => (index, term),
+            _ => (apply_state.truncated_index, apply_state.truncated_term),
+        };
         drop(txn);
+        let raft_state = RaftLocalState {
+            commit: recorded.commit.max(apply_state.applied_index),
+            last_index,
+            last_term,
+            ..recorded
+        };
         check_consistent(region_id, &raft_state, &apply_state)?;
         Ok(PeerStorage { engine, region, raft_state, apply_state, snapshot: RefCell::new(SnapshotState::Idle) })
     }
@@ -182,7 +200,8 @@ impl PeerStorage {
             state.vote = hs.vote;
             state.commit = hs.commit;
         }
-        if state != base || !entries.is_empty() {
+        // Only a new term or vote is recorded (see `load`): a vote must never be forgotten.
+        if (state.term, state.vote) != (base.term, base.vote) {
             self.engine.put_raft_state(txn, region_id, &state)?;
         }
         Ok(state)
@@ -460,5 +479,68 @@ mod tests {
             let err = check_consistent(3, &raft, &apply).unwrap_err().to_string();
             assert!(err.contains("region 3") && err.contains(says), "{err}");
         }
+    }
+
+    /// Format 3: appends do not rewrite the raft state record unless the term or vote changed, and a
+    /// reload finds the log's end in the log (after a conflict truncated it too) and counts what is
+    /// applied as committed.
+    #[test]
+    fn a_reload_reads_the_logs_end_from_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), &crate::storage::EngineOptions::for_tests()).unwrap();
+        let peers =
+            vec![crate::proto::Peer { peer_id: 1, store_id: 1 }, crate::proto::Peer { peer_id: 2, store_id: 2 }];
+        let region =
+            Region { region_id: 1, epoch: Some(RegionEpoch { conf_ver: 1, version: 1 }), peers, ..Default::default() };
+        let mut txn = engine.write_txn().unwrap();
+        PeerStorage::write_initial_state(&engine, &mut txn, &region).unwrap();
+        engine.commit(txn).unwrap();
+        let entry = |index, term| Entry { index, term, ..Default::default() };
+        let hs = |term, commit| HardState { term, vote: 1, commit, ..Default::default() };
+        let append = |entries: &[Entry], hard_state: HardState| {
+            let storage = PeerStorage::load(engine.clone(), region.clone()).unwrap();
+            let mut txn = engine.write_txn().unwrap();
+            let state = storage.append(&mut txn, *storage.raft_state(), entries, Some(&hard_state)).unwrap();
+            engine.commit(txn).unwrap();
+            state
+        };
+        let recorded = || engine.raft_state(&engine.read_txn().unwrap(), 1).unwrap().unwrap();
+        // A new term is recorded...
+        append(&[entry(6, 6), entry(7, 6), entry(8, 6)], hs(6, 7));
+        assert_eq!((recorded().term, recorded().commit), (6, 7));
+        // ...a longer log and a new commit index are not.
+        let state = append(&[entry(9, 6), entry(10, 6)], hs(6, 9));
+        assert_eq!((state.last_index, state.commit), (10, 9));
+        assert_eq!((recorded().last_index, recorded().commit), (8, 7));
+        let mut txn = engine.write_txn().unwrap();
+        engine
+            .put_apply_state(&mut txn, 1, &RaftApplyState { applied_index: 9, truncated_index: 5, truncated_term: 5 })
+            .unwrap();
+        engine.commit(txn).unwrap();
+        let loaded = PeerStorage::load(engine.clone(), region.clone()).unwrap();
+        let state = loaded.raft_state();
+        assert_eq!((state.last_index, state.last_term, state.commit, state.term), (10, 6, 9, 6));
+        assert_eq!(raft::Storage::last_index(&loaded).unwrap(), 10);
+        // A leader of term 7 overwrites entry 10: the reload ends the log at its entry.
+        append(&[entry(10, 7)], hs(7, 9));
+        let loaded = PeerStorage::load(engine.clone(), region.clone()).unwrap();
+        let state = loaded.raft_state();
+        assert_eq!((state.last_index, state.last_term, state.term), (10, 7, 7));
+        // One of term 8 overwrites 11 of a longer log: what lay past it is gone on reload too.
+        append(&[entry(11, 7), entry(12, 7), entry(13, 7)], hs(7, 9));
+        append(&[entry(11, 8)], hs(8, 9));
+        let loaded = PeerStorage::load(engine.clone(), region.clone()).unwrap();
+        let state = loaded.raft_state();
+        assert_eq!((state.last_index, state.last_term, state.term), (11, 8, 8));
+        // A log compacted to empty ends at the truncated index.
+        let mut txn = engine.write_txn().unwrap();
+        engine.delete_entries(&mut txn, 1, 0, 12).unwrap();
+        engine
+            .put_apply_state(&mut txn, 1, &RaftApplyState { applied_index: 11, truncated_index: 11, truncated_term: 8 })
+            .unwrap();
+        engine.commit(txn).unwrap();
+        let loaded = PeerStorage::load(engine.clone(), region).unwrap();
+        let state = loaded.raft_state();
+        assert_eq!((state.last_index, state.last_term, state.commit), (11, 8, 11));
     }
 }

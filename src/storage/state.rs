@@ -158,6 +158,22 @@ impl Engine {
         Ok(out)
     }
 
+    /// The (index, term) of a region's last log entry, checked, if its log holds any. The raft state
+    /// record does not keep the log's end (see `PeerStorage::load`): the log itself says it.
+    pub fn last_entry(&self, txn: &RoTxn<'_>, region_id: u64) -> Result<Option<(u64, u64)>> {
+        let (from, to) = (keys::raft_log_key(region_id, 0), keys::raft_log_key(region_id, u64::MAX));
+        let range = (std::ops::Bound::Included(&from[..]), std::ops::Bound::Included(&to[..]));
+        let mut last = self.dbs.raft_log.rev_range(txn, &range).map_err(|e| self.err(e))?;
+        match last.next() {
+            None => Ok(None),
+            Some(item) => {
+                let (key, stored) = item.map_err(|e| self.err(e))?;
+                let entry = decode_entry(self, key, stored)?;
+                Ok(Some((entry.index, entry.term)))
+            }
+        }
+    }
+
     /// Deletes the log entries `[low, high)` of a region.
     pub fn delete_entries(&self, txn: &mut RwTxn<'_>, region_id: u64, low: u64, high: u64) -> Result<usize> {
         let (from, to) = (keys::raft_log_key(region_id, low), keys::raft_log_key(region_id, high));

@@ -87,17 +87,12 @@ impl Peer {
         if effects.log_compacted {
             self.metrics.raft_log_compactions.inc();
         }
-        // raft-rs restarts only if the durable commit index covers what is applied. A commit learnt
-        // after the last write (a light ready's, or a sole voter's append) is recorded here, in the
-        // transaction that applies it.
+        // A commit learnt after the last write (a light ready's, or a sole voter's append) covers what
+        // this applies. Nothing records it: a restart takes the applied index as committed.
         let mut raft_state = raft_state;
-        let mut wrote =
+        raft_state.commit = raft_state.commit.max(apply_state.applied_index);
+        let wrote =
             snapshot_applied || !ready.entries().is_empty() || ready.hs().is_some() || apply_state != before_apply;
-        if raft_state.commit < apply_state.applied_index {
-            wrote = true;
-            raft_state.commit = apply_state.applied_index;
-            engine.put_raft_state(txn, region_now.region_id, &raft_state)?;
-        }
         let proposals_persisted = ready.entries().iter().filter(|e| !e.data.is_empty()).count();
         let entries_persisted = ready.entries().len();
         let region_changed = snapshot_applied || region_now != *storage.region();

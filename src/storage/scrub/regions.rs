@@ -2,8 +2,10 @@
 //! agree, in one read transaction (every raftstore round writes them in one transaction, so any
 //! committed view is consistent).
 //!
-//! - A region this store holds (`Normal`) has both states, `truncated ≤ applied ≤ commit ≤ last`,
-//!   and a log of exactly the entries `(truncated, last]`, contiguous, the last one of `last_term`.
+//! - A region this store holds (`Normal`) has both states, `truncated ≤ applied ≤ last` and
+//!   `commit ≤ last` (the recorded commit index may lag the applied one: format 3 records it only
+//!   with a new term or vote), and a log of exactly the entries `(truncated, last]`, contiguous,
+//!   where `last` is the log's last entry or, when it holds none, the truncated index.
 //! - A destroyed peer (`Tombstone`) has no log and no apply state left; it may keep its raft state
 //!   (term and vote), as may an empty peer that has no region record yet; nothing else may exist
 //!   without a region record.
@@ -14,9 +16,6 @@
 
 use std::ops::Bound;
 use std::time::Duration;
-
-use protobuf::Message as _;
-use raft::eraftpb::Entry;
 
 use super::{Pass, Table};
 use crate::proto::{PeerState, RaftApplyState, RaftLocalState, RegionLocalState};
@@ -66,22 +65,17 @@ impl Pass<'_> {
                     problems.push((Table::Region, "its range is empty or reversed".into()));
                 }
                 let (truncated, applied) = (apply_state.truncated_index, apply_state.applied_index);
-                let (commit, last) = (raft_state.commit, raft_state.last_index);
-                if !(truncated <= applied && applied <= commit && commit <= last) {
+                // The log's end is its last entry (the raft state does not keep it, see
+                // `PeerStorage::load`); the recorded commit index may lag, never lead.
+                let last =
+                    log.iter().rev().find_map(|index| index.as_ref().ok()).map_or(truncated, |i| (*i).max(truncated));
+                let commit = raft_state.commit;
+                if !(truncated <= applied && applied <= last && commit <= last) {
                     let order = format!("truncated {truncated}, applied {applied}, commit {commit}, last {last}");
                     problems.push((Table::ApplyState, format!("indexes out of order: {order}")));
                 }
                 if let Some(gap) = log_gap(&log, truncated, last) {
                     problems.push((Table::RaftLog, gap));
-                }
-                let last_term = match last == truncated {
-                    true => Some(apply_state.truncated_term),
-                    false => entry_term(self, &txn, region_id, last),
-                };
-                if let Some(term) = last_term.filter(|term| *term != raft_state.last_term) {
-                    let says = raft_state.last_term;
-                    problems
-                        .push((Table::RaftState, format!("last term {says}, but the entry at {last} has term {term}")));
                 }
             }
             (Some(PeerState::Normal), raft_state, apply_state) => {
@@ -167,14 +161,6 @@ fn log_gap(log: &[Result<u64, String>], truncated: u64, last: u64) -> Option<Str
         expected += 1;
     }
     (expected <= last).then(|| format!("entries {expected} to {last} are missing"))
-}
-
-/// The term of one intact entry (`None` if it is damaged or absent: reported elsewhere).
-fn entry_term(pass: &Pass<'_>, txn: &ReadTxn<'_>, region_id: u64, index: u64) -> Option<u64> {
-    let key = keys::raft_log_key(region_id, index);
-    let stored = pass.engine.db(Table::RaftLog).get(txn, &key).ok()??;
-    let payload = codec::verify_frame(Table::RaftLog, &key, stored).ok()?;
-    Entry::parse_from_bytes(payload).ok().map(|e| e.term)
 }
 
 #[cfg(test)]
