@@ -1,8 +1,7 @@
 //! The storage engine under the raftstore's write pattern: one LMDB transaction per poll round holding,
 //! for each of R regions, its new log entries, applied data and apply state (format 3 writes the raft
-//! state only with a new term or vote), then one
-//! commit (one fsync). Shows what group commit buys: the cost of a round is dominated by the commit,
-//! so entries per second grow with entries per commit.
+//! state only with a new term or vote), then one commit (one fsync). Shows what group commit buys: the
+//! cost of a round is dominated by the commit, so entries per second grow with entries per commit.
 //!
 //! `cargo bench --bench storage`
 
