@@ -6,22 +6,46 @@ use raft::eraftpb::{Message, MessageType};
 
 use super::{Peer, PeerConfig};
 use crate::metrics::Metrics;
-use crate::proto::{Region, RegionEpoch};
+use crate::proto::{request, PutRequest, RaftApplyState, Region, RegionEpoch, Request};
+use crate::raftstore::apply::LocalStore;
 use crate::raftstore::error::Error;
-use crate::raftstore::peer_storage::PeerStorage;
+use crate::raftstore::peer_storage::{self, PeerStorage};
+use crate::raftstore::snapshot::VerifiedSnapshot;
+use crate::raftstore::transport::RaftEnvelope;
 use crate::storage::{Engine, EngineOptions};
+
+fn region_of_two() -> Region {
+    let peers = vec![crate::proto::Peer { peer_id: 1, store_id: 1 }, crate::proto::Peer { peer_id: 2, store_id: 2 }];
+    Region { region_id: 1, epoch: Some(RegionEpoch { conf_ver: 1, version: 1 }), peers, ..Default::default() }
+}
+
+/// An environment holding the region's initial state.
+fn engine_with_region(dir: &std::path::Path) -> Engine {
+    let engine = Engine::open(dir, &EngineOptions::for_tests()).expect("an engine");
+    let mut txn = engine.write_txn().expect("a transaction");
+    PeerStorage::write_initial_state(&engine, &mut txn, &region_of_two()).expect("the initial state");
+    engine.commit(txn).expect("a commit");
+    engine
+}
 
 /// Store 1's peer (peer 1) of a region whose other member is peer 2 on store 2.
 fn peer_of_two(dir: &std::path::Path) -> Peer {
-    let engine = Engine::open(dir, &EngineOptions::for_tests()).expect("an engine");
-    let peers = vec![crate::proto::Peer { peer_id: 1, store_id: 1 }, crate::proto::Peer { peer_id: 2, store_id: 2 }];
-    let region =
-        Region { region_id: 1, epoch: Some(RegionEpoch { conf_ver: 1, version: 1 }), peers, ..Default::default() };
-    let mut txn = engine.write_txn().expect("a transaction");
-    PeerStorage::write_initial_state(&engine, &mut txn, &region).expect("the initial state");
-    engine.commit(txn).expect("a commit");
+    let engine = engine_with_region(dir);
     let cfg = PeerConfig { election_ticks: 10, heartbeat_ticks: 2, log_gc_threshold: 1000 };
-    Peer::load(engine, region, 1, cfg, Arc::new(Metrics::new()), &crate::logging::raft_logger()).expect("a peer")
+    let logger = crate::logging::raft_logger();
+    Peer::load(engine, region_of_two(), 1, cfg, Arc::new(Metrics::new()), &logger).expect("a peer")
+}
+
+/// One store round for the peer alone: its ready into one transaction, committed, then finished.
+fn round(peer: &mut Peer) {
+    let ready = peer.take_ready();
+    let engine = peer.raw.store().engine().clone();
+    let no_empty_peers = std::collections::BTreeMap::new();
+    let local = LocalStore { store_id: 1, empty_peers: &no_empty_peers };
+    let mut txn = engine.write_txn().expect("a transaction");
+    let pending = peer.collect_ready(ready, &mut txn, &local, true).expect("the ready's writes");
+    engine.commit(txn).expect("a commit");
+    peer.post_commit(pending);
 }
 
 fn from_peer_2(msg_type: MessageType, term: u64) -> Message {
@@ -42,7 +66,7 @@ fn elect(peer: &mut Peer) {
     let term = peer.raw.raft.term;
     peer.raw.step(from_peer_2(MessageType::MsgRequestVoteResponse, term)).expect("the vote");
     assert!(peer.is_leader());
-    drop(peer.take_ready());
+    round(peer);
     assert_eq!(peer.leader_id, 1, "the ready told the peer it leads");
 }
 
@@ -64,5 +88,57 @@ async fn a_leader_that_just_stepped_down_names_the_new_leader() {
         matches!(answer, Err(Error::NotLeader { leader_store_id: Some(2), .. })),
         "the write was answered {:?}",
         answer.map(|_| ())
+    );
+}
+
+/// A leader proposes a write and is cut off before it hears it committed; the other peer, leading
+/// now, commits it, compacts its log and sends a snapshot that covers it. The old leader cannot tell
+/// whether its write made it: the snapshot holds the result, not the entries. Its client must hear
+/// "outcome unknown", never "stale command", which clients retry (a retry would apply it twice).
+#[tokio::test]
+async fn a_proposal_a_snapshot_covers_is_answered_as_unknown() {
+    let dir = tempfile::tempdir().expect("a dir");
+    let mut peer = peer_of_two(dir.path());
+    elect(&mut peer);
+    let put = Request {
+        cmd: Some(request::Cmd::Put(PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), precondition: None })),
+    };
+    let (callback, mut answer) = tokio::sync::oneshot::channel();
+    peer.on_write(vec![put], callback);
+    round(&mut peer);
+    let proposed_at = peer.raw.raft.raft_log.last_index();
+    let term = peer.raw.raft.term;
+
+    // Peer 2's side: the write applied there, and its log compacted past it.
+    let other_dir = tempfile::tempdir().expect("a dir");
+    let other = engine_with_region(other_dir.path());
+    let mut txn = other.write_txn().expect("a transaction");
+    other.put_data(&mut txn, b"k", proposed_at, b"v").expect("the write");
+    let covered = proposed_at + 2;
+    let apply_state = RaftApplyState { applied_index: covered, truncated_index: covered, truncated_term: term + 1 };
+    other.put_apply_state(&mut txn, 1, &apply_state).expect("its apply state");
+    other.commit(txn).expect("a commit");
+    let (snapshot, epoch) = peer_storage::generate_snapshot(&other, 1).expect("a snapshot");
+    let verified = VerifiedSnapshot::verify(&snapshot).expect("a verified snapshot");
+
+    let mut message = from_peer_2(MessageType::MsgSnapshot, term + 1);
+    message.set_snapshot(snapshot);
+    let envelope = RaftEnvelope {
+        region_id: 1,
+        from_peer: crate::proto::Peer { peer_id: 2, store_id: 2 },
+        to_peer: crate::proto::Peer { peer_id: 1, store_id: 1 },
+        region_epoch: epoch,
+        message,
+        is_tombstone: false,
+    };
+    peer.on_raft_message(envelope, Some(Box::new(verified)));
+    assert!(answer.try_recv().is_err(), "answered before the snapshot was installed");
+    round(&mut peer);
+    assert_eq!(peer.raw.store().apply_state().applied_index, covered, "the snapshot was installed");
+    let answered = answer.try_recv().expect("answered once the snapshot is installed");
+    assert!(
+        matches!(answered, Err(Error::OutcomeUnknown { region_id: 1 })),
+        "the covered write was answered {:?}",
+        answered.map(|_| ())
     );
 }
