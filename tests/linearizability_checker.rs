@@ -36,7 +36,11 @@ fn a_stale_read_after_a_completed_put_is_caught() {
     let b = Instant::now();
     let history =
         [ev(0, put("a"), 0, Some(1), b), ev(0, put("b"), 2, Some(3), b), ev(1, get(Some("a")), 4, Some(5), b)];
-    assert!(check(&history).is_err());
+    let report = check(&history).unwrap_err();
+    // The report says where the history stops making sense, then gives all of it.
+    assert!(report.contains("at most 2 of 3 operations can be ordered, leaving the value Some(\"b\")"), "{report}");
+    let due = report.split("the whole history").next().unwrap_or_default();
+    assert!(due.contains("get -> Some(\"a\")") && !due.contains("put"), "{report}");
 }
 
 #[test]

@@ -71,7 +71,12 @@ pub fn check(history: &[Event]) -> Result<(), String> {
     let is_done = |done: &[u64], i: usize| done[i / 64] & (1 << (i % 64)) != 0;
     // Candidates are tried in index order; `next` is where to resume after backtracking.
     let mut next = 0;
+    // The furthest the search got: what was placed then and the value it left, for the report.
+    let mut deepest: (usize, Vec<u64>, Option<Vec<u8>>) = (0, done.clone(), None);
     loop {
+        if n - remaining > deepest.0 {
+            deepest = (n - remaining, done.clone(), state.clone());
+        }
         // Every operation that must come next has no pending operation that returned before it began.
         if remaining == 0 || (0..n).all(|i| is_done(&done, i) || history[i].ret.is_none()) {
             return Ok(());
@@ -108,7 +113,7 @@ pub fn check(history: &[Event]) -> Result<(), String> {
         if !advanced {
             // Backtrack: undo the last choice and try the next candidate after it.
             let Some((i, previous)) = stack.pop() else {
-                return Err(describe_failure(history));
+                return Err(describe_failure(history, &deepest));
             };
             done[i / 64] &= !(1 << (i % 64));
             state = previous;
@@ -118,19 +123,36 @@ pub fn check(history: &[Event]) -> Result<(), String> {
     }
 }
 
-fn describe_failure(history: &[Event]) -> String {
+/// The whole history, and where it stops making sense: the furthest the search got (how many
+/// operations it could place, the value they left), and the operations that were due next there
+/// and could not follow (those called before the earliest return among the unplaced ones), which is
+/// usually where to look.
+fn describe_failure(history: &[Event], deepest: &(usize, Vec<u64>, Option<Vec<u8>>)) -> String {
     let start = history.iter().map(|e| e.call).min().unwrap_or_else(Instant::now);
-    let mut lines: Vec<String> = history
-        .iter()
-        .map(|e| {
-            let ret = e.ret.map_or("?".to_string(), |r| format!("{:.3}", (r - start).as_secs_f64() * 1e3));
-            let op = match &e.op {
-                Op::Put(v) => format!("put {}", String::from_utf8_lossy(v)),
-                Op::Get(v) => format!("get -> {:?}", v.as_ref().map(|v| String::from_utf8_lossy(v).into_owned())),
-            };
-            format!("  client {} [{:.3} ms, {ret} ms] {op}", e.client, (e.call - start).as_secs_f64() * 1e3)
-        })
-        .collect();
+    let line = |e: &Event| {
+        let ret = e.ret.map_or("?".to_string(), |r| format!("{:.3}", (r - start).as_secs_f64() * 1e3));
+        let op = match &e.op {
+            Op::Put(v) => format!("put {}", String::from_utf8_lossy(v)),
+            Op::Get(v) => format!("get -> {:?}", v.as_ref().map(|v| String::from_utf8_lossy(v).into_owned())),
+        };
+        format!("  client {} [{:.3} ms, {ret} ms] {op}", e.client, (e.call - start).as_secs_f64() * 1e3)
+    };
+    let mut lines: Vec<String> = history.iter().map(line).collect();
     lines.sort();
-    format!("history is not linearizable:\n{}", lines.join("\n"))
+    let (placed, done, value) = deepest;
+    let is_done = |i: usize| done[i / 64] & (1 << (i % 64)) != 0;
+    let earliest_return = (0..history.len()).filter(|&i| !is_done(i)).filter_map(|i| history[i].ret).min();
+    let mut due: Vec<String> = (0..history.len())
+        .filter(|&i| !is_done(i) && earliest_return.is_none_or(|r| history[i].call <= r))
+        .map(|i| line(&history[i]))
+        .collect();
+    due.sort();
+    let value = value.as_ref().map(|v| String::from_utf8_lossy(v).into_owned());
+    format!(
+        "history is not linearizable: at most {placed} of {} operations can be ordered, leaving the value \
+         {value:?}; none of these, due next, can follow:\n{}\nthe whole history:\n{}",
+        history.len(),
+        due.join("\n"),
+        lines.join("\n")
+    )
 }
