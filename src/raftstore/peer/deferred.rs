@@ -18,7 +18,8 @@ const MAX_PENDING: usize = 4096;
 impl Peer {
     /// Takes raft's ready for this round, before anything is written: queues the leader's messages
     /// (they may leave before our own log is durable, raft thesis §10.2.1), notes leader changes and
-    /// read states, and adds the newly committed entries to those pending. The store looks at
+    /// read states, adds the newly committed entries to those pending and answers the writes among
+    /// them whose outcome is fixed. The store looks at
     /// `must_sync` of every ready to decide how the round commits, then calls `collect_ready`.
     pub fn take_ready(&mut self) -> Ready {
         let _span = self.span().entered();
@@ -32,6 +33,10 @@ impl Peer {
         }
         let committed = ready.take_committed_entries();
         self.defer_entries(committed);
+        // Entries raft hands out committed are in a quorum's synced logs already: their plain writes
+        // are answered now, not after this round's commit. A round that steps the followers' acks
+        // usually also appends new proposals, and its commit would hold these answers up one fsync.
+        self.answer_at_commit();
         ready
     }
 

@@ -142,3 +142,29 @@ async fn a_proposal_a_snapshot_covers_is_answered_as_unknown() {
         answered.map(|_| ())
     );
 }
+
+/// A write is answered in the round whose ready hands its entry out committed, before that round's
+/// transaction commits: the entry is in a quorum's synced logs already. Under load that round also
+/// appends new proposals and fsyncs them; the answer must not wait for that fsync.
+#[tokio::test]
+async fn a_committed_write_is_answered_before_the_rounds_commit() {
+    let dir = tempfile::tempdir().expect("a dir");
+    let mut peer = peer_of_two(dir.path());
+    elect(&mut peer);
+    let put = Request {
+        cmd: Some(request::Cmd::Put(PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), precondition: None })),
+    };
+    let (callback, mut answer) = tokio::sync::oneshot::channel();
+    peer.on_write(vec![put], callback);
+    round(&mut peer);
+    let proposed_at = peer.raw.raft.raft_log.last_index();
+    assert!(answer.try_recv().is_err(), "answered before peer 2 has the entry");
+
+    let mut ack = from_peer_2(MessageType::MsgAppendResponse, peer.raw.raft.term);
+    ack.index = proposed_at;
+    peer.raw.step(ack).expect("the ack");
+    assert!(peer.has_ready(), "the entry committed");
+    let _ready = peer.take_ready();
+    let answered = answer.try_recv().expect("answered once its ready is taken, before any commit");
+    assert_eq!(answered.expect("the write succeeded").revision, proposed_at);
+}
