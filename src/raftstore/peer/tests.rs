@@ -14,6 +14,9 @@ use crate::raftstore::snapshot::VerifiedSnapshot;
 use crate::raftstore::transport::RaftEnvelope;
 use crate::storage::{Engine, EngineOptions};
 
+/// Where a write's answer arrives.
+type Answer = tokio::sync::oneshot::Receiver<Result<crate::raftstore::msg::WriteResponse, Error>>;
+
 fn region_of_two() -> Region {
     let peers = vec![crate::proto::Peer { peer_id: 1, store_id: 1 }, crate::proto::Peer { peer_id: 2, store_id: 2 }];
     Region { region_id: 1, epoch: Some(RegionEpoch { conf_ver: 1, version: 1 }), peers, ..Default::default() }
@@ -70,6 +73,19 @@ fn elect(peer: &mut Peer) {
     assert_eq!(peer.leader_id, 1, "the ready told the peer it leads");
 }
 
+/// Makes peer 1 the leader and has it propose and append a PUT in one round: the index the PUT got,
+/// and where its answer will arrive.
+fn elected_with_a_put(peer: &mut Peer) -> (u64, Answer) {
+    elect(peer);
+    let put = Request {
+        cmd: Some(request::Cmd::Put(PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), precondition: None })),
+    };
+    let (callback, answer) = tokio::sync::oneshot::channel();
+    peer.on_write(vec![put], callback);
+    round(peer);
+    (peer.raw.raft.raft_log.last_index(), answer)
+}
+
 /// A leader that hears of a higher term steps down at once, before the round's ready tells the peer:
 /// a write in the same round must name the new leader, not this store, or the API answers `503`
 /// "the leader is on this store" instead of redirecting.
@@ -99,14 +115,7 @@ async fn a_leader_that_just_stepped_down_names_the_new_leader() {
 async fn a_proposal_a_snapshot_covers_is_answered_as_unknown() {
     let dir = tempfile::tempdir().expect("a dir");
     let mut peer = peer_of_two(dir.path());
-    elect(&mut peer);
-    let put = Request {
-        cmd: Some(request::Cmd::Put(PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), precondition: None })),
-    };
-    let (callback, mut answer) = tokio::sync::oneshot::channel();
-    peer.on_write(vec![put], callback);
-    round(&mut peer);
-    let proposed_at = peer.raw.raft.raft_log.last_index();
+    let (proposed_at, mut answer) = elected_with_a_put(&mut peer);
     let term = peer.raw.raft.term;
 
     // Peer 2's side: the write applied there, and its log compacted past it.
@@ -150,14 +159,7 @@ async fn a_proposal_a_snapshot_covers_is_answered_as_unknown() {
 async fn a_committed_write_is_answered_before_the_rounds_commit() {
     let dir = tempfile::tempdir().expect("a dir");
     let mut peer = peer_of_two(dir.path());
-    elect(&mut peer);
-    let put = Request {
-        cmd: Some(request::Cmd::Put(PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), precondition: None })),
-    };
-    let (callback, mut answer) = tokio::sync::oneshot::channel();
-    peer.on_write(vec![put], callback);
-    round(&mut peer);
-    let proposed_at = peer.raw.raft.raft_log.last_index();
+    let (proposed_at, mut answer) = elected_with_a_put(&mut peer);
     assert!(answer.try_recv().is_err(), "answered before peer 2 has the entry");
 
     let mut ack = from_peer_2(MessageType::MsgAppendResponse, peer.raw.raft.term);
