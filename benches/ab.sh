@@ -27,17 +27,15 @@ start() { # bin dir flags...
   for _ in $(seq 600); do curl -sf "http://$ADDR/ready" >/dev/null && return; sleep 0.05; done
   echo "server on $ADDR not ready" >&2; exit 1
 }
-regions() { curl -sf "http://$ADDR/status" | jq '.regions | length'; }
+# shellcheck source=benches/settle.sh
+. "$(dirname "$0")/settle.sh"
+regions() { regions_on "$ADDR"; }
 
 rm -rf "$DATA"; mkdir -p "$DATA"
 if [ -n "$FILL_SIZE" ]; then
   start "$A" "$DATA/filled" --region-max-size "$FILL_SIZE"
   "$A" bench --endpoints "http://$ADDR" -c 64 -n "$KEYS" --workload put --keys "$KEYS" --json >/dev/null
-  last=-1; still=0
-  for _ in $(seq 300); do
-    now=$(regions); if [ "$now" = "$last" ]; then still=$((still + 1)); else still=0; fi
-    [ "$still" -ge 5 ] && break; last=$now; sleep 1
-  done
+  settle_splits "$ADDR" 300
   echo "filled: $(regions) regions"
   stop
 fi

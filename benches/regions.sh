@@ -29,7 +29,9 @@ wait_ready() { # prints the seconds until /ready answers 200
   done
   echo "server on $ADDR not ready" >&2; exit 1
 }
-regions() { curl -sf "http://$ADDR/status" | jq '.regions | length'; }
+# shellcheck source=benches/settle.sh
+. "$(dirname "$0")/settle.sh"
+regions() { regions_on "$ADDR"; }
 metric() { curl -sf "http://$ADDR/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$SERVER_PID/stat"; }
 idle_cpu() { # % of one core over IDLE_SECS, once the hibernated count stops growing
@@ -59,13 +61,8 @@ start --region-max-size "$FILL_SIZE"; wait_ready >/dev/null
 t0=$(date +%s)
 "$BIN" bench --endpoints "http://$ADDR" -c 64 -n "$KEYS" --workload put --keys "$KEYS" --json >/dev/null
 filled_after=$(( $(date +%s) - t0 ))
-# A region halves at most once per split check: let the splits the fill started run out (the count
-# still for 5 s, at most SPLIT_WAIT seconds) before restarting with the default size, which splits nothing.
-last=-1; still=0
-for _ in $(seq "${SPLIT_WAIT:-300}"); do
-  now=$(regions); if [ "$now" = "$last" ]; then still=$((still + 1)); else still=0; fi
-  [ "$still" -ge 5 ] && break; last=$now; sleep 1
-done
+# Let the splits the fill started run out before restarting with the default size, which splits nothing.
+settle_splits "$ADDR" "${SPLIT_WAIT:-300}"
 echo "filled $KEYS puts in $filled_after s; $(regions) regions $(( $(date +%s) - t0 )) s after the fill began"
 stop
 start; echo "restart_to_ready_s $(wait_ready) regions $(regions)"
