@@ -18,8 +18,8 @@ const MAX_PENDING: usize = 4096;
 impl Peer {
     /// Takes raft's ready for this round, before anything is written: queues the leader's messages
     /// (they may leave before our own log is durable, raft thesis §10.2.1), notes leader changes and
-    /// read states, adds the newly committed entries to those pending and answers the writes among
-    /// them whose outcome is fixed. The store looks at
+    /// read states (releasing the reads whose index is applied already), adds the newly committed
+    /// entries to those pending and answers the writes among them whose outcome is fixed. The store looks at
     /// `must_sync` of every ready to decide how the round commits, then calls `collect_ready`.
     pub fn take_ready(&mut self) -> Ready {
         let _span = self.span().entered();
@@ -31,6 +31,8 @@ impl Peer {
         for state in ready.take_read_states() {
             self.on_read_state(state);
         }
+        // A read whose index is applied and committed already needs nothing this round writes.
+        self.release_reads();
         let committed = ready.take_committed_entries();
         self.defer_entries(committed);
         // Entries raft hands out committed are in a quorum's synced logs already: their plain writes

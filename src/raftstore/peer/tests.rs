@@ -170,3 +170,33 @@ async fn a_committed_write_is_answered_before_the_rounds_commit() {
     let answered = answer.try_recv().expect("answered once its ready is taken, before any commit");
     assert_eq!(answered.expect("the write succeeded").revision, proposed_at);
 }
+
+/// A linearizable read whose read index is applied and committed already is released in the round
+/// whose ready confirms that index, before that round's transaction commits: nothing the round
+/// writes is needed for it, and under a mixed load the round fsyncs other regions' or its own new
+/// writes.
+#[tokio::test]
+async fn a_read_whose_index_is_applied_is_released_before_the_rounds_commit() {
+    let dir = tempfile::tempdir().expect("a dir");
+    let mut peer = peer_of_two(dir.path());
+    elect(&mut peer);
+    // Peer 2 acks the leader's first entry: it commits and is applied, so reads may be served.
+    let mut ack = from_peer_2(MessageType::MsgAppendResponse, peer.raw.raft.term);
+    ack.index = peer.raw.raft.raft_log.last_index();
+    peer.raw.step(ack).expect("the ack");
+    round(&mut peer);
+    assert_eq!(peer.raw.store().apply_state().applied_index, peer.raw.raft.raft_log.last_index());
+
+    let (callback, mut released) = tokio::sync::oneshot::channel();
+    peer.on_read_index(callback);
+    peer.issue_reads();
+    let heartbeat_context = peer.raw.raft.msgs.iter().find(|m| m.get_msg_type() == MessageType::MsgHeartbeat);
+    let context = heartbeat_context.map(|m| m.context.clone()).expect("a heartbeat carrying the read");
+    round(&mut peer);
+    assert!(released.try_recv().is_err(), "released before peer 2 confirmed the leadership");
+    let mut response = from_peer_2(MessageType::MsgHeartbeatResponse, peer.raw.raft.term);
+    response.context = context;
+    peer.raw.step(response).expect("the heartbeat response");
+    let _ready = peer.take_ready();
+    released.try_recv().expect("released once its ready is taken, before any commit").expect("the read");
+}
