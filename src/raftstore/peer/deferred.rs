@@ -19,8 +19,9 @@ impl Peer {
     /// Takes raft's ready for this round, before anything is written: queues the leader's messages
     /// (they may leave before our own log is durable, raft thesis §10.2.1), notes leader changes and
     /// read states (releasing the reads whose index is applied already), adds the newly committed
-    /// entries to those pending and answers the writes among them whose outcome is fixed. The store looks at
-    /// `must_sync` of every ready to decide how the round commits, then calls `collect_ready`.
+    /// entries to those pending and answers the writes among them whose outcome is fixed. The store
+    /// looks at `must_sync` of every ready to decide how the round commits, then calls
+    /// `collect_ready`.
     pub fn take_ready(&mut self) -> Ready {
         let _span = self.span().entered();
         let mut ready = self.raw.ready();

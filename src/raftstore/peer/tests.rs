@@ -60,6 +60,13 @@ fn from_peer_2(msg_type: MessageType, term: u64) -> Message {
     m
 }
 
+/// Peer 2 tells the leader its log holds everything up to `index`.
+fn ack_from_peer_2(peer: &mut Peer, index: u64) {
+    let mut ack = from_peer_2(MessageType::MsgAppendResponse, peer.raw.raft.term);
+    ack.index = index;
+    peer.raw.step(ack).expect("the ack");
+}
+
 /// Makes peer 1 the leader (peer 2 grants the pre-vote and the vote), and lets the peer see it in a
 /// ready, as a store round would.
 fn elect(peer: &mut Peer) {
@@ -162,9 +169,7 @@ async fn a_committed_write_is_answered_before_the_rounds_commit() {
     let (proposed_at, mut answer) = elected_with_a_put(&mut peer);
     assert!(answer.try_recv().is_err(), "answered before peer 2 has the entry");
 
-    let mut ack = from_peer_2(MessageType::MsgAppendResponse, peer.raw.raft.term);
-    ack.index = proposed_at;
-    peer.raw.step(ack).expect("the ack");
+    ack_from_peer_2(&mut peer, proposed_at);
     assert!(peer.has_ready(), "the entry committed");
     let _ready = peer.take_ready();
     let answered = answer.try_recv().expect("answered once its ready is taken, before any commit");
@@ -181,9 +186,8 @@ async fn a_read_whose_index_is_applied_is_released_before_the_rounds_commit() {
     let mut peer = peer_of_two(dir.path());
     elect(&mut peer);
     // Peer 2 acks the leader's first entry: it commits and is applied, so reads may be served.
-    let mut ack = from_peer_2(MessageType::MsgAppendResponse, peer.raw.raft.term);
-    ack.index = peer.raw.raft.raft_log.last_index();
-    peer.raw.step(ack).expect("the ack");
+    let last = peer.raw.raft.raft_log.last_index();
+    ack_from_peer_2(&mut peer, last);
     round(&mut peer);
     assert_eq!(peer.raw.store().apply_state().applied_index, peer.raw.raft.raft_log.last_index());
 
