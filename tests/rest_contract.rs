@@ -317,7 +317,7 @@ async fn metrics_show_requests_raft_and_group_commit() {
     node.stop().await;
 }
 
-/// Takes LMDB's write lock on another thread (the raftstore then blocks in its next commit) and holds
+/// Takes LMDB's write lock on another thread (the writer thread then blocks in its next commit) and holds
 /// it until the returned sender is used (or 20 s pass). Returns once the lock is held.
 fn hold_write_lock(engine: fekv::storage::Engine) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
     let (locked_tx, locked_rx) = std::sync::mpsc::channel();
@@ -332,24 +332,23 @@ fn hold_write_lock(engine: fekv::storage::Engine) -> (std::sync::mpsc::Sender<()
     (release_tx, lock_holder)
 }
 
-/// Writes that reach the raftstore while it is busy committing are all made durable by its next
-/// commit. Made deterministic by holding LMDB's write lock until all 64 writes are queued.
+/// Writes that reach the raftstore while a commit is being made are made durable together: the
+/// raftstore goes on taking them into rounds, and the writer takes every round queued behind the
+/// blocked commit into one transaction. Made deterministic by holding LMDB's write lock until all 64
+/// writes are proposed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_queued_during_a_commit_share_the_next_one() {
     let node = TestNode::start(|_| {}).await;
     let (release_tx, lock_holder) = hold_write_lock(node.node().engine().clone());
     let text = get(&node.url("/metrics")).await.text();
     let commits_before = metric(&text, "fekv_storage_commits_total");
-    // A first write takes the raftstore into a round that blocks on the lock; once the inbox is
-    // empty again, the raftstore is inside that round and everything after it has to queue.
-    let router = node.node().router().clone();
+    // A first write's round blocks the writer on the lock; everything after it has to queue.
     let first = tokio::spawn({
         let url = node.url("/fekv/first");
         async move { put(&url, "v").await.status }
     });
     eventually(Duration::from_secs(10), "the first write to reach the raftstore", || async {
-        router.inbox_len() == 0
-            && metric(&get(&node.url("/metrics")).await.text(), "fekv_raftstore_proposals_total") >= 1.0
+        metric(&get(&node.url("/metrics")).await.text(), "fekv_raftstore_proposals_total") >= 1.0
     })
     .await;
     let writes: Vec<_> = (0..64)
@@ -358,12 +357,12 @@ async fn writes_queued_during_a_commit_share_the_next_one() {
             tokio::spawn(async move { put(&url, "v").await.status })
         })
         .collect();
-    eventually(Duration::from_secs(10), "64 writes queued", || async {
-        let queued = router.inbox_len();
-        if queued >= 64 {
+    eventually(Duration::from_secs(10), "64 more writes proposed", || async {
+        let proposed = metric(&get(&node.url("/metrics")).await.text(), "fekv_raftstore_proposals_total");
+        if proposed >= 65.0 {
             Ok(())
         } else {
-            Err(format!("{queued} queued"))
+            Err(format!("{proposed} proposed"))
         }
     })
     .await;
@@ -375,20 +374,23 @@ async fn writes_queued_during_a_commit_share_the_next_one() {
     lock_holder.join().unwrap();
     let text = get(&node.url("/metrics")).await.text();
     let commits = metric(&text, "fekv_storage_commits_total") - commits_before;
-    assert_eq!(commits, 2.0, "1 + 64 queued writes took {commits} commits");
+    // The first write's commit, then one for every round queued behind it; rounds past the writer's
+    // limit (`MAX_ROUNDS_IN_FLIGHT`) wait in raft and may make one more.
+    assert!((2.0..=3.0).contains(&commits), "1 + 64 queued writes took {commits} commits");
     assert!(metric(&text, "fekv_storage_proposals_per_commit_sum") >= 64.0);
+    let commits_before = commits_before + commits;
     // After a commit of 64, a round holding one write waits for more writers (batch_gate), but only
     // while they keep coming: a lone write still gets a commit of its own. (How long the gate may wait
     // is batch_gate's unit tests' business; a wall-clock bound here would only measure the machine.)
     assert_eq!(put(&node.url("/fekv/lone"), "v").await.status, StatusCode::OK);
     let text = get(&node.url("/metrics")).await.text();
-    assert_eq!(metric(&text, "fekv_storage_commits_total") - commits_before, 3.0);
+    assert_eq!(metric(&text, "fekv_storage_commits_total") - commits_before, 1.0);
     node.stop().await;
 }
 
-/// A raftstore that cannot finish its round (here: LMDB's write lock is held elsewhere) makes a write
+/// A raftstore whose writer cannot commit (here: LMDB's write lock is held elsewhere) makes a write
 /// wait at most `request_timeout`, then `504` (its outcome is unknown). A read does not wait behind the
-/// writer at all: on a region whose only member is this node, LMDB already holds every acknowledged
+/// writer at all, nor does the raftstore thread: on a region whose only member is this node, LMDB already holds every acknowledged
 /// write, so the read is answered at once (the stuck write was never acknowledged: 404). Nothing hangs,
 /// and the write lands once the store moves again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -404,6 +406,11 @@ async fn a_stuck_raftstore_answers_504_for_writes_and_reads_do_not_wait_behind_i
     // could not have been answered at all: its answer is the proof, no wall-clock bound needed.
     let read = get(&node.url("/fekv/slow")).await;
     assert_eq!(read.status, StatusCode::NOT_FOUND, "{}", read.text());
+    // Only the writer thread waits for the lock: the raftstore thread goes on (issue 15, item 3),
+    // and answers what asks it, here the status of its regions.
+    let status = get(&node.url("/status")).await;
+    assert_eq!(status.status, StatusCode::OK, "{}", status.text());
+    assert_eq!(status.json()["regions"][0]["region_id"], 1, "{}", status.text());
     // The write gave up after its 500 ms request timeout, long before the lock holder's 20 s.
     assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
     release_tx.send(()).unwrap();

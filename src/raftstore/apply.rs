@@ -286,13 +286,32 @@ pub fn outcome_at_commit(region: &Region, entry: &Entry) -> Option<WriteResponse
 /// compaction. Raft's empty entries and data commands never do; an entry that does not decode is
 /// counted as one that may (it is skipped at apply, but costs nothing to be careful about).
 pub fn may_change_region(entry: &Entry) -> bool {
+    admin_effect(entry) == AdminEffect::ChangesRegion
+}
+
+/// What an entry does beyond data, for the raftstore's ordering rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminEffect {
+    /// Data, or raft's empty entry.
+    None,
+    /// A log compaction: it deletes log entries raft may still read until the apply is finished.
+    CompactsLog,
+    /// See [`may_change_region`].
+    ChangesRegion,
+}
+
+pub fn admin_effect(entry: &Entry) -> AdminEffect {
     match entry.get_entry_type() {
-        EntryType::EntryNormal if entry.data.is_empty() => false,
+        EntryType::EntryNormal if entry.data.is_empty() => AdminEffect::None,
         EntryType::EntryNormal => match RaftCmdRequest::decode(entry.data.as_ref()) {
-            Ok(cmd) => cmd.admin.is_some_and(|a| !matches!(a.cmd, Some(admin_request::Cmd::CompactLog(_)) | None)),
-            Err(_) => true,
+            Ok(cmd) => match cmd.admin.map(|a| a.cmd) {
+                None | Some(None) => AdminEffect::None,
+                Some(Some(admin_request::Cmd::CompactLog(_))) => AdminEffect::CompactsLog,
+                Some(Some(_)) => AdminEffect::ChangesRegion,
+            },
+            Err(_) => AdminEffect::ChangesRegion,
         },
-        EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => true,
+        EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => AdminEffect::ChangesRegion,
     }
 }
 

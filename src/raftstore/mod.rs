@@ -1,11 +1,13 @@
-//! The raftstore: every local region's raft peer, driven by one thread that is the node's only LMDB
-//! writer and commits each poll round's log writes and applied data in a single transaction.
+//! The raftstore: every local region's raft peer, driven by one thread, with one writer thread beside
+//! it that owns LMDB's write transactions and commits each poll round's log writes and applied data
+//! (and those of the rounds queued behind it) in a single transaction.
 //!
-//! - [`store`]: the poll loop (one round, one commit) and store-wide settings; its `lifecycle`
+//! - [`store`]: the poll loop (rounds, and their outcomes from the writer) and store-wide settings; its `lifecycle`
 //!   submodule starts, creates and destroys peers (splits, membership changes, tombstones);
 //! - `batch_gate`: how long a round that holds few writes waits for more before it commits;
 //! - [`peer`]: one region's `RawNode`, proposals and reads, and its half of the round;
-//! - [`peer_storage`]: `raft::Storage` over LMDB;
+//! - [`peer_storage`]: `raft::Storage` over LMDB (and the planned log writes not yet durable);
+//! - `write_task` and `writer`: a round's writes as plain data, and the thread that commits them;
 //! - [`snapshot`]: a region's snapshot data, encoded by its leader and verified once on arrival;
 //! - [`apply`]: committed entries → user data (never touches the network);
 //! - [`Router`] and [`msg`]: how the rest of the node talks to the loop;
@@ -31,6 +33,8 @@ pub mod snapshot;
 pub mod split_check;
 pub mod store;
 pub mod transport;
+mod write_task;
+mod writer;
 
 pub use error::{Error, Result};
 pub use exit::{RaftstoreExit, RaftstoreHandle};

@@ -1,9 +1,10 @@
 //! A peer: this store's member of one region's raft group. It owns the `RawNode`, the proposals
 //! waiting for their entries to apply, and the reads waiting for their read index.
 //!
-//! The store loop drives it in two halves around the round's single LMDB commit:
-//! [`Peer::collect_ready`] adds its log writes and applied data to the shared transaction, and
-//! [`Peer::post_commit`] finishes the ready once that transaction is durable.
+//! The store loop drives it in three steps around the round's single LMDB commit:
+//! [`Peer::take_ready`] takes raft's ready, [`Peer::prepare_write`] turns its log writes and the
+//! applies due into a task for the writer thread, and [`Peer::finish_ready`] finishes the ready once
+//! that task's transaction is durable.
 //!
 //! This file holds the peer's state, construction, ticks and status; its parts live beside it:
 //! `propose` (writes, membership changes, splits, leader transfers), `read` (ReadIndex batches) and
@@ -17,13 +18,12 @@ use prost::Message as _;
 use raft::eraftpb::{Entry, Message, MessageType};
 use raft::{RawNode, Ready, SnapshotStatus};
 
-use super::apply::Applied;
 use super::error::Error;
 use super::msg::{Callback, PeerStatus, WriteResponse};
 use super::peer_storage::PeerStorage;
 use super::snapshot::VerifiedSnapshot;
 use crate::metrics::Metrics;
-use crate::proto::{admin_request, CompactLogRequest, RaftApplyState, RaftLocalState, Region};
+use crate::proto::{admin_request, CompactLogRequest, Region};
 use crate::raftstore::transport::RaftEnvelope;
 use crate::storage::{Engine, StorageError};
 
@@ -83,26 +83,38 @@ struct ReadBatch {
     asked_at_tick: u64,
 }
 
-/// What a peer put into the round's transaction, to finish after the commit.
+/// A ready taken from raft, its log writes planned ([`Peer::take_ready`]).
+pub struct TakenReady {
+    number: u64,
+    must_sync: bool,
+    /// The ready itself while it holds a snapshot: raft reads the snapshot's state from storage once
+    /// the ready is advanced, so that waits for the commit (and nothing steps raft meanwhile).
+    held: Option<Ready>,
+    /// The entries and hard state to write, planned on top of the appends in flight (`None` while held:
+    /// they are planned on top of the snapshot).
+    append: Option<crate::raftstore::peer_storage::AppendPlan>,
+    persisted_messages: Vec<Message>,
+}
+
+impl TakenReady {
+    /// Whether the ready holds a snapshot, log entries, or a new term or vote (raft-rs's `must_sync`).
+    pub fn must_sync(&self) -> bool {
+        self.must_sync
+    }
+
+    pub fn holds_snapshot(&self) -> bool {
+        self.held.is_some()
+    }
+}
+
+/// A ready whose writes are in flight, to finish once they are durable ([`Peer::finish_ready`]).
 pub struct PendingReady {
-    ready: Ready,
-    raft_state: RaftLocalState,
-    apply_state: RaftApplyState,
-    applied: Vec<Applied>,
-    /// Client commands made durable by this commit (for the group-commit metric).
-    pub proposals_persisted: usize,
-    pub entries_persisted: usize,
-    /// Whether this ready put anything into the transaction (a read-only round commits nothing).
-    pub wrote: bool,
-    /// The region as a snapshot or a split in this ready changed it.
-    region: Option<Region>,
-    /// Regions split off, to be started by the store after the commit.
-    new_regions: Vec<Region>,
-    /// Membership changes applied, for raft to learn after the commit.
-    conf_changes: Vec<raft::eraftpb::ConfChange>,
-    bytes_written: u64,
-    snapshot_applied: bool,
-    removed_self: bool,
+    number: u64,
+    held: Option<Ready>,
+    /// Messages that promise what the writes make durable (votes, a follower's acks).
+    persisted_messages: Vec<Message>,
+    /// Whether the task applies entries (the peer's apply in flight).
+    applies: bool,
 }
 
 /// What finishing a ready changed, for the store.
@@ -139,6 +151,10 @@ pub struct Peer {
     pending_apply: Vec<Entry>,
     /// The first pending entry that may change the region (a split, a membership change).
     pending_region_change: Option<u64>,
+    /// A pending entry is an admin command (see [`Peer::applies_admin`]).
+    pending_admin: bool,
+    /// The index the applies in flight reach: the next apply starts from it.
+    apply_in_flight: Option<u64>,
     /// Indexes of the writes answered at commit and not yet applied, to check their apply.
     answered_at_commit: VecDeque<u64>,
     leader_id: u64,
@@ -226,6 +242,8 @@ impl Peer {
             next_read_id: 1,
             pending_apply: Vec::new(),
             pending_region_change: None,
+            apply_in_flight: None,
+            pending_admin: false,
             answered_at_commit: VecDeque::new(),
             leader_id: 0,
             ticks: 0,
@@ -332,12 +350,12 @@ impl Peer {
     /// Log GC: once more than the threshold of applied entries sit in the log, the leader proposes
     /// to drop them. Applying that on every replica deletes the entries in the same transaction.
     fn maybe_compact_log(&mut self) {
-        if !self.is_leader() {
+        if !self.log_wants_compaction() {
             return;
         }
         let apply_state = self.raw.store().apply_state();
         let (applied, truncated) = (apply_state.applied_index, apply_state.truncated_index);
-        if applied - truncated <= self.cfg.log_gc_threshold || self.compact_proposed_index > truncated {
+        if self.compact_proposed_index > truncated {
             return;
         }
         let Ok(compact_term) = raft::Storage::term(self.raw.store(), applied) else {
@@ -348,6 +366,13 @@ impl Peer {
         if self.propose(cmd.encode_to_vec()).is_ok() {
             self.compact_proposed_index = applied;
         }
+    }
+
+    /// Whether this leader's log holds more applied entries than the threshold: it compacts on its
+    /// next tick (and does not hibernate before, or it would never compact).
+    pub(super) fn log_wants_compaction(&self) -> bool {
+        let apply_state = self.raw.store().apply_state();
+        self.is_leader() && apply_state.applied_index - apply_state.truncated_index > self.cfg.log_gc_threshold
     }
 
     pub fn status(&self) -> PeerStatus {

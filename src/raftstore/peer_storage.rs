@@ -1,9 +1,11 @@
 //! `raft::Storage` over the node's LMDB environment, for one region's peer.
 //!
-//! Raft reads its log through this; the raftstore writes it (inside the round's transaction) and, only
-//! once that transaction has committed, installs the new states here with [`PeerStorage::set_persisted`].
-//! So what raft reads is always what is durable. Log bounds and the hard state live in memory as copies
-//! of `raft_state` / `apply_state`; entries are read from LMDB on demand.
+//! Raft reads its log through this. The raftstore plans a ready's log writes here
+//! ([`PeerStorage::plan_append`]), the writer thread puts them into a transaction, and only once that
+//! transaction has committed are the new durable states installed with [`PeerStorage::set_persisted`].
+//! Meanwhile the planned entries are served from memory ([`unpersisted`]): raft-rs reads a ready's
+//! entries from storage as soon as the ready is advanced. Log bounds and the hard state live in
+//! memory as copies of `raft_state` / `apply_state`; durable entries are read from LMDB on demand.
 
 use std::cell::RefCell;
 use std::sync::mpsc;
@@ -13,7 +15,12 @@ use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError as RaftStorageError};
 
 use super::snapshot::{self, VerifiedSnapshot};
-use crate::proto::{RaftApplyState, RaftLocalState, Region, RegionEpoch, RegionLocalState, SnapshotKv};
+pub use plan::{AppendPlan, SnapshotPlan};
+use unpersisted::Unpersisted;
+
+mod plan;
+mod unpersisted;
+use crate::proto::{RaftApplyState, RaftLocalState, Region, RegionEpoch, SnapshotKv};
 use crate::storage::{Engine, StorageError};
 
 /// The log of a new region starts after this index, so the first real entry has index 6, as in TiKV.
@@ -24,7 +31,12 @@ pub const RAFT_INIT_LOG_TERM: u64 = 5;
 pub struct PeerStorage {
     engine: Engine,
     region: Region,
+    /// What the last committed transaction holds of the raft state (see [`Self::load`]).
     raft_state: RaftLocalState,
+    /// The raft state once every planned append is durable: the log's end raft sees.
+    planned: RaftLocalState,
+    /// Planned entries not yet durable.
+    unpersisted: Unpersisted,
     apply_state: RaftApplyState,
     /// Snapshot generation runs off the raftstore thread; raft asks again until it is ready.
     snapshot: RefCell<SnapshotState>,
@@ -73,7 +85,15 @@ impl PeerStorage {
             ..recorded
         };
         check_consistent(region_id, &raft_state, &apply_state)?;
-        Ok(PeerStorage { engine, region, raft_state, apply_state, snapshot: RefCell::new(SnapshotState::Idle) })
+        Ok(PeerStorage {
+            engine,
+            region,
+            raft_state,
+            planned: raft_state,
+            unpersisted: Unpersisted::default(),
+            apply_state,
+            snapshot: RefCell::new(SnapshotState::Idle),
+        })
     }
 
     /// The storage of a peer created by a message before this store held its region: no range, no
@@ -89,6 +109,8 @@ impl PeerStorage {
             engine,
             region,
             raft_state,
+            planned: raft_state,
+            unpersisted: Unpersisted::default(),
             apply_state: RaftApplyState::default(),
             snapshot: RefCell::new(SnapshotState::Idle),
         })
@@ -169,69 +191,33 @@ impl PeerStorage {
         &self.engine
     }
 
-    /// Adds a ready's new entries and hard state on top of `base` (the durable raft state, or what a
-    /// snapshot in the same ready makes it) to the round's transaction, and returns the raft state
-    /// they make durable; install it with [`Self::set_persisted`] after the commit.
-    ///
-    /// Entries and hard state always go into the same transaction: a crash can never leave a commit
-    /// index that points past the durable log.
-    pub fn append(
-        &self,
-        txn: &mut RwTxn<'_>,
-        base: RaftLocalState,
-        entries: &[Entry],
+    /// Plans a ready's new entries and hard state on top of every append planned before (the writer
+    /// commits them in order), and serves the entries from memory until [`Self::set_persisted`] is
+    /// told their ready (`ready_number`) is durable.
+    pub fn plan_append(
+        &mut self,
+        entries: Vec<Entry>,
         hard_state: Option<&HardState>,
-    ) -> Result<RaftLocalState, StorageError> {
-        let region_id = self.region.region_id;
-        let mut state = base;
-        for entry in entries {
-            self.engine.put_entry(txn, region_id, entry)?;
-        }
-        if let Some(last) = entries.last() {
-            // A new leader may overwrite a suffix of our log: drop what lies past the new end.
-            if last.index < state.last_index {
-                self.engine.delete_entries(txn, region_id, last.index + 1, state.last_index + 1)?;
-            }
-            state.last_index = last.index;
-            state.last_term = last.term;
-        }
-        if let Some(hs) = hard_state {
-            state.term = hs.term;
-            state.vote = hs.vote;
-            state.commit = hs.commit;
-        }
-        // Only a new term or vote is recorded (see `load`): a vote must never be forgotten.
-        if (state.term, state.vote) != (base.term, base.vote) {
-            self.engine.put_raft_state(txn, region_id, &state)?;
-        }
-        Ok(state)
+        ready_number: u64,
+    ) -> AppendPlan {
+        self.unpersisted.append(&entries, ready_number);
+        let plan = AppendPlan::on(self.region.region_id, self.planned, entries, hard_state);
+        self.planned = plan.raft_state;
+        plan
+    }
+
+    /// The raft state a snapshot at (`index`, `term`) leaves, keeping the durable term and vote.
+    pub fn snapshot_raft_state(&self, index: u64, term: u64) -> RaftLocalState {
+        RaftLocalState { commit: index, last_index: index, last_term: term, ..self.raft_state }
     }
 
     /// Replaces this peer's data, log and states with a snapshot's (verified when it arrived), in the
     /// round's transaction. Returns the durable states and region to install after the commit.
-    pub fn apply_snapshot(
-        &self,
-        txn: &mut RwTxn<'_>,
-        snapshot: &VerifiedSnapshot,
-    ) -> Result<(RaftLocalState, RaftApplyState, Region), StorageError> {
-        let region_id = self.region.region_id;
-        let region = snapshot.region.clone();
-        let (index, term) = (snapshot.index, snapshot.term);
-        // The old range first (a peer that was initialized), then the snapshot's range.
-        if self.is_initialized() {
-            self.engine.delete_data_range(txn, &self.region.start_key, &self.region.end_key)?;
-        }
-        self.engine.delete_data_range(txn, &region.start_key, &region.end_key)?;
-        for kv in &snapshot.kvs {
-            self.engine.put_data(txn, &kv.key, kv.revision, &kv.value)?;
-        }
-        self.engine.delete_entries(txn, region_id, 0, u64::MAX)?;
-        let raft_state = RaftLocalState { commit: index, last_index: index, last_term: term, ..self.raft_state };
-        let apply_state = RaftApplyState { applied_index: index, truncated_index: index, truncated_term: term };
-        self.engine.put_raft_state(txn, region_id, &raft_state)?;
-        self.engine.put_apply_state(txn, region_id, &apply_state)?;
-        self.engine.put_region_state(txn, &RegionLocalState::normal(region.clone()))?;
-        Ok((raft_state, apply_state, region))
+    /// Plans replacing this peer's data, log and states with a snapshot's.
+    pub fn plan_snapshot(&self, snapshot: Box<VerifiedSnapshot>) -> SnapshotPlan {
+        let old_range = self.is_initialized().then(|| (self.region.start_key.clone(), self.region.end_key.clone()));
+        let raft_state = self.snapshot_raft_state(snapshot.index, snapshot.term);
+        SnapshotPlan::new(self.region.region_id, old_range, raft_state, snapshot)
     }
 
     /// Whether this peer holds data (a peer created empty waits for a snapshot).
@@ -239,10 +225,16 @@ impl PeerStorage {
         self.raft_state.last_index > 0
     }
 
-    /// Installs states that a committed transaction made durable.
-    pub fn set_persisted(&mut self, raft_state: RaftLocalState, apply_state: RaftApplyState) {
+    /// Installs states that a committed transaction made durable, with the readies up to
+    /// `ready_number` in it: their entries are read from LMDB from now on.
+    pub fn set_persisted(&mut self, raft_state: RaftLocalState, apply_state: RaftApplyState, ready_number: u64) {
         self.raft_state = raft_state;
         self.apply_state = apply_state;
+        self.unpersisted.persisted(ready_number);
+        if self.unpersisted.is_empty() {
+            // Nothing planned is in flight: what raft sees is what is durable (a snapshot set both).
+            self.planned = raft_state;
+        }
     }
 
     /// Starts generating a snapshot on a background thread, from one LMDB read transaction: the
@@ -268,7 +260,7 @@ impl PeerStorage {
         if low <= self.apply_state.truncated_index {
             return Err(raft::Error::Store(RaftStorageError::Compacted));
         }
-        if high > self.raft_state.last_index + 1 {
+        if high > self.planned.last_index + 1 {
             return Err(raft::Error::Store(RaftStorageError::Unavailable));
         }
         Ok(())
@@ -302,8 +294,19 @@ impl raft::Storage for PeerStorage {
             return Ok(Vec::new());
         }
         let max_size = max_size.into().unwrap_or(u64::MAX);
-        let txn = self.engine.read_txn().map_err(raft_err)?;
-        self.engine.entries(&txn, self.region.region_id, low, high, max_size).map_err(raft_err)
+        // Below the first unpersisted entry the log is in LMDB; from it on, in memory.
+        let split = self.unpersisted.first_index().map_or(high, |first| first.clamp(low, high));
+        let mut entries = if low < split {
+            let txn = self.engine.read_txn().map_err(raft_err)?;
+            self.engine.entries(&txn, self.region.region_id, low, split, max_size).map_err(raft_err)?
+        } else {
+            Vec::new()
+        };
+        if split < high && entries.len() as u64 == split - low {
+            entries.extend(self.unpersisted.slice(split, high));
+            raft::util::limit_size(&mut entries, Some(max_size));
+        }
+        Ok(entries)
     }
 
     fn term(&self, idx: u64) -> raft::Result<u64> {
@@ -311,8 +314,11 @@ impl raft::Storage for PeerStorage {
             return Ok(self.apply_state.truncated_term);
         }
         self.check_range(idx, idx + 1)?;
-        if idx == self.raft_state.last_index {
-            return Ok(self.raft_state.last_term);
+        if let Some(term) = self.unpersisted.term(idx) {
+            return Ok(term);
+        }
+        if idx == self.planned.last_index {
+            return Ok(self.planned.last_term);
         }
         let txn = self.engine.read_txn().map_err(raft_err)?;
         let entries = self.engine.entries(&txn, self.region.region_id, idx, idx + 1, u64::MAX).map_err(raft_err)?;
@@ -324,7 +330,7 @@ impl raft::Storage for PeerStorage {
     }
 
     fn last_index(&self) -> raft::Result<u64> {
-        Ok(self.raft_state.last_index)
+        Ok(self.planned.last_index)
     }
 
     /// A snapshot for a follower whose next entries were compacted away. Generated in the background;
@@ -458,7 +464,7 @@ mod tests {
         let left =
             Region { end_key: b"m".to_vec(), epoch: Some(RegionEpoch { conf_ver: 1, version: 2 }), ..whole.clone() };
         let mut txn = engine.write_txn().unwrap();
-        engine.put_region_state(&mut txn, &RegionLocalState::normal(left.clone())).unwrap();
+        engine.put_region_state(&mut txn, &crate::proto::RegionLocalState::normal(left.clone())).unwrap();
         engine.commit(txn).unwrap();
         storage.set_region(left.clone());
         assert_eq!(region_of(&snapshot_for(&storage, 2)), left);
@@ -498,11 +504,12 @@ mod tests {
         let entry = |index, term| Entry { index, term, ..Default::default() };
         let hs = |term, commit| HardState { term, vote: 1, commit, ..Default::default() };
         let append = |entries: &[Entry], hard_state: HardState| {
-            let storage = PeerStorage::load(engine.clone(), region.clone()).unwrap();
+            let mut storage = PeerStorage::load(engine.clone(), region.clone()).unwrap();
+            let plan = storage.plan_append(entries.to_vec(), Some(&hard_state), 1);
             let mut txn = engine.write_txn().unwrap();
-            let state = storage.append(&mut txn, *storage.raft_state(), entries, Some(&hard_state)).unwrap();
+            plan.write(&engine, &mut txn).unwrap();
             engine.commit(txn).unwrap();
-            state
+            plan.raft_state
         };
         let recorded = || engine.raft_state(&engine.read_txn().unwrap(), 1).unwrap().unwrap();
         // A new term is recorded...

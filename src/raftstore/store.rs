@@ -1,10 +1,14 @@
-//! The store loop: one thread per node that owns every local peer and is the only LMDB writer.
+//! The store loop: one thread per node that owns every local peer, with a writer thread beside it
+//! that owns LMDB's write transactions (`raftstore::writer`).
 //!
-//! A poll round: block until a message arrives or the next tick is due; drain up to a batch of
-//! messages and hand each to its peer; then, for every peer with work, add its log writes and its
-//! applied data to **one** write transaction, commit it **once** (one fsync for all regions and all
-//! clients of the round), and finish each peer's ready. This group commit is what makes fekv fast:
-//! `fekv_storage_proposals_per_commit` shows it working. A round that only applies committed
+//! A poll round: block until a message arrives, a round comes back from the writer, or the next tick
+//! is due; drain up to a batch of messages and hand each to its peer; then, for every peer with work,
+//! make its log writes and its applies a task, and hand the round's tasks to the writer, which puts
+//! them into **one** write transaction and commits it **once** (one fsync for all regions and all
+//! clients of the round, and of every round queued behind it). The loop does not wait for that
+//! commit: it steps the followers' acks, answers and builds the next round meanwhile, and finishes
+//! each peer's ready when the writer reports the round durable. This group commit is what makes fekv
+//! fast: `fekv_storage_proposals_per_commit` shows it working. A round that only applies committed
 //! entries does not commit at all if it can wait: see [`durability`].
 
 use std::collections::BTreeMap;
@@ -14,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use std::panic::AssertUnwindSafe;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, Sender};
 use raft::eraftpb::MessageType;
 
 mod active;
@@ -23,21 +27,24 @@ mod durability;
 mod empty_peers;
 mod hibernate;
 mod lifecycle;
+mod messages;
+mod pipeline;
 mod round;
 
 use super::batch_gate::{self, BatchGate};
 use super::exit::{RaftstoreExit, RaftstoreHandle};
 
 use durability::ApplyDeferral;
-use lifecycle::{is_stale_sender, may_create_peer};
+pub(crate) use durability::RoundKind;
+use pipeline::Woken;
 
 use super::error::Error;
 use super::msg::{ChangedStatus, StoreMsg};
 use super::peer::{Peer, PeerConfig};
 use super::region_map::RegionMap;
 use super::router::Router;
-use super::snapshot::VerifiedSnapshot;
 use super::split_check::SplitCheckTask;
+use super::writer::Writer;
 use crate::ids::IdAllocator;
 use crate::metrics::Metrics;
 use crate::raftstore::transport::{RaftEnvelope, Transport};
@@ -112,6 +119,13 @@ pub struct Store {
     /// A peer's pending applies are awaited (a read, a conditional write): the next round commits
     /// them without waiting for the deferral's deadline.
     apply_wanted: bool,
+    /// The thread that writes and commits the rounds.
+    writer: Writer,
+    /// Rounds handed to the writer, oldest first, waiting for their outcome (see [`pipeline`]).
+    in_flight: std::collections::VecDeque<pipeline::InFlight>,
+    /// An error met where it cannot be returned (waiting for the writer before destroying a peer):
+    /// the loop ends with it.
+    fatal: Option<crate::storage::StorageError>,
 }
 
 /// The store's inbox: bounded, so a store that falls behind refuses requests (`Busy`) instead of
@@ -159,6 +173,8 @@ pub fn start(
     let (used_bytes, disk_room) = engine.stats().map_or((0, u64::MAX), |s| (s.used_bytes, s.disk_room()));
     let (split_checker, split_worker) = super::split_check::start(engine.clone(), ids, split_results)
         .map_err(|e| crate::storage::StorageError::Io { what: "spawning the split-check thread".into(), source: e })?;
+    let writer = Writer::start(engine.clone(), cfg.store_id)
+        .map_err(|e| crate::storage::StorageError::Io { what: "spawning the writer thread".into(), source: e })?;
     let mut store = Store {
         cfg,
         engine,
@@ -184,6 +200,9 @@ pub fn start(
         panic_on_write: super::failpoint::enabled("raftstore_panic_on_write"),
         deferral: ApplyDeferral::new(cfg_apply_delay),
         apply_wanted: false,
+        writer,
+        in_flight: Default::default(),
+        fatal: None,
     };
     for region_id in store.peers.keys() {
         store.activity.add(*region_id);
@@ -236,14 +255,26 @@ impl Store {
         let mut outcome = Ok(());
         while !stopping {
             // Work left from the last round (a peer still active, or applies someone waits for)
-            // means: do not sleep. Deferred applies wake the loop when they are due.
-            let busy = self.apply_wanted || self.activity.has_work();
+            // means: do not sleep, unless the writer holds as many rounds as it may: then the next
+            // one waits for an outcome. Deferred applies wake the loop when they are due.
+            let room = self.in_flight.len() < pipeline::MAX_ROUNDS_IN_FLIGHT;
+            let busy = room && (self.apply_wanted || self.activity.has_work());
             let wake = self.deferral.deadline().map_or(next_tick, |due| due.min(next_tick));
             let wait = if busy { Duration::ZERO } else { wake.saturating_duration_since(Instant::now()) };
-            match self.inbox.recv_timeout(wait) {
-                Ok(msg) => batch.push(msg),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => stopping = true,
+            match self.wait(wait) {
+                Woken::Msg(msg) => batch.push(msg),
+                Woken::Done(done) => {
+                    if let Err(err) = self.on_done(done) {
+                        outcome = Err(err);
+                        break;
+                    }
+                }
+                Woken::Timeout => {}
+                Woken::Closed => stopping = true,
+                Woken::WriterDied => {
+                    outcome = Err(self.writer.death());
+                    break;
+                }
             }
             let round_started = Instant::now();
             while batch.len() < self.cfg.max_batch {
@@ -252,7 +283,9 @@ impl Store {
                     Err(_) => break,
                 }
             }
-            if !busy && !batch.is_empty() {
+            // With rounds in flight the writer gathers them into one commit anyway, and waiting here
+            // would hold their answers up.
+            if !busy && !batch.is_empty() && self.in_flight.is_empty() {
                 self.gather(&mut batch, round_started);
             }
             for msg in batch.drain(..) {
@@ -260,6 +293,12 @@ impl Store {
                     StoreMsg::Shutdown => stopping = true,
                     msg => self.on_msg(msg),
                 }
+            }
+            // Rounds the writer finished meanwhile: their answers and acks first.
+            let finished = self.finish_done().and_then(|()| self.fatal.take().map_or(Ok(()), Err));
+            if let Err(err) = finished {
+                outcome = Err(err);
+                break;
             }
             let now = Instant::now();
             if now >= next_tick {
@@ -270,6 +309,10 @@ impl Store {
                 outcome = Err(err);
                 break;
             }
+        }
+        // What the writer holds is finished first (an error ends that: what committed stands).
+        if outcome.is_ok() {
+            outcome = self.drain();
         }
         // Applies still deferred are not committed: like after a crash, they are applied again at
         // the next start (their entries are in the synced log). An apply-only commit's meta page
@@ -443,109 +486,6 @@ impl Store {
         }
     }
 
-    /// A message from a peer on another store; a snapshot comes with its data, verified by the inbox.
-    fn on_raft_message(&mut self, envelope: RaftEnvelope, snapshot: Option<Box<VerifiedSnapshot>>) {
-        let msg_type = envelope.message.get_msg_type();
-        self.metrics.raft_messages_received.with_label_values(&[msg_type_label(msg_type)]).inc();
-        if envelope.to_peer.store_id != self.cfg.store_id {
-            tracing::warn!(
-                store_id = self.cfg.store_id,
-                to_store = envelope.to_peer.store_id,
-                "dropping a message for another store"
-            );
-            return;
-        }
-        // The inbox refused damaged snapshots already; one that did not come through it is unverified.
-        let snapshot = match (msg_type == MessageType::MsgSnapshot, snapshot) {
-            (true, None) => {
-                self.metrics.raft_snapshots.with_label_values(&["rejected"]).inc();
-                tracing::error!(region_id = envelope.region_id, "refusing a snapshot that did not pass the inbox");
-                return;
-            }
-            (true, Some(snapshot)) => {
-                self.metrics.raft_snapshots.with_label_values(&["received"]).inc();
-                Some(snapshot)
-            }
-            (false, _) => None,
-        };
-        if envelope.is_tombstone {
-            self.on_tombstone_message(&envelope);
-            return;
-        }
-        let region_id = envelope.region_id;
-        let to_peer_id = envelope.to_peer.peer_id;
-        if let Some(peer) = self.peers.get(&region_id) {
-            if peer.peer_id() < to_peer_id {
-                // The region was given a new peer on this store: ours was removed while it could not
-                // hear of it. That is proof: a region holds one peer per store, so the new one was
-                // added after ours was removed, and a removed id is never added back.
-                tracing::info!(region_id, stale_peer_id = peer.peer_id(), to_peer_id, "replacing a stale peer");
-                self.destroy_peer(region_id);
-            }
-        }
-        if let Some(peer) = self.peers.get(&region_id) {
-            if is_stale_sender(peer.region(), &envelope) {
-                self.reply_tombstone(peer.region().clone(), peer.peer_id(), &envelope);
-                return;
-            }
-            // After the stale-sender check: an empty peer's probe may address a member's older id.
-            if peer.peer_id() > to_peer_id {
-                tracing::debug!(region_id, to_peer_id, "dropping a message for an older peer of this store");
-                return;
-            }
-        }
-        if snapshot.as_ref().is_some_and(|snapshot| !self.snapshot_fits(&envelope, &snapshot.region)) {
-            self.metrics.raft_snapshots.with_label_values(&["rejected"]).inc();
-            return;
-        }
-        if !self.peers.contains_key(&region_id) {
-            if !may_create_peer(msg_type) {
-                self.reply_if_removed_before_destroyed(&envelope);
-                return;
-            }
-            if !self.create_peer_for(&envelope) {
-                return;
-            }
-        }
-        if self.peers.get(&region_id).is_some_and(|p| !p.is_initialized()) {
-            self.note_message_for_empty_peer(&envelope);
-        }
-        if self.peers.contains_key(&region_id) {
-            self.step_raft_message(envelope, snapshot);
-        }
-    }
-
-    /// Hands the queued messages of these peers (the only ones a round gave any) and the store's own to
-    /// the transport, and flushes it. Failures go back to raft.
-    fn send_outboxes(&mut self, region_ids: &[u64]) {
-        for envelope in std::mem::take(&mut self.control_outbox) {
-            if let Err(err) = self.transport.send(envelope) {
-                tracing::debug!(error = %err, "tombstone reply not sent");
-            }
-        }
-        for region_id in region_ids {
-            let Some(peer) = self.peers.get_mut(region_id) else { continue };
-            for envelope in peer.take_outbox() {
-                let msg_type = envelope.message.get_msg_type();
-                let to_peer_id = envelope.to_peer.peer_id;
-                match self.transport.send(envelope) {
-                    Ok(()) => {
-                        self.metrics.raft_messages_sent.with_label_values(&[msg_type_label(msg_type)]).inc();
-                        if msg_type == MessageType::MsgSnapshot {
-                            self.metrics.raft_snapshots.with_label_values(&["sent"]).inc();
-                        }
-                    }
-                    Err(err) => {
-                        self.metrics.raft_messages_dropped.with_label_values(&[msg_type_label(msg_type)]).inc();
-                        tracing::debug!(region_id = peer.region_id(), to_peer_id, error = %err, "raft message not sent");
-                        peer.on_send_failure(to_peer_id, msg_type);
-                    }
-                }
-            }
-        }
-        self.transport.flush();
-    }
-
     pub(super) fn refresh_usage(&mut self) {
         if let Ok(stats) = self.engine.stats() {
             self.used_bytes = stats.used_bytes;
@@ -553,22 +493,5 @@ impl Store {
             self.metrics.storage_used_bytes.set(stats.used_bytes as i64);
             self.metrics.storage_map_size_bytes.set(stats.map_size as i64);
         }
-    }
-}
-
-/// A bounded label for a raft message type.
-fn msg_type_label(msg_type: MessageType) -> &'static str {
-    use MessageType::*;
-    match msg_type {
-        MsgAppend => "append",
-        MsgAppendResponse => "append_response",
-        MsgHeartbeat => "heartbeat",
-        MsgHeartbeatResponse => "heartbeat_response",
-        MsgRequestVote | MsgRequestPreVote => "vote",
-        MsgRequestVoteResponse | MsgRequestPreVoteResponse => "vote_response",
-        MsgSnapshot => "snapshot",
-        MsgReadIndex | MsgReadIndexResp => "read_index",
-        MsgTransferLeader | MsgTimeoutNow => "transfer_leader",
-        _ => "other",
     }
 }

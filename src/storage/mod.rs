@@ -129,6 +129,10 @@ pub struct Engine {
     map_size: u64,
     path: PathBuf,
     checksum_failures: prometheus::IntCounter,
+    /// Held around every commit: a commit without the meta flush sets an environment-wide flag,
+    /// and another thread's commit must not run while it is set (the raftstore's writer thread and
+    /// the raftstore thread both commit).
+    commit_lock: std::sync::Arc<parking_lot::Mutex<()>>,
 }
 
 /// A user record copied out of LMDB: (key, revision, value).
@@ -199,7 +203,14 @@ impl Engine {
             meta: create("meta")?,
         };
         txn.commit().map_err(lmdb)?;
-        Ok(Engine { env, dbs, map_size, path: dir.to_path_buf(), checksum_failures: options.checksum_failures.clone() })
+        Ok(Engine {
+            env,
+            dbs,
+            map_size,
+            path: dir.to_path_buf(),
+            checksum_failures: options.checksum_failures.clone(),
+            commit_lock: Default::default(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -224,6 +235,7 @@ impl Engine {
     /// Commits `txn`: one fsync. `MDB_MAP_FULL` becomes [`StorageError::Full`], a full filesystem
     /// [`StorageError::NoSpace`]; either way nothing of the transaction is on disk.
     pub fn commit(&self, txn: RwTxn<'_>) -> Result<()> {
+        let _commit = self.commit_lock.lock();
         txn.commit().map_err(|e| self.err(e))
     }
 
@@ -241,8 +253,9 @@ impl Engine {
     /// applied again after a restart), never for log entries, hard state or votes.
     pub fn commit_without_meta_sync(&self, txn: RwTxn<'_>) -> Result<()> {
         // SAFETY: LMDB requires that one thread at a time changes the flags; only the thread that
-        // holds the environment's one write transaction (`txn`, the raftstore thread) calls this, and
-        // LMDB reads the flag only while committing, which happens on this thread below.
+        // holds the environment's one write transaction (`txn`) calls this, and LMDB reads the flag
+        // only while committing. The commit lock keeps any other commit out until it is restored.
+        let _commit = self.commit_lock.lock();
         unsafe { self.env.set_flags(heed::EnvFlags::NO_META_SYNC, heed::FlagSetMode::Enable) }
             .map_err(|e| self.err(e))?;
         let committed = txn.commit().map_err(|e| self.err(e));

@@ -7,22 +7,23 @@
 //! peer says when someone waits on the apply itself ([`Peer::apply_urgent`]).
 
 use raft::eraftpb::Entry;
-use raft::Ready;
 
-use super::{Peer, PendingReady};
+use super::{Peer, TakenReady};
 use crate::raftstore::apply::{self, Applied};
 
 /// Entries pending beyond this many are applied without waiting: the wait saves fsyncs, not memory.
 const MAX_PENDING: usize = 4096;
 
 impl Peer {
-    /// Takes raft's ready for this round, before anything is written: queues the leader's messages
-    /// (they may leave before our own log is durable, raft thesis §10.2.1), notes leader changes and
-    /// read states (releasing the reads whose index is applied already), adds the newly committed
-    /// entries to those pending and answers the writes among them whose outcome is fixed. The store
-    /// looks at `must_sync` of every ready to decide how the round commits, then calls
-    /// `collect_ready`.
-    pub fn take_ready(&mut self) -> Ready {
+    /// Takes raft's ready for this round: queues the leader's messages (they may leave before our own
+    /// log is durable, raft thesis §10.2.1), notes leader changes and read states (releasing the reads
+    /// whose index is applied already), adds the newly committed entries to those pending and answers
+    /// the writes among them whose outcome is fixed. Then plans the ready's log writes and advances
+    /// raft past them (`advance_append_async`): from here on raft reads those entries from storage,
+    /// which serves them from memory until they are durable. A ready holding a snapshot is kept
+    /// whole instead, until its commit. The store looks at `must_sync` of every ready to decide how
+    /// the round commits, then calls `prepare_write`.
+    pub fn take_ready(&mut self) -> TakenReady {
         let _span = self.span().entered();
         let mut ready = self.raw.ready();
         if let Some(ss) = ready.ss() {
@@ -34,34 +35,24 @@ impl Peer {
         }
         // A read whose index is applied and committed already needs nothing this round writes.
         self.release_reads();
-        let committed = ready.take_committed_entries();
+        let applied = self.applied_or_applying();
+        let mut committed = ready.take_committed_entries();
+        // A sole voter applied some with their append.
+        committed.retain(|e| e.index > applied);
         self.defer_entries(committed);
         // Entries raft hands out committed are in a quorum's synced logs already: their plain writes
         // are answered now, not after this round's commit. A round that steps the followers' acks
         // usually also appends new proposals, and its commit would hold these answers up one fsync.
         self.answer_at_commit();
-        ready
-    }
-
-    /// What a round that commits nothing makes of `ready`: no writes, the durable states as they
-    /// are (a hard state that only moved the commit index is not recorded: the disk lags, raft knows).
-    pub(super) fn unwritten(&self, ready: Ready) -> PendingReady {
-        let storage = self.raw.store();
-        PendingReady {
-            ready,
-            raft_state: *storage.raft_state(),
-            apply_state: *storage.apply_state(),
-            applied: Vec::new(),
-            proposals_persisted: 0,
-            entries_persisted: 0,
-            wrote: false,
-            region: None,
-            new_regions: Vec::new(),
-            conf_changes: Vec::new(),
-            bytes_written: 0,
-            snapshot_applied: false,
-            removed_self: false,
+        let (number, must_sync) = (ready.number(), ready.must_sync());
+        if !ready.snapshot().is_empty() {
+            return TakenReady { number, must_sync, held: Some(ready), append: None, persisted_messages: Vec::new() };
         }
+        let persisted_messages = ready.take_persisted_messages();
+        let entries = ready.take_entries();
+        let append = self.raw.mut_store().plan_append(entries, ready.hs(), number);
+        self.raw.advance_append_async(ready);
+        TakenReady { number, must_sync, held: None, append: Some(append), persisted_messages }
     }
 
     /// Committed entries to apply, waiting for a round that commits.
@@ -71,8 +62,15 @@ impl Peer {
 
     /// Adds committed entries (in log order) to those waiting for their apply.
     pub(super) fn defer_entries(&mut self, entries: Vec<Entry>) {
-        if self.pending_region_change.is_none() {
-            self.pending_region_change = entries.iter().find(|e| apply::may_change_region(e)).map(|e| e.index);
+        for entry in &entries {
+            match apply::admin_effect(entry) {
+                apply::AdminEffect::None => {}
+                apply::AdminEffect::CompactsLog => self.pending_admin = true,
+                apply::AdminEffect::ChangesRegion => {
+                    self.pending_admin = true;
+                    self.pending_region_change.get_or_insert(entry.index);
+                }
+            }
         }
         self.pending_apply.extend(entries);
     }
@@ -80,6 +78,7 @@ impl Peer {
     /// The pending entries, now applied in the round's transaction.
     pub(super) fn take_pending_apply(&mut self) -> Vec<Entry> {
         self.pending_region_change = None;
+        self.pending_admin = false;
         std::mem::take(&mut self.pending_apply)
     }
 
@@ -118,7 +117,7 @@ impl Peer {
             return;
         }
         let (first_index, last_index) = (first.index, self.pending_apply.last().map_or(0, |e| e.index));
-        if first_index != self.raw.store().apply_state().applied_index + 1 {
+        if first_index != self.applied_or_applying() + 1 {
             return; // not contiguous with the applied index (cannot happen): leave it to the apply
         }
         // Writes from the first entry that may change the region on wait for their apply.

@@ -46,8 +46,8 @@ pub fn signal_of(message: &Message) -> Signal {
 impl Peer {
     /// Whether this peer leads a region that has nothing to do: no proposal, read or apply waiting,
     /// no membership change, leader transfer or snapshot under way, every entry committed and applied
-    /// here, every follower holding the whole log, and the region's size known (a split check needs
-    /// the leader awake).
+    /// here, every follower holding the whole log, the region's size known (a split check needs the
+    /// leader awake), and the log compacted (compaction is proposed on a tick).
     pub fn is_idle_leader(&self) -> bool {
         let raft = &self.raw.raft;
         if !self.is_leader()
@@ -63,6 +63,7 @@ impl Peer {
             || self.raw.has_ready()
             || self.split_check_in_flight
             || self.approximate_size.is_none()
+            || self.log_wants_compaction()
         {
             return false;
         }

@@ -1,18 +1,19 @@
-//! A peer's half of the round around the store's single LMDB commit: [`Peer::take_ready`] (in
-//! `deferred`) takes raft's ready, [`Peer::collect_ready`] puts its log writes and applied data into
-//! the shared transaction, [`Peer::post_commit`] finishes the ready once that transaction is durable;
-//! and the recovery when the transaction failed.
+//! A peer's half of the round around the writer's commit: [`Peer::take_ready`] (in `deferred`) takes
+//! raft's ready and plans its log writes, [`Peer::prepare_write`] turns it into a [`WriteTask`] the
+//! writer thread puts into a transaction, and [`Peer::finish_ready`] finishes the ready once that
+//! transaction is durable; and the recovery when the transaction failed.
 
 use std::collections::VecDeque;
 
-use heed::RwTxn;
 use raft::eraftpb::{Entry, EntryType};
-use raft::{Ready, StateRole};
+use raft::StateRole;
 
-use super::{Committed, Peer, PendingReady, Proposal};
-use crate::raftstore::apply::{self, Applied, ApplyEffects, LocalStore};
+use super::{Committed, Peer, PendingReady, Proposal, TakenReady};
+use crate::proto::RaftApplyState;
+use crate::raftstore::apply::{admin_effect, AdminEffect, Applied};
 use crate::raftstore::error::Error;
-use crate::raftstore::peer_storage::PeerStorage;
+use crate::raftstore::peer_storage::{AppendPlan, PeerStorage};
+use crate::raftstore::write_task::{ApplyPlan, LocalWrite, WriteTask, Written};
 use crate::storage::StorageError;
 
 impl Peer {
@@ -22,95 +23,100 @@ impl Peer {
         self.raw.has_ready()
     }
 
-    /// First half of ready handling, before the commit, on the ready [`Self::take_ready`] took (it
-    /// queued the leader's messages). Order (an invariant, see DESIGN.md §3): snapshot → entries +
-    /// hard state → apply committed entries, all into the round's one transaction. The store sends
-    /// the queued messages before it commits.
+    /// Whether raft holds a snapshot to install: the store installs it in a round of its own, with
+    /// nothing else in flight (raft must not be stepped between that ready and its advance).
+    pub fn has_pending_snapshot(&self) -> bool {
+        self.raw.raft.raft_log.unstable.snapshot.is_some()
+    }
+
+    /// The applied index once the apply in flight (if any) is durable.
+    pub(super) fn applied_or_applying(&self) -> u64 {
+        self.apply_in_flight.unwrap_or(self.raw.store().apply_state().applied_index)
+    }
+
+    /// Whether the apply this round would make holds an admin command: the store runs such a round
+    /// alone. A split or a membership change changes what later rounds are checked against (ranges,
+    /// members, the peers that exist); a log compaction deletes entries raft reads from storage until
+    /// it learns of the compaction, when the round is finished.
+    pub fn applies_admin(&self, taken: &TakenReady) -> bool {
+        let early = |plan: &AppendPlan| plan.entries().iter().any(|e| admin_effect(e) != AdminEffect::None);
+        self.pending_admin || (self.is_sole_voter_leader() && taken.append.as_ref().is_some_and(early))
+    }
+
+    /// Second step, on the ready [`Self::take_ready`] took (it queued the leader's messages): what the
+    /// writer must put into the round's transaction, in order (an invariant, see DESIGN.md §3):
+    /// snapshot → entries + hard state → apply committed entries. `None` when there is nothing to write.
     ///
-    /// With `apply` false the round commits nothing (no ready of it must be synced, and the
-    /// applies can wait): nothing is written, and the committed entries stay pending. A hard state
-    /// that only moved the commit index is not written then; the commit index on disk may lag (raft
-    /// learns it again), and is raised to the applied index in the transaction that applies.
-    pub fn collect_ready(
+    /// With `apply` false the round commits nothing (no ready of it must be synced, and the applies
+    /// can wait): nothing is written, and the committed entries stay pending.
+    /// A hard state that only moved the commit index is not written; the commit index on disk may lag
+    /// (raft learns it again), and is raised to the applied index when the apply is installed.
+    pub fn prepare_write(
         &mut self,
-        ready: Ready,
-        txn: &mut RwTxn<'_>,
-        local: &LocalStore<'_>,
+        taken: TakenReady,
         apply: bool,
-    ) -> Result<PendingReady, StorageError> {
+        local: &LocalWrite,
+    ) -> Result<(Option<WriteTask>, PendingReady), StorageError> {
         let _span = self.span().entered();
+        let TakenReady { number, must_sync, held, append, mut persisted_messages } = taken;
+        let mut pending = PendingReady { number, held, persisted_messages: Vec::new(), applies: false };
         if !apply {
-            assert!(!ready.must_sync(), "a ready that must be synced in a round that commits nothing");
-            return Ok(self.unwritten(ready));
+            assert!(!must_sync, "a ready that must be synced in a round that commits nothing");
+            pending.persisted_messages = persisted_messages;
+            return Ok((None, pending));
         }
-        let pending_apply = self.take_pending_apply();
-        let storage = self.raw.store();
-        let engine = storage.engine();
-        // 1. A snapshot replaces the data, the log and the states before anything else is written.
-        let (base_raft_state, mut apply_state, region) = if ready.snapshot().is_empty() {
-            (*storage.raft_state(), *storage.apply_state(), None)
-        } else {
-            let snapshot =
-                self.incoming_snapshot.as_deref().filter(|s| s.is_of(ready.snapshot())).ok_or_else(|| {
-                    StorageError::Inconsistent {
-                        what: format!("snapshot of region {}", storage.region().region_id),
-                        detail: format!(
-                            "raft applies one at index {} that no inbox verified",
-                            ready.snapshot().get_metadata().index
-                        ),
-                    }
-                })?;
-            let (raft_state, apply_state, region) = storage.apply_snapshot(txn, snapshot)?;
-            tracing::info!(region_id = region.region_id, index = apply_state.applied_index, "applying a snapshot");
-            (raft_state, apply_state, Some(region))
+        let region_id = self.region_id();
+        // A held ready holds a snapshot: it replaces the data, the log and the states first, and the
+        // ready's entries (if any) follow it.
+        let (snapshot, append) = match pending.held.as_mut() {
+            Some(ready) => {
+                let meta_index = ready.snapshot().get_metadata().index;
+                let snapshot =
+                    self.incoming_snapshot.take().filter(|s| s.is_of(ready.snapshot())).ok_or_else(|| {
+                        StorageError::Inconsistent {
+                            what: format!("snapshot of region {region_id}"),
+                            detail: format!("raft applies one at index {meta_index} that no inbox verified"),
+                        }
+                    })?;
+                let plan = self.raw.store().plan_snapshot(snapshot);
+                persisted_messages = ready.take_persisted_messages();
+                let append = AppendPlan::on(region_id, plan.raft_state, ready.take_entries(), ready.hs());
+                (Some(plan), append)
+            }
+            None => (None, append.expect("a ready not held was planned when taken")),
         };
-        let snapshot_applied = region.is_some();
-        let mut region_now = region.unwrap_or_else(|| storage.region().clone());
-        // 2. Entries and hard state, in the same transaction.
-        let raft_state = storage.append(txn, base_raft_state, ready.entries(), ready.hs())?;
-        // 3. Apply what is committed and pending (this ready's committed entries included), all
-        //    already durable in the log. The applied data and the applied index share this
-        //    transaction.
-        let before_apply = apply_state;
-        let mut effects = ApplyEffects::default();
-        apply::apply_entries(engine, txn, local, &mut region_now, &mut apply_state, &pending_apply, &mut effects)?;
-        // 4. A leader that is the region's only voter commits an entry the moment it is durable, and
-        //    it becomes durable in this very transaction; applying it here too saves a second commit
-        //    (and a second fsync) per write. If the transaction fails, neither happens.
-        if self.is_sole_voter_leader() {
-            let early = self.early_appliable(ready.entries(), apply_state.applied_index);
-            apply::apply_entries(engine, txn, local, &mut region_now, &mut apply_state, early, &mut effects)?;
+        pending.persisted_messages = persisted_messages;
+        // Applies chain: an apply in flight holds plain commands only (a round applying an admin
+        // command runs alone), so the region and the truncated index stay, and this one starts
+        // where that one ends. The writer commits them in order.
+        let applied = self.applied_or_applying();
+        let mut entries = self.take_pending_apply();
+        // A leader that is the region's only voter commits an entry the moment it is durable, and it
+        // becomes durable in this very transaction; applying it here too saves a second commit (and a
+        // second fsync) per write. If the transaction fails, neither happens.
+        if self.is_sole_voter_leader() && snapshot.is_none() {
+            let applied = entries.last().map_or(applied, |e| e.index);
+            entries.extend_from_slice(self.early_appliable(append.entries(), applied));
         }
-        if apply_state != before_apply {
-            engine.put_apply_state(txn, region_now.region_id, &apply_state)?;
+        if let Some(last) = entries.last() {
+            self.apply_in_flight = Some(last.index);
+            pending.applies = true;
         }
-        if effects.log_compacted {
-            self.metrics.raft_log_compactions.inc();
+        let mut apply_plan = None;
+        if !entries.is_empty() || snapshot.is_some() {
+            let storage = self.raw.store();
+            apply_plan = Some(ApplyPlan {
+                region: storage.region().clone(),
+                apply_state: RaftApplyState { applied_index: applied, ..*storage.apply_state() },
+                entries,
+                store_id: local.store_id,
+                empty_peers: local.empty_peers.clone(),
+            });
         }
-        // A commit learnt after the last write (a light ready's, or a sole voter's append) covers what
-        // this applies. Nothing records it: a restart takes the applied index as committed.
-        let mut raft_state = raft_state;
-        raft_state.commit = raft_state.commit.max(apply_state.applied_index);
-        let wrote =
-            snapshot_applied || !ready.entries().is_empty() || ready.hs().is_some() || apply_state != before_apply;
-        let proposals_persisted = ready.entries().iter().filter(|e| !e.data.is_empty()).count();
-        let entries_persisted = ready.entries().len();
-        let region_changed = snapshot_applied || region_now != *storage.region();
-        Ok(PendingReady {
-            ready,
-            raft_state,
-            apply_state,
-            applied: std::mem::take(&mut effects.applied),
-            proposals_persisted,
-            entries_persisted,
-            wrote,
-            region: region_changed.then_some(region_now),
-            new_regions: effects.new_regions,
-            conf_changes: effects.conf_changes,
-            bytes_written: effects.bytes_written,
-            snapshot_applied,
-            removed_self: effects.removed_self,
-        })
+        if snapshot.is_none() && !append.writes() && apply_plan.is_none() {
+            return Ok((None, pending));
+        }
+        Ok((Some(WriteTask { region_id, snapshot, append, apply: apply_plan }), pending))
     }
 
     pub(super) fn is_sole_voter_leader(&self) -> bool {
@@ -133,38 +139,60 @@ impl Peer {
         &entries[..len]
     }
 
-    /// Second half, after the round's transaction is durable: install the new state, queue the
-    /// messages that had to wait for it, advance raft, answer the applied proposals and the reads.
-    pub fn post_commit(&mut self, pending: PendingReady) -> Committed {
+    /// Last step, after the round's transaction is durable (or, with `written` `None`, when the ready
+    /// wrote nothing): install the new state, queue the messages that had to wait for it, tell raft
+    /// what is persisted and applied, answer the applied proposals and the reads. Entries raft
+    /// commits now come with its next ready.
+    pub fn finish_ready(&mut self, pending: PendingReady, written: Option<Written>) -> Committed {
         let _span = self.span().entered();
-        let PendingReady { mut ready, raft_state, apply_state, applied, region, new_regions, conf_changes, .. } =
-            pending;
-        let applied_index = apply_state.applied_index;
-        let region_changed = region.is_some();
-        if pending.snapshot_applied || !new_regions.is_empty() {
-            // A new range: its size is unknown until the next check.
-            self.approximate_size = None;
-        } else if let Some(size) = &mut self.approximate_size {
-            *size += pending.bytes_written;
+        let PendingReady { number, held, persisted_messages, applies } = pending;
+        let storage = self.raw.store();
+        let (mut raft_state, mut apply_state) = (*storage.raft_state(), *storage.apply_state());
+        let mut committed =
+            Committed { applied: 0, region_changed: false, new_regions: Vec::new(), removed_self: false };
+        let mut conf_changes = Vec::new();
+        let mut applied = Vec::new();
+        if let Some(written) = written {
+            if written.snapshot_applied || !written.new_regions.is_empty() {
+                // A new range: its size is unknown until the next check.
+                self.approximate_size = None;
+            } else if let Some(size) = &mut self.approximate_size {
+                *size += written.bytes_written;
+            }
+            if written.log_compacted {
+                self.metrics.raft_log_compactions.inc();
+            }
+            if let Some(region) = written.region {
+                self.raw.mut_store().set_region(region);
+                committed.region_changed = true;
+            }
+            raft_state = written.raft_state;
+            apply_state = written.apply_state.unwrap_or(apply_state);
+            if written.snapshot_applied {
+                self.fail_proposals_covered_by_snapshot(apply_state.applied_index);
+            }
+            committed.new_regions = written.new_regions;
+            committed.removed_self = written.removed_self;
+            conf_changes = written.conf_changes;
+            applied = written.applied;
         }
-        if let Some(region) = region {
-            self.raw.mut_store().set_region(region);
+        if applies && self.apply_in_flight.is_some_and(|index| index <= apply_state.applied_index) {
+            // The last apply in flight is durable.
+            self.apply_in_flight = None;
         }
-        if pending.snapshot_applied {
-            self.incoming_snapshot = None;
-            self.fail_proposals_covered_by_snapshot(apply_state.applied_index);
-        }
-        self.raw.mut_store().set_persisted(raft_state, apply_state);
+        // A commit learnt after the last write covers what is applied. Nothing records it: a restart
+        // takes the applied index as committed.
+        raft_state.commit = raft_state.commit.max(apply_state.applied_index);
+        self.raw.mut_store().set_persisted(raft_state, apply_state, number);
         // Votes and a follower's acks promise durability: only now may they leave.
-        self.queue_messages(ready.take_persisted_messages());
-        let mut light = self.raw.advance_append(ready);
-        self.queue_messages(light.take_messages());
-        // Entries this advance committed are durable; they are applied with the next round that
-        // commits unless they already were (a sole voter applies them with the append).
-        let committed = light.take_committed_entries().into_iter().filter(|e| e.index > applied_index).collect();
-        self.defer_entries(committed);
+        self.queue_messages(persisted_messages);
+        if let Some(ready) = held {
+            // Only now: raft reads the snapshot's state from storage once the ready is advanced.
+            self.raw.advance_append_async(ready);
+        }
+        self.raw.on_persist_ready(number);
         // Only what a committed transaction applied: raft must not count an apply a crash can lose.
-        self.raw.advance_apply_to(applied_index);
+        self.raw.advance_apply_to(apply_state.applied_index);
         // Raft counts the new membership from here on (the region's state already has it). After
         // the advances: a leader that removed itself is no longer in its own progress table.
         for cc in &conf_changes {
@@ -172,13 +200,13 @@ impl Peer {
                 tracing::error!(region_id = self.region_id(), error = %err, "raft refused an applied membership change");
             }
         }
-        let answered = applied.len();
+        committed.applied = applied.len();
         for outcome in applied {
             self.answer(outcome);
         }
         self.answer_at_commit();
         self.release_reads();
-        Committed { applied: answered, region_changed, new_regions, removed_self: pending.removed_self }
+        committed
     }
 
     /// Matches an applied entry to the proposal waiting on it. Proposals are queued in (term, index)
@@ -245,6 +273,7 @@ impl Peer {
         };
         let storage = storage?;
         let durable_last_index = storage.raft_state().last_index;
+        self.apply_in_flight = None;
         self.raw = Self::raw_node(self.peer_id, storage, &self.cfg, logger)?;
         // Raft hands the committed entries above the applied index on disk out again.
         self.take_pending_apply();

@@ -7,11 +7,11 @@ use raft::eraftpb::{Message, MessageType};
 use super::{Peer, PeerConfig};
 use crate::metrics::Metrics;
 use crate::proto::{request, PutRequest, RaftApplyState, Region, RegionEpoch, Request};
-use crate::raftstore::apply::LocalStore;
 use crate::raftstore::error::Error;
 use crate::raftstore::peer_storage::{self, PeerStorage};
 use crate::raftstore::snapshot::VerifiedSnapshot;
 use crate::raftstore::transport::RaftEnvelope;
+use crate::raftstore::write_task::LocalWrite;
 use crate::storage::{Engine, EngineOptions};
 
 /// Where a write's answer arrives.
@@ -43,12 +43,12 @@ fn peer_of_two(dir: &std::path::Path) -> Peer {
 fn round(peer: &mut Peer) {
     let ready = peer.take_ready();
     let engine = peer.raw.store().engine().clone();
-    let no_empty_peers = std::collections::BTreeMap::new();
-    let local = LocalStore { store_id: 1, empty_peers: &no_empty_peers };
+    let local = LocalWrite { store_id: 1, empty_peers: Default::default() };
+    let (task, pending) = peer.prepare_write(ready, true, &local).expect("the ready's writes");
     let mut txn = engine.write_txn().expect("a transaction");
-    let pending = peer.collect_ready(ready, &mut txn, &local, true).expect("the ready's writes");
+    let written = task.map(|task| task.write(&engine, &mut txn).expect("the task's writes"));
     engine.commit(txn).expect("a commit");
-    peer.post_commit(pending);
+    peer.finish_ready(pending, written);
 }
 
 fn from_peer_2(msg_type: MessageType, term: u64) -> Message {
@@ -203,4 +203,58 @@ async fn a_read_whose_index_is_applied_is_released_before_the_rounds_commit() {
     peer.raw.step(response).expect("the heartbeat response");
     let _ready = peer.take_ready();
     released.try_recv().expect("released once its ready is taken, before any commit").expect("the read");
+}
+
+/// The raftstore does not wait for a round's commit before the next: a peer takes and prepares its
+/// next ready while the last one's writes are still in flight. raft-rs reads the first ready's
+/// entries from storage once it is advanced, before they are in LMDB: the storage serves them from
+/// memory, and the second ready's apply starts where the first's ends. Written in order and
+/// finished in order, both writes are durable, applied and answered.
+#[tokio::test]
+async fn a_ready_is_prepared_while_the_last_ones_writes_are_in_flight() {
+    let dir = tempfile::tempdir().expect("a dir");
+    let mut peer = peer_of_two(dir.path());
+    elect(&mut peer);
+    let engine = peer.raw.store().engine().clone();
+    let local = LocalWrite { store_id: 1, empty_peers: Default::default() };
+    let mut in_flight = Vec::new();
+    let mut answers = Vec::new();
+    for key in [b"a", b"b"] {
+        let put = Request {
+            cmd: Some(request::Cmd::Put(PutRequest { key: key.to_vec(), value: b"v".to_vec(), precondition: None })),
+        };
+        let (callback, answer) = tokio::sync::oneshot::channel();
+        peer.on_write(vec![put], callback);
+        answers.push(answer);
+        let ready = peer.take_ready();
+        in_flight.push(peer.prepare_write(ready, true, &local).expect("the ready's writes"));
+    }
+    let last = peer.raw.raft.raft_log.last_index();
+    let storage = peer.raw.store();
+    let from_memory = raft::Storage::entries(storage, last - 1, last + 1, None, raft::GetEntriesContext::empty(false))
+        .expect("entries in flight");
+    assert_eq!(from_memory.iter().map(|e| e.index).collect::<Vec<_>>(), [last - 1, last]);
+    let txn = engine.read_txn().expect("a read transaction");
+    assert!(engine.entries(&txn, 1, last - 1, last + 1, u64::MAX).is_err(), "not in LMDB yet");
+    drop(txn);
+
+    let mut txn = engine.write_txn().expect("a transaction");
+    let written: Vec<_> = in_flight
+        .iter()
+        .map(|(task, _)| task.as_ref().map(|task| task.write(&engine, &mut txn).expect("the task's writes")))
+        .collect();
+    engine.commit(txn).expect("a commit");
+    for ((_, pending), written) in in_flight.into_iter().zip(written) {
+        peer.finish_ready(pending, written);
+    }
+    assert_eq!(raft::Storage::last_index(peer.raw.store()).expect("the log's end"), last);
+    ack_from_peer_2(&mut peer, last);
+    round(&mut peer);
+    round(&mut peer);
+    assert_eq!(peer.raw.store().apply_state().applied_index, last, "both applied, in order");
+    for (answer, revision) in answers.iter_mut().zip([last - 1, last]) {
+        assert_eq!(answer.try_recv().expect("answered").expect("the write succeeded").revision, revision);
+    }
+    let txn = engine.read_txn().expect("a read transaction");
+    assert_eq!(engine.entries(&txn, 1, last - 1, last + 1, u64::MAX).expect("durable entries").len(), 2);
 }

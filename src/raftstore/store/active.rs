@@ -14,7 +14,7 @@
 //! Invariant (the store keeps it): raft-rs only gains a ready through `step`, `tick`, `propose`,
 //! `campaign` and the like, and every one of them is called on a peer the store touches here in the
 //! same round, so no ready is ever left unvisited. Likewise a peer's pending applies only grow in a
-//! round that visits it (`take_ready`, `post_commit`), which records it as applying then.
+//! round that visits it (`take_ready`, `finish_ready`), which records it as applying then.
 
 use std::collections::BTreeSet;
 

@@ -14,7 +14,7 @@
 //! own, with `MDB_NOMETASYNC` (one flush; see `Engine::commit_without_meta_sync`).
 //!
 //! Invariants, enforced where the transactions are built and committed (`Store::handle_round`,
-//! `Peer::collect_ready`):
+//! `Peer::prepare_write`, `WriteTask::write`, the writer thread):
 //! - applied data and the applied index are written in one transaction;
 //! - raft learns an applied index (`advance_apply_to`) only once the transaction holding it has
 //!   committed; at restart raft-rs starts from the applied index on disk and the entries above it are

@@ -243,6 +243,14 @@ impl Store {
     /// Destroys this store's peer of a region it is no longer a member of: its range's data, log and
     /// raft state are deleted and the region is recorded as a tombstone, in one transaction.
     pub(super) fn destroy_peer(&mut self, region_id: u64) {
+        if !self.peers.contains_key(&region_id) {
+            return;
+        }
+        // Nothing of the peer may be written after its tombstone: the rounds in flight go first.
+        if let Err(err) = self.drain() {
+            self.fatal = Some(err);
+            return;
+        }
         let Some(mut peer) = self.peers.remove(&region_id) else { return };
         self.activity.forget(region_id);
         peer.fail_all();
