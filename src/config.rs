@@ -60,6 +60,10 @@ pub struct Config {
     /// anyway, before they get a commit of their own (one flush). 0 applies at once.
     #[serde(with = "humantime_serde")]
     pub raft_apply_delay: Duration,
+    /// A round nobody waits behind (no round in flight, no message queued) is committed on the
+    /// raftstore thread itself, saving a lone writer the two thread hops to the writer thread and
+    /// back; false sends every round through the writer thread.
+    pub raftstore_inline_commit: bool,
     /// Time between the starts of two background scrub passes over the whole store; 0 turns the
     /// background scrub off (`POST /scrub` still checks on demand).
     #[serde(with = "humantime_serde")]
@@ -126,6 +130,7 @@ impl Default for Config {
             raft_log_gc_threshold: 1024,
             raftstore_max_batch: 4096,
             raft_apply_delay: Duration::from_millis(2),
+            raftstore_inline_commit: true,
             scrub_interval: Duration::from_secs(24 * 3600),
             scrub_rate: ByteSize::mib(32),
             snapshot_max_size: ByteSize::gib(1),
@@ -366,6 +371,9 @@ pub struct ServeArgs {
     /// applied in a commit of their own (one flush) [default: 2ms]
     #[arg(long, env = "FEKV_RAFT_APPLY_DELAY", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub raft_apply_delay: Option<Duration>,
+    /// Commit a round nobody waits behind on the raftstore thread, not the writer thread [default: true]
+    #[arg(long, env = "FEKV_RAFTSTORE_INLINE_COMMIT", value_name = "BOOL")]
+    pub raftstore_inline_commit: Option<bool>,
     /// Time between background scrubs of the whole store; 0s turns them off [default: 24h]
     #[arg(long, env = "FEKV_SCRUB_INTERVAL", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub scrub_interval: Option<Duration>,
@@ -454,6 +462,7 @@ impl ServeArgs {
             raft_log_gc_threshold,
             raftstore_max_batch,
             raft_apply_delay,
+            raftstore_inline_commit,
             scrub_interval,
             scrub_rate,
             snapshot_max_size,

@@ -163,6 +163,7 @@ pub fn store_config(config: &Config, store_id: u64) -> StoreConfig {
         region_max_size: config.region_max_size.as_u64(),
         split_check_ticks: SPLIT_CHECK_TICKS,
         apply_delay: config.raft_apply_delay,
+        inline_commit: config.raftstore_inline_commit,
     }
 }
 

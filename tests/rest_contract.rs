@@ -338,7 +338,8 @@ fn hold_write_lock(engine: fekv::storage::Engine) -> (std::sync::mpsc::Sender<()
 /// writes are proposed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_queued_during_a_commit_share_the_next_one() {
-    let node = TestNode::start(|_| {}).await;
+    // Every round through the writer thread: a lone first write is otherwise committed inline.
+    let node = TestNode::start(|c| c.raftstore_inline_commit = false).await;
     let (release_tx, lock_holder) = hold_write_lock(node.node().engine().clone());
     let text = get(&node.url("/metrics")).await.text();
     let commits_before = metric(&text, "fekv_storage_commits_total");
@@ -395,7 +396,12 @@ async fn writes_queued_during_a_commit_share_the_next_one() {
 /// and the write lands once the store moves again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_raftstore_answers_504_for_writes_and_reads_do_not_wait_behind_it() {
-    let node = TestNode::start(|c| c.request_timeout = Duration::from_millis(500)).await;
+    let node = TestNode::start(|c| {
+        c.request_timeout = Duration::from_millis(500);
+        // Every round through the writer thread (a lone write is otherwise committed inline).
+        c.raftstore_inline_commit = false;
+    })
+    .await;
     let (release_tx, lock_holder) = hold_write_lock(node.node().engine().clone());
     let started = std::time::Instant::now();
     let write = put(&node.url("/fekv/slow"), "v").await;

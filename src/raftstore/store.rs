@@ -71,6 +71,8 @@ pub struct StoreConfig {
     pub split_check_ticks: u64,
     /// How long applies may wait for a durable round (see [`durability`]).
     pub apply_delay: Duration,
+    /// Whether a round nobody waits behind is committed on this thread (see [`pipeline`]).
+    pub inline_commit: bool,
 }
 
 pub struct Store {

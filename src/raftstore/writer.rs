@@ -163,6 +163,15 @@ fn run(engine: &Engine, inbox: &Receiver<Order>, report: &Sender<Done>) {
     }
 }
 
+/// Writes one job on the calling thread (the raftstore's, when nothing is in flight: see
+/// `Store::handle_round`), as the writer thread would.
+pub fn write_now(engine: &Engine, job: Job) -> Done {
+    match write(engine, std::slice::from_ref(&job)) {
+        Ok((mut written, commit)) => Done { result: Ok(written.pop().unwrap_or_default()), commit },
+        Err(err) => Done { result: Err(Error::from(err)), commit: None },
+    }
+}
+
 /// Writes every job's tasks into one transaction and commits it the way the strongest job needs (see
 /// `store::durability`), or not at all when nothing was written.
 #[allow(clippy::type_complexity)]
