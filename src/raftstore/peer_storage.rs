@@ -85,7 +85,12 @@ impl PeerStorage {
             ..recorded
         };
         check_consistent(region_id, &raft_state, &apply_state)?;
-        Ok(PeerStorage {
+        Ok(Self::with_states(engine, region, raft_state, apply_state))
+    }
+
+    /// A storage whose durable states are these, with nothing planned in flight.
+    fn with_states(engine: Engine, region: Region, raft_state: RaftLocalState, apply_state: RaftApplyState) -> Self {
+        PeerStorage {
             engine,
             region,
             raft_state,
@@ -93,7 +98,7 @@ impl PeerStorage {
             unpersisted: Unpersisted::default(),
             apply_state,
             snapshot: RefCell::new(SnapshotState::Idle),
-        })
+        }
     }
 
     /// The storage of a peer created by a message before this store held its region: no range, no
@@ -105,15 +110,7 @@ impl PeerStorage {
         let raft_state =
             persisted.map(|s| RaftLocalState { term: s.term, vote: s.vote, ..Default::default() }).unwrap_or_default();
         let region = Region { region_id, ..Default::default() };
-        Ok(PeerStorage {
-            engine,
-            region,
-            raft_state,
-            planned: raft_state,
-            unpersisted: Unpersisted::default(),
-            apply_state: RaftApplyState::default(),
-            snapshot: RefCell::new(SnapshotState::Idle),
-        })
+        Ok(Self::with_states(engine, region, raft_state, RaftApplyState::default()))
     }
 
     /// Writes the initial state of a brand-new region into `txn` (bootstrap).

@@ -35,7 +35,6 @@ use super::batch_gate::{self, BatchGate};
 use super::exit::{RaftstoreExit, RaftstoreHandle};
 
 use durability::ApplyDeferral;
-pub(crate) use durability::RoundKind;
 use pipeline::Woken;
 
 use super::error::Error;

@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 use super::error::Error;
-use super::store::RoundKind;
 use super::write_task::{WriteTask, Written};
 use crate::storage::{Engine, StorageError};
 
@@ -30,7 +29,9 @@ const MAX_JOBS_PER_COMMIT: usize = 64;
 /// One round's writes.
 pub struct Job {
     pub tasks: Vec<WriteTask>,
-    pub kind: RoundKind,
+    /// Whether they hold log entries, a snapshot, a term or a vote: committed with both flushes.
+    /// Otherwise they only apply committed entries, and one flush is enough (see `store::durability`).
+    pub durable: bool,
 }
 
 /// A job's outcome: what each of its tasks wrote (in task order), or why none of it is durable.
@@ -195,7 +196,7 @@ fn write(engine: &Engine, jobs: &[Job]) -> Result<(Vec<Vec<Written>>, Option<Com
         drop(txn);
         return Ok((written, None));
     }
-    let durable = jobs.iter().any(|job| job.kind == RoundKind::Durable);
+    let durable = jobs.iter().any(|job| job.durable);
     let started = Instant::now();
     if durable {
         engine.commit(txn)?;
@@ -222,7 +223,7 @@ mod tests {
         let entry = Entry { index, term: 6, data: vec![7; bytes].into(), ..Default::default() };
         let base = RaftLocalState { term: 6, last_index: index - 1, last_term: 6, ..Default::default() };
         let append = AppendPlan::on(1, base, vec![entry], None);
-        Job { tasks: vec![WriteTask { region_id: 1, snapshot: None, append, apply: None }], kind: RoundKind::Durable }
+        Job { tasks: vec![WriteTask { region_id: 1, snapshot: None, append, apply: None }], durable: true }
     }
 
     fn in_log(engine: &Engine, index: u64) -> bool {

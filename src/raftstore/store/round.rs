@@ -116,13 +116,14 @@ impl Store {
             // Nothing to write and nothing before it: reads, messages and deferred applies only.
             return self.finish_round(round, Done { result: Ok(Vec::new()), commit: None });
         }
+        let job = Job { tasks, durable: kind == RoundKind::Durable };
         if self.cfg.inline_commit && self.in_flight.is_empty() && self.inbox.is_empty() {
             // Nobody waits behind this commit: made here, it saves a lone writer the two thread
             // hops (about 10% of a sequential PUT on 3 nodes, `benches/README.md`).
-            let done = crate::raftstore::writer::write_now(&self.engine, Job { tasks, kind });
+            let done = crate::raftstore::writer::write_now(&self.engine, job);
             return self.finish_round(round, done);
         }
-        self.writer.submit(Job { tasks, kind });
+        self.writer.submit(job);
         self.in_flight.push_back(round);
         if alone {
             self.drain()?;
