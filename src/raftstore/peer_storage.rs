@@ -203,17 +203,14 @@ impl PeerStorage {
         plan
     }
 
-    /// The raft state a snapshot at (`index`, `term`) leaves, keeping the durable term and vote.
-    pub fn snapshot_raft_state(&self, index: u64, term: u64) -> RaftLocalState {
-        RaftLocalState { commit: index, last_index: index, last_term: term, ..self.raft_state }
-    }
-
     /// Replaces this peer's data, log and states with a snapshot's (verified when it arrived), in the
     /// round's transaction. Returns the durable states and region to install after the commit.
     /// Plans replacing this peer's data, log and states with a snapshot's.
     pub fn plan_snapshot(&self, snapshot: Box<VerifiedSnapshot>) -> SnapshotPlan {
         let old_range = self.is_initialized().then(|| (self.region.start_key.clone(), self.region.end_key.clone()));
-        let raft_state = self.snapshot_raft_state(snapshot.index, snapshot.term);
+        // The log starts after the snapshot; the durable term and vote are kept.
+        let (index, term) = (snapshot.index, snapshot.term);
+        let raft_state = RaftLocalState { commit: index, last_index: index, last_term: term, ..self.raft_state };
         SnapshotPlan::new(self.region.region_id, old_range, raft_state, snapshot)
     }
 
