@@ -145,21 +145,11 @@ fn run(engine: &Engine, inbox: &Receiver<Order>, report: &Sender<Done>) {
             }
             continue;
         }
-        match write(engine, &jobs) {
-            Ok((written, mut commit)) => {
-                let last = written.len() - 1;
-                for (i, result) in written.into_iter().enumerate() {
-                    let commit = if i == last { commit.take() } else { None };
-                    let _ = report.send(Done { result: Ok(result), commit });
-                }
-            }
-            Err(err) => {
-                let err = Error::from(err);
-                for _ in &jobs {
-                    let _ = report.send(Done { result: Err(err.clone()), commit: None });
-                }
-                failed = Some(err);
-            }
+        let dones = outcomes(engine, &jobs);
+        // One job's failure is every job's: they shared the transaction.
+        failed = dones.first().and_then(|done| done.result.as_ref().err().cloned());
+        for done in dones {
+            let _ = report.send(done);
         }
     }
 }
@@ -167,9 +157,23 @@ fn run(engine: &Engine, inbox: &Receiver<Order>, report: &Sender<Done>) {
 /// Writes one job on the calling thread (the raftstore's, when nothing is in flight: see
 /// `Store::handle_round`), as the writer thread would.
 pub fn write_now(engine: &Engine, job: Job) -> Done {
-    match write(engine, std::slice::from_ref(&job)) {
-        Ok((mut written, commit)) => Done { result: Ok(written.pop().unwrap_or_default()), commit },
-        Err(err) => Done { result: Err(Error::from(err)), commit: None },
+    outcomes(engine, std::slice::from_ref(&job)).pop().expect("one outcome per job")
+}
+
+/// Writes `jobs` in one transaction ([`write`]) and tells each job how it went, in order; the
+/// commit's figures go with the last.
+fn outcomes(engine: &Engine, jobs: &[Job]) -> Vec<Done> {
+    match write(engine, jobs) {
+        Ok((written, mut commit)) => {
+            let last = written.len().saturating_sub(1);
+            let with_commit =
+                |(i, result)| Done { result: Ok(result), commit: if i == last { commit.take() } else { None } };
+            written.into_iter().enumerate().map(with_commit).collect()
+        }
+        Err(err) => {
+            let err = Error::from(err);
+            jobs.iter().map(|_| Done { result: Err(err.clone()), commit: None }).collect()
+        }
     }
 }
 

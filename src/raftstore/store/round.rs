@@ -100,17 +100,17 @@ impl Store {
             round.iter().chain(&region_ids).copied().collect::<BTreeSet<u64>>().into_iter().collect();
         // A split applied this round must not start a peer this store has replaced already.
         let local = LocalWrite { store_id: self.cfg.store_id, empty_peers: Arc::new(self.empty_peers()) };
-        let (tasks, pending) = match self.prepare_writes(readies, apply, &local) {
+        let prepared = self.prepare_writes(readies, apply, &local);
+        // Leaders' appends and heartbeats leave now, so followers write while we fsync.
+        self.send_outboxes(&visited);
+        let (tasks, pending) = match prepared {
             Ok(prepared) => prepared,
             Err(err) => {
                 // Only a snapshot's ready fails here, in a round that runs alone.
-                self.send_outboxes(&visited);
                 let round = InFlight { pending: Vec::new(), kind, complete, region_ids };
                 return self.finish_round(round, Done { result: Err(Error::from(err)), commit: None });
             }
         };
-        // Leaders' appends and heartbeats leave now, so followers write while we fsync.
-        self.send_outboxes(&visited);
         let round = InFlight { pending, kind, complete, region_ids };
         if tasks.is_empty() && self.in_flight.is_empty() {
             // Nothing to write and nothing before it: reads, messages and deferred applies only.
